@@ -1,0 +1,131 @@
+package log
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	fmtlog "github.com/transparency-dev/formats/log"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// SignCheckpoint produces a C2SP tlog-checkpoint signed note for a tree of
+// the given size and RFC 6962 root hash, signed by signer.
+//
+// SPEC(tlog-checkpoint): the note text is the origin line, the decimal tree
+// size, the base64 root hash, then optional extension lines; each line ends
+// with a newline.
+func SignCheckpoint(signer note.Signer, origin string, size uint64, root []byte) ([]byte, error) {
+	if len(root) != 32 {
+		return nil, fmt.Errorf("checkpoint root hash has %d bytes, want 32", len(root))
+	}
+	text := fmtlog.Checkpoint{Origin: origin, Size: size, Hash: root}.Marshal()
+	return note.Sign(&note.Note{Text: string(text)}, signer)
+}
+
+// ParseCheckpoint parses a signed checkpoint note for origin and verifies the
+// log's signature. Cosignatures by unknown keys are kept in the returned note's
+// UnverifiedSigs; callers check witness policies separately.
+func ParseCheckpoint(raw []byte, origin string, logVerifier note.Verifier) (*fmtlog.Checkpoint, *note.Note, error) {
+	cp, _, n, err := fmtlog.ParseCheckpoint(raw, origin, logVerifier)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid checkpoint for %q: %w", origin, err)
+	}
+	return cp, n, nil
+}
+
+// LoadOrCreateSigner reads a note signer key ("PRIVATE+KEY+name+hash+key",
+// as golang.org/x/mod/sumdb/note writes it) from path, creating the file
+// with a fresh Ed25519 key named origin when it does not exist. The file is
+// written with mode 0600 and synced before use, so a key is never lost
+// after checkpoints were signed with it.
+func LoadOrCreateSigner(path, origin string) (note.Signer, note.Verifier, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		skey, _, err := note.GenerateKey(rand.Reader, origin)
+		if err != nil {
+			return nil, nil, fmt.Errorf("generating log key: %w", err)
+		}
+		if err := writeFileSync(path, []byte(skey+"\n"), 0o600); err != nil {
+			return nil, nil, fmt.Errorf("writing log key: %w", err)
+		}
+		b = []byte(skey)
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("reading log key: %w", err)
+	}
+	s, err := note.NewSigner(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, nil, fmt.Errorf("log key in %s: %w", path, err)
+	}
+	if s.Name() != origin {
+		return nil, nil, fmt.Errorf("log key in %s is for origin %q, but the log's origin is %q", path, s.Name(), origin)
+	}
+	v, err := VerifierFor(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, v, nil
+}
+
+// VerifierFor derives the verifier of a note signer key.
+func VerifierFor(skey string) (note.Verifier, error) {
+	vkey, err := VerifierKey(skey)
+	if err != nil {
+		return nil, err
+	}
+	return note.NewVerifier(vkey)
+}
+
+// VerifierKey derives the public verifier key string
+// ("name+hash+base64key") from a note signer key string.
+func VerifierKey(skey string) (string, error) {
+	// PRIVATE+KEY+name+hash+base64(0x01||seed)
+	parts := strings.SplitN(strings.TrimSpace(skey), "+", 5)
+	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
+		return "", errors.New("malformed note signer key")
+	}
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		return "", err
+	}
+	pub, err := ed25519PublicFromSignerKey(parts[4])
+	if err != nil {
+		return "", err
+	}
+	return note.NewEd25519VerifierKey(s.Name(), pub)
+}
+
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
