@@ -35,6 +35,14 @@ func ParseCheckpoint(raw []byte, origin string, logVerifier note.Verifier) (*fmt
 	if err != nil {
 		return nil, nil, fmt.Errorf("invalid checkpoint for %q: %w", origin, err)
 	}
+	// SPEC(tlog-checkpoint): the size has "no leading zeroes" and the root
+	// is an RFC 6962 (SHA-256) root. The formats parser checks neither.
+	if len(cp.Hash) != 32 {
+		return nil, nil, fmt.Errorf("invalid checkpoint for %q: root hash has %d bytes, want 32", origin, len(cp.Hash))
+	}
+	if !strings.HasPrefix(n.Text, string(cp.Marshal())) {
+		return nil, nil, fmt.Errorf("invalid checkpoint for %q: size or root hash not in canonical form", origin)
+	}
 	return cp, n, nil
 }
 

@@ -61,9 +61,13 @@ type Reader interface {
 
 // Appender adds entries to a log.
 type Appender interface {
-	// Append adds entries, in order, and returns their indices once they are
-	// durable. The indices are consecutive for one call unless the backend
-	// deduplicates (see below).
+	// Append adds entries and returns the index of each once all of them are
+	// durable. Indices are distinct, but not necessarily consecutive or in
+	// the order of entries: a backend may sequence the entries of one call
+	// concurrently. Every entry of a call is sequenced before the call
+	// returns, so an entry appended by a later call, once an earlier call has
+	// returned, gets a larger index. A single writer therefore knows the next
+	// index (the size after the previous call), which epoch records rely on.
 	//
 	// Entries must be non-empty and at most MaxEntrySize bytes. Backends may
 	// deduplicate: appending an entry identical to one already in the log may
