@@ -1,0 +1,77 @@
+// Package client is the verifying client of the key transparency directory:
+// it checks the directory's answers before a sender encrypts to any key, and
+// it lets an owner's devices monitor their own handles.
+//
+// This file set is the verification core: pure functions over the
+// directory's wire types ([github.com/keytrans/kt/api/ktpb]) that perform no
+// I/O and keep no state of their own. The caller fetches answers, supplies
+// the clock, and persists the state the functions return. The normative
+// protocol is docs/design.md; section numbers below refer to it.
+//
+// # Parameters and state
+//
+// [Params] are what a client pins (section 11): origin, log key, VRF key,
+// recovery key, witness policy and freshness bounds. [Trusted] is the
+// client's trusted epoch checkpoint and latest verified epoch (section 16);
+// [MonitorState] is what an owner's device knows about one of its handles.
+// Verification never modifies the state it is given; it returns the new
+// state, which the caller writes to durable storage before acting on the
+// answer. Both states have a small versioned binary encoding.
+//
+// # Guarantees of a lookup
+//
+// When [VerifyLookup] returns a result, and the cryptography holds and a
+// quorum of the policy's witnesses is honest:
+//
+//   - the epoch checkpoint is signed by the pinned log key, cosigned by a
+//     quorum of the witness policy, and is an append-only extension of every
+//     checkpoint this client trusted before (P3, P4; [ErrInconsistent]
+//     carries the evidence otherwise);
+//   - the epoch record is the checkpoint's last entry, so its map root is
+//     the latest the log commits to, and it is at most MaxAge + Skew old,
+//     as is the witness quorum (P2, A3, A9);
+//   - the handle's VRF index is proved under the pinned VRF key, and the map
+//     proves that the returned change record is the latest for that index,
+//     or that the handle was never registered (P1, P2, A1);
+//   - the device set is the one the record commits to, the record's
+//     authorizers are exactly the set's keys (R7), and in strict mode the set
+//     is signed by the pinned account key for this handle and version (P6,
+//     A2);
+//   - every HPKE key deserializes with its suite: the sender encrypts to all
+//     devices or fails, never silently skipping one.
+//
+// A lookup does not check how a change was authorized (R1 to R6): auditors
+// replay the log for that, and the owner's monitor reports every change.
+// [LookupResult.Kind] still tells a sender that the latest change was a
+// recovery.
+//
+// # Guarantees of monitoring
+//
+// When [VerifyMonitor] returns a result, its changes are the complete chain
+// of versions after the known one, each included in the log under the
+// accepted epoch checkpoint, the last one held by the map. A device added
+// and removed again between two polls is therefore in the chain (A7,
+// [MonitorResult.Transient]). Every change is checked against the
+// authorization rules and classified by who authorized it: this device,
+// another of the owner's devices, the account key, the directory's recovery
+// path, or an unknown key; the last two, and any rule violation, are
+// [Alert] values (P5).
+//
+// # Errors
+//
+// Every failure is a [*VerifyError] naming the step of design.md 12.2 or 13
+// that failed, wrapping one sentinel ([ErrMalformed], [ErrCheckpointSignature],
+// [ErrWitnessQuorum], [ErrRollback], [ErrInconsistent], [ErrNotLatestEpoch],
+// [ErrEpochInclusion], [ErrStale], [ErrVRF], [ErrMapProof],
+// [ErrRecordMismatch], [ErrCommitment], [ErrAuthorizers], [ErrStrict],
+// [ErrUnusableKey], [ErrMonitorGap]) and the underlying error. A failure is
+// never downgraded to a warning and there is no fallback to unverified keys.
+//
+// # Cost
+//
+// Verifying a lookup within an epoch the client already trusts costs one
+// ECVRF verification and about a hundred SHA-256 compressions. The first
+// lookup in a new epoch also verifies the log signature and the
+// cosignatures (one Ed25519 verification each); an epoch part carrying the
+// very checkpoint already trusted is not verified again.
+package client

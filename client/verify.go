@@ -1,0 +1,217 @@
+package client
+
+import (
+	"bytes"
+	"encoding/base64"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/log/witness"
+)
+
+// Defaults of [Params].
+const (
+	// DefaultMaxAge is the freshness bound: the oldest epoch (and witness
+	// quorum) a client accepts (design.md 11).
+	DefaultMaxAge = 60 * time.Second
+	// DefaultSkew is the clock skew allowed between client, directory and
+	// witnesses (design.md 12.2).
+	DefaultSkew = 10 * time.Second
+)
+
+// Params are the directory parameters a client pins (design.md 11). Build
+// them with [NewParams] from the directory's published parameters (checked
+// against what the app vendor shipped), or fill the fields and call
+// [Params.Validate]. Every Verify function validates them first and fails
+// closed with [ErrInvalidParams]. Params are read-only once in use and safe
+// for concurrent use.
+type Params struct {
+	// Origin is the log's checkpoint origin; it is also bound into every
+	// signed change and account statement.
+	Origin string
+	// LogVerifier verifies the log's checkpoint signatures. Its name must
+	// be Origin.
+	LogVerifier note.Verifier
+	// VRFKey is the directory's VRF public key.
+	VRFKey *vrf.PublicKey
+	// RecoveryKey is the directory's Ed25519 account-recovery key: changes
+	// it signs (kind 4) are always reported to the owner as alerts.
+	RecoveryKey [32]byte
+	// Witnesses is the witness policy a checkpoint's cosignatures must
+	// satisfy. nil, or a policy with "quorum none", requires no
+	// cosignatures and is refused unless InsecureNoWitnesses is set.
+	Witnesses *witness.Policy
+	// InsecureNoWitnesses accepts checkpoints without any witness
+	// cosignature. Only for tests and development: without witnesses a
+	// directory can show this client a split view (A4) undetected.
+	InsecureNoWitnesses bool
+	// MaxAge bounds the age of an accepted epoch: its timestamp and its
+	// witness quorum time must be within MaxAge + Skew of the clock. Zero
+	// means DefaultMaxAge.
+	MaxAge time.Duration
+	// Skew is the clock skew tolerated in both directions. Zero means
+	// DefaultSkew.
+	Skew time.Duration
+}
+
+// Options are the client-side settings of [NewParams]: what the directory
+// does not decide.
+type Options struct {
+	// MaxAge and Skew: see [Params]. Zero means the default.
+	MaxAge, Skew time.Duration
+	// InsecureNoWitnesses: see [Params].
+	InsecureNoWitnesses bool
+}
+
+// NewParams builds and validates Params from the directory's published
+// parameters. A client that pins parameters must compare pb with its pinned
+// copy itself; this function only decodes and checks them.
+func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
+	bad := func(format string, args ...any) (*Params, error) {
+		return nil, fail(StepParams, ErrInvalidParams, nil, format, args...)
+	}
+	if pb == nil {
+		return bad("no parameters")
+	}
+	p := &Params{
+		Origin:              pb.GetOrigin(),
+		MaxAge:              opts.MaxAge,
+		Skew:                opts.Skew,
+		InsecureNoWitnesses: opts.InsecureNoWitnesses,
+	}
+	v, err := note.NewVerifier(pb.GetLogPublicKey())
+	if err != nil {
+		return bad("log public key %q: %v", pb.GetLogPublicKey(), err)
+	}
+	p.LogVerifier = v
+	if p.VRFKey, err = vrf.ParsePublicKey(pb.GetVrfPublicKey()); err != nil {
+		return bad("VRF public key: %v", err)
+	}
+	if len(pb.GetRecoveryPublicKey()) != 32 {
+		return bad("recovery public key has %d bytes, want 32", len(pb.GetRecoveryPublicKey()))
+	}
+	copy(p.RecoveryKey[:], pb.GetRecoveryPublicKey())
+	if text := pb.GetWitnessPolicy(); text != "" {
+		if p.Witnesses, err = witness.ParsePolicy([]byte(text)); err != nil {
+			return bad("%v", err)
+		}
+	}
+	// SPEC(design.md 4): "Keys of different roles MUST be distinct keys."
+	logKey := vkeyPublicKey(pb.GetLogPublicKey())
+	vrfKey := p.VRFKey.Bytes()
+	switch {
+	case bytes.Equal(logKey, p.RecoveryKey[:]):
+		return bad("the recovery key is the log key")
+	case bytes.Equal(vrfKey, p.RecoveryKey[:]):
+		return bad("the recovery key is the VRF key")
+	case bytes.Equal(vrfKey, logKey):
+		return bad("the VRF key is the log key")
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// vkeyPublicKey returns the raw Ed25519 key of a note verifier key
+// "name+hash+base64(0x01 || key)", or nil.
+func vkeyPublicKey(vkey string) []byte {
+	i := strings.LastIndexByte(vkey, '+')
+	if i < 0 {
+		return nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(vkey[i+1:])
+	if err != nil || len(raw) != 33 {
+		return nil
+	}
+	return raw[1:]
+}
+
+// Validate reports whether p is complete and consistent; errors wrap
+// [ErrInvalidParams].
+func (p *Params) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fail(StepParams, ErrInvalidParams, nil, format, args...)
+	}
+	switch {
+	case p == nil:
+		return bad("no parameters")
+	case p.Origin == "":
+		return bad("empty origin")
+	case len(p.Origin) > 0xffff:
+		return bad("origin longer than 65535 bytes")
+	case strings.ContainsAny(p.Origin, "\n+ "):
+		return bad("origin %q contains a newline, a plus or a space", p.Origin)
+	case p.LogVerifier == nil:
+		return bad("no log verifier")
+	case p.LogVerifier.Name() != p.Origin:
+		// SPEC(design.md 4): checkpoint signatures use "key name = origin".
+		return bad("log key name %q is not the origin %q", p.LogVerifier.Name(), p.Origin)
+	case p.VRFKey == nil:
+		return bad("no VRF key")
+	case p.RecoveryKey == [32]byte{}:
+		return bad("no recovery key")
+	case p.MaxAge < 0 || p.Skew < 0:
+		return bad("negative MaxAge or Skew")
+	}
+	if p.Witnesses == nil || p.Witnesses.QuorumNone() {
+		// SPEC(design.md 9.1): "quorum none is for tests; clients MUST
+		// refuse it unless explicitly run insecurely."
+		if !p.InsecureNoWitnesses {
+			return bad("the witness policy requires no cosignatures; refusing (set InsecureNoWitnesses only in tests)")
+		}
+		return nil
+	}
+	if logs := p.Witnesses.Logs(); len(logs) > 0 {
+		found := false
+		for _, l := range logs {
+			v := l.Verifier()
+			if v.Name() == p.LogVerifier.Name() && v.KeyHash() == p.LogVerifier.KeyHash() {
+				found = true
+			}
+		}
+		if !found {
+			return bad("the witness policy lists logs, but not this log's key")
+		}
+	}
+	return nil
+}
+
+func (p *Params) maxAge() time.Duration {
+	if p.MaxAge == 0 {
+		return DefaultMaxAge
+	}
+	return p.MaxAge
+}
+
+func (p *Params) skew() time.Duration {
+	if p.Skew == 0 {
+		return DefaultSkew
+	}
+	return p.Skew
+}
+
+// hashes checks that every element of a proof is a 32-byte hash.
+func hashes(what string, p [][]byte) error {
+	for i, h := range p {
+		if len(h) != 32 {
+			return fail(StepParse, ErrMalformed, nil, "%s hash %d has %d bytes, want 32", what, i, len(h))
+		}
+	}
+	return nil
+}
+
+// maxProofHashes bounds the hashes of an RFC 6962 proof (inclusion: at most
+// 64; consistency: at most 2·64), before any work is done on them.
+const maxProofHashes = 128
+
+func checkProof(what string, p [][]byte) error {
+	if len(p) > maxProofHashes {
+		return fail(StepParse, ErrMalformed, nil, "%s has %d hashes, more than %d", what, len(p), maxProofHashes)
+	}
+	return hashes(what, p)
+}

@@ -1,0 +1,265 @@
+package client
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"time"
+
+	fmtlog "github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/witness"
+)
+
+// Epoch is a verified epoch: an epoch checkpoint accepted under the witness
+// policy and consistent with the client's trusted checkpoint, and its epoch
+// record, proved to be the checkpoint's last entry.
+type Epoch struct {
+	// Checkpoint is the epoch checkpoint, a signed note with its
+	// cosignatures.
+	Checkpoint []byte
+	// Size and Root are the checkpoint's tree size and RFC 6962 root.
+	Size uint64
+	Root [32]byte
+	// Record is the epoch record; Record.LogSize = Size - 1.
+	Record api.EpochRecord
+	// Cosignatures are the verified cosignatures of policy witnesses; nil
+	// when the epoch was reused from the trusted state.
+	Cosignatures []witness.Cosignature
+	// QuorumTime is the latest time as of which a quorum of witnesses had
+	// cosigned (witness.Policy.QuorumTime); zero without a witness policy.
+	QuorumTime time.Time
+	// Reused is true when the response carried no epoch part and the
+	// client's trusted epoch was used.
+	Reused bool
+}
+
+// Time returns the epoch record's timestamp.
+func (e *Epoch) Time() time.Time { return epochTime(e.Record.Timestamp) }
+
+func epochTime(ms uint64) time.Time {
+	if ms > math.MaxInt64 {
+		ms = math.MaxInt64
+	}
+	return time.UnixMilli(int64(ms))
+}
+
+// Trusted returns the state a client stores after accepting e.
+func (e *Epoch) Trusted() *Trusted {
+	return &Trusted{
+		Checkpoint: bytes.Clone(e.Checkpoint),
+		Size:       e.Size,
+		Root:       e.Root,
+		Epoch:      e.Record,
+		QuorumTime: e.QuorumTime,
+	}
+}
+
+// VerifyEpoch verifies an epoch part against the parameters and the trusted
+// state t (nil if the client trusts nothing yet), following design.md 12.2
+// step 2 exactly:
+//
+//  1. the checkpoint is signed by the pinned log key for the pinned origin
+//     ([ErrCheckpointSignature]);
+//  2. its cosignatures satisfy the witness policy, none is invalid and none
+//     is dated after now + skew ([ErrWitnessQuorum]);
+//  3. it is not smaller than t ([ErrRollback]) and is consistent with t
+//     ([ErrInconsistent], as an [*InconsistencyError]);
+//  4. the epoch record's log size is size − 1 ([ErrNotLatestEpoch]) and the
+//     record is included at that index ([ErrEpochInclusion]);
+//  5. the epoch timestamp and the witness quorum time are within MaxAge +
+//     Skew of now, the timestamp not after now + Skew, and the epoch number
+//     not below t's ([ErrStale]).
+//
+// A nil part reuses t (which must then exist) and checks step 5 only.
+// Malformed parts fail with [ErrMalformed] before any check. VerifyEpoch does
+// not modify t; store the returned epoch's [Epoch.Trusted] state.
+func VerifyEpoch(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time) (*Epoch, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if part == nil {
+		if t == nil {
+			return nil, fail(StepParse, ErrMalformed, nil, "no epoch part, and no trusted epoch to reuse")
+		}
+		e := &Epoch{
+			Checkpoint: t.Checkpoint,
+			Size:       t.Size,
+			Root:       t.Root,
+			Record:     t.Epoch,
+			QuorumTime: t.QuorumTime,
+			Reused:     true,
+		}
+		if err := checkFreshness(p, t, e, now); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
+
+	// Step 1: parse.
+	rec, err := api.ParseEpochRecord(part.GetEpochRecord())
+	if err != nil {
+		return nil, fail(StepParse, ErrMalformed, err, "epoch record")
+	}
+	if err := checkProof("epoch inclusion proof", part.GetInclusionProof()); err != nil {
+		return nil, err
+	}
+	if err := checkProof("consistency proof", part.GetConsistencyProof()); err != nil {
+		return nil, err
+	}
+
+	e := &Epoch{Checkpoint: part.GetCheckpoint(), Record: *rec}
+	if t != nil && bytes.Equal(part.GetCheckpoint(), t.Checkpoint) {
+		// The very note the client already verified and stored: its
+		// signatures and cosignatures were checked when it was accepted
+		// (design.md 12.2: "verified once per epoch and cached").
+		e.Size, e.Root, e.QuorumTime = t.Size, t.Root, t.QuorumTime
+	} else {
+		// Steps 2.1 and 2.2.
+		n, err := verifyCheckpoint(p, e)
+		if err != nil {
+			return nil, err
+		}
+		if err := verifyCosignatures(p, n, e, now); err != nil {
+			return nil, err
+		}
+	}
+
+	// Step 2.3: append-only with respect to the trusted checkpoint.
+	cons := part.GetConsistencyProof()
+	switch {
+	case t == nil:
+		if len(cons) != 0 {
+			return nil, fail(StepParse, ErrMalformed, nil, "consistency proof given, but the client trusts no checkpoint")
+		}
+	case e.Size < t.Size:
+		return nil, fail(StepConsistency, ErrRollback, nil, "checkpoint size %d is below the trusted size %d", e.Size, t.Size)
+	case e.Size == t.Size:
+		if e.Root != t.Root {
+			return nil, &VerifyError{Step: StepConsistency, Err: inconsistency(t, e, cons, "same size, different root hashes")}
+		}
+		if len(cons) != 0 {
+			return nil, fail(StepParse, ErrMalformed, nil, "non-empty consistency proof between equal sizes")
+		}
+	default:
+		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, t.Size, e.Size, cons, t.Root[:], e.Root[:]); err != nil {
+			return nil, &VerifyError{Step: StepConsistency, Err: inconsistency(t, e, cons, "consistency proof: "+err.Error())}
+		}
+	}
+
+	// Step 2.4: the epoch record is the checkpoint's last entry.
+	if e.Size == 0 || rec.LogSize != e.Size-1 {
+		return nil, fail(StepEpochRecord, ErrNotLatestEpoch, nil, "epoch record has log size %d, checkpoint size is %d", rec.LogSize, e.Size)
+	}
+	leaf := api.LeafHash(part.GetEpochRecord())
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, rec.LogSize, e.Size, leaf[:], part.GetInclusionProof(), e.Root[:]); err != nil {
+		return nil, fail(StepEpochRecord, ErrEpochInclusion, err, "epoch record at index %d", rec.LogSize)
+	}
+
+	// Step 2.5.
+	if err := checkFreshness(p, t, e, now); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// verifyCheckpoint checks the log's signature (step 2.1) and fills e.Size
+// and e.Root. It returns the opened note for the cosignature check.
+func verifyCheckpoint(p *Params, e *Epoch) (*note.Note, error) {
+	cp, n, err := log.ParseCheckpoint(e.Checkpoint, p.Origin, p.LogVerifier)
+	if err != nil {
+		return nil, classifyCheckpointError(p, e.Checkpoint, err)
+	}
+	// SPEC(design.md 9): checkpoints have "no extension lines".
+	if n.Text != string(cp.Marshal()) {
+		return nil, fail(StepParse, ErrMalformed, nil, "checkpoint has extension lines")
+	}
+	e.Size = cp.Size
+	copy(e.Root[:], cp.Hash)
+	return n, nil
+}
+
+// classifyCheckpointError tells a malformed checkpoint from one the log did
+// not sign (or signed for another origin). It runs only on failure, so the
+// successful path verifies the log signature once.
+func classifyCheckpointError(p *Params, raw []byte, err error) error {
+	n, openErr := note.Open(raw, note.VerifierList(p.LogVerifier))
+	var unverified *note.UnverifiedNoteError
+	var invalid *note.InvalidSignatureError
+	switch {
+	case errors.As(openErr, &unverified) || errors.As(openErr, &invalid):
+		return fail(StepCheckpoint, ErrCheckpointSignature, err, "")
+	case openErr != nil:
+		return fail(StepParse, ErrMalformed, err, "checkpoint")
+	}
+	// The log's signature verifies: the text is at fault.
+	var cp fmtlog.Checkpoint
+	if _, uerr := cp.Unmarshal([]byte(n.Text)); uerr == nil && cp.Origin != p.Origin {
+		return fail(StepCheckpoint, ErrCheckpointSignature, err, "checkpoint for origin %q", cp.Origin)
+	}
+	return fail(StepParse, ErrMalformed, err, "checkpoint")
+}
+
+// verifyCosignatures applies the witness policy (step 2.2) and sets
+// e.Cosignatures and e.QuorumTime.
+func verifyCosignatures(p *Params, n *note.Note, e *Epoch, now time.Time) error {
+	if p.Witnesses == nil || p.Witnesses.QuorumNone() {
+		return nil // allowed by Validate only with InsecureNoWitnesses
+	}
+	cs, err := p.Witnesses.CheckNote(n)
+	if err != nil {
+		return fail(StepWitnesses, ErrWitnessQuorum, err, "")
+	}
+	limit := now.Add(p.skew())
+	for _, c := range cs {
+		if c.Time.After(limit) {
+			return fail(StepWitnesses, ErrWitnessQuorum, nil, "cosignature by %s is dated %v, after now + skew (%v)", c.Witness, c.Time.UTC(), limit.UTC())
+		}
+	}
+	qt, ok := p.Witnesses.QuorumTime(cs)
+	if !ok {
+		return fail(StepWitnesses, ErrWitnessQuorum, nil, "no quorum time")
+	}
+	e.Cosignatures, e.QuorumTime = cs, qt
+	return nil
+}
+
+// checkFreshness is step 2.5.
+func checkFreshness(p *Params, t *Trusted, e *Epoch, now time.Time) error {
+	bound := p.maxAge() + p.skew()
+	ts := e.Time()
+	switch {
+	case ts.After(now.Add(p.skew())):
+		return fail(StepFreshness, ErrStale, nil, "epoch %d is dated %v, after now + skew", e.Record.Epoch, ts.UTC())
+	case now.Sub(ts) > bound:
+		return fail(StepFreshness, ErrStale, nil, "epoch %d is dated %v, older than %v", e.Record.Epoch, ts.UTC(), bound)
+	case !e.QuorumTime.IsZero() && now.Sub(e.QuorumTime) > bound:
+		return fail(StepFreshness, ErrStale, nil, "the witness quorum last cosigned at %v, older than %v", e.QuorumTime.UTC(), bound)
+	case e.QuorumTime.IsZero() && !p.InsecureNoWitnesses:
+		return fail(StepFreshness, ErrStale, nil, "no witness quorum time")
+	case t != nil && e.Record.Epoch < t.Epoch.Epoch:
+		return fail(StepFreshness, ErrStale, nil, "epoch %d is older than the verified epoch %d", e.Record.Epoch, t.Epoch.Epoch)
+	}
+	return nil
+}
+
+func inconsistency(t *Trusted, e *Epoch, cons [][]byte, reason string) *InconsistencyError {
+	var pr [][]byte
+	for _, h := range cons {
+		pr = append(pr, bytes.Clone(h))
+	}
+	return &InconsistencyError{
+		Trusted:     bytes.Clone(t.Checkpoint),
+		New:         bytes.Clone(e.Checkpoint),
+		TrustedSize: t.Size,
+		NewSize:     e.Size,
+		Proof:       pr,
+		Reason:      reason,
+	}
+}

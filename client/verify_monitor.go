@@ -1,0 +1,449 @@
+package client
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/smt"
+)
+
+// OwnKeys are the signing keys the owner's device knows to be the owner's
+// without asking the directory.
+type OwnKeys struct {
+	// Device is this device's Ed25519 signing key. Required.
+	Device [32]byte
+	// Devices are the signing keys of the owner's other devices that this
+	// device learned out of band (for example when it was linked), if any.
+	Devices [][32]byte
+	// Account is the owner's account key, if the owner has one.
+	Account *[32]byte
+}
+
+func (o *OwnKeys) contains(k [32]byte) bool {
+	return k == o.Device || slices.Contains(o.Devices, k) || (o.Account != nil && *o.Account == k)
+}
+
+// Authority says who authorized a monitored change, from the owner's point
+// of view.
+type Authority uint8
+
+const (
+	// ByThisDevice: signed by this device's own key.
+	ByThisDevice Authority = iota + 1
+	// ByOwnDevice: signed by another device known to be the owner's.
+	ByOwnDevice
+	// ByAccountKey: signed by the owner's known account key.
+	ByAccountKey
+	// ByRecovery: made by the directory's recovery path, without the owner.
+	ByRecovery
+	// ByUnknownKey: signed by a key that is not known to be the owner's.
+	ByUnknownKey
+)
+
+func (a Authority) String() string {
+	switch a {
+	case ByThisDevice:
+		return "this device"
+	case ByOwnDevice:
+		return "another of your devices"
+	case ByAccountKey:
+		return "your account key"
+	case ByRecovery:
+		return "the directory's recovery path"
+	case ByUnknownKey:
+		return "a key that is not one of your devices"
+	}
+	return fmt.Sprintf("Authority(%d)", uint8(a))
+}
+
+// AlertKind classifies an [Alert].
+type AlertKind uint8
+
+const (
+	// AlertRecovery: the directory changed the device set through its
+	// recovery path (kind 4).
+	AlertRecovery AlertKind = iota + 1
+	// AlertForeignEnrollment: the handle was enrolled by a key that is not
+	// one of the owner's devices.
+	AlertForeignEnrollment
+	// AlertUnknownSigner: a change was signed by a key that is not one of
+	// the owner's devices or account key.
+	AlertUnknownSigner
+	// AlertRuleViolation: the directory logged a change that breaks an
+	// authorization rule (R1 to R7); the auditors report it too.
+	AlertRuleViolation
+)
+
+func (k AlertKind) String() string {
+	switch k {
+	case AlertRecovery:
+		return "recovery"
+	case AlertForeignEnrollment:
+		return "foreign enrollment"
+	case AlertUnknownSigner:
+		return "unknown signer"
+	case AlertRuleViolation:
+		return "rule violation"
+	}
+	return fmt.Sprintf("AlertKind(%d)", uint8(k))
+}
+
+// Alert is a change the owner did not make, or that breaks the rules. Show
+// every alert to the user.
+type Alert struct {
+	Kind AlertKind
+	// Version and LogIndex locate the change record.
+	Version  uint64
+	LogIndex uint64
+	// Rule names the broken rule for AlertRuleViolation ("R5 device", ...).
+	Rule string
+	// Message says what happened, for the user.
+	Message string
+}
+
+func (a Alert) String() string {
+	return fmt.Sprintf("version %d (log index %d): %s", a.Version, a.LogIndex, a.Message)
+}
+
+// Change is one verified change of the monitored handle.
+type Change struct {
+	Version  uint64
+	LogIndex uint64
+	Record   *api.ChangeRecord
+	// DeviceSet is the set after the change.
+	DeviceSet *api.DeviceSet
+	// By says who authorized the change.
+	By Authority
+	// Added and Removed compare the devices with the previous set (a
+	// device whose keys changed is in both).
+	Added, Removed []api.Device
+	// AccountIDChanged and AccountKeyChanged report a change of the
+	// account ID or of the account key (including adding or removing it).
+	AccountIDChanged, AccountKeyChanged bool
+	// Alerts raised by this change.
+	Alerts []Alert
+}
+
+// MonitorState is what an owner's device remembers about one of its
+// handles between polls (design.md 13 step 6). Persist it with
+// [MonitorState.MarshalBinary].
+type MonitorState struct {
+	// Index is the handle's VRF index (from the device's own lookup).
+	Index [32]byte
+	// Version is the latest verified version, 0 before the first change.
+	Version uint64
+	// LeafHash is the leaf hash of that version's change record (zero for
+	// version 0) and Authorizers its authorizers.
+	LeafHash    [32]byte
+	Authorizers []api.Authorizer
+	// DeviceSet is that version's device set (nil for version 0).
+	DeviceSet *api.DeviceSet
+	// Known are the signing keys (devices and account key) learned to be
+	// the owner's along the chain: those of every set written by a key
+	// that was already known. Sorted, unique.
+	Known [][32]byte
+}
+
+// MonitorResult is a verified monitoring answer.
+type MonitorResult struct {
+	// State is the state to store in place of the caller's (a new value).
+	State *MonitorState
+	// Trusted is the trusted epoch state to store.
+	Trusted *Trusted
+	Epoch   *Epoch
+	// Changes are the changes since the known version, in order.
+	Changes []Change
+	// Alerts collects the alerts of all changes.
+	Alerts []Alert
+	// Transient lists devices that were added and removed again within the
+	// changes of this answer, so never in a stored state (attack A7). Each
+	// is also visible in Changes.
+	Transient []api.Device
+}
+
+// parsedChange is a MonitoredChange after step 1.
+type parsedChange struct {
+	recordBytes []byte
+	record      *api.ChangeRecord
+	leaf        [32]byte
+	logIndex    uint64
+	inclusion   [][]byte
+	opening     [32]byte
+	setBytes    []byte
+}
+
+// VerifyMonitor verifies a monitoring answer for the handle of state
+// (design.md 13) and classifies every change since state.Version. t is the
+// trusted epoch state (nil for none), own the owner's keys known out of band.
+//
+// Errors are [*VerifyError] values: the epoch part as in [VerifyEpoch];
+// [ErrMonitorGap] when the changes are not the complete chain of versions
+// after state.Version, in order, each linked to its predecessor and
+// included in the log below the epoch record; [ErrMapProof] when the map
+// does not hold the last change (a chain that stops short of the latest
+// version fails here); [ErrCommitment] when an opening does not open its
+// record's commitment. Authorization rule failures of logged records (R1 to
+// R7) and changes the owner did not make are not errors: they are verified
+// facts about the log and come back as alerts in the result.
+//
+// Neither state nor t is modified.
+func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.MonitorResponse, own OwnKeys, now time.Time) (*MonitorResult, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if state == nil {
+		return nil, fail(StepParams, ErrInvalidParams, nil, "no monitor state")
+	}
+	if own.Device == ([32]byte{}) {
+		return nil, fail(StepParams, ErrInvalidParams, nil, "no own device key")
+	}
+	if (state.Version == 0) != (state.DeviceSet == nil) || state.Version == 0 && state.LeafHash != [32]byte{} {
+		return nil, fail(StepParams, ErrInvalidParams, nil, "monitor state at version %d does not match its record fields", state.Version)
+	}
+	if resp == nil {
+		return nil, fail(StepParse, ErrMalformed, nil, "no response")
+	}
+
+	// Step 1 (12.2 step 1): parse.
+	mp, err := smt.ParseProof(resp.GetMapProof())
+	if err != nil {
+		if errors.Is(err, smt.ErrMalformedProof) {
+			return nil, fail(StepParse, ErrMalformed, err, "map proof")
+		}
+		return nil, fail(StepMap, ErrMapProof, err, "")
+	}
+	changes := make([]parsedChange, len(resp.GetChanges()))
+	for i, c := range resp.GetChanges() {
+		pc := &changes[i]
+		if c == nil {
+			return nil, fail(StepParse, ErrMalformed, nil, "change %d is empty", i)
+		}
+		if pc.record, err = api.ParseChangeRecord(c.GetChangeRecord()); err != nil {
+			return nil, fail(StepParse, ErrMalformed, err, "change %d record", i)
+		}
+		if len(c.GetOpening()) != 32 {
+			return nil, fail(StepParse, ErrMalformed, nil, "change %d opening has %d bytes, want 32", i, len(c.GetOpening()))
+		}
+		if _, err := api.ParseDeviceSet(c.GetDeviceSet()); err != nil {
+			return nil, fail(StepParse, ErrMalformed, err, "change %d device set", i)
+		}
+		if err := checkProof("change inclusion proof", c.GetInclusionProof()); err != nil {
+			return nil, err
+		}
+		pc.recordBytes = c.GetChangeRecord()
+		pc.leaf = api.LeafHash(pc.recordBytes)
+		pc.logIndex = c.GetLogIndex()
+		pc.inclusion = c.GetInclusionProof()
+		copy(pc.opening[:], c.GetOpening())
+		pc.setBytes = c.GetDeviceSet()
+	}
+
+	// Step 1 of 13: the epoch.
+	e, err := VerifyEpoch(p, t, resp.GetEpoch(), now)
+	if err != nil {
+		return nil, err
+	}
+
+	// Step 3 of 13 (before the map proof, so that a gap is reported as
+	// one): the changes are the complete chain after state.Version.
+	version, leaf := state.Version, state.LeafHash
+	for i := range changes {
+		pc := &changes[i]
+		r := pc.record
+		switch {
+		case r.Index != state.Index:
+			return nil, fail(StepChain, ErrMonitorGap, nil, "change %d is for index %x, not %x", i, r.Index[:8], state.Index[:8])
+		case version == ^uint64(0) || r.Version != version+1:
+			return nil, fail(StepChain, ErrMonitorGap, nil, "change %d has version %d, want %d", i, r.Version, version+1)
+		case r.Prev != leaf:
+			return nil, fail(StepChain, ErrMonitorGap, nil, "version %d does not link to the leaf hash of version %d", r.Version, version)
+		case pc.logIndex >= e.Record.LogSize:
+			return nil, fail(StepChain, ErrMonitorGap, nil, "version %d at log index %d, not below the epoch's log size %d", r.Version, pc.logIndex, e.Record.LogSize)
+		}
+		if err := proof.VerifyInclusion(rfc6962.DefaultHasher, pc.logIndex, e.Size, pc.leaf[:], pc.inclusion, e.Root[:]); err != nil {
+			return nil, fail(StepChain, ErrMonitorGap, err, "version %d not included at log index %d", r.Version, pc.logIndex)
+		}
+		version, leaf = r.Version, pc.leaf
+	}
+
+	// Step 2 of 13: the map holds the last version (or, at version 0 with
+	// no change, nothing).
+	var value *[32]byte
+	if version > 0 {
+		value = &leaf
+	}
+	if err := smt.Verify(e.Record.MapRoot, state.Index, value, mp); err != nil {
+		return nil, fail(StepMap, ErrMapProof, err, "index %x at version %d", state.Index[:8], version)
+	}
+
+	// Steps 4 and 5: rules and classification.
+	res := &MonitorResult{Trusted: e.Trusted(), Epoch: e}
+	next := state.clone()
+	var added []api.Device // every device added during this answer
+	for i := range changes {
+		pc := &changes[i]
+		c, err := next.apply(p, pc, &own)
+		if err != nil {
+			return nil, err
+		}
+		added = append(added, c.Added...)
+		res.Alerts = append(res.Alerts, c.Alerts...)
+		res.Changes = append(res.Changes, *c)
+	}
+	for _, d := range added {
+		if !containsDevice(state.DeviceSet, d) && !containsDevice(next.DeviceSet, d) &&
+			!slices.ContainsFunc(res.Transient, func(x api.Device) bool { return sameDevice(x, d) }) {
+			res.Transient = append(res.Transient, d)
+		}
+	}
+	res.State = next
+	return res, nil
+}
+
+// apply checks one change against s (the state before it), classifies it
+// and advances s.
+func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change, error) {
+	r := pc.record
+	c := &Change{Version: r.Version, LogIndex: pc.logIndex, Record: r}
+	alert := func(kind AlertKind, rule, format string, args ...any) {
+		c.Alerts = append(c.Alerts, Alert{Kind: kind, Version: r.Version, LogIndex: pc.logIndex, Rule: rule, Message: fmt.Sprintf(format, args...)})
+	}
+
+	// Step 4: R1 to R6, then the commitment and R7.
+	var prev *api.HandleState
+	if s.Version > 0 {
+		prev = &api.HandleState{Version: s.Version, LeafHash: s.LeafHash, Authorizers: s.Authorizers}
+	}
+	violated := false
+	if err := api.CheckChange(p.Origin, prev, r, p.RecoveryKey); err != nil {
+		var ae *api.AuthError
+		rule := "authorization"
+		if errors.As(err, &ae) {
+			rule = ae.Rule
+		}
+		violated = true
+		alert(AlertRuleViolation, rule, "the directory logged a change that breaks rule %s: %v", rule, err)
+	}
+	set, err := api.OpenCommitment(r, pc.opening, pc.setBytes)
+	var ae *api.AuthError
+	switch {
+	case err == nil:
+	case errors.As(err, &ae):
+		// R7: the record names other authorizers than the set's keys. The
+		// set itself is committed to, so it is still the set.
+		violated = true
+		alert(AlertRuleViolation, ae.Rule, "the directory logged a change that breaks rule %s: %v", ae.Rule, err)
+		if set, err = api.ParseDeviceSet(pc.setBytes); err != nil {
+			return nil, fail(StepParse, ErrMalformed, err, "version %d device set", r.Version)
+		}
+	case errors.Is(err, api.ErrCommitment):
+		return nil, fail(StepCommitment, ErrCommitment, err, "version %d", r.Version)
+	default:
+		return nil, fail(StepParse, ErrMalformed, err, "version %d device set", r.Version)
+	}
+	c.DeviceSet = set
+
+	// Step 5: who made the change.
+	known := func(k [32]byte) bool {
+		if s.Version == 0 {
+			// SPEC(design.md 13): "kind 1 with k = 0: expected only if the
+			// signer is this device's own key". Nothing is learned yet;
+			// keys given out of band count as own.
+			return own.contains(k)
+		}
+		return own.contains(k) || slices.Contains(s.Known, k)
+	}
+	switch {
+	case r.Kind == api.AuthRecovery:
+		c.By = ByRecovery
+		alert(AlertRecovery, "", "changed by the directory's recovery path, not by you")
+	case r.Signer == own.Device:
+		c.By = ByThisDevice
+	case !known(r.Signer):
+		c.By = ByUnknownKey
+		if r.Kind == api.AuthEnroll && s.Version == 0 {
+			alert(AlertForeignEnrollment, "", "enrolled by a key that is not one of your devices (%x)", r.Signer[:8])
+		} else {
+			alert(AlertUnknownSigner, "", "signed by a key that is not one of your devices or your account key (%x)", r.Signer[:8])
+		}
+	case r.Kind == api.AuthAccount:
+		c.By = ByAccountKey
+	default:
+		c.By = ByOwnDevice
+	}
+
+	// Compare with the previous set.
+	old := s.DeviceSet
+	for _, d := range set.Devices {
+		if !containsDevice(old, d) {
+			c.Added = append(c.Added, d)
+		}
+	}
+	if old != nil {
+		for _, d := range old.Devices {
+			if !containsDevice(set, d) {
+				c.Removed = append(c.Removed, d)
+			}
+		}
+		c.AccountIDChanged = old.AccountID != set.AccountID
+		c.AccountKeyChanged = accountKey(old) != accountKey(set)
+	}
+
+	// Learn the keys of a set written by the owner.
+	if !violated && (c.By == ByThisDevice || c.By == ByOwnDevice || c.By == ByAccountKey) {
+		for _, d := range set.Devices {
+			s.learn(d.SigningKey)
+		}
+		if set.Account != nil {
+			s.learn(set.Account.Key)
+		}
+	}
+
+	// Step 6.
+	s.Version = r.Version
+	s.LeafHash = pc.leaf
+	s.Authorizers = slices.Clone(r.Authorizers)
+	s.DeviceSet = set
+	return c, nil
+}
+
+func (s *MonitorState) learn(k [32]byte) {
+	i, found := slices.BinarySearchFunc(s.Known, k, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	if !found {
+		s.Known = slices.Insert(s.Known, i, k)
+	}
+}
+
+func (s *MonitorState) clone() *MonitorState {
+	c := *s
+	c.Authorizers = slices.Clone(s.Authorizers)
+	c.Known = slices.Clone(s.Known)
+	return &c
+}
+
+func accountKey(s *api.DeviceSet) [32]byte {
+	if s == nil || s.Account == nil {
+		return [32]byte{}
+	}
+	return s.Account.Key
+}
+
+func sameDevice(a, b api.Device) bool {
+	return a.ID == b.ID && a.Suite == b.Suite && bytes.Equal(a.HPKEKey, b.HPKEKey) &&
+		a.SigningKey == b.SigningKey && a.Created == b.Created
+}
+
+func containsDevice(s *api.DeviceSet, d api.Device) bool {
+	if s == nil {
+		return false
+	}
+	return slices.ContainsFunc(s.Devices, func(x api.Device) bool { return sameDevice(x, d) })
+}
