@@ -1,0 +1,451 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	fmtlog "github.com/transparency-dev/formats/log"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/log"
+)
+
+// Directory is the key transparency directory: it validates and logs
+// changes, closes epochs, and answers lookups and monitoring queries with
+// proof bundles (design.md 6, 7, 12, 13). It implements
+// [ktpb.DirectoryServer], [ktpb.LogServer] and [ktpb.OperatorServer]; its
+// methods return the domain errors of this package and never gRPC status
+// codes.
+//
+// # Goroutines and ownership
+//
+// One goroutine, the sequencer (run), owns every write: it is the only
+// caller of Log.Append and Log.Await, the only writer of the map (m) and of
+// the store's handle state, and it owns the fields in the "sequencer"
+// block below. Request handlers validate changes concurrently (parsing,
+// commitment, VRF, signature) and hand them to the sequencer through
+// queue; lookups read the current epoch (cur), an immutable value swapped
+// atomically, plus the store, and never wait for the sequencer.
+type Directory struct {
+	ktpb.UnimplementedDirectoryServer
+	ktpb.UnimplementedLogServer
+	ktpb.UnimplementedOperatorServer
+
+	cfg      Config
+	log      log.Log
+	verifier note.Verifier
+	recovery [32]byte
+	st       *store
+	logger   *slog.Logger
+
+	// cur is the epoch that lookups are served from; nil until the first
+	// epoch checkpoint is known.
+	cur atomic.Pointer[epoch]
+
+	// queueMu guards queue, queued, closing and closed.
+	queueMu sync.Mutex
+	queue   []*request
+	queued  int           // changes in queue
+	closing bool          // no more requests are queued
+	closed  bool          // Close was called
+	wake    chan struct{} // cap 1: wakes the sequencer
+
+	// fatal is set once the sequencer stops on an error that needs an
+	// operator (the log and the directory's view of it may disagree).
+	fatal atomic.Pointer[error]
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the sequencer returns
+
+	// sequencer: owned by the sequencer goroutine (and New before it
+	// starts).
+	m           *smt.Map
+	size        uint64       // log size: the index the next entry gets
+	nextEpoch   uint64       // number of the next epoch record
+	lastTS      uint64       // timestamp of the last epoch record, ms
+	lastEpochAt time.Time    // when the last epoch record was appended
+	pending     []smt.Update // changes appended since the last epoch record
+	jobs        chan func()  // closures run by the sequencer (tests)
+}
+
+// New opens the directory's state in cfg.StateDir, brings it up to date
+// with the log, and starts the sequencer.
+//
+// # Startup
+//
+// The log is the source of truth. New reads the latest checkpoint (size
+// N); if the store says an append was in flight (or acknowledged) beyond N,
+// it waits up to StartupWait for the log to publish it, since a backend may
+// publish durable entries only after a restart. Then it replays entries
+// from where the store's view ends: change records rebuild the per-handle
+// state and the pending map updates (payloads are read from the store by
+// leaf hash); epoch records are checked against the recomputed map (root,
+// size, epoch number, log size = index) and stored as the map's leaves. A
+// store behind the log, or missing altogether, is therefore rebuilt from
+// the log alone; only the openings and device sets, which the log does not
+// hold, cannot be recovered.
+//
+// If the latest epoch record in the log has a stored epoch checkpoint,
+// lookups are served at once; otherwise the sequencer closes a new epoch
+// first, and lookups fail with ErrUnavailable until it is published.
+func New(ctx context.Context, cfg Config) (*Directory, error) {
+	v, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := cfg.Credentials.(OpenEnrollment); ok {
+		cfg.Logger.Warn("directory: OPEN ENROLLMENT: enrollment credentials are not checked; anyone can enroll any free handle. Use only for demos and tests.")
+	}
+	st, err := openStore(cfg.StateDir, cfg.CacheSize)
+	if err != nil {
+		return nil, err
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d := &Directory{
+		cfg:      cfg,
+		log:      cfg.Log,
+		verifier: v,
+		recovery: [32]byte(cfg.RecoveryKey),
+		st:       st,
+		logger:   cfg.Logger,
+		wake:     make(chan struct{}, 1),
+		ctx:      bg,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		jobs:     make(chan func()),
+	}
+	if err := d.recover(ctx); err != nil {
+		cancel()
+		st.close()
+		return nil, err
+	}
+	go d.run()
+	return d, nil
+}
+
+// Close stops the sequencer (requests waiting for it fail with
+// ErrUnavailable; an append in progress completes first), and closes the
+// store. It does not close the log.
+func (d *Directory) Close(ctx context.Context) error {
+	d.queueMu.Lock()
+	if d.closed {
+		d.queueMu.Unlock()
+		return errorf(ErrUnavailable, "already closed")
+	}
+	d.closed, d.closing = true, true
+	d.queueMu.Unlock()
+	d.cancel()
+	select {
+	case <-d.done:
+	case <-ctx.Done():
+		return fmt.Errorf("directory: waiting for the sequencer: %w", ctx.Err())
+	}
+	return d.st.close()
+}
+
+// checkpointSize verifies a checkpoint note and returns it parsed.
+func (d *Directory) parseCheckpoint(raw []byte) (*fmtlog.Checkpoint, error) {
+	cp, _, err := log.ParseCheckpoint(raw, d.cfg.Origin, d.verifier)
+	if err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+// logSize returns the size of the latest checkpoint, 0 if none.
+func (d *Directory) logSize(ctx context.Context) (uint64, error) {
+	raw, err := d.log.Checkpoint(ctx)
+	if errors.Is(err, log.ErrNoCheckpoint) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("directory: reading the log's checkpoint: %w", err)
+	}
+	cp, err := d.parseCheckpoint(raw)
+	if err != nil {
+		return 0, fmt.Errorf("directory: the log's checkpoint: %w", err)
+	}
+	return cp.Size, nil
+}
+
+// recover brings the store and the map up to date with the log (see New).
+func (d *Directory) recover(ctx context.Context) error {
+	applied, _, err := d.st.getU64(keyApplied)
+	if err != nil {
+		return err
+	}
+	inflight, _, err := d.st.getU64(keyInflight)
+	if err != nil {
+		return err
+	}
+	metaRaw, haveMeta, err := d.st.get(keyEpoch)
+	if err != nil {
+		return err
+	}
+	n, err := d.logSize(ctx)
+	if err != nil {
+		return err
+	}
+	if want := max(applied, inflight); n < want {
+		wctx, cancel := context.WithTimeout(ctx, d.cfg.StartupWait)
+		_, err := d.log.Await(wctx, want-1)
+		cancel()
+		if err != nil {
+			d.logger.Warn("directory: the log did not publish the entries of the append in flight at the last stop", "published", n, "want", want, "err", err)
+		}
+		if n, err = d.logSize(ctx); err != nil {
+			return err
+		}
+	}
+	if n < applied {
+		return fmt.Errorf("directory: the store has applied %d log entries but the log's checkpoint has only %d: wrong log, or the log lost acknowledged entries", applied, n)
+	}
+
+	// The map as of the stored epoch.
+	rp := &replayer{origin: d.cfg.Origin}
+	var meta *epochMeta
+	start := uint64(0)
+	if haveMeta {
+		if meta, err = decodeEpochMeta(metaRaw); err != nil {
+			return err
+		}
+		rec, err := api.ParseEpochRecord(meta.record)
+		if err != nil {
+			return fmt.Errorf("directory: stored epoch record: %w", err)
+		}
+		if meta.logIndex >= n {
+			return fmt.Errorf("directory: stored epoch at log index %d is beyond the log's size %d", meta.logIndex, n)
+		}
+		es, err := d.log.Entries(ctx, meta.logIndex, meta.logIndex+1)
+		if err != nil {
+			return fmt.Errorf("directory: reading the stored epoch's record from the log: %w", err)
+		}
+		if string(es[0]) != string(meta.record) {
+			return fmt.Errorf("directory: the log's entry %d is not the stored epoch record: the state in %s belongs to another log", meta.logIndex, d.cfg.StateDir)
+		}
+		ls, err := d.st.leaves()
+		if err != nil {
+			return err
+		}
+		leaves := make([]smt.Leaf, len(ls))
+		for i, l := range ls {
+			leaves[i] = smt.Leaf{Key: l[0], Value: l[1]}
+		}
+		if rp.m, err = smt.New(leaves); err != nil {
+			return fmt.Errorf("directory: stored map: %w", err)
+		}
+		if rp.m.Root() != rec.MapRoot || rp.m.Len() != rec.MapSize {
+			return fmt.Errorf("directory: stored map (root %x, %d leaves) does not match stored epoch %d (root %x, %d leaves)", rp.m.Root(), rp.m.Len(), rec.Epoch, rec.MapRoot, rec.MapSize)
+		}
+		rp.nextEpoch, rp.lastTS, rp.lastEpochIndex, rp.haveEpoch = rec.Epoch+1, rec.Timestamp, meta.logIndex, true
+		start = meta.logIndex + 1
+	} else {
+		rp.m, _ = smt.New(nil)
+	}
+	// Change records in [min(applied, start), start) only need their handle
+	// state; from start on they also feed the map.
+	from := min(applied, start)
+	b := d.st.db.NewBatch()
+	flush := func(upto uint64) error {
+		b.Set(keyApplied, u64(upto), nil)
+		if err := b.Commit(pebble.Sync); err != nil {
+			return fmt.Errorf("directory: store: %w", err)
+		}
+		b = d.st.db.NewBatch()
+		return nil
+	}
+	missing := 0
+	var lastEpoch *api.EpochRecord
+	var lastEpochRaw []byte
+	for j := from; j < n; {
+		es, err := d.log.Entries(ctx, j, n)
+		if err != nil {
+			return fmt.Errorf("directory: replaying the log at %d: %w", j, err)
+		}
+		for _, e := range es {
+			ent, err := rp.entry(j, e, j >= start)
+			if err != nil {
+				return err
+			}
+			switch r := ent.(type) {
+			case *api.ChangeRecord:
+				if j >= applied {
+					leaf := api.LeafHash(e)
+					if _, ok, err := d.st.payload(leaf); err != nil {
+						return err
+					} else if !ok {
+						missing++
+					}
+					h := headState{version: r.Version, leaf: leaf, logIndex: j}
+					b.Set(stateKey(r.Index), encodeHead(h), nil)
+					b.Set(historyKey(r.Index, r.Version), encodeHistory(historyEntry{leaf: leaf, logIndex: j}), nil)
+				}
+			case *api.EpochRecord:
+				if j >= start {
+					// rp.entry applied the pending updates: store the map's
+					// leaves as of this epoch, with the epoch (whose
+					// checkpoint is filled in below if it is the last).
+					for _, u := range rp.applied {
+						b.Set(leafKey(u.Key), u.Value[:], nil)
+					}
+					b.Set(keyEpoch, encodeEpochMeta(&epochMeta{record: e, logIndex: j}), nil)
+					lastEpoch, lastEpochRaw = r, e
+				}
+			}
+			j++
+			if b.Len() > 8<<20 {
+				if err := flush(j); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := flush(n); err != nil {
+		return err
+	}
+	if missing > 0 {
+		d.logger.Warn("directory: change records whose opening and device set are not in the store; lookups of these handles fail until their next change", "count", missing)
+	}
+	if !rp.haveEpoch && n > 0 {
+		return fmt.Errorf("directory: the log has %d entries but no epoch record", n)
+	}
+	if lastEpoch != nil {
+		meta = &epochMeta{record: lastEpochRaw, logIndex: rp.lastEpochIndex}
+	}
+
+	d.m = rp.m
+	d.size = n
+	d.nextEpoch = rp.nextEpoch
+	d.lastTS = rp.lastTS
+	d.pending = rp.pending
+	d.lastEpochAt = time.UnixMilli(int64(rp.lastTS))
+	if meta == nil {
+		return nil // a new log: the sequencer appends epoch record 0
+	}
+	// Serve the last epoch if its checkpoint is known: stored, or the
+	// log's current checkpoint if nothing follows the epoch record.
+	if len(meta.checkpoint) == 0 && meta.logIndex+1 == n {
+		if raw, err := d.log.Checkpoint(ctx); err == nil {
+			if cp, err := d.parseCheckpoint(raw); err == nil && cp.Size == n {
+				incl, err := d.log.InclusionProof(ctx, meta.logIndex, n)
+				if err == nil {
+					meta.checkpoint, meta.inclusion = raw, incl
+				}
+			}
+		}
+	}
+	if len(meta.checkpoint) == 0 {
+		d.logger.Info("directory: the last epoch's checkpoint is not known; closing a new epoch before serving lookups", "epoch", rp.nextEpoch-1)
+		return nil
+	}
+	ep, err := d.newEpoch(meta, d.m.Snapshot())
+	if err != nil {
+		return err
+	}
+	if err := d.st.db.Set(keyEpoch, encodeEpochMeta(meta), pebble.Sync); err != nil {
+		return fmt.Errorf("directory: store: %w", err)
+	}
+	d.cur.Store(ep)
+	d.logger.Info("directory: serving", "epoch", ep.record.Epoch, "log_size", n, "handles", ep.snap.Len(), "pending_changes", len(d.pending))
+	return nil
+}
+
+// replayer recomputes the map from log entries and checks every epoch
+// record against it (design.md 7, 14 step 3).
+type replayer struct {
+	origin         string
+	m              *smt.Map
+	pending        []smt.Update
+	applied        []smt.Update // the updates of the last epoch record
+	nextEpoch      uint64
+	lastTS         uint64
+	lastEpochIndex uint64
+	haveEpoch      bool
+}
+
+// entry processes entry j. With apply false it only parses (the entry is
+// already reflected in the map).
+func (rp *replayer) entry(j uint64, e []byte, apply bool) (api.Entry, error) {
+	ent, err := api.ParseEntry(e)
+	if err != nil {
+		return nil, fmt.Errorf("directory: log entry %d: %w", j, err)
+	}
+	if !apply {
+		return ent, nil
+	}
+	switch r := ent.(type) {
+	case *api.ChangeRecord:
+		if !rp.haveEpoch {
+			return nil, fmt.Errorf("directory: log entry %d is a change record before epoch record 0", j)
+		}
+		rp.pending = append(rp.pending, smt.Update{Key: r.Index, Value: api.LeafHash(e)})
+	case *api.EpochRecord:
+		if r.Epoch != rp.nextEpoch || r.LogSize != j || (rp.haveEpoch && r.Timestamp < rp.lastTS) {
+			return nil, fmt.Errorf("directory: log entry %d: epoch record %d (log size %d, time %d) does not follow epoch %d (time %d)", j, r.Epoch, r.LogSize, r.Timestamp, rp.nextEpoch, rp.lastTS)
+		}
+		root, err := rp.m.Apply(rp.pending)
+		if err != nil {
+			return nil, err
+		}
+		if root != r.MapRoot || rp.m.Len() != r.MapSize {
+			return nil, fmt.Errorf("directory: log entry %d: epoch %d has map root %x and %d leaves, but the log's changes give %x and %d", j, r.Epoch, r.MapRoot, r.MapSize, root, rp.m.Len())
+		}
+		rp.applied, rp.pending = rp.pending, nil
+		rp.nextEpoch, rp.lastTS, rp.lastEpochIndex, rp.haveEpoch = r.Epoch+1, r.Timestamp, j, true
+	}
+	return ent, nil
+}
+
+// RebuildMap recomputes the map from the log alone: it reads every entry up
+// to the reader's latest checkpoint (whose signature it does not check),
+// checks every epoch record against the map recomputed from the change
+// records before it, and returns the root of the map after every change
+// record read. When the checkpoint ends with an epoch record, that root is
+// the epoch record's map root.
+func RebuildMap(ctx context.Context, r log.Reader) ([32]byte, error) {
+	raw, err := r.Checkpoint(ctx)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	body, _, _ := bytesCut(raw)
+	var cp fmtlog.Checkpoint
+	if _, err := cp.Unmarshal(body); err != nil {
+		return [32]byte{}, fmt.Errorf("directory: checkpoint: %w", err)
+	}
+	rp := &replayer{}
+	rp.m, _ = smt.New(nil)
+	for j := uint64(0); j < cp.Size; {
+		es, err := r.Entries(ctx, j, cp.Size)
+		if err != nil {
+			return [32]byte{}, err
+		}
+		for _, e := range es {
+			if _, err := rp.entry(j, e, true); err != nil {
+				return [32]byte{}, err
+			}
+			j++
+		}
+	}
+	return rp.m.Apply(rp.pending)
+}
+
+// bytesCut returns the checkpoint body (up to and including the blank
+// line's first newline).
+func bytesCut(raw []byte) ([]byte, []byte, bool) {
+	for i := 0; i+1 < len(raw); i++ {
+		if raw[i] == '\n' && raw[i+1] == '\n' {
+			return raw[:i+1], raw[i+2:], true
+		}
+	}
+	return raw, nil, false
+}

@@ -1,0 +1,48 @@
+// Package directory is the key transparency directory's core: it checks
+// and logs signed changes to device sets, closes epochs, maintains the map,
+// and answers lookups and monitoring queries with proof bundles, following
+// docs/design.md (sections 6, 7, 8, 12, 13, 16). The gRPC server in
+// directory/grpcserver maps this package's domain errors to status codes.
+//
+// # Write path
+//
+// A request handler parses and checks each change (handle normalisation,
+// VRF index, commitment and R7, account signature, R1 to R6 and the
+// account-ID rule against the latest stored state) and queues it. The
+// sequencer goroutine re-checks the state-dependent rules when the state
+// moved meanwhile (compare and swap on the previous record's leaf hash),
+// then commits a group: the openings and device sets are written and
+// synced to the embedded store, keyed by leaf hash, before the records are
+// appended in one Append call; the handle state is stored after Append
+// returns, and the callers get their log indices. A group never holds two
+// changes to one handle, so a handle's records are in log order whatever
+// order a backend gives the entries of one call.
+//
+// # Epochs
+//
+// Every EpochInterval while changes are pending (HeartbeatInterval when
+// idle) the sequencer applies the pending changes to the map, appends the
+// epoch record whose log size is its own predicted index (a different
+// returned index stops the sequencer), waits for the checkpoint of exactly
+// that size plus one, and then switches lookups to the new epoch. Nothing
+// is appended in between (design.md 7).
+//
+// # Decisions where design.md is silent
+//
+//   - Two changes to one handle in one request are refused
+//     (ErrInvalidArgument); across requests they chain, in separate groups.
+//   - Enroll accepts only kind 1, Change kinds 2 and 3, Recover kind 4.
+//   - The account ID of a new account is chosen by the enrolling client; the
+//     directory does not check that an enrollment joining an existing
+//     account ID is signed by one of that account's keys.
+//   - A Monitor request with a known version above the epoch's latest, or a
+//     known size above the epoch checkpoint's, gets ErrOutOfRange; more than
+//     MaxMonitorChanges versions at once get ErrResourceExhausted.
+//   - Any Append error stops the sequencer (the records' fate is unknown);
+//     a restart re-reads the log. A crash between storing payloads and
+//     appending leaves orphaned payloads, keyed by leaf hashes no entry has;
+//     they are harmless and the change can be sent again. A crash after the
+//     append is found by replay at startup.
+//   - Lookups of a handle whose opening was lost (store deleted) fail with
+//     ErrUnavailable until its next change.
+package directory

@@ -1,0 +1,350 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/log"
+)
+
+// epoch is a published epoch as lookups serve it. Immutable but for the
+// consistency proof cache.
+type epoch struct {
+	record   *api.EpochRecord
+	logIndex uint64
+	size     uint64 // of the epoch checkpoint: logIndex + 1
+	snap     *smt.Snapshot
+	full     *ktpb.EpochPart // with an empty consistency proof; shared, never modified
+	consMu   sync.Mutex
+	cons     map[uint64][][]byte // consistency proofs by old size, bounded
+}
+
+// maxConsCache bounds the consistency proofs cached per epoch (clients
+// typically hold one of the last few epoch checkpoints).
+const maxConsCache = 256
+
+func (d *Directory) newEpoch(m *epochMeta, snap *smt.Snapshot) (*epoch, error) {
+	rec, err := api.ParseEpochRecord(m.record)
+	if err != nil {
+		return nil, fmt.Errorf("directory: epoch record: %w", err)
+	}
+	if snap.Root() != rec.MapRoot || snap.Len() != rec.MapSize {
+		return nil, fmt.Errorf("directory: map (root %x) does not match epoch %d (root %x)", snap.Root(), rec.Epoch, rec.MapRoot)
+	}
+	return &epoch{
+		record:   rec,
+		logIndex: m.logIndex,
+		size:     m.logIndex + 1,
+		snap:     snap,
+		full: &ktpb.EpochPart{
+			Checkpoint:       m.checkpoint,
+			EpochRecord:      m.record,
+			InclusionProof:   m.inclusion,
+			ConsistencyProof: [][]byte{},
+		},
+		cons: make(map[uint64][][]byte),
+	}, nil
+}
+
+// current returns the served epoch.
+func (d *Directory) current() (*epoch, error) {
+	ep := d.cur.Load()
+	if ep == nil {
+		return nil, errorf(ErrUnavailable, "no epoch is published yet")
+	}
+	return ep, nil
+}
+
+// part returns the epoch part for a client whose trusted epoch checkpoint
+// has size known: nil if that is this epoch's (omit is true), the full part
+// with a consistency proof from known otherwise (design.md 12.1).
+func (d *Directory) part(ctx context.Context, ep *epoch, known uint64, omit bool) (*ktpb.EpochPart, error) {
+	switch {
+	case known == ep.size && omit:
+		return nil, nil
+	case known > ep.size:
+		return nil, errorf(ErrOutOfRange, "known size %d is beyond the current epoch checkpoint's size %d", known, ep.size)
+	case known == 0 || known == ep.size:
+		return ep.full, nil
+	}
+	ep.consMu.Lock()
+	p, ok := ep.cons[known]
+	ep.consMu.Unlock()
+	if !ok {
+		var err error
+		if p, err = d.log.ConsistencyProof(ctx, known, ep.size); err != nil {
+			return nil, logErr(err, "consistency proof")
+		}
+		ep.consMu.Lock()
+		if len(ep.cons) >= maxConsCache {
+			clear(ep.cons)
+		}
+		ep.cons[known] = p
+		ep.consMu.Unlock()
+	}
+	return &ktpb.EpochPart{
+		Checkpoint:       ep.full.Checkpoint,
+		EpochRecord:      ep.full.EpochRecord,
+		InclusionProof:   ep.full.InclusionProof,
+		ConsistencyProof: p,
+	}, nil
+}
+
+// GetParameters implements [ktpb.DirectoryServer].
+func (d *Directory) GetParameters(context.Context, *ktpb.GetParametersRequest) (*ktpb.Parameters, error) {
+	return &ktpb.Parameters{
+		Origin:              d.cfg.Origin,
+		LogPublicKey:        d.cfg.LogVerifierKey,
+		VrfPublicKey:        d.cfg.VRFKey.Public().String(),
+		RecoveryPublicKey:   d.recovery[:],
+		WitnessPolicy:       d.cfg.WitnessPolicy,
+		EpochIntervalMs:     uint64(d.cfg.EpochInterval.Milliseconds()),
+		HeartbeatIntervalMs: uint64(d.cfg.HeartbeatInterval.Milliseconds()),
+	}, nil
+}
+
+// GetEpoch implements [ktpb.DirectoryServer]: always the full epoch part.
+func (d *Directory) GetEpoch(ctx context.Context, req *ktpb.GetEpochRequest) (*ktpb.EpochPart, error) {
+	ep, err := d.current()
+	if err != nil {
+		return nil, err
+	}
+	return d.part(ctx, ep, req.GetKnownSize(), false)
+}
+
+// Lookup implements [ktpb.DirectoryServer] (design.md 12.1).
+func (d *Directory) Lookup(ctx context.Context, req *ktpb.LookupRequest) (*ktpb.LookupResponse, error) {
+	ep, err := d.current()
+	if err != nil {
+		return nil, err
+	}
+	part, err := d.part(ctx, ep, req.GetKnownSize(), true)
+	if err != nil {
+		return nil, err
+	}
+	res, err := d.lookup(ep, req.GetHandle())
+	if err != nil {
+		return nil, err
+	}
+	res.Epoch = part
+	d.cfg.Metrics.Lookups(1)
+	return res, nil
+}
+
+// BatchLookup implements [ktpb.DirectoryServer]: every result against one
+// epoch, with one epoch part.
+func (d *Directory) BatchLookup(ctx context.Context, req *ktpb.BatchLookupRequest) (*ktpb.BatchLookupResponse, error) {
+	hs := req.GetHandles()
+	switch {
+	case len(hs) == 0:
+		return nil, errorf(ErrInvalidArgument, "no handles")
+	case len(hs) > MaxBatchLookup:
+		return nil, errorf(ErrResourceExhausted, "%d handles in one batch, at most %d", len(hs), MaxBatchLookup)
+	}
+	ep, err := d.current()
+	if err != nil {
+		return nil, err
+	}
+	part, err := d.part(ctx, ep, req.GetKnownSize(), true)
+	if err != nil {
+		return nil, err
+	}
+	out := &ktpb.BatchLookupResponse{Epoch: part, Results: make([]*ktpb.LookupResponse, len(hs))}
+	for i, h := range hs {
+		if out.Results[i], err = d.lookup(ep, h); err != nil {
+			return nil, fmt.Errorf("handle %d: %w", i, err)
+		}
+	}
+	d.cfg.Metrics.Lookups(len(hs))
+	return out, nil
+}
+
+// lookup builds the handle-specific part of a lookup answer.
+func (d *Directory) lookup(ep *epoch, input string) (*ktpb.LookupResponse, error) {
+	handle, err := normalize(input)
+	if err != nil {
+		return nil, err
+	}
+	v, _, err := d.vrfFor(handle)
+	if err != nil {
+		return nil, err
+	}
+	p, val := ep.snap.Prove(v.index)
+	mp, err := p.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("directory: encoding a map proof: %w", err)
+	}
+	res := &ktpb.LookupResponse{Handle: handle, VrfProof: v.proof, MapProof: mp}
+	if val == nil {
+		return res, nil
+	}
+	pl, err := d.payloadOf(*val)
+	if err != nil {
+		return nil, err
+	}
+	res.ChangeRecord, res.Opening, res.DeviceSet = pl.record, pl.opening[:], pl.deviceSet
+	return res, nil
+}
+
+// payloadOf returns the stored payload of the record with leaf hash leaf.
+func (d *Directory) payloadOf(leaf [32]byte) (*payload, error) {
+	p, ok, err := d.st.payload(leaf)
+	if err != nil {
+		return nil, wrapf(ErrUnavailable, err, "reading a record")
+	}
+	if !ok {
+		return nil, errorf(ErrUnavailable, "the opening and device set of record %x are not in the store", leaf)
+	}
+	if api.LeafHash(p.record) != leaf {
+		return nil, errorf(ErrUnavailable, "the stored record under %x has another leaf hash", leaf)
+	}
+	return p, nil
+}
+
+// Monitor implements [ktpb.DirectoryServer] (design.md 13): the epoch part,
+// the map proof of the index, and every version after known_version up to
+// the latest as of the epoch, with inclusion proofs in the epoch checkpoint.
+func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.MonitorResponse, error) {
+	if len(req.GetIndex()) != 32 {
+		return nil, errorf(ErrInvalidArgument, "index of %d bytes, want 32", len(req.GetIndex()))
+	}
+	index := [32]byte(req.GetIndex())
+	ep, err := d.current()
+	if err != nil {
+		return nil, err
+	}
+	part, err := d.part(ctx, ep, req.GetKnownSize(), true)
+	if err != nil {
+		return nil, err
+	}
+	p, val := ep.snap.Prove(index)
+	mp, err := p.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("directory: encoding a map proof: %w", err)
+	}
+	res := &ktpb.MonitorResponse{Epoch: part, MapProof: mp}
+	k := req.GetKnownVersion()
+	if val == nil {
+		if k > 0 {
+			return nil, errorf(ErrOutOfRange, "known version %d, but the index has no change record in epoch %d", k, ep.record.Epoch)
+		}
+		return res, nil
+	}
+	latest, err := d.payloadOf(*val)
+	if err != nil {
+		return nil, err
+	}
+	r, err := parsePayloadRecord(latest)
+	if err != nil {
+		return nil, wrapf(ErrUnavailable, err, "latest record")
+	}
+	switch {
+	case k > r.Version:
+		return nil, errorf(ErrOutOfRange, "known version %d, but the latest in epoch %d is %d", k, ep.record.Epoch, r.Version)
+	case r.Version-k > MaxMonitorChanges:
+		return nil, errorf(ErrResourceExhausted, "%d versions since %d, more than %d in one answer", r.Version-k, k, MaxMonitorChanges)
+	}
+	for v := k + 1; v <= r.Version; v++ {
+		h, ok, err := d.st.history(index, v)
+		if err != nil {
+			return nil, wrapf(ErrUnavailable, err, "history")
+		}
+		if !ok || h.logIndex >= ep.size || (v == r.Version && h.leaf != *val) {
+			return nil, errorf(ErrUnavailable, "history of %x version %d is missing or inconsistent", index, v)
+		}
+		pl, err := d.payloadOf(h.leaf)
+		if err != nil {
+			return nil, err
+		}
+		incl, err := d.log.InclusionProof(ctx, h.logIndex, ep.size)
+		if err != nil {
+			return nil, logErr(err, "inclusion proof")
+		}
+		res.Changes = append(res.Changes, &ktpb.MonitoredChange{
+			ChangeRecord:   pl.record,
+			LogIndex:       h.logIndex,
+			InclusionProof: incl,
+			Opening:        pl.opening[:],
+			DeviceSet:      pl.deviceSet,
+		})
+	}
+	return res, nil
+}
+
+// logErr maps a log error to a domain error.
+func logErr(err error, what string) error {
+	switch {
+	case errors.Is(err, log.ErrOutOfRange):
+		return wrapf(ErrOutOfRange, err, "%s", what)
+	case errors.Is(err, log.ErrNoCheckpoint), errors.Is(err, log.ErrPushback), errors.Is(err, log.ErrClosed):
+		return wrapf(ErrUnavailable, err, "%s", what)
+	case errors.Is(err, log.ErrInvalidEntry):
+		return wrapf(ErrInvalidArgument, err, "%s", what)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return wrapf(ErrUnavailable, err, "%s", what)
+	}
+	return fmt.Errorf("directory: %s: %w", what, err)
+}
+
+// The Log service mirrors log.Reader (design.md 10).
+
+// maxEntriesPerCall bounds GetEntries, as the HTTP read API does.
+const maxEntriesPerCall = 1024
+
+// GetCheckpoint implements [ktpb.LogServer].
+func (d *Directory) GetCheckpoint(ctx context.Context, _ *ktpb.GetCheckpointRequest) (*ktpb.Checkpoint, error) {
+	cp, err := d.log.Checkpoint(ctx)
+	if err != nil {
+		return nil, logErr(err, "checkpoint")
+	}
+	return &ktpb.Checkpoint{Note: cp}, nil
+}
+
+// GetEntries implements [ktpb.LogServer]: at least one entry, at most 1024.
+func (d *Directory) GetEntries(ctx context.Context, req *ktpb.GetEntriesRequest) (*ktpb.Entries, error) {
+	start, end := req.GetStart(), req.GetEnd()
+	if start >= end {
+		return nil, errorf(ErrInvalidArgument, "empty or inverted range [%d, %d)", start, end)
+	}
+	end = min(end, start+maxEntriesPerCall)
+	es, err := d.log.Entries(ctx, start, end)
+	if err != nil {
+		return nil, logErr(err, "entries")
+	}
+	return &ktpb.Entries{Entries: es}, nil
+}
+
+// GetInclusionProof implements [ktpb.LogServer].
+func (d *Directory) GetInclusionProof(ctx context.Context, req *ktpb.GetInclusionProofRequest) (*ktpb.Proof, error) {
+	if req.GetIndex() >= req.GetSize() {
+		return nil, errorf(ErrInvalidArgument, "index %d not below size %d", req.GetIndex(), req.GetSize())
+	}
+	p, err := d.log.InclusionProof(ctx, req.GetIndex(), req.GetSize())
+	if err != nil {
+		return nil, logErr(err, "inclusion proof")
+	}
+	return &ktpb.Proof{Hashes: p}, nil
+}
+
+// GetConsistencyProof implements [ktpb.LogServer].
+func (d *Directory) GetConsistencyProof(ctx context.Context, req *ktpb.GetConsistencyProofRequest) (*ktpb.Proof, error) {
+	if req.GetOldSize() == 0 || req.GetOldSize() > req.GetNewSize() {
+		return nil, errorf(ErrInvalidArgument, "consistency needs 0 < old <= new, got %d, %d", req.GetOldSize(), req.GetNewSize())
+	}
+	p, err := d.log.ConsistencyProof(ctx, req.GetOldSize(), req.GetNewSize())
+	if err != nil {
+		return nil, logErr(err, "consistency proof")
+	}
+	return &ktpb.Proof{Hashes: p}, nil
+}
+
+var (
+	_ ktpb.DirectoryServer = (*Directory)(nil)
+	_ ktpb.LogServer       = (*Directory)(nil)
+	_ ktpb.OperatorServer  = (*Directory)(nil)
+)
