@@ -173,6 +173,11 @@ func (d *Directory) takeGroup() []*request {
 			}
 		}
 		if dup {
+			// Later requests on any of its indices must wait too, so that
+			// each index's records stay in request order.
+			for _, c := range r.changes {
+				seen[c.rec.Index] = true
+			}
 			rest = append(rest, r)
 			continue
 		}
