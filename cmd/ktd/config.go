@@ -1,0 +1,405 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/keytrans/kt/directory/grpcserver"
+)
+
+// Config is ktd's configuration. Each field is set, from lowest to highest
+// precedence, by its default, the configuration file (--config; YAML, TOML
+// or JSON, keys as in the mapstructure tags, nested with dots; unknown keys
+// are an error), the environment (KTD_ and the key upper-cased with dots as
+// underscores, e.g. KTD_LOG_BACKEND), and flags (the key with dots and
+// underscores as dashes, e.g. --log-backend). This documentation is the
+// reference; `ktd --help` lists every key with its default.
+//
+// Every listener defaults to loopback and plaintext. A public deployment
+// sets tls.cert_file and tls.key_file (or terminates TLS in front of ktd)
+// and binds grpc_listen and http_listen to a public address.
+type Config struct {
+	// DataDir holds everything the embedded default stores: the log's tiles
+	// (DataDir/log), the directory's state (DataDir/state) and the keys
+	// created on first start (log.key, vrf.key, recovery.key,
+	// enroll-token.key). Created if missing.
+	DataDir string `mapstructure:"data_dir"`
+	// HTTPListen is the address of the public HTTP endpoint: the log read
+	// API under /log/v1/, C2SP tlog-tiles for the embedded backend, and
+	// /healthz. Default 127.0.0.1:8080. Empty disables it.
+	HTTPListen string `mapstructure:"http_listen"`
+	// GRPCListen is the address of the public gRPC endpoint: the Directory
+	// and Log services. Default 127.0.0.1:8443.
+	GRPCListen string `mapstructure:"grpc_listen"`
+	// OperatorListen is the address of the private gRPC endpoint of the
+	// Operator service (account recovery). Default 127.0.0.1:8444. Empty
+	// disables it. A non-loopback address requires operator.client_ca_file
+	// (mutual TLS).
+	OperatorListen string `mapstructure:"operator_listen"`
+	// MetricsListen is the address of the Prometheus endpoint (/metrics,
+	// including build_info). pprof is served there too (/debug/pprof/)
+	// when the address is loopback, never otherwise. Default
+	// 127.0.0.1:9464. Empty disables it.
+	MetricsListen string `mapstructure:"metrics_listen"`
+
+	TLS        TLSConfig        `mapstructure:"tls"`
+	Operator   OperatorConfig   `mapstructure:"operator"`
+	Limits     LimitsConfig     `mapstructure:"limits"`
+	Directory  DirectoryConfig  `mapstructure:"directory"`
+	Enrollment EnrollmentConfig `mapstructure:"enrollment"`
+	Log        LogConfig        `mapstructure:"log"`
+	Witness    WitnessConfig    `mapstructure:"witness"`
+}
+
+// TLSConfig configures TLS on the public gRPC and HTTP listeners.
+type TLSConfig struct {
+	// CertFile and KeyFile are a PEM certificate chain and its private key.
+	// Both or neither; neither serves plaintext.
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// OperatorConfig secures the operator listener.
+type OperatorConfig struct {
+	// ClientCAFile is a PEM bundle of the CAs whose client certificates may
+	// call the Operator service. When set, the operator listener serves
+	// mutual TLS with the tls.cert_file certificate; required when
+	// operator_listen is not a loopback address.
+	ClientCAFile string `mapstructure:"client_ca_file"`
+}
+
+// LimitsConfig bounds what each caller of the public gRPC service may ask.
+type LimitsConfig struct {
+	// MaxRequestBytes is the largest gRPC request message. Default 262144
+	// (see grpcserver.Options.MaxRecvMsgSize).
+	MaxRequestBytes int `mapstructure:"max_request_bytes"`
+	// RequestsPerSecond is each peer address's sustained request rate (a
+	// batch costs one per handle or change). Default 50. Negative
+	// disables rate limiting (behind a proxy that limits instead).
+	RequestsPerSecond float64 `mapstructure:"requests_per_second"`
+	// Burst is how many requests a peer may make at once. Default 100.
+	Burst int `mapstructure:"burst"`
+	// MaxPeers bounds the peers tracked for rate limiting. Default 65536.
+	MaxPeers int `mapstructure:"max_peers"`
+}
+
+// DirectoryConfig configures the directory.
+type DirectoryConfig struct {
+	// EpochInterval is how soon after the previous epoch a new one closes
+	// when changes are pending. Default 1s.
+	EpochInterval time.Duration `mapstructure:"epoch_interval"`
+	// HeartbeatInterval is how often an epoch closes when nothing changed,
+	// so clients can bound staleness. Default 10s; at least EpochInterval.
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
+	// VRFKeyFile holds the VRF private key ("kt-vrf-private:<base64>");
+	// created when missing. Default DataDir/vrf.key.
+	VRFKeyFile string `mapstructure:"vrf_key_file"`
+	// RecoveryKeyFile holds the recovery key: either the private key
+	// ("kt-recovery-private:<base64 seed>", created when missing, for
+	// operator tools that sign recoveries) or only the public key
+	// ("kt-recovery-public:<base64>") when the private key is kept
+	// offline, as it should be in production. Default DataDir/recovery.key.
+	RecoveryKeyFile string `mapstructure:"recovery_key_file"`
+	// CacheSize is the state store's block cache in bytes. Default 256 MiB.
+	CacheSize int64 `mapstructure:"cache_size"`
+}
+
+// EnrollmentConfig configures how enrollments are authorized.
+type EnrollmentConfig struct {
+	// Mode is "token" (default: an enrollment must carry a token issued by
+	// `ktd issue-token HANDLE` or by the operator's verification service
+	// with the same key) or "open" (INSECURE, demos only: anyone can
+	// enroll any free handle).
+	Mode string `mapstructure:"mode"`
+	// TokenKeyFile holds the tokens' HMAC key; created when missing.
+	// Default DataDir/enroll-token.key.
+	TokenKeyFile string `mapstructure:"token_key_file"`
+	// TokenTTL is how long an issued token is valid. Default 15m.
+	TokenTTL time.Duration `mapstructure:"token_ttl"`
+}
+
+// LogConfig configures the transparency log.
+type LogConfig struct {
+	// Origin names the log in its checkpoints (C2SP tlog-checkpoint): a
+	// schema-less URL such as "kt.example.com/log". Default "localhost/kt".
+	Origin string `mapstructure:"origin"`
+	// Backend is "posix" (the embedded default: Tessera's POSIX driver in
+	// DataDir/log) or "trillian" (Trillian log servers over MariaDB/MySQL).
+	Backend string `mapstructure:"backend"`
+	// KeyFile is the log's signing key in golang.org/x/mod/sumdb/note
+	// format; created with a fresh Ed25519 key when missing. Default
+	// DataDir/log.key.
+	KeyFile string `mapstructure:"key_file"`
+	// CheckpointInterval is how often a new checkpoint is published when the
+	// log has grown. Default 200ms.
+	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
+	// Trillian configures the Trillian backend.
+	Trillian TrillianConfig `mapstructure:"trillian"`
+}
+
+// TrillianConfig configures the Trillian backend.
+type TrillianConfig struct {
+	// Address of a trillian_log_server gRPC endpoint, host:port.
+	Address string `mapstructure:"address"`
+	// TreeID of an existing Trillian log tree. With CreateTree and TreeID 0,
+	// a tree is created and its ID is logged: put it in the configuration.
+	TreeID int64 `mapstructure:"tree_id"`
+	// CreateTree creates and initialises a tree when TreeID is 0.
+	CreateTree bool `mapstructure:"create_tree"`
+}
+
+// WitnessConfig configures witnessing of checkpoints.
+type WitnessConfig struct {
+	// PolicyFile is a Sigsum-format witness policy (witness, group and
+	// quorum lines; C2SP signed-note verifier keys). When set, checkpoints
+	// are published only once cosigned by a quorum. Empty: no witnesses.
+	PolicyFile string `mapstructure:"policy_file"`
+	// Timeout bounds each round of requests to witnesses. Default 10s.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// option is one configuration key with its flag, default and help.
+type option struct {
+	key   string
+	def   any
+	usage string
+}
+
+var options = []option{
+	{"data_dir", "./data", "data directory: log, state and keys"},
+	{"http_listen", "127.0.0.1:8080", "public HTTP address (log read API, tlog-tiles, /healthz); empty disables"},
+	{"grpc_listen", "127.0.0.1:8443", "public gRPC address (Directory and Log services)"},
+	{"operator_listen", "127.0.0.1:8444", "private gRPC address of the Operator service; empty disables; non-loopback needs operator.client_ca_file"},
+	{"metrics_listen", "127.0.0.1:9464", "Prometheus /metrics address (pprof too when loopback); empty disables"},
+	{"tls.cert_file", "", "PEM certificate chain for the public listeners (empty: plaintext)"},
+	{"tls.key_file", "", "PEM private key for tls.cert_file"},
+	{"operator.client_ca_file", "", "PEM CA bundle for operator client certificates (enables mutual TLS)"},
+	{"limits.max_request_bytes", grpcserver.DefaultMaxRecvMsgSize, "largest gRPC request message in bytes"},
+	{"limits.requests_per_second", float64(grpcserver.DefaultRateLimit), "sustained requests per second per peer address; negative disables"},
+	{"limits.burst", grpcserver.DefaultRateBurst, "requests a peer may make at once"},
+	{"limits.max_peers", grpcserver.DefaultMaxPeers, "peers tracked for rate limiting"},
+	{"directory.epoch_interval", time.Second, "epoch interval when changes are pending"},
+	{"directory.heartbeat_interval", 10 * time.Second, "epoch interval when idle (clients' staleness bound)"},
+	{"directory.vrf_key_file", "", "VRF private key file (default DATA_DIR/vrf.key, created if missing)"},
+	{"directory.recovery_key_file", "", "recovery key file, private or public form (default DATA_DIR/recovery.key, created if missing)"},
+	{"directory.cache_size", int64(256 << 20), "state store block cache in bytes"},
+	{"enrollment.mode", "token", `enrollment authorization: "token" or "open" (INSECURE, demos only)`},
+	{"enrollment.token_key_file", "", "HMAC key of enrollment tokens (default DATA_DIR/enroll-token.key, created if missing)"},
+	{"enrollment.token_ttl", 15 * time.Minute, "validity of an issued enrollment token"},
+	{"log.origin", "localhost/kt", "log origin in checkpoints"},
+	{"log.backend", "posix", `log backend: "posix" (embedded) or "trillian"`},
+	{"log.key_file", "", "log signing key file (default DATA_DIR/log.key, created if missing)"},
+	{"log.checkpoint_interval", 200 * time.Millisecond, "how often to publish a checkpoint when the log grew"},
+	{"log.trillian.address", "", "trillian_log_server gRPC address (host:port)"},
+	{"log.trillian.tree_id", int64(0), "Trillian tree ID"},
+	{"log.trillian.create_tree", false, "create a Trillian tree when tree_id is 0"},
+	{"witness.policy_file", "", "witness policy file (Sigsum policy format); empty: no witnesses"},
+	{"witness.timeout", 10 * time.Second, "timeout of each round of witness requests"},
+}
+
+func flagName(key string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
+}
+
+func envName(key string) string {
+	return "KTD_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+const usageHeader = `ktd is the key transparency directory daemon.
+
+Usage:
+  ktd [flags]                      serve
+  ktd issue-token [flags] HANDLE   print an enrollment token for HANDLE
+
+Every flag is also a configuration key: in the file given by --config
+(YAML, TOML or JSON; the key in parentheses, nested at the dots) and in the
+environment (the variable in parentheses). Flags override the environment,
+which overrides the file, which overrides the defaults.
+
+Flags:
+`
+
+// loadConfig reads the configuration from defaults, file, environment and
+// the command line args, and validates it. It returns the positional
+// arguments left after the flags; when help was asked for, it prints the
+// usage to out and returns pflag.ErrHelp.
+func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
+	fs := pflag.NewFlagSet("ktd", pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprint(out, usageHeader)
+		fmt.Fprint(out, fs.FlagUsages())
+	}
+	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
+	for _, o := range options {
+		usage := fmt.Sprintf("%s (%s, %s)", o.usage, o.key, envName(o.key))
+		switch d := o.def.(type) {
+		case string:
+			fs.String(flagName(o.key), d, usage)
+		case bool:
+			fs.Bool(flagName(o.key), d, usage)
+		case int:
+			fs.Int(flagName(o.key), d, usage)
+		case int64:
+			fs.Int64(flagName(o.key), d, usage)
+		case float64:
+			fs.Float64(flagName(o.key), d, usage)
+		case time.Duration:
+			fs.Duration(flagName(o.key), d, usage)
+		default:
+			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+
+	v := viper.New()
+	for _, o := range options {
+		v.SetDefault(o.key, o.def)
+		if err := v.BindPFlag(o.key, fs.Lookup(flagName(o.key))); err != nil {
+			return nil, nil, err
+		}
+		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
+			return nil, nil, err
+		}
+	}
+	if *configFile != "" {
+		v.SetConfigFile(*configFile)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, nil, fmt.Errorf("reading configuration file: %w", err)
+		}
+	}
+	var c Config
+	if err := v.UnmarshalExact(&c); err != nil {
+		return nil, nil, fmt.Errorf("configuration: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, nil, fmt.Errorf("configuration: %w", err)
+	}
+	return &c, fs.Args(), nil
+}
+
+// validate checks the configuration and fills in the paths that default to
+// the data directory.
+func (c *Config) validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.DataDir == "" {
+		add("data_dir must be set")
+	}
+	if c.GRPCListen == "" {
+		add("grpc_listen must be set")
+	}
+	for _, l := range []struct{ key, addr string }{
+		{"http_listen", c.HTTPListen}, {"grpc_listen", c.GRPCListen},
+		{"operator_listen", c.OperatorListen}, {"metrics_listen", c.MetricsListen},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			add("%s %q: want host:port", l.key, l.addr)
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		add("tls.cert_file and tls.key_file must be set together")
+	}
+	if c.OperatorListen != "" && !isLoopback(c.OperatorListen) && c.Operator.ClientCAFile == "" {
+		add("operator_listen %q is not a loopback address: set operator.client_ca_file (and tls.cert_file, tls.key_file) to require client certificates", c.OperatorListen)
+	}
+	if c.Operator.ClientCAFile != "" && c.TLS.CertFile == "" {
+		add("operator.client_ca_file needs tls.cert_file and tls.key_file")
+	}
+	if c.Limits.MaxRequestBytes < 1024 {
+		add("limits.max_request_bytes %d: want at least 1024", c.Limits.MaxRequestBytes)
+	}
+	if c.Limits.RequestsPerSecond == 0 {
+		add("limits.requests_per_second must be positive, or negative to disable rate limiting")
+	}
+	if c.Limits.RequestsPerSecond > 0 && c.Limits.Burst < 1 {
+		add("limits.burst %d: want at least 1", c.Limits.Burst)
+	}
+	if c.Limits.MaxPeers < 1 {
+		add("limits.max_peers %d: want at least 1", c.Limits.MaxPeers)
+	}
+	if c.Directory.EpochInterval <= 0 || c.Directory.HeartbeatInterval < c.Directory.EpochInterval {
+		add("need 0 < directory.epoch_interval (%v) <= directory.heartbeat_interval (%v)", c.Directory.EpochInterval, c.Directory.HeartbeatInterval)
+	}
+	if c.Directory.CacheSize < 1<<20 {
+		add("directory.cache_size %d: want at least 1 MiB", c.Directory.CacheSize)
+	}
+	switch c.Enrollment.Mode {
+	case "token", "open":
+	default:
+		add("enrollment.mode %q: want \"token\" or \"open\"", c.Enrollment.Mode)
+	}
+	if c.Enrollment.TokenTTL <= 0 {
+		add("enrollment.token_ttl must be positive")
+	}
+	if c.Log.Origin == "" || strings.ContainsAny(c.Log.Origin, " \t\n+") {
+		add("log.origin %q must be a non-empty token without spaces or '+'", c.Log.Origin)
+	}
+	switch c.Log.Backend {
+	case "posix":
+	case "trillian":
+		if c.Log.Trillian.Address == "" {
+			add("log.trillian.address must be set for the trillian backend")
+		}
+		if c.Log.Trillian.TreeID == 0 && !c.Log.Trillian.CreateTree {
+			add("log.trillian.tree_id must be set, or log.trillian.create_tree to create a tree")
+		}
+	default:
+		add("log.backend %q: want \"posix\" or \"trillian\"", c.Log.Backend)
+	}
+	if c.Log.CheckpointInterval <= 0 {
+		add("log.checkpoint_interval must be positive")
+	}
+	if c.Witness.Timeout <= 0 {
+		add("witness.timeout must be positive")
+	}
+	def := func(p *string, name string) {
+		if *p == "" {
+			*p = filepath.Join(c.DataDir, name)
+		}
+	}
+	def(&c.Log.KeyFile, "log.key")
+	def(&c.Directory.VRFKeyFile, "vrf.key")
+	def(&c.Directory.RecoveryKeyFile, "recovery.key")
+	def(&c.Enrollment.TokenKeyFile, "enroll-token.key")
+	return errors.Join(errs...)
+}
+
+// isLoopback reports whether addr (host:port) binds only to loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func readPolicy(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,75 @@
+// Command ktd is the key transparency directory daemon. On its embedded
+// default it needs nothing but a data directory: the transparency log runs
+// in-process on Tessera's POSIX driver, the directory's state sits next to
+// it, and the keys are created on first start.
+//
+// Usage:
+//
+//	ktd [--config FILE] [flags]                  serve
+//	ktd issue-token [--config FILE] [flags] HANDLE   print an enrollment token
+//
+// It serves the public gRPC API (Directory and Log services), the public
+// HTTP endpoint (log read API, C2SP tlog-tiles, /healthz), the private
+// Operator gRPC service and Prometheus metrics, each on its own listener.
+// See Config for every setting, and `ktd --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
+)
+
+func main() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	slog.SetDefault(logger)
+	klog.SetSlogLogger(logger) // Tessera and Trillian log through klog
+	args := os.Args[1:]
+	issue := len(args) > 0 && args[0] == "issue-token"
+	if issue {
+		args = args[1:]
+	}
+	cfg, rest, err := loadConfig(args, os.Stderr)
+	switch {
+	case errors.Is(err, pflag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "ktd: %v\n", err)
+		os.Exit(2)
+	}
+	if issue {
+		if len(rest) != 1 {
+			fmt.Fprintln(os.Stderr, "usage: ktd issue-token [flags] HANDLE")
+			os.Exit(2)
+		}
+		tok, err := issueToken(cfg, logger, rest[0])
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "ktd: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Println(tok)
+		return
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(os.Stderr, "ktd: unexpected arguments %q (see ktd --help)\n", rest)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills at once
+	}()
+	if err := run(ctx, cfg, logger, nil); err != nil {
+		logger.Error("ktd stopped", "err", err)
+		os.Exit(1)
+	}
+	logger.Info("ktd stopped")
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"net/http/pprof"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
+
+	"github.com/keytrans/kt/directory"
+)
+
+// metrics holds ktd's Prometheus collectors in their own registry. It
+// implements grpcserver.Metrics and directory.Metrics.
+type metrics struct {
+	reg *prometheus.Registry
+
+	rpcs       *prometheus.CounterVec
+	rpcErrors  *prometheus.CounterVec
+	rpcLatency *prometheus.HistogramVec
+
+	changes  prometheus.Counter
+	rejected *prometheus.CounterVec
+	epochs   prometheus.Counter
+	epoch    prometheus.Gauge
+	epochDur prometheus.Histogram
+	lookups  prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	reg := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+	m := &metrics{reg: reg}
+
+	version, revision := "unknown", "unknown"
+	goVersion := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version, goVersion = bi.Main.Version, bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	bi := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "ktd_build_info",
+		Help:        "Build information; always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	bi.Set(1)
+	f(bi)
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ktd_grpc_requests_total", Help: "gRPC requests by method and code.",
+	}, []string{"method", "code"})
+	m.rpcErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ktd_grpc_errors_total", Help: "gRPC requests that failed, by method and code.",
+	}, []string{"method", "code"})
+	m.rpcLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ktd_grpc_request_duration_seconds",
+		Help:    "gRPC request latency by method.",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 2.5, 14), // 50µs .. ~7.5s
+	}, []string{"method"})
+	m.changes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ktd_directory_changes_accepted_total", Help: "Handle changes appended to the log.",
+	})
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ktd_directory_changes_rejected_total", Help: "Rejected change requests by reason.",
+	}, []string{"reason"})
+	m.epochs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ktd_directory_epochs_total", Help: "Epochs closed by this process.",
+	})
+	m.epoch = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ktd_directory_epoch", Help: "Number of the latest closed epoch.",
+	})
+	m.epochDur = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ktd_directory_epoch_close_seconds",
+		Help:    "Time to close an epoch (append, map, checkpoint).",
+		Buckets: prometheus.ExponentialBuckets(1e-3, 2, 14), // 1ms .. ~8s
+	})
+	m.lookups = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ktd_directory_lookups_total", Help: "Handles looked up.",
+	})
+	for _, c := range []prometheus.Collector{m.rpcs, m.rpcErrors, m.rpcLatency, m.changes, m.rejected, m.epochs, m.epoch, m.epochDur, m.lookups} {
+		f(c)
+	}
+	return m
+}
+
+// ObserveRPC implements grpcserver.Metrics.
+func (m *metrics) ObserveRPC(method string, code codes.Code, elapsed time.Duration) {
+	m.rpcs.WithLabelValues(method, code.String()).Inc()
+	if code != codes.OK {
+		m.rpcErrors.WithLabelValues(method, code.String()).Inc()
+	}
+	m.rpcLatency.WithLabelValues(method).Observe(elapsed.Seconds())
+}
+
+// ChangesAccepted implements directory.Metrics.
+func (m *metrics) ChangesAccepted(n int) { m.changes.Add(float64(n)) }
+
+// ChangeRejected implements directory.Metrics.
+func (m *metrics) ChangeRejected(kind error) {
+	reason := "other"
+	for _, k := range []struct {
+		err  error
+		name string
+	}{
+		{directory.ErrInvalidArgument, "invalid_argument"},
+		{directory.ErrUnauthorized, "unauthorized"},
+		{directory.ErrStaleVersion, "stale_version"},
+		{directory.ErrNotFound, "not_found"},
+		{directory.ErrOutOfRange, "out_of_range"},
+		{directory.ErrUnavailable, "unavailable"},
+		{directory.ErrResourceExhausted, "resource_exhausted"},
+	} {
+		if errors.Is(kind, k.err) {
+			reason = k.name
+			break
+		}
+	}
+	m.rejected.WithLabelValues(reason).Inc()
+}
+
+// EpochClosed implements directory.Metrics.
+func (m *metrics) EpochClosed(epoch uint64, _ int, took time.Duration) {
+	m.epochs.Inc()
+	m.epoch.Set(float64(epoch))
+	m.epochDur.Observe(took.Seconds())
+}
+
+// Lookups implements directory.Metrics.
+func (m *metrics) Lookups(n int) { m.lookups.Add(float64(n)) }
+
+// handler serves /metrics and, when withPprof, /debug/pprof/.
+func (m *metrics) handler(withPprof bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}

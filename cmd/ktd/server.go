@@ -1,0 +1,504 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/directory"
+	"github.com/keytrans/kt/directory/grpcserver"
+	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/logapi"
+	"github.com/keytrans/kt/log/posix"
+	"github.com/keytrans/kt/log/trillian"
+)
+
+// shutdownTimeout bounds graceful shutdown: in-flight requests get this
+// long to finish before connections are cut.
+const shutdownTimeout = 30 * time.Second
+
+// addrs are the addresses ktd listens on; empty when disabled.
+type addrs struct {
+	HTTP, GRPC, Operator, Metrics string
+}
+
+// server holds ktd's running parts. Its fields are set by newServer and
+// read-only afterwards.
+type server struct {
+	cfg         *Config
+	logger      *slog.Logger
+	log         log.Log
+	tiles       http.Handler // nil unless the backend serves tlog-tiles
+	verifierKey string
+	vrfPublic   string
+	recoveryPub ed25519.PublicKey
+	dir         service
+	metrics     *metrics
+	// closers release what newServer opened, in reverse order.
+	closers []func(context.Context) error
+}
+
+// service is what ktd serves from the directory core.
+type service interface {
+	ktpb.DirectoryServer
+	ktpb.LogServer
+	ktpb.OperatorServer
+	Close(context.Context) error
+}
+
+// run starts ktd and serves until ctx is done, then shuts down gracefully.
+// When ready is non-nil, the bound addresses are sent on it once every
+// listener accepts connections.
+func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- addrs) (err error) {
+	s, err := newServer(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		err = errors.Join(err, s.close(cctx))
+	}()
+
+	var publicTLS *tls.Config
+	if cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("loading the TLS certificate: %w", err)
+		}
+		publicTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	var lns listeners
+	defer lns.closeAll()
+	var bound addrs
+
+	// Public gRPC.
+	gopts := grpcserver.Options{
+		MaxRecvMsgSize: cfg.Limits.MaxRequestBytes,
+		RateLimit:      cfg.Limits.RequestsPerSecond,
+		RateBurst:      cfg.Limits.Burst,
+		MaxPeers:       cfg.Limits.MaxPeers,
+		TLS:            publicTLS,
+		Metrics:        s.metrics,
+		Logger:         logger,
+	}
+	public, err := grpcserver.New(gopts, s.dir, s.dir)
+	if err != nil {
+		return err
+	}
+	gln, err := lns.listen("grpc_listen", cfg.GRPCListen)
+	if err != nil {
+		return err
+	}
+	bound.GRPC = gln.Addr().String()
+
+	// Operator gRPC.
+	var operator *grpc.Server
+	var oln net.Listener
+	if cfg.OperatorListen != "" {
+		oopts := grpcserver.Options{
+			MaxRecvMsgSize: cfg.Limits.MaxRequestBytes,
+			RateLimit:      -1,
+			Metrics:        s.metrics,
+			Logger:         logger,
+		}
+		if cfg.Operator.ClientCAFile != "" {
+			oopts.TLS, err = operatorTLS(publicTLS, cfg.Operator.ClientCAFile)
+			if err != nil {
+				return err
+			}
+		}
+		if operator, err = grpcserver.NewOperator(oopts, s.dir); err != nil {
+			return err
+		}
+		if oln, err = lns.listen("operator_listen", cfg.OperatorListen); err != nil {
+			return err
+		}
+		bound.Operator = oln.Addr().String()
+	}
+
+	// Public HTTP.
+	var hs *http.Server
+	var hln net.Listener
+	if cfg.HTTPListen != "" {
+		hs = &http.Server{
+			Handler:           s.handler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		}
+		if hln, err = lns.listen("http_listen", cfg.HTTPListen); err != nil {
+			return err
+		}
+		bound.HTTP = hln.Addr().String()
+		if publicTLS != nil {
+			hln = tls.NewListener(hln, publicTLS)
+		}
+	}
+
+	// Metrics and pprof.
+	var ms *http.Server
+	var mln net.Listener
+	if cfg.MetricsListen != "" {
+		withPprof := isLoopback(cfg.MetricsListen)
+		ms = &http.Server{
+			Handler:           s.metrics.handler(withPprof),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		}
+		if mln, err = lns.listen("metrics_listen", cfg.MetricsListen); err != nil {
+			return err
+		}
+		bound.Metrics = mln.Addr().String()
+		if !withPprof {
+			logger.Info("pprof disabled: metrics_listen is not a loopback address")
+		}
+	}
+
+	scheme := "http"
+	if publicTLS != nil {
+		scheme = "https"
+	}
+	logger.Info("ktd serving",
+		"grpc", bound.GRPC,
+		"grpc_tls", publicTLS != nil,
+		"http", urlOf(scheme, bound.HTTP),
+		"operator", bound.Operator,
+		"metrics", urlOf("http", bound.Metrics),
+		"backend", cfg.Log.Backend,
+		"origin", cfg.Log.Origin,
+		"log_public_key", s.verifierKey,
+		"vrf_public_key", s.vrfPublic,
+		"recovery_public_key", base64.StdEncoding.EncodeToString(s.recoveryPub),
+		"enrollment", cfg.Enrollment.Mode,
+		"data_dir", cfg.DataDir)
+	for _, l := range []struct{ key, addr string }{{"grpc_listen", bound.GRPC}, {"http_listen", bound.HTTP}} {
+		if l.addr != "" && publicTLS == nil && !isLoopback(l.addr) {
+			logger.Warn("public listener without TLS: terminate TLS in front of ktd or set tls.cert_file", "listener", l.key, "addr", l.addr)
+		}
+	}
+
+	lns.release() // the servers own the listeners now
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return public.Serve(gln) })
+	if operator != nil {
+		g.Go(func() error { return operator.Serve(oln) })
+	}
+	if hs != nil {
+		g.Go(func() error { return serveHTTP(hs, hln) })
+	}
+	if ms != nil {
+		g.Go(func() error { return serveHTTP(ms, mln) })
+	}
+	if ready != nil {
+		ready <- bound
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		var sg errgroup.Group
+		sg.Go(func() error { stopGRPC(sctx, public); return nil })
+		if operator != nil {
+			sg.Go(func() error { stopGRPC(sctx, operator); return nil })
+		}
+		for _, h := range []*http.Server{hs, ms} {
+			if h != nil {
+				sg.Go(func() error { return h.Shutdown(sctx) })
+			}
+		}
+		return sg.Wait()
+	})
+	return g.Wait()
+}
+
+func urlOf(scheme, addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return scheme + "://" + addr
+}
+
+func serveHTTP(s *http.Server, ln net.Listener) error {
+	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// stopGRPC lets in-flight calls finish until ctx is done, then cuts them.
+func stopGRPC(ctx context.Context, s *grpc.Server) {
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.Stop()
+		<-done
+	}
+}
+
+// listeners closes the listeners it opened unless released.
+type listeners []net.Listener
+
+func (l *listeners) listen(key, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	*l = append(*l, ln)
+	return ln, nil
+}
+
+func (l *listeners) release() { *l = nil }
+
+func (l *listeners) closeAll() {
+	for _, ln := range *l {
+		ln.Close()
+	}
+}
+
+func operatorTLS(public *tls.Config, caFile string) (*tls.Config, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("operator.client_ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("operator.client_ca_file %s: no PEM certificates", caFile)
+	}
+	c := public.Clone()
+	c.ClientAuth = tls.RequireAndVerifyClientCert
+	c.ClientCAs = pool
+	c.MinVersion = tls.VersionTLS13
+	return c, nil
+}
+
+// newServer opens the keys, the log and the directory. On error it closes
+// what it opened.
+func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server, err error) {
+	s := &server{cfg: cfg, logger: logger, metrics: newMetrics()}
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+			defer cancel()
+			err = errors.Join(err, s.close(cctx))
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+
+	// Keys.
+	signer, _, err := log.LoadOrCreateSigner(cfg.Log.KeyFile, cfg.Log.Origin)
+	if err != nil {
+		return nil, err
+	}
+	skey, err := os.ReadFile(cfg.Log.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if s.verifierKey, err = log.VerifierKey(string(skey)); err != nil {
+		return nil, err
+	}
+	vrfKey, created, err := loadVRFKey(cfg.Directory.VRFKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	logCreated(logger, created, "VRF key", cfg.Directory.VRFKeyFile)
+	s.vrfPublic = vrfKey.Public().String()
+	var private bool
+	s.recoveryPub, private, created, err = loadRecoveryKey(cfg.Directory.RecoveryKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	logCreated(logger, created, "recovery key", cfg.Directory.RecoveryKeyFile)
+	if private {
+		logger.Info("the recovery private key is in the data directory; in production keep it offline and leave only its public form (kt-recovery-public:...) here", "file", cfg.Directory.RecoveryKeyFile)
+	}
+	creds, err := enrollmentCredentials(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	policy, err := readPolicy(cfg.Witness.PolicyFile)
+	if err != nil {
+		return nil, err
+	}
+
+	// Log.
+	switch cfg.Log.Backend {
+	case "posix":
+		l, err := posix.New(ctx, posix.Config{
+			Dir:                filepath.Join(cfg.DataDir, "log"),
+			Origin:             cfg.Log.Origin,
+			Signer:             signer,
+			WitnessPolicy:      policy,
+			WitnessTimeout:     cfg.Witness.Timeout,
+			CheckpointInterval: cfg.Log.CheckpointInterval,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("opening the embedded log: %w", err)
+		}
+		s.log, s.tiles = l, l.TilesHandler()
+	case "trillian":
+		conn, err := grpc.NewClient(cfg.Log.Trillian.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, fmt.Errorf("connecting to Trillian at %s: %w", cfg.Log.Trillian.Address, err)
+		}
+		s.closers = append(s.closers, func(context.Context) error { return conn.Close() })
+		l, err := trillian.New(ctx, trillian.Config{
+			Conn:               conn,
+			TreeID:             cfg.Log.Trillian.TreeID,
+			CreateTree:         cfg.Log.Trillian.CreateTree,
+			Origin:             cfg.Log.Origin,
+			Signer:             signer,
+			WitnessPolicy:      policy,
+			CheckpointInterval: cfg.Log.CheckpointInterval,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("opening the Trillian log: %w", err)
+		}
+		s.log = l
+	}
+	s.closers = append(s.closers, s.log.Close)
+
+	// Directory.
+	d, err := directory.New(ctx, directory.Config{
+		Log:               s.log,
+		Origin:            cfg.Log.Origin,
+		LogVerifierKey:    s.verifierKey,
+		VRFKey:            vrfKey,
+		RecoveryKey:       s.recoveryPub,
+		Credentials:       creds,
+		StateDir:          filepath.Join(cfg.DataDir, "state"),
+		WitnessPolicy:     string(policy),
+		EpochInterval:     cfg.Directory.EpochInterval,
+		HeartbeatInterval: cfg.Directory.HeartbeatInterval,
+		CacheSize:         cfg.Directory.CacheSize,
+		Logger:            logger,
+		Metrics:           s.metrics,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the directory: %w", err)
+	}
+	s.dir = d
+	s.closers = append(s.closers, d.Close)
+	return s, nil
+}
+
+func logCreated(logger *slog.Logger, created bool, what, path string) {
+	if created {
+		logger.Info("created "+what, "file", path)
+	}
+}
+
+// enrollmentCredentials returns the enrollment credential checker of the configured
+// mode.
+func enrollmentCredentials(cfg *Config, logger *slog.Logger) (directory.Credentials, error) {
+	if cfg.Enrollment.Mode == "open" {
+		logger.Warn("!!! enrollment.mode=open: INSECURE, anyone can enroll any free handle; for demos and tests only !!!")
+		return directory.OpenEnrollment{}, nil
+	}
+	tc, err := tokenCredentials(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+func tokenCredentials(cfg *Config, logger *slog.Logger) (*directory.TokenCredentials, error) {
+	key, created, err := loadTokenKey(cfg.Enrollment.TokenKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	logCreated(logger, created, "enrollment token key", cfg.Enrollment.TokenKeyFile)
+	tc, err := directory.NewTokenCredentials(key)
+	if err != nil {
+		return nil, err
+	}
+	tc.TTL = cfg.Enrollment.TokenTTL
+	return tc, nil
+}
+
+// issueToken prints an enrollment token for handle, normalised first, to
+// the returned string.
+func issueToken(cfg *Config, logger *slog.Logger, handle string) (string, error) {
+	if cfg.Enrollment.Mode != "token" {
+		return "", fmt.Errorf("enrollment.mode is %q: tokens are only used in mode \"token\"", cfg.Enrollment.Mode)
+	}
+	h, err := api.NormalizeHandle(handle)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return "", fmt.Errorf("creating data directory: %w", err)
+	}
+	tc, err := tokenCredentials(cfg, logger)
+	if err != nil {
+		return "", err
+	}
+	return tc.IssueToken(h), nil
+}
+
+func (s *server) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/log/v1/", logapi.NewHandler(s.log))
+	if s.tiles != nil {
+		mux.Handle("/checkpoint", s.tiles)
+		mux.Handle("/tile/", s.tiles)
+	}
+	mux.HandleFunc("GET /healthz", s.healthz)
+	return mux
+}
+
+// healthz answers 200 once the log has a checkpoint and the directory
+// serves an epoch, 503 otherwise (with the reason, which holds nothing
+// secret: the domain error's message).
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.log.Checkpoint(r.Context()); err != nil {
+		http.Error(w, "log not ready", http.StatusServiceUnavailable)
+		s.logger.Debug("healthz: log not ready", "err", err)
+		return
+	}
+	if _, err := s.dir.GetEpoch(r.Context(), &ktpb.GetEpochRequest{}); err != nil {
+		http.Error(w, "directory not ready", http.StatusServiceUnavailable)
+		s.logger.Debug("healthz: directory not ready", "err", err)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// close releases everything newServer opened, last opened first: the
+// directory before the log it writes to.
+func (s *server) close(ctx context.Context) error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i](ctx))
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
