@@ -180,6 +180,14 @@ func TestUnmarshalMonitorStateRejects(t *testing.T) {
 
 func TestNewParams(t *testing.T) {
 	k := newKeys(t)
+	// The log's raw Ed25519 key, from its vkey "name+hash+base64(0x01 ||
+	// key)"; the base64 may itself contain '+'.
+	vkey := k.parameters().LogPublicKey
+	rawLogKey, err := base64.StdEncoding.DecodeString(strings.SplitN(vkey, "+", 3)[2])
+	if err != nil || len(rawLogKey) != 33 {
+		t.Fatalf("cannot decode the log key %q: %v", vkey, err)
+	}
+	logKey := rawLogKey[1:]
 	other := newKeys(t)
 	for _, tc := range []struct {
 		name string
@@ -199,8 +207,7 @@ func TestNewParams(t *testing.T) {
 		{"short recovery key", func(p *ktpb.Parameters) { p.RecoveryPublicKey = p.RecoveryPublicKey[:31] }, client.Options{}, false},
 		{"recovery key is the VRF key", func(p *ktpb.Parameters) { p.RecoveryPublicKey = k.vrf.Public().Bytes() }, client.Options{}, false},
 		{"recovery key is the log key", func(p *ktpb.Parameters) {
-			raw, _ := base64.StdEncoding.DecodeString(p.LogPublicKey[strings.LastIndexByte(p.LogPublicKey, '+')+1:])
-			p.RecoveryPublicKey = raw[1:]
+			p.RecoveryPublicKey = logKey
 		}, client.Options{}, false},
 		{"negative max age", func(*ktpb.Parameters) {}, client.Options{MaxAge: -time.Second}, false},
 		{"nil", nil, client.Options{}, false},

@@ -118,13 +118,14 @@ func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
 }
 
 // vkeyPublicKey returns the raw Ed25519 key of a note verifier key
-// "name+hash+base64(0x01 || key)", or nil.
+// "name+hash+base64(0x01 || key)", or nil. Names never contain '+', but the
+// base64 may, so the key is everything after the second '+'.
 func vkeyPublicKey(vkey string) []byte {
-	i := strings.LastIndexByte(vkey, '+')
-	if i < 0 {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
 		return nil
 	}
-	raw, err := base64.StdEncoding.DecodeString(vkey[i+1:])
+	raw, err := base64.StdEncoding.DecodeString(parts[2])
 	if err != nil || len(raw) != 33 {
 		return nil
 	}
