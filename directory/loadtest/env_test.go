@@ -1,0 +1,436 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/directory"
+	"github.com/keytrans/kt/directory/grpcserver"
+	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/posix"
+)
+
+const origin = "loadtest.example/kt"
+
+// envConfig is what differs between the smoke test and the benchmarks.
+type envConfig struct {
+	conns         int           // client connections
+	epochInterval time.Duration // zero: directory default (1s)
+	ckptInterval  time.Duration // zero: posix default (250ms)
+}
+
+// server is a directory on the posix log behind the gRPC edge on
+// 127.0.0.1, with gRPC clients connected to it.
+type server struct {
+	dir     string
+	vrf     *vrf.PrivateKey
+	token   *directory.TokenCredentials
+	log     log.Log
+	d       *directory.Directory
+	gs      *grpc.Server
+	conns   []*grpc.ClientConn
+	clients []ktpb.DirectoryClient
+	params  *client.Params
+	served  chan error
+}
+
+func startServer(cfg envConfig) (*server, error) {
+	dir, err := os.MkdirTemp("", "kt-loadtest-")
+	if err != nil {
+		return nil, err
+	}
+	s := &server{dir: dir}
+	if err := s.start(cfg); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *server) start(cfg envConfig) error {
+	ctx := context.Background()
+	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		return err
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		return err
+	}
+	if s.vrf, err = vrf.GenerateKey(nil); err != nil {
+		return err
+	}
+	recovery, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return err
+	}
+	if s.token, err = directory.NewTokenCredentials(bytes.Repeat([]byte{7}, 32)); err != nil {
+		return err
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s.log, err = posix.New(ctx, posix.Config{
+		Dir: filepath.Join(s.dir, "log"), Origin: origin, Signer: signer,
+		CheckpointInterval: cfg.ckptInterval,
+	})
+	if err != nil {
+		return fmt.Errorf("posix.New: %w", err)
+	}
+	s.d, err = directory.New(ctx, directory.Config{
+		Log:               s.log,
+		Origin:            origin,
+		LogVerifierKey:    vkey,
+		VRFKey:            s.vrf,
+		RecoveryKey:       recovery,
+		Credentials:       s.token,
+		StateDir:          filepath.Join(s.dir, "state"),
+		EpochInterval:     cfg.epochInterval,
+		HeartbeatInterval: max(cfg.epochInterval, directory.DefaultHeartbeatInterval),
+		Logger:            quiet,
+	})
+	if err != nil {
+		return fmt.Errorf("directory.New: %w", err)
+	}
+	s.gs, err = grpcserver.New(grpcserver.Options{
+		RateLimit:            -1,
+		MaxConcurrentStreams: 1 << 12,
+		Logger:               quiet,
+	}, s.d, s.d)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.gs.Serve(lis) }()
+	for range cfg.conns {
+		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		s.conns = append(s.conns, cc)
+		s.clients = append(s.clients, ktpb.NewDirectoryClient(cc))
+	}
+	pb, err := s.clients[0].GetParameters(ctx, &ktpb.GetParametersRequest{})
+	if err != nil {
+		return fmt.Errorf("GetParameters: %w", err)
+	}
+	s.params, err = client.NewParams(pb, client.Options{InsecureNoWitnesses: true, MaxAge: time.Hour})
+	return err
+}
+
+func (s *server) client(i int) ktpb.DirectoryClient { return s.clients[i%len(s.clients)] }
+
+// close stops everything and removes the temporary directory.
+func (s *server) close() error {
+	var errs []error
+	for _, cc := range s.conns {
+		errs = append(errs, cc.Close())
+	}
+	if s.gs != nil {
+		s.gs.GracefulStop()
+		if err := <-s.served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errs = append(errs, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if s.d != nil {
+		if err := s.d.Close(ctx); err != nil && !errors.Is(err, directory.ErrUnavailable) {
+			errs = append(errs, err)
+		}
+	}
+	if s.log != nil {
+		if err := s.log.Close(ctx); err != nil && !errors.Is(err, log.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, os.RemoveAll(s.dir))
+	return errors.Join(errs...)
+}
+
+// device is one client device.
+type device struct {
+	id   [16]byte
+	sign ed25519.PrivateKey
+	hpke []byte
+}
+
+func newDevice() (*device, error) {
+	d := &device{}
+	rand.Read(d.id[:])
+	var err error
+	if _, d.sign, err = ed25519.GenerateKey(nil); err != nil {
+		return nil, err
+	}
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	d.hpke = k.PublicKey().Bytes()
+	return d, nil
+}
+
+func (d *device) api() api.Device {
+	return api.Device{ID: d.id, Suite: api.SuiteX25519, HPKEKey: d.hpke,
+		SigningKey: [32]byte(d.sign.Public().(ed25519.PublicKey)), Created: 1700000000}
+}
+
+// handle is what the client side tracks about one handle. Its state is
+// advanced when a change is built: the benchmarks expect every change they
+// build to be accepted, and fail otherwise.
+type handle struct {
+	name    string
+	index   [32]byte
+	account [16]byte
+	version uint64   // of the last change built
+	leaf    [32]byte // leaf hash of the last change built
+	main    *device  // in every device set; signs every change
+	spare   *device  // added at even versions, removed at odd ones
+}
+
+func newHandle(k *vrf.PrivateKey, name string) (*handle, error) {
+	n, err := api.NormalizeHandle(name)
+	if err != nil {
+		return nil, err
+	}
+	h := &handle{name: n}
+	h.index, _ = k.Prove(api.VRFInput(n))
+	rand.Read(h.account[:])
+	if h.main, err = newDevice(); err != nil {
+		return nil, err
+	}
+	if h.spare, err = newDevice(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// next builds the handle's next change, signed by its main device: the
+// enrollment at version 1, then alternately adding and removing the spare
+// device.
+func (h *handle) next() (*ktpb.HandleChange, error) {
+	version := h.version + 1
+	kind := api.AuthDevice
+	if version == 1 {
+		kind = api.AuthEnroll
+	}
+	set := &api.DeviceSet{AccountID: h.account, Devices: []api.Device{h.main.api()}}
+	if version%2 == 0 {
+		set.Devices = append(set.Devices, h.spare.api())
+		slices.SortFunc(set.Devices, func(a, b api.Device) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	}
+	ds, err := set.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	var opening [32]byte
+	rand.Read(opening[:])
+	rec := &api.ChangeRecord{
+		Index:       h.index,
+		Version:     version,
+		Commitment:  api.Commit(opening, h.index, version, ds),
+		Prev:        h.leaf,
+		Kind:        kind,
+		Authorizers: set.Authorizers(),
+	}
+	rec.Sign(origin, h.main.sign)
+	b, err := rec.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	h.version, h.leaf = version, api.LeafHash(b)
+	return &ktpb.HandleChange{Handle: h.name, ChangeRecord: b, Opening: opening[:], DeviceSet: ds}, nil
+}
+
+// parallel calls f(i) for i in [0, n) from c goroutines and returns the
+// first error.
+func parallel(n, c int, f func(i int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for range c {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					once.Do(func() { first = err })
+					next.Store(int64(n)) // stop the others
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+// enrollAll creates n handles and enrolls them through gRPC with c
+// concurrent callers. Building the requests (VRF index, keys, signature)
+// is not timed; the returned duration covers the Enroll calls only.
+func (s *server) enrollAll(prefix string, n, c int) ([]*handle, time.Duration, error) {
+	hs := make([]*handle, n)
+	reqs := make([]*ktpb.EnrollRequest, n)
+	err := parallel(n, runtime.GOMAXPROCS(0), func(i int) error {
+		h, err := newHandle(s.vrf, fmt.Sprintf("%s%d@loadtest.example", prefix, i))
+		if err != nil {
+			return err
+		}
+		hc, err := h.next()
+		if err != nil {
+			return err
+		}
+		hs[i], reqs[i] = h, &ktpb.EnrollRequest{Change: hc, Credential: s.token.IssueToken(h.name)}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	start := time.Now()
+	err = parallel(n, c, func(i int) error {
+		if _, err := s.client(i).Enroll(context.Background(), reqs[i]); err != nil {
+			return fmt.Errorf("Enroll %s: %w", hs[i].name, err)
+		}
+		return nil
+	})
+	return hs, time.Since(start), err
+}
+
+// checkpointSize returns the tree size line of a checkpoint note.
+func checkpointSize(ckpt []byte) (uint64, error) {
+	lines := strings.SplitN(string(ckpt), "\n", 3)
+	if len(lines) < 3 {
+		return 0, errors.New("checkpoint: too few lines")
+	}
+	return strconv.ParseUint(lines[1], 10, 64)
+}
+
+// watcher polls GetEpoch and tells waiters when the served epoch grows.
+type watcher struct {
+	mu      sync.Mutex
+	size    uint64        // guarded by mu
+	changed chan struct{} // guarded by mu; closed and replaced when size grows
+	err     error         // guarded by mu
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func (s *server) watch(every time.Duration) *watcher {
+	w := &watcher{changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			ep, err := s.client(0).GetEpoch(context.Background(), &ktpb.GetEpochRequest{})
+			var n uint64
+			if err == nil {
+				n, err = checkpointSize(ep.GetCheckpoint())
+			}
+			w.mu.Lock()
+			if err != nil {
+				w.err = err
+				close(w.changed)
+				w.mu.Unlock()
+				return
+			}
+			if n > w.size {
+				w.size = n
+				close(w.changed)
+				w.changed = make(chan struct{})
+			}
+			w.mu.Unlock()
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return w
+}
+
+// waitBeyond blocks until the served epoch's checkpoint size is above
+// than min (so it covers log index min).
+func (w *watcher) waitBeyond(ctx context.Context, min uint64) error {
+	for {
+		w.mu.Lock()
+		size, ch, err := w.size, w.changed, w.err
+		w.mu.Unlock()
+		switch {
+		case err != nil:
+			return err
+		case size > min:
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (w *watcher) close() {
+	close(w.stop)
+	<-w.done
+}
+
+// percentile returns the p-th percentile (0 < p <= 100) of sorted ds.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	i := int(float64(len(ds))*p/100+0.5) - 1
+	return ds[min(max(i, 0), len(ds)-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// rssMiB returns VmRSS from /proc/self/status, in MiB (0 if unavailable).
+func rssMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 2 && f[1] == "kB" {
+				kb, _ := strconv.ParseFloat(f[0], 64)
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}

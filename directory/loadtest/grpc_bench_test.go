@@ -1,0 +1,393 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/client"
+)
+
+// Benchmarks through gRPC on loopback; see the package documentation for
+// how to run them. Client and server share the machine (and its cores):
+// every number includes the client's gRPC and protobuf work, but not the
+// building and signing of requests, which happens before the timer starts.
+
+func envInt(name string, def int) int {
+	if s := os.Getenv(name); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n > 0 {
+			return n
+		}
+	}
+	return def
+}
+
+var (
+	benchHandles   = envInt("KT_BENCH_HANDLES", 100_000)
+	benchCallers   = envInt("KT_BENCH_CALLERS", 256)
+	lookupCallers  = envInt("KT_LOOKUP_CALLERS", 32)
+	benchConns     = envInt("KT_BENCH_CONNS", 4)
+	lastLookupRate atomic.Uint64 // lookups/s reached by BenchmarkGRPCLookups
+)
+
+// shared is the one directory the benchmarks of this process use: built
+// on first use, with benchHandles handles enrolled through the API, and
+// closed by TestMain.
+var shared struct {
+	sync.Mutex
+	s   *server
+	hs  []*handle
+	err error
+}
+
+func sharedEnv(b *testing.B) (*server, []*handle) {
+	b.Helper()
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.s == nil && shared.err == nil {
+		shared.err = func() error {
+			s, err := startServer(envConfig{conns: benchConns})
+			if err != nil {
+				return err
+			}
+			shared.s = s
+			t0 := time.Now()
+			hs, took, err := s.enrollAll("u", benchHandles, benchCallers)
+			if err != nil {
+				return err
+			}
+			shared.hs = hs
+			b.Logf("enrolled %d handles through gRPC in %v (%.0f enrollments/s; %v with request building)",
+				len(hs), took.Round(time.Millisecond), float64(len(hs))/took.Seconds(), time.Since(t0).Round(time.Millisecond))
+			return nil
+		}()
+	}
+	if shared.err != nil {
+		b.Fatal(shared.err)
+	}
+	return shared.s, shared.hs
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.s != nil {
+		if err := shared.s.close(); err != nil {
+			fmt.Fprintln(os.Stderr, "closing the shared directory:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// update is one pre-built change and the version it gives its handle.
+type update struct {
+	h       *handle
+	req     *ktpb.ChangeRequest
+	version uint64
+}
+
+// buildUpdates builds n changes spread round-robin over hs, and splits
+// them over callers queues so that each handle belongs to one queue: one
+// change per handle in flight, each chaining on the previous one.
+func buildUpdates(hs []*handle, n, callers int) ([][]update, error) {
+	nh := min(len(hs), n)
+	perHandle := make([][]update, nh)
+	err := parallel(nh, runtime.GOMAXPROCS(0), func(i int) error {
+		for j := i; j < n; j += nh {
+			hc, err := hs[i].next()
+			if err != nil {
+				return err
+			}
+			perHandle[i] = append(perHandle[i], update{hs[i], &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}}, hs[i].version})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	queues := make([][]update, min(callers, nh))
+	for g := range queues {
+		for round := 0; ; round++ {
+			more := false
+			for i := g; i < nh; i += len(queues) {
+				if round < len(perHandle[i]) {
+					queues[g] = append(queues[g], perHandle[i][round])
+					more = true
+				}
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	return queues, nil
+}
+
+// runQueues runs f over every queue, one goroutine per queue, and returns
+// the latencies f returns, sorted.
+func runQueues(queues [][]update, f func(g int, u update) (time.Duration, error)) ([]time.Duration, error) {
+	lats := make([][]time.Duration, len(queues))
+	errs := make([]error, len(queues))
+	var wg sync.WaitGroup
+	for g, q := range queues {
+		wg.Go(func() {
+			for _, u := range q {
+				d, err := f(g, u)
+				if err != nil {
+					errs[g] = err
+					return
+				}
+				lats[g] = append(lats[g], d)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	return all, nil
+}
+
+// BenchmarkGRPCUpdates: durable, authenticated device changes per second
+// through gRPC (each adds or removes a device of a registered handle,
+// signed by a device of the previous version), from KT_BENCH_CALLERS
+// concurrent callers over KT_BENCH_CONNS connections, each caller owning
+// its handles and chaining their versions.
+func BenchmarkGRPCUpdates(b *testing.B) {
+	s, hs := sharedEnv(b)
+	queues, err := buildUpdates(hs, b.N, benchCallers)
+	if err != nil {
+		b.Fatal(err)
+	}
+	runtime.GC()
+	b.ResetTimer()
+	start := time.Now()
+	lats, err := runQueues(queues, func(g int, u update) (time.Duration, error) {
+		t0 := time.Now()
+		resp, err := s.client(g).Change(context.Background(), u.req)
+		if err != nil {
+			return 0, fmt.Errorf("Change %s to version %d: %w", u.h.name, u.version, err)
+		}
+		if len(resp.GetLogIndices()) != 1 {
+			return 0, fmt.Errorf("Change %s: %d log indices, want 1", u.h.name, len(resp.GetLogIndices()))
+		}
+		return time.Since(t0), nil
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "updates/s")
+	b.ReportMetric(ms(percentile(lats, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(lats, 99)), "p99-ms")
+}
+
+// BenchmarkGRPCVisibility: the time from a Change call returning to a
+// Lookup showing the new version (verified by the client library), for
+// b.N updates from KT_BENCH_CALLERS concurrent callers. A watcher polls
+// GetEpoch every 5ms; once the served epoch covers the change's log index
+// the caller looks the handle up (and again at the next epoch if the
+// version is not there yet). The resolution is the 5ms poll plus one
+// Lookup round trip; epoch interval and checkpoint interval are the
+// defaults (1s and 250ms).
+func BenchmarkGRPCVisibility(b *testing.B) {
+	s, hs := sharedEnv(b)
+	queues, err := buildUpdates(hs, b.N, benchCallers)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := s.watch(5 * time.Millisecond)
+	defer w.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	b.ResetTimer()
+	start := time.Now()
+	lats, err := runQueues(queues, func(g int, u update) (time.Duration, error) {
+		resp, err := s.client(g).Change(ctx, u.req)
+		if err != nil {
+			return 0, fmt.Errorf("Change %s to version %d: %w", u.h.name, u.version, err)
+		}
+		t0 := time.Now()
+		idx := resp.GetLogIndices()[0]
+		for {
+			if err := w.waitBeyond(ctx, idx); err != nil {
+				return 0, fmt.Errorf("waiting for log index %d: %w", idx, err)
+			}
+			lr, err := s.client(g).Lookup(ctx, &ktpb.LookupRequest{Handle: u.h.name})
+			seen := time.Since(t0)
+			if err != nil {
+				return 0, fmt.Errorf("Lookup %s: %w", u.h.name, err)
+			}
+			res, err := client.VerifyLookup(s.params, nil, u.h.name, lr, time.Now(), nil)
+			if err != nil {
+				return 0, fmt.Errorf("VerifyLookup %s: %w", u.h.name, err)
+			}
+			switch v := res.Record.Version; {
+			case v == u.version:
+				return seen, nil
+			case v > u.version:
+				return 0, fmt.Errorf("Lookup %s: version %d, want %d", u.h.name, v, u.version)
+			}
+			time.Sleep(5 * time.Millisecond) // epoch served but older: look again
+		}
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "updates/s")
+	b.ReportMetric(ms(percentile(lats, 50)), "p50-visible-ms")
+	b.ReportMetric(ms(percentile(lats, 99)), "p99-visible-ms")
+	b.ReportMetric(ms(lats[len(lats)-1]), "max-visible-ms")
+}
+
+// BenchmarkGRPCLookups: lookups with the full proof bundle (known_size 0:
+// VRF proof, map proof, record, opening, device set, and the epoch part
+// with checkpoint and inclusion proof) of random registered handles among
+// KT_BENCH_HANDLES, from KT_LOOKUP_CALLERS concurrent callers. Also
+// reports the response size and the process's heap and RSS (client and
+// server together; the client side holds the handles' keys).
+func BenchmarkGRPCLookups(b *testing.B) {
+	s, hs := sharedEnv(b)
+	runtime.GC()
+	var mem runtime.MemStats
+	runtime.ReadMemStats(&mem)
+	rss := rssMiB()
+	var next atomic.Int64
+	lats := make([][]time.Duration, lookupCallers)
+	last := make([]*ktpb.LookupResponse, lookupCallers)
+	lastHandle := make([]string, lookupCallers)
+	var bytesTotal, bytesMax atomic.Int64
+	errs := make([]error, lookupCallers)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := range lookupCallers {
+		wg.Go(func() {
+			c := s.client(g)
+			for next.Add(1) <= int64(b.N) {
+				h := hs[rand.IntN(len(hs))].name
+				t0 := time.Now()
+				resp, err := c.Lookup(context.Background(), &ktpb.LookupRequest{Handle: h})
+				if err != nil {
+					errs[g] = fmt.Errorf("Lookup %s: %w", h, err)
+					return
+				}
+				lats[g] = append(lats[g], time.Since(t0))
+				n := int64(proto.Size(resp))
+				bytesTotal.Add(n)
+				for m := bytesMax.Load(); n > m && !bytesMax.CompareAndSwap(m, n); m = bytesMax.Load() {
+				}
+				last[g], lastHandle[g] = resp, h
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	for _, err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	// The answers are real: verify the last one of each caller.
+	for g, resp := range last {
+		if resp == nil {
+			continue
+		}
+		res, err := client.VerifyLookup(s.params, nil, lastHandle[g], resp, time.Now(), nil)
+		if err != nil {
+			b.Fatalf("VerifyLookup %s: %v", lastHandle[g], err)
+		}
+		if !res.Registered {
+			b.Fatalf("VerifyLookup %s: not registered", lastHandle[g])
+		}
+	}
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	rate := float64(b.N) / elapsed.Seconds()
+	lastLookupRate.Store(uint64(rate))
+	b.ReportMetric(rate, "lookups/s")
+	b.ReportMetric(ms(percentile(all, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(all, 99)), "p99-ms")
+	b.ReportMetric(float64(bytesTotal.Load())/float64(b.N), "resp-bytes")
+	b.ReportMetric(float64(bytesMax.Load()), "max-resp-bytes")
+	b.ReportMetric(float64(len(hs)), "handles")
+	b.ReportMetric(float64(mem.HeapInuse)/(1<<20), "heap-MiB")
+	b.ReportMetric(rss, "rss-MiB")
+}
+
+// BenchmarkGRPCLookupsPaced: the latency of full-bundle lookups offered at
+// a fixed rate (KT_PACED_RATE, default half of what BenchmarkGRPCLookups
+// reached in this process, else 5000/s), open loop: request i is due at
+// start + i/rate, and its latency is counted from when it was due, so a
+// server that falls behind shows it (no coordinated omission).
+func BenchmarkGRPCLookupsPaced(b *testing.B) {
+	s, hs := sharedEnv(b)
+	rate := float64(envInt("KT_PACED_RATE", 0))
+	if rate == 0 {
+		rate = float64(lastLookupRate.Load()) / 2
+	}
+	if rate == 0 {
+		rate = 5000
+	}
+	const workers = 256
+	interval := time.Duration(float64(time.Second) / rate)
+	var next atomic.Int64
+	lats := make([][]time.Duration, workers)
+	errs := make([]error, workers)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Go(func() {
+			c := s.client(g)
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				due := start.Add(time.Duration(i) * interval)
+				time.Sleep(time.Until(due))
+				h := hs[rand.IntN(len(hs))].name
+				if _, err := c.Lookup(context.Background(), &ktpb.LookupRequest{Handle: h}); err != nil {
+					errs[g] = fmt.Errorf("Lookup %s: %w", h, err)
+					return
+				}
+				lats[g] = append(lats[g], time.Since(due))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	for _, err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	b.ReportMetric(rate, "offered/s")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "lookups/s")
+	b.ReportMetric(ms(percentile(all, 50)), "p50-ms")
+	b.ReportMetric(ms(percentile(all, 99)), "p99-ms")
+	b.ReportMetric(ms(all[len(all)-1]), "max-ms")
+}
