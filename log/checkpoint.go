@@ -4,13 +4,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 
 	fmtlog "github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/keytrans/kt/internal/keyfile"
 )
 
 // SignCheckpoint produces a C2SP tlog-checkpoint signed note for a tree of
@@ -48,31 +47,27 @@ func ParseCheckpoint(raw []byte, origin string, logVerifier note.Verifier) (*fmt
 
 // LoadOrCreateSigner reads a note signer key ("PRIVATE+KEY+name+hash+key",
 // as golang.org/x/mod/sumdb/note writes it) from path, creating the file
-// with a fresh Ed25519 key named origin when it does not exist. The file is
-// written with mode 0600 and synced before use, so a key is never lost
+// with a fresh Ed25519 key named origin when it does not exist. Creation is
+// atomic and never overwrites an existing key (internal/keyfile), so two
+// processes starting together agree on one key, and a key is never lost
 // after checkpoints were signed with it.
 func LoadOrCreateSigner(path, origin string) (note.Signer, note.Verifier, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	text, _, err := keyfile.LoadOrCreate(path, func() (string, error) {
 		skey, _, err := note.GenerateKey(rand.Reader, origin)
-		if err != nil {
-			return nil, nil, fmt.Errorf("generating log key: %w", err)
-		}
-		if err := writeFileSync(path, []byte(skey+"\n"), 0o600); err != nil {
-			return nil, nil, fmt.Errorf("writing log key: %w", err)
-		}
-		b = []byte(skey)
-	} else if err != nil {
-		return nil, nil, fmt.Errorf("reading log key: %w", err)
+		return skey, err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("log key %s: %w", path, err)
 	}
-	s, err := note.NewSigner(strings.TrimSpace(string(b)))
+	skey := strings.TrimSpace(text)
+	s, err := note.NewSigner(skey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("log key in %s: %w", path, err)
 	}
 	if s.Name() != origin {
 		return nil, nil, fmt.Errorf("log key in %s is for origin %q, but the log's origin is %q", path, s.Name(), origin)
 	}
-	v, err := VerifierFor(strings.TrimSpace(string(b)))
+	v, err := VerifierFor(skey)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -105,35 +100,4 @@ func VerifierKey(skey string) (string, error) {
 		return "", err
 	}
 	return note.NewEd25519VerifierKey(s.Name(), pub)
-}
-
-func writeFileSync(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -6,11 +6,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/keytrans/kt/internal/keyfile"
 	"github.com/keytrans/kt/internal/vrf"
 )
 
@@ -24,69 +22,9 @@ const (
 
 var b64 = base64.StdEncoding.Strict()
 
-// loadOrCreate returns the contents of the key file at path, first creating
-// it with gen() if it does not exist. Creation is atomic and never
-// overwrites: the key is written and synced to a temporary file that is
-// then hard-linked into place, so a crash leaves either no file or a
-// complete one, and two processes starting together agree on one key.
-// created reports whether this call wrote the file.
-func loadOrCreate(path string, gen func() (string, error)) (text string, created bool, err error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return string(b), false, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", false, err
-	}
-	key, err := gen()
-	if err != nil {
-		return "", false, err
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", false, err
-	}
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return "", false, err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return "", false, err
-	}
-	if _, err := tmp.WriteString(key + "\n"); err != nil {
-		tmp.Close()
-		return "", false, err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return "", false, err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", false, err
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			// Another process won the race: use its key.
-			b, err := os.ReadFile(path)
-			return string(b), false, err
-		}
-		return "", false, err
-	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return "", false, err
-		}
-	}
-	return key + "\n", true, nil
-}
-
 // loadVRFKey loads, or creates, the VRF private key.
 func loadVRFKey(path string) (*vrf.PrivateKey, bool, error) {
-	text, created, err := loadOrCreate(path, func() (string, error) {
+	text, created, err := keyfile.LoadOrCreate(path, func() (string, error) {
 		k, err := vrf.GenerateKey(nil)
 		if err != nil {
 			return "", err
@@ -108,7 +46,7 @@ func loadVRFKey(path string) (*vrf.PrivateKey, bool, error) {
 // form, creating a private key file if none exists. private reports whether
 // the file holds the private key.
 func loadRecoveryKey(path string) (pub ed25519.PublicKey, private, created bool, err error) {
-	text, created, err := loadOrCreate(path, func() (string, error) {
+	text, created, err := keyfile.LoadOrCreate(path, func() (string, error) {
 		seed := make([]byte, ed25519.SeedSize)
 		if _, err := rand.Read(seed); err != nil {
 			return "", err
@@ -146,7 +84,7 @@ func parseRecoveryKey(text string) (pub ed25519.PublicKey, private bool, err err
 
 // loadTokenKey loads, or creates, the HMAC key of enrollment tokens.
 func loadTokenKey(path string) ([]byte, bool, error) {
-	text, created, err := loadOrCreate(path, func() (string, error) {
+	text, created, err := keyfile.LoadOrCreate(path, func() (string, error) {
 		k := make([]byte, tokenKeySize)
 		if _, err := rand.Read(k); err != nil {
 			return "", err
