@@ -8,8 +8,6 @@ import (
 	"crypto/hpke"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"testing"
@@ -21,6 +19,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/internal/testonly"
 	"github.com/keytrans/kt/internal/vrf"
 	"github.com/keytrans/kt/log/conformance"
 )
@@ -39,43 +38,9 @@ var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 
 // cosigner is a C2SP tlog-cosignature/v1 Ed25519 cosigner that signs with a
 // chosen timestamp (formats/note's signer always uses the wall clock).
-type cosigner struct {
-	name string
-	priv ed25519.PrivateKey
-	pub  ed25519.PublicKey
-}
+type cosigner = testonly.Cosigner
 
-func newCosigner(t testing.TB, name string) *cosigner {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &cosigner{name: name, priv: priv, pub: pub}
-}
-
-// keyHash is SHA-256(name || "\n" || 0x04 || pub)[:4] (tlog-cosignature).
-func (c *cosigner) keyHash() uint32 {
-	h := sha256.New()
-	h.Write([]byte(c.name + "\n"))
-	h.Write([]byte{0x04})
-	h.Write(c.pub)
-	return binary.BigEndian.Uint32(h.Sum(nil))
-}
-
-func (c *cosigner) vkey() string {
-	return fmt.Sprintf("%s+%08x+%s", c.name, c.keyHash(), base64.StdEncoding.EncodeToString(append([]byte{0x04}, c.pub...)))
-}
-
-// line returns the note signature line cosigning text at time ts.
-func (c *cosigner) line(text string, ts time.Time) string {
-	u := uint64(ts.Unix())
-	msg := fmt.Sprintf("cosignature/v1\ntime %d\n%s", u, text)
-	sig := binary.BigEndian.AppendUint32(nil, c.keyHash())
-	sig = binary.BigEndian.AppendUint64(sig, u)
-	sig = append(sig, ed25519.Sign(c.priv, []byte(msg))...)
-	return fmt.Sprintf("— %s %s\n", c.name, base64.StdEncoding.EncodeToString(sig))
-}
+func newCosigner(t testing.TB, name string) *cosigner { return testonly.NewCosigner(t, name) }
 
 // keys are a directory's keys; two simulators with the same keys are two
 // views (forks) of one log.
@@ -117,7 +82,7 @@ func (k *keys) policy() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "log %s\n", k.logVKey)
 	for i, w := range k.witnesses {
-		fmt.Fprintf(&b, "witness w%d %s\n", i+1, w.vkey())
+		fmt.Fprintf(&b, "witness w%d %s\n", i+1, w.VKey())
 	}
 	b.WriteString("group wits 2 w1 w2 w3\nquorum wits\n")
 	return b.String()
@@ -353,7 +318,7 @@ func (s *sim) cosign(cp []byte, ts time.Time, times []time.Time) []byte {
 		if at.IsZero() {
 			continue
 		}
-		out = append(out, w.line(text, at)...)
+		out = append(out, w.Sign(text, uint64(at.Unix()))...)
 	}
 	return out
 }

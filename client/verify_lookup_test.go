@@ -317,7 +317,7 @@ func TestVerifyLookup(t *testing.T) {
 			text = strings.TrimSuffix(text, "\n")
 			x, y := newCosigner(t, "w1.example"), newCosigner(t, "x.example")
 			in.resp.Epoch.Checkpoint = editSigs(in.resp.Epoch.Checkpoint, func(l []string) []string {
-				return []string{l[0], l[1], x.line(text, t0), y.line(text, t0)}
+				return []string{l[0], l[1], x.Sign(text, uint64(t0.Unix())), y.Sign(text, uint64(t0.Unix()))}
 			})
 			return in
 		}, client.ErrWitnessQuorum},

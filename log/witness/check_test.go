@@ -32,7 +32,7 @@ func newCheckFixture(t *testing.T) *checkFixture {
 	var defs strings.Builder
 	for _, n := range []string{"X1", "X2", "X3", "Y1", "Y2", "Y3"} {
 		f.w[n] = newCosigner(t, "witness.example/"+n)
-		fmt.Fprintf(&defs, "witness %s %s\n", n, f.w[n].vkey())
+		fmt.Fprintf(&defs, "witness %s %s\n", n, f.w[n].VKey())
 	}
 	f.policy = make(map[string]*witness.Policy)
 	for name, rule := range map[string]string{
@@ -59,7 +59,7 @@ func (f *checkFixture) cosigned(lines ...string) []byte {
 }
 
 func (f *checkFixture) sig(name string, ts uint64) string {
-	return f.w[name].sign(f.text, ts)
+	return f.w[name].Sign(f.text, ts)
 }
 
 func TestCheck(t *testing.T) {
@@ -69,15 +69,15 @@ func TestCheck(t *testing.T) {
 	// forge returns a line with X2's key name and key hash but a signature
 	// by another key.
 	forge := func(ts uint64) string {
-		line := intruder.sign(f.text, ts)
+		line := intruder.Sign(f.text, ts)
 		_, b64, _ := strings.Cut(strings.TrimPrefix(strings.TrimSuffix(line, "\n"), "— "), " ")
 		raw, _ := base64.StdEncoding.DecodeString(b64)
-		h := f.w["X2"].keyHash()
+		h := f.w["X2"].KeyHash()
 		raw[0], raw[1], raw[2], raw[3] = byte(h>>24), byte(h>>16), byte(h>>8), byte(h)
 		return "— witness.example/X2 " + base64.StdEncoding.EncodeToString(raw) + "\n"
 	}
 	// Y1's valid cosignature on another checkpoint, moved onto this one.
-	moved := f.w["Y1"].sign(noteText(other), 100)
+	moved := f.w["Y1"].Sign(noteText(other), 100)
 
 	for _, tc := range []struct {
 		name     string
@@ -94,7 +94,7 @@ func TestCheck(t *testing.T) {
 		{"2of3, one", "2of3", []string{f.sig("X1", 100)}, false, []string{"X1"}, nil},
 		{"2of3, one witness twice counts once", "2of3", []string{f.sig("X1", 100), f.sig("X1", 101)}, false, []string{"X1"}, nil},
 		{"2of3, identical duplicate counts once", "2of3", []string{f.sig("X1", 100), f.sig("X1", 100)}, false, []string{"X1"}, nil},
-		{"2of3, unknown signatures ignored", "2of3", []string{intruder.sign(f.text, 1), f.sig("X1", 100), f.sig("Y1", 100)}, false, []string{"X1", "Y1"}, nil},
+		{"2of3, unknown signatures ignored", "2of3", []string{intruder.Sign(f.text, 1), f.sig("X1", 100), f.sig("Y1", 100)}, false, []string{"X1", "Y1"}, nil},
 		{"all, three", "all", []string{f.sig("X3", 1), f.sig("X2", 2), f.sig("X1", 3)}, true, []string{"X1", "X2", "X3"}, nil},
 		{"all, two", "all", []string{f.sig("X1", 1), f.sig("X2", 2)}, false, []string{"X1", "X2"}, nil},
 		{"tampered cosignature rejects even a met quorum", "2of3", []string{f.sig("X1", 100), flip1(f.sig("X2", 100)), f.sig("X3", 100)}, false, []string{"X1", "X3"}, []string{"X2"}},
@@ -105,7 +105,7 @@ func TestCheck(t *testing.T) {
 			raw[4+7]++ // the timestamp's last byte
 			return "— witness.example/X1 " + base64.StdEncoding.EncodeToString(raw) + "\n"
 		}()}, false, nil, []string{"X1"}},
-		{"another key under a witness's name is ignored", "2of3", []string{f.sig("X1", 100), intruder.sign(f.text, 100)}, false, []string{"X1"}, nil},
+		{"another key under a witness's name is ignored", "2of3", []string{f.sig("X1", 100), intruder.Sign(f.text, 100)}, false, []string{"X1"}, nil},
 		{"another key forging a witness's key hash", "2of3", []string{f.sig("X1", 100), forge(100)}, false, []string{"X1"}, []string{"X2"}},
 		{"cosignature moved from another checkpoint", "nested", []string{f.sig("X1", 1), f.sig("X2", 1), moved}, false, []string{"X1", "X2"}, []string{"Y1"}},
 		{"nested, met", "nested", []string{f.sig("X1", 1), f.sig("X3", 1), f.sig("Y2", 1)}, true, []string{"X1", "X3", "Y2"}, nil},
@@ -289,7 +289,7 @@ func TestMergeAndStrip(t *testing.T) {
 	lgv := mustVerifier(t, f.lg.vkey)
 	stranger := newCosigner(t, "stranger.example")
 
-	a := f.cosigned(f.sig("X1", 100), stranger.sign(f.text, 1))
+	a := f.cosigned(f.sig("X1", 100), stranger.Sign(f.text, 1))
 	b := f.cosigned(f.sig("X2", 200), f.sig("X1", 50), flip1(f.sig("X3", 1)))
 	merged, err := p.Merge(a, b)
 	if err != nil {
@@ -297,7 +297,7 @@ func TestMergeAndStrip(t *testing.T) {
 	}
 	// The log's signature and the stranger's (from the first note) come
 	// first, then X1 (the most recent, from a) and X2; X3's bad line is gone.
-	want := string(f.cp) + stranger.sign(f.text, 1) + f.sig("X1", 100) + f.sig("X2", 200)
+	want := string(f.cp) + stranger.Sign(f.text, 1) + f.sig("X1", 100) + f.sig("X2", 200)
 	if diff := cmp.Diff(want, string(merged)); diff != "" {
 		t.Errorf("Merge (-want +got):\n%s", diff)
 	}
@@ -343,8 +343,8 @@ func BenchmarkCheck(b *testing.B) {
 	var defs, lines strings.Builder
 	for i := range 3 {
 		c := newCosigner(b, fmt.Sprintf("w%d.example", i))
-		fmt.Fprintf(&defs, "witness W%d %s\n", i, c.vkey())
-		lines.WriteString(c.sign(text, 1700000000))
+		fmt.Fprintf(&defs, "witness W%d %s\n", i, c.VKey())
+		lines.WriteString(c.Sign(text, 1700000000))
 	}
 	p, err := witness.ParsePolicy([]byte(defs.String() + "group g 2 W0 W1 W2\nquorum g\n"))
 	if err != nil {

@@ -1,7 +1,6 @@
 package witness_test
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keytrans/kt/internal/testonly"
 	"github.com/keytrans/kt/log"
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
@@ -18,43 +18,9 @@ import (
 // cosigner is an independent implementation of a C2SP tlog-cosignature/v1
 // Ed25519 cosigner with a chosen timestamp, to cross-check formats/note and
 // to produce cosignatures with exact times.
-type cosigner struct {
-	name string
-	priv ed25519.PrivateKey
-	pub  ed25519.PublicKey
-}
+type cosigner = testonly.Cosigner
 
-func newCosigner(t testing.TB, name string) *cosigner {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &cosigner{name: name, priv: priv, pub: pub}
-}
-
-// keyHash is SHA-256(name || "\n" || 0x04 || pub)[:4].
-func (c *cosigner) keyHash() uint32 {
-	h := sha256.New()
-	h.Write([]byte(c.name + "\n"))
-	h.Write([]byte{0x04})
-	h.Write(c.pub)
-	return binary.BigEndian.Uint32(h.Sum(nil))
-}
-
-// vkey is the type 0x04 verifier key.
-func (c *cosigner) vkey() string {
-	return fmt.Sprintf("%s+%08x+%s", c.name, c.keyHash(), base64.StdEncoding.EncodeToString(append([]byte{0x04}, c.pub...)))
-}
-
-// sign returns the cosignature line for the note text at time ts.
-func (c *cosigner) sign(text string, ts uint64) string {
-	msg := fmt.Sprintf("cosignature/v1\ntime %d\n%s", ts, text)
-	sig := binary.BigEndian.AppendUint32(nil, c.keyHash())
-	sig = binary.BigEndian.AppendUint64(sig, ts)
-	sig = append(sig, ed25519.Sign(c.priv, []byte(msg))...)
-	return fmt.Sprintf("— %s %s\n", c.name, base64.StdEncoding.EncodeToString(sig))
-}
+func newCosigner(t testing.TB, name string) *cosigner { return testonly.NewCosigner(t, name) }
 
 // testLog is a log key and origin.
 type testLog struct {
@@ -98,19 +64,19 @@ func hash32(b byte) []byte {
 
 // signerKey encodes the cosigner's key as a plain Ed25519 note signer key
 // (type 0x01): "PRIVATE+KEY+name+hash+base64(0x01 || seed)".
-func (c *cosigner) signerKey() string {
+func signerKey(c *cosigner) string {
 	h := sha256.New()
-	h.Write([]byte(c.name + "\n"))
+	h.Write([]byte(c.Name + "\n"))
 	h.Write([]byte{0x01})
-	h.Write(c.pub)
+	h.Write(c.Pub)
 	hash := binary.BigEndian.Uint32(h.Sum(nil))
-	return fmt.Sprintf("PRIVATE+KEY+%s+%08x+%s", c.name, hash, base64.StdEncoding.EncodeToString(append([]byte{0x01}, c.priv.Seed()...)))
+	return fmt.Sprintf("PRIVATE+KEY+%s+%08x+%s", c.Name, hash, base64.StdEncoding.EncodeToString(append([]byte{0x01}, c.Priv.Seed()...)))
 }
 
 // plainSigner is a plain Ed25519 note signer with the cosigner's key.
 func plainSigner(t testing.TB, c *cosigner) note.Signer {
 	t.Helper()
-	s, err := note.NewSigner(c.signerKey())
+	s, err := note.NewSigner(signerKey(c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +87,7 @@ func plainSigner(t testing.TB, c *cosigner) note.Signer {
 // key.
 func cosigV1Signer(t testing.TB, c *cosigner) note.Signer {
 	t.Helper()
-	s, err := fnote.NewSignerForCosignatureV1(c.signerKey())
+	s, err := fnote.NewSignerForCosignatureV1(signerKey(c))
 	if err != nil {
 		t.Fatal(err)
 	}

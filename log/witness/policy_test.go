@@ -28,7 +28,7 @@ func TestParsePolicy(t *testing.T) {
 	}{
 		{
 			name:      "single witness",
-			policy:    fmt.Sprintf("witness A %s https://a.example/w\nquorum A\n", ws[0].vkey()),
+			policy:    fmt.Sprintf("witness A %s https://a.example/w\nquorum A\n", ws[0].VKey()),
 			witnesses: []string{"A"},
 			urls:      []string{"https://a.example/w"},
 			quorum:    "witness A",
@@ -42,7 +42,7 @@ func TestParsePolicy(t *testing.T) {
 		{
 			name: "comments, blank lines, tabs, no final newline, log lines",
 			policy: fmt.Sprintf("# a policy\n\nlog %s http://log.example # the log\n\twitness\tA\t%s   # no URL\nwitness B %s\ngroup g any A B\nquorum g",
-				lg.vkey, ws[0].vkey(), ws[1].vkey()),
+				lg.vkey, ws[0].VKey(), ws[1].VKey()),
 			witnesses: []string{"A", "B"},
 			urls:      []string{"", ""},
 			logs:      1,
@@ -60,14 +60,14 @@ witness Y3 %s
 group Y any Y1 Y2 Y3
 group XY all X Y
 quorum XY
-`, ws[0].vkey(), ws[1].vkey(), ws[2].vkey(), ws[3].vkey(), ws[4].vkey(), ws[5].vkey()),
+`, ws[0].VKey(), ws[1].VKey(), ws[2].VKey(), ws[3].VKey(), ws[4].VKey(), ws[5].VKey()),
 			witnesses: []string{"X1", "X2", "X3", "Y1", "Y2", "Y3"},
 			urls:      []string{"", "", "", "", "", ""},
 			quorum:    "XY = 2 of {X, Y}; Y = 1 of {Y1, Y2, Y3}; X = 2 of {X1, X2, X3}",
 		},
 		{
 			name:      "definitions after the quorum line",
-			policy:    fmt.Sprintf("witness A %s\nquorum A\nwitness B %s\n", ws[0].vkey(), ws[1].vkey()),
+			policy:    fmt.Sprintf("witness A %s\nquorum A\nwitness B %s\n", ws[0].VKey(), ws[1].VKey()),
 			witnesses: []string{"A", "B"},
 			urls:      []string{"", ""},
 			quorum:    "witness A",
@@ -106,7 +106,7 @@ quorum XY
 // NewWitnessGroupFromPolicy takes parses here too.
 func TestParsePolicyTessera(t *testing.T) {
 	a, b := newCosigner(t, "a.example"), newCosigner(t, "b.example")
-	pol := fmt.Sprintf("witness a %s https://a.example\nwitness b %s https://b.example/prefix\ngroup g all a b\nquorum g\n", a.vkey(), b.vkey())
+	pol := fmt.Sprintf("witness a %s https://a.example\nwitness b %s https://b.example/prefix\ngroup g all a b\nquorum g\n", a.VKey(), b.VKey())
 	if _, err := witness.ParsePolicy([]byte(pol)); err != nil {
 		t.Fatal(err)
 	}
@@ -116,13 +116,13 @@ func TestParsePolicyErrors(t *testing.T) {
 	a, b := newCosigner(t, "a.example"), newCosigner(t, "b.example")
 	lg := newTestLog(t, "localhost/kt")
 	// The same Ed25519 key under another key name.
-	aRenamed := &cosigner{name: "other.example", priv: a.priv, pub: a.pub}
+	aRenamed := &cosigner{Name: "other.example", Priv: a.Priv, Pub: a.Pub}
 	// A plain Ed25519 note key (type 0x01) for a witness.
 	plain := lg.vkey
 	// A cosignature key whose key hash is wrong.
-	badHash := strings.Replace(a.vkey(), fmt.Sprintf("+%08x+", a.keyHash()), fmt.Sprintf("+%08x+", a.keyHash()^1), 1)
-	wa := "witness A " + a.vkey() + "\n"
-	wb := "witness B " + b.vkey() + "\n"
+	badHash := strings.Replace(a.VKey(), fmt.Sprintf("+%08x+", a.KeyHash()), fmt.Sprintf("+%08x+", a.KeyHash()^1), 1)
+	wa := "witness A " + a.VKey() + "\n"
+	wb := "witness B " + b.VKey() + "\n"
 	for _, tc := range []struct {
 		name   string
 		policy string
@@ -133,13 +133,13 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"empty", "", 0, "no quorum line"},
 		{"unknown keyword", wa + "witnesses B x\nquorum A\n", 2, `unknown keyword "witnesses"`},
 		{"witness without key", "witness A\nquorum A\n", 1, "want \"witness NAME VKEY [URL]\""},
-		{"witness extra item", "witness A " + a.vkey() + " https://a.example extra\nquorum A\n", 1, "got 5 items"},
+		{"witness extra item", "witness A " + a.VKey() + " https://a.example extra\nquorum A\n", 1, "got 5 items"},
 		{"malformed key", "witness A a.example+00000000+BAAA\nquorum A\n", 1, "malformed verifier key"}, {"unsupported key type", "witness A a.example+00000000+AAAA\nquorum A\n", 1, "unsupported signature type 0x00"},
 		{"plain Ed25519 key", "witness A " + plain + "\nquorum A\n", 1, "type 0x01"},
 		{"wrong key hash", "witness A " + badHash + "\nquorum A\n", 1, "does not match the key"},
-		{"duplicate name", wa + "witness A " + b.vkey() + "\nquorum A\n", 2, `name "A" is already defined`},
-		{"duplicate key under another name", wa + "witness C " + aRenamed.vkey() + "\nquorum A\n", 2, "same public key as the witness on line 1"},
-		{"keyword as name", "witness all " + a.vkey() + "\nquorum none\n", 1, "is a keyword"},
+		{"duplicate name", wa + "witness A " + b.VKey() + "\nquorum A\n", 2, `name "A" is already defined`},
+		{"duplicate key under another name", wa + "witness C " + aRenamed.VKey() + "\nquorum A\n", 2, "same public key as the witness on line 1"},
+		{"keyword as name", "witness all " + a.VKey() + "\nquorum none\n", 1, "is a keyword"},
 		{"group undefined member", wa + "group g any A B\nquorum g\n", 2, `member "B" is not defined`},
 		{"group forward reference", wa + "group g any A B\n" + wb + "quorum g\n", 2, `member "B" is not defined`},
 		{"group duplicate member", wa + wb + "group g 2 A A B\nquorum g\n", 3, "lists A more than once"},
@@ -156,8 +156,8 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"quorum extra item", wa + "quorum A B\n", 2, "want \"quorum NAME\""},
 		{"control character", wa + "quorum A\r\n", 2, "control character 0x0d"},
 		{"NUL", "quorum\x00 none\n", 1, "control character 0x00"},
-		{"bad witness URL", "witness A " + a.vkey() + " ftp://a.example\nquorum A\n", 1, "not an http or https URL"},
-		{"URL without host", "witness A " + a.vkey() + " https:///x\nquorum A\n", 1, "has no host"},
+		{"bad witness URL", "witness A " + a.VKey() + " ftp://a.example\nquorum A\n", 1, "not an http or https URL"},
+		{"URL without host", "witness A " + a.VKey() + " https:///x\nquorum A\n", 1, "has no host"},
 		{"bad log key", "log nonsense\nquorum none\n", 1, "invalid log verifier key"},
 		{"duplicate log", "log " + lg.vkey + "\nlog " + lg.vkey + " https://x.example\nquorum none\n", 2, "log key already listed on line 1"},
 	} {
@@ -184,12 +184,12 @@ func TestParsePolicyErrors(t *testing.T) {
 // specification agrees with formats/note's cosignature/v1 verifier.
 func TestPolicyKeyCrossCheck(t *testing.T) {
 	c := newCosigner(t, "witness.example/w1")
-	v, err := fnote.NewVerifierForCosignatureV1(c.vkey())
+	v, err := fnote.NewVerifierForCosignatureV1(c.VKey())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.KeyHash() != c.keyHash() {
-		t.Fatalf("formats key hash %08x, spec computation %08x", v.KeyHash(), c.keyHash())
+	if v.KeyHash() != c.KeyHash() {
+		t.Fatalf("formats key hash %08x, spec computation %08x", v.KeyHash(), c.KeyHash())
 	}
 }
 
@@ -198,10 +198,10 @@ func FuzzParsePolicy(f *testing.F) {
 	lg := newTestLog(f, "localhost/kt")
 	for _, s := range []string{
 		"quorum none\n",
-		"witness A " + a.vkey() + " https://a.example\nquorum A\n",
-		"log " + lg.vkey + "\nwitness A " + a.vkey() + "\nwitness B " + b.vkey() + "\ngroup g 2 A B\ngroup h any g A\nquorum h\n",
+		"witness A " + a.VKey() + " https://a.example\nquorum A\n",
+		"log " + lg.vkey + "\nwitness A " + a.VKey() + "\nwitness B " + b.VKey() + "\ngroup g 2 A B\ngroup h any g A\nquorum h\n",
 		"# comment\n\tgroup g all\nquorum g # x\n",
-		"witness A " + a.vkey() + "\ngroup g 1 A\ngroup h all g\nquorum h\nquorum h\n",
+		"witness A " + a.VKey() + "\ngroup g 1 A\ngroup h all g\nquorum h\nquorum h\n",
 	} {
 		f.Add([]byte(s))
 	}
