@@ -80,6 +80,9 @@ const (
 	// AlertRuleViolation: the directory logged a change that breaks an
 	// authorization rule (R1 to R7); the auditors report it too.
 	AlertRuleViolation
+	// AlertTransientDevice: a device was added and removed again between
+	// two polls (A7), and the change adding it was not made by the owner.
+	AlertTransientDevice
 )
 
 func (k AlertKind) String() string {
@@ -92,6 +95,8 @@ func (k AlertKind) String() string {
 		return "unknown signer"
 	case AlertRuleViolation:
 		return "rule violation"
+	case AlertTransientDevice:
+		return "transient device"
 	}
 	return fmt.Sprintf("AlertKind(%d)", uint8(k))
 }
@@ -287,21 +292,36 @@ func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.Monito
 	// Steps 4 and 5: rules and classification.
 	res := &MonitorResult{Trusted: e.Trusted(), Epoch: e}
 	next := state.clone()
-	var added []api.Device // every device added during this answer
+	type addition struct {
+		d  api.Device
+		by Change
+	}
+	var added []addition // every device added during this answer
 	for i := range changes {
 		pc := &changes[i]
 		c, err := next.apply(p, pc, &own)
 		if err != nil {
 			return nil, err
 		}
-		added = append(added, c.Added...)
-		res.Alerts = append(res.Alerts, c.Alerts...)
 		res.Changes = append(res.Changes, *c)
+		for _, d := range c.Added {
+			added = append(added, addition{d, *c})
+		}
 	}
-	for _, d := range added {
+	for _, c := range res.Changes {
+		res.Alerts = append(res.Alerts, c.Alerts...)
+	}
+	for _, a := range added {
+		d := a.d
 		if !containsDevice(state.DeviceSet, d) && !containsDevice(next.DeviceSet, d) &&
 			!slices.ContainsFunc(res.Transient, func(x api.Device) bool { return sameDevice(x, d) }) {
 			res.Transient = append(res.Transient, d)
+			if a.by.By != ByThisDevice && a.by.By != ByOwnDevice && a.by.By != ByAccountKey {
+				res.Alerts = append(res.Alerts, Alert{
+					Kind: AlertTransientDevice, Version: a.by.Version, LogIndex: a.by.LogIndex,
+					Message: fmt.Sprintf("device %x was added by %v and removed again before this poll", d.ID[:8], a.by.By),
+				})
+			}
 		}
 	}
 	res.State = next

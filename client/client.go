@@ -1,0 +1,383 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+)
+
+// Config holds a [Client]'s optional settings. The zero value is valid.
+type Config struct {
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// MaxAge, when non-zero, overrides Params.MaxAge: the oldest epoch
+	// (and witness quorum) a lookup or monitoring poll accepts.
+	MaxAge time.Duration
+	// Strict turns on strict mode for every contact (design.md 12.2 step
+	// 7): a contact's device set must be signed by its account key, which
+	// is pinned on first use; a later set under another account key fails
+	// with [ErrStrict] (an [*AccountKeyChangedError]) until the caller
+	// accepts the new key with [Client.Repin].
+	Strict bool
+	// Log is the directory's Log service, used to check gossiped
+	// checkpoints for consistency (design.md 15). Required for Gossip.
+	Log ktpb.LogClient
+	// Auditors are the base URLs of the auditors to gossip with
+	// ("https://auditor.example"); [Client.Gossip] posts to
+	// URL + "/kt/v1/gossip".
+	Auditors []string
+	// HTTPClient makes the gossip requests. Default: a client with a 10 s
+	// timeout.
+	HTTPClient *http.Client
+	// Logger receives debug and warning messages. Default: discard.
+	Logger *slog.Logger
+}
+
+// Client is the network client of the directory: it fetches answers over
+// the Directory service, verifies them with the verification core
+// ([VerifyLookup], [VerifyMonitor]), and persists the resulting trusted
+// state in its [Store] before returning anything. It encrypts only to
+// verified keys and signs this device's changes.
+//
+// A Client is safe for concurrent use; its operations are serialized by a
+// mutex, and state changes are compare-and-swap updates of the store, so
+// several processes may share one [FileStore].
+type Client struct {
+	dir   ktpb.DirectoryClient
+	p     *Params
+	store Store
+	cfg   Config
+	log   *slog.Logger
+
+	mu sync.Mutex // serializes the operations of this Client
+}
+
+// New returns a client of the directory reached through dir (a gRPC
+// connection the caller owns), with the pinned parameters p and durable
+// state in store.
+func New(dir ktpb.DirectoryClient, p *Params, store Store, cfg Config) (*Client, error) {
+	if dir == nil || store == nil {
+		return nil, fail(StepParams, ErrInvalidParams, nil, "no directory client or store")
+	}
+	pc := *p
+	if cfg.MaxAge != 0 {
+		pc.MaxAge = cfg.MaxAge
+	}
+	if err := pc.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Client{dir: dir, p: &pc, store: store, cfg: cfg, log: lg}, nil
+}
+
+// Params returns the client's pinned parameters.
+func (c *Client) Params() *Params { return c.p }
+
+// State returns a copy of the client's persisted state.
+func (c *Client) State(ctx context.Context) (*State, error) {
+	return c.load(ctx)
+}
+
+func (c *Client) load(ctx context.Context) (*State, error) {
+	b, err := c.store.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &State{}
+	if b == nil {
+		return st, nil
+	}
+	if err := st.UnmarshalBinary(b); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// errStateMoved: another writer changed the trusted state between this
+// operation's read and its write; the operation is retried.
+var errStateMoved = errors.New("client: trusted state changed concurrently")
+
+// commit applies mutate to the stored state, provided its trusted
+// checkpoint is still base (the one the operation verified against).
+func (c *Client) commit(ctx context.Context, base *Trusted, mutate func(*State) error) error {
+	return c.store.Update(ctx, func(old []byte) ([]byte, error) {
+		cur := &State{}
+		if old != nil {
+			if err := cur.UnmarshalBinary(old); err != nil {
+				return nil, err
+			}
+		}
+		if !sameTrusted(cur.Trusted, base) {
+			return nil, errStateMoved
+		}
+		if err := mutate(cur); err != nil {
+			return nil, err
+		}
+		return cur.MarshalBinary()
+	})
+}
+
+// update applies mutate to the stored state unconditionally.
+func (c *Client) update(ctx context.Context, mutate func(*State) error) error {
+	return c.store.Update(ctx, func(old []byte) ([]byte, error) {
+		cur := &State{}
+		if old != nil {
+			if err := cur.UnmarshalBinary(old); err != nil {
+				return nil, err
+			}
+		}
+		if err := mutate(cur); err != nil {
+			return nil, err
+		}
+		return cur.MarshalBinary()
+	})
+}
+
+func sameTrusted(a, b *Trusted) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return bytes.Equal(a.Checkpoint, b.Checkpoint) && a.Epoch == b.Epoch
+}
+
+// retry runs op again when the trusted state moved under it.
+func retry[T any](op func() (T, error)) (T, error) {
+	for i := 0; ; i++ {
+		v, err := op()
+		if errors.Is(err, errStateMoved) && i < 4 {
+			continue
+		}
+		return v, err
+	}
+}
+
+func knownSize(t *Trusted) uint64 {
+	if t == nil {
+		return 0
+	}
+	return t.Size
+}
+
+// AccountKeyChangedError reports, in strict mode, that a contact's device
+// set is validly signed by an account key other than the pinned one. It
+// wraps [ErrStrict]. Nothing is encrypted; call [Client.Repin] once the
+// user has confirmed the change.
+type AccountKeyChangedError struct {
+	Handle      string
+	Pinned, New [32]byte
+}
+
+func (e *AccountKeyChangedError) Error() string {
+	return fmt.Sprintf("%v: %s changed its account key from %x to %x", ErrStrict, e.Handle, e.Pinned[:8], e.New[:8])
+}
+
+// Unwrap returns [ErrStrict].
+func (e *AccountKeyChangedError) Unwrap() error { return ErrStrict }
+
+// Lookup looks handle up with the client's trusted checkpoint size,
+// verifies the answer (design.md 12.2), and stores the new trusted state
+// (and, in strict mode, a first-use pin) before returning. A verification
+// failure is a [*VerifyError]; nothing is stored then. Transport errors are
+// returned wrapped.
+func (c *Client) Lookup(ctx context.Context, handle string) (*LookupResult, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+}
+
+func (c *Client) lookup(ctx context.Context, handle string) (*LookupResult, error) {
+	canon, err := api.NormalizeHandle(handle)
+	if err != nil {
+		return nil, &VerifyError{Step: StepHandle, Err: err}
+	}
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.dir.Lookup(ctx, &ktpb.LookupRequest{Handle: canon, KnownSize: knownSize(st.Trusted)})
+	if err != nil {
+		return nil, fmt.Errorf("client: lookup %s: %w", canon, err)
+	}
+	var pinned ed25519.PublicKey
+	pin, hasPin := st.Pins[canon]
+	if c.cfg.Strict && hasPin {
+		pinned = pin[:]
+	}
+	now := c.cfg.Now()
+	res, err := VerifyLookup(c.p, st.Trusted, canon, resp, now, pinned)
+	if err != nil {
+		if pinned != nil && errors.Is(err, ErrStrict) {
+			// Surface a validly signed change of the account key.
+			if r2, err2 := VerifyLookup(c.p, st.Trusted, canon, resp, now, nil); err2 == nil &&
+				r2.DeviceSet.Account != nil && r2.DeviceSet.VerifyAccount(c.p.Origin, r2.Index, r2.Version) == nil {
+				return nil, &VerifyError{Step: StepStrict, Err: &AccountKeyChangedError{Handle: canon, Pinned: pin, New: r2.DeviceSet.Account.Key}}
+			}
+		}
+		return nil, err
+	}
+	newPin := false
+	if c.cfg.Strict && !hasPin && res.Registered && !res.DeviceSet.IsTombstone() {
+		// SPEC(design.md 12.2 step 7), pin on first use: the set must carry
+		// an account key whose signature verifies for this index and
+		// version.
+		set := res.DeviceSet
+		if set.Account == nil {
+			return nil, fail(StepStrict, ErrStrict, nil, "%s has no account key", canon)
+		}
+		if err := set.VerifyAccount(c.p.Origin, res.Index, res.Version); err != nil {
+			return nil, fail(StepStrict, ErrStrict, err, "")
+		}
+		newPin = true
+	}
+	err = c.commit(ctx, st.Trusted, func(s *State) error {
+		s.Trusted = res.Trusted
+		if newPin {
+			if s.Pins == nil {
+				s.Pins = map[string][32]byte{}
+			}
+			s.Pins[canon] = res.DeviceSet.Account.Key
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// Repin replaces the strict-mode pin of handle's account key with key, or
+// removes it when key is nil (the next lookup pins on first use again).
+func (c *Client) Repin(ctx context.Context, handle string, key *[32]byte) error {
+	canon, err := api.NormalizeHandle(handle)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.update(ctx, func(s *State) error {
+		if key == nil {
+			delete(s.Pins, canon)
+			return nil
+		}
+		if s.Pins == nil {
+			s.Pins = map[string][32]byte{}
+		}
+		s.Pins[canon] = *key
+		return nil
+	})
+}
+
+// ErrNoDevices reports that a handle reaches no device: it is not
+// registered, or its device set is a tombstone.
+var ErrNoDevices = errors.New("client: the handle has no devices")
+
+// Encrypt verifies handle's device set (and the sender's own, from the
+// primary handle) and encrypts plaintext to every device of both except
+// this one: one [Envelope] per device, recipient's devices first. Nothing
+// is returned unless every verification and every HPKE operation
+// succeeded; there is no fallback to unverified keys.
+func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) ([]*Envelope, error) {
+	if len(plaintext) > MaxPlaintext {
+		return nil, fmt.Errorf("client: message of %d bytes, more than %d", len(plaintext), MaxPlaintext)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	to, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	if err != nil {
+		return nil, err
+	}
+	if !to.Registered || len(to.Recipients) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNoDevices, to.Handle)
+	}
+	var self [16]byte
+	hasSelf := st.Device != nil
+	if hasSelf {
+		self = st.Device.ID
+	}
+	from := st.Primary
+	type target struct {
+		owner string
+		r     *Recipient
+	}
+	var targets []target
+	for i := range to.Recipients {
+		r := &to.Recipients[i]
+		if from == to.Handle && hasSelf && r.Device.ID == self {
+			continue
+		}
+		targets = append(targets, target{to.Handle, r})
+	}
+	if from != "" && from != to.Handle {
+		own, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, from) })
+		if err != nil {
+			return nil, fmt.Errorf("client: verifying the sender's own devices: %w", err)
+		}
+		for i := range own.Recipients {
+			r := &own.Recipients[i]
+			if hasSelf && r.Device.ID == self {
+				continue
+			}
+			targets = append(targets, target{from, r})
+		}
+	}
+	out := make([]*Envelope, 0, len(targets))
+	for _, t := range targets {
+		e := &Envelope{Suite: t.r.Device.Suite, Device: t.r.Device.ID, From: from, To: to.Handle, Owner: t.owner}
+		if err := e.seal(t.r, plaintext); err != nil {
+			return nil, fmt.Errorf("client: encrypting to device %x of %s: %w", t.r.Device.ID, t.owner, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// ErrNoDevice reports an operation that needs this device's keys before
+// [Client.Init].
+var ErrNoDevice = errors.New("client: this device has no keys yet")
+
+// Decrypt parses an envelope and decrypts it with this device's keys. The
+// envelope must be for this device and for one of its handles.
+func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelope, error) {
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.Device == nil {
+		return nil, nil, ErrNoDevice
+	}
+	e, err := ParseEnvelope(envelope)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, ok := st.Handles[e.Owner]; !ok {
+		return nil, nil, fmt.Errorf("%w: addressed to %q, not one of this device's handles", ErrEnvelope, e.Owner)
+	}
+	pt, err := e.Open(st.Device)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pt, e, nil
+}

@@ -1,0 +1,437 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+)
+
+// Errors of device and account management.
+var (
+	// ErrAlreadyInitialized: Init on a device that has keys.
+	ErrAlreadyInitialized = errors.New("client: this device already has keys")
+	// ErrAlreadyRegistered: Enroll of a handle that has devices.
+	ErrAlreadyRegistered = errors.New("client: the handle is already registered")
+	// ErrNotOwnDevice: the verified device set of an own handle does not
+	// contain this device, so it cannot sign a change (or Join).
+	ErrNotOwnDevice = errors.New("client: this device is not in the handle's device set")
+	// ErrNoHandles: a change of the account before any Enroll or Join.
+	ErrNoHandles = errors.New("client: this device has no handles")
+	// ErrNoAccountKey: the device set carries an account key whose private
+	// key this device does not hold, so it cannot sign the new set.
+	ErrNoAccountKey = errors.New("client: the account key is not on this device")
+	// ErrDeviceSet: the requested change makes no sense for the current
+	// set (a device added twice, an unknown device removed, the last device
+	// removed).
+	ErrDeviceSet = errors.New("client: invalid device set change")
+)
+
+// Submitted is a change the directory accepted: durable in the log, and
+// visible to lookups from the next epoch on.
+type Submitted struct {
+	Handle   string
+	Version  uint64
+	LogIndex uint64
+	// Record is the signed change record as sent.
+	Record []byte
+}
+
+// Init generates this device's keys (suite zero means X25519) and stores
+// them. It fails with [ErrAlreadyInitialized] if the device has keys.
+func (c *Client) Init(ctx context.Context, suite api.HPKESuite) (*DeviceKeys, error) {
+	k, err := GenerateDevice(suite, c.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err = c.update(ctx, func(s *State) error {
+		if s.Device != nil {
+			return ErrAlreadyInitialized
+		}
+		s.Device = k
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Enroll registers handle with this device as its only device, using the
+// account credential the operator issued (design.md 6, R4). It first
+// verifies, by lookup, that the handle is unregistered (or a tombstone).
+// The handle joins the device's account (the account ID of the primary
+// handle, or a new random one), and is monitored from version 0. With
+// accountKey, the set is signed by the account key (generated now if this
+// device holds none), so that strict-mode senders can pin it.
+func (c *Client) Enroll(ctx context.Context, handle, credential string, accountKey bool) (*Submitted, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Device == nil {
+		return nil, ErrNoDevice
+	}
+	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	if err != nil {
+		return nil, err
+	}
+	if res.Registered && !res.DeviceSet.IsTombstone() {
+		return nil, fmt.Errorf("%w: %s", ErrAlreadyRegistered, res.Handle)
+	}
+	set := &api.DeviceSet{Devices: []api.Device{st.Device.Device()}}
+	if m := st.Handles[st.Primary]; m != nil && m.DeviceSet != nil {
+		set.AccountID = m.DeviceSet.AccountID
+	} else {
+		rand.Read(set.AccountID[:])
+	}
+	acct := st.Account
+	if accountKey && acct == nil {
+		_, acct, _ = ed25519.GenerateKey(nil)
+	}
+	version := res.Version + 1
+	if acct != nil {
+		set.SignAccount(c.p.Origin, res.Index, version, acct)
+	}
+	hc, err := NewChange(c.p.Origin, res, set, api.AuthEnroll, st.Device.Signing)
+	if err != nil {
+		return nil, err
+	}
+	// The account key and the handle's monitoring position are stored
+	// before the enrollment is sent.
+	_, had := st.Handles[res.Handle]
+	err = c.update(ctx, func(s *State) error {
+		s.Account = acct
+		if s.Handles == nil {
+			s.Handles = map[string]*MonitorState{}
+		}
+		if _, ok := s.Handles[res.Handle]; !ok {
+			s.Handles[res.Handle] = &MonitorState{Index: res.Index}
+		}
+		if s.Primary == "" {
+			s.Primary = res.Handle
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	cr, err := c.dir.Enroll(ctx, &ktpb.EnrollRequest{Change: hc, Credential: credential})
+	if err != nil {
+		if !had && definitive(err) {
+			c.update(ctx, func(s *State) error {
+				if m := s.Handles[res.Handle]; m != nil && m.Version == 0 {
+					delete(s.Handles, res.Handle)
+					if s.Primary == res.Handle {
+						s.Primary = ""
+					}
+				}
+				return nil
+			})
+		}
+		return nil, fmt.Errorf("client: enroll %s: %w", res.Handle, err)
+	}
+	return submitted(res, version, hc, cr, 0), nil
+}
+
+// definitive reports whether a failed RPC certainly did not apply the
+// change (the directory answered with a rejection).
+func definitive(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated,
+		codes.FailedPrecondition, codes.AlreadyExists, codes.ResourceExhausted, codes.OutOfRange:
+		return true
+	}
+	return false
+}
+
+func submitted(res *LookupResult, version uint64, hc *ktpb.HandleChange, cr *ktpb.ChangeResponse, i int) *Submitted {
+	s := &Submitted{Handle: res.Handle, Version: version, Record: hc.ChangeRecord}
+	if idx := cr.GetLogIndices(); i < len(idx) {
+		s.LogIndex = idx[i]
+	}
+	return s
+}
+
+// NewChange builds and signs the change of design.md 6 that replaces the
+// verified state res (a [LookupResult] of the handle's latest state, an
+// absence included) by set: version = latest + 1, prev = leaf hash of the
+// latest record (zero if none), the given kind, the authorizers of set, a
+// commitment with a fresh opening, signed by signer for origin. The set
+// must already carry its account signature, if any, for version latest +
+// 1. The result is ready for the Enroll, Change or (operator) Recover RPC.
+func NewChange(origin string, res *LookupResult, set *api.DeviceSet, kind api.AuthKind, signer ed25519.PrivateKey) (*ktpb.HandleChange, error) {
+	version := res.Version + 1
+	ds, err := set.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDeviceSet, err)
+	}
+	var opening [32]byte
+	rand.Read(opening[:])
+	rec := &api.ChangeRecord{
+		Index:       res.Index,
+		Version:     version,
+		Commitment:  api.Commit(opening, res.Index, version, ds),
+		Prev:        res.LeafHash,
+		Kind:        kind,
+		Authorizers: set.Authorizers(),
+	}
+	rec.Sign(origin, signer)
+	b, err := rec.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDeviceSet, err)
+	}
+	return &ktpb.HandleChange{Handle: res.Handle, ChangeRecord: b, Opening: opening[:], DeviceSet: ds}, nil
+}
+
+// Join makes this device, after another of the owner's devices added it
+// (with [Client.AddDevice] and this device's [DeviceKeys.Descriptor]),
+// one of handle's devices here: it verifies by lookup that the set holds
+// this device, and starts monitoring from that version, taking the keys of
+// that set as the owner's.
+func (c *Client) Join(ctx context.Context, handle string) (*LookupResult, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Device == nil {
+		return nil, ErrNoDevice
+	}
+	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	if err != nil {
+		return nil, err
+	}
+	if !res.Registered || !slices.ContainsFunc(res.DeviceSet.Devices, func(d api.Device) bool {
+		return d.ID == st.Device.ID && d.SigningKey == st.Device.SigningPublic() && bytes.Equal(d.HPKEKey, st.Device.Device().HPKEKey)
+	}) {
+		return nil, fmt.Errorf("%w: %s", ErrNotOwnDevice, res.Handle)
+	}
+	ms := &MonitorState{
+		Index:       res.Index,
+		Version:     res.Version,
+		LeafHash:    res.LeafHash,
+		Authorizers: slices.Clone(res.Record.Authorizers),
+		DeviceSet:   res.DeviceSet,
+	}
+	for _, d := range res.DeviceSet.Devices {
+		ms.learn(d.SigningKey)
+	}
+	if res.DeviceSet.Account != nil {
+		ms.learn(res.DeviceSet.Account.Key)
+	}
+	err = c.update(ctx, func(s *State) error {
+		if s.Handles == nil {
+			s.Handles = map[string]*MonitorState{}
+		}
+		s.Handles[res.Handle] = ms
+		if s.Primary == "" {
+			s.Primary = res.Handle
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// AddDevice adds device d (from its [ParseDescriptor]d descriptor) to every
+// handle of this device's account, in one atomic request signed by this
+// device.
+func (c *Client) AddDevice(ctx context.Context, d api.Device) ([]*Submitted, error) {
+	subs, err := c.changeAll(ctx, nil, nil, func(set *api.DeviceSet) error {
+		if slices.ContainsFunc(set.Devices, func(x api.Device) bool { return x.ID == d.ID || x.SigningKey == d.SigningKey }) {
+			return fmt.Errorf("%w: device %x is already in the set", ErrDeviceSet, d.ID)
+		}
+		set.Devices = append(set.Devices, d)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.update(ctx, func(s *State) error {
+		if !slices.Contains(s.OwnDevices, d.SigningKey) {
+			s.OwnDevices = append(s.OwnDevices, d.SigningKey)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return subs, nil
+}
+
+// RemoveDevice removes the device with the given ID from every handle of
+// this device's account. Removing the last device is refused; removing
+// this device itself is allowed (it then can no longer change the set).
+func (c *Client) RemoveDevice(ctx context.Context, id [16]byte) ([]*Submitted, error) {
+	return c.changeAll(ctx, nil, nil, func(set *api.DeviceSet) error {
+		i := slices.IndexFunc(set.Devices, func(x api.Device) bool { return x.ID == id })
+		if i < 0 {
+			return fmt.Errorf("%w: no device %x", ErrDeviceSet, id)
+		}
+		if len(set.Devices) == 1 {
+			return fmt.Errorf("%w: refusing to remove the last device", ErrDeviceSet)
+		}
+		set.Devices = slices.Delete(set.Devices, i, i+1)
+		return nil
+	})
+}
+
+// Rekey replaces this device's signing and HPKE keys (same device ID and
+// suite) in every handle of its account, signed by the old signing key.
+// The new keys are stored before the change is sent and replace the old
+// ones once the directory accepts it.
+func (c *Client) Rekey(ctx context.Context) ([]*Submitted, error) {
+	st, err := c.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Device == nil {
+		return nil, ErrNoDevice
+	}
+	nk, err := st.Device.rekeyed(c.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	return c.changeAll(ctx, nk, nil, func(set *api.DeviceSet) error {
+		i := slices.IndexFunc(set.Devices, func(x api.Device) bool { return x.ID == nk.ID })
+		set.Devices[i] = nk.Device()
+		return nil
+	})
+}
+
+// SetAccountKey generates a new account key and sets it on every handle of
+// this device's account (adding one, or rotating the current one), each
+// set signed by the new key and each change by this device. The key is
+// stored before the change is sent.
+func (c *Client) SetAccountKey(ctx context.Context) ([]*Submitted, error) {
+	_, ak, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.changeAll(ctx, nil, ak, func(*api.DeviceSet) error { return nil })
+}
+
+// changeAll changes the device set of every own handle with edit, after
+// verifying each handle's latest state by lookup, and sends the changes in
+// one request. newDevice (re-key) and newAccount (account key) are stored
+// as pending before sending and promoted after acceptance.
+func (c *Client) changeAll(ctx context.Context, newDevice *DeviceKeys, newAccount ed25519.PrivateKey, edit func(*api.DeviceSet) error) ([]*Submitted, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Device == nil {
+		return nil, ErrNoDevice
+	}
+	handles := st.sortedHandles()
+	if len(handles) == 0 {
+		return nil, ErrNoHandles
+	}
+	self := st.Device.SigningPublic()
+	var (
+		hcs  []*ktpb.HandleChange
+		ress []*LookupResult
+	)
+	for _, h := range handles {
+		res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, h) })
+		if err != nil {
+			return nil, err
+		}
+		if !res.Registered || !slices.ContainsFunc(res.DeviceSet.Devices, func(d api.Device) bool { return d.SigningKey == self }) {
+			return nil, fmt.Errorf("%w: %s", ErrNotOwnDevice, res.Handle)
+		}
+		set := cloneSet(res.DeviceSet)
+		if err := edit(set); err != nil {
+			return nil, err
+		}
+		slices.SortFunc(set.Devices, func(a, b api.Device) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+		acct := st.Account
+		switch {
+		case newAccount != nil:
+			acct = newAccount
+		case set.Account == nil:
+			acct = nil
+		case acct == nil || [32]byte(acct.Public().(ed25519.PublicKey)) != set.Account.Key:
+			return nil, fmt.Errorf("%w: %s", ErrNoAccountKey, res.Handle)
+		}
+		set.Account = nil
+		if acct != nil {
+			// SPEC(design.md 6): "builds the new device set, signs it with
+			// the account key if it has one".
+			set.SignAccount(c.p.Origin, res.Index, res.Version+1, acct)
+		}
+		hc, err := NewChange(c.p.Origin, res, set, api.AuthDevice, st.Device.Signing)
+		if err != nil {
+			return nil, err
+		}
+		hcs, ress = append(hcs, hc), append(ress, res)
+	}
+	if newDevice != nil || newAccount != nil {
+		if err := c.update(ctx, func(s *State) error {
+			s.PendingDevice, s.PendingAccount = newDevice, newAccount
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	cr, err := c.dir.Change(ctx, &ktpb.ChangeRequest{Changes: hcs})
+	if err != nil {
+		if (newDevice != nil || newAccount != nil) && definitive(err) {
+			c.update(ctx, func(s *State) error {
+				s.PendingDevice, s.PendingAccount = nil, nil
+				return nil
+			})
+		}
+		return nil, fmt.Errorf("client: change: %w", err)
+	}
+	if newDevice != nil || newAccount != nil {
+		if err := c.update(ctx, promotePending); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]*Submitted, len(hcs))
+	for i, hc := range hcs {
+		out[i] = submitted(ress[i], ress[i].Version+1, hc, cr, i)
+	}
+	return out, nil
+}
+
+// promotePending makes the pending keys the current ones.
+func promotePending(s *State) error {
+	if s.PendingDevice != nil {
+		s.Device, s.PendingDevice = s.PendingDevice, nil
+	}
+	if s.PendingAccount != nil {
+		s.Account, s.PendingAccount = s.PendingAccount, nil
+	}
+	return nil
+}
+
+func cloneSet(s *api.DeviceSet) *api.DeviceSet {
+	c := &api.DeviceSet{AccountID: s.AccountID, Devices: slices.Clone(s.Devices)}
+	if s.Account != nil {
+		a := *s.Account
+		c.Account = &a
+	}
+	return c
+}

@@ -1,0 +1,122 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+)
+
+// MonitorReport is the verified result of one monitoring poll of one of
+// the owner's handles.
+type MonitorReport struct {
+	// Handle is the polled handle.
+	Handle string
+	// Result holds the verified changes since the last poll, their
+	// classification by who authorized them, the alerts and the devices
+	// added and removed between the polls (see [VerifyMonitor]).
+	*MonitorResult
+	// RequestBytes and ResponseBytes are the protobuf sizes of the poll's
+	// request and response: the poll's cost on the wire, before gRPC
+	// framing.
+	RequestBytes, ResponseBytes int
+}
+
+// Monitor polls every handle of this device once (design.md 13): one
+// Monitor call per handle with its known version and the trusted size,
+// verified by [VerifyMonitor], each new position stored before the report
+// is returned. When nothing changed the poll is one round trip carrying
+// the map proof (and the epoch part if the epoch moved on). Every change
+// not made by the owner's devices is an alert in the report. A
+// verification failure stops the poll with a [*VerifyError]; reports of
+// handles polled before it are returned with it.
+func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Device == nil {
+		return nil, ErrNoDevice
+	}
+	var out []*MonitorReport
+	for _, h := range st.sortedHandles() {
+		rep, err := retry(func() (*MonitorReport, error) { return c.monitor(ctx, h) })
+		if err != nil {
+			return out, fmt.Errorf("client: monitoring %s: %w", h, err)
+		}
+		out = append(out, rep)
+	}
+	return out, nil
+}
+
+func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, error) {
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ms := st.Handles[handle]
+	if ms == nil {
+		return nil, ErrNoHandles
+	}
+	req := &ktpb.MonitorRequest{Index: ms.Index[:], KnownVersion: ms.Version, KnownSize: knownSize(st.Trusted)}
+	resp, err := c.dir.Monitor(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	own := OwnKeys{Device: st.Device.SigningPublic(), Devices: slices.Clone(st.OwnDevices)}
+	if st.PendingDevice != nil {
+		own.Devices = append(own.Devices, st.PendingDevice.SigningPublic())
+	}
+	if st.Account != nil {
+		k := [32]byte(st.Account.Public().(ed25519.PublicKey))
+		own.Account = &k
+	}
+	if st.PendingAccount != nil {
+		// A pending account key signed no change record (changes are
+		// signed by this device); it only signs sets.
+		k := [32]byte(st.PendingAccount.Public().(ed25519.PublicKey))
+		own.Devices = append(own.Devices, k)
+	}
+	res, err := VerifyMonitor(c.p, st.Trusted, ms, resp, own, c.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	err = c.commit(ctx, st.Trusted, func(s *State) error {
+		if cur := s.Handles[handle]; cur == nil || cur.Version != ms.Version || cur.LeafHash != ms.LeafHash {
+			return errStateMoved
+		}
+		s.Trusted = res.Trusted
+		s.Handles = cloneMap(s.Handles)
+		s.Handles[handle] = res.State
+		// A re-key or account key whose change is logged is current, even
+		// if this process did not see the directory accept it.
+		if set := res.State.DeviceSet; set != nil {
+			if s.PendingDevice != nil && slices.ContainsFunc(set.Devices, func(d api.Device) bool { return d.SigningKey == s.PendingDevice.SigningPublic() }) {
+				s.Device, s.PendingDevice = s.PendingDevice, nil
+			}
+			if s.PendingAccount != nil && set.Account != nil && set.Account.Key == [32]byte(s.PendingAccount.Public().(ed25519.PublicKey)) {
+				s.Account, s.PendingAccount = s.PendingAccount, nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &MonitorReport{Handle: handle, MonitorResult: res, RequestBytes: proto.Size(req), ResponseBytes: proto.Size(resp)}, nil
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	c := make(map[K]V, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
