@@ -376,6 +376,10 @@ func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelop
 		return nil, nil, fmt.Errorf("%w: addressed to %q, not one of this device's handles", ErrEnvelope, e.Owner)
 	}
 	pt, err := e.Open(st.Device)
+	if err != nil && st.PendingDevice != nil {
+		// A re-key in flight: the log may already name the new key.
+		pt, err = e.Open(st.PendingDevice)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
