@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"syscall"
 	"testing"
@@ -54,6 +55,20 @@ func BenchmarkVerifyLookup(b *testing.B) {
 	if within.Epoch != nil || len(res.Epoch.Cosignatures) != 3 {
 		b.Fatal("unexpected bundle shape")
 	}
+	// A calibration point measured in the same run: one crypto/ed25519
+	// verification, the brief's unit of client cost (40 µs per core).
+	b.Run("baseline-ed25519-verify", func(b *testing.B) {
+		pub, priv, _ := ed25519.GenerateKey(nil)
+		msg := make([]byte, 200)
+		sig := ed25519.Sign(priv, msg)
+		cpu0 := cpuTime()
+		for b.Loop() {
+			if !ed25519.Verify(pub, msg, sig) {
+				b.Fatal("verify")
+			}
+		}
+		b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	})
 	for _, bc := range []struct {
 		name   string
 		handle string
