@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -133,4 +136,99 @@ func TestFileStore(t *testing.T) {
 			t.Errorf("left over: %s", e.Name())
 		}
 	}
+}
+
+// TestFileStoreCrash kills (SIGKILL) a child process in the middle of a
+// stream of FileStore updates, several times, and checks that the file
+// always holds one complete state, never a torn one, and that no
+// acknowledged update was lost.
+func TestFileStoreCrash(t *testing.T) {
+	path := os.Getenv("KT_FILESTORE_CRASH_CHILD")
+	if path != "" {
+		crashChild(path)
+		return
+	}
+	path = filepath.Join(t.TempDir(), "state")
+	last := uint64(0)
+	for round := range 4 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFileStoreCrash$")
+		cmd.Env = append(os.Environ(), "KT_FILESTORE_CRASH_CHILD="+path)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Read acknowledgements until a few arrived, then kill.
+		acked := uint64(0)
+		buf := make([]byte, 0, 64)
+		one := make([]byte, 1)
+		for n := 0; n < 20+round*10; {
+			if _, err := out.Read(one); err != nil {
+				t.Fatalf("child: %v", err)
+			}
+			if one[0] == '\n' {
+				acked = parseUint(t, string(buf))
+				buf = buf[:0]
+				n++
+				continue
+			}
+			buf = append(buf, one[0])
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := checkBlob(t, b)
+		if v < acked || v < last {
+			t.Fatalf("round %d: state %d, but %d was acknowledged (previous %d)", round, v, acked, last)
+		}
+		last = v
+	}
+}
+
+const blobSize = 64 << 10
+
+// crashChild updates the store forever, each state a 64 KiB blob of one
+// counter, printing each counter once Update returned.
+func crashChild(path string) {
+	s := &client.FileStore{Path: path}
+	for {
+		var next uint64
+		err := s.Update(context.Background(), func(old []byte) ([]byte, error) {
+			if len(old) >= 20 {
+				fmt.Sscanf(string(old[:20]), "%d", &next)
+			}
+			next++
+			return bytes.Repeat(fmt.Appendf(nil, "%020d", next), blobSize/20), nil
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("%d\n", next)
+	}
+}
+
+func checkBlob(t *testing.T, b []byte) uint64 {
+	t.Helper()
+	if len(b) != blobSize/20*20 {
+		t.Fatalf("torn state: %d bytes", len(b))
+	}
+	if !bytes.Equal(b, bytes.Repeat(b[:20], blobSize/20)) {
+		t.Fatal("torn state: mixed contents")
+	}
+	return parseUint(t, string(b[:20]))
+}
+
+func parseUint(t *testing.T, s string) uint64 {
+	t.Helper()
+	v, err := strconv.ParseUint(strings.TrimLeft(s, "0"), 10, 64)
+	if err != nil && s != strings.Repeat("0", len(s)) {
+		t.Fatalf("bad counter %q", s)
+	}
+	return v
 }
