@@ -663,11 +663,22 @@ func (a *app) pollOnce(ctx context.Context, c *client.Client) (int, error) {
 			}
 			a.output(j, func(w io.Writer) {
 				fmt.Fprintf(w, "%s version %d by %s", r.Handle, ch.Version, j.By)
+				removed := map[string]bool{}
+				for _, d := range j.Removed {
+					removed[d.ID] = true
+				}
 				for _, d := range j.Added {
-					fmt.Fprintf(w, ", added %s", d.ID)
+					if removed[d.ID] {
+						fmt.Fprintf(w, ", re-keyed %s", d.ID)
+						delete(removed, d.ID)
+					} else {
+						fmt.Fprintf(w, ", added %s", d.ID)
+					}
 				}
 				for _, d := range j.Removed {
-					fmt.Fprintf(w, ", removed %s", d.ID)
+					if removed[d.ID] {
+						fmt.Fprintf(w, ", removed %s", d.ID)
+					}
 				}
 				fmt.Fprintln(w)
 				for _, al := range j.Alerts {

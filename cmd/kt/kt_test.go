@@ -313,6 +313,17 @@ func TestWorkflow(t *testing.T) {
 	bob1.ok("device", "rekey")
 	alice.awaitVersion("bob@example.com", 5)
 	bob1.ok("account-key")
+	alice.awaitVersion("bob@example.com", 6)
+
+	// Continuous monitoring polls until cancelled and reports the
+	// changes once.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	var mout, merr bytes.Buffer
+	code = run(ctx, []string{"--state-file", filepath.Join(bob1.dir, "state.json"), "--directory", td.addr, "--monitor-interval", "100ms", "monitor"}, strings.NewReader(""), &mout, &merr)
+	if code != 0 || strings.Count(mout.String(), "by this device") != 3 || !strings.Contains(mout.String(), "re-keyed") || strings.Contains(mout.String(), "ALERT") {
+		t.Fatalf("kt monitor: exit %d\n%s%s", code, mout.String(), merr.String())
+	}
 }
 
 func mustParams(t *testing.T, td *testDir) *client.Params {
