@@ -80,7 +80,9 @@ type reader struct {
 func (r *reader) take(n int) []byte {
 	if r.err != nil || n > len(r.b) || n < 0 {
 		r.err = fmt.Errorf("%w: truncated", ErrState)
-		return make([]byte, max(n, 0))
+		// Enough for the fixed-size reads that follow; never n, which
+		// the input chose.
+		return make([]byte, 64)
 	}
 	v := r.b[:n]
 	r.b = r.b[n:]
