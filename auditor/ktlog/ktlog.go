@@ -29,6 +29,7 @@ type Builder struct {
 	pending []smt.Update
 	epoch   uint64
 	time    uint64
+	next    int // handles created by Honest so far
 }
 
 type handle struct {
@@ -162,12 +163,15 @@ func (b *Builder) Fork() *Builder {
 	return &c
 }
 
-// Honest appends a history of n handles, each enrolled with one device and
+// Honest appends a history of n new handles (named h<i>, numbered on from
+// the previous call), each enrolled with one device and
 // then changed once by that device to a second device, with an epoch every
 // perEpoch change records. It returns the device keys of each handle, in
 // order: the enrolling device and its successor.
 func (b *Builder) Honest(n, perEpoch int) [][2]ed25519.PrivateKey {
 	keys := make([][2]ed25519.PrivateKey, n)
+	first := b.next
+	b.next += n
 	changes := 0
 	tick := func() {
 		changes++
@@ -176,15 +180,17 @@ func (b *Builder) Honest(n, perEpoch int) [][2]ed25519.PrivateKey {
 		}
 	}
 	for i := range n {
-		d1 := Key(fmt.Sprintf("h%d d1", i))
+		h := first + i
+		d1 := Key(fmt.Sprintf("h%d d1", h))
 		keys[i][0] = d1
-		b.Change(Index(fmt.Sprint("h", i)), api.AuthEnroll, d1, Devices(d1))
+		b.Change(Index(fmt.Sprint("h", h)), api.AuthEnroll, d1, Devices(d1))
 		tick()
 	}
 	for i := range n {
-		d2 := Key(fmt.Sprintf("h%d d2", i))
+		h := first + i
+		d2 := Key(fmt.Sprintf("h%d d2", h))
 		keys[i][1] = d2
-		b.Change(Index(fmt.Sprint("h", i)), api.AuthDevice, keys[i][0], Devices(d2))
+		b.Change(Index(fmt.Sprint("h", h)), api.AuthDevice, keys[i][0], Devices(d2))
 		tick()
 	}
 	b.Epoch()
