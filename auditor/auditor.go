@@ -374,7 +374,7 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 	for e.Size() < cp.Size {
 		ents, err := r.Entries(ctx, e.Size(), cp.Size)
 		if err != nil {
-			a.saveState(ls, pending)
+			a.saveState(ls, pending, raw)
 			return fmt.Errorf("reading entries from %d: %w", e.Size(), err)
 		}
 		vs := e.Append(ents)
@@ -389,7 +389,7 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 			ls.mu.Lock()
 			ls.rate = rate
 			ls.mu.Unlock()
-			if err := a.saveState(ls, pending); err != nil {
+			if err := a.saveState(ls, pending, raw); err != nil {
 				return err
 			}
 			pending = nil
@@ -401,7 +401,7 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 		ls.rate = float64(e.Size()-startSize) / d
 		ls.mu.Unlock()
 	}
-	if err := a.saveState(ls, pending); err != nil {
+	if err := a.saveState(ls, pending, raw); err != nil {
 		return err
 	}
 	return a.finishCheckpoint(ls, raw)
@@ -413,22 +413,22 @@ func (a *Auditor) finishCheckpoint(ls *logState, raw []byte) error {
 	if err != nil {
 		return err
 	}
-	return a.saveState(ls, vs)
+	return a.saveState(ls, vs, raw)
 }
 
 // saveState stores the engine's state and new violations in one batch and
 // updates what the handlers show.
-func (a *Auditor) saveState(ls *logState, vs []replay.Violation) error {
+//
+// target is the checkpoint being audited, stored with each violation as
+// the checkpoint that covers it.
+func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) error {
 	e := ls.engine
 	st, err := e.MarshalBinary()
 	if err != nil {
 		return err
 	}
 	kvs := [][]byte{key(kindReplay, ls.cfg.Origin), st}
-	var covering []byte
-	if l := e.Last(); l != nil {
-		covering = l.Note
-	}
+	covering := target
 	for i, v := range vs {
 		rec := violationRecord{Index: v.Index, Rule: string(v.Rule), Detail: v.Detail, Checkpoint: v.Checkpoint}
 		if rec.Checkpoint == nil {
