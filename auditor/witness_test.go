@@ -26,7 +26,7 @@ type witnessFixture struct {
 	cps map[uint64]string // checkpoint of each size
 }
 
-func newWitnessFixture(t *testing.T, size int) *witnessFixture {
+func newWitnessFixture(t testing.TB, size int) *witnessFixture {
 	t.Helper()
 	ctx := context.Background()
 	l := newTestLog(t)
@@ -42,7 +42,7 @@ func newWitnessFixture(t *testing.T, size int) *witnessFixture {
 	return f
 }
 
-func (f *witnessFixture) proof(t *testing.T, a, b uint64) string {
+func (f *witnessFixture) proof(t testing.TB, a, b uint64) string {
 	p, err := f.l.ConsistencyProof(context.Background(), a, b)
 	if err != nil {
 		t.Fatal(err)

@@ -47,6 +47,7 @@ package replay
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -445,4 +446,42 @@ func (e *Engine) ParseCheckpoint(raw []byte) (*fmtlog.Checkpoint, error) {
 
 func parseCP(cfg Config, raw []byte) (*fmtlog.Checkpoint, *note.Note, error) {
 	return log.ParseCheckpoint(raw, cfg.Origin, cfg.Verifier)
+}
+
+// Source serves a log's entries; a log.Reader is one.
+type Source interface {
+	// Entries returns entries [start, end), at least one.
+	Entries(ctx context.Context, start, end uint64) ([][]byte, error)
+}
+
+// ReplayTo reads the entries from Size() up to the size of checkpoint
+// (a signed note of the log) from src, replays them and verifies the
+// checkpoint against them. progress, if not nil, is called after each page
+// with the size replayed so far. It returns every violation found, in
+// order; an error means the replay stopped early (the engine stays usable
+// and can resume from Size()).
+func (e *Engine) ReplayTo(ctx context.Context, src Source, checkpoint []byte, progress func(size uint64)) ([]Violation, error) {
+	cp, err := e.ParseCheckpoint(checkpoint)
+	if err != nil {
+		return nil, err
+	}
+	if cp.Size < e.size {
+		return nil, fmt.Errorf("%w: checkpoint size %d, %d entries replayed", ErrCheckpointSize, cp.Size, e.size)
+	}
+	var out []Violation
+	for e.size < cp.Size {
+		ents, err := src.Entries(ctx, e.size, cp.Size)
+		if err != nil {
+			return out, fmt.Errorf("replay: entries from %d: %w", e.size, err)
+		}
+		if len(ents) == 0 || uint64(len(ents)) > cp.Size-e.size {
+			return out, fmt.Errorf("replay: the source returned %d entries from %d for a tree of %d", len(ents), e.size, cp.Size)
+		}
+		out = append(out, e.Append(ents)...)
+		if progress != nil {
+			progress(e.size)
+		}
+	}
+	_, vs, err := e.Checkpoint(checkpoint)
+	return append(out, vs...), err
 }
