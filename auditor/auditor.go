@@ -119,15 +119,17 @@ type Config struct {
 // Auditor audits, witnesses and gossips. Create it with New and start its
 // background work with Run; Handler serves its HTTP endpoints.
 type Auditor struct {
-	cfg    Config
-	logs   map[string]*logState
-	order  []string
-	log    *slog.Logger
-	m      Metrics
-	bg     sync.WaitGroup // webhook posts
-	bgCtx  context.Context
-	peerMu sync.Mutex // guards peers
-	peers  map[string]*PeerStatus
+	cfg      Config
+	logs     map[string]*logState
+	order    []string
+	log      *slog.Logger
+	m        Metrics
+	bgMu     sync.Mutex // guards bgCtx and bgClosed, and orders bg.Add before bg.Wait
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgClosed bool
+	peerMu   sync.Mutex // guards peers
+	peers    map[string]*PeerStatus
 }
 
 type logState struct {
@@ -269,7 +271,9 @@ func evidenceID(bundle []byte) string {
 // Run follows every audited log and gossips with the peers until ctx is
 // done. It returns nil after ctx is cancelled, once its goroutines ended.
 func (a *Auditor) Run(ctx context.Context) error {
+	a.bgMu.Lock()
 	a.bgCtx = ctx
+	a.bgMu.Unlock()
 	var wg sync.WaitGroup
 	for _, o := range a.order {
 		ls := a.logs[o]
@@ -281,8 +285,24 @@ func (a *Auditor) Run(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	a.bgMu.Lock()
+	a.bgClosed = true
+	a.bgMu.Unlock()
 	a.bg.Wait()
 	return nil
+}
+
+// background runs f in a goroutine that Run waits for before it returns;
+// after Run ended, f is dropped (logged).
+func (a *Auditor) background(what string, f func(ctx context.Context)) {
+	a.bgMu.Lock()
+	defer a.bgMu.Unlock()
+	if a.bgClosed {
+		a.log.Error("shutting down: dropped", "what", what)
+		return
+	}
+	ctx := a.bgCtx
+	a.bg.Go(func() { f(ctx) })
 }
 
 func (a *Auditor) follow(ctx context.Context, ls *logState) {
@@ -582,7 +602,7 @@ func (a *Auditor) recordEvidence(ls *logState, bundle []byte) error {
 		}
 	}
 	if u := a.cfg.WebhookURL; u != "" {
-		a.bg.Go(func() { a.postWebhook(u, ls.cfg.Origin, bundle) })
+		a.background("evidence webhook", func(ctx context.Context) { a.postWebhook(ctx, u, ls.cfg.Origin, bundle) })
 	}
 	return nil
 }
@@ -596,8 +616,8 @@ func safeName(s string) string {
 	}, s)
 }
 
-func (a *Auditor) postWebhook(u, origin string, bundle []byte) {
-	ctx, cancel := context.WithTimeout(a.bgCtx, 30*time.Second)
+func (a *Auditor) postWebhook(ctx context.Context, u, origin string, bundle []byte) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(bundle))
 	if err != nil {

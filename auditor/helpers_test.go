@@ -139,6 +139,7 @@ type nodeOpts struct {
 	dir           string // store directory; temporary if empty
 	webhook       string
 	evidenceDir   string
+	poll, gossip  time.Duration
 }
 
 // newNode starts an auditor with its HTTP endpoints on 127.0.0.1.
@@ -163,7 +164,8 @@ func newNode(t testing.TB, name string, o nodeOpts) *node {
 		t.Fatal(err)
 	}
 	a, err := auditor.New(auditor.Config{Logs: o.logs, Store: st, Cosigner: cos, CosignAudited: o.cosignAudited,
-		Peers: o.peers, Logger: quiet(), WebhookURL: o.webhook, EvidenceDir: o.evidenceDir})
+		Peers: o.peers, Logger: quiet(), WebhookURL: o.webhook, EvidenceDir: o.evidenceDir,
+		PollInterval: o.poll, GossipInterval: o.gossip})
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
