@@ -215,3 +215,30 @@ func get(t testing.TB, url string) (int, string) {
 }
 
 func sleep() { time.Sleep(10 * time.Millisecond) }
+
+// sizedCheckpoint returns a checkpoint of the log at an earlier size,
+// signed by the log's key, with the root the log's tree has there.
+func (l *testLog) sizedCheckpoint(t testing.TB, size uint64) []byte {
+	t.Helper()
+	ctx := context.Background()
+	ents, err := l.current().Entries(ctx, 0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for uint64(len(ents)) < size {
+		more, err := l.current().Entries(ctx, uint64(len(ents)), size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ents = append(ents, more...)
+	}
+	m := conformance.NewMemoryLog(origin, l.signer)
+	if _, err := m.Append(ctx, ents); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := m.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}

@@ -291,3 +291,35 @@ func TestCosignAudited(t *testing.T) {
 		t.Fatalf("beyond the audit: %d", code)
 	}
 }
+
+// TestWitnessChecksAuditedView: a log that asks the auditor to cosign a
+// checkpoint below what the auditor audited, from another history, gets
+// 409 and leaves evidence, even though its proof from the last cosigned
+// size verifies.
+func TestWitnessChecksAuditedView(t *testing.T) {
+	ctx := context.Background()
+	la, lb, ba, _ := forkedLogs(t, 8, 60, 40)
+	n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(la, ba)}})
+	// The auditor cosigned size 20 of the common history, then audited la.
+	cp20 := la.sizedCheckpoint(t, 20)
+	if code, body := post(t, n.url+auditor.PathAddCheckpoint, "old 0\n\n"+string(cp20)); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	if err := n.a.AuditOnce(ctx, origin); err != nil {
+		t.Fatal(err)
+	}
+	// lb's checkpoint of size 40 extends size 20 (the common prefix) but
+	// forks from la.
+	theirs, _ := lb.Checkpoint(ctx)
+	p, _ := lb.ConsistencyProof(ctx, 20, 40)
+	var ps strings.Builder
+	for _, h := range p {
+		ps.WriteString(base64.StdEncoding.EncodeToString(h) + "\n")
+	}
+	if code, body := post(t, n.url+auditor.PathAddCheckpoint, "old 20\n"+ps.String()+"\n"+string(theirs)); code != http.StatusConflict {
+		t.Fatalf("forked checkpoint below the audited size: %d %s", code, body)
+	}
+	if evs, _ := n.a.Evidence(origin); len(evs) != 1 {
+		t.Fatalf("%d bundles", len(evs))
+	}
+}
