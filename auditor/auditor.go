@@ -56,6 +56,9 @@ type LogConfig struct {
 	// RecoveryKey is the directory's recovery public key (rule R6). Only
 	// used when the log is audited.
 	RecoveryKey [32]byte
+	// Heartbeat is the directory's heartbeat interval, for the late-epoch
+	// warning of design.md 14 step 4 (zero: no warning).
+	Heartbeat time.Duration
 	// Reader reads the log, usually logapi.NewClient over the directory's
 	// read API. nil means the log is witnessed (and gossiped) but not
 	// audited: for logs that are not key transparency logs, such as a plain
@@ -146,6 +149,7 @@ type logState struct {
 	replayed   uint64 // entries replayed and saved
 	rate       float64
 	violations uint64
+	warnings   uint64 // since the start of the process
 	frozen     string
 	evidence   []string // ids, in arrival order
 	lastErr    string
@@ -220,7 +224,7 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 	}
 	ls := &logState{cfg: lc, verifier: v}
 	st := a.cfg.Store
-	rcfg := replay.Config{Origin: lc.Origin, Verifier: v, RecoveryKey: lc.RecoveryKey}
+	rcfg := replay.Config{Origin: lc.Origin, Verifier: v, RecoveryKey: lc.RecoveryKey, Heartbeat: lc.Heartbeat}
 	if lc.Reader != nil {
 		b, err := st.get(key(kindReplay, lc.Origin))
 		if err != nil {
@@ -399,6 +403,13 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 		}
 		vs := e.Append(ents)
 		a.m.Entries(ls.cfg.Origin, len(ents))
+		for _, w := range e.Warnings() {
+			a.log.Warn("log anomaly", "origin", ls.cfg.Origin, "index", w.Index, "kind", w.Kind, "detail", w.Detail)
+			a.m.Warning(ls.cfg.Origin, w.Kind)
+			ls.mu.Lock()
+			ls.warnings++
+			ls.mu.Unlock()
+		}
 		pending = append(pending, vs...)
 		if time.Since(lastReport) >= a.cfg.ProgressInterval {
 			done := e.Size() - startSize
@@ -691,6 +702,9 @@ type LogStatus struct {
 	// Rate is the replay speed of the last catch-up, in entries per second.
 	Rate       float64
 	Violations uint64
+	// Warnings counts the anomalies (design.md 14 step 4) seen since the
+	// process started.
+	Warnings uint64
 	// Frozen says why cosigning stopped ("" if it did not).
 	Frozen   string
 	Evidence []string
@@ -707,7 +721,7 @@ func (a *Auditor) Status() []LogStatus {
 		ls := a.logs[o]
 		ls.mu.Lock()
 		s := LogStatus{Origin: o, Audited: ls.cfg.Reader != nil, Latest: ls.latest, Clean: ls.clean, Target: ls.target, Replayed: ls.replayed,
-			Rate: ls.rate, Violations: ls.violations, Frozen: ls.frozen, Evidence: append([]string(nil), ls.evidence...),
+			Rate: ls.rate, Violations: ls.violations, Warnings: ls.warnings, Frozen: ls.frozen, Evidence: append([]string(nil), ls.evidence...),
 			Cosigned: ls.cosSize, HasCosigned: ls.cosigned != nil, LastError: ls.lastErr}
 		ls.mu.Unlock()
 		if s.Latest != nil && s.Target > s.Latest.Size {
@@ -731,6 +745,8 @@ type Metrics interface {
 	Entries(origin string, n int)
 	// Violation: a replay violation of the named rule.
 	Violation(origin, rule string)
+	// Warning: an anomaly that is not a violation.
+	Warning(origin, kind string)
 	// Evidence: a new evidence bundle.
 	Evidence(origin string)
 	// WitnessRequest: an add-checkpoint answered with status.
@@ -749,3 +765,4 @@ func (nopMetrics) Violation(string, string)   {}
 func (nopMetrics) Evidence(string)            {}
 func (nopMetrics) WitnessRequest(string, int) {}
 func (nopMetrics) Gossip(string, string)      {}
+func (nopMetrics) Warning(string, string)     {}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -484,4 +485,29 @@ type overSource struct{ ents [][]byte }
 
 func (s *overSource) Entries(_ context.Context, start, end uint64) ([][]byte, error) {
 	return s.ents[start:], nil
+}
+
+func TestLateEpochWarning(t *testing.T) {
+	k := newLogKey(t)
+	b := ktlog.New(origin) // epochs 1 s apart
+	d := ktlog.Key("d")
+	b.Change(ktlog.Index("a"), api.AuthEnroll, d, ktlog.Devices(d))
+	b.Epoch()
+	b.EpochWith(func(r *api.EpochRecord) { r.Timestamp += 60_000 }) // idle: no warning
+	b.Change(ktlog.Index("b"), api.AuthEnroll, d, ktlog.Devices(d))
+	late := b.EpochWith(func(r *api.EpochRecord) { r.Timestamp += 120_000 })
+	e, err := replay.New(replay.Config{Origin: origin, Verifier: k.v, Heartbeat: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs := e.Append(b.Entries()); len(vs) != 0 {
+		t.Fatal(vs)
+	}
+	ws := e.Warnings()
+	if len(ws) != 1 || ws[0].Index != late || ws[0].Kind != replay.WarnLateEpoch {
+		t.Fatalf("warnings %+v, want one at %d", ws, late)
+	}
+	if len(e.Warnings()) != 0 {
+		t.Fatal("warnings not cleared")
+	}
 }

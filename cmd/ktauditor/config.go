@@ -91,6 +91,11 @@ type LogConfig struct {
 	// http://127.0.0.1:8080). Empty: the log is witnessed only, not
 	// audited (for logs that are not key transparency logs).
 	URL string `mapstructure:"url"`
+	// Heartbeat is the directory's heartbeat interval (ktd's
+	// directory.heartbeat_interval): epochs further apart than twice this
+	// while changes wait are logged and counted as warnings. Default 10s;
+	// 0 disables the check.
+	Heartbeat *time.Duration `mapstructure:"heartbeat"`
 	// RecoveryKey is the directory's recovery public key, as ktd's
 	// recovery.key public form ("kt-recovery-public:<base64>") or the bare
 	// base64. Required when URL is set (rule R6).

@@ -19,6 +19,7 @@ type metrics struct {
 	audited    *prometheus.GaugeVec
 	entries    *prometheus.CounterVec
 	violations *prometheus.CounterVec
+	warnings   *prometheus.CounterVec
 	evidence   *prometheus.CounterVec
 	witness    *prometheus.CounterVec
 	gossip     *prometheus.CounterVec
@@ -51,6 +52,8 @@ func newMetrics() *metrics {
 			Help: "Entries replayed (its rate is the catch-up speed)."}, []string{"origin"}),
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_violations_total",
 			Help: "Protocol violations found by replay, by rule."}, []string{"origin", "rule"}),
+		warnings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_warnings_total",
+			Help: "Anomalies found by replay that are not violations (late epochs), by kind."}, []string{"origin", "kind"}),
 		evidence: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_evidence_total",
 			Help: "Split-view evidence bundles recorded."}, []string{"origin"}),
 		witness: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_witness_requests_total",
@@ -59,7 +62,7 @@ func newMetrics() *metrics {
 			Help: "Gossip exchanges with peers by result."}, []string{"peer", "result"}),
 	}
 	for _, c := range []prometheus.Collector{bi, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.target, m.audited, m.entries, m.violations, m.evidence, m.witness, m.gossip} {
+		m.target, m.audited, m.entries, m.violations, m.warnings, m.evidence, m.witness, m.gossip} {
 		reg.MustRegister(c)
 	}
 	return m
@@ -69,6 +72,7 @@ func (m *metrics) Target(o string, n uint64)  { m.target.WithLabelValues(o).Set(
 func (m *metrics) Audited(o string, n uint64) { m.audited.WithLabelValues(o).Set(float64(n)) }
 func (m *metrics) Entries(o string, n int)    { m.entries.WithLabelValues(o).Add(float64(n)) }
 func (m *metrics) Violation(o, rule string)   { m.violations.WithLabelValues(o, rule).Inc() }
+func (m *metrics) Warning(o, kind string)     { m.warnings.WithLabelValues(o, kind).Inc() }
 func (m *metrics) Evidence(o string)          { m.evidence.WithLabelValues(o).Inc() }
 func (m *metrics) WitnessRequest(o string, code int) {
 	m.witness.WithLabelValues(o, strconv.Itoa(code)).Inc()

@@ -123,7 +123,10 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		acfg.Cosigner = signer
 	}
 	for _, l := range cfg.Logs {
-		lc := auditor.LogConfig{Origin: l.Origin, VKey: l.VKey}
+		lc := auditor.LogConfig{Origin: l.Origin, VKey: l.VKey, Heartbeat: 10 * time.Second}
+		if l.Heartbeat != nil {
+			lc.Heartbeat = *l.Heartbeat
+		}
 		if l.URL != "" {
 			lc.RecoveryKey, _ = parseRecoveryKey(l.RecoveryKey) // validated
 			lc.Reader = logapi.NewClient(l.URL, hc)
