@@ -460,16 +460,17 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 	}
 	kvs := [][]byte{key(kindReplay, ls.cfg.Origin), st}
 	covering := target
-	for i, v := range vs {
+	for _, v := range vs {
 		rec := violationRecord{Index: v.Index, Rule: string(v.Rule), Detail: v.Detail, Checkpoint: v.Checkpoint}
 		if rec.Checkpoint == nil {
 			rec.Checkpoint = covering
 		}
 		b, _ := json.Marshal(rec)
-		idx := make([]byte, 12)
+		// Keyed by index and rule: a violation found again after a
+		// restart (replayed from the last save) overwrites itself.
+		idx := make([]byte, 8)
 		putU64(idx, v.Index)
-		putU32(idx[8:], uint32(i))
-		kvs = append(kvs, key(kindViolation, ls.cfg.Origin, idx), b)
+		kvs = append(kvs, key(kindViolation, ls.cfg.Origin, idx, []byte(v.Rule)), b)
 	}
 	if err := a.cfg.Store.write(kvs...); err != nil {
 		return err
@@ -502,11 +503,6 @@ func putU64(b []byte, v uint64) {
 	}
 }
 
-func putU32(b []byte, v uint32) {
-	for i := range 4 {
-		b[i] = byte(v >> (24 - 8*i))
-	}
-}
 
 // compare checks checkpoint raw (cp, already verified) of ls against the
 // audited checkpoint last, using the log's reader for proofs. It returns
