@@ -503,7 +503,6 @@ func putU64(b []byte, v uint64) {
 	}
 }
 
-
 // compare checks checkpoint raw (cp, already verified) of ls against the
 // audited checkpoint last, using the log's reader for proofs. It returns
 // the evidence bundle (already recorded) if the two are a fork, nil if

@@ -140,6 +140,8 @@ type nodeOpts struct {
 	webhook       string
 	evidenceDir   string
 	poll, gossip  time.Duration
+	progress      time.Duration
+	logger        *slog.Logger
 }
 
 // newNode starts an auditor with its HTTP endpoints on 127.0.0.1.
@@ -163,8 +165,11 @@ func newNode(t testing.TB, name string, o nodeOpts) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.logger == nil {
+		o.logger = quiet()
+	}
 	a, err := auditor.New(auditor.Config{Logs: o.logs, Store: st, Cosigner: cos, CosignAudited: o.cosignAudited,
-		Peers: o.peers, Logger: quiet(), WebhookURL: o.webhook, EvidenceDir: o.evidenceDir,
+		Peers: o.peers, Logger: o.logger, ProgressInterval: o.progress, WebhookURL: o.webhook, EvidenceDir: o.evidenceDir,
 		PollInterval: o.poll, GossipInterval: o.gossip})
 	if err != nil {
 		st.Close()
