@@ -395,12 +395,18 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 	startSize := e.Size()
 	lastReport := start
 	var pending []replay.Violation
+	pages, stop := prefetch(ctx, r, e.Size(), cp.Size)
+	defer stop()
 	for e.Size() < cp.Size {
-		ents, err := r.Entries(ctx, e.Size(), cp.Size)
-		if err != nil {
-			a.saveState(ls, pending, raw)
-			return fmt.Errorf("reading entries from %d: %w", e.Size(), err)
+		pg, ok := <-pages
+		if !ok {
+			pg.err = fmt.Errorf("reading stopped: %w", context.Cause(ctx))
 		}
+		if pg.err != nil {
+			a.saveState(ls, pending, raw)
+			return fmt.Errorf("reading entries from %d: %w", e.Size(), pg.err)
+		}
+		ents := pg.entries
 		vs := e.Append(ents)
 		a.m.Entries(ls.cfg.Origin, len(ents))
 		for _, w := range e.Warnings() {
@@ -436,6 +442,44 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 		return err
 	}
 	return a.finishCheckpoint(ls, raw)
+}
+
+// page is a run of entries read ahead of the replay, or the error that
+// stopped the reading.
+type page struct {
+	entries [][]byte
+	err     error
+}
+
+// prefetch reads entries [from, to) from r in a goroutine, a few pages
+// ahead of the replay, so that reading and replaying overlap. The
+// goroutine is owned by the caller, which must call stop (it cancels the
+// reads and waits for the goroutine). After an error page, or when ctx is
+// done, the channel is closed.
+func prefetch(ctx context.Context, r log.Reader, from, to uint64) (<-chan page, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	out := make(chan page, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(out)
+		for next := from; next < to; {
+			ents, err := r.Entries(ctx, next, to)
+			if err == nil && (len(ents) == 0 || uint64(len(ents)) > to-next) {
+				err = fmt.Errorf("the log returned %d entries from %d for a tree of %d", len(ents), next, to)
+			}
+			select {
+			case out <- page{ents, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			next += uint64(len(ents))
+		}
+	}()
+	return out, func() { cancel(); <-done }
 }
 
 // finishCheckpoint checks raw against the replayed entries and saves.
