@@ -45,6 +45,7 @@ import (
 	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/evidence"
+	"github.com/keytrans/kt/log/witness"
 )
 
 // LogConfig describes one log the auditor knows.
@@ -59,6 +60,14 @@ type LogConfig struct {
 	// Heartbeat is the directory's heartbeat interval, for the late-epoch
 	// warning of design.md 14 step 4 (zero: no warning).
 	Heartbeat time.Duration
+	// WitnessPolicy is the log's witness policy, for the future-epoch
+	// warning of design.md 14 step 4: an epoch timestamp later than the
+	// latest valid cosignature on the checkpoint covering it, by more than
+	// Skew. nil: no check.
+	WitnessPolicy *witness.Policy
+	// Skew is the clock skew tolerated by the future-epoch warning
+	// (default 10s, the client's default).
+	Skew time.Duration
 	// Reader reads the log, usually logapi.NewClient over the directory's
 	// read API. nil means the log is witnessed (and gossiped) but not
 	// audited: for logs that are not key transparency logs, such as a plain
@@ -410,11 +419,7 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 		vs := e.Append(ents)
 		a.m.Entries(ls.cfg.Origin, len(ents))
 		for _, w := range e.Warnings() {
-			a.log.Warn("log anomaly", "origin", ls.cfg.Origin, "index", w.Index, "kind", w.Kind, "detail", w.Detail)
-			a.m.Warning(ls.cfg.Origin, w.Kind)
-			ls.mu.Lock()
-			ls.warnings++
-			ls.mu.Unlock()
+			a.warn(ls, w)
 		}
 		pending = append(pending, vs...)
 		if time.Since(lastReport) >= a.cfg.ProgressInterval {
@@ -488,7 +493,43 @@ func (a *Auditor) finishCheckpoint(ls *logState, raw []byte) error {
 	if err != nil {
 		return err
 	}
+	if p := ls.cfg.WitnessPolicy; p != nil && len(vs) == 0 {
+		a.checkFuture(ls, p, raw)
+	}
 	return a.saveState(ls, vs, raw)
+}
+
+// checkFuture warns when the latest epoch replayed is stamped later than
+// every valid cosignature on raw, by more than the skew (design.md 14
+// step 4).
+func (a *Auditor) checkFuture(ls *logState, p *witness.Policy, raw []byte) {
+	cs, _ := p.Check(raw) // the quorum is the log's business; any valid cosignature is a clock
+	var latest time.Time
+	for _, c := range cs {
+		if c.Time.After(latest) {
+			latest = c.Time
+		}
+	}
+	ts := ls.engine.EpochTime()
+	if latest.IsZero() || ts == 0 {
+		return
+	}
+	skew := ls.cfg.Skew
+	if skew == 0 {
+		skew = 10 * time.Second
+	}
+	if et := time.UnixMilli(int64(ts)); et.After(latest.Add(skew)) {
+		a.warn(ls, replay.Warning{Index: ls.engine.Size() - 1, Kind: replay.WarnFutureEpoch,
+			Detail: fmt.Sprintf("epoch time %s is %v after the latest cosignature (%s)", et.UTC().Format(time.RFC3339), et.Sub(latest).Round(time.Second), latest.UTC().Format(time.RFC3339))})
+	}
+}
+
+func (a *Auditor) warn(ls *logState, w replay.Warning) {
+	a.log.Warn("log anomaly", "origin", ls.cfg.Origin, "index", w.Index, "kind", w.Kind, "detail", w.Detail)
+	a.m.Warning(ls.cfg.Origin, w.Kind)
+	ls.mu.Lock()
+	ls.warnings++
+	ls.mu.Unlock()
 }
 
 // saveState stores the engine's state and new violations in one batch and
