@@ -412,8 +412,8 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 			pg.err = fmt.Errorf("reading stopped: %w", context.Cause(ctx))
 		}
 		if pg.err != nil {
-			a.saveState(ls, pending, raw)
-			return fmt.Errorf("reading entries from %d: %w", e.Size(), pg.err)
+			err := fmt.Errorf("reading entries from %d: %w", e.Size(), pg.err)
+			return errors.Join(err, a.saveState(ls, pending, raw))
 		}
 		ents := pg.entries
 		vs := e.Append(ents)
@@ -600,8 +600,8 @@ func (a *Auditor) compare(ctx context.Context, ls *logState, raw []byte, cp *fmt
 			return nil, nil
 		}
 		return a.buildEvidence(ctx, ls, raw, last.Note, nil)
-	case cp.Size == 0:
-		return nil, nil
+	case cp.Size == 0 || last.Size == 0:
+		return nil, nil // every tree extends the empty tree
 	case cp.Size < last.Size:
 		if r == nil {
 			return nil, nil
