@@ -186,11 +186,11 @@ func TestBadInput(t *testing.T) {
 		{"gossip empty", auditor.PathGossip, "", 404},
 		{"gossip garbage", auditor.PathGossip, origin + "\ngarbage", 400},
 		{"gossip unknown origin", auditor.PathGossip, string(unknown), 404},
-		{"gossip wrong key", auditor.PathGossip, string(wrongKey), 403},
+		{"gossip wrong key", auditor.PathGossip, string(wrongKey), 400},
 		{"gossip huge", auditor.PathGossip, huge, 413},
 		{"gossip bad evidence", auditor.PathGossip, "kt-evidence/v1\ncheckpoint AAAA\n", 400},
 		{"gossip evidence of no fork", auditor.PathGossip, "kt-evidence/v1\ncheckpoint " + base64.StdEncoding.EncodeToString([]byte(cp4)) + "\ncheckpoint " + base64.StdEncoding.EncodeToString([]byte(cp4)) + "\n", 400},
-		{"gossip evidence wrong key", auditor.PathGossip, "kt-evidence/v1\ncheckpoint " + base64.StdEncoding.EncodeToString(wrongKey) + "\ncheckpoint " + base64.StdEncoding.EncodeToString([]byte(cp4)) + "\n", 403},
+		{"gossip evidence wrong key", auditor.PathGossip, "kt-evidence/v1\ncheckpoint " + base64.StdEncoding.EncodeToString(wrongKey) + "\ncheckpoint " + base64.StdEncoding.EncodeToString([]byte(cp4)) + "\n", 400},
 	} {
 		code, body := post(t, f.n.url+tc.path, tc.body)
 		if code != tc.want {
