@@ -158,6 +158,7 @@ type logState struct {
 	replayed   uint64 // entries replayed and saved
 	rate       float64
 	violations uint64
+	firstBad   uint64 // index of the first violation, if violations > 0
 	warnings   uint64 // since the start of the process
 	frozen     string
 	evidence   []string // ids, in arrival order
@@ -248,7 +249,7 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 			return nil, fmt.Errorf("auditor: log %q: %w", lc.Origin, err)
 		}
 		ls.latest, ls.clean = ls.engine.Last(), ls.engine.Clean()
-		ls.violations, _, _ = ls.engine.Violations()
+		ls.violations, ls.firstBad, _ = ls.engine.Violations()
 		ls.target = ls.engine.Size()
 		ls.replayed = ls.engine.Size()
 	}
@@ -567,7 +568,7 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 	ls.mu.Lock()
 	ls.latest, ls.clean = e.Last(), e.Clean()
 	ls.replayed = e.Size()
-	ls.violations, _, _ = e.Violations()
+	ls.violations, ls.firstBad, _ = e.Violations()
 	ls.mu.Unlock()
 	if l := e.Last(); l != nil {
 		a.m.Audited(ls.cfg.Origin, l.Size)

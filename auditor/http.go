@@ -69,7 +69,7 @@ func (a *Auditor) writeError(w http.ResponseWriter, err error) int {
 		status = http.StatusNotFound
 	case errors.Is(err, ErrTooLarge):
 		status = http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrFrozen):
+	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrFrozen), errors.Is(err, ErrViolation):
 		status = http.StatusForbidden
 	case errors.Is(err, ErrBadProof):
 		status = http.StatusUnprocessableEntity
