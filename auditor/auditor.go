@@ -783,6 +783,9 @@ type LogStatus struct {
 	// Rate is the replay speed of the last catch-up, in entries per second.
 	Rate       float64
 	Violations uint64
+	// FirstViolation is the index of the first violation (when Violations
+	// > 0); no checkpoint beyond it is cosigned.
+	FirstViolation uint64
 	// Warnings counts the anomalies (design.md 14 step 4) seen since the
 	// process started.
 	Warnings uint64
@@ -802,7 +805,7 @@ func (a *Auditor) Status() []LogStatus {
 		ls := a.logs[o]
 		ls.mu.Lock()
 		s := LogStatus{Origin: o, Audited: ls.cfg.Reader != nil, Latest: ls.latest, Clean: ls.clean, Target: ls.target, Replayed: ls.replayed,
-			Rate: ls.rate, Violations: ls.violations, Warnings: ls.warnings, Frozen: ls.frozen, Evidence: append([]string(nil), ls.evidence...),
+			Rate: ls.rate, Violations: ls.violations, FirstViolation: ls.firstBad, Warnings: ls.warnings, Frozen: ls.frozen, Evidence: append([]string(nil), ls.evidence...),
 			Cosigned: ls.cosSize, HasCosigned: ls.cosigned != nil, LastError: ls.lastErr}
 		ls.mu.Unlock()
 		if s.Latest != nil && s.Target > s.Latest.Size {
