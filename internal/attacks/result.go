@@ -34,7 +34,8 @@ type Detection struct {
 	// After is the time from mounting the attack to the detection; Polls
 	// counts the detector's operations in that time (lookups, monitoring
 	// polls, audit steps, requests), the detecting one included. Clock
-	// says whose clock After is on: "wall" or "client (simulated)".
+	// says whose clock After is on: "wall" or "client clock" (the
+	// sender's controllable clock, advanced without waiting).
 	After time.Duration `json:"-"`
 	Polls int           `json:"polls"`
 	Clock string        `json:"clock"`
@@ -46,6 +47,8 @@ type Detection struct {
 	// log/evidence before it is reported.
 	Err    error  `json:"-"`
 	Bundle []byte `json:"bundle,omitempty"`
+	// ErrText is Err's full text.
+	ErrText string `json:"error,omitempty"`
 	// Detail carries scenario-specific values for the tests (alerts,
 	// violations); not reported.
 	Detail any `json:"-"`
@@ -82,6 +85,9 @@ func (r *Result) detect(d Detection) {
 		d.Clock = "wall"
 	}
 	d.Evidence = strings.Join(strings.Fields(d.Evidence), " ")
+	if d.Err != nil {
+		d.ErrText = d.Err.Error()
+	}
 	r.Detections = append(r.Detections, d)
 }
 

@@ -19,6 +19,22 @@ const (
 	carol = "carol@example.com"
 )
 
+// sentinel returns the client sentinel error err wraps, or err.
+func sentinel(err error) error {
+	var ve *client.VerifyError
+	if errors.As(err, &ve) {
+		for _, s := range []error{client.ErrMalformed, client.ErrCheckpointSignature, client.ErrWitnessQuorum, client.ErrRollback,
+			client.ErrInconsistent, client.ErrNotLatestEpoch, client.ErrEpochInclusion, client.ErrStale, client.ErrVRF,
+			client.ErrMapProof, client.ErrRecordMismatch, client.ErrCommitment, client.ErrAuthorizers, client.ErrStrict,
+			client.ErrUnusableKey, client.ErrMonitorGap} {
+			if errors.Is(err, s) {
+				return s
+			}
+		}
+	}
+	return err
+}
+
 func verifyStep(err error) string {
 	var ve *client.VerifyError
 	if errors.As(err, &ve) {
@@ -389,7 +405,7 @@ func runA9(ctx context.Context, w *World, r *Result) error {
 			if err := expect("frozen view", err, client.ErrStale); err != nil {
 				return err
 			}
-			r.detect(Detection{By: BySender, After: elapsed, Polls: polls, Clock: "client (simulated)", Err: err,
+			r.detect(Detection{By: BySender, After: elapsed, Polls: polls, Clock: "client clock", Err: err,
 				Evidence: fmt.Sprintf("lookup refused (step %q: %v) once the frozen epoch was older than MaxAge + skew = %v", verifyStep(err), client.ErrStale, bound)})
 			break
 		}

@@ -175,19 +175,19 @@ func runA10(ctx context.Context, w *World, r *Result) error {
 
 	// HTTP log read API.
 	hc := &http.Client{Timeout: 5 * time.Second}
-	httpCase := func(iface, method, url string, body []byte, want ...int) {
+	httpCase := func(iface, desc, method, url string, body []byte, want ...int) {
 		var rd io.Reader
 		if body != nil {
 			rd = bytes.NewReader(body)
 		}
 		req, err := http.NewRequestWithContext(ctx, method, url, rd)
 		if err != nil {
-			add(iface, method+" "+short(url), err.Error(), false)
+			add(iface, desc, err.Error(), false)
 			return
 		}
 		resp, err := hc.Do(req)
 		if err != nil {
-			add(iface, method+" "+short(url), err.Error(), false)
+			add(iface, desc, err.Error(), false)
 			return
 		}
 		io.Copy(io.Discard, resp.Body)
@@ -196,33 +196,37 @@ func runA10(ctx context.Context, w *World, r *Result) error {
 		for _, s := range want {
 			ok = ok || resp.StatusCode == s
 		}
-		add(iface, fmt.Sprintf("%s %s", method, short(strings.TrimPrefix(url, "http://"))), fmt.Sprint(resp.StatusCode), ok)
+		path := url
+		if i := strings.Index(strings.TrimPrefix(url, "http://"), "/"); i >= 0 {
+			path = strings.TrimPrefix(url, "http://")[i:]
+		}
+		add(iface, fmt.Sprintf("%s (%s %s)", desc, method, short(path)), fmt.Sprint(resp.StatusCode), ok)
 	}
 	L := d.LogURL
-	httpCase("log read API", "GET", L+logapi.PathEntries+"?start=abc&end=1", nil, 400)
-	httpCase("log read API", "GET", L+logapi.PathEntries+"?start=5&end=2", nil, 400)
-	httpCase("log read API", "GET", L+logapi.PathEntries+"?start=0&end=18446744073709551615", nil, 400, 404, 416)
-	httpCase("log read API", "GET", L+logapi.PathEntries+"?start=0&end=1&extra=1", nil, 400)
-	httpCase("log read API", "GET", L+logapi.PathInclusion+"?index=01&size=2", nil, 400)
-	httpCase("log read API", "GET", L+"/log/v1/../../etc/passwd", nil, 400, 404)
-	httpCase("log read API", "POST", L+logapi.PathCheckpoint, big, 405)
-	httpCase("log read API", "GET", L+logapi.PathEntries+"?start="+strings.Repeat("9", 70_000), nil, 400, 414, 431)
+	httpCase("log read API", "entries with a non-numeric start", "GET", L+logapi.PathEntries+"?start=abc&end=1", nil, 400)
+	httpCase("log read API", "entries with an inverted range", "GET", L+logapi.PathEntries+"?start=5&end=2", nil, 400)
+	httpCase("log read API", "entries up to 2^64-1", "GET", L+logapi.PathEntries+"?start=0&end=18446744073709551615", nil, 400, 404, 416)
+	httpCase("log read API", "entries with an unknown parameter", "GET", L+logapi.PathEntries+"?start=0&end=1&extra=1", nil, 400)
+	httpCase("log read API", "inclusion proof with a non-canonical number", "GET", L+logapi.PathInclusion+"?index=01&size=2", nil, 400)
+	httpCase("log read API", "path traversal", "GET", L+"/log/v1/../../etc/passwd", nil, 400, 404)
+	httpCase("log read API", "1 MiB POST to the checkpoint", "POST", L+logapi.PathCheckpoint, big, 405)
+	httpCase("log read API", "70 KB query", "GET", L+logapi.PathEntries+"?start="+strings.Repeat("9", 70_000), nil, 400, 414, 431)
 
 	// Auditor endpoints.
 	A := aud.URL
 	otherSkey, _, _ := note.GenerateKey(rand.Reader, Origin)
 	otherSigner, _ := note.NewSigner(otherSkey)
 	cp, _ := note.Sign(&note.Note{Text: Origin + "\n1\n" + strings.Repeat("A", 43) + "=\n"}, otherSigner)
-	httpCase("auditor gossip", "POST", A+"/kt/v1/gossip", []byte("not a checkpoint"), 400, 404)
-	httpCase("auditor gossip", "POST", A+"/kt/v1/gossip", big, 413)
-	httpCase("auditor gossip", "POST", A+"/kt/v1/gossip", cp, 400, 403)
-	httpCase("auditor gossip", "POST", A+"/kt/v1/gossip", []byte("other.example/log\n1\nAAAA\n\n— x y\n"), 404)
-	httpCase("auditor gossip", "POST", A+"/kt/v1/gossip", []byte("kt-evidence/v1\ncheckpoint !!!\n"), 400)
-	httpCase("auditor witness", "POST", A+"/add-checkpoint", []byte("old 1\nnot base64\n\n"), 400)
-	httpCase("auditor witness", "POST", A+"/add-checkpoint", append([]byte("old 0\n\n"), cp...), 403, 400)
-	httpCase("auditor witness", "POST", A+"/add-checkpoint", big, 413)
-	httpCase("auditor", "GET", A+"/kt/v1/checkpoint?origin=a&origin=b", nil, 400)
-	httpCase("auditor", "GET", A+"/kt/v1/evidence/..%2f..%2fstate", nil, 400, 404)
+	httpCase("auditor gossip", "gossip of a non-checkpoint", "POST", A+"/kt/v1/gossip", []byte("not a checkpoint"), 400, 404)
+	httpCase("auditor gossip", "gossip of 1 MiB", "POST", A+"/kt/v1/gossip", big, 413)
+	httpCase("auditor gossip", "gossip of a checkpoint signed by another key", "POST", A+"/kt/v1/gossip", cp, 400, 403)
+	httpCase("auditor gossip", "gossip for an unknown origin", "POST", A+"/kt/v1/gossip", []byte("other.example/log\n1\nAAAA\n\n— x y\n"), 404)
+	httpCase("auditor gossip", "gossip of a malformed evidence bundle", "POST", A+"/kt/v1/gossip", []byte("kt-evidence/v1\ncheckpoint !!!\n"), 400)
+	httpCase("auditor witness", "add-checkpoint with a malformed body", "POST", A+"/add-checkpoint", []byte("old 1\nnot base64\n\n"), 400)
+	httpCase("auditor witness", "add-checkpoint of a checkpoint signed by another key", "POST", A+"/add-checkpoint", append([]byte("old 0\n\n"), cp...), 403, 400)
+	httpCase("auditor witness", "add-checkpoint of 1 MiB", "POST", A+"/add-checkpoint", big, 413)
+	httpCase("auditor", "checkpoint with a repeated parameter", "GET", A+"/kt/v1/checkpoint?origin=a&origin=b", nil, 400)
+	httpCase("auditor", "evidence path traversal", "GET", A+"/kt/v1/evidence/..%2f..%2fstate", nil, 400, 404)
 
 	// Nothing stored; every service still answers.
 	var bad []string
@@ -290,6 +294,14 @@ func runA10(ctx context.Context, w *World, r *Result) error {
 		}
 		r.detect(Detection{By: who, Polls: n, Detail: cases,
 			Evidence: fmt.Sprintf("%s: %d hostile requests, each refused (%s)", iface, n, strings.Join(parts, ", "))})
+	}
+	for _, c := range cases {
+		switch {
+		case c.Got == codes.Internal.String():
+			r.note("finding: %q got %s: grpc-go rejects an undecodable request body with Internal before any handler runs; InvalidArgument would be the clear code (directory/grpcserver could install a codec that maps decoding errors)", c.Request, c.Got)
+		case strings.HasPrefix(c.Request, "gossip of a checkpoint signed by another key") && c.Got == "403":
+			r.note("finding: %q got 403; design.md 15 says 400 for a badly signed gossiped checkpoint (the auditor maps ErrBadSignature to 403 on every endpoint)", c.Request)
+		}
 	}
 	r.note("after all %d requests: no change record added (%d before and after), nothing registered, the auditor's store holds %d keys before and %d after (its own progress only), no violation or evidence; lookups, encryption, the read API, audit and gossip still work",
 		len(cases), changes0, stored0, stored1)

@@ -142,7 +142,7 @@ func runA6(ctx context.Context, w *World, r *Result) error {
 		return nil
 	}
 	r.detect(Detection{By: ByOwnerMonitor, After: time.Since(t0), Polls: 1, Err: err,
-		Evidence: fmt.Sprintf("poll refused (step %q): %v", verifyStep(err), err)})
+		Evidence: fmt.Sprintf("poll refused (step %q: %v): the directory's record is not the logged one", verifyStep(err), sentinel(err))})
 	return nil
 }
 
