@@ -219,7 +219,19 @@ func (c *Client) lookup(ctx context.Context, handle string) (*LookupResult, erro
 	}
 	var pinned ed25519.PublicKey
 	pin, hasPin := st.Pins[canon]
-	if c.cfg.Strict && hasPin {
+	_, own := st.Handles[canon]
+	switch {
+	case own:
+		// The owner's own handles are not pinned on first use: in strict
+		// mode they must carry this device's account key, if it holds one
+		// (a set the recovery path wrote without it is refused for the
+		// copies to the sender's own devices too).
+		hasPin = true
+		if c.cfg.Strict && st.Account != nil {
+			pin = [32]byte(st.Account.Public().(ed25519.PublicKey))
+			pinned = pin[:]
+		}
+	case c.cfg.Strict && hasPin:
 		pinned = pin[:]
 	}
 	now := c.cfg.Now()
@@ -376,6 +388,10 @@ func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelop
 		return nil, nil, fmt.Errorf("%w: addressed to %q, not one of this device's handles", ErrEnvelope, e.Owner)
 	}
 	pt, err := e.Open(st.Device)
+	if err != nil && st.PendingDevice != nil {
+		// A re-key in flight: the log may already name the new key.
+		pt, err = e.Open(st.PendingDevice)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -152,7 +152,7 @@ func (k *DeviceKeys) UnmarshalBinary(b []byte) error {
 }
 
 // Device descriptors carry a new device's public keys to an existing device
-// of the account, which signs the change that adds it (design.md 13.2).
+// of the account, which signs the change that adds it (design.md 13.1).
 const (
 	descriptorPrefix = "kt-device:"
 	descriptorLabel  = "kt/v1/device-descriptor"

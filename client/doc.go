@@ -2,11 +2,43 @@
 // it checks the directory's answers before a sender encrypts to any key, and
 // it lets an owner's devices monitor their own handles.
 //
-// This file set is the verification core: pure functions over the
-// directory's wire types ([github.com/keytrans/kt/api/ktpb]) that perform no
-// I/O and keep no state of their own. The caller fetches answers, supplies
-// the clock, and persists the state the functions return. The normative
-// protocol is docs/design.md; section numbers below refer to it.
+// The package has two layers. The verification core ([VerifyEpoch],
+// [VerifyLookup], [VerifyLookupInEpoch], [VerifyMonitor]) is pure functions
+// over the directory's wire types ([github.com/keytrans/kt/api/ktpb]) that
+// perform no I/O and keep no state of their own. The network [Client] is
+// built on it: it calls the directory's gRPC Directory service, verifies
+// every answer with the core, and writes the new trusted state to its
+// [Store] before returning anything. The normative protocol is
+// docs/design.md; section numbers below refer to it.
+//
+// # The network client
+//
+// [New] takes a ktpb.DirectoryClient (the caller owns the gRPC
+// connection), the pinned [Params], a [Store] ([FileStore] in an app,
+// [MemStore] in tests) and a [Config] (clock, freshness, strict mode,
+// auditors, logger). Then:
+//
+//   - [Client.Lookup] fetches with the trusted size, verifies, stores and
+//     returns the verified device set, or a [*VerifyError];
+//   - [Client.Encrypt] looks up the recipient and the sender's own primary
+//     handle and returns one HPKE [Envelope] per device (design.md 12.3),
+//     or nothing at all: no fallback, no skipped device;
+//   - [Client.Decrypt] opens an envelope on the receiving device;
+//   - [Client.Init], [Client.Enroll], [Client.AddDevice] (with a
+//     [ParseDescriptor]-checked descriptor from the new device, which then
+//     calls [Client.Join]), [Client.RemoveDevice], [Client.Rekey] and
+//     [Client.SetAccountKey] sign changes exactly as design.md 6 says, after
+//     verifying the handle's latest state by lookup; [NewChange] is the
+//     same signing step for callers that build sets themselves;
+//   - [Client.Monitor] polls the device's own handles and reports every
+//     change with who authorized it, and alerts;
+//   - [Client.Gossip] posts the trusted checkpoint to auditors and returns
+//     a [*SplitViewError] carrying evidence on a conflict.
+//
+// In strict mode ([Config.Strict]) a contact's account key is pinned on
+// first use and a set not signed by it fails with [ErrStrict]; a validly
+// signed change of the key is an [*AccountKeyChangedError] until
+// [Client.Repin].
 //
 // # Parameters and state
 //

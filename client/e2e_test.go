@@ -261,4 +261,17 @@ func TestStrictMode(t *testing.T) {
 	if pt, err := decryptAll(t, bob, envs); err != nil || pt != "hi" {
 		t.Fatalf("bob: %q %v", pt, err)
 	}
+
+	// The sender's own handle, in strict mode, must carry her account
+	// key: a ghost the recovery path adds to it (without her account
+	// signature) stops her copies, and so the whole message.
+	e.enroll(alice, "alice@example.com", true)
+	if envs, err := alice.Encrypt(ctx, "bob@example.com", []byte("hi")); err != nil || len(envs) != 1 {
+		t.Fatalf("strict sender with an own handle: %v, %d envelopes", err, len(envs))
+	}
+	e.recover(lax, "alice@example.com", func(s *api.DeviceSet) { addSorted(s, ghost(t)) })
+	envs, err = alice.Encrypt(ctx, "bob@example.com", []byte("hi"))
+	if !errors.Is(err, client.ErrStrict) || envs != nil {
+		t.Fatalf("ghost on the sender's own handle: %v, %d envelopes", err, len(envs))
+	}
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/log"
@@ -161,6 +163,11 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		oldSize, newSize, oldRoot, newRoot = newSize, oldSize, newRoot, oldRoot
 	}
 	pr, err := c.cfg.Log.GetConsistencyProof(ctx, &ktpb.GetConsistencyProofRequest{OldSize: oldSize, NewSize: newSize})
+	if status.Code(err) == codes.OutOfRange {
+		// The log signed a checkpoint of this size and will not prove it:
+		// whoever it showed that checkpoint to saw another log.
+		return conflict(fmt.Sprintf("the log signed size %d but refuses to prove it from size %d: %v", newSize, oldSize, err), nil)
+	}
 	if err != nil {
 		return bad("consistency proof %d to %d: %v", oldSize, newSize, err)
 	}

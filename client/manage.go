@@ -419,6 +419,7 @@ func (c *Client) changeAll(ctx context.Context, newDevice *DeviceKeys, newAccoun
 // promotePending makes the pending keys the current ones.
 func promotePending(s *State) error {
 	if s.PendingDevice != nil {
+		s.FormerKeys = append(s.FormerKeys, s.Device.SigningPublic())
 		s.Device, s.PendingDevice = s.PendingDevice, nil
 	}
 	if s.PendingAccount != nil {

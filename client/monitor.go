@@ -70,7 +70,7 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 	if err != nil {
 		return nil, err
 	}
-	own := OwnKeys{Device: st.Device.SigningPublic(), Devices: slices.Clone(st.OwnDevices)}
+	own := OwnKeys{Device: st.Device.SigningPublic(), Devices: slices.Clone(st.OwnDevices), Former: slices.Clone(st.FormerKeys)}
 	if st.PendingDevice != nil {
 		own.Devices = append(own.Devices, st.PendingDevice.SigningPublic())
 	}
@@ -99,6 +99,7 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 		// if this process did not see the directory accept it.
 		if set := res.State.DeviceSet; set != nil {
 			if s.PendingDevice != nil && slices.ContainsFunc(set.Devices, func(d api.Device) bool { return d.SigningKey == s.PendingDevice.SigningPublic() }) {
+				s.FormerKeys = append(s.FormerKeys, s.Device.SigningPublic())
 				s.Device, s.PendingDevice = s.PendingDevice, nil
 			}
 			if s.PendingAccount != nil && set.Account != nil && set.Account.Key == [32]byte(s.PendingAccount.Public().(ed25519.PublicKey)) {

@@ -43,10 +43,22 @@ const (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// tb is what the network helpers need of a *testing.T; examples supply
+// their own (exampleTB).
+type tb interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+	Context() context.Context
+}
+
 // netEnv is a running deployment: directory, public and operator gRPC
 // services, and the operator's keys.
 type netEnv struct {
-	t         *testing.T
+	t         tb
 	logSigner note.Signer
 	recovery  ed25519.PrivateKey
 	token     *directory.TokenCredentials
@@ -58,7 +70,7 @@ type netEnv struct {
 	op        ktpb.OperatorClient
 }
 
-func newNetEnv(t *testing.T) *netEnv {
+func newNetEnv(t tb) *netEnv {
 	t.Helper()
 	skey, vkey, err := note.GenerateKey(rand.Reader, netOrigin)
 	if err != nil {
@@ -229,7 +241,7 @@ func (e *netEnv) link(c, nc *client.Client, handle string) {
 }
 
 // awaitVersion polls c's lookups of handle until it reaches version v.
-func awaitVersion(t *testing.T, c *client.Client, handle string, v uint64) *client.LookupResult {
+func awaitVersion(t tb, c *client.Client, handle string, v uint64) *client.LookupResult {
 	t.Helper()
 	deadline := time.Now().Add(netWait)
 	for {
@@ -274,7 +286,7 @@ func (e *netEnv) recover(c *client.Client, handle string, edit func(*api.DeviceS
 }
 
 // ghost returns a device that is not the owner's.
-func ghost(t *testing.T) api.Device {
+func ghost(t tb) api.Device {
 	k, err := client.GenerateDevice(api.SuiteX25519, time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/hpke"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -105,6 +106,37 @@ func goldenMonitor() *client.MonitorState {
 	}
 }
 
+// goldenDeviceKeys are deterministic device keys: an Ed25519 key from a
+// fixed seed and an X25519 HPKE key from RFC 9180 DeriveKeyPair.
+func goldenDeviceKeys(t *testing.T) *client.DeviceKeys {
+	kem, err := hpke.NewKEM(api.KEMX25519HKDFSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := kem.DeriveKeyPair(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &client.DeviceKeys{
+		ID: [16]byte{1, 2, 3}, Signing: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{8}, 32)),
+		Suite: api.SuiteX25519, HPKE: sk, Created: 1700000000,
+	}
+}
+
+// goldenEnvelope is an envelope with fixed fields (not a real ciphertext:
+// the golden file pins the framing).
+func goldenEnvelope() *client.Envelope {
+	return &client.Envelope{
+		Suite: api.SuiteHybrid, Device: [16]byte{4, 5, 6},
+		From: "mailto:alice@example.com", To: "mailto:bob@example.com", Owner: "mailto:bob@example.com",
+		Enc: bytes.Repeat([]byte{0xe}, 32), Ciphertext: []byte("ciphertext and tag"),
+	}
+}
+
+type binaryString string
+
+func (s binaryString) MarshalBinary() ([]byte, error) { return []byte(s), nil }
+
 func TestStateGolden(t *testing.T) {
 	for _, tc := range []struct {
 		file string
@@ -112,6 +144,15 @@ func TestStateGolden(t *testing.T) {
 	}{
 		{"trusted.golden", goldenTrusted(t)},
 		{"monitor-state.golden", goldenMonitor()},
+		{"device-keys.golden", goldenDeviceKeys(t)},
+		{"descriptor.golden", binaryString(goldenDeviceKeys(t).Descriptor())},
+		{"envelope.golden", goldenEnvelope()},
+		{"client-state.golden", &client.State{
+			Trusted: goldenTrusted(t), Device: goldenDeviceKeys(t),
+			Handles: map[string]*client.MonitorState{"mailto:alice@example.com": goldenMonitor()},
+			Primary: "mailto:alice@example.com",
+			Pins:    map[string][32]byte{"mailto:bob@example.com": {7}},
+		}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			got := hex.EncodeToString(mustMarshal(t, tc.v)) + "\n"

@@ -177,6 +177,9 @@ type State struct {
 	// between never loses the key the log ends up naming.
 	PendingDevice  *DeviceKeys
 	PendingAccount ed25519.PrivateKey
+	// FormerKeys are this device's signing keys before its re-keys, so
+	// that monitoring reports the changes they signed as this device's.
+	FormerKeys [][32]byte
 }
 
 // stateVersion is the "version" of the persisted encoding.
@@ -195,6 +198,7 @@ type stateJSON struct {
 	OwnDevices [][]byte          `json:"own_devices,omitempty"`
 	PendingDev []byte            `json:"pending_device,omitempty"`
 	PendingAcc []byte            `json:"pending_account,omitempty"`
+	FormerKeys [][]byte          `json:"former_keys,omitempty"`
 }
 
 // MarshalBinary encodes s for a [Store].
@@ -238,6 +242,9 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	}
 	if s.PendingAccount != nil {
 		j.PendingAcc = s.PendingAccount.Seed()
+	}
+	for _, k := range s.FormerKeys {
+		j.FormerKeys = append(j.FormerKeys, bytes.Clone(k[:]))
 	}
 	return json.MarshalIndent(j, "", "  ")
 }
@@ -323,6 +330,12 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 		out.OwnDevices = append(out.OwnDevices, [32]byte(k))
 	}
+	for _, k := range j.FormerKeys {
+		if len(k) != 32 {
+			return bad("former key of %d bytes", len(k))
+		}
+		out.FormerKeys = append(out.FormerKeys, [32]byte(k))
+	}
 	*s = out
 	return nil
 }
@@ -334,6 +347,7 @@ func (s *State) clone() *State {
 	c.Handles = maps.Clone(s.Handles)
 	c.Pins = maps.Clone(s.Pins)
 	c.OwnDevices = slices.Clone(s.OwnDevices)
+	c.FormerKeys = slices.Clone(s.FormerKeys)
 	return &c
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api/ktpb"
@@ -88,6 +89,12 @@ func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
 		return bad("log public key %q: %v", pb.GetLogPublicKey(), err)
 	}
 	p.LogVerifier = v
+	if raw := vkeyPublicKey(pb.GetLogPublicKey()); raw != nil {
+		// The same key and verdicts, with the key expanded once.
+		if fv, err := newFastVerifier(v.Name(), v.KeyHash(), raw); err == nil {
+			p.LogVerifier = fv
+		}
+	}
 	if p.VRFKey, err = vrf.ParsePublicKey(pb.GetVrfPublicKey()); err != nil {
 		return bad("VRF public key: %v", err)
 	}
@@ -215,4 +222,31 @@ func checkProof(what string, p [][]byte) error {
 		return fail(StepParse, ErrMalformed, nil, "%s has %d hashes, more than %d", what, len(p), maxProofHashes)
 	}
 	return hashes(what, p)
+}
+
+// fastVerifier is an Ed25519 signed-note verifier (key type 0x01) with the
+// public key decompressed and its tables precomputed once: the log key is
+// pinned and verifies one checkpoint per epoch. It uses curve25519-voi's
+// crypto/ed25519-compatible rules (cofactorless, canonical S), so its
+// verdicts are those of note.NewVerifier's.
+type fastVerifier struct {
+	name string
+	hash uint32
+	key  *voi.ExpandedPublicKey
+}
+
+var voiStdLib = &voi.Options{Verify: voi.VerifyOptionsStdLib}
+
+func newFastVerifier(name string, hash uint32, key []byte) (*fastVerifier, error) {
+	k, err := voi.NewExpandedPublicKey(voi.PublicKey(key))
+	if err != nil {
+		return nil, err
+	}
+	return &fastVerifier{name: name, hash: hash, key: k}, nil
+}
+
+func (v *fastVerifier) Name() string    { return v.name }
+func (v *fastVerifier) KeyHash() uint32 { return v.hash }
+func (v *fastVerifier) Verify(msg, sig []byte) bool {
+	return len(sig) == voi.SignatureSize && voi.VerifyExpandedWithOptions(v.key, msg, sig, voiStdLib)
 }

@@ -25,10 +25,17 @@ type OwnKeys struct {
 	Devices [][32]byte
 	// Account is the owner's account key, if the owner has one.
 	Account *[32]byte
+	// Former are this device's earlier signing keys (before re-keys):
+	// changes they signed are reported as made by this device.
+	Former [][32]byte
 }
 
 func (o *OwnKeys) contains(k [32]byte) bool {
-	return k == o.Device || slices.Contains(o.Devices, k) || (o.Account != nil && *o.Account == k)
+	return o.isThisDevice(k) || slices.Contains(o.Devices, k) || (o.Account != nil && *o.Account == k)
+}
+
+func (o *OwnKeys) isThisDevice(k [32]byte) bool {
+	return k == o.Device || slices.Contains(o.Former, k)
 }
 
 // Authority says who authorized a monitored change, from the owner's point
@@ -385,7 +392,7 @@ func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change
 	case r.Kind == api.AuthRecovery:
 		c.By = ByRecovery
 		alert(AlertRecovery, "", "changed by the directory's recovery path, not by you")
-	case r.Signer == own.Device:
+	case own.isThisDevice(r.Signer):
 		c.By = ByThisDevice
 	case !known(r.Signer):
 		c.By = ByUnknownKey

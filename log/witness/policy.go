@@ -387,6 +387,14 @@ func cosignatureVerifier(vkey string) (note.Verifier, []byte, error) {
 	if v.KeyHash() != hash {
 		return nil, nil, fmt.Errorf("verifier key %q: key hash %08x does not match the key (want %08x)", vkey, hash, v.KeyHash())
 	}
+	if raw[0] == algCosignatureEd25519 {
+		// Same verdicts, with the key expanded once (fastverify.go).
+		fv, err := newEd25519CosigVerifier(v.Name(), v.KeyHash(), raw[1:])
+		if err != nil {
+			return nil, nil, fmt.Errorf("malformed verifier key %q: %v", vkey, err)
+		}
+		return fv, raw, nil
+	}
 	return v, raw, nil
 }
 

@@ -1,0 +1,146 @@
+package client_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/client"
+)
+
+// nilDir is a Directory client for tests that make no call.
+type nilDir struct{ ktpb.DirectoryClient }
+
+func testParams(t *testing.T) *client.Params { return newKeys(t).params(t) }
+
+// TestEnvelopeSuites encrypts to a verified set with an X25519 and a
+// hybrid MLKEM768-X25519 device and decrypts each with its keys; every
+// bound field changes the result.
+func TestEnvelopeSuites(t *testing.T) {
+	for _, suite := range []api.HPKESuite{api.SuiteX25519, api.SuiteHybrid} {
+		t.Run(suite.String(), func(t *testing.T) {
+			k, err := client.GenerateDevice(suite, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The keys survive persistence.
+			b, _ := k.MarshalBinary()
+			var k2 client.DeviceKeys
+			if err := k2.UnmarshalBinary(b); err != nil {
+				t.Fatal(err)
+			}
+			env, err := client.SealForTest(k.Device(), "mailto:a@example.com", "mailto:b@example.com", "mailto:b@example.com", []byte("msg"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			eb, err := env.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			parsed, err := client.ParseEnvelope(eb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pt, err := parsed.Open(&k2); err != nil || string(pt) != "msg" {
+				t.Fatalf("Open: %q, %v", pt, err)
+			}
+			for name, mod := range map[string]func(e *client.Envelope){
+				"from":       func(e *client.Envelope) { e.From = "mailto:x@example.com" },
+				"to":         func(e *client.Envelope) { e.To = "mailto:x@example.com" },
+				"owner":      func(e *client.Envelope) { e.Owner = "mailto:x@example.com" },
+				"ciphertext": func(e *client.Envelope) { e.Ciphertext[0] ^= 1 },
+				"enc":        func(e *client.Envelope) { e.Enc[0] ^= 1 },
+			} {
+				e, _ := client.ParseEnvelope(eb)
+				mod(e)
+				if _, err := e.Open(&k2); !errors.Is(err, client.ErrEnvelope) {
+					t.Errorf("%s modified: %v", name, err)
+				}
+			}
+			other, _ := client.GenerateDevice(suite, time.Now())
+			if _, err := parsed.Open(other); !errors.Is(err, client.ErrEnvelope) {
+				t.Errorf("another device: %v", err)
+			}
+		})
+	}
+}
+
+func TestDescriptor(t *testing.T) {
+	k, _ := client.GenerateDevice(api.SuiteHybrid, time.Now())
+	d, err := client.ParseDescriptor(k.Descriptor())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ID != k.ID || !bytes.Equal(d.HPKEKey, k.Device().HPKEKey) || d.SigningKey != k.SigningPublic() {
+		t.Fatal("descriptor does not round-trip")
+	}
+	good := k.Descriptor()
+	other, _ := client.GenerateDevice(api.SuiteX25519, time.Now())
+	for name, s := range map[string]string{
+		"empty":          "",
+		"no prefix":      good[len("kt-device:"):],
+		"bad base64":     good + "!",
+		"truncated":      good[:len(good)-10],
+		"bit flipped":    good[:len(good)-3] + string(good[len(good)-3]^1) + good[len(good)-2:],
+		"other device's": good[:40] + other.Descriptor()[40:],
+	} {
+		if _, err := client.ParseDescriptor(s); !errors.Is(err, client.ErrDescriptor) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func FuzzParseEnvelope(f *testing.F) {
+	k, _ := client.GenerateDevice(api.SuiteX25519, time.Now())
+	env, _ := client.SealForTest(k.Device(), "a", "b", "b", []byte("seed"))
+	b, _ := env.MarshalBinary()
+	f.Add(b)
+	f.Add([]byte{1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := client.ParseEnvelope(b)
+		if err != nil {
+			if !errors.Is(err, client.ErrEnvelope) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		b2, err := e.MarshalBinary()
+		if err != nil || !bytes.Equal(b, b2) {
+			t.Fatalf("re-encoding differs")
+		}
+		e.Open(k) // must not panic
+	})
+}
+
+func FuzzParseDescriptor(f *testing.F) {
+	k, _ := client.GenerateDevice(api.SuiteX25519, time.Now())
+	f.Add(k.Descriptor())
+	f.Add("kt-device:")
+	f.Fuzz(func(t *testing.T, s string) {
+		if _, err := client.ParseDescriptor(s); err != nil && !errors.Is(err, client.ErrDescriptor) {
+			t.Fatalf("untyped error %v", err)
+		}
+	})
+}
+
+func FuzzUnmarshalState(f *testing.F) {
+	k, _ := client.GenerateDevice(api.SuiteX25519, time.Now())
+	b, _ := (&client.State{Device: k, Pins: map[string][32]byte{"mailto:b@example.com": {1}}}).MarshalBinary()
+	f.Add(b)
+	f.Add([]byte(`{"version":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s client.State
+		if err := s.UnmarshalBinary(b); err != nil {
+			if !errors.Is(err, client.ErrState) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		if _, err := s.MarshalBinary(); err != nil {
+			t.Fatalf("a decoded state does not encode: %v", err)
+		}
+	})
+}

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Config is kt's configuration. Each field is set, from lowest to highest
+// precedence, by its default, the configuration file (--config; YAML, TOML
+// or JSON, keys as in the mapstructure tags; unknown keys are an error),
+// the environment (KT_ and the key upper-cased, e.g. KT_DIRECTORY), and
+// flags (the key with underscores as dashes, e.g. --state-file). This
+// documentation is the reference; `kt --help` lists every key.
+type Config struct {
+	// Directory is the gRPC address of the directory (host:port). Default
+	// 127.0.0.1:8443.
+	Directory string `mapstructure:"directory"`
+	// StateFile is this device's state: its private keys, the trusted
+	// checkpoint, its handles and monitoring positions, strict-mode pins.
+	// Written atomically, mode 0600. Default: USER_CONFIG_DIR/kt/state.json.
+	StateFile string `mapstructure:"state_file"`
+	// ParamsFile holds the pinned directory parameters (protobuf JSON),
+	// written by `kt init` from the directory's answer, which the user should
+	// compare with the operator's published parameters. Default:
+	// params.json next to StateFile.
+	ParamsFile string `mapstructure:"params_file"`
+	// TLS connects to the directory with TLS (system roots, or TLSCAFile).
+	// Default false: plaintext, for a directory on loopback.
+	TLS bool `mapstructure:"tls"`
+	// TLSCAFile is a PEM CA bundle for the directory's certificate; implies
+	// TLS.
+	TLSCAFile string `mapstructure:"tls_ca_file"`
+	// Strict turns on strict mode: contacts' account keys are pinned on
+	// first use and sets they did not sign are refused.
+	Strict bool `mapstructure:"strict"`
+	// MaxAge is the oldest epoch accepted (0: the default, 60 s).
+	MaxAge time.Duration `mapstructure:"max_age"`
+	// Auditors are auditor base URLs to gossip with during `kt monitor`.
+	Auditors []string `mapstructure:"auditors"`
+	// MonitorInterval is how often `kt monitor` polls. Default 60s.
+	MonitorInterval time.Duration `mapstructure:"monitor_interval"`
+	// InsecureNoWitnesses accepts checkpoints without witness cosignatures
+	// (development directories only).
+	InsecureNoWitnesses bool `mapstructure:"insecure_no_witnesses"`
+	// JSON prints machine-readable output.
+	JSON bool `mapstructure:"json"`
+	// Timeout bounds each command's network calls (not `kt monitor`'s
+	// loop). Default 30s.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+type option struct {
+	key   string
+	def   any
+	usage string
+}
+
+var options = []option{
+	{"directory", "127.0.0.1:8443", "directory gRPC address"},
+	{"state_file", "", "device state file (default USER_CONFIG_DIR/kt/state.json)"},
+	{"params_file", "", "pinned directory parameters (default params.json next to the state file)"},
+	{"tls", false, "connect with TLS (system roots)"},
+	{"tls_ca_file", "", "PEM CA bundle for the directory (implies --tls)"},
+	{"strict", false, "strict mode: require contacts' account signatures, pinned on first use"},
+	{"max_age", time.Duration(0), "oldest epoch accepted (0: 60s)"},
+	{"auditors", []string(nil), "auditor base URLs to gossip with (comma-separated)"},
+	{"monitor_interval", 60 * time.Second, "kt monitor polling interval"},
+	{"insecure_no_witnesses", false, "accept checkpoints without witness cosignatures (INSECURE, development only)"},
+	{"json", false, "print JSON"},
+	{"timeout", 30 * time.Second, "timeout of each command's network calls"},
+}
+
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+func envName(key string) string { return "KT_" + strings.ToUpper(key) }
+
+const usage = `kt is the key transparency client: it verifies the directory's answers
+before encrypting, and monitors this device's own handles.
+
+Usage:
+  kt init [--suite x25519|hybrid]        create this device's keys, pin the directory's parameters
+  kt register HANDLE --token TOKEN [--account-key]
+                                         enroll HANDLE with this device as its first device
+  kt device export                       print this device's descriptor (for kt device add)
+  kt device add DESCRIPTOR               add a device (run on an existing device)
+  kt join HANDLE                         after kt device add: start using HANDLE on this device
+  kt device remove DEVICE_ID             remove a device (hex ID, see kt lookup)
+  kt device rekey                        replace this device's keys
+  kt account-key                         set or rotate the account key (strict-mode senders pin it)
+  kt lookup HANDLE                       show HANDLE's verified devices and what was verified
+  kt encrypt HANDLE [--in FILE] [--out FILE]
+                                         encrypt to every verified device: one envelope per line
+  kt decrypt [--in FILE] [--out FILE]    decrypt the envelope for this device
+  kt monitor [--once]                    poll this device's handles, print changes and alerts
+  kt status                              show this device, its handles and the trusted checkpoint
+
+Exit status: 0 on success, 1 on a failure (including a verification
+failure), 2 on bad arguments, 3 when kt monitor --once raised an alert.
+
+Every flag below is also a configuration key: in the file given by
+--config (YAML, TOML or JSON) and in the environment (the variable in
+parentheses). Flags override the environment, which overrides the file.
+
+Flags:
+`
+
+// cmdFlags are the per-command flags; each is accepted only by the
+// commands listed in cmdFlagUse.
+type cmdFlags struct {
+	suite      string
+	token      string
+	accountKey bool
+	in, out    string
+	once       bool
+}
+
+var cmdFlagUse = map[string][]string{
+	"suite":       {"init"},
+	"token":       {"register"},
+	"account-key": {"register"},
+	"in":          {"encrypt", "decrypt"},
+	"out":         {"encrypt", "decrypt"},
+	"once":        {"monitor"},
+}
+
+func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, error) {
+	fs := pflag.NewFlagSet("kt", pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprint(out, usage)
+		fmt.Fprint(out, fs.FlagUsages())
+	}
+	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
+	for _, o := range options {
+		u := fmt.Sprintf("%s (%s, %s)", o.usage, o.key, envName(o.key))
+		switch d := o.def.(type) {
+		case string:
+			fs.String(flagName(o.key), d, u)
+		case bool:
+			fs.Bool(flagName(o.key), d, u)
+		case time.Duration:
+			fs.Duration(flagName(o.key), d, u)
+		case []string:
+			fs.StringSlice(flagName(o.key), d, u)
+		default:
+			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
+		}
+	}
+	cf := &cmdFlags{}
+	fs.StringVar(&cf.suite, "suite", "x25519", "kt init: HPKE suite, x25519 or hybrid (MLKEM768-X25519)")
+	fs.StringVar(&cf.token, "token", "", "kt register: the enrollment token the operator issued")
+	fs.BoolVar(&cf.accountKey, "account-key", false, "kt register: also create an account key and sign the device set with it")
+	fs.StringVar(&cf.in, "in", "-", "kt encrypt/decrypt: input file (- for stdin)")
+	fs.StringVar(&cf.out, "out", "-", "kt encrypt/decrypt: output file (- for stdout)")
+	fs.BoolVar(&cf.once, "once", false, "kt monitor: poll once and exit (status 3 on an alert)")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, nil, err
+	}
+	rest := fs.Args()
+	cmd := ""
+	if len(rest) > 0 {
+		cmd = rest[0]
+	}
+	var bad []string
+	fs.Visit(func(f *pflag.Flag) {
+		if cmds, ok := cmdFlagUse[f.Name]; ok && !contains(cmds, cmd) {
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	if len(bad) > 0 {
+		return nil, nil, nil, fmt.Errorf("%s not valid for %q", strings.Join(bad, ", "), cmd)
+	}
+
+	v := viper.New()
+	for _, o := range options {
+		v.SetDefault(o.key, o.def)
+		if err := v.BindPFlag(o.key, fs.Lookup(flagName(o.key))); err != nil {
+			return nil, nil, nil, err
+		}
+		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	if *configFile != "" {
+		v.SetConfigFile(*configFile)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, nil, nil, fmt.Errorf("reading configuration file: %w", err)
+		}
+	}
+	var c Config
+	if err := v.UnmarshalExact(&c); err != nil {
+		return nil, nil, nil, fmt.Errorf("configuration: %w", err)
+	}
+	if c.StateFile == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("configuration: state_file not set and no user configuration directory: %w", err)
+		}
+		c.StateFile = filepath.Join(dir, "kt", "state.json")
+	}
+	if c.ParamsFile == "" {
+		c.ParamsFile = filepath.Join(filepath.Dir(c.StateFile), "params.json")
+	}
+	if c.Directory == "" {
+		return nil, nil, nil, fmt.Errorf("configuration: directory must be set")
+	}
+	if c.MonitorInterval <= 0 || c.Timeout <= 0 || c.MaxAge < 0 {
+		return nil, nil, nil, fmt.Errorf("configuration: monitor_interval and timeout must be positive, max_age not negative")
+	}
+	return &c, cf, rest, nil
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

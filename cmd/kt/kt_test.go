@@ -1,0 +1,389 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/directory"
+	"github.com/keytrans/kt/directory/grpcserver"
+	"github.com/keytrans/kt/internal/testwitness"
+	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/log/posix"
+)
+
+const origin = "kt-cmd-test.example/kt"
+
+// testDir is a real directory on loopback: posix log, 1-of-1 witness.
+type testDir struct {
+	addr     string
+	token    *directory.TokenCredentials
+	recovery ed25519.PrivateKey
+	dir      ktpb.DirectoryClient
+	op       ktpb.OperatorClient
+}
+
+func startDirectory(t *testing.T) *testDir {
+	t.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	skey, vkey, _ := note.GenerateKey(rand.Reader, origin)
+	signer, _ := note.NewSigner(skey)
+	vk, _ := vrf.GenerateKey(nil)
+	_, rk, _ := ed25519.GenerateKey(nil)
+	key := make([]byte, 32)
+	rand.Read(key)
+	tk, err := directory.NewTokenCredentials(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := testwitness.New("witness.kt-cmd-test.example")
+	if err := w.AddLog(origin, vkey); err != nil {
+		t.Fatal(err)
+	}
+	ws := httptest.NewServer(w)
+	t.Cleanup(ws.Close)
+	policy := fmt.Sprintf("witness w0 %s %s\ngroup g 1 w0\nquorum g\n", w.VerifierKey(), ws.URL)
+	dir := t.TempDir()
+	l, err := posix.New(context.Background(), posix.Config{
+		Dir: filepath.Join(dir, "log"), Origin: origin, Signer: signer,
+		WitnessPolicy: []byte(policy), WitnessTimeout: 5 * time.Second, CheckpointInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := directory.New(context.Background(), directory.Config{
+		Log: l, Origin: origin, LogVerifierKey: vkey, VRFKey: vk,
+		RecoveryKey: rk.Public().(ed25519.PublicKey), Credentials: tk,
+		StateDir: filepath.Join(dir, "state"), WitnessPolicy: policy,
+		EpochInterval: 100 * time.Millisecond, HeartbeatInterval: 300 * time.Millisecond,
+		StartupWait: 5 * time.Second, CacheSize: 8 << 20, Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := grpcserver.New(grpcserver.Options{RateLimit: -1, Logger: quiet}, d, d)
+	ops, _ := grpcserver.NewOperator(grpcserver.Options{RateLimit: -1, Logger: quiet}, d)
+	serve := func(s *grpc.Server) (string, *grpc.ClientConn) {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Serve(lis)
+		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lis.Addr().String(), conn
+	}
+	addr, conn := serve(pub)
+	_, opConn := serve(ops)
+	t.Cleanup(func() {
+		conn.Close()
+		opConn.Close()
+		pub.Stop()
+		ops.Stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d.Close(ctx)
+		l.Close(ctx)
+	})
+	td := &testDir{addr: addr, token: tk, recovery: rk, dir: ktpb.NewDirectoryClient(conn), op: ktpb.NewOperatorClient(opConn)}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := td.dir.GetEpoch(t.Context(), &ktpb.GetEpochRequest{}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no first epoch")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return td
+}
+
+// device is one kt installation: a state directory.
+type device struct {
+	t    *testing.T
+	dir  string
+	addr string
+}
+
+func (td *testDir) device(t *testing.T) *device {
+	return &device{t: t, dir: t.TempDir(), addr: td.addr}
+}
+
+// kt runs the command with this device's state and returns stdout,
+// stderr and the exit status.
+func (d *device) kt(stdin string, args ...string) (string, string, int) {
+	var out, errb bytes.Buffer
+	full := append([]string{"--state-file", filepath.Join(d.dir, "state.json"), "--directory", d.addr}, args...)
+	code := run(d.t.Context(), full, strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+// ok runs kt and fails the test unless it succeeds.
+func (d *device) ok(args ...string) string {
+	d.t.Helper()
+	out, errs, code := d.kt("", args...)
+	if code != 0 {
+		d.t.Fatalf("kt %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+type lookupJSON struct {
+	Handle     string `json:"handle"`
+	Registered bool   `json:"registered"`
+	Version    uint64 `json:"version"`
+	Devices    []struct {
+		ID string `json:"id"`
+	} `json:"devices"`
+	Verified []string `json:"verified"`
+}
+
+func (d *device) lookup(handle string) lookupJSON {
+	d.t.Helper()
+	var l lookupJSON
+	if err := json.Unmarshal([]byte(d.ok("--json", "lookup", handle)), &l); err != nil {
+		d.t.Fatal(err)
+	}
+	return l
+}
+
+func (d *device) awaitVersion(handle string, v uint64) lookupJSON {
+	d.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		l := d.lookup(handle)
+		if l.Version >= v {
+			return l
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("%s: version %d not seen", handle, v)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *device) id() string {
+	d.t.Helper()
+	var s struct {
+		DeviceID string `json:"device_id"`
+	}
+	json.Unmarshal([]byte(d.ok("--json", "status")), &s)
+	return s.DeviceID
+}
+
+// TestWorkflow drives every command against a real directory: two
+// devices for Bob (export, add, join), lookup, encrypt to a file, decrypt
+// on each device, monitoring with and without alerts, removal.
+func TestWorkflow(t *testing.T) {
+	td := startDirectory(t)
+	alice, bob1, bob2 := td.device(t), td.device(t), td.device(t)
+	for _, d := range []*device{alice, bob1} {
+		d.ok("init")
+	}
+	if out := bob2.ok("init", "--suite", "hybrid"); !strings.Contains(out, "hybrid") {
+		t.Fatalf("init output: %q", out)
+	}
+	// Init twice fails; the keys stay.
+	if _, _, code := bob2.kt("", "init"); code != 1 {
+		t.Fatalf("second init: exit %d", code)
+	}
+	alice.ok("register", "alice@example.com", "--token", td.token.IssueToken("mailto:alice@example.com"))
+	out := bob1.ok("register", "bob@example.com", "--token", td.token.IssueToken("mailto:bob@example.com"), "--account-key")
+	if !strings.Contains(out, "version 1") {
+		t.Fatalf("register output: %q", out)
+	}
+	bob1.awaitVersion("bob@example.com", 1)
+	// A wrong token is refused.
+	if _, errs, code := alice.kt("", "register", "alice2@example.com", "--token", "nope"); code != 1 || errs == "" {
+		t.Fatalf("bad token: exit %d, %q", code, errs)
+	}
+
+	desc := strings.TrimSpace(bob2.ok("device", "export"))
+	bob1.ok("device", "add", desc)
+	bob1.awaitVersion("bob@example.com", 2)
+	bob2.ok("join", "bob@example.com")
+
+	l := alice.awaitVersion("bob@example.com", 2)
+	if len(l.Devices) != 2 || !l.Registered || len(l.Verified) < 5 {
+		t.Fatalf("lookup: %+v", l)
+	}
+	human := alice.ok("lookup", "bob@example.com")
+	for _, want := range []string{"2 devices", "VRF proof", "witness quorum", "commitment opens"} {
+		if !strings.Contains(human, want) {
+			t.Errorf("human lookup output lacks %q:\n%s", want, human)
+		}
+	}
+	if l := alice.lookup("nobody@example.com"); l.Registered {
+		t.Fatal("nobody is registered")
+	}
+
+	msgFile := filepath.Join(t.TempDir(), "msg.env")
+	if _, errs, code := alice.kt("hello bob", "encrypt", "bob@example.com", "--out", msgFile); code != 0 {
+		t.Fatalf("encrypt: %d %s", code, errs)
+	}
+	for i, d := range []*device{bob1, bob2} {
+		if out := d.ok("decrypt", "--in", msgFile); out != "hello bob" {
+			t.Fatalf("bob%d decrypted %q", i+1, out)
+		}
+	}
+	// Alice has no envelope for herself (her only device sent it).
+	if _, _, code := alice.kt("", "decrypt", "--in", msgFile); code != 1 {
+		t.Fatalf("sender decrypt: exit %d", code)
+	}
+
+	// Monitoring: Bob's own changes raise nothing.
+	out, errs, code := bob1.kt("", "monitor", "--once")
+	if code != 0 || strings.Contains(out, "ALERT") {
+		t.Fatalf("monitor: exit %d\n%s%s", code, out, errs)
+	}
+	// The operator adds a ghost through the recovery path.
+	lc, err := client.New(td.dir, mustParams(t, td), &client.MemStore{}, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := lc.Lookup(t.Context(), "bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := client.GenerateDevice(api.SuiteX25519, time.Now())
+	set := &api.DeviceSet{AccountID: res.DeviceSet.AccountID, Devices: append(res.DeviceSet.Devices, g.Device())}
+	if string(set.Devices[2].ID[:]) < string(set.Devices[1].ID[:]) {
+		set.Devices[1], set.Devices[2] = set.Devices[2], set.Devices[1]
+	}
+	if string(set.Devices[1].ID[:]) < string(set.Devices[0].ID[:]) {
+		set.Devices[0], set.Devices[1] = set.Devices[1], set.Devices[0]
+	}
+	hc, err := client.NewChange(origin, res, set, api.AuthRecovery, td.recovery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := td.op.Recover(t.Context(), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}}); err != nil {
+		t.Fatal(err)
+	}
+	bob1.awaitVersion("bob@example.com", 3)
+	out, _, code = bob1.kt("", "monitor", "--once")
+	if code != 3 || !strings.Contains(out, "ALERT recovery") {
+		t.Fatalf("monitor after recovery: exit %d\n%s", code, out)
+	}
+	out, _, code = bob2.kt("", "--json", "monitor", "--once")
+	if code != 3 || !strings.Contains(out, `"alerts"`) {
+		t.Fatalf("bob2 monitor after recovery: exit %d\n%s", code, out)
+	}
+
+	// Bob removes his second device; it cannot read later messages.
+	bob1.ok("device", "remove", bob2.id())
+	alice.awaitVersion("bob@example.com", 4)
+	if _, errs, code := alice.kt("later", "encrypt", "bob@example.com", "--out", msgFile); code != 0 {
+		t.Fatalf("encrypt: %s", errs)
+	}
+	if _, _, code := bob2.kt("", "decrypt", "--in", msgFile); code != 1 {
+		t.Fatalf("removed device decrypt: exit %d", code)
+	}
+	if out := bob1.ok("decrypt", "--in", msgFile); out != "later" {
+		t.Fatalf("bob1: %q", out)
+	}
+	// JSON encryption output names each device.
+	var enc struct {
+		Envelopes []struct{ Device, Owner string } `json:"envelopes"`
+	}
+	if err := json.Unmarshal([]byte(alice.ok("--json", "encrypt", "bob@example.com", "--in", msgFile)), &enc); err != nil || len(enc.Envelopes) != 2 {
+		t.Fatalf("json encrypt: %v %+v", err, enc)
+	}
+	// Re-key and account key.
+	bob1.ok("device", "rekey")
+	alice.awaitVersion("bob@example.com", 5)
+	bob1.ok("account-key")
+	alice.awaitVersion("bob@example.com", 6)
+
+	// Continuous monitoring polls until cancelled and reports the
+	// changes once.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	var mout, merr bytes.Buffer
+	code = run(ctx, []string{"--state-file", filepath.Join(bob1.dir, "state.json"), "--directory", td.addr, "--monitor-interval", "100ms", "monitor"}, strings.NewReader(""), &mout, &merr)
+	if code != 0 || strings.Count(mout.String(), "by this device") != 3 || !strings.Contains(mout.String(), "re-keyed") || strings.Contains(mout.String(), "ALERT") {
+		t.Fatalf("kt monitor: exit %d\n%s%s", code, mout.String(), merr.String())
+	}
+}
+
+func mustParams(t *testing.T, td *testDir) *client.Params {
+	pb, err := td.dir.GetParameters(t.Context(), &ktpb.GetParametersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := client.NewParams(pb, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestBadArguments: every bad invocation exits with status 2 (or 1 for a
+// valid invocation that cannot proceed) and a message, and changes nothing.
+func TestBadArguments(t *testing.T) {
+	d := &device{t: t, dir: t.TempDir(), addr: "127.0.0.1:1"}
+	cfgFile := filepath.Join(t.TempDir(), "kt.yaml")
+	os.WriteFile(cfgFile, []byte("directory: 127.0.0.1:1\nbogus_key: 1\n"), 0o600)
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"no command", nil, 2, "no command"},
+		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
+		{"unknown flag", []string{"--frob", "lookup", "x"}, 2, "unknown flag"},
+		{"lookup without handle", []string{"lookup"}, 2, "usage: kt lookup HANDLE"},
+		{"lookup with two handles", []string{"lookup", "a", "b"}, 2, "usage"},
+		{"register without token", []string{"register", "a@example.com"}, 2, "--token"},
+		{"token on lookup", []string{"lookup", "a@example.com", "--token", "x"}, 2, "--token not valid"},
+		{"once on lookup", []string{"lookup", "a@example.com", "--once"}, 2, "--once not valid"},
+		{"bad suite", []string{"init", "--suite", "rsa"}, 2, "--suite"},
+		{"device without subcommand", []string{"device"}, 2, "usage: kt device"},
+		{"unknown device subcommand", []string{"device", "paint"}, 2, "unknown command"},
+		{"bad device ID", []string{"device", "remove", "xyz"}, 2, "32 hex digits"},
+		{"bad descriptor", []string{"device", "add", "kt-device:AAAA"}, 2, "descriptor"},
+		{"bad duration", []string{"--timeout", "soon", "status"}, 2, "invalid argument"},
+		{"negative timeout", []string{"--timeout", "-1s", "status"}, 2, "positive"},
+		{"unknown config key", []string{"--config", cfgFile, "status"}, 2, "bogus_key"},
+		{"missing config file", []string{"--config", "/nonexistent/kt.yaml", "status"}, 2, "configuration file"},
+		{"lookup before init", []string{"lookup", "a@example.com"}, 1, "kt init"},
+		{"export before init", []string{"device", "export"}, 1, "kt init"},
+		{"init with no directory", []string{"--timeout", "1s", "init"}, 1, "parameters"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, errs, code := d.kt("", c.args...)
+			if code != c.code || !strings.Contains(errs, c.msg) {
+				t.Fatalf("exit %d (want %d), stderr %q (want %q), stdout %q", code, c.code, errs, c.msg, out)
+			}
+		})
+	}
+	if es, _ := os.ReadDir(d.dir); len(es) != 0 {
+		t.Fatalf("bad invocations wrote %v", es)
+	}
+	// The environment sets keys too.
+	t.Setenv("KT_TIMEOUT", "never")
+	if _, errs, code := d.kt("", "status"); code != 2 || !strings.Contains(errs, "timeout") {
+		t.Fatalf("bad KT_TIMEOUT: %d %q", code, errs)
+	}
+}

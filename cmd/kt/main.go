@@ -1,0 +1,20 @@
+// Command kt is the key transparency client: it sets up a device,
+// registers handles, adds and removes devices, looks handles up showing
+// what was verified, encrypts to every verified device of a handle,
+// decrypts, and monitors this device's own handles with alerts. All logic
+// is in package client; this command only parses arguments and prints.
+// See `kt --help` and Config for every setting.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
