@@ -3,12 +3,19 @@ package auditor_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -282,5 +289,84 @@ func TestRestartResume(t *testing.T) {
 	gotSt := n2.a.Status()[0]
 	if gotSt.Latest == nil || gotSt.Latest.Size != wantSt.Latest.Size || gotSt.Latest.Root != wantSt.Latest.Root || gotSt.Violations != wantSt.Violations {
 		t.Fatalf("status after resume %+v, want %+v", gotSt, wantSt)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestProgress: a catch-up logs its position, speed and ETA.
+func TestProgress(t *testing.T) {
+	l := newTestLog(t)
+	b := ktlog.New(origin)
+	b.Honest(600, 50)
+	l.appendAll(t, b)
+	var buf syncBuffer
+	n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(l, b)},
+		progress: time.Nanosecond, logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err := n.a.AuditOnce(context.Background(), origin); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{"catching up", "entries_per_s=", "eta=", fmt.Sprintf("target=%d", b.Len())} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("progress log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestManyLogs: one auditor audits a key transparency log and witnesses
+// another log; each is served separately.
+func TestManyLogs(t *testing.T) {
+	ctx := context.Background()
+	l := newTestLog(t)
+	b := ktlog.New(origin)
+	b.Honest(5, 2)
+	l.appendAll(t, b)
+	const other = "other.example/log"
+	skey, vkey, err := note.GenerateKey(rand.Reader, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	osig, _ := note.NewSigner(skey)
+	ol := conformance.NewMemoryLog(other, osig)
+	ol.Append(ctx, [][]byte{[]byte("x"), []byte("y")})
+	ocp, _ := ol.Checkpoint(ctx)
+	n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(l, b), {Origin: other, VKey: vkey}}})
+	if err := n.a.AuditOnce(ctx, origin); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.a.AuditOnce(ctx, other); !errors.Is(err, auditor.ErrNotAudited) {
+		t.Fatalf("AuditOnce of a witnessed log: %v", err)
+	}
+	if code, _ := post(t, n.url+auditor.PathAddCheckpoint, "old 0\n\n"+string(ocp)); code != http.StatusOK {
+		t.Fatalf("cosign the other log: %d", code)
+	}
+	if code, _ := get(t, n.url+auditor.PathCheckpoint); code != http.StatusBadRequest {
+		t.Fatalf("no origin with two logs: %d", code)
+	}
+	cp, _ := l.Checkpoint(ctx)
+	for o, want := range map[string]string{origin: string(cp), other: string(ocp)} {
+		if code, body := get(t, n.url+auditor.PathCheckpoint+"?origin="+o); code != 200 || body != want {
+			t.Fatalf("%s: %d %q", o, code, body)
+		}
+	}
+	sts := n.a.Status()
+	if len(sts) != 2 || !sts[0].Audited || sts[1].Audited || sts[1].Cosigned != 2 {
+		t.Fatalf("%+v", sts)
 	}
 }

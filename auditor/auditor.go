@@ -56,6 +56,9 @@ type LogConfig struct {
 	// RecoveryKey is the directory's recovery public key (rule R6). Only
 	// used when the log is audited.
 	RecoveryKey [32]byte
+	// Heartbeat is the directory's heartbeat interval, for the late-epoch
+	// warning of design.md 14 step 4 (zero: no warning).
+	Heartbeat time.Duration
 	// Reader reads the log, usually logapi.NewClient over the directory's
 	// read API. nil means the log is witnessed (and gossiped) but not
 	// audited: for logs that are not key transparency logs, such as a plain
@@ -119,15 +122,17 @@ type Config struct {
 // Auditor audits, witnesses and gossips. Create it with New and start its
 // background work with Run; Handler serves its HTTP endpoints.
 type Auditor struct {
-	cfg    Config
-	logs   map[string]*logState
-	order  []string
-	log    *slog.Logger
-	m      Metrics
-	bg     sync.WaitGroup // webhook posts
-	bgCtx  context.Context
-	peerMu sync.Mutex // guards peers
-	peers  map[string]*PeerStatus
+	cfg      Config
+	logs     map[string]*logState
+	order    []string
+	log      *slog.Logger
+	m        Metrics
+	bgMu     sync.Mutex // guards bgCtx and bgClosed, and orders bg.Add before bg.Wait
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgClosed bool
+	peerMu   sync.Mutex // guards peers
+	peers    map[string]*PeerStatus
 }
 
 type logState struct {
@@ -144,6 +149,7 @@ type logState struct {
 	replayed   uint64 // entries replayed and saved
 	rate       float64
 	violations uint64
+	warnings   uint64 // since the start of the process
 	frozen     string
 	evidence   []string // ids, in arrival order
 	lastErr    string
@@ -218,7 +224,7 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 	}
 	ls := &logState{cfg: lc, verifier: v}
 	st := a.cfg.Store
-	rcfg := replay.Config{Origin: lc.Origin, Verifier: v, RecoveryKey: lc.RecoveryKey}
+	rcfg := replay.Config{Origin: lc.Origin, Verifier: v, RecoveryKey: lc.RecoveryKey, Heartbeat: lc.Heartbeat}
 	if lc.Reader != nil {
 		b, err := st.get(key(kindReplay, lc.Origin))
 		if err != nil {
@@ -269,7 +275,9 @@ func evidenceID(bundle []byte) string {
 // Run follows every audited log and gossips with the peers until ctx is
 // done. It returns nil after ctx is cancelled, once its goroutines ended.
 func (a *Auditor) Run(ctx context.Context) error {
+	a.bgMu.Lock()
 	a.bgCtx = ctx
+	a.bgMu.Unlock()
 	var wg sync.WaitGroup
 	for _, o := range a.order {
 		ls := a.logs[o]
@@ -281,8 +289,24 @@ func (a *Auditor) Run(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	a.bgMu.Lock()
+	a.bgClosed = true
+	a.bgMu.Unlock()
 	a.bg.Wait()
 	return nil
+}
+
+// background runs f in a goroutine that Run waits for before it returns;
+// after Run ended, f is dropped (logged).
+func (a *Auditor) background(what string, f func(ctx context.Context)) {
+	a.bgMu.Lock()
+	defer a.bgMu.Unlock()
+	if a.bgClosed {
+		a.log.Error("shutting down: dropped", "what", what)
+		return
+	}
+	ctx := a.bgCtx
+	a.bg.Go(func() { f(ctx) })
 }
 
 func (a *Auditor) follow(ctx context.Context, ls *logState) {
@@ -379,6 +403,13 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 		}
 		vs := e.Append(ents)
 		a.m.Entries(ls.cfg.Origin, len(ents))
+		for _, w := range e.Warnings() {
+			a.log.Warn("log anomaly", "origin", ls.cfg.Origin, "index", w.Index, "kind", w.Kind, "detail", w.Detail)
+			a.m.Warning(ls.cfg.Origin, w.Kind)
+			ls.mu.Lock()
+			ls.warnings++
+			ls.mu.Unlock()
+		}
 		pending = append(pending, vs...)
 		if time.Since(lastReport) >= a.cfg.ProgressInterval {
 			done := e.Size() - startSize
@@ -429,16 +460,17 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 	}
 	kvs := [][]byte{key(kindReplay, ls.cfg.Origin), st}
 	covering := target
-	for i, v := range vs {
+	for _, v := range vs {
 		rec := violationRecord{Index: v.Index, Rule: string(v.Rule), Detail: v.Detail, Checkpoint: v.Checkpoint}
 		if rec.Checkpoint == nil {
 			rec.Checkpoint = covering
 		}
 		b, _ := json.Marshal(rec)
-		idx := make([]byte, 12)
+		// Keyed by index and rule: a violation found again after a
+		// restart (replayed from the last save) overwrites itself.
+		idx := make([]byte, 8)
 		putU64(idx, v.Index)
-		putU32(idx[8:], uint32(i))
-		kvs = append(kvs, key(kindViolation, ls.cfg.Origin, idx), b)
+		kvs = append(kvs, key(kindViolation, ls.cfg.Origin, idx, []byte(v.Rule)), b)
 	}
 	if err := a.cfg.Store.write(kvs...); err != nil {
 		return err
@@ -468,12 +500,6 @@ type violationRecord struct {
 func putU64(b []byte, v uint64) {
 	for i := range 8 {
 		b[i] = byte(v >> (56 - 8*i))
-	}
-}
-
-func putU32(b []byte, v uint32) {
-	for i := range 4 {
-		b[i] = byte(v >> (24 - 8*i))
 	}
 }
 
@@ -582,7 +608,7 @@ func (a *Auditor) recordEvidence(ls *logState, bundle []byte) error {
 		}
 	}
 	if u := a.cfg.WebhookURL; u != "" {
-		a.bg.Go(func() { a.postWebhook(u, ls.cfg.Origin, bundle) })
+		a.background("evidence webhook", func(ctx context.Context) { a.postWebhook(ctx, u, ls.cfg.Origin, bundle) })
 	}
 	return nil
 }
@@ -596,8 +622,8 @@ func safeName(s string) string {
 	}, s)
 }
 
-func (a *Auditor) postWebhook(u, origin string, bundle []byte) {
-	ctx, cancel := context.WithTimeout(a.bgCtx, 30*time.Second)
+func (a *Auditor) postWebhook(ctx context.Context, u, origin string, bundle []byte) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(bundle))
 	if err != nil {
@@ -671,6 +697,9 @@ type LogStatus struct {
 	// Rate is the replay speed of the last catch-up, in entries per second.
 	Rate       float64
 	Violations uint64
+	// Warnings counts the anomalies (design.md 14 step 4) seen since the
+	// process started.
+	Warnings uint64
 	// Frozen says why cosigning stopped ("" if it did not).
 	Frozen   string
 	Evidence []string
@@ -687,7 +716,7 @@ func (a *Auditor) Status() []LogStatus {
 		ls := a.logs[o]
 		ls.mu.Lock()
 		s := LogStatus{Origin: o, Audited: ls.cfg.Reader != nil, Latest: ls.latest, Clean: ls.clean, Target: ls.target, Replayed: ls.replayed,
-			Rate: ls.rate, Violations: ls.violations, Frozen: ls.frozen, Evidence: append([]string(nil), ls.evidence...),
+			Rate: ls.rate, Violations: ls.violations, Warnings: ls.warnings, Frozen: ls.frozen, Evidence: append([]string(nil), ls.evidence...),
 			Cosigned: ls.cosSize, HasCosigned: ls.cosigned != nil, LastError: ls.lastErr}
 		ls.mu.Unlock()
 		if s.Latest != nil && s.Target > s.Latest.Size {
@@ -711,6 +740,8 @@ type Metrics interface {
 	Entries(origin string, n int)
 	// Violation: a replay violation of the named rule.
 	Violation(origin, rule string)
+	// Warning: an anomaly that is not a violation.
+	Warning(origin, kind string)
 	// Evidence: a new evidence bundle.
 	Evidence(origin string)
 	// WitnessRequest: an add-checkpoint answered with status.
@@ -729,3 +760,4 @@ func (nopMetrics) Violation(string, string)   {}
 func (nopMetrics) Evidence(string)            {}
 func (nopMetrics) WitnessRequest(string, int) {}
 func (nopMetrics) Gossip(string, string)      {}
+func (nopMetrics) Warning(string, string)     {}

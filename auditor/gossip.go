@@ -179,7 +179,11 @@ func (a *Auditor) GossipRound(ctx context.Context, origin string) {
 	}
 	for _, p := range a.cfg.Peers {
 		res := a.exchange(ctx, ls, p)
-		a.m.Gossip(p.Name, map[bool]string{true: res, false: "error"}[res == "ok" || res == "evidence"])
+		metric := "error"
+		if res == "ok" || res == "evidence" {
+			metric = res
+		}
+		a.m.Gossip(p.Name, metric)
 		a.peerMu.Lock()
 		a.peers[p.Name].Last, a.peers[p.Name].Result = time.Now(), res
 		a.peerMu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/auditor/ktlog"
@@ -199,5 +200,36 @@ func TestGossipSplitViewFromClient(t *testing.T) {
 	}
 	if _, err := evidence.Verify([]byte(body), la.verifier); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunGossips: Run's own loops poll the log and gossip with the peer
+// on their intervals, and end when the context is cancelled.
+func TestRunGossips(t *testing.T) {
+	la, lb, ba, bb := forkedLogs(t, 8, 50, 40)
+	n2 := newNode(t, "auditor2.example", nodeOpts{logs: []auditor.LogConfig{logConfig(lb, bb)}, poll: 20 * time.Millisecond})
+	n1 := newNode(t, "auditor1.example", nodeOpts{logs: []auditor.LogConfig{logConfig(la, ba)},
+		peers: []auditor.Peer{{Name: "auditor2", URL: n2.url}}, poll: 20 * time.Millisecond, gossip: 30 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	for _, n := range []*node{n1, n2} {
+		go func() { done <- n.a.Run(ctx) }()
+	}
+	for i := 0; ; i++ {
+		e1, _ := n1.a.Evidence(origin)
+		e2, _ := n2.a.Evidence(origin)
+		if len(e1) == 1 && len(e2) == 1 && bytes.Equal(e1[0], e2[0]) {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("no evidence from the background loops")
+		}
+		sleep()
+	}
+	cancel()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

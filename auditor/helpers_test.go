@@ -139,6 +139,9 @@ type nodeOpts struct {
 	dir           string // store directory; temporary if empty
 	webhook       string
 	evidenceDir   string
+	poll, gossip  time.Duration
+	progress      time.Duration
+	logger        *slog.Logger
 }
 
 // newNode starts an auditor with its HTTP endpoints on 127.0.0.1.
@@ -162,8 +165,12 @@ func newNode(t testing.TB, name string, o nodeOpts) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.logger == nil {
+		o.logger = quiet()
+	}
 	a, err := auditor.New(auditor.Config{Logs: o.logs, Store: st, Cosigner: cos, CosignAudited: o.cosignAudited,
-		Peers: o.peers, Logger: quiet(), WebhookURL: o.webhook, EvidenceDir: o.evidenceDir})
+		Peers: o.peers, Logger: o.logger, ProgressInterval: o.progress, WebhookURL: o.webhook, EvidenceDir: o.evidenceDir,
+		PollInterval: o.poll, GossipInterval: o.gossip})
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
@@ -213,3 +220,30 @@ func get(t testing.TB, url string) (int, string) {
 }
 
 func sleep() { time.Sleep(10 * time.Millisecond) }
+
+// sizedCheckpoint returns a checkpoint of the log at an earlier size,
+// signed by the log's key, with the root the log's tree has there.
+func (l *testLog) sizedCheckpoint(t testing.TB, size uint64) []byte {
+	t.Helper()
+	ctx := context.Background()
+	ents, err := l.current().Entries(ctx, 0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for uint64(len(ents)) < size {
+		more, err := l.current().Entries(ctx, uint64(len(ents)), size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ents = append(ents, more...)
+	}
+	m := conformance.NewMemoryLog(origin, l.signer)
+	if _, err := m.Append(ctx, ents); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := m.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}

@@ -221,6 +221,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 <tr><th>lag</th><td class="lag">{{.Lag}} entries</td></tr>
 <tr><th>replay speed</th><td>{{printf "%.0f" .Rate}} entries/s</td></tr>
 <tr><th>violations</th><td class="violations">{{if .Violations}}<span class="bad">{{.Violations}}</span>{{else}}<span class="ok">0</span>{{end}}</td></tr>
+<tr><th>warnings</th><td>{{.Warnings}}</td></tr>
 <tr><th>latest cosigned</th><td>{{if .HasCosigned}}size {{.Cosigned}}{{else}}none{{end}}</td></tr>
 {{if .LastError}}<tr><th>last error</th><td>{{.LastError}}</td></tr>{{end}}
 </table>

@@ -16,7 +16,8 @@ import (
 //	w O          latest checkpoint cosigned as a witness (the note)
 //	f O          frozen: why the auditor stopped cosigning O (text)
 //	e O id       an evidence bundle (kt-evidence/v1); id = hex SHA-256
-//	v O index n  a violation found by the replay (JSON), index as 8 bytes
+//	v O index r  a violation found by the replay (JSON): index as 8 bytes,
+//	             then the rule
 //
 // The store is not shared: Pebble locks its directory, so one process
 // opens it at a time.

@@ -99,11 +99,18 @@ func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	if frozen != "" {
 		return nil, ErrFrozen
 	}
-	if latest != nil && latest.Size == cp.Size && !bytes.Equal(latest.Root[:], cp.Hash) {
-		if _, err := a.buildEvidence(ctx, ls, cpRaw, latest.Note, nil); err != nil {
+	if latest != nil && cp.Size <= latest.Size {
+		// A checkpoint within the audited tree must be part of it: same
+		// root at the same size, or provably consistent (with the log's
+		// own proof) below it. A log that witnesses a checkpoint forked
+		// from what it published gets 409, and the pair is evidence.
+		b, err := a.compare(ctx, ls, cpRaw, cp, latest)
+		if err != nil {
 			return nil, err
 		}
-		return nil, &ConflictError{Reason: "a checkpoint of this size with another root was audited"}
+		if b != nil {
+			return nil, &ConflictError{Reason: "inconsistent with the audited checkpoint"}
+		}
 	}
 	if a.cfg.CosignAudited {
 		if clean == nil || cp.Size > clean.Size {

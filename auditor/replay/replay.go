@@ -47,6 +47,7 @@ package replay
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -55,6 +56,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 
 	voied "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 	fmtlog "github.com/transparency-dev/formats/log"
@@ -122,7 +124,23 @@ type Config struct {
 	// Workers is the number of goroutines verifying signatures; 0 means
 	// GOMAXPROCS.
 	Workers int
+	// Heartbeat is the directory's heartbeat interval (design.md 7). When
+	// set, two consecutive epoch records further apart than twice this
+	// with change records between them give a WarnLateEpoch warning
+	// (design.md 14 step 4). Zero disables the check.
+	Heartbeat time.Duration
 }
+
+// Warning is an anomaly that is not a rule violation (design.md 14 step 4).
+type Warning struct {
+	Index  uint64 // the entry it is about
+	Kind   string
+	Detail string
+}
+
+// WarnLateEpoch: changes waited longer than twice the heartbeat for their
+// epoch.
+const WarnLateEpoch = "late epoch"
 
 func (c *Config) validate() error {
 	if c.Origin == "" {
@@ -166,6 +184,10 @@ type Engine struct {
 
 	nextEpoch uint64
 	lastTime  uint64
+	// changesSinceEpoch counts change records since the last epoch record
+	// (not saved: after a restore the first late-epoch check may miss).
+	changesSinceEpoch int
+	warnings          []Warning
 
 	// last is the latest checkpoint verified; clean is the latest one
 	// verified with no violation at or before it.
@@ -229,6 +251,14 @@ func (e *Engine) Last() *Checkpoint { return e.last }
 // up to its size, or nil. An auditor cosigns at most this.
 func (e *Engine) Clean() *Checkpoint { return e.clean }
 
+// Warnings returns the warnings found since the previous call, in index
+// order, and forgets them.
+func (e *Engine) Warnings() []Warning {
+	w := e.warnings
+	e.warnings = nil
+	return w
+}
+
 // Violations returns the number of violations found so far and the index
 // of the first; ok is false if there were none.
 func (e *Engine) Violations() (n, first uint64, ok bool) {
@@ -285,6 +315,7 @@ func (e *Engine) Append(entries [][]byte) []Violation {
 			}
 			e.handles[r.Index] = &api.HandleState{Version: r.Version, LeafHash: lh, Authorizers: r.Authorizers}
 			e.pending = append(e.pending, smt.Update{Key: r.Index, Value: lh})
+			e.changesSinceEpoch++
 			batch = append(batch, sigJob{index: j, pub: r.Signer, sig: r.Signature, msg: api.ChangeStatement(e.cfg.Origin, r)})
 			if len(batch) == sigBatch {
 				jobs <- batch
@@ -342,6 +373,12 @@ func (e *Engine) epoch(j uint64, r *api.EpochRecord, out []Violation) []Violatio
 	if r.LogSize != j {
 		out = append(out, Violation{Index: j, Rule: RuleEpochLogSize, Detail: fmt.Sprintf("log size %d in the record at index %d", r.LogSize, j)})
 	}
+	if hb := e.cfg.Heartbeat; hb > 0 && j > 0 && e.changesSinceEpoch > 0 && r.Timestamp > e.lastTime &&
+		time.Duration(r.Timestamp-e.lastTime)*time.Millisecond > 2*hb {
+		e.warnings = append(e.warnings, Warning{Index: j, Kind: WarnLateEpoch,
+			Detail: fmt.Sprintf("%d changes waited %v for this epoch, more than twice the heartbeat %v", e.changesSinceEpoch, time.Duration(r.Timestamp-e.lastTime)*time.Millisecond, hb)})
+	}
+	e.changesSinceEpoch = 0
 	if r.Timestamp < e.lastTime {
 		out = append(out, Violation{Index: j, Rule: RuleEpochTimestamp, Detail: fmt.Sprintf("timestamp %d before the previous epoch's %d", r.Timestamp, e.lastTime)})
 	}
@@ -445,4 +482,42 @@ func (e *Engine) ParseCheckpoint(raw []byte) (*fmtlog.Checkpoint, error) {
 
 func parseCP(cfg Config, raw []byte) (*fmtlog.Checkpoint, *note.Note, error) {
 	return log.ParseCheckpoint(raw, cfg.Origin, cfg.Verifier)
+}
+
+// Source serves a log's entries; a log.Reader is one.
+type Source interface {
+	// Entries returns entries [start, end), at least one.
+	Entries(ctx context.Context, start, end uint64) ([][]byte, error)
+}
+
+// ReplayTo reads the entries from Size() up to the size of checkpoint
+// (a signed note of the log) from src, replays them and verifies the
+// checkpoint against them. progress, if not nil, is called after each page
+// with the size replayed so far. It returns every violation found, in
+// order; an error means the replay stopped early (the engine stays usable
+// and can resume from Size()).
+func (e *Engine) ReplayTo(ctx context.Context, src Source, checkpoint []byte, progress func(size uint64)) ([]Violation, error) {
+	cp, err := e.ParseCheckpoint(checkpoint)
+	if err != nil {
+		return nil, err
+	}
+	if cp.Size < e.size {
+		return nil, fmt.Errorf("%w: checkpoint size %d, %d entries replayed", ErrCheckpointSize, cp.Size, e.size)
+	}
+	var out []Violation
+	for e.size < cp.Size {
+		ents, err := src.Entries(ctx, e.size, cp.Size)
+		if err != nil {
+			return out, fmt.Errorf("replay: entries from %d: %w", e.size, err)
+		}
+		if len(ents) == 0 || uint64(len(ents)) > cp.Size-e.size {
+			return out, fmt.Errorf("replay: the source returned %d entries from %d for a tree of %d", len(ents), e.size, cp.Size)
+		}
+		out = append(out, e.Append(ents)...)
+		if progress != nil {
+			progress(e.size)
+		}
+	}
+	_, vs, err := e.Checkpoint(checkpoint)
+	return append(out, vs...), err
 }

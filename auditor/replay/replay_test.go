@@ -2,9 +2,11 @@ package replay_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -431,4 +433,81 @@ func FuzzRestore(f *testing.F) {
 			t.Fatalf("restored state re-encodes differently")
 		}
 	})
+}
+
+type pagedSource struct {
+	ents [][]byte
+	page int
+	fail uint64 // fail reads starting at this index (0: never)
+}
+
+func (s *pagedSource) Entries(_ context.Context, start, end uint64) ([][]byte, error) {
+	if s.fail != 0 && start >= s.fail {
+		return nil, errors.New("source broken")
+	}
+	return s.ents[start:min(end, start+uint64(s.page))], nil
+}
+
+func TestReplayTo(t *testing.T) {
+	ctx := context.Background()
+	k := newLogKey(t)
+	b := ktlog.New(origin)
+	b.Honest(30, 4)
+	b.EpochWith(func(r *api.EpochRecord) { r.MapSize = 1 })
+	ents := b.Entries()
+	cp := k.checkpoint(t, ents)
+	src := &pagedSource{ents: ents, page: 7, fail: 40}
+	e := newEngine(t, k, b, false)
+	var sizes []uint64
+	if _, err := e.ReplayTo(ctx, src, cp, func(n uint64) { sizes = append(sizes, n) }); err == nil {
+		t.Fatal("a broken source did not stop the replay")
+	}
+	if e.Size() != 42 || len(sizes) != 6 {
+		t.Fatalf("stopped at %d after %v", e.Size(), sizes)
+	}
+	src.fail = 0
+	vs, err := e.ReplayTo(ctx, src, cp, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]found{{uint64(len(ents) - 1), replay.RuleMapSize}}, summary(vs)); diff != "" {
+		t.Fatal(diff)
+	}
+	// A source that returns too many entries is refused.
+	e2 := newEngine(t, k, b, false)
+	over := &overSource{ents: ents}
+	if _, err := e2.ReplayTo(ctx, over, k.checkpoint(t, ents[:10]), nil); err == nil {
+		t.Fatal("a source returning more than asked was accepted")
+	}
+}
+
+type overSource struct{ ents [][]byte }
+
+func (s *overSource) Entries(_ context.Context, start, end uint64) ([][]byte, error) {
+	return s.ents[start:], nil
+}
+
+func TestLateEpochWarning(t *testing.T) {
+	k := newLogKey(t)
+	b := ktlog.New(origin) // epochs 1 s apart
+	d := ktlog.Key("d")
+	b.Change(ktlog.Index("a"), api.AuthEnroll, d, ktlog.Devices(d))
+	b.Epoch()
+	b.EpochWith(func(r *api.EpochRecord) { r.Timestamp += 60_000 }) // idle: no warning
+	b.Change(ktlog.Index("b"), api.AuthEnroll, d, ktlog.Devices(d))
+	late := b.EpochWith(func(r *api.EpochRecord) { r.Timestamp += 120_000 })
+	e, err := replay.New(replay.Config{Origin: origin, Verifier: k.v, Heartbeat: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vs := e.Append(b.Entries()); len(vs) != 0 {
+		t.Fatal(vs)
+	}
+	ws := e.Warnings()
+	if len(ws) != 1 || ws[0].Index != late || ws[0].Kind != replay.WarnLateEpoch {
+		t.Fatalf("warnings %+v, want one at %d", ws, late)
+	}
+	if len(e.Warnings()) != 0 {
+		t.Fatal("warnings not cleared")
+	}
 }
