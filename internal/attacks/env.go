@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -101,11 +100,11 @@ func NewWorld() (*World, error) {
 		return nil, err
 	}
 	w := &World{root: root}
-	w.defer_(func() { os.RemoveAll(root) })
+	w.onClose(func() { os.RemoveAll(root) })
 	return w, nil
 }
 
-func (w *World) defer_(f func()) {
+func (w *World) onClose(f func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closers = append(w.closers, f)
@@ -153,7 +152,7 @@ func (s *Switch) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 
 func (w *World) httpServer(h http.Handler) string {
 	srv := httptest.NewServer(h)
-	w.defer_(srv.Close)
+	w.onClose(srv.Close)
 	return srv.URL
 }
 
@@ -240,7 +239,7 @@ func (w *World) Deploy(ctx context.Context, o Options) (*Deployment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("posix.New: %w", err)
 	}
-	w.defer_(func() { pl.Close(context.Background()) })
+	w.onClose(func() { pl.Close(context.Background()) })
 	d.Log = adversary.NewLog(pl)
 	dir, err := directory.New(ctx, directory.Config{
 		Log: d.Log, Origin: Origin, LogVerifierKey: k.LogVKey, VRFKey: k.VRF,
@@ -253,7 +252,7 @@ func (w *World) Deploy(ctx context.Context, o Options) (*Deployment, error) {
 		return nil, fmt.Errorf("directory.New: %w", err)
 	}
 	d.Directory = dir
-	w.defer_(func() {
+	w.onClose(func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		dir.Close(cctx)
@@ -316,7 +315,7 @@ func (w *World) serve(s *grpc.Server) (string, *grpc.ClientConn, error) {
 		s.Stop()
 		return "", nil, err
 	}
-	w.defer_(func() {
+	w.onClose(func() {
 		conn.Close()
 		s.Stop()
 	})
@@ -531,7 +530,7 @@ func (w *World) StartAuditorAt(ctx context.Context, name, url string, sw *Switch
 		a.Run(rctx)
 		close(done)
 	}()
-	w.defer_(func() {
+	w.onClose(func() {
 		cancel()
 		<-done
 		st.Close()
@@ -550,5 +549,3 @@ func (a *Auditor) AwaitAudited(ctx context.Context, size uint64) error {
 		return false, nil
 	})
 }
-
-var errNotDetected = errors.New("attack not detected")

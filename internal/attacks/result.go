@@ -17,6 +17,8 @@ import (
 	"time"
 )
 
+var errNotDetected = errors.New("attack not detected")
+
 // Detectors named in reports.
 const (
 	BySender       = "sender client"

@@ -1,6 +1,7 @@
 package attacks
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -73,9 +74,13 @@ func runA1(ctx context.Context, w *World, r *Result) error {
 	}
 	for _, naive := range []bool{false, true} {
 		d.Proxy.SetRewrite(adversary.InjectGhost(Origin, bob, g, d.Keys.Recovery, naive))
+		before, _ := sender.Store.Load(ctx)
 		t0 := time.Now()
 		envs, err := sender.Encrypt(ctx, bob, []byte("hi"))
 		after := time.Since(t0)
+		if now, _ := sender.Store.Load(ctx); !bytes.Equal(before, now) {
+			return errors.New("the sender stored state from a rejected answer")
+		}
 		want, what := client.ErrMapProof, "forged recovery record committing to the ghost"
 		if naive {
 			want, what = client.ErrCommitment, "ghost added to the device set only"

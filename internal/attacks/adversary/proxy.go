@@ -96,10 +96,11 @@ func (p *Proxy) History(handle string) []*ktpb.LookupResponse {
 // and replayed. A client already at the frozen epoch gets no epoch part, as
 // the honest directory would do.
 func (p *Proxy) Freeze(ctx context.Context, known uint64, handles ...string) error {
+	canon := make([]string, len(handles))
 	for i, h := range handles {
-		handles[i] = canonical(h)
+		canon[i] = canonical(h)
 	}
-	resp, err := p.upstream().BatchLookup(ctx, &ktpb.BatchLookupRequest{Handles: handles, KnownSize: known})
+	resp, err := p.upstream().BatchLookup(ctx, &ktpb.BatchLookupRequest{Handles: canon, KnownSize: known})
 	if err != nil {
 		return fmt.Errorf("adversary: freezing: %w", err)
 	}
