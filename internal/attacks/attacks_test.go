@@ -202,7 +202,7 @@ func TestA10HostileInput(t *testing.T) {
 			}
 		}
 	}
-	for _, iface := range []string{"gRPC Directory/Log", "log read API", "auditor gossip", "auditor witness"} {
+	for _, iface := range []string{"gRPC Directory/Log/Operator", "log read API", "auditor gossip", "auditor witness"} {
 		if !seen[iface] {
 			t.Errorf("interface %s not exercised", iface)
 		}

@@ -3,6 +3,7 @@ package attacks
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -142,7 +143,7 @@ func runA10(ctx context.Context, w *World, r *Result) error {
 		for _, wc := range want {
 			ok = ok || c == wc
 		}
-		add("gRPC Directory/Log", req, c.String(), ok)
+		add("gRPC Directory/Log/Operator", req, c.String(), ok)
 	}
 	big := bytes.Repeat([]byte{0xff}, 1<<20)
 	_, err = dc.Lookup(ctx, &ktpb.LookupRequest{Handle: "bob@\x00example.com"})
@@ -163,6 +164,21 @@ func runA10(ctx context.Context, w *World, r *Result) error {
 	grpcCase("GetEntries with an inverted range", err, codes.InvalidArgument, codes.OutOfRange)
 	_, err = lc.GetInclusionProof(ctx, &ktpb.GetInclusionProofRequest{Index: 1 << 62, Size: 1 << 63})
 	grpcCase("GetInclusionProof beyond the log", err, codes.InvalidArgument, codes.OutOfRange)
+	// The Operator service (private listener): garbage, and a well-formed
+	// recovery change signed by a key that is not the recovery key.
+	_, err = d.Operator.Recover(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{{Handle: bob, ChangeRecord: big[:300], Opening: make([]byte, 32), DeviceSet: []byte{0}}}})
+	grpcCase("Operator Recover with a garbage record", err, codes.InvalidArgument)
+	if res, err := owner.Lookup(ctx, bob); err == nil {
+		_, notRecovery, _ := ed25519.GenerateKey(nil)
+		hc, err := client.NewChange(Origin, res, res.DeviceSet, api.AuthRecovery, notRecovery)
+		if err != nil {
+			return err
+		}
+		_, err = d.Operator.Recover(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}})
+		grpcCase("Operator Recover signed by a key that is not the recovery key", err, codes.PermissionDenied)
+	} else {
+		return err
+	}
 	// A LookupRequest with an unknown field 99 (varint 1) after the handle.
 	rawReq := append([]byte{0x0a, byte(len(bob))}, bob...)
 	rawReq = append(rawReq, 0x98, 0x06, 0x01)
