@@ -355,6 +355,9 @@ func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) (
 			targets = append(targets, target{from, r})
 		}
 	}
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("%w: %s has no device but this one", ErrNoDevices, to.Handle)
+	}
 	out := make([]*Envelope, 0, len(targets))
 	for _, t := range targets {
 		e := &Envelope{Suite: t.r.Device.Suite, Device: t.r.Device.ID, From: from, To: to.Handle, Owner: t.owner}

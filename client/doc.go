@@ -33,7 +33,8 @@
 //   - [Client.Monitor] polls the device's own handles and reports every
 //     change with who authorized it, and alerts;
 //   - [Client.Gossip] posts the trusted checkpoint to auditors and returns
-//     a [*SplitViewError] carrying evidence on a conflict.
+//     a [*SplitViewError] carrying evidence on a conflict;
+//   - [Client.Watch] runs Monitor and Gossip every monitoring interval.
 //
 // In strict mode ([Config.Strict]) a contact's account key is pinned on
 // first use and a set not signed by it fails with [ErrStrict]; a validly

@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,6 +142,17 @@ func FuzzUnmarshalState(f *testing.F) {
 		}
 		if _, err := s.MarshalBinary(); err != nil {
 			t.Fatalf("a decoded state does not encode: %v", err)
+		}
+	})
+}
+
+func FuzzVerifyEvidence(f *testing.F) {
+	f.Add([]byte("kt-evidence/v1\ncheckpoint AAAA\ncheckpoint AAAA\nproof " + strings.Repeat("A", 43) + "=\n"))
+	f.Add([]byte("kt-evidence/v1\n"))
+	p := newKeys(f).params(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := client.VerifyEvidence(p, b); !errors.Is(err, client.ErrEvidence) {
+			t.Fatalf("unsigned input accepted or untyped error: %v", err)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -9,10 +10,12 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
 
+	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/log"
@@ -203,5 +206,64 @@ func TestVerifyEvidence(t *testing.T) {
 		if err := client.VerifyEvidence(e.params, []byte(bad)); !errors.Is(err, client.ErrEvidence) {
 			t.Errorf("%q: %v", bad, err)
 		}
+	}
+}
+
+// TestWatch runs the monitoring loop with gossip: a recovery change made
+// while it runs is reported as an alert, and each poll gossips.
+func TestWatch(t *testing.T) {
+	e := newNetEnv(t)
+	aud := &fakeAuditor{status: 200}
+	srv := httptest.NewServer(aud)
+	defer srv.Close()
+	bob := e.device(client.Config{Auditors: []string{srv.URL}})
+	e.enroll(bob, "bob@example.com", false)
+	cp, err := e.logc.GetCheckpoint(t.Context(), &ktpb.GetCheckpointRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aud.set(200, cp.Note) // behind or equal: consistent
+	lax := e.device(client.Config{})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	type poll struct {
+		alerts  int
+		gossips int
+		err     error
+	}
+	polls := make(chan poll, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- bob.Watch(ctx, 50*time.Millisecond, func(rs []*client.MonitorReport, gs []client.GossipResult, err error) {
+			p := poll{gossips: len(gs), err: err}
+			for _, r := range rs {
+				p.alerts += len(r.Alerts)
+			}
+			polls <- p
+		})
+	}()
+	first := <-polls
+	if first.err != nil || first.alerts != 0 || first.gossips != 1 {
+		t.Fatalf("first poll: %+v", first)
+	}
+	e.recover(lax, "bob@example.com", func(s *api.DeviceSet) { addSorted(s, ghost(t)) })
+	for deadline := time.After(netWait); ; {
+		select {
+		case p := <-polls:
+			if p.err != nil {
+				t.Fatalf("poll: %v", p.err)
+			}
+			if p.alerts == 0 {
+				continue
+			}
+		case <-deadline:
+			t.Fatal("no alert")
+		}
+		break
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch returned %v", err)
 	}
 }

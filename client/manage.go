@@ -312,6 +312,9 @@ func (c *Client) Rekey(ctx context.Context) ([]*Submitted, error) {
 	}
 	return c.changeAll(ctx, nk, nil, func(set *api.DeviceSet) error {
 		i := slices.IndexFunc(set.Devices, func(x api.Device) bool { return x.ID == nk.ID })
+		if i < 0 {
+			return fmt.Errorf("%w: no device with this device's ID %x", ErrNotOwnDevice, nk.ID)
+		}
 		set.Devices[i] = nk.Device()
 		return nil
 	})

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"slices"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -120,4 +121,39 @@ func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 		c[k] = v
 	}
 	return c
+}
+
+// Watch runs the owner's monitoring loop until ctx ends: every interval it
+// polls the device's handles with [Client.Monitor] and gossips the trusted
+// checkpoint with the configured auditors ([Client.Gossip]), and calls
+// report with the poll's reports, the gossip results and the first error
+// (a verification failure, a transport error, or a [*SplitViewError]).
+// Errors do not stop the loop: the next poll retries. report runs on
+// Watch's goroutine; Watch returns ctx's error.
+func (c *Client) Watch(ctx context.Context, interval time.Duration, report func([]*MonitorReport, []GossipResult, error)) error {
+	if interval <= 0 {
+		return fmt.Errorf("client: Watch interval %v is not positive", interval)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		reps, err := c.Monitor(ctx)
+		var gs []GossipResult
+		if len(c.cfg.Auditors) > 0 {
+			var gerr error
+			gs, gerr = c.Gossip(ctx)
+			if err == nil {
+				err = gerr
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		report(reps, gs, err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }

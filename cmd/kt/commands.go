@@ -46,7 +46,7 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
 
-// alertError reports that kt monitor --once raised alerts (exit status 3).
+// errAlert reports that kt monitor --once raised alerts (exit status 3).
 var errAlert = errors.New("alerts raised")
 
 // app is one invocation of kt.
