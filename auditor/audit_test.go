@@ -25,6 +25,7 @@ import (
 	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/log/conformance"
 	"github.com/keytrans/kt/log/evidence"
+	"github.com/keytrans/kt/log/witness"
 )
 
 func TestAuditHonest(t *testing.T) {
@@ -368,5 +369,44 @@ func TestManyLogs(t *testing.T) {
 	sts := n.a.Status()
 	if len(sts) != 2 || !sts[0].Audited || sts[1].Audited || sts[1].Cosigned != 2 {
 		t.Fatalf("%+v", sts)
+	}
+}
+
+// TestFutureEpochWarning: an epoch stamped later than the witnesses'
+// cosignatures (by more than the skew) is a warning, not a violation.
+func TestFutureEpochWarning(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		offset time.Duration
+		warn   bool
+	}{{"past", -time.Hour, false}, {"now", 0, false}, {"future", time.Hour, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newTestLog(t)
+			b := ktlog.New(origin)
+			b.Honest(2, 2)
+			ts := uint64(time.Now().Add(tc.offset).UnixMilli())
+			b.EpochWith(func(r *api.EpochRecord) { r.Timestamp = ts })
+			l.appendAll(t, b)
+			w2 := newNode(t, "w.example", nodeOpts{logs: []auditor.LogConfig{{Origin: origin, VKey: l.vkey}}})
+			l.cosign = func(cp []byte) []byte {
+				_, sig := post(t, w2.url+auditor.PathAddCheckpoint, "old 0\n\n"+string(cp))
+				return []byte(sig)
+			}
+			p, err := witness.ParsePolicy([]byte(fmt.Sprintf("witness w %s\nquorum w\n", w2.vkey)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lc := logConfig(l, b)
+			lc.WitnessPolicy = p
+			n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{lc}})
+			if err := n.a.AuditOnce(ctx, origin); err != nil {
+				t.Fatal(err)
+			}
+			st := n.a.Status()[0]
+			if st.Violations != 0 || (st.Warnings != 0) != tc.warn {
+				t.Fatalf("violations %d, warnings %d", st.Violations, st.Warnings)
+			}
+		})
 	}
 }

@@ -45,6 +45,7 @@ import (
 	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/evidence"
+	"github.com/keytrans/kt/log/witness"
 )
 
 // LogConfig describes one log the auditor knows.
@@ -59,6 +60,14 @@ type LogConfig struct {
 	// Heartbeat is the directory's heartbeat interval, for the late-epoch
 	// warning of design.md 14 step 4 (zero: no warning).
 	Heartbeat time.Duration
+	// WitnessPolicy is the log's witness policy, for the future-epoch
+	// warning of design.md 14 step 4: an epoch timestamp later than the
+	// latest valid cosignature on the checkpoint covering it, by more than
+	// Skew. nil: no check.
+	WitnessPolicy *witness.Policy
+	// Skew is the clock skew tolerated by the future-epoch warning
+	// (default 10s, the client's default).
+	Skew time.Duration
 	// Reader reads the log, usually logapi.NewClient over the directory's
 	// read API. nil means the log is witnessed (and gossiped) but not
 	// audited: for logs that are not key transparency logs, such as a plain
@@ -395,20 +404,22 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 	startSize := e.Size()
 	lastReport := start
 	var pending []replay.Violation
+	pages, stop := prefetch(ctx, r, e.Size(), cp.Size)
+	defer stop()
 	for e.Size() < cp.Size {
-		ents, err := r.Entries(ctx, e.Size(), cp.Size)
-		if err != nil {
-			a.saveState(ls, pending, raw)
-			return fmt.Errorf("reading entries from %d: %w", e.Size(), err)
+		pg, ok := <-pages
+		if !ok {
+			pg.err = fmt.Errorf("reading stopped: %w", context.Cause(ctx))
 		}
+		if pg.err != nil {
+			err := fmt.Errorf("reading entries from %d: %w", e.Size(), pg.err)
+			return errors.Join(err, a.saveState(ls, pending, raw))
+		}
+		ents := pg.entries
 		vs := e.Append(ents)
 		a.m.Entries(ls.cfg.Origin, len(ents))
 		for _, w := range e.Warnings() {
-			a.log.Warn("log anomaly", "origin", ls.cfg.Origin, "index", w.Index, "kind", w.Kind, "detail", w.Detail)
-			a.m.Warning(ls.cfg.Origin, w.Kind)
-			ls.mu.Lock()
-			ls.warnings++
-			ls.mu.Unlock()
+			a.warn(ls, w)
 		}
 		pending = append(pending, vs...)
 		if time.Since(lastReport) >= a.cfg.ProgressInterval {
@@ -438,13 +449,87 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 	return a.finishCheckpoint(ls, raw)
 }
 
+// page is a run of entries read ahead of the replay, or the error that
+// stopped the reading.
+type page struct {
+	entries [][]byte
+	err     error
+}
+
+// prefetch reads entries [from, to) from r in a goroutine, a few pages
+// ahead of the replay, so that reading and replaying overlap. The
+// goroutine is owned by the caller, which must call stop (it cancels the
+// reads and waits for the goroutine). After an error page, or when ctx is
+// done, the channel is closed.
+func prefetch(ctx context.Context, r log.Reader, from, to uint64) (<-chan page, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	out := make(chan page, 4)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(out)
+		for next := from; next < to; {
+			ents, err := r.Entries(ctx, next, to)
+			if err == nil && (len(ents) == 0 || uint64(len(ents)) > to-next) {
+				err = fmt.Errorf("the log returned %d entries from %d for a tree of %d", len(ents), next, to)
+			}
+			select {
+			case out <- page{ents, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			next += uint64(len(ents))
+		}
+	}()
+	return out, func() { cancel(); <-done }
+}
+
 // finishCheckpoint checks raw against the replayed entries and saves.
 func (a *Auditor) finishCheckpoint(ls *logState, raw []byte) error {
 	_, vs, err := ls.engine.Checkpoint(raw)
 	if err != nil {
 		return err
 	}
+	if p := ls.cfg.WitnessPolicy; p != nil && len(vs) == 0 {
+		a.checkFuture(ls, p, raw)
+	}
 	return a.saveState(ls, vs, raw)
+}
+
+// checkFuture warns when the latest epoch replayed is stamped later than
+// every valid cosignature on raw, by more than the skew (design.md 14
+// step 4).
+func (a *Auditor) checkFuture(ls *logState, p *witness.Policy, raw []byte) {
+	cs, _ := p.Check(raw) // the quorum is the log's business; any valid cosignature is a clock
+	var latest time.Time
+	for _, c := range cs {
+		if c.Time.After(latest) {
+			latest = c.Time
+		}
+	}
+	ts := ls.engine.EpochTime()
+	if latest.IsZero() || ts == 0 {
+		return
+	}
+	skew := ls.cfg.Skew
+	if skew == 0 {
+		skew = 10 * time.Second
+	}
+	if et := time.UnixMilli(int64(ts)); et.After(latest.Add(skew)) {
+		a.warn(ls, replay.Warning{Index: ls.engine.Size() - 1, Kind: replay.WarnFutureEpoch,
+			Detail: fmt.Sprintf("epoch time %s is %v after the latest cosignature (%s)", et.UTC().Format(time.RFC3339), et.Sub(latest).Round(time.Second), latest.UTC().Format(time.RFC3339))})
+	}
+}
+
+func (a *Auditor) warn(ls *logState, w replay.Warning) {
+	a.log.Warn("log anomaly", "origin", ls.cfg.Origin, "index", w.Index, "kind", w.Kind, "detail", w.Detail)
+	a.m.Warning(ls.cfg.Origin, w.Kind)
+	ls.mu.Lock()
+	ls.warnings++
+	ls.mu.Unlock()
 }
 
 // saveState stores the engine's state and new violations in one batch and
@@ -515,8 +600,8 @@ func (a *Auditor) compare(ctx context.Context, ls *logState, raw []byte, cp *fmt
 			return nil, nil
 		}
 		return a.buildEvidence(ctx, ls, raw, last.Note, nil)
-	case cp.Size == 0:
-		return nil, nil
+	case cp.Size == 0 || last.Size == 0:
+		return nil, nil // every tree extends the empty tree
 	case cp.Size < last.Size:
 		if r == nil {
 			return nil, nil

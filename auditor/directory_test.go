@@ -47,7 +47,7 @@ func (l *lateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // witnessedDirectory runs directory.New over log/posix with the given
 // witness policy, and returns the directory, its log and the client
 // parameters it publishes (which carry the policy).
-func witnessedDirectory(t *testing.T, skey string, policy []byte, readAPI *lateHandler) (*directory.Directory, *client.Params, ed25519.PrivateKey) {
+func witnessedDirectory(t *testing.T, skey string, rk ed25519.PrivateKey, policy []byte, readAPI *lateHandler) (*directory.Directory, *client.Params) {
 	t.Helper()
 	ctx := context.Background()
 	signer, _ := note.NewSigner(skey)
@@ -64,7 +64,6 @@ func witnessedDirectory(t *testing.T, skey string, policy []byte, readAPI *lateH
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rk, _ := ed25519.GenerateKey(nil)
 	d, err := directory.New(ctx, directory.Config{
 		Log: l, Origin: dirOrigin, LogVerifierKey: vkey, VRFKey: vk,
 		RecoveryKey: rk.Public().(ed25519.PublicKey), Credentials: directory.OpenEnrollment{},
@@ -93,7 +92,7 @@ func witnessedDirectory(t *testing.T, skey string, policy []byte, readAPI *lateH
 	if params.Witnesses == nil || params.Witnesses.QuorumNone() {
 		t.Fatal("the published parameters carry no witness policy")
 	}
-	return d, params, rk
+	return d, params
 }
 
 // enrollAndLookup enrolls a handle, waits until a lookup finds it, and
@@ -169,12 +168,18 @@ func enrollAndLookup(t *testing.T, d *directory.Directory, params *client.Params
 	}
 }
 
-func dirLogKey(t *testing.T) (skey, vkey string) {
+// dirKeys returns a log key and a recovery key for a directory.
+func dirKeys(t *testing.T) (skey, vkey string, rk ed25519.PrivateKey) {
 	skey, vkey, err := note.GenerateKey(rand.Reader, dirOrigin)
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, rk, _ = ed25519.GenerateKey(nil)
 	return
+}
+
+func dirLogConfig(vkey string, rk ed25519.PrivateKey, url string) auditor.LogConfig {
+	return auditor.LogConfig{Origin: dirOrigin, VKey: vkey, RecoveryKey: [32]byte(rk.Public().(ed25519.PublicKey)), Reader: logapi.NewClient(url, nil)}
 }
 
 // TestDirectoryWithTwoAuditorWitnesses: the directory on log/posix with a
@@ -182,24 +187,22 @@ func dirLogKey(t *testing.T) (skey, vkey string) {
 // client accepts; both auditors also audit the directory's log through
 // its read API and find no violation.
 func TestDirectoryWithTwoAuditorWitnesses(t *testing.T) {
-	skey, vkey := dirLogKey(t)
+	skey, vkey, rk := dirKeys(t)
 	readAPI := &lateHandler{}
 	ra := httptest.NewServer(readAPI)
 	defer ra.Close()
 	var nodes []*node
 	var policy string
 	for i := range 2 {
-		n := newNode(t, fmt.Sprintf("auditor%d.example", i), nodeOpts{logs: []auditor.LogConfig{{
-			Origin: dirOrigin, VKey: vkey, Reader: logapi.NewClient(ra.URL, nil)}}})
+		n := newNode(t, fmt.Sprintf("auditor%d.example", i), nodeOpts{logs: []auditor.LogConfig{dirLogConfig(vkey, rk, ra.URL)}})
 		nodes = append(nodes, n)
 		policy += fmt.Sprintf("witness a%d %s %s\n", i, n.vkey, n.url)
 	}
 	policy += "group both 2 a0 a1\nquorum both\n"
-	d, params, _ := witnessedDirectory(t, skey, []byte(policy), readAPI)
+	d, params := witnessedDirectory(t, skey, rk, []byte(policy), readAPI)
 	enrollAndLookup(t, d, params, "alice")
 	enrollAndLookup(t, d, params, "bob")
 	for i, n := range nodes {
-		// The recovery key is needed for R6 only; no recovery happened.
 		if err := n.a.AuditOnce(context.Background(), dirOrigin); err != nil {
 			t.Fatal(err)
 		}
@@ -213,14 +216,14 @@ func TestDirectoryWithTwoAuditorWitnesses(t *testing.T) {
 // TestDirectoryWithAuditorAndOmniwitness: the same with one of our
 // auditors and an unmodified omniwitness, 2 of 2.
 func TestDirectoryWithAuditorAndOmniwitness(t *testing.T) {
-	skey, vkey := dirLogKey(t)
+	skey, vkey, rk := dirKeys(t)
 	owURL, owVKey := omniwitness.Start(t, omniwitness.Log{Origin: dirOrigin, VerifierKey: vkey})
 	readAPI := &lateHandler{}
 	ra := httptest.NewServer(readAPI)
 	defer ra.Close()
-	n := newNode(t, "auditor.example", nodeOpts{logs: []auditor.LogConfig{{Origin: dirOrigin, VKey: vkey, Reader: logapi.NewClient(ra.URL, nil)}}})
+	n := newNode(t, "auditor.example", nodeOpts{logs: []auditor.LogConfig{dirLogConfig(vkey, rk, ra.URL)}})
 	policy := fmt.Sprintf("witness ours %s %s\nwitness omni %s %s\ngroup both 2 ours omni\nquorum both\n", n.vkey, n.url, owVKey, owURL)
-	d, params, _ := witnessedDirectory(t, skey, []byte(policy), readAPI)
+	d, params := witnessedDirectory(t, skey, rk, []byte(policy), readAPI)
 	enrollAndLookup(t, d, params, "carol")
 	if err := n.a.AuditOnce(context.Background(), dirOrigin); err != nil {
 		t.Fatal(err)

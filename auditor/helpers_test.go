@@ -38,6 +38,8 @@ type testLog struct {
 	// failAfter, when positive, makes entry reads fail after that many
 	// more succeed.
 	failAfter atomic.Int64
+	// cosign, when set, adds cosignature lines to every checkpoint served.
+	cosign func(cp []byte) []byte
 }
 
 func newLogKey(t testing.TB) (skey, vkey string, s note.Signer, v note.Verifier) {
@@ -77,7 +79,11 @@ func (l *testLog) replace(m *conformance.MemoryLog) {
 }
 
 func (l *testLog) Checkpoint(ctx context.Context) ([]byte, error) {
-	return l.current().Checkpoint(ctx)
+	cp, err := l.current().Checkpoint(ctx)
+	if err == nil && l.cosign != nil {
+		cp = append(cp, l.cosign(cp)...)
+	}
+	return cp, err
 }
 
 func (l *testLog) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {

@@ -218,6 +218,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 <tr><th>latest verified checkpoint</th><td class="latest">{{with .Latest}}size <span class="size">{{.Size}}</span>, root <code class="root">{{b64 .Root}}</code>{{else}}none yet{{end}}</td></tr>
 <tr><th>latest clean checkpoint</th><td>{{with .Clean}}size {{.Size}}{{else}}none{{end}}</td></tr>
 <tr><th>log size seen</th><td>{{.Target}}</td></tr>
+<tr><th>entries replayed</th><td class="replayed">{{.Replayed}}</td></tr>
 <tr><th>lag</th><td class="lag">{{.Lag}} entries</td></tr>
 <tr><th>replay speed</th><td>{{printf "%.0f" .Rate}} entries/s</td></tr>
 <tr><th>violations</th><td class="violations">{{if .Violations}}<span class="bad">{{.Violations}}</span>{{else}}<span class="ok">0</span>{{end}}</td></tr>

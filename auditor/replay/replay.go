@@ -138,9 +138,16 @@ type Warning struct {
 	Detail string
 }
 
-// WarnLateEpoch: changes waited longer than twice the heartbeat for their
-// epoch.
-const WarnLateEpoch = "late epoch"
+// Warning kinds.
+const (
+	// WarnLateEpoch: changes waited longer than twice the heartbeat for
+	// their epoch.
+	WarnLateEpoch = "late epoch"
+	// WarnFutureEpoch: an epoch's timestamp is later than the witnesses'
+	// cosignatures on the checkpoint that covers it, by more than the
+	// skew (reported by the auditor, which knows the witness policy).
+	WarnFutureEpoch = "future epoch"
+)
 
 func (c *Config) validate() error {
 	if c.Origin == "" {
@@ -240,6 +247,10 @@ func (e *Engine) Handle(index [32]byte) *api.HandleState { return e.handles[inde
 
 // Handles returns the number of indices with a change record.
 func (e *Engine) Handles() int { return len(e.handles) }
+
+// EpochTime returns the largest epoch timestamp replayed (Unix
+// milliseconds), 0 before any epoch record.
+func (e *Engine) EpochTime() uint64 { return e.lastTime }
 
 // NextEpoch returns the epoch number the next epoch record must have.
 func (e *Engine) NextEpoch() uint64 { return e.nextEpoch }

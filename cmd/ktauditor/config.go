@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,6 +16,8 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/keytrans/kt/log/witness"
 )
 
 // Config is ktauditor's configuration. Each scalar field is set, from
@@ -96,6 +99,13 @@ type LogConfig struct {
 	// while changes wait are logged and counted as warnings. Default 10s;
 	// 0 disables the check.
 	Heartbeat *time.Duration `mapstructure:"heartbeat"`
+	// WitnessPolicyFile is the log's witness policy (ktd's
+	// witness.policy_file). When set, an epoch stamped more than Skew after
+	// the latest valid cosignature on the checkpoint covering it is logged
+	// and counted as a warning.
+	WitnessPolicyFile string `mapstructure:"witness_policy_file"`
+	// Skew is the clock skew tolerated by that check. Default 10s.
+	Skew time.Duration `mapstructure:"skew"`
 	// RecoveryKey is the directory's recovery public key, as ktd's
 	// recovery.key public form ("kt-recovery-public:<base64>") or the bare
 	// base64. Required when URL is set (rule R6).
@@ -264,6 +274,14 @@ func (c *Config) validate() error {
 				add("logs[%d] (%s): recovery_key: %v", i, l.Origin, err)
 			}
 		}
+		if l.WitnessPolicyFile != "" {
+			if _, err := readPolicy(l.WitnessPolicyFile); err != nil {
+				add("logs[%d] (%s): %v", i, l.Origin, err)
+			}
+		}
+		if l.Skew < 0 {
+			add("logs[%d] (%s): negative skew", i, l.Origin)
+		}
 	}
 	peers := map[string]bool{}
 	for i, p := range c.Peers {
@@ -306,4 +324,17 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// readPolicy reads and parses a witness policy file.
+func readPolicy(path string) (*witness.Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	p, err := witness.ParsePolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy %s: %w", path, err)
+	}
+	return p, nil
 }

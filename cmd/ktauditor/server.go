@@ -127,6 +127,12 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		if l.Heartbeat != nil {
 			lc.Heartbeat = *l.Heartbeat
 		}
+		if l.WitnessPolicyFile != "" {
+			if lc.WitnessPolicy, err = readPolicy(l.WitnessPolicyFile); err != nil {
+				return err
+			}
+			lc.Skew = l.Skew
+		}
 		if l.URL != "" {
 			lc.RecoveryKey, _ = parseRecoveryKey(l.RecoveryKey) // validated
 			lc.Reader = logapi.NewClient(l.URL, hc)

@@ -276,3 +276,50 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestAllSmallForks: for every fork point and pair of sizes up to 12
+// (every shape of the RFC 9162 algorithm, powers of two included), Build
+// makes a bundle that verifies and whose RootAtA is tree B's own root at
+// A's size; and every consistent pair of one tree gives ErrNoFork.
+func TestAllSmallForks(t *testing.T) {
+	ctx := context.Background()
+	k := newKey(origin)
+	const max = 12
+	_, lb, _, cpb := forked(t, k, 0, max, max)
+	for common := 0; common < max; common++ {
+		_, lb2, cpa, cpb2 := forked(t, k, common, max, max)
+		for m := 1; m <= max; m++ {
+			for n := m; n <= max; n++ {
+				b, err := evidence.Build(ctx, k.v, cpa[m-1], cpb2[n-1], lb2)
+				if m <= common {
+					// A is in the common prefix: consistent with B.
+					if !errors.Is(err, evidence.ErrNoFork) {
+						t.Fatalf("common %d, %d vs %d: %v", common, m, n, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("common %d, %d vs %d: %v", common, m, n, err)
+				}
+				f, err := b.Verify(k.v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if m < n {
+					c, _, _ := log.ParseCheckpoint(cpb2[m-1], origin, k.v)
+					if !bytes.Equal(f.RootAtA, c.Hash) {
+						t.Fatalf("common %d, %d vs %d: RootAtA is not B's root at %d", common, m, n, m)
+					}
+				}
+			}
+		}
+	}
+	// One tree: never a fork.
+	for m := 1; m <= max; m++ {
+		for n := m; n <= max; n++ {
+			if _, err := evidence.Build(ctx, k.v, cpb[m-1], cpb[n-1], lb); !errors.Is(err, evidence.ErrNoFork) {
+				t.Fatalf("%d vs %d of one tree: %v", m, n, err)
+			}
+		}
+	}
+}
