@@ -251,8 +251,18 @@ func runA8(ctx context.Context, w *World, r *Result) error {
 			Evidence: fmt.Sprintf("%s: gRPC %v %q; nothing stored (still version %d)", c.what, status.Code(err), status.Convert(err).Message(), c.ver)})
 	}
 
-	// Forced into the log under the directory.
+	// Forced into the log under the directory: Carol's old record, and a
+	// version 5 of Bob's (following his version 4) signed by the removed
+	// device.
 	cres, err := c1.Lookup(ctx, carol)
+	if err != nil {
+		return err
+	}
+	ds, err := set.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	byRemovedV5, _, err := adversary.ForgeChange(Origin, bres.Index, 5, bres.LeafHash, ds, api.AuthDevice, stolen)
 	if err != nil {
 		return err
 	}
@@ -265,10 +275,7 @@ func runA8(ctx context.Context, w *World, r *Result) error {
 		rule  string
 	}{
 		{"Carol's version-2 change replayed in place of her version 4", cres.Index, 4, func(*api.ChangeRecord) []byte { return old.ChangeRecord }, c1, "R2 "},
-		{"a change signed by Bob's removed device in place of his version 5", bres.Index, 5, func(h *api.ChangeRecord) []byte {
-			b, _, _ := adversary.ForgeChange(Origin, h.Index, h.Version, h.Prev, mustMarshal(set), api.AuthDevice, stolen)
-			return b
-		}, b1, "R5 "},
+		{"a change signed by Bob's removed device in place of his version 5", bres.Index, 5, func(*api.ChangeRecord) []byte { return byRemovedV5 }, b1, "R5 "},
 	} {
 		d.Log.Arm(adversary.ChangeOf(c.index, c.ver, c.entry))
 		t0 := time.Now()
@@ -288,12 +295,4 @@ func runA8(ctx context.Context, w *World, r *Result) error {
 			Evidence: fmt.Sprintf("%s: violation at entry %d: %s: %s", c.what, v.Index, v.Rule, v.Detail)})
 	}
 	return nil
-}
-
-func mustMarshal(s *api.DeviceSet) []byte {
-	b, err := s.MarshalBinary()
-	if err != nil {
-		panic(err)
-	}
-	return b
 }
