@@ -128,7 +128,15 @@ func runA6(ctx context.Context, w *World, r *Result) error {
 	}
 	r.detect(Detection{By: ByAuditor, After: time.Since(t0), Detail: v,
 		Evidence: fmt.Sprintf("violation at entry %d (epoch record after the substituted entry %d): %s: %s", v.Index, subs[0].Index, v.Rule, v.Detail)})
-	r.note("lookups of Bob (by Bob and by senders) kept verifying at version 3: the map root is self-consistent, only a replay of the log shows it is not the log's")
+	sender, err := d.NewDevice(ctx, nil, client.Config{})
+	if err != nil {
+		return err
+	}
+	if res, err := sender.Lookup(ctx, bob); err != nil || res.Version != 3 || len(res.Recipients) != 1 {
+		r.note("a sender's lookup of Bob: %v", err)
+	} else {
+		r.note("lookups of Bob (his own and a new sender's) verify at version 3 with his one honest device: the published map is self-consistent, only a replay of the log shows it is not the log's")
+	}
 
 	_, err = owner.Monitor(ctx)
 	if err == nil {
