@@ -587,3 +587,15 @@ func tail(path string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// ModuleDir returns the source directory of the pinned Trillian module in
+// the module cache (downloading it if needed), for tests that read its
+// schema or its commands' flags.
+func ModuleDir(tb testing.TB) string {
+	tb.Helper()
+	m, err := trillianModuleInfo()
+	if err != nil {
+		tb.Fatalf("finding the pinned Trillian version: %v", err)
+	}
+	return m.Dir
+}
