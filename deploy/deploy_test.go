@@ -564,7 +564,7 @@ func TestSystemdUnits(t *testing.T) {
 var k8sKinds = map[string]bool{
 	"v1/Namespace": true, "v1/Service": true, "v1/ConfigMap": true, "v1/Secret": true,
 	"apps/v1/Deployment": true, "apps/v1/StatefulSet": true, "batch/v1/Job": true,
-	"policy/v1/PodDisruptionBudget": true,
+	"policy/v1/PodDisruptionBudget":                 true,
 	"kustomize.config.k8s.io/v1beta1/Kustomization": true,
 }
 
