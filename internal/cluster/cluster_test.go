@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/go-sql-driver/mysql"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -171,6 +173,22 @@ func TestSignerFailover(t *testing.T) {
 	master.Kill()
 	killed := time.Now()
 	t.Logf("killed %s (pid %d) with %d entries acknowledged; library log at %d, ktd log at %d", master.Name, master.PID, atKill, libAtKill, ktdAtKill)
+	// While no signer is master, queued leaves wait in Trillian's queue:
+	// the drain check of design.md 17.1 sees them.
+	db, err := sql.Open("mysql", c.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var queuedDuringOutage int64
+	waitFor("queued leaves while no signer is master", 30*time.Second, func() bool {
+		n, err := trillian.Unsequenced(ctx, db, treeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		queuedDuringOutage = n
+		return n > 0
+	})
 	for name, id := range map[string]int64{"library": treeID, "ktd": kd.treeID} {
 		m, err := c.Master(ctx, id)
 		if err != nil {
@@ -181,6 +199,7 @@ func TestSignerFailover(t *testing.T) {
 		}
 	}
 	takeover := time.Since(killed)
+	t.Logf("during the outage, Trillian's queue held at least %d unsequenced leaves", queuedDuringOutage)
 	libRoundsAtTakeover := libClient.rounds()
 	waitFor("appends after the takeover", time.Minute, func() bool { return nacked() >= atKill+300 })
 	waitFor("ktd's log to grow after the takeover", time.Minute, func() bool { return ktdClient.size() > ktdAtKill+3 })
@@ -238,6 +257,10 @@ func TestSignerFailover(t *testing.T) {
 	libClient.checkFinal(t, ctx, "library", final.Size, tlog.Hash(final.Hash))
 	if libClient.err() != nil || ktdClient.err() != nil {
 		t.Fatalf("a client failed to verify: library: %v; ktd: %v", libClient.err(), ktdClient.err())
+	}
+
+	if n, err := trillian.Unsequenced(ctx, db, treeID); err != nil || n != 0 {
+		t.Errorf("after the load: %d unsequenced leaves (%v), want 0 (%d during the outage)", n, err, queuedDuringOutage)
 	}
 
 	// ktd's log: every entry is an epoch record, numbered without gaps or
