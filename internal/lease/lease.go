@@ -29,6 +29,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -140,18 +141,42 @@ func Acquire(ctx context.Context, cfg Config) (*Lease, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	// The row exists from the first attempt on (an expired placeholder
-	// never blocks anyone). Outside the transaction: concurrent inserts
-	// inside transactions deadlock on InnoDB's insert-intention locks.
-	if _, err := cfg.DB.ExecContext(ctx, `INSERT IGNORE INTO kt_lease (name, holder, token, expires_at) VALUES (?, '', 0, '1970-01-01 00:00:01')`, cfg.Name); err != nil {
-		return nil, fmt.Errorf("lease: %w", err)
-	}
 	for attempt := 0; ; attempt++ {
 		l, err := acquireOnce(ctx, cfg)
-		if isDeadlock(err) && attempt < 5 {
-			continue // InnoDB rolled the transaction back; try again
+		if errors.Is(err, errNoRow) {
+			// First use of this lease: create the row, expired, so
+			// that it never blocks anyone, and try again. Concurrent
+			// creators are all fine (INSERT IGNORE).
+			if _, err = cfg.DB.ExecContext(ctx, `INSERT IGNORE INTO kt_lease (name, holder, token, expires_at) VALUES (?, '', 0, '1970-01-01 00:00:01')`, cfg.Name); err == nil {
+				continue
+			}
+		}
+		if isDeadlock(err) && attempt < 20 {
+			// InnoDB rolled the transaction back; try again after a
+			// short random pause, so that racing instances spread out.
+			if err := sleep(ctx, time.Duration(1+rand.IntN(10))*time.Millisecond); err != nil {
+				return nil, fmt.Errorf("lease: %w", err)
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, ErrHeld) {
+			return nil, fmt.Errorf("lease: acquire: %w", err)
 		}
 		return l, err
+	}
+}
+
+// errNoRow: the lease's row does not exist yet.
+var errNoRow = errors.New("lease: no row yet")
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -159,7 +184,7 @@ func acquireOnce(ctx context.Context, cfg Config) (*Lease, error) {
 	sent := time.Now()
 	tx, err := cfg.DB.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("lease: %w", err)
+		return nil, err
 	}
 	defer tx.Rollback()
 	var (
@@ -168,18 +193,21 @@ func acquireOnce(ctx context.Context, cfg Config) (*Lease, error) {
 		remaining int64 // microseconds
 	)
 	err = tx.QueryRowContext(ctx, `SELECT holder, token, TIMESTAMPDIFF(MICROSECOND, NOW(6), expires_at) FROM kt_lease WHERE name = ? FOR UPDATE`, cfg.Name).Scan(&holder, &token, &remaining)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errNoRow
+	}
 	if err != nil {
-		return nil, fmt.Errorf("lease: %w", err)
+		return nil, err
 	}
 	if remaining >= 0 {
 		return nil, &HeldError{Holder: holder, Token: token, Remaining: time.Duration(remaining) * time.Microsecond}
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE kt_lease SET holder = ?, token = token + 1, expires_at = NOW(6) + INTERVAL ? MICROSECOND WHERE name = ?`,
 		cfg.Holder, cfg.Duration.Microseconds(), cfg.Name); err != nil {
-		return nil, fmt.Errorf("lease: %w", err)
+		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("lease: %w", err)
+		return nil, err
 	}
 	l := &Lease{cfg: cfg, token: token + 1}
 	l.deadline = sent.Add(cfg.Duration - cfg.Margin)
