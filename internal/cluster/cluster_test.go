@@ -41,7 +41,8 @@ const origin = "example.com/kt-cluster-test"
 // servers while a client verifies over HTTP; signer-1 is killed, signer-2
 // must take over (within etcd's 60-second session TTL) and the log must
 // grow again; then server-1 is killed and appends must continue through
-// server-2; then the writers stop and everything is checked.
+// server-2; then a replacement signer joins and must stay standby; then
+// the writers stop and everything is checked.
 func TestSignerFailover(t *testing.T) {
 	c := trilliantest.StartCluster(t, trilliantest.ClusterOptions{
 		Options: trilliantest.Options{SequencerInterval: 50 * time.Millisecond},
@@ -210,6 +211,22 @@ func TestSignerFailover(t *testing.T) {
 	c.Servers[0].Kill()
 	d := waitFor("appends after killing server-1", time.Minute, func() bool { return nacked() >= atServerKill+300 })
 	t.Logf("killed server-1; 300 more entries acknowledged within %v", d.Round(time.Millisecond))
+
+	// A replacement signer joins under load as a standby: it must not
+	// take mastership from the live master, and never make two masters.
+	c.StartSigner()
+	for range 20 {
+		for name, id := range map[string]int64{"library": treeID, "ktd": kd.treeID} {
+			m, err := c.Master(ctx, id)
+			if err != nil {
+				t.Fatalf("%s tree after a signer joined: %v", name, err)
+			}
+			if m != standby {
+				t.Fatalf("%s tree: the joining signer %s took mastership from %s", name, m.Name, standby.Name)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	close(stop)
 	writers.Wait()
