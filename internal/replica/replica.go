@@ -118,7 +118,23 @@ func (f *Follower) Sync(ctx context.Context) (uint64, error) {
 			f.next++
 		}
 	}
+	// The map reflects every entry read (Head); the exposed snapshot stays
+	// at the last epoch.
+	if _, err := f.m.Apply(f.pending); err != nil {
+		return f.next, fmt.Errorf("replica: applying %d changes: %w", len(f.pending), err)
+	}
+	f.pending = nil
 	return f.next, nil
+}
+
+// Head returns the map after every entry Sync has read, including change
+// records after the last epoch record, and the log size read: what a new
+// writer closing an epoch after a takeover commits to (design.md 17.1 step
+// 4). Lookups must not use it; they use the applied epoch.
+func (f *Follower) Head() (root [32]byte, mapSize, logSize uint64) {
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
+	return f.m.Root(), f.m.Len(), f.next
 }
 
 // apply processes entry j, as the directory's replay does (section 7 and
