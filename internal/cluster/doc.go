@@ -11,6 +11,13 @@
 // saw is consistent with the final one (golang.org/x/mod/sumdb/tlog), and
 // that clients reading over the HTTP read API kept verifying throughout.
 //
+// TestWriterTakeover exercises the replicated directory's takeover
+// protocol (docs/design.md section 17.1) with its building blocks
+// (internal/lease, internal/payloadstore, internal/replica,
+// trillian.Unsequenced) and two test writers on the same cluster. The
+// benchmarks compare the cluster with the embedded default, for the log
+// (BenchmarkClusterAppend) and for the directory (BenchmarkDirectory).
+//
 // The package has no non-test code; the processes are run by
 // [github.com/keytrans/kt/internal/trilliantest].
 package cluster
