@@ -1,0 +1,815 @@
+// Package deploy holds what operators run (Dockerfiles, docker-compose,
+// Kubernetes manifests, systemd units, example configurations); its tests
+// validate them with the tools that install on a CI machine and, where no
+// validator installs (kubeconform needs schemas from the internet), with
+// structural checks of our own:
+//
+//   - every example ktd configuration is accepted by the real ktd binary
+//     (Config's strict loader: unknown keys are errors);
+//   - every Trillian flag used anywhere is a flag of the pinned Trillian
+//     binaries;
+//   - docker-compose parses the compose file (`docker-compose config`);
+//   - systemd-analyze verifies the units;
+//   - the Kubernetes manifests decode strictly (no duplicate keys), use
+//     known apiVersion/kind pairs, and their cross-references (selectors,
+//     named ports, volumes, ConfigMaps, Secrets, Services) resolve.
+//
+// Under CI=true a missing validator is a failure, not a skip.
+package deploy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/modfile"
+
+	"github.com/keytrans/kt/internal/trilliantest"
+)
+
+// ourBinaries are the commands deploy/ packages. Only those with a
+// ./cmd/<name> directory can be built today; the others are written
+// elsewhere and their deploy entries wait for them.
+var ourBinaries = []string{"ktd", "ktauditor", "ktctl", "kt"}
+
+// requireTool returns the path of a validator, skipping when it is missing
+// outside CI and failing under CI=true.
+func requireTool(t *testing.T, name, install string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not installed (CI=true: this check must run); install it with %s", name, install)
+	}
+	t.Skipf("%s is not installed; install it with %s", name, install)
+	return ""
+}
+
+// yamlDocs decodes every document of a YAML file into generic values,
+// failing on syntax errors and duplicate keys.
+func yamlDocs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var docs []map[string]any
+	for {
+		var doc map[string]any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if doc != nil {
+			docs = append(docs, doc)
+		}
+	}
+	return docs
+}
+
+// get walks a generic YAML value along keys ("spec", "template", ...).
+func get(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+func str(v any, keys ...string) string {
+	s, _ := get(v, keys...).(string)
+	return s
+}
+
+func list(v any, keys ...string) []any {
+	l, _ := get(v, keys...).([]any)
+	return l
+}
+
+func strMap(v any, keys ...string) map[string]string {
+	m, _ := get(v, keys...).(map[string]any)
+	out := map[string]string{}
+	for k, v := range m {
+		out[k] = fmt.Sprint(v)
+	}
+	return out
+}
+
+// buildKtd builds ./cmd/ktd once per test binary run.
+func buildKtd(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "ktd")
+	cmd := exec.Command("go", "build", "-o", bin, "../cmd/ktd")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building ktd: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestKtdConfigs loads every example ktd configuration with the real ktd
+// (through `ktd issue-token`, which runs the full loader and validation
+// and then needs only the data directory), so that a key that Config does
+// not have, a bad value or a failed validation is caught.
+func TestKtdConfigs(t *testing.T) {
+	ktd := buildKtd(t)
+	run := func(t *testing.T, config string, env ...string) ([]byte, error) {
+		cmd := exec.Command(ktd, "issue-token", "--config="+config, "+14155550100")
+		cmd.Env = append(os.Environ(), append([]string{"KTD_DATA_DIR=" + t.TempDir()}, env...)...)
+		return cmd.CombinedOutput()
+	}
+	for _, tc := range []struct {
+		file string
+		env  []string
+	}{
+		// Compose and Kubernetes set the tree ID in the environment.
+		{"config/ktd.yaml", []string{"KTD_LOG_TRILLIAN_TREE_ID=1"}},
+		{"config/ktd-embedded.yaml", nil},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			out, err := run(t, tc.file, tc.env...)
+			if err != nil {
+				t.Fatalf("ktd rejects %s: %v\n%s", tc.file, err, out)
+			}
+			if len(bytes.TrimSpace(out)) == 0 {
+				t.Fatalf("ktd printed no token for %s", tc.file)
+			}
+		})
+	}
+	// The checks above can fail: an unknown key, and the Trillian config
+	// without its tree ID, are refused.
+	t.Run("unknown key refused", func(t *testing.T) {
+		b, err := os.ReadFile("config/ktd-embedded.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := filepath.Join(t.TempDir(), "bad.yaml")
+		if err := os.WriteFile(bad, append(b, []byte("\nno_such_key: 1\n")...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := run(t, bad); err == nil {
+			t.Fatalf("ktd accepted an unknown key:\n%s", out)
+		}
+	})
+	t.Run("trillian without tree id refused", func(t *testing.T) {
+		if out, err := run(t, "config/ktd.yaml"); err == nil || !bytes.Contains(out, []byte("tree_id")) {
+			t.Fatalf("ktd accepted the Trillian configuration without a tree ID (%v):\n%s", err, out)
+		}
+	})
+
+	// Every KTD_ variable that compose or Kubernetes sets is a key of
+	// ktd's: `ktd --help` lists each key with its variable.
+	help, err := exec.Command(ktd, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ktd --help: %v\n%s", err, help)
+	}
+	known := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\bKTD_[A-Z0-9_]+\b`).FindAll(help, -1) {
+		known[string(m)] = true
+	}
+	if len(known) < 20 {
+		t.Fatalf("ktd --help lists only %d variables:\n%s", len(known), help)
+	}
+	for _, f := range deployFiles(t) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`\bKTD_[A-Z0-9_]+\b`).FindAll(b, -1) {
+			if !known[string(m)] {
+				t.Errorf("%s sets %s, which is not a ktd configuration variable", f, m)
+			}
+		}
+	}
+}
+
+// deployFiles lists every file under deploy/ except the tests.
+func deployFiles(t *testing.T) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(".", func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && !strings.HasSuffix(p, "_test.go") {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// trillianFlagUses returns, for each Trillian binary, the flags that deploy/
+// passes to it anywhere (compose, Kubernetes, systemd), with where.
+func trillianFlagUses(t *testing.T) map[string]map[string][]string {
+	t.Helper()
+	uses := map[string]map[string][]string{}
+	add := func(bin, flag, where string) {
+		if uses[bin] == nil {
+			uses[bin] = map[string][]string{}
+		}
+		uses[bin][flag] = append(uses[bin][flag], where)
+	}
+	flagRE := regexp.MustCompile(`--([a-z0-9_]+)`)
+	binRE := regexp.MustCompile(`(trillian_log_server|trillian_log_signer|createtree|updatetree)`)
+	for _, f := range deployFiles(t) {
+		switch {
+		case strings.HasSuffix(f, ".yaml"):
+			for _, doc := range yamlDocs(t, f) {
+				// Compose services and Kubernetes containers alike:
+				// an entrypoint/command naming the binary, then args.
+				var visit func(v any)
+				visit = func(v any) {
+					switch v := v.(type) {
+					case map[string]any:
+						var argv []any
+						argv = append(argv, list(v, "entrypoint")...)
+						argv = append(argv, list(v, "command")...)
+						argv = append(argv, list(v, "args")...)
+						var bin string
+						for _, a := range argv {
+							s, _ := a.(string)
+							if m := binRE.FindString(s); m != "" && !strings.HasPrefix(s, "-") {
+								bin = m
+							}
+						}
+						if bin != "" {
+							for _, a := range argv {
+								s, _ := a.(string)
+								if m := flagRE.FindStringSubmatch(s); m != nil && strings.HasPrefix(s, "--") {
+									add(bin, m[1], f)
+								}
+							}
+						}
+						for _, c := range v {
+							visit(c)
+						}
+					case []any:
+						for _, c := range v {
+							visit(c)
+						}
+					}
+				}
+				visit(doc)
+			}
+		case strings.HasSuffix(f, ".service"):
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exec := strings.ReplaceAll(string(b), "\\\n", " ")
+			for _, line := range strings.Split(exec, "\n") {
+				if !strings.HasPrefix(line, "ExecStart=") {
+					continue
+				}
+				bin := binRE.FindString(line)
+				if bin == "" {
+					continue
+				}
+				for _, m := range flagRE.FindAllStringSubmatch(line, -1) {
+					add(bin, m[1], f)
+				}
+			}
+		}
+	}
+	return uses
+}
+
+// binaryFlags lists the flags a Go binary defines, from its -help output.
+func binaryFlags(t *testing.T, bin string) map[string]bool {
+	t.Helper()
+	out, _ := exec.Command(bin, "-help").CombinedOutput() // exits 0 or 2
+	flags := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-z0-9_]+)`).FindAllSubmatch(out, -1) {
+		flags[string(m[1])] = true
+	}
+	if len(flags) < 10 {
+		t.Fatalf("%s -help lists only %d flags:\n%s", bin, len(flags), out)
+	}
+	return flags
+}
+
+// sourceFlags lists the flags defined in a Trillian command's main package
+// (for the tools the tests do not build).
+func sourceFlags(t *testing.T, dir string) map[string]bool {
+	t.Helper()
+	flags := map[string]bool{"logtostderr": true, "v": true} // klog's
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Go files in %s (%v)", dir, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`flag\.\w+\("([a-z0-9_]+)"`).FindAllSubmatch(b, -1) {
+			flags[string(m[1])] = true
+		}
+	}
+	return flags
+}
+
+// TestTrillianFlags checks every flag deploy/ passes to a Trillian binary
+// against the pinned release: the real binaries' -help for the server and
+// signer, the source for createtree and updatetree.
+func TestTrillianFlags(t *testing.T) {
+	uses := trillianFlagUses(t)
+	for _, bin := range []string{"trillian_log_server", "trillian_log_signer", "createtree"} {
+		if len(uses[bin]) == 0 {
+			t.Errorf("no deploy file runs %s", bin)
+		}
+	}
+	server, signer := trilliantest.Binaries(t)
+	dir := trilliantest.ModuleDir(t)
+	defined := map[string]map[string]bool{
+		"trillian_log_server": binaryFlags(t, server),
+		"trillian_log_signer": binaryFlags(t, signer),
+		"createtree":          sourceFlags(t, filepath.Join(dir, "cmd", "createtree")),
+		"updatetree":          sourceFlags(t, filepath.Join(dir, "cmd", "updatetree")),
+	}
+	for _, bin := range slices.Sorted(maps.Keys(uses)) {
+		for _, flag := range slices.Sorted(maps.Keys(uses[bin])) {
+			if !defined[bin][flag] {
+				t.Errorf("%s has no flag --%s (used in %s)", bin, flag, strings.Join(slices.Compact(uses[bin][flag]), ", "))
+			}
+		}
+	}
+	// The check can fail.
+	if defined["trillian_log_signer"]["no_such_flag"] {
+		t.Fatal("flag table accepts anything")
+	}
+}
+
+// TestDockerfiles checks the Dockerfiles' invariants: static builds,
+// non-root users, and the Trillian version equal to go.mod's.
+func TestDockerfiles(t *testing.T) {
+	gomod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, err := modfile.Parse("go.mod", gomod, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trillianVersion string
+	for _, r := range mf.Require {
+		if r.Mod.Path == "github.com/google/trillian" {
+			trillianVersion = r.Mod.Version
+		}
+	}
+	if trillianVersion == "" {
+		t.Fatal("go.mod does not require github.com/google/trillian")
+	}
+	files, _ := filepath.Glob("docker/Dockerfile*")
+	for _, f := range files {
+		if strings.HasSuffix(f, ".dockerignore") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		if m := regexp.MustCompile(`ARG TRILLIAN_VERSION=(\S+)`).FindStringSubmatch(s); m != nil && m[1] != trillianVersion {
+			t.Errorf("%s builds Trillian %s; go.mod pins %s", f, m[1], trillianVersion)
+		}
+		if strings.Contains(s, "go build") || strings.Contains(s, "go install -ldflags") {
+			if !strings.Contains(s, "CGO_ENABLED=0") {
+				t.Errorf("%s builds without CGO_ENABLED=0", f)
+			}
+			if !regexp.MustCompile(`(?m)^USER 65532`).MatchString(s) {
+				t.Errorf("%s does not run as the nonroot user", f)
+			}
+		}
+	}
+	// Compose's and Kubernetes' image versions follow the pin too.
+	for _, f := range deployFiles(t) {
+		b, _ := os.ReadFile(f)
+		for _, m := range regexp.MustCompile(`kt/(?:trillian|mariadb-trillian):(v[0-9.]+)`).FindAllSubmatch(b, -1) {
+			if string(m[1]) != trillianVersion {
+				t.Errorf("%s uses image tag %s; go.mod pins Trillian %s", f, m[0], trillianVersion)
+			}
+		}
+	}
+}
+
+// TestCompose validates the compose file with docker-compose and checks
+// that every binary it builds is one of ours, listing those not written
+// yet.
+func TestCompose(t *testing.T) {
+	const file = "compose/compose.yaml"
+	docs := yamlDocs(t, file)
+	if len(docs) != 1 {
+		t.Fatalf("%s: %d documents", file, len(docs))
+	}
+	services, _ := docs[0]["services"].(map[string]any)
+	for _, want := range []string{"mariadb", "etcd", "trillian-log-server", "trillian-log-signer", "createtree", "ktd", "ktauditor-1", "ktauditor-2"} {
+		if services[want] == nil {
+			t.Errorf("%s has no service %s", file, want)
+		}
+	}
+	for _, name := range []string{"trillian-log-server", "trillian-log-signer"} {
+		if r := get(services[name], "deploy", "replicas"); r != 2 {
+			t.Errorf("service %s has %v replicas, want 2", name, r)
+		}
+	}
+	var missing []string
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		svc := services[name]
+		if cmd := str(svc, "build", "args", "CMD"); cmd != "" {
+			if !slices.Contains(ourBinaries, cmd) {
+				t.Errorf("service %s builds unknown binary %q", name, cmd)
+			}
+			if _, err := os.Stat(filepath.Join("..", "cmd", cmd)); err != nil {
+				missing = append(missing, cmd)
+			}
+		}
+		if ctx := str(svc, "build", "context"); ctx != "" {
+			df := str(svc, "build", "dockerfile")
+			if _, err := os.Stat(filepath.Join("compose", ctx, df)); err != nil {
+				t.Errorf("service %s: Dockerfile %s in context %s: %v", name, df, ctx, err)
+			}
+		}
+		for _, p := range list(svc, "ports") {
+			if s, _ := p.(string); !strings.HasPrefix(s, "127.0.0.1:") {
+				t.Errorf("service %s publishes %q beyond loopback", name, s)
+			}
+		}
+		for _, v := range list(svc, "volumes") {
+			s, _ := v.(string)
+			if src, _, _ := strings.Cut(s, ":"); strings.HasPrefix(src, ".") {
+				if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
+					t.Errorf("service %s mounts %s: %v", name, src, err)
+				}
+			}
+		}
+	}
+	if len(missing) > 0 {
+		t.Logf("compose builds binaries that do not exist yet in this tree: %s", strings.Join(slices.Compact(missing), ", "))
+	}
+
+	dc := requireTool(t, "docker-compose", "`apt-get install -y --no-install-recommends docker-compose`")
+	cmd := exec.Command(dc, "-f", file, "--profile", "setup", "config", "-q")
+	cmd.Env = append(os.Environ(), "KT_MYSQL_PASSWORD=test", "KT_TREE_ID=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
+	}
+	// And it does reject a broken file.
+	b, _ := os.ReadFile(file)
+	bad := filepath.Join(t.TempDir(), "compose.yaml")
+	if err := os.WriteFile(bad, bytes.Replace(b, []byte("  ktd:\n"), []byte("  ktd:\n    no_such_option: 1\n"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(dc, "-f", bad, "config", "-q")
+	cmd.Env = append(os.Environ(), "KT_MYSQL_PASSWORD=test")
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("docker-compose accepted an unknown service option:\n%s", out)
+	}
+}
+
+// TestSystemdUnits runs systemd-analyze verify on every unit, with the
+// binaries it starts present, and fails on any complaint (verify exits 0
+// on unknown directives, so its output counts).
+func TestSystemdUnits(t *testing.T) {
+	sa := requireTool(t, "systemd-analyze", "`apt-get install -y systemd`")
+	units, _ := filepath.Glob("systemd/*.service")
+	if len(units) < 4 {
+		t.Fatalf("only %d units", len(units))
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify := func(t *testing.T, name string, unit []byte) ([]byte, error) {
+		// Point ExecStart at stand-ins for the binaries (verify checks
+		// that they are executable).
+		re := regexp.MustCompile(`/usr/local/bin/([a-z_]+)`)
+		for _, m := range re.FindAllSubmatch(unit, -1) {
+			p := filepath.Join(bin, string(m[1]))
+			if _, err := os.Stat(p); err != nil {
+				if err := os.Symlink(truePath, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		unit = re.ReplaceAll(unit, []byte(bin+"/$1"))
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, unit, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(sa, "verify", p)
+		out, err := cmd.CombinedOutput()
+		// Ordering references to units that exist on real hosts
+		// (mariadb.service, etcd.service) are not errors.
+		var complaints []string
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if line != "" {
+				complaints = append(complaints, line)
+			}
+		}
+		if err == nil && len(complaints) > 0 {
+			err = errors.New("complaints")
+		}
+		return []byte(strings.Join(complaints, "\n")), err
+	}
+	for _, u := range units {
+		t.Run(filepath.Base(u), func(t *testing.T) {
+			b, err := os.ReadFile(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, err := verify(t, filepath.Base(u), b); err != nil {
+				t.Errorf("systemd-analyze verify %s: %v\n%s", u, err, out)
+			}
+		})
+	}
+	t.Run("typo detected", func(t *testing.T) {
+		b, _ := os.ReadFile("systemd/ktd.service")
+		b = bytes.Replace(b, []byte("ProtectHome=yes"), []byte("ProtectHomee=yes"), 1)
+		if out, err := verify(t, "typo.service", b); err == nil {
+			t.Fatalf("a misspelled directive passed:\n%s", out)
+		}
+	})
+}
+
+// k8sKinds are the apiVersion/kind pairs the manifests may use.
+var k8sKinds = map[string]bool{
+	"v1/Namespace": true, "v1/Service": true, "v1/ConfigMap": true, "v1/Secret": true,
+	"apps/v1/Deployment": true, "apps/v1/StatefulSet": true, "batch/v1/Job": true,
+	"policy/v1/PodDisruptionBudget":                 true,
+	"kustomize.config.k8s.io/v1beta1/Kustomization": true,
+}
+
+var dns1123 = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// workload is a pod template of a Deployment, StatefulSet or Job.
+type workload struct {
+	kind, name string
+	labels     map[string]string
+	ports      map[string]bool // named container ports
+}
+
+// TestKubernetesManifests decodes every manifest and checks its structure
+// and cross-references.
+func TestKubernetesManifests(t *testing.T) {
+	files, _ := filepath.Glob("kubernetes/*.yaml")
+	type object struct {
+		file string
+		doc  map[string]any
+	}
+	var objs []object
+	names := map[string]bool{} // kind/name
+	for _, f := range files {
+		for _, doc := range yamlDocs(t, f) {
+			av, kind, name := str(doc, "apiVersion"), str(doc, "kind"), str(doc, "metadata", "name")
+			if !k8sKinds[av+"/"+kind] {
+				t.Errorf("%s: unknown apiVersion/kind %s/%s", f, av, kind)
+			}
+			if kind != "Kustomization" && !dns1123.MatchString(name) {
+				t.Errorf("%s: %s has invalid metadata.name %q", f, kind, name)
+			}
+			if names[kind+"/"+name] {
+				t.Errorf("%s: %s/%s defined twice", f, kind, name)
+			}
+			names[kind+"/"+name] = true
+			objs = append(objs, object{f, doc})
+		}
+	}
+
+	// Kustomization: lists every manifest except the secrets example, and
+	// its generated ConfigMaps come from files that exist.
+	kust := yamlDocs(t, "kubernetes/kustomization.yaml")[0]
+	var resources []string
+	for _, r := range list(kust, "resources") {
+		resources = append(resources, fmt.Sprint(r))
+		if _, err := os.Stat(filepath.Join("kubernetes", fmt.Sprint(r))); err != nil {
+			t.Errorf("kustomization lists %s: %v", r, err)
+		}
+	}
+	for _, f := range files {
+		b := filepath.Base(f)
+		if b != "kustomization.yaml" && b != "secrets.example.yaml" && !slices.Contains(resources, b) {
+			t.Errorf("kustomization.yaml does not list %s", b)
+		}
+	}
+	for _, g := range list(kust, "configMapGenerator") {
+		names["ConfigMap/"+str(g, "name")] = true
+		for _, f := range list(g, "files") {
+			_, src, _ := strings.Cut(fmt.Sprint(f), "=")
+			if _, err := os.Stat(filepath.Join("kubernetes", src)); err != nil {
+				t.Errorf("configMapGenerator %s: %v", str(g, "name"), err)
+			}
+		}
+	}
+
+	var workloads []workload
+	for _, o := range objs {
+		kind, name := str(o.doc, "kind"), str(o.doc, "metadata", "name")
+		if kind != "Deployment" && kind != "StatefulSet" && kind != "Job" {
+			continue
+		}
+		where := fmt.Sprintf("%s: %s/%s", o.file, kind, name)
+		tmpl := get(o.doc, "spec", "template")
+		labels := strMap(tmpl, "metadata", "labels")
+		if kind != "Job" {
+			sel := strMap(o.doc, "spec", "selector", "matchLabels")
+			if len(sel) == 0 {
+				t.Errorf("%s: no spec.selector.matchLabels", where)
+			}
+			for k, v := range sel {
+				if labels[k] != v {
+					t.Errorf("%s: selector %s=%s does not match the pod template's labels", where, k, v)
+				}
+			}
+		}
+		if kind == "StatefulSet" && !names["Service/"+str(o.doc, "spec", "serviceName")] {
+			t.Errorf("%s: serviceName %q is not a Service", where, str(o.doc, "spec", "serviceName"))
+		}
+		pod := get(tmpl, "spec")
+		if get(pod, "securityContext", "runAsNonRoot") != true {
+			t.Errorf("%s: pod does not set securityContext.runAsNonRoot", where)
+		}
+		volumes := map[string]bool{}
+		for _, v := range list(pod, "volumes") {
+			volumes[str(v, "name")] = true
+			if cm := str(v, "configMap", "name"); cm != "" && !names["ConfigMap/"+cm] {
+				t.Errorf("%s: volume uses ConfigMap %q, which is not defined or generated", where, cm)
+			}
+		}
+		for _, v := range list(o.doc, "spec", "volumeClaimTemplates") {
+			volumes[str(v, "metadata", "name")] = true
+		}
+		w := workload{kind: kind, name: name, labels: labels, ports: map[string]bool{}}
+		containers := list(pod, "containers")
+		if len(containers) == 0 {
+			t.Errorf("%s: no containers", where)
+		}
+		for _, c := range containers {
+			cw := where + " container " + str(c, "name")
+			if str(c, "name") == "" || str(c, "image") == "" {
+				t.Errorf("%s: container without name or image", cw)
+			}
+			if get(c, "securityContext", "allowPrivilegeEscalation") != false {
+				t.Errorf("%s: allowPrivilegeEscalation is not false", cw)
+			}
+			for _, p := range list(c, "ports") {
+				if n := str(p, "name"); n != "" {
+					w.ports[n] = true
+				}
+			}
+			for _, m := range list(c, "volumeMounts") {
+				if !volumes[str(m, "name")] {
+					t.Errorf("%s: mounts undefined volume %q", cw, str(m, "name"))
+				}
+			}
+			for _, e := range list(c, "env") {
+				if s := str(e, "valueFrom", "secretKeyRef", "name"); s != "" {
+					// Secrets are created by the operator, shaped as
+					// in secrets.example.yaml.
+					if !secretExample(t, s, str(e, "valueFrom", "secretKeyRef", "key")) {
+						t.Errorf("%s: secret %s key %s is not in secrets.example.yaml", cw, s, str(e, "valueFrom", "secretKeyRef", "key"))
+					}
+				}
+			}
+			for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+				if p, ok := get(c, probe, "httpGet", "port").(string); ok && !w.ports[p] {
+					t.Errorf("%s: %s uses unnamed port %q", cw, probe, p)
+				}
+			}
+		}
+		workloads = append(workloads, w)
+	}
+
+	// Services select some workload's pods and target its named ports;
+	// PodDisruptionBudgets select some workload.
+	for _, o := range objs {
+		kind, name := str(o.doc, "kind"), str(o.doc, "metadata", "name")
+		var sel map[string]string
+		switch kind {
+		case "Service":
+			sel = strMap(o.doc, "spec", "selector")
+		case "PodDisruptionBudget":
+			sel = strMap(o.doc, "spec", "selector", "matchLabels")
+		default:
+			continue
+		}
+		var matched []workload
+		for _, w := range workloads {
+			ok := len(sel) > 0
+			for k, v := range sel {
+				ok = ok && w.labels[k] == v
+			}
+			if ok {
+				matched = append(matched, w)
+			}
+		}
+		if len(matched) == 0 {
+			t.Errorf("%s: %s/%s selects no workload", o.file, kind, name)
+			continue
+		}
+		for _, p := range list(o.doc, "spec", "ports") {
+			tp, ok := get(p, "targetPort").(string)
+			if !ok {
+				continue
+			}
+			for _, w := range matched {
+				if !w.ports[tp] {
+					t.Errorf("%s: Service %s targets port %q, which %s/%s does not name", o.file, name, tp, w.kind, w.name)
+				}
+			}
+		}
+	}
+	sort.Slice(workloads, func(i, j int) bool { return workloads[i].name < workloads[j].name })
+	var wl []string
+	for _, w := range workloads {
+		wl = append(wl, w.kind+"/"+w.name)
+	}
+	t.Logf("workloads: %s", strings.Join(wl, ", "))
+}
+
+// secretExample reports whether secrets.example.yaml defines the key.
+func secretExample(t *testing.T, name, key string) bool {
+	for _, doc := range yamlDocs(t, "kubernetes/secrets.example.yaml") {
+		if str(doc, "kind") == "Secret" && str(doc, "metadata", "name") == name {
+			if _, ok := get(doc, "stringData", key).(string); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestKustomizeBuild renders the Kubernetes manifests with kustomize (the
+// ConfigMaps come from deploy/config/, so it needs
+// --load-restrictor=LoadRestrictionsNone, as docs/operations.md says) and
+// checks the result: every object in the kt namespace, and the generated
+// ConfigMaps carry the example configurations unchanged.
+func TestKustomizeBuild(t *testing.T) {
+	kz := requireTool(t, "kustomize", "`go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1`")
+	out, err := exec.Command(kz, "build", "--load-restrictor=LoadRestrictionsNone", "kubernetes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kustomize build: %v\n%s", err, out)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(out))
+	kinds := map[string]int{}
+	for {
+		var doc map[string]any
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("kustomize output: %v", err)
+		}
+		kind, name := str(doc, "kind"), str(doc, "metadata", "name")
+		kinds[kind]++
+		if kind != "Namespace" && str(doc, "metadata", "namespace") != "kt" {
+			t.Errorf("%s/%s is not in namespace kt", kind, name)
+		}
+		if kind == "ConfigMap" {
+			for key, v := range strMap(doc, "data") {
+				want, err := os.ReadFile(filepath.Join("config", key))
+				if err != nil {
+					t.Errorf("ConfigMap %s key %s: %v", name, key, err)
+				} else if v != string(want) {
+					t.Errorf("ConfigMap %s key %s differs from config/%s", name, key, key)
+				}
+			}
+		}
+	}
+	for kind, n := range map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 5, "ConfigMap": 2} {
+		if kinds[kind] != n {
+			t.Errorf("kustomize rendered %d %s, want %d", kinds[kind], kind, n)
+		}
+	}
+	// Without the flag, kustomize refuses, as documented.
+	if out, err := exec.Command(kz, "build", "kubernetes").CombinedOutput(); err == nil {
+		t.Errorf("kustomize build without --load-restrictor succeeded; update docs/operations.md:\n%.200s", out)
+	}
+}
