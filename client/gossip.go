@@ -109,25 +109,11 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		res.Err = fmt.Errorf("%w: %s: %s", ErrGossip, auditor, fmt.Sprintf(format, args...))
 		return res
 	}
-	url := strings.TrimSuffix(auditor, "/") + "/kt/v1/gossip"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(t.Checkpoint))
+	code, body, err := c.post(ctx, auditor, t.Checkpoint)
 	if err != nil {
 		return bad("%v", err)
 	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	resp, err := c.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return bad("%v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxGossipBody+1))
-	if err != nil {
-		return bad("reading the answer: %v", err)
-	}
-	if len(body) > maxGossipBody {
-		return bad("answer larger than %d bytes", maxGossipBody)
-	}
-	switch resp.StatusCode {
+	switch code {
 	case http.StatusOK:
 	case http.StatusConflict:
 		// SPEC(design.md 15): "409 with an evidence bundle if not".
@@ -137,7 +123,7 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Evidence: body, Reason: "the auditor sent evidence of a fork"}
 		return res
 	default:
-		return bad("HTTP %d: %.200s", resp.StatusCode, body)
+		return bad("HTTP %d: %.200s", code, body)
 	}
 	cp, _, err := log.ParseCheckpoint(body, c.p.Origin, c.p.LogVerifier)
 	if err != nil {
@@ -145,8 +131,16 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 	}
 	res.Size = cp.Size
 	theirRoot := [32]byte(cp.Hash)
-	conflict := func(reason string, evidence []byte) GossipResult {
-		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Theirs: body, Evidence: evidence, Reason: reason}
+	conflict := func(reason string, ev []byte) GossipResult {
+		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Theirs: body, Evidence: ev, Reason: reason}
+		if ev != nil {
+			// SPEC(design.md 15): "The body may also be an evidence
+			// bundle, which the auditor verifies offline and records
+			// (409, echoing it)." The auditor could not build this one.
+			if code, _, err := c.post(ctx, auditor, ev); err != nil || code != http.StatusConflict {
+				c.log.WarnContext(ctx, "gossip: the auditor did not record the evidence", "auditor", auditor, "status", code, "err", err)
+			}
+		}
 		return res
 	}
 	switch {
@@ -192,6 +186,30 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		return conflict(fmt.Sprintf("the log cannot prove size %d consistent with size %d: %v", oldSize, newSize, err), ev)
 	}
 	return res
+}
+
+// post sends body to the auditor's gossip endpoint and returns the status
+// and the answer (at most maxGossipBody bytes).
+func (c *Client) post(ctx context.Context, auditor string, body []byte) (int, []byte, error) {
+	url := strings.TrimSuffix(auditor, "/") + "/kt/v1/gossip"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	ans, err := io.ReadAll(io.LimitReader(resp.Body, maxGossipBody+1))
+	if err != nil {
+		return 0, nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	if len(ans) > maxGossipBody {
+		return 0, nil, fmt.Errorf("answer larger than %d bytes", maxGossipBody)
+	}
+	return resp.StatusCode, ans, nil
 }
 
 // logSource serves the directory's Log service as an [evidence.ProofSource]

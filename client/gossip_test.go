@@ -31,14 +31,15 @@ type fakeAuditor struct {
 	mu     sync.Mutex
 	status int
 	body   []byte
-	got    []byte
+	posts  [][]byte // bodies received since the last set
 	path   string
 }
 
 func (a *fakeAuditor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.got, _ = io.ReadAll(r.Body)
+	got, _ := io.ReadAll(r.Body)
+	a.posts = append(a.posts, got)
 	a.path = r.Method + " " + r.URL.Path
 	w.WriteHeader(a.status)
 	w.Write(a.body)
@@ -47,7 +48,7 @@ func (a *fakeAuditor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (a *fakeAuditor) set(status int, body []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.status, a.body = status, body
+	a.status, a.body, a.posts = status, body, nil
 }
 
 func (e *netEnv) sign(size uint64, root []byte) []byte {
@@ -126,8 +127,8 @@ func TestGossip(t *testing.T) {
 			if len(rs) != 1 {
 				t.Fatalf("%d results", len(rs))
 			}
-			if aud.path != "POST /kt/v1/gossip" || string(aud.got) != string(tr.Checkpoint) {
-				t.Fatalf("the auditor got %s with %q, want the trusted checkpoint", aud.path, aud.got)
+			if aud.path != "POST /kt/v1/gossip" || len(aud.posts) == 0 || string(aud.posts[0]) != string(tr.Checkpoint) {
+				t.Fatalf("the auditor got %s with %q, want the trusted checkpoint", aud.path, aud.posts)
 			}
 			got := rs[0].Err
 			if c.want == nil {
@@ -146,6 +147,14 @@ func TestGossip(t *testing.T) {
 				}
 				if c.evidence != (sv.Evidence != nil) {
 					t.Fatalf("evidence %q", sv.Evidence)
+				}
+				// Evidence the client built is passed on to the auditor.
+				wantPosts := 1
+				if c.evidence && c.status == 200 {
+					wantPosts = 2
+				}
+				if len(aud.posts) != wantPosts || (wantPosts == 2 && !bytes.Equal(aud.posts[1], sv.Evidence)) {
+					t.Fatalf("the auditor got %d posts, want %d", len(aud.posts), wantPosts)
 				}
 				if sv.Evidence != nil {
 					if _, err := client.VerifyEvidence(e.params, sv.Evidence); err != nil {

@@ -700,7 +700,23 @@ func (a *app) pollOnce(ctx context.Context, c *client.Client) (int, error) {
 		return alerts, err
 	}
 	if len(a.cfg.Auditors) > 0 {
-		if _, gerr := c.Gossip(pctx); gerr != nil {
+		rs, gerr := c.Gossip(pctx)
+		for _, r := range rs {
+			j := map[string]any{"gossip": r.Auditor}
+			if r.Err != nil {
+				j["error"] = r.Err.Error()
+			} else {
+				j["size"] = r.Size
+			}
+			a.output(j, func(w io.Writer) {
+				if r.Err != nil {
+					fmt.Fprintf(w, "gossip %s: %v\n", r.Auditor, r.Err)
+				} else {
+					fmt.Fprintf(w, "gossip %s: consistent (auditor at size %d)\n", r.Auditor, r.Size)
+				}
+			})
+		}
+		if gerr != nil {
 			alerts++
 			a.output(map[string]any{"alert": gerr.Error()}, func(w io.Writer) { fmt.Fprintf(w, "ALERT %v\n", gerr) })
 		}

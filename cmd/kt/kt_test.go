@@ -23,11 +23,13 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
 	"github.com/keytrans/kt/internal/testwitness"
 	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/posix"
 )
 
@@ -36,6 +38,8 @@ const origin = "kt-cmd-test.example/kt"
 // testDir is a real directory on loopback: posix log, 1-of-1 witness.
 type testDir struct {
 	addr     string
+	vkey     string
+	readURL  string // the log's HTTP read API, for auditors
 	token    *directory.TokenCredentials
 	recovery ed25519.PrivateKey
 	dir      ktpb.DirectoryClient
@@ -80,6 +84,8 @@ func startDirectory(t *testing.T) *testDir {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ra := httptest.NewServer(logapi.NewHandler(l, logapi.WithLogger(quiet)))
+	t.Cleanup(ra.Close)
 	pub, _ := grpcserver.New(grpcserver.Options{RateLimit: -1, Logger: quiet}, d, d)
 	ops, _ := grpcserver.NewOperator(grpcserver.Options{RateLimit: -1, Logger: quiet}, d)
 	serve := func(s *grpc.Server) (string, *grpc.ClientConn) {
@@ -106,7 +112,7 @@ func startDirectory(t *testing.T) *testDir {
 		d.Close(ctx)
 		l.Close(ctx)
 	})
-	td := &testDir{addr: addr, token: tk, recovery: rk, dir: ktpb.NewDirectoryClient(conn), op: ktpb.NewOperatorClient(opConn)}
+	td := &testDir{addr: addr, vkey: vkey, readURL: ra.URL, token: tk, recovery: rk, dir: ktpb.NewDirectoryClient(conn), op: ktpb.NewOperatorClient(opConn)}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if _, err := td.dir.GetEpoch(t.Context(), &ktpb.GetEpochRequest{}); err == nil {
 			break
@@ -323,6 +329,48 @@ func TestWorkflow(t *testing.T) {
 	code = run(ctx, []string{"--state-file", filepath.Join(bob1.dir, "state.json"), "--directory", td.addr, "--monitor-interval", "100ms", "monitor"}, strings.NewReader(""), &mout, &merr)
 	if code != 0 || strings.Count(mout.String(), "by this device") != 3 || !strings.Contains(mout.String(), "re-keyed") || strings.Contains(mout.String(), "ALERT") {
 		t.Fatalf("kt monitor: exit %d\n%s%s", code, mout.String(), merr.String())
+	}
+}
+
+// TestMonitorGossipRealAuditor: kt monitor --once gossips with a real
+// auditor (package auditor) that follows the directory's log through its
+// HTTP read API, and reports the consistent answer; an auditor with no
+// view yet is reported, and is not an alert.
+func TestMonitorGossipRealAuditor(t *testing.T) {
+	td := startDirectory(t)
+	bob := td.device(t)
+	bob.ok("init")
+	bob.ok("register", "bob@example.com", "--token", td.token.IssueToken("mailto:bob@example.com"))
+	bob.awaitVersion("bob@example.com", 1)
+	st, err := auditor.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := auditor.New(auditor.Config{Logs: []auditor.LogConfig{{Origin: origin, VKey: td.vkey,
+		RecoveryKey: [32]byte(td.recovery.Public().(ed25519.PublicKey)), Reader: logapi.NewClient(td.readURL, nil)}},
+		Store: st, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+
+	out, errs, code := bob.kt("", "--auditors", srv.URL, "monitor", "--once")
+	if code != 0 || !strings.Contains(out, "gossip "+srv.URL+": client: gossip failed") || strings.Contains(out, "ALERT") {
+		t.Fatalf("monitor with an auditor that has no view yet: exit %d\n%s%s", code, out, errs)
+	}
+	if err := a.AuditOnce(t.Context(), origin); err != nil {
+		t.Fatal(err)
+	}
+	size := a.Status()[0].Latest.Size
+	out, errs, code = bob.kt("", "--auditors", srv.URL, "--json", "monitor", "--once")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf(`"size": %d`, size)) || strings.Contains(out, "alert") {
+		t.Fatalf("monitor gossiping with the auditor: exit %d\n%s%s", code, out, errs)
+	}
+	if evs, _ := a.Evidence(origin); len(evs) != 0 {
+		t.Fatal("evidence from an honest directory")
 	}
 }
 
