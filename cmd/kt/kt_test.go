@@ -374,6 +374,53 @@ func TestMonitorGossipRealAuditor(t *testing.T) {
 	}
 }
 
+// TestAccountKeyCommands: kt account-key export and import carry the
+// account key to a new device (a wrong passphrase is refused), kt recover
+// makes it the handle's only device by an account-key-signed change, and
+// both devices' monitors report the change as the account key's, without
+// alert; the new device then rotates the account key.
+func TestAccountKeyCommands(t *testing.T) {
+	td := startDirectory(t)
+	bob1, bob2 := td.device(t), td.device(t)
+	bob1.ok("init")
+	bob2.ok("init")
+	bob1.ok("register", "bob@example.com", "--token", td.token.IssueToken("mailto:bob@example.com"), "--account-key")
+	bob1.awaitVersion("bob@example.com", 1)
+	exp := filepath.Join(t.TempDir(), "account-key")
+	if _, errs, code := bob1.kt("s3cret passphrase\n", "account-key", "export", "--out", exp); code != 0 {
+		t.Fatalf("export: exit %d: %s", code, errs)
+	}
+	if fi, err := os.Stat(exp); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("export file: %v %v", fi, err)
+	}
+	if _, errs, code := bob2.kt("wrong\n", "account-key", "import", "--in", exp); code != 1 || !strings.Contains(errs, "invalid account key export") {
+		t.Fatalf("import with a wrong passphrase: exit %d: %s", code, errs)
+	}
+	if _, _, code := bob2.kt("", "recover", "bob@example.com"); code != 1 {
+		t.Fatalf("recover without the account key: exit %d", code)
+	}
+	out, errs, code := bob2.kt("s3cret passphrase\n", "account-key", "import", "--in", exp)
+	if code != 0 || !strings.Contains(out, "mailto:bob@example.com") {
+		t.Fatalf("import: exit %d: %s%s", code, out, errs)
+	}
+	bob2.ok("recover", "bob@example.com", "--replace")
+	l := bob1.awaitVersion("bob@example.com", 2)
+	if len(l.Devices) != 1 || l.Devices[0].ID != bob2.id() {
+		t.Fatalf("after recovery: %+v", l)
+	}
+	for name, d := range map[string]*device{"new device": bob2, "old device": bob1} {
+		out, errs, code := d.kt("", "monitor", "--once")
+		if code != 0 || !strings.Contains(out, "version 2 by your account key") || strings.Contains(out, "ALERT") {
+			t.Fatalf("%s: monitor: exit %d\n%s%s", name, code, out, errs)
+		}
+	}
+	bob2.ok("account-key", "rotate")
+	bob1.awaitVersion("bob@example.com", 3)
+	if out := bob2.ok("monitor", "--once"); !strings.Contains(out, "version 3 by your account key") || strings.Contains(out, "ALERT") {
+		t.Fatalf("monitor after rotation: %s", out)
+	}
+}
+
 func mustParams(t *testing.T, td *testDir) *client.Params {
 	pb, err := td.dir.GetParameters(t.Context(), &ktpb.GetParametersRequest{})
 	if err != nil {
