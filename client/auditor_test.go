@@ -110,6 +110,11 @@ func TestGossipRealAuditor(t *testing.T) {
 		}
 		audited = aud.auditOnce(t)
 	}
+	// Lookup-triggered gossip on the honest path.
+	carol, _ := e.newClient(nil, client.Config{Auditors: []string{aud.url}, GossipOnLookup: true})
+	if res, err := carol.Lookup(ctx, "alice@example.com"); err != nil || !res.Registered {
+		t.Fatalf("lookup with gossip: %v", err)
+	}
 	if evs, _ := aud.a.Evidence(netOrigin); len(evs) != 0 {
 		t.Fatalf("evidence on the honest path")
 	}
@@ -190,6 +195,24 @@ func TestGossipRealAuditorFork(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("auditor ahead", ahead, true)
+
+	// With GossipOnLookup, a new device of directory A gossips its first
+	// checkpoint before storing it: the lookup fails with the split view
+	// and nothing is trusted.
+	carol, cstore := a.newClient(nil, client.Config{Auditors: []string{ahead.url}, GossipOnLookup: true})
+	var sv *client.SplitViewError
+	if _, err := carol.Lookup(ctx, "bob@example.com"); !errors.As(err, &sv) || sv.Evidence == nil {
+		t.Fatalf("lookup with gossip on a fork: %v", err)
+	}
+	if _, err := carol.Encrypt(ctx, "bob@example.com", []byte("x")); !errors.Is(err, client.ErrSplitView) {
+		t.Fatalf("encrypt with gossip on a fork: %v", err)
+	}
+	if b, _ := cstore.Load(ctx); b != nil {
+		var st client.State
+		if err := st.UnmarshalBinary(b); err != nil || st.Trusted != nil {
+			t.Fatalf("a checkpoint was trusted despite the split view (%v)", err)
+		}
+	}
 }
 
 func sizeOf(t *testing.T, r *realAuditor) uint64 {

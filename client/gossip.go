@@ -87,10 +87,15 @@ func (c *Client) Gossip(ctx context.Context) ([]GossipResult, error) {
 	if st.Trusted == nil {
 		return nil, fmt.Errorf("%w: no trusted checkpoint yet", ErrGossip)
 	}
+	return c.gossipAll(ctx, st.Trusted)
+}
+
+// gossipAll gossips t with every configured auditor.
+func (c *Client) gossipAll(ctx context.Context, t *Trusted) ([]GossipResult, error) {
 	var first error
 	var out []GossipResult
 	for _, a := range c.cfg.Auditors {
-		r := c.gossipOne(ctx, a, st.Trusted)
+		r := c.gossipOne(ctx, a, t)
 		var sv *SplitViewError
 		if first == nil && errors.As(r.Err, &sv) {
 			first = sv

@@ -353,6 +353,68 @@ func TestEvidenceCrossCheck(t *testing.T) {
 	})
 }
 
+// TestGossipOnLookup: with Config.GossipOnLookup a lookup gossips each
+// new trusted checkpoint once, before storing it; an auditor that fails
+// without a conflict does not fail the lookup; off by default.
+func TestGossipOnLookup(t *testing.T) {
+	e := newNetEnv(t)
+	ctx := t.Context()
+	aud := &fakeAuditor{}
+	srv := httptest.NewServer(aud)
+	defer srv.Close()
+	bob := e.device(client.Config{})
+	e.enroll(bob, "bob@example.com", false)
+	posts := func() int {
+		aud.mu.Lock()
+		defer aud.mu.Unlock()
+		return len(aud.posts)
+	}
+	off, _ := e.newClient(nil, client.Config{Auditors: []string{srv.URL}})
+	on, _ := e.newClient(nil, client.Config{Auditors: []string{srv.URL}, GossipOnLookup: true})
+	cp, err := e.logc.GetCheckpoint(ctx, &ktpb.GetCheckpointRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aud.set(200, cp.Note)
+	if _, err := off.Lookup(ctx, "bob@example.com"); err != nil || posts() != 0 {
+		t.Fatalf("off by default: %v, %d posts", err, posts())
+	}
+	r1, err := on.Lookup(ctx, "bob@example.com")
+	if err != nil || posts() != 1 || string(aud.posts[0]) != string(r1.Trusted.Checkpoint) {
+		t.Fatalf("first lookup: %v, %d posts", err, posts())
+	}
+	// A lookup in the same epoch does not gossip again; an auditor error
+	// is not a lookup error.
+	aud.set(500, []byte("down"))
+	for {
+		r, err := on.Lookup(ctx, "bob@example.com")
+		if err != nil {
+			t.Fatalf("lookup with the auditor down: %v", err)
+		}
+		if r.Trusted.Size == r1.Trusted.Size {
+			if posts() != 0 {
+				t.Fatalf("gossiped an already trusted checkpoint")
+			}
+			e.awaitEpochAfter(r1.Trusted.Size)
+			continue
+		}
+		if posts() != 1 {
+			t.Fatalf("a new checkpoint was gossiped %d times", posts())
+		}
+		break
+	}
+	// A conflicting answer fails the lookup and stores nothing.
+	st, _ := on.State(ctx)
+	e.awaitEpochAfter(st.Trusted.Size)
+	aud.set(200, e.sign(st.Trusted.Size+1000, randomRoot()))
+	if _, err := on.Lookup(ctx, "bob@example.com"); !errors.Is(err, client.ErrSplitView) {
+		t.Fatalf("lookup with a conflicting auditor: %v", err)
+	}
+	if st2, _ := on.State(ctx); st2.Trusted.Size != st.Trusted.Size {
+		t.Fatal("the checkpoint was stored despite the split view")
+	}
+}
+
 // TestWatch runs the monitoring loop with gossip: a recovery change made
 // while it runs is reported as an alert, and each poll gossips.
 func TestWatch(t *testing.T) {

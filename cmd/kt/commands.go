@@ -275,10 +275,11 @@ func (a *app) client() (*client.Client, error) {
 		return nil, err
 	}
 	return client.New(ktpb.NewDirectoryClient(conn), p, &client.FileStore{Path: a.cfg.StateFile}, client.Config{
-		Strict:   a.cfg.Strict,
-		Log:      ktpb.NewLogClient(conn),
-		Auditors: a.cfg.Auditors,
-		Logger:   a.log,
+		Strict:         a.cfg.Strict,
+		Log:            ktpb.NewLogClient(conn),
+		Auditors:       a.cfg.Auditors,
+		GossipOnLookup: a.cfg.GossipOnLookup,
+		Logger:         a.log,
 	})
 }
 

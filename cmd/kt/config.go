@@ -44,6 +44,10 @@ type Config struct {
 	MaxAge time.Duration `mapstructure:"max_age"`
 	// Auditors are auditor base URLs to gossip with during `kt monitor`.
 	Auditors []string `mapstructure:"auditors"`
+	// GossipOnLookup also gossips each newly trusted checkpoint with the
+	// Auditors during lookups and encryption, before trusting it; a split
+	// view then fails the command. Default false.
+	GossipOnLookup bool `mapstructure:"gossip_on_lookup"`
 	// MonitorInterval is how often `kt monitor` polls. Default 60s.
 	MonitorInterval time.Duration `mapstructure:"monitor_interval"`
 	// InsecureNoWitnesses accepts checkpoints without witness cosignatures
@@ -71,6 +75,7 @@ var options = []option{
 	{"strict", false, "strict mode: require contacts' account signatures, pinned on first use"},
 	{"max_age", time.Duration(0), "oldest epoch accepted (0: 60s)"},
 	{"auditors", []string(nil), "auditor base URLs to gossip with (comma-separated)"},
+	{"gossip_on_lookup", false, "gossip each new checkpoint with the auditors before a lookup trusts it"},
 	{"monitor_interval", 60 * time.Second, "kt monitor polling interval"},
 	{"insecure_no_witnesses", false, "accept checkpoints without witness cosignatures (INSECURE, development only)"},
 	{"json", false, "print JSON"},

@@ -369,6 +369,12 @@ func TestMonitorGossipRealAuditor(t *testing.T) {
 	if code != 0 || !strings.Contains(out, fmt.Sprintf(`"size": %d`, size)) || strings.Contains(out, "alert") {
 		t.Fatalf("monitor gossiping with the auditor: exit %d\n%s%s", code, out, errs)
 	}
+	// Lookup-triggered gossip with the auditor: the lookup succeeds.
+	alice := td.device(t)
+	alice.ok("init")
+	if out, errs, code := alice.kt("", "--auditors", srv.URL, "--gossip-on-lookup", "lookup", "bob@example.com"); code != 0 || !strings.Contains(out, "bob@example.com") {
+		t.Fatalf("lookup with gossip: exit %d\n%s%s", code, out, errs)
+	}
 	if evs, _ := a.Evidence(origin); len(evs) != 0 {
 		t.Fatal("evidence from an honest directory")
 	}
