@@ -27,3 +27,9 @@ func OpenAccountExportForTest(export string, passphrase []byte) (seed []byte, or
 	}
 	return k.Seed(), o, hs, nil
 }
+
+// SealAccountExportDefaultForTest encrypts with the parameters
+// ExportAccountKey uses, for the benchmark.
+func SealAccountExportDefaultForTest(pt, passphrase []byte) string {
+	return sealAccountExport(pt, passphrase, argonTime, argonMemory, argonThreads)
+}
