@@ -236,6 +236,15 @@ func (s logSource) ConsistencyProof(ctx context.Context, oldSize, newSize uint64
 	return r.GetHashes(), err
 }
 
+// Evidence encodes checkpoint notes a and b and the proof lines as a
+// kt-evidence/v1 bundle in the order given, with [evidence.Bundle.Marshal]
+// and without checking anything; [VerifyEvidence] says whether it proves a
+// fork. Use evidence.Build to build the canonical bundle of two
+// checkpoints from a proof source.
+func Evidence(a, b []byte, pr [][]byte) []byte {
+	return (&evidence.Bundle{A: a, B: b, Proof: pr}).Marshal()
+}
+
 // ErrEvidence reports a kt-evidence/v1 bundle that is malformed or does not
 // prove a fork. Errors wrapping it also wrap the [evidence] package's
 // typed error (evidence.ErrMalformed, ErrCheckpoint, ErrOrder, ErrProof or

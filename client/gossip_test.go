@@ -473,3 +473,12 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("Watch returned %v", err)
 	}
 }
+
+// TestEvidenceEncoding: client.Evidence is the spec's encoding in the
+// order given, byte for byte.
+func TestEvidenceEncoding(t *testing.T) {
+	a, b, h := []byte("note a\n"), []byte("note b\n"), randomRoot()
+	if got, want := client.Evidence(a, b, [][]byte{h}), specBundle([2][]byte{a, b}, [][]byte{h}); !bytes.Equal(got, want) {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
