@@ -196,6 +196,45 @@ func TestGossipRealAuditorFork(t *testing.T) {
 	}
 	check("auditor ahead", ahead, true)
 
+	// Alice's state shown directory B (without witness checks, whose
+	// policies differ here): the lookup fails with an InconsistencyError,
+	// from which directory B's Log service (the larger tree) builds a
+	// bundle that log/evidence verifies; directory A's (the smaller) cannot.
+	np := *a.params
+	np.Witnesses, np.InsecureNoWitnesses = nil, true
+	ab, err := client.New(b.dir, &np, store, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ie *client.InconsistencyError
+	if _, err := ab.Lookup(ctx, "bob@example.com"); !errors.As(err, &ie) {
+		t.Fatalf("alice's checkpoint shown directory B: %v", err)
+	}
+	// The proof directory B sent was computed in tree B: on its own it
+	// proves the fork, unless the prepended subtree hash is missing.
+	ev, err := ie.Evidence(ctx, &np, nil)
+	if pow2 := ie.TrustedSize&(ie.TrustedSize-1) == 0; pow2 != errors.Is(err, client.ErrEvidence) {
+		t.Fatalf("evidence from the received proof (trusted size %d): %v", ie.TrustedSize, err)
+	}
+	if err == nil {
+		if _, err := evidence.Verify(ev, a.params.LogVerifier); err != nil {
+			t.Fatalf("log/evidence rejects the bundle: %v", err)
+		}
+	}
+	// Without it, the Log service of the larger tree (B) builds one; that
+	// of the smaller (A) cannot.
+	bare := *ie
+	bare.Proof = nil
+	if _, err := bare.Evidence(ctx, &np, a.logc); !errors.Is(err, client.ErrEvidence) {
+		t.Fatalf("evidence from the smaller tree: %v", err)
+	}
+	if ev, err = bare.Evidence(ctx, &np, b.logc); err != nil {
+		t.Fatalf("InconsistencyError.Evidence over B's Log service: %v", err)
+	}
+	if _, err := evidence.Verify(ev, a.params.LogVerifier); err != nil {
+		t.Fatalf("log/evidence rejects the bundle: %v", err)
+	}
+
 	// With GossipOnLookup, a new device of directory A gossips its first
 	// checkpoint before storing it: the lookup fails with the split view
 	// and nothing is trusted.

@@ -245,6 +245,37 @@ func Evidence(a, b []byte, pr [][]byte) []byte {
 	return (&evidence.Bundle{A: a, B: b, Proof: pr}).Marshal()
 }
 
+// Evidence returns the kt-evidence/v1 bundle that proves the fork e
+// reports, for an auditor or anyone else to check offline: the received
+// proof when it already proves it (it was computed in tree New, and
+// TrustedSize is not a power of two); otherwise one built by evidence.Build
+// from l, a Log service serving the larger of the two trees (the
+// directory's, when it showed this client a fork that extends its own
+// view). Two checkpoints of one size need no Log service (l may be nil).
+// The error wraps [ErrEvidence] when the proofs at hand do not prove a fork
+// (l serves the smaller tree, say): hand e's checkpoints to an auditor
+// ([Client.Gossip] does it with the trusted one).
+func (e *InconsistencyError) Evidence(ctx context.Context, p *Params, l ktpb.LogClient) ([]byte, error) {
+	if e.TrustedSize < e.NewSize {
+		b := &evidence.Bundle{A: e.Trusted, B: e.New, Proof: e.Proof}
+		if _, err := b.Verify(p.LogVerifier); err == nil {
+			return b.Marshal(), nil
+		}
+	}
+	var src evidence.ProofSource
+	if l != nil {
+		src = logSource{l}
+	}
+	if src == nil && e.TrustedSize != e.NewSize {
+		return nil, fmt.Errorf("%w: the received proof proves nothing and there is no Log service to ask", ErrEvidence)
+	}
+	b, err := evidence.Build(ctx, p.LogVerifier, e.Trusted, e.New, src)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEvidence, err)
+	}
+	return b.Marshal(), nil
+}
+
 // ErrEvidence reports a kt-evidence/v1 bundle that is malformed or does not
 // prove a fork. Errors wrapping it also wrap the [evidence] package's
 // typed error (evidence.ErrMalformed, ErrCheckpoint, ErrOrder, ErrProof or
