@@ -36,6 +36,14 @@ type Config struct {
 	// ("https://auditor.example"); [Client.Gossip] posts to
 	// URL + "/kt/v1/gossip".
 	Auditors []string
+	// GossipOnLookup makes every verification that accepts a new trusted
+	// checkpoint (a lookup, including those inside Encrypt and the
+	// account changes) gossip it with Auditors before it is stored: a
+	// split view fails the lookup with the [*SplitViewError], the new
+	// checkpoint is not stored, and nothing is encrypted. Auditors that
+	// fail without a conflict are logged only. Off by default: it adds a
+	// round trip to each auditor whenever the epoch changed.
+	GossipOnLookup bool
 	// HTTPClient makes the gossip requests. Default: a client with a 10 s
 	// timeout.
 	HTTPClient *http.Client
@@ -259,6 +267,11 @@ func (c *Client) lookup(ctx context.Context, handle string) (*LookupResult, erro
 			return nil, fail(StepStrict, ErrStrict, err, "")
 		}
 		newPin = true
+	}
+	if c.cfg.GossipOnLookup && len(c.cfg.Auditors) > 0 && (st.Trusted == nil || res.Trusted.Size != st.Trusted.Size || res.Trusted.Root != st.Trusted.Root) {
+		if _, err := c.gossipAll(ctx, res.Trusted); err != nil {
+			return nil, err
+		}
 	}
 	err = c.commit(ctx, st.Trusted, func(s *State) error {
 		s.Trusted = res.Trusted

@@ -30,10 +30,18 @@
 //     [Client.SetAccountKey] sign changes exactly as design.md 6 says, after
 //     verifying the handle's latest state by lookup; [NewChange] is the
 //     same signing step for callers that build sets themselves;
+//   - [Client.AccountChange] and [Client.RotateAccountKey] sign changes
+//     with the account key (kind 3); [Client.ExportAccountKey] and
+//     [Client.ImportAccountKey] carry it between the owner's devices in a
+//     passphrase-encrypted export (Argon2id, AES-256-GCM; design.md 13.2);
+//     [Client.RecoverWithAccountKey] adds a new device holding the imported
+//     key to the account with account-key-signed changes;
 //   - [Client.Monitor] polls the device's own handles and reports every
 //     change with who authorized it, and alerts;
 //   - [Client.Gossip] posts the trusted checkpoint to auditors and returns
-//     a [*SplitViewError] carrying evidence on a conflict;
+//     a [*SplitViewError] carrying evidence on a conflict: a kt-evidence/v1
+//     bundle of [github.com/keytrans/kt/log/evidence], checked with
+//     [VerifyEvidence];
 //   - [Client.Watch] runs Monitor and Gossip every monitoring interval.
 //
 // In strict mode ([Config.Strict]) a contact's account key is pinned on

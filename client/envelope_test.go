@@ -151,7 +151,7 @@ func FuzzVerifyEvidence(f *testing.F) {
 	f.Add([]byte("kt-evidence/v1\n"))
 	p := newKeys(f).params(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if err := client.VerifyEvidence(p, b); !errors.Is(err, client.ErrEvidence) {
+		if _, err := client.VerifyEvidence(p, b); !errors.Is(err, client.ErrEvidence) {
 			t.Fatalf("unsigned input accepted or untyped error: %v", err)
 		}
 	})

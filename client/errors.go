@@ -130,7 +130,9 @@ func fail(step string, sentinel error, cause error, format string, args ...any) 
 // checkpoints of equal size and different roots prove a fork on their own;
 // for different sizes, a failed proof may also be a corrupted answer, so
 // the client hands the two checkpoints to an auditor (design.md 15), which
-// holds the entries and can produce a kt-evidence/v1 bundle.
+// holds the entries and can produce a kt-evidence/v1 bundle;
+// [InconsistencyError.Evidence] builds the bundle itself when the proof
+// received, or a Log service serving the larger tree, proves the fork.
 type InconsistencyError struct {
 	// Trusted is the client's trusted epoch checkpoint (signed note).
 	Trusted []byte

@@ -1,11 +1,8 @@
 package client
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +16,7 @@ import (
 
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/evidence"
 )
 
 // Gossip errors.
@@ -34,10 +32,13 @@ var (
 )
 
 // SplitViewError is a conflict found by gossip (design.md 15). Evidence is
-// a kt-evidence/v1 bundle, verified with [VerifyEvidence], when the auditor
-// sent one (HTTP 409) or when the two checkpoints prove the fork on their
-// own (equal sizes, different roots); otherwise Ours and Theirs are both
-// signed by the log and the directory could not prove them consistent.
+// a kt-evidence/v1 bundle (package log/evidence), verified with
+// [VerifyEvidence], when the auditor sent one (HTTP 409), when the two
+// checkpoints prove the fork on their own (equal sizes, different roots),
+// or when the auditor is behind on another branch and the Log service's
+// proofs in this client's tree build one; otherwise Ours and Theirs are
+// both signed by the log and the directory could not prove them
+// consistent.
 type SplitViewError struct {
 	// Auditor is the auditor's base URL.
 	Auditor string
@@ -86,10 +87,15 @@ func (c *Client) Gossip(ctx context.Context) ([]GossipResult, error) {
 	if st.Trusted == nil {
 		return nil, fmt.Errorf("%w: no trusted checkpoint yet", ErrGossip)
 	}
+	return c.gossipAll(ctx, st.Trusted)
+}
+
+// gossipAll gossips t with every configured auditor.
+func (c *Client) gossipAll(ctx context.Context, t *Trusted) ([]GossipResult, error) {
 	var first error
 	var out []GossipResult
 	for _, a := range c.cfg.Auditors {
-		r := c.gossipOne(ctx, a, st.Trusted)
+		r := c.gossipOne(ctx, a, t)
 		var sv *SplitViewError
 		if first == nil && errors.As(r.Err, &sv) {
 			first = sv
@@ -108,35 +114,21 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		res.Err = fmt.Errorf("%w: %s: %s", ErrGossip, auditor, fmt.Sprintf(format, args...))
 		return res
 	}
-	url := strings.TrimSuffix(auditor, "/") + "/kt/v1/gossip"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(t.Checkpoint))
+	code, body, err := c.post(ctx, auditor, t.Checkpoint)
 	if err != nil {
 		return bad("%v", err)
 	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	resp, err := c.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return bad("%v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxGossipBody+1))
-	if err != nil {
-		return bad("reading the answer: %v", err)
-	}
-	if len(body) > maxGossipBody {
-		return bad("answer larger than %d bytes", maxGossipBody)
-	}
-	switch resp.StatusCode {
+	switch code {
 	case http.StatusOK:
 	case http.StatusConflict:
 		// SPEC(design.md 15): "409 with an evidence bundle if not".
-		if err := VerifyEvidence(c.p, body); err != nil {
+		if _, err := VerifyEvidence(c.p, body); err != nil {
 			return bad("409 with evidence that does not verify: %v", err)
 		}
 		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Evidence: body, Reason: "the auditor sent evidence of a fork"}
 		return res
 	default:
-		return bad("HTTP %d: %.200s", resp.StatusCode, body)
+		return bad("HTTP %d: %.200s", code, body)
 	}
 	cp, _, err := log.ParseCheckpoint(body, c.p.Origin, c.p.LogVerifier)
 	if err != nil {
@@ -144,14 +136,28 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 	}
 	res.Size = cp.Size
 	theirRoot := [32]byte(cp.Hash)
-	conflict := func(reason string, evidence []byte) GossipResult {
-		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Theirs: body, Evidence: evidence, Reason: reason}
+	conflict := func(reason string, ev []byte) GossipResult {
+		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Theirs: body, Evidence: ev, Reason: reason}
+		if ev != nil {
+			// SPEC(design.md 15): "The body may also be an evidence
+			// bundle, which the auditor verifies offline and records
+			// (409, echoing it)." The auditor could not build this one.
+			if code, _, err := c.post(ctx, auditor, ev); err != nil || code != http.StatusConflict {
+				c.log.WarnContext(ctx, "gossip: the auditor did not record the evidence", "auditor", auditor, "status", code, "err", err)
+			}
+		}
 		return res
 	}
 	switch {
 	case cp.Size == t.Size:
 		if theirRoot != t.Root {
-			return conflict("same size, different root hashes", Evidence(t.Checkpoint, body, nil))
+			// Two notes of one size are a bundle on their own; Build puts
+			// them in the canonical order and needs no proof source.
+			b, err := evidence.Build(ctx, c.p.LogVerifier, t.Checkpoint, body, nil)
+			if err != nil {
+				return bad("building evidence from two checkpoints of size %d: %v", cp.Size, err)
+			}
+			return conflict("same size, different root hashes", b.Marshal())
 		}
 		return res
 	case c.cfg.Log == nil:
@@ -175,141 +181,118 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		return bad("%v", err)
 	}
 	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, oldSize, newSize, pr.GetHashes(), oldRoot[:], newRoot[:]); err != nil {
-		return conflict(fmt.Sprintf("the log cannot prove size %d consistent with size %d: %v", oldSize, newSize, err), nil)
+		// When the Log service serves the larger tree (ours, with the
+		// auditor behind on another branch), its proofs build a bundle
+		// that anyone can check; otherwise the two notes are all we have.
+		var ev []byte
+		if b, berr := evidence.Build(ctx, c.p.LogVerifier, t.Checkpoint, body, logSource{c.cfg.Log}); berr == nil {
+			ev = b.Marshal()
+		}
+		return conflict(fmt.Sprintf("the log cannot prove size %d consistent with size %d: %v", oldSize, newSize, err), ev)
 	}
 	return res
 }
 
-const evidenceHeader = "kt-evidence/v1"
-
-// Evidence encodes a kt-evidence/v1 bundle (design.md 15) from checkpoint
-// notes a and b (a's size not above b's) and the proof lines.
-func Evidence(a, b []byte, pr [][]byte) []byte {
-	var buf bytes.Buffer
-	buf.WriteString(evidenceHeader + "\n")
-	fmt.Fprintf(&buf, "checkpoint %s\n", base64.StdEncoding.EncodeToString(a))
-	fmt.Fprintf(&buf, "checkpoint %s\n", base64.StdEncoding.EncodeToString(b))
-	for _, h := range pr {
-		fmt.Fprintf(&buf, "proof %s\n", base64.StdEncoding.EncodeToString(h))
+// post sends body to the auditor's gossip endpoint and returns the status
+// and the answer (at most maxGossipBody bytes).
+func (c *Client) post(ctx context.Context, auditor string, body []byte) (int, []byte, error) {
+	url := strings.TrimSuffix(auditor, "/") + "/kt/v1/gossip"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
 	}
-	return buf.Bytes()
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	ans, err := io.ReadAll(io.LimitReader(resp.Body, maxGossipBody+1))
+	if err != nil {
+		return 0, nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	if len(ans) > maxGossipBody {
+		return 0, nil, fmt.Errorf("answer larger than %d bytes", maxGossipBody)
+	}
+	return resp.StatusCode, ans, nil
+}
+
+// logSource serves the directory's Log service as an [evidence.ProofSource]
+// (the tree the directory shows this client).
+type logSource struct{ l ktpb.LogClient }
+
+func (s logSource) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {
+	r, err := s.l.GetEntries(ctx, &ktpb.GetEntriesRequest{Start: start, End: end})
+	return r.GetEntries(), err
+}
+
+func (s logSource) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
+	r, err := s.l.GetInclusionProof(ctx, &ktpb.GetInclusionProofRequest{Index: index, Size: size})
+	return r.GetHashes(), err
+}
+
+func (s logSource) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([][]byte, error) {
+	r, err := s.l.GetConsistencyProof(ctx, &ktpb.GetConsistencyProofRequest{OldSize: oldSize, NewSize: newSize})
+	return r.GetHashes(), err
+}
+
+// Evidence encodes checkpoint notes a and b and the proof lines as a
+// kt-evidence/v1 bundle in the order given, with [evidence.Bundle.Marshal]
+// and without checking anything; [VerifyEvidence] says whether it proves a
+// fork. Use evidence.Build to build the canonical bundle of two
+// checkpoints from a proof source.
+func Evidence(a, b []byte, pr [][]byte) []byte {
+	return (&evidence.Bundle{A: a, B: b, Proof: pr}).Marshal()
+}
+
+// Evidence returns the kt-evidence/v1 bundle that proves the fork e
+// reports, for an auditor or anyone else to check offline: the received
+// proof when it already proves it (it was computed in tree New, and
+// TrustedSize is not a power of two); otherwise one built by evidence.Build
+// from l, a Log service serving the larger of the two trees (the
+// directory's, when it showed this client a fork that extends its own
+// view). Two checkpoints of one size need no Log service (l may be nil).
+// The error wraps [ErrEvidence] when the proofs at hand do not prove a fork
+// (l serves the smaller tree, say): hand e's checkpoints to an auditor
+// ([Client.Gossip] does it with the trusted one).
+func (e *InconsistencyError) Evidence(ctx context.Context, p *Params, l ktpb.LogClient) ([]byte, error) {
+	if e.TrustedSize < e.NewSize {
+		b := &evidence.Bundle{A: e.Trusted, B: e.New, Proof: e.Proof}
+		if _, err := b.Verify(p.LogVerifier); err == nil {
+			return b.Marshal(), nil
+		}
+	}
+	var src evidence.ProofSource
+	if l != nil {
+		src = logSource{l}
+	}
+	if src == nil && e.TrustedSize != e.NewSize {
+		return nil, fmt.Errorf("%w: the received proof proves nothing and there is no Log service to ask", ErrEvidence)
+	}
+	b, err := evidence.Build(ctx, p.LogVerifier, e.Trusted, e.New, src)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEvidence, err)
+	}
+	return b.Marshal(), nil
 }
 
 // ErrEvidence reports a kt-evidence/v1 bundle that is malformed or does not
-// prove a fork.
+// prove a fork. Errors wrapping it also wrap the [evidence] package's
+// typed error (evidence.ErrMalformed, ErrCheckpoint, ErrOrder, ErrProof or
+// ErrNoFork).
 var ErrEvidence = errors.New("client: evidence does not prove a fork")
 
 // VerifyEvidence checks that bundle proves a fork of the log of p
-// (design.md 15), offline, with the log key alone: both checkpoints are
-// signed by the log for the origin, A.size ≤ B.size, and either the sizes
-// are equal with different roots and no proof, or 0 < A.size < B.size and
-// the proof computed in tree B reaches B's root but not A's.
-func VerifyEvidence(p *Params, bundle []byte) error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrEvidence, fmt.Sprintf(format, args...))
+// (design.md 15), offline, with the log key alone, using the shared
+// [evidence.Verify], and returns what it proves. The error wraps both
+// [ErrEvidence] and the evidence package's typed error.
+func VerifyEvidence(p *Params, bundle []byte) (*evidence.Fork, error) {
+	if p.LogVerifier == nil || p.LogVerifier.Name() != p.Origin {
+		return nil, fmt.Errorf("%w: the log verifier is not named by the origin %q", ErrEvidence, p.Origin)
 	}
-	var notes [][]byte
-	var pr [][]byte
-	sc := bufio.NewScanner(bytes.NewReader(bundle))
-	sc.Buffer(nil, maxGossipBody)
-	for i := 0; sc.Scan(); i++ {
-		line := sc.Text()
-		switch {
-		case i == 0:
-			if line != evidenceHeader {
-				return bad("first line is not %q", evidenceHeader)
-			}
-		case i <= 2:
-			v, ok := strings.CutPrefix(line, "checkpoint ")
-			raw, err := base64.StdEncoding.DecodeString(v)
-			if !ok || err != nil {
-				return bad("line %d is not a checkpoint line", i+1)
-			}
-			notes = append(notes, raw)
-		default:
-			v, ok := strings.CutPrefix(line, "proof ")
-			h, err := base64.StdEncoding.DecodeString(v)
-			if !ok || err != nil || len(h) != sha256.Size {
-				return bad("line %d is not a proof line", i+1)
-			}
-			if len(pr) >= maxProofHashes {
-				return bad("proof too long")
-			}
-			pr = append(pr, h)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return bad("%v", err)
-	}
-	if len(notes) != 2 {
-		return bad("want two checkpoints, have %d", len(notes))
-	}
-	a, _, err := log.ParseCheckpoint(notes[0], p.Origin, p.LogVerifier)
+	f, err := evidence.Verify(bundle, p.LogVerifier)
 	if err != nil {
-		return bad("checkpoint A: %v", err)
+		return nil, fmt.Errorf("%w: %w", ErrEvidence, err)
 	}
-	b, _, err := log.ParseCheckpoint(notes[1], p.Origin, p.LogVerifier)
-	if err != nil {
-		return bad("checkpoint B: %v", err)
-	}
-	switch {
-	case a.Size > b.Size:
-		return bad("A.size %d > B.size %d", a.Size, b.Size)
-	case a.Size == b.Size:
-		if len(pr) != 0 {
-			return bad("proof lines between equal sizes")
-		}
-		if bytes.Equal(a.Hash, b.Hash) {
-			return bad("equal checkpoints")
-		}
-		return nil
-	case a.Size == 0:
-		return bad("A is the empty tree")
-	}
-	fr, sr, sn, ok := consistencyRoots(a.Size, b.Size, pr)
-	switch {
-	case !ok || sn != 0:
-		return bad("the proof does not have the shape of a proof from %d to %d", a.Size, b.Size)
-	case !bytes.Equal(sr, b.Hash):
-		return bad("the proof does not reach B's root")
-	case bytes.Equal(fr, a.Hash):
-		return bad("the proof shows A consistent with B")
-	}
-	return nil
-}
-
-// consistencyRoots runs RFC 9162 2.1.4.2 steps 3 to 6 on path (which
-// already starts with the old subtree hash when first is a power of two)
-// and returns fr, sr and sn.
-func consistencyRoots(first, second uint64, path [][]byte) (fr, sr []byte, sn uint64, ok bool) {
-	if len(path) == 0 {
-		return nil, nil, 0, false
-	}
-	h := rfc6962.DefaultHasher
-	fn, sn := first-1, second-1
-	for fn&1 == 1 {
-		fn >>= 1
-		sn >>= 1
-	}
-	fr, sr = path[0], path[0]
-	for _, c := range path[1:] {
-		if sn == 0 {
-			return nil, nil, 0, false
-		}
-		if fn&1 == 1 || fn == sn {
-			fr = h.HashChildren(c, fr)
-			sr = h.HashChildren(c, sr)
-			if fn&1 == 0 {
-				for fn&1 == 0 && fn != 0 {
-					fn >>= 1
-					sn >>= 1
-				}
-			}
-		} else {
-			sr = h.HashChildren(sr, c)
-		}
-		fn >>= 1
-		sn >>= 1
-	}
-	return fr, sr, sn, true
+	return f, nil
 }

@@ -221,27 +221,8 @@ func (c *Client) Join(ctx context.Context, handle string) (*LookupResult, error)
 	}) {
 		return nil, fmt.Errorf("%w: %s", ErrNotOwnDevice, res.Handle)
 	}
-	ms := &MonitorState{
-		Index:       res.Index,
-		Version:     res.Version,
-		LeafHash:    res.LeafHash,
-		Authorizers: slices.Clone(res.Record.Authorizers),
-		DeviceSet:   res.DeviceSet,
-	}
-	for _, d := range res.DeviceSet.Devices {
-		ms.learn(d.SigningKey)
-	}
-	if res.DeviceSet.Account != nil {
-		ms.learn(res.DeviceSet.Account.Key)
-	}
 	err = c.update(ctx, func(s *State) error {
-		if s.Handles == nil {
-			s.Handles = map[string]*MonitorState{}
-		}
-		s.Handles[res.Handle] = ms
-		if s.Primary == "" {
-			s.Primary = res.Handle
-		}
+		adoptHandles(s, []*LookupResult{res})
 		return nil
 	})
 	if err != nil {
@@ -337,6 +318,26 @@ func (c *Client) SetAccountKey(ctx context.Context) ([]*Submitted, error) {
 // one request. newDevice (re-key) and newAccount (account key) are stored
 // as pending before sending and promoted after acceptance.
 func (c *Client) changeAll(ctx context.Context, newDevice *DeviceKeys, newAccount ed25519.PrivateKey, edit func(*api.DeviceSet) error) ([]*Submitted, error) {
+	return c.changeWith(ctx, changeOpts{newDevice: newDevice, newAccount: newAccount}, edit)
+}
+
+// changeOpts are the variants of changeWith.
+type changeOpts struct {
+	// newDevice (re-key) and newAccount (account key) are stored as
+	// pending before sending and promoted after acceptance.
+	newDevice  *DeviceKeys
+	newAccount ed25519.PrivateKey
+	// byAccount signs each change with the account key this device holds
+	// (kind 3, rule R5 role 2) instead of this device's key (kind 2).
+	byAccount bool
+	// handles, when set, are the handles to change instead of every own
+	// handle; this device need not be in their sets (recovery on a new
+	// device, with byAccount), and they become own handles, monitored from
+	// the version before the change, once the directory accepts it.
+	handles []string
+}
+
+func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.DeviceSet) error) ([]*Submitted, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, err := c.load(ctx)
@@ -347,6 +348,9 @@ func (c *Client) changeAll(ctx context.Context, newDevice *DeviceKeys, newAccoun
 		return nil, ErrNoDevice
 	}
 	handles := st.sortedHandles()
+	if o.handles != nil {
+		handles = o.handles
+	}
 	if len(handles) == 0 {
 		return nil, ErrNoHandles
 	}
@@ -360,8 +364,22 @@ func (c *Client) changeAll(ctx context.Context, newDevice *DeviceKeys, newAccoun
 		if err != nil {
 			return nil, err
 		}
-		if !res.Registered || !slices.ContainsFunc(res.DeviceSet.Devices, func(d api.Device) bool { return d.SigningKey == self }) {
+		if !res.Registered {
+			return nil, fmt.Errorf("%w: %s is not registered", ErrNotOwnDevice, res.Handle)
+		}
+		if o.handles == nil && !slices.ContainsFunc(res.DeviceSet.Devices, func(d api.Device) bool { return d.SigningKey == self }) {
 			return nil, fmt.Errorf("%w: %s", ErrNotOwnDevice, res.Handle)
+		}
+		signer, kind := st.Device.Signing, api.AuthDevice
+		if o.byAccount {
+			// SPEC(design.md 6.1 R5): "(role, H(N.signer)) is among P's
+			// authorizers, with ... role 2 for kind 3": the account key
+			// of the latest set, which this device must hold.
+			cur := res.DeviceSet.Account
+			if cur == nil || st.Account == nil || [32]byte(st.Account.Public().(ed25519.PublicKey)) != cur.Key {
+				return nil, fmt.Errorf("%w: %s: its account key is not the one on this device", ErrNoAccountKey, res.Handle)
+			}
+			signer, kind = st.Account, api.AuthAccount
 		}
 		set := cloneSet(res.DeviceSet)
 		if err := edit(set); err != nil {
@@ -370,8 +388,8 @@ func (c *Client) changeAll(ctx context.Context, newDevice *DeviceKeys, newAccoun
 		slices.SortFunc(set.Devices, func(a, b api.Device) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 		acct := st.Account
 		switch {
-		case newAccount != nil:
-			acct = newAccount
+		case o.newAccount != nil:
+			acct = o.newAccount
 		case set.Account == nil:
 			acct = nil
 		case acct == nil || [32]byte(acct.Public().(ed25519.PublicKey)) != set.Account.Key:
@@ -383,15 +401,16 @@ func (c *Client) changeAll(ctx context.Context, newDevice *DeviceKeys, newAccoun
 			// the account key if it has one".
 			set.SignAccount(c.p.Origin, res.Index, res.Version+1, acct)
 		}
-		hc, err := NewChange(c.p.Origin, res, set, api.AuthDevice, st.Device.Signing)
+		hc, err := NewChange(c.p.Origin, res, set, kind, signer)
 		if err != nil {
 			return nil, err
 		}
 		hcs, ress = append(hcs, hc), append(ress, res)
 	}
-	if newDevice != nil || newAccount != nil {
+	pending := o.newDevice != nil || o.newAccount != nil
+	if pending {
 		if err := c.update(ctx, func(s *State) error {
-			s.PendingDevice, s.PendingAccount = newDevice, newAccount
+			s.PendingDevice, s.PendingAccount = o.newDevice, o.newAccount
 			return nil
 		}); err != nil {
 			return nil, err
@@ -399,7 +418,7 @@ func (c *Client) changeAll(ctx context.Context, newDevice *DeviceKeys, newAccoun
 	}
 	cr, err := c.dir.Change(ctx, &ktpb.ChangeRequest{Changes: hcs})
 	if err != nil {
-		if (newDevice != nil || newAccount != nil) && definitive(err) {
+		if pending && definitive(err) {
 			c.update(ctx, func(s *State) error {
 				s.PendingDevice, s.PendingAccount = nil, nil
 				return nil
@@ -407,8 +426,13 @@ func (c *Client) changeAll(ctx context.Context, newDevice *DeviceKeys, newAccoun
 		}
 		return nil, fmt.Errorf("client: change: %w", err)
 	}
-	if newDevice != nil || newAccount != nil {
+	if pending {
 		if err := c.update(ctx, promotePending); err != nil {
+			return nil, err
+		}
+	}
+	if o.handles != nil {
+		if err := c.update(ctx, func(s *State) error { adoptHandles(s, ress); return nil }); err != nil {
 			return nil, err
 		}
 	}

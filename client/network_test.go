@@ -27,6 +27,7 @@ import (
 	"github.com/keytrans/kt/directory/grpcserver"
 	"github.com/keytrans/kt/internal/testwitness"
 	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/posix"
 )
 
@@ -59,6 +60,8 @@ type tb interface {
 // services, and the operator's keys.
 type netEnv struct {
 	t         tb
+	keys      *netKeys
+	readURL   string // the log's HTTP read API
 	logSigner note.Signer
 	recovery  ed25519.PrivateKey
 	token     *directory.TokenCredentials
@@ -70,13 +73,18 @@ type netEnv struct {
 	op        ktpb.OperatorClient
 }
 
-func newNetEnv(t tb) *netEnv {
+// netKeys are a directory's keys; two directories with the same keys
+// sign one log's checkpoints (a fork, when their histories differ).
+type netKeys struct {
+	skey, vkey string
+	vrf        *vrf.PrivateKey
+	recovery   ed25519.PrivateKey
+	token      []byte
+}
+
+func newNetKeys(t tb) *netKeys {
 	t.Helper()
 	skey, vkey, err := note.GenerateKey(rand.Reader, netOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := note.NewSigner(skey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +95,21 @@ func newNetEnv(t tb) *netEnv {
 	_, rk, _ := ed25519.GenerateKey(nil)
 	key := make([]byte, 32)
 	rand.Read(key)
-	tk, err := directory.NewTokenCredentials(key)
+	return &netKeys{skey: skey, vkey: vkey, vrf: vk, recovery: rk, token: key}
+}
+
+func newNetEnv(t tb) *netEnv { return newNetEnvWith(t, newNetKeys(t), netHeartbeat) }
+
+// newNetEnvWith runs a directory with keys k and the given heartbeat
+// interval, and its own witness.
+func newNetEnvWith(t tb, k *netKeys, heartbeat time.Duration) *netEnv {
+	t.Helper()
+	skey, vkey, vk, rk := k.skey, k.vkey, k.vrf, k.recovery
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := directory.NewTokenCredentials(k.token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,13 +137,16 @@ func newNetEnv(t tb) *netEnv {
 		Log: l, Origin: netOrigin, LogVerifierKey: vkey, VRFKey: vk,
 		RecoveryKey: rk.Public().(ed25519.PublicKey), Credentials: tk,
 		StateDir: filepath.Join(dir, "state"), WitnessPolicy: policy,
-		EpochInterval: netEpoch, HeartbeatInterval: netHeartbeat,
+		EpochInterval: netEpoch, HeartbeatInterval: heartbeat,
 		StartupWait: 5 * time.Second, CacheSize: 8 << 20, Logger: quiet,
 	})
 	if err != nil {
 		l.Close(context.Background())
 		t.Fatalf("directory.New: %v", err)
 	}
+	// The log's HTTP read API (design.md 10), for auditors.
+	ra := httptest.NewServer(logapi.NewHandler(l, logapi.WithLogger(quiet)))
+	t.Cleanup(ra.Close)
 	pub, err := grpcserver.New(grpcserver.Options{RateLimit: -1, Logger: quiet}, d, d)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +180,7 @@ func newNetEnv(t tb) *netEnv {
 		}
 		l.Close(ctx)
 	})
-	e := &netEnv{t: t, logSigner: signer, recovery: rk, token: tk, conn: conn,
+	e := &netEnv{t: t, keys: k, readURL: ra.URL, logSigner: signer, recovery: rk, token: tk, conn: conn,
 		dir: ktpb.NewDirectoryClient(conn), logc: ktpb.NewLogClient(conn), op: ktpb.NewOperatorClient(opConn)}
 	if e.pb, err = e.dir.GetParameters(t.Context(), &ktpb.GetParametersRequest{}); err != nil {
 		t.Fatal(err)

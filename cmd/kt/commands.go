@@ -167,10 +167,33 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 			return usagef("unknown command %q", "device "+sub)
 		}
 	case "account-key":
-		if err := nargs(args, 0, "account-key"); err != nil {
+		if len(args) == 0 {
+			return a.submit(ctx, "set a new account key", func(c *client.Client) ([]*client.Submitted, error) { return c.SetAccountKey(ctx) })
+		}
+		sub, args := args[0], args[1:]
+		if err := nargs(args, 0, "account-key [rotate|export|import]"); err != nil {
 			return err
 		}
-		return a.submit(ctx, "set a new account key", func(c *client.Client) ([]*client.Submitted, error) { return c.SetAccountKey(ctx) })
+		switch sub {
+		case "rotate":
+			return a.submit(ctx, "rotated the account key", func(c *client.Client) ([]*client.Submitted, error) { return c.RotateAccountKey(ctx) })
+		case "export":
+			return a.accountExport(ctx)
+		case "import":
+			if a.flags.in == "-" {
+				return usagef("account-key import needs --in FILE (stdin carries the passphrase)")
+			}
+			return a.accountImport(ctx)
+		default:
+			return usagef("unknown command %q", "account-key "+sub)
+		}
+	case "recover":
+		if len(args) == 0 {
+			return usagef("usage: kt recover HANDLE... [--replace]")
+		}
+		return a.submit(ctx, "recovered with the account key", func(c *client.Client) ([]*client.Submitted, error) {
+			return c.RecoverWithAccountKey(ctx, args, a.flags.replace)
+		})
 	case "lookup":
 		if err := nargs(args, 1, "lookup HANDLE"); err != nil {
 			return err
@@ -252,10 +275,11 @@ func (a *app) client() (*client.Client, error) {
 		return nil, err
 	}
 	return client.New(ktpb.NewDirectoryClient(conn), p, &client.FileStore{Path: a.cfg.StateFile}, client.Config{
-		Strict:   a.cfg.Strict,
-		Log:      ktpb.NewLogClient(conn),
-		Auditors: a.cfg.Auditors,
-		Logger:   a.log,
+		Strict:         a.cfg.Strict,
+		Log:            ktpb.NewLogClient(conn),
+		Auditors:       a.cfg.Auditors,
+		GossipOnLookup: a.cfg.GossipOnLookup,
+		Logger:         a.log,
 	})
 }
 
@@ -400,6 +424,62 @@ func (a *app) deviceExport(ctx context.Context) error {
 	d := s.Device.Descriptor()
 	return a.output(map[string]any{"device_id": hex.EncodeToString(s.Device.ID[:]), "descriptor": d}, func(w io.Writer) {
 		fmt.Fprintln(w, d)
+	})
+}
+
+// passphrase reads the passphrase from the first line of stdin.
+func (a *app) passphrase() ([]byte, error) {
+	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	p := strings.TrimRight(line, "\r\n")
+	if p == "" {
+		return nil, usagef("the passphrase (stdin's first line) is empty")
+	}
+	return []byte(p), nil
+}
+
+func (a *app) accountExport(ctx context.Context) error {
+	pass, err := a.passphrase()
+	if err != nil {
+		return err
+	}
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	exp, err := c.ExportAccountKey(ctx, pass)
+	if err != nil {
+		return err
+	}
+	return a.writeOut([]byte(exp + "\n"))
+}
+
+func (a *app) accountImport(ctx context.Context) error {
+	pass, err := a.passphrase()
+	if err != nil {
+		return err
+	}
+	in, err := a.openIn()
+	if err != nil {
+		return err
+	}
+	exp, err := io.ReadAll(io.LimitReader(in, 1<<20))
+	in.Close()
+	if err != nil {
+		return err
+	}
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	hs, err := c.ImportAccountKey(ctx, string(exp), pass)
+	if err != nil {
+		return err
+	}
+	return a.output(map[string]any{"handles": hs}, func(w io.Writer) {
+		fmt.Fprintf(w, "imported the account key; its handles: %s\n", strings.Join(hs, " "))
 	})
 }
 
@@ -700,7 +780,23 @@ func (a *app) pollOnce(ctx context.Context, c *client.Client) (int, error) {
 		return alerts, err
 	}
 	if len(a.cfg.Auditors) > 0 {
-		if _, gerr := c.Gossip(pctx); gerr != nil {
+		rs, gerr := c.Gossip(pctx)
+		for _, r := range rs {
+			j := map[string]any{"gossip": r.Auditor}
+			if r.Err != nil {
+				j["error"] = r.Err.Error()
+			} else {
+				j["size"] = r.Size
+			}
+			a.output(j, func(w io.Writer) {
+				if r.Err != nil {
+					fmt.Fprintf(w, "gossip %s: %v\n", r.Auditor, r.Err)
+				} else {
+					fmt.Fprintf(w, "gossip %s: consistent (auditor at size %d)\n", r.Auditor, r.Size)
+				}
+			})
+		}
+		if gerr != nil {
 			alerts++
 			a.output(map[string]any{"alert": gerr.Error()}, func(w io.Writer) { fmt.Fprintf(w, "ALERT %v\n", gerr) })
 		}

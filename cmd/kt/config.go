@@ -44,6 +44,10 @@ type Config struct {
 	MaxAge time.Duration `mapstructure:"max_age"`
 	// Auditors are auditor base URLs to gossip with during `kt monitor`.
 	Auditors []string `mapstructure:"auditors"`
+	// GossipOnLookup also gossips each newly trusted checkpoint with the
+	// Auditors during lookups and encryption, before trusting it; a split
+	// view then fails the command. Default false.
+	GossipOnLookup bool `mapstructure:"gossip_on_lookup"`
 	// MonitorInterval is how often `kt monitor` polls. Default 60s.
 	MonitorInterval time.Duration `mapstructure:"monitor_interval"`
 	// InsecureNoWitnesses accepts checkpoints without witness cosignatures
@@ -71,6 +75,7 @@ var options = []option{
 	{"strict", false, "strict mode: require contacts' account signatures, pinned on first use"},
 	{"max_age", time.Duration(0), "oldest epoch accepted (0: 60s)"},
 	{"auditors", []string(nil), "auditor base URLs to gossip with (comma-separated)"},
+	{"gossip_on_lookup", false, "gossip each new checkpoint with the auditors before a lookup trusts it"},
 	{"monitor_interval", 60 * time.Second, "kt monitor polling interval"},
 	{"insecure_no_witnesses", false, "accept checkpoints without witness cosignatures (INSECURE, development only)"},
 	{"json", false, "print JSON"},
@@ -93,7 +98,13 @@ Usage:
   kt join HANDLE                         after kt device add: start using HANDLE on this device
   kt device remove DEVICE_ID             remove a device (hex ID, see kt lookup)
   kt device rekey                        replace this device's keys
-  kt account-key                         set or rotate the account key (strict-mode senders pin it)
+  kt account-key                         set or replace the account key, signed by this device (strict-mode senders pin it)
+  kt account-key rotate                  replace the account key, signed by the current one (kind 3)
+  kt account-key export [--out FILE]     write the account key, encrypted under the passphrase read
+                                         from stdin's first line (a secret: keep it offline)
+  kt account-key import --in FILE        store the account key from an export (passphrase on stdin)
+  kt recover HANDLE... [--replace]       with an imported account key: add this new device to
+                                         HANDLE (--replace: as its only device), signed by the key
   kt lookup HANDLE                       show HANDLE's verified devices and what was verified
   kt encrypt HANDLE [--in FILE] [--out FILE]
                                          encrypt to every verified device: one envelope per line
@@ -119,15 +130,17 @@ type cmdFlags struct {
 	accountKey bool
 	in, out    string
 	once       bool
+	replace    bool
 }
 
 var cmdFlagUse = map[string][]string{
 	"suite":       {"init"},
 	"token":       {"register"},
 	"account-key": {"register"},
-	"in":          {"encrypt", "decrypt"},
-	"out":         {"encrypt", "decrypt"},
+	"in":          {"encrypt", "decrypt", "account-key"},
+	"out":         {"encrypt", "decrypt", "account-key"},
 	"once":        {"monitor"},
+	"replace":     {"recover"},
 }
 
 func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, error) {
@@ -158,9 +171,10 @@ func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, err
 	fs.StringVar(&cf.suite, "suite", "x25519", "kt init: HPKE suite, x25519 or hybrid (MLKEM768-X25519)")
 	fs.StringVar(&cf.token, "token", "", "kt register: the enrollment token the operator issued")
 	fs.BoolVar(&cf.accountKey, "account-key", false, "kt register: also create an account key and sign the device set with it")
-	fs.StringVar(&cf.in, "in", "-", "kt encrypt/decrypt: input file (- for stdin)")
-	fs.StringVar(&cf.out, "out", "-", "kt encrypt/decrypt: output file (- for stdout)")
+	fs.StringVar(&cf.in, "in", "-", "kt encrypt/decrypt/account-key import: input file (- for stdin)")
+	fs.StringVar(&cf.out, "out", "-", "kt encrypt/decrypt/account-key export: output file (- for stdout)")
 	fs.BoolVar(&cf.once, "once", false, "kt monitor: poll once and exit (status 3 on an alert)")
+	fs.BoolVar(&cf.replace, "replace", false, "kt recover: make this device the handle's only device")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, nil, err
 	}

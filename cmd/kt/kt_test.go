@@ -23,11 +23,13 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
 	"github.com/keytrans/kt/internal/testwitness"
 	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/posix"
 )
 
@@ -36,6 +38,8 @@ const origin = "kt-cmd-test.example/kt"
 // testDir is a real directory on loopback: posix log, 1-of-1 witness.
 type testDir struct {
 	addr     string
+	vkey     string
+	readURL  string // the log's HTTP read API, for auditors
 	token    *directory.TokenCredentials
 	recovery ed25519.PrivateKey
 	dir      ktpb.DirectoryClient
@@ -80,6 +84,8 @@ func startDirectory(t *testing.T) *testDir {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ra := httptest.NewServer(logapi.NewHandler(l, logapi.WithLogger(quiet)))
+	t.Cleanup(ra.Close)
 	pub, _ := grpcserver.New(grpcserver.Options{RateLimit: -1, Logger: quiet}, d, d)
 	ops, _ := grpcserver.NewOperator(grpcserver.Options{RateLimit: -1, Logger: quiet}, d)
 	serve := func(s *grpc.Server) (string, *grpc.ClientConn) {
@@ -106,7 +112,7 @@ func startDirectory(t *testing.T) *testDir {
 		d.Close(ctx)
 		l.Close(ctx)
 	})
-	td := &testDir{addr: addr, token: tk, recovery: rk, dir: ktpb.NewDirectoryClient(conn), op: ktpb.NewOperatorClient(opConn)}
+	td := &testDir{addr: addr, vkey: vkey, readURL: ra.URL, token: tk, recovery: rk, dir: ktpb.NewDirectoryClient(conn), op: ktpb.NewOperatorClient(opConn)}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if _, err := td.dir.GetEpoch(t.Context(), &ktpb.GetEpochRequest{}); err == nil {
 			break
@@ -323,6 +329,101 @@ func TestWorkflow(t *testing.T) {
 	code = run(ctx, []string{"--state-file", filepath.Join(bob1.dir, "state.json"), "--directory", td.addr, "--monitor-interval", "100ms", "monitor"}, strings.NewReader(""), &mout, &merr)
 	if code != 0 || strings.Count(mout.String(), "by this device") != 3 || !strings.Contains(mout.String(), "re-keyed") || strings.Contains(mout.String(), "ALERT") {
 		t.Fatalf("kt monitor: exit %d\n%s%s", code, mout.String(), merr.String())
+	}
+}
+
+// TestMonitorGossipRealAuditor: kt monitor --once gossips with a real
+// auditor (package auditor) that follows the directory's log through its
+// HTTP read API, and reports the consistent answer; an auditor with no
+// view yet is reported, and is not an alert.
+func TestMonitorGossipRealAuditor(t *testing.T) {
+	td := startDirectory(t)
+	bob := td.device(t)
+	bob.ok("init")
+	bob.ok("register", "bob@example.com", "--token", td.token.IssueToken("mailto:bob@example.com"))
+	bob.awaitVersion("bob@example.com", 1)
+	st, err := auditor.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := auditor.New(auditor.Config{Logs: []auditor.LogConfig{{Origin: origin, VKey: td.vkey,
+		RecoveryKey: [32]byte(td.recovery.Public().(ed25519.PublicKey)), Reader: logapi.NewClient(td.readURL, nil)}},
+		Store: st, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	defer srv.Close()
+
+	out, errs, code := bob.kt("", "--auditors", srv.URL, "monitor", "--once")
+	if code != 0 || !strings.Contains(out, "gossip "+srv.URL+": client: gossip failed") || strings.Contains(out, "ALERT") {
+		t.Fatalf("monitor with an auditor that has no view yet: exit %d\n%s%s", code, out, errs)
+	}
+	if err := a.AuditOnce(t.Context(), origin); err != nil {
+		t.Fatal(err)
+	}
+	size := a.Status()[0].Latest.Size
+	out, errs, code = bob.kt("", "--auditors", srv.URL, "--json", "monitor", "--once")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf(`"size": %d`, size)) || strings.Contains(out, "alert") {
+		t.Fatalf("monitor gossiping with the auditor: exit %d\n%s%s", code, out, errs)
+	}
+	// Lookup-triggered gossip with the auditor: the lookup succeeds.
+	alice := td.device(t)
+	alice.ok("init")
+	if out, errs, code := alice.kt("", "--auditors", srv.URL, "--gossip-on-lookup", "lookup", "bob@example.com"); code != 0 || !strings.Contains(out, "bob@example.com") {
+		t.Fatalf("lookup with gossip: exit %d\n%s%s", code, out, errs)
+	}
+	if evs, _ := a.Evidence(origin); len(evs) != 0 {
+		t.Fatal("evidence from an honest directory")
+	}
+}
+
+// TestAccountKeyCommands: kt account-key export and import carry the
+// account key to a new device (a wrong passphrase is refused), kt recover
+// makes it the handle's only device by an account-key-signed change, and
+// both devices' monitors report the change as the account key's, without
+// alert; the new device then rotates the account key.
+func TestAccountKeyCommands(t *testing.T) {
+	td := startDirectory(t)
+	bob1, bob2 := td.device(t), td.device(t)
+	bob1.ok("init")
+	bob2.ok("init")
+	bob1.ok("register", "bob@example.com", "--token", td.token.IssueToken("mailto:bob@example.com"), "--account-key")
+	bob1.awaitVersion("bob@example.com", 1)
+	exp := filepath.Join(t.TempDir(), "account-key")
+	if _, errs, code := bob1.kt("s3cret passphrase\n", "account-key", "export", "--out", exp); code != 0 {
+		t.Fatalf("export: exit %d: %s", code, errs)
+	}
+	if fi, err := os.Stat(exp); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("export file: %v %v", fi, err)
+	}
+	if _, errs, code := bob2.kt("wrong\n", "account-key", "import", "--in", exp); code != 1 || !strings.Contains(errs, "invalid account key export") {
+		t.Fatalf("import with a wrong passphrase: exit %d: %s", code, errs)
+	}
+	if _, _, code := bob2.kt("", "recover", "bob@example.com"); code != 1 {
+		t.Fatalf("recover without the account key: exit %d", code)
+	}
+	out, errs, code := bob2.kt("s3cret passphrase\n", "account-key", "import", "--in", exp)
+	if code != 0 || !strings.Contains(out, "mailto:bob@example.com") {
+		t.Fatalf("import: exit %d: %s%s", code, out, errs)
+	}
+	bob2.ok("recover", "bob@example.com", "--replace")
+	l := bob1.awaitVersion("bob@example.com", 2)
+	if len(l.Devices) != 1 || l.Devices[0].ID != bob2.id() {
+		t.Fatalf("after recovery: %+v", l)
+	}
+	for name, d := range map[string]*device{"new device": bob2, "old device": bob1} {
+		out, errs, code := d.kt("", "monitor", "--once")
+		if code != 0 || !strings.Contains(out, "version 2 by your account key") || strings.Contains(out, "ALERT") {
+			t.Fatalf("%s: monitor: exit %d\n%s%s", name, code, out, errs)
+		}
+	}
+	bob2.ok("account-key", "rotate")
+	bob1.awaitVersion("bob@example.com", 3)
+	if out := bob2.ok("monitor", "--once"); !strings.Contains(out, "version 3 by your account key") || strings.Contains(out, "ALERT") {
+		t.Fatalf("monitor after rotation: %s", out)
 	}
 }
 
