@@ -292,8 +292,14 @@ func runA5(ctx context.Context, w *World, r *Result) error {
 	ev := fmt.Sprintf("lookup refused (step %q: %v)", verifyStep(err), client.ErrInconsistent)
 	var bundle []byte
 	if errors.As(err, &ie) {
-		bundle = client.Evidence(ie.Trusted, ie.New, ie.Proof)
-		if f, verr := verifyBundle(k, bundle); verr == nil {
+		// The rewritten log serves the larger tree, so it can be asked for
+		// the proof when the received one does not prove the fork alone.
+		var berr error
+		bundle, berr = ie.Evidence(ctx, sender.Params(), rewritten.LogRPC)
+		if berr != nil {
+			ev += "; the InconsistencyError makes no bundle: " + berr.Error()
+			bundle = nil
+		} else if f, verr := verifyBundle(k, bundle); verr == nil {
 			ev += "; its InconsistencyError makes a kt-evidence/v1 bundle, verified offline: " + f
 		} else {
 			ev += "; the InconsistencyError's checkpoints and proof do not make a verifiable bundle: " + verr.Error()

@@ -235,7 +235,7 @@ func runA10(ctx context.Context, w *World, r *Result) error {
 	cp, _ := note.Sign(&note.Note{Text: Origin + "\n1\n" + strings.Repeat("A", 43) + "=\n"}, otherSigner)
 	httpCase("auditor gossip", "gossip of a non-checkpoint", "POST", A+"/kt/v1/gossip", []byte("not a checkpoint"), 404)
 	httpCase("auditor gossip", "gossip of 1 MiB", "POST", A+"/kt/v1/gossip", big, 413)
-	httpCase("auditor gossip", "gossip of a checkpoint signed by another key", "POST", A+"/kt/v1/gossip", cp, 403)
+	httpCase("auditor gossip", "gossip of a checkpoint signed by another key", "POST", A+"/kt/v1/gossip", cp, 400)
 	httpCase("auditor gossip", "gossip for an unknown origin", "POST", A+"/kt/v1/gossip", []byte("other.example/log\n1\nAAAA\n\n— x y\n"), 404)
 	httpCase("auditor gossip", "gossip of a malformed evidence bundle", "POST", A+"/kt/v1/gossip", []byte("kt-evidence/v1\ncheckpoint !!!\n"), 400)
 	httpCase("auditor witness", "add-checkpoint with a malformed body", "POST", A+"/add-checkpoint", []byte("old 1\nnot base64\n\n"), 400)
