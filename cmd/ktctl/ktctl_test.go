@@ -248,6 +248,7 @@ func testEntries(t *testing.T, f *ktctltest.Fixture, size uint64) {
 	runCLI(t, append([]string{"entries", "0", "2", "--skip-proofs"}, logFlags(f)...)...).want(t, exitOK, []string{"INCLUDED", "  -  "})
 	runCLI(t, append([]string{"entries", "0", strconv.FormatUint(size+1, 10)}, logFlags(f)...)...).
 		want(t, exitUsage, nil, "beyond the checkpoint's size")
+	runCLI(t, append([]string{"entries", "0", "100000"}, logFlags(f)...)...).want(t, exitUsage, nil, "beyond the checkpoint's size")
 
 	t.Run("tampered entry", func(t *testing.T) {
 		// The proxy flips a byte of alice's enrollment signature: the

@@ -102,6 +102,10 @@ func DecodeChange(r *api.ChangeRecord, origin string) *Change {
 	return c
 }
 
+// MaxListEntries bounds the entries of one [ListEntries] call, which holds
+// them all in memory and fetches one proof per entry.
+const MaxListEntries = 10000
+
 // ListEntries fetches the entries [start, end) of the log under the
 // verified checkpoint cp and decodes them. With prove, each entry's
 // inclusion proof in cp is fetched and verified (concurrently); a failure
@@ -114,6 +118,9 @@ func ListEntries(ctx context.Context, r klog.Reader, cp *Checkpoint, start, end 
 	}
 	if end > cp.Size {
 		return nil, argErr("range [%d, %d) goes beyond the checkpoint's size %d", start, end, cp.Size)
+	}
+	if end-start > MaxListEntries {
+		return nil, argErr("range [%d, %d) has %d entries, more than the limit of %d for one listing (ktctl verify checks a whole log)", start, end, end-start, MaxListEntries)
 	}
 	raws, err := FetchEntries(ctx, r, start, end)
 	if err != nil {

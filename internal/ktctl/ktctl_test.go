@@ -336,3 +336,23 @@ func TestVerifyCheckpointOtherLog(t *testing.T) {
 type ed25519PublicKey = ed25519.PublicKey
 
 func ed25519Key() (ed25519.PublicKey, ed25519.PrivateKey, error) { return ed25519.GenerateKey(nil) }
+
+func TestListEntriesLimit(t *testing.T) {
+	entries := make([][]byte, ktctl.MaxListEntries+1)
+	for i := range entries {
+		entries[i] = epochEntry(uint64(i), uint64(i))
+	}
+	l, k := memLog(t, entries)
+	ctx := context.Background()
+	cp, err := ktctl.FetchCheckpoint(ctx, l, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ktctl.ListEntries(ctx, l, cp, 0, cp.Size, false); !errors.Is(err, ktctl.ErrArgument) {
+		t.Errorf("listing %d entries: %v, want ErrArgument", cp.Size, err)
+	}
+	es, err := ktctl.ListEntries(ctx, l, cp, 1, cp.Size, false)
+	if err != nil || len(es) != ktctl.MaxListEntries || es[len(es)-1].Epoch.Epoch != cp.Size-1 {
+		t.Errorf("listing the limit: %d entries, %v", len(es), err)
+	}
+}

@@ -46,7 +46,8 @@ type Fixture struct {
 	DataDir    string
 	PolicyFile string
 	LogVkey    string
-	// LogURL is the HTTP read API's base URL; GRPCAddr the gRPC address.
+	// LogURL is the HTTP read API's base URL, which also serves the log
+	// as C2SP tlog-tiles (as ktd does); GRPCAddr the gRPC address.
 	LogURL   string
 	GRPCAddr string
 	// Witness is the witness's verifier key.
@@ -57,6 +58,9 @@ type Fixture struct {
 	Alice, Bob *Handle
 	// Conn is a gRPC connection to GRPCAddr.
 	Conn *grpc.ClientConn
+
+	bob        *Device // bob's device, for Grow
+	bobAccount [16]byte
 }
 
 // Version is one logged change of a handle.
@@ -198,7 +202,10 @@ func Start(t testing.TB) *Fixture {
 		t.Fatal(err)
 	}
 	go srv.Serve(lis)
-	hs := httptest.NewServer(logapi.NewHandler(l, logapi.WithLogger(quiet)))
+	mux := http.NewServeMux()
+	mux.Handle("/log/v1/", logapi.NewHandler(l, logapi.WithLogger(quiet)))
+	mux.Handle("/", l.TilesHandler())
+	hs := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		hs.Close()
 		srv.Stop()
@@ -295,6 +302,7 @@ func (f *Fixture) play(t testing.TB, d *directory.Directory) {
 	rand.Read(acct[:])
 	rand.Read(bacct[:])
 	a1, a2, b1 := NewDevice(), NewDevice(), NewDevice()
+	f.bob, f.bobAccount = b1, bacct
 	f.apply(t, f.Alice, api.AuthEnroll, a1.Sign, Set(acct, a1), enroll)
 	f.apply(t, f.Alice, api.AuthDevice, a1.Sign, Set(acct, a1, a2), change)
 	f.apply(t, f.Bob, api.AuthEnroll, b1.Sign, Set(bacct, b1), enroll)
@@ -323,4 +331,19 @@ func (f *Fixture) Size(t testing.TB) uint64 {
 		t.Fatal(err)
 	}
 	return size
+}
+
+// Grow adds a device to bob's set (signed by bob's device) and waits until
+// an epoch publishes it: the log grows by a change and an epoch record.
+func (f *Fixture) Grow(t testing.TB) {
+	t.Helper()
+	dc := ktpb.NewDirectoryClient(f.Conn)
+	var devs []*Device
+	devs = append(devs, f.bob)
+	for range len(f.Bob.Versions) {
+		devs = append(devs, NewDevice())
+	}
+	f.apply(t, f.Bob, api.AuthDevice, f.bob.Sign, Set(f.bobAccount, devs...), func(ctx context.Context, hc *ktpb.HandleChange) (*ktpb.ChangeResponse, error) {
+		return dc.Change(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}})
+	})
 }
