@@ -70,11 +70,11 @@ type progressBar struct {
 func (p *progressBar) update(done, total uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if now := time.Now(); done < total && now.Sub(p.last) < 100*time.Millisecond {
+	now := time.Now()
+	if done < total && now.Sub(p.last) < 100*time.Millisecond {
 		return
-	} else {
-		p.last = now
 	}
+	p.last = now
 	pct := 100.0
 	if total > 0 {
 		pct = 100 * float64(done) / float64(total)
