@@ -155,6 +155,12 @@ func testCheckpoint(t *testing.T, f *ktctltest.Fixture, size uint64) {
 		os.WriteFile(p, fmt.Appendf(nil, "witness x %s\nquorum x\n", w.VerifierKey()), 0o600)
 		r := runCLI(t, "checkpoint", "--log-url", f.LogURL, "--data-dir", f.DataDir, "--policy", p)
 		r.want(t, exitVerify, []string{"x: NOT satisfied", "(unknown)", "unknown-key"}, "witness policy not satisfied")
+		// Every command refuses a checkpoint without the quorum.
+		for _, args := range [][]string{{"entries", "0"}, {"proof", "inclusion", "0"}, {"proof", "consistency", "1", "2"}, {"history", "--index", hex.EncodeToString(make([]byte, 32))}} {
+			runCLI(t, append(args, "--log-url", f.LogURL, "--data-dir", f.DataDir, "--policy", p)...).want(t, exitVerify, []string{"!LOG INDEX", "!verified"}, "witness policy not satisfied")
+		}
+		runCLI(t, "diff", hex.EncodeToString(make([]byte, 32)), "0", "latest", "--grpc", f.GRPCAddr, "--data-dir", f.DataDir, "--policy", p).
+			want(t, exitVerify, nil, "witness policy not satisfied")
 	})
 	t.Run("forged cosignature", func(t *testing.T) {
 		// A line with the witness's key name and hash whose signature is
