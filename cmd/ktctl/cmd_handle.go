@@ -12,6 +12,7 @@ import (
 
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/internal/ktctl"
+	"github.com/keytrans/kt/internal/vrf"
 )
 
 var historyCmd = &command{
@@ -23,27 +24,44 @@ Scans the whole log (recomputing the checkpoint's root from every entry),
 collects the change records of the index, and checks versions, prev links
 and authorizations (rules R1 to R6). --index takes the index (anyone);
 --handle computes it with the directory's VRF private key (operators:
-DATA_DIR/vrf.key or --vrf-key-file). Exit status 1 if a rule is broken or
-the entries do not match the checkpoint.`,
-	keys:    append([]string{"index", "handle", "vrf_key_file", "recovery_key", "full", "progress"}, logKeys...),
+DATA_DIR/vrf.key or --vrf-key-file), or, with --vrf-public-key, learns it
+from a lookup (--grpc) whose VRF proof it verifies. Exit status 1 if a
+rule is broken, the VRF proof fails, or the entries do not match the
+checkpoint.`,
+	keys:    append([]string{"index", "handle", "vrf_key_file", "vrf_public_key", "grpc", "grpc_tls", "recovery_key", "full", "progress"}, logKeys...),
 	network: true, maxArgs: 0,
 	run: runHistory,
 }
 
-// indexArg resolves a VRF index from hex, or from a handle with the VRF
-// private key.
-func (e *env) indexArg(index, handle string) ([32]byte, string, error) {
+// indexArg resolves a VRF index from hex, or from a handle: with the VRF
+// private key (operators), or by a lookup whose VRF proof is verified with
+// the pinned VRF public key (anyone who knows the handle).
+func (e *env) indexArg(ctx context.Context, index, handle string) ([32]byte, string, error) {
 	switch {
 	case index != "" && handle != "":
 		return [32]byte{}, "", usageErr("give --index or --handle, not both")
 	case index != "":
 		i, err := ktctl.ParseIndex(index)
 		return i, "", err
+	case handle != "" && e.cfg.VRFPublicKey != "" && e.cfg.VRFKeyFile == "":
+		pub, err := vrf.ParsePublicKey(strings.TrimSpace(e.cfg.VRFPublicKey))
+		if err != nil {
+			return [32]byte{}, "", usageErr("--vrf-public-key: %v", err)
+		}
+		conn, err := e.dial(e.cfg.GRPC, e.cfg.GRPCTLS)
+		if err != nil {
+			return [32]byte{}, "", err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+		defer cancel()
+		h, i, err := ktctl.LookupIndex(ctx, ktpb.NewDirectoryClient(conn), pub, handle)
+		return i, h, err
 	case handle != "":
 		path := e.cfg.VRFKeyFile
 		if path == "" {
 			if e.cfg.DataDir == "" {
-				return [32]byte{}, "", usageErr("--handle needs the VRF private key: set --data-dir (ktd's data directory) or --vrf-key-file")
+				return [32]byte{}, "", usageErr("--handle needs the VRF private key (--data-dir, ktd's data directory, or --vrf-key-file) or the VRF public key (--vrf-public-key, with --grpc)")
 			}
 			path = filepath.Join(e.cfg.DataDir, ktctl.VRFKeyFile)
 		}
@@ -95,7 +113,7 @@ func (e *env) progressFunc(verb string) ktctl.Progress {
 }
 
 func runHistory(ctx context.Context, e *env) error {
-	index, handle, err := e.indexArg(e.cfg.Index, e.cfg.Handle)
+	index, handle, err := e.indexArg(ctx, e.cfg.Index, e.cfg.Handle)
 	if err != nil {
 		return err
 	}
@@ -160,9 +178,10 @@ epochs in the log, and compares the versions current at each: devices
 added, removed and re-keyed, account ID and account key changes, and the
 changes in between. HANDLE_OR_INDEX is a VRF index (64 hexadecimal digits)
 or a handle, which needs the VRF private key (--data-dir or
---vrf-key-file). EPOCH_B may be "latest". Exit status 1 if the answer
+--vrf-key-file) or the VRF public key (--vrf-public-key: the index is then
+learnt from a lookup whose VRF proof is verified). EPOCH_B may be "latest". Exit status 1 if the answer
 does not verify.`,
-	keys:    []string{"grpc", "grpc_tls", "log_key", "data_dir", "policy", "vrf_key_file", "full"},
+	keys:    []string{"grpc", "grpc_tls", "log_key", "data_dir", "policy", "vrf_key_file", "vrf_public_key", "full"},
 	network: true, minArgs: 3, maxArgs: 3,
 	run: runDiff,
 }
@@ -184,9 +203,9 @@ func runDiff(ctx context.Context, e *env) error {
 	var index [32]byte
 	var handle string
 	if isIndex(e.args[0]) {
-		index, _, err = e.indexArg(e.args[0], "")
+		index, _, err = e.indexArg(ctx, e.args[0], "")
 	} else {
-		index, handle, err = e.indexArg("", e.args[0])
+		index, handle, err = e.indexArg(ctx, "", e.args[0])
 	}
 	if err != nil {
 		return err

@@ -48,6 +48,11 @@ type Config struct {
 	// VRFKeyFile is the VRF private key file for --handle. Default
 	// DataDir/vrf.key.
 	VRFKeyFile string `mapstructure:"vrf_key_file"`
+	// VRFPublicKey is the directory's VRF public key
+	// ("kt-vrf-public:<base64>", as ktd prints it at start): with it,
+	// --handle learns the index from a lookup whose VRF proof is verified,
+	// instead of computing it with the private key.
+	VRFPublicKey string `mapstructure:"vrf_public_key"`
 	// Timeout bounds each network request. Default 30s.
 	Timeout time.Duration `mapstructure:"timeout"`
 	// JSON prints JSON instead of tables.
@@ -94,6 +99,7 @@ var options = []option{
 	{"grpc_tls", false, "use TLS (system roots) for --grpc"},
 	{"recovery_key", "", "recovery public key or key file (default DATA_DIR/recovery.key if present)"},
 	{"vrf_key_file", "", "VRF private key file (default DATA_DIR/vrf.key)"},
+	{"vrf_public_key", "", "VRF public key (kt-vrf-public:...): learn a handle's index from a verified lookup (--grpc)"},
 	{"full", false, "print hashes and keys in full"},
 	{"skip_proofs", false, "do not verify each entry's inclusion proof"},
 	{"size", uint64(0), "tree size to prove inclusion in (default: the checkpoint's)"},

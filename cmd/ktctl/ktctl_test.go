@@ -19,6 +19,7 @@ import (
 	"github.com/keytrans/kt/internal/ktctl"
 	"github.com/keytrans/kt/internal/ktctl/ktctltest"
 	"github.com/keytrans/kt/internal/testwitness"
+	"github.com/keytrans/kt/internal/vrf"
 )
 
 func TestUsage(t *testing.T) {
@@ -440,6 +441,16 @@ func testHistory(t *testing.T, f *ktctltest.Fixture, aliceIndex string) {
 	}
 	runCLI(t, append([]string{"history", "--handle", "+14155550100", "--progress"}, logFlags(f)...)...).want(t, exitOK,
 		[]string{"handle      tel:+14155550100", "VERSION", "recovery", "ok"}, "scanning [", "100.0%")
+	// Without the VRF private key, from a lookup verified with the VRF
+	// public key.
+	pub := f.VRF.Public().String()
+	r = runCLI(t, "history", "--handle", "+14155550100", "--vrf-public-key", pub, "--grpc", f.GRPCAddr, "--log-url", f.LogURL, "--log-key", f.LogVkey, "--json")
+	check(t, r)
+	otherVRF, _ := vrf.GenerateKey(nil)
+	runCLI(t, "history", "--handle", "+14155550100", "--vrf-public-key", otherVRF.Public().String(), "--grpc", f.GRPCAddr, "--log-url", f.LogURL, "--log-key", f.LogVkey).
+		want(t, exitVerify, nil, "VRF proof")
+	runCLI(t, "history", "--handle", "+14155550100", "--vrf-public-key", "kt-vrf-public:AAAA", "--log-url", f.LogURL, "--log-key", f.LogVkey).
+		want(t, exitUsage, nil, "--vrf-public-key")
 	// Without the recovery key, R6 cannot be checked and says so.
 	runCLI(t, "history", "--index", aliceIndex, "--log-url", f.LogURL, "--log-key", f.LogVkey).
 		want(t, exitOK, []string{"ok (R6 unchecked: no recovery key)"})
@@ -517,6 +528,8 @@ func testDiff(t *testing.T, f *ktctltest.Fixture, aliceIndex string) {
 		"handle          tel:+14155550100", "account key     added", "added", "re-keyed", "1 devices unchanged",
 		"recovery", "changed by the directory's recovery path",
 	})
+	runCLI(t, "diff", "+14155550100", e(1), e(3), "--grpc", f.GRPCAddr, "--log-key", f.LogVkey, "--vrf-public-key", f.VRF.Public().String()).
+		want(t, exitOK, []string{"handle          tel:+14155550100", "account key     added"})
 	runCLI(t, append([]string{"diff", aliceIndex, "0", "99"}, grpc...)...).want(t, exitUsage, nil, "epoch 99 does not exist yet")
 	runCLI(t, "diff", aliceIndex, "0", "1", "--grpc", f.GRPCAddr).want(t, exitUsage, nil, "no log key")
 	_, other, _ := note.GenerateKey(rand.Reader, ktctltest.Origin)

@@ -11,6 +11,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/internal/vrf"
 	klog "github.com/keytrans/kt/log"
 )
@@ -171,4 +172,27 @@ func History(ctx context.Context, r klog.Reader, cp *Checkpoint, k *Keys, index 
 		return res, err
 	}
 	return res, errors.Join(errs...)
+}
+
+// LookupIndex learns the VRF index of a handle without the VRF private
+// key: it looks the handle up and verifies the VRF proof of the answer
+// with the directory's pinned VRF public key. A proof that does not verify
+// is a [*VerifyError].
+func LookupIndex(ctx context.Context, dc ktpb.DirectoryClient, pub *vrf.PublicKey, handle string) (string, [32]byte, error) {
+	h, err := api.NormalizeHandle(handle)
+	if err != nil {
+		return "", [32]byte{}, fmt.Errorf("%w: handle %q: %v", ErrArgument, handle, err)
+	}
+	resp, err := dc.Lookup(ctx, &ktpb.LookupRequest{Handle: h})
+	if err != nil {
+		return "", [32]byte{}, fmt.Errorf("Lookup: %w", err)
+	}
+	if resp.GetHandle() != h {
+		return "", [32]byte{}, verifyErr("lookup", nil, "the answer is for %q, not %q", resp.GetHandle(), h)
+	}
+	index, err := pub.Verify(api.VRFInput(h), resp.GetVrfProof())
+	if err != nil {
+		return "", [32]byte{}, verifyErr("VRF proof", err, "for %q under the pinned VRF key", h)
+	}
+	return h, index, nil
 }
