@@ -30,6 +30,18 @@ func (r *ChangeRecord) State(entry []byte) *HandleState {
 // checks before it logs a change and the auditor runs them again on replay;
 // failures are [*AuthError] values.
 func CheckChange(origin string, prev *HandleState, next *ChangeRecord, recoveryKey [32]byte) error {
+	if err := CheckChangeUnsigned(prev, next, recoveryKey); err != nil {
+		return err
+	}
+	// R1: last, because it is the expensive check.
+	return next.VerifySignature(origin)
+}
+
+// CheckChangeUnsigned is [CheckChange] without R1, the signature check: the
+// rules R2 to R6, which need only the record and the handle's state. It is
+// for callers that verify signatures separately, in batches (the auditor's
+// replay); they MUST also check R1 before accepting next.
+func CheckChangeUnsigned(prev *HandleState, next *ChangeRecord, recoveryKey [32]byte) error {
 	// R2, R3: the record continues the handle's history exactly.
 	if prev == nil {
 		if next.Version != 1 {
@@ -77,8 +89,7 @@ func CheckChange(origin string, prev *HandleState, next *ChangeRecord, recoveryK
 	default:
 		return &AuthError{Rule: "R4 kind", Reason: fmt.Sprintf("unknown authorization kind %d", next.Kind)}
 	}
-	// R1: last, because it is the expensive check.
-	return next.VerifySignature(origin)
+	return nil
 }
 
 // OpenCommitment checks that opening and value open r's commitment, parses

@@ -1,0 +1,340 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/keytrans/kt/log/witness"
+)
+
+// Config is ktauditor's configuration. Each scalar field is set, from
+// lowest to highest precedence, by its default, the configuration file
+// (--config; YAML, TOML or JSON, keys as in the mapstructure tags, nested
+// with dots; unknown keys are an error), the environment (KTAUDITOR_ and
+// the key upper-cased with dots as underscores, e.g. KTAUDITOR_LISTEN),
+// and flags (the key with dots and underscores as dashes, e.g.
+// --poll-interval). The lists (logs, peers) are set in the file only. This
+// documentation is the reference; `ktauditor --help` lists every flag.
+//
+// Every listener defaults to loopback. A public auditor binds listen to a
+// public address, usually behind a TLS-terminating proxy.
+type Config struct {
+	// DataDir holds the state store (DataDir/state), the cosigning key
+	// created on first start (DataDir/auditor.key) and, by default, the
+	// evidence files (DataDir/evidence). Created if missing.
+	DataDir string `mapstructure:"data_dir"`
+	// Listen is the HTTP address of the public endpoints: C2SP tlog-witness
+	// POST /add-checkpoint, GET /kt/v1/checkpoint, POST /kt/v1/gossip,
+	// GET /kt/v1/evidence and the status page at /. Default
+	// 127.0.0.1:8480.
+	Listen string `mapstructure:"listen"`
+	// MetricsListen is the address of the Prometheus endpoint (/metrics,
+	// including ktauditor_build_info); pprof is served there too when the
+	// address is loopback. Default 127.0.0.1:9465. Empty disables it.
+	MetricsListen string `mapstructure:"metrics_listen"`
+	// Name is the name of the cosigning key (C2SP signed-note key name),
+	// e.g. "auditor.example.org". Used only when the key is created.
+	// Default "localhost/ktauditor".
+	Name string `mapstructure:"name"`
+	// KeyFile is the cosigning key in golang.org/x/mod/sumdb/note signer
+	// format; created when missing. Default DataDir/auditor.key.
+	// `ktauditor vkey` prints its tlog-cosignature/v1 verifier key, which
+	// goes into witness policies.
+	KeyFile string `mapstructure:"key_file"`
+	// Witness enables the add-checkpoint endpoint. Default true.
+	Witness bool `mapstructure:"witness"`
+	// CosignAudited cosigns only checkpoints up to the latest one replayed
+	// without violation (design.md section 9's auditor statement). Do not
+	// set it on an auditor that is a witness in a log's publication policy:
+	// that log waits for the cosignature before publishing, so the auditor
+	// could never read the entries. Default false.
+	CosignAudited bool `mapstructure:"cosign_audited"`
+	// PollInterval is how often each log's checkpoint is polled. Default 2s.
+	PollInterval time.Duration `mapstructure:"poll_interval"`
+	// GossipInterval is how often checkpoints are exchanged with each peer.
+	// Default 30s.
+	GossipInterval time.Duration `mapstructure:"gossip_interval"`
+	// ProgressInterval is how often a long catch-up logs its speed and ETA
+	// and saves its state. Default 10s.
+	ProgressInterval time.Duration `mapstructure:"progress_interval"`
+	// EvidenceDir receives each evidence bundle as a file. Default
+	// DataDir/evidence.
+	EvidenceDir string `mapstructure:"evidence_dir"`
+	// WebhookURL, when set, receives each evidence bundle in a POST.
+	WebhookURL string `mapstructure:"webhook_url"`
+	// MaxBodyBytes bounds request bodies (larger: 413). Default 65536.
+	MaxBodyBytes int64 `mapstructure:"max_body_bytes"`
+	// Logs are the logs to audit or witness (file only). At least one.
+	Logs []LogConfig `mapstructure:"logs"`
+	// Peers are the auditors to gossip with (file only).
+	Peers []PeerConfig `mapstructure:"peers"`
+}
+
+// LogConfig is one log.
+type LogConfig struct {
+	// Origin is the log's origin (first line of its checkpoints).
+	Origin string `mapstructure:"origin"`
+	// VKey is the log's signed-note verifier key (ktd logs it on start;
+	// name+hash+base64).
+	VKey string `mapstructure:"vkey"`
+	// URL is the base URL of the log's read API (ktd's http_listen, e.g.
+	// http://127.0.0.1:8080). Empty: the log is witnessed only, not
+	// audited (for logs that are not key transparency logs).
+	URL string `mapstructure:"url"`
+	// Heartbeat is the directory's heartbeat interval (ktd's
+	// directory.heartbeat_interval): epochs further apart than twice this
+	// while changes wait are logged and counted as warnings. Default 10s;
+	// 0 disables the check.
+	Heartbeat *time.Duration `mapstructure:"heartbeat"`
+	// WitnessPolicyFile is the log's witness policy (ktd's
+	// witness.policy_file). When set, an epoch stamped more than Skew after
+	// the latest valid cosignature on the checkpoint covering it is logged
+	// and counted as a warning.
+	WitnessPolicyFile string `mapstructure:"witness_policy_file"`
+	// Skew is the clock skew tolerated by that check. Default 10s.
+	Skew time.Duration `mapstructure:"skew"`
+	// RecoveryKey is the directory's recovery public key, as ktd's
+	// recovery.key public form ("kt-recovery-public:<base64>") or the bare
+	// base64. Required when URL is set (rule R6).
+	RecoveryKey string `mapstructure:"recovery_key"`
+}
+
+// PeerConfig is one peer auditor.
+type PeerConfig struct {
+	// Name identifies the peer in logs, metrics and the status page.
+	Name string `mapstructure:"name"`
+	// URL is the peer's base URL (its listen address).
+	URL string `mapstructure:"url"`
+}
+
+type option struct {
+	key   string
+	def   any
+	usage string
+}
+
+var options = []option{
+	{"data_dir", "./auditor-data", "data directory: state, cosigning key, evidence"},
+	{"listen", "127.0.0.1:8480", "HTTP address: add-checkpoint, gossip, evidence, status page"},
+	{"metrics_listen", "127.0.0.1:9465", "Prometheus /metrics address (pprof too when loopback); empty disables"},
+	{"name", "localhost/ktauditor", "cosigning key name (used when the key is created)"},
+	{"key_file", "", "cosigning key file (default DATA_DIR/auditor.key, created if missing)"},
+	{"witness", true, "serve C2SP tlog-witness add-checkpoint"},
+	{"cosign_audited", false, "cosign only checkpoints audited without violation"},
+	{"poll_interval", 2 * time.Second, "how often each log's checkpoint is polled"},
+	{"gossip_interval", 30 * time.Second, "how often checkpoints are exchanged with each peer"},
+	{"progress_interval", 10 * time.Second, "how often a catch-up logs progress and saves state"},
+	{"evidence_dir", "", "directory for evidence files (default DATA_DIR/evidence)"},
+	{"webhook_url", "", "URL that receives each evidence bundle in a POST"},
+	{"max_body_bytes", int64(64 << 10), "largest request body"},
+}
+
+func flagName(key string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
+}
+
+func envName(key string) string {
+	return "KTAUDITOR_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+const usageHeader = `ktauditor audits key transparency logs, witnesses their checkpoints and
+gossips them with other auditors.
+
+Usage:
+  ktauditor [flags]                         serve
+  ktauditor vkey [flags]                    print the cosignature verifier key
+  ktauditor unfreeze [flags] ORIGIN         resume cosigning ORIGIN after evidence
+                                            (daemon stopped; evidence is kept)
+  ktauditor reset-witness [flags] ORIGIN    forget the checkpoint last cosigned for ORIGIN
+
+Every flag is also a configuration key: in the file given by --config
+(YAML, TOML or JSON; the key in parentheses, nested at the dots) and in the
+environment (the variable in parentheses). Flags override the environment,
+which overrides the file, which overrides the defaults. The lists "logs"
+(origin, vkey, url, recovery_key) and "peers" (name, url) are set in the
+file.
+
+Flags:
+`
+
+func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
+	fs := pflag.NewFlagSet("ktauditor", pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprint(out, usageHeader)
+		fmt.Fprint(out, fs.FlagUsages())
+	}
+	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
+	for _, o := range options {
+		usage := fmt.Sprintf("%s (%s, %s)", o.usage, o.key, envName(o.key))
+		switch d := o.def.(type) {
+		case string:
+			fs.String(flagName(o.key), d, usage)
+		case bool:
+			fs.Bool(flagName(o.key), d, usage)
+		case int64:
+			fs.Int64(flagName(o.key), d, usage)
+		case time.Duration:
+			fs.Duration(flagName(o.key), d, usage)
+		default:
+			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	v := viper.New()
+	for _, o := range options {
+		v.SetDefault(o.key, o.def)
+		if err := v.BindPFlag(o.key, fs.Lookup(flagName(o.key))); err != nil {
+			return nil, nil, err
+		}
+		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
+			return nil, nil, err
+		}
+	}
+	if *configFile != "" {
+		v.SetConfigFile(*configFile)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, nil, fmt.Errorf("reading configuration file: %w", err)
+		}
+	}
+	var c Config
+	if err := v.UnmarshalExact(&c); err != nil {
+		return nil, nil, fmt.Errorf("configuration: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, nil, fmt.Errorf("configuration: %w", err)
+	}
+	return &c, fs.Args(), nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.DataDir == "" {
+		add("data_dir must be set")
+	}
+	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"metrics_listen", c.MetricsListen}} {
+		if l.addr == "" && l.key == "listen" {
+			add("listen must be set")
+			continue
+		}
+		if l.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			add("%s %q: want host:port", l.key, l.addr)
+		}
+	}
+	if c.PollInterval <= 0 || c.GossipInterval <= 0 || c.ProgressInterval <= 0 {
+		add("poll_interval, gossip_interval and progress_interval must be positive")
+	}
+	if c.MaxBodyBytes < 4096 {
+		add("max_body_bytes %d: want at least 4096", c.MaxBodyBytes)
+	}
+	if c.WebhookURL != "" {
+		if u, err := url.Parse(c.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+			add("webhook_url %q: want an http or https URL", c.WebhookURL)
+		}
+	}
+	if len(c.Logs) == 0 {
+		add("no logs configured (logs: in the configuration file)")
+	}
+	seen := map[string]bool{}
+	for i, l := range c.Logs {
+		if l.Origin == "" || seen[l.Origin] {
+			add("logs[%d]: empty or duplicate origin %q", i, l.Origin)
+		}
+		seen[l.Origin] = true
+		if v, err := note.NewVerifier(l.VKey); err != nil {
+			add("logs[%d] (%s): vkey: %v", i, l.Origin, err)
+		} else if v.Name() != l.Origin {
+			add("logs[%d]: vkey is named %q, not the origin %q", i, v.Name(), l.Origin)
+		}
+		if l.URL != "" {
+			if u, err := url.Parse(l.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+				add("logs[%d] (%s): url %q: want an http or https URL", i, l.Origin, l.URL)
+			}
+			if _, err := parseRecoveryKey(l.RecoveryKey); err != nil {
+				add("logs[%d] (%s): recovery_key: %v", i, l.Origin, err)
+			}
+		}
+		if l.WitnessPolicyFile != "" {
+			if _, err := readPolicy(l.WitnessPolicyFile); err != nil {
+				add("logs[%d] (%s): %v", i, l.Origin, err)
+			}
+		}
+		if l.Skew < 0 {
+			add("logs[%d] (%s): negative skew", i, l.Origin)
+		}
+	}
+	peers := map[string]bool{}
+	for i, p := range c.Peers {
+		if p.Name == "" || peers[p.Name] {
+			add("peers[%d]: empty or duplicate name %q", i, p.Name)
+		}
+		peers[p.Name] = true
+		if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+			add("peers[%d] (%s): url %q: want an http or https URL", i, p.Name, p.URL)
+		}
+	}
+	if c.KeyFile == "" {
+		c.KeyFile = filepath.Join(c.DataDir, "auditor.key")
+	}
+	if c.EvidenceDir == "" {
+		c.EvidenceDir = filepath.Join(c.DataDir, "evidence")
+	}
+	return errors.Join(errs...)
+}
+
+// parseRecoveryKey accepts ktd's public recovery key file form or bare
+// base64 of the 32-byte key.
+func parseRecoveryKey(s string) ([32]byte, error) {
+	s = strings.TrimPrefix(strings.TrimSpace(s), "kt-recovery-public:")
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return [32]byte{}, errors.New(`want "kt-recovery-public:<base64>" or the base64 of a 32-byte Ed25519 key`)
+	}
+	return [32]byte(b), nil
+}
+
+// isLoopback reports whether addr (host:port) binds only to loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// readPolicy reads and parses a witness policy file.
+func readPolicy(path string) (*witness.Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	p, err := witness.ParsePolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy %s: %w", path, err)
+	}
+	return p, nil
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"net/http"
+	"net/http/pprof"
+	"runtime/debug"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics implements auditor.Metrics with Prometheus collectors in their
+// own registry.
+type metrics struct {
+	reg        *prometheus.Registry
+	target     *prometheus.GaugeVec
+	audited    *prometheus.GaugeVec
+	entries    *prometheus.CounterVec
+	violations *prometheus.CounterVec
+	warnings   *prometheus.CounterVec
+	evidence   *prometheus.CounterVec
+	witness    *prometheus.CounterVec
+	gossip     *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	reg := prometheus.NewRegistry()
+	version, revision, goVersion := "unknown", "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version, goVersion = bi.Main.Version, bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	bi := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "ktauditor_build_info",
+		Help:        "Build information; always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	bi.Set(1)
+	m := &metrics{
+		reg: reg,
+		target: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ktauditor_log_size",
+			Help: "Size of the latest checkpoint read from the log."}, []string{"origin"}),
+		audited: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ktauditor_audited_size",
+			Help: "Size of the latest checkpoint verified by replay; ktauditor_log_size minus this is the lag."}, []string{"origin"}),
+		entries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_entries_replayed_total",
+			Help: "Entries replayed (its rate is the catch-up speed)."}, []string{"origin"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_violations_total",
+			Help: "Protocol violations found by replay, by rule."}, []string{"origin", "rule"}),
+		warnings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_warnings_total",
+			Help: "Anomalies found by replay that are not violations (late epochs), by kind."}, []string{"origin", "kind"}),
+		evidence: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_evidence_total",
+			Help: "Split-view evidence bundles recorded."}, []string{"origin"}),
+		witness: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_witness_requests_total",
+			Help: "add-checkpoint requests by HTTP status."}, []string{"origin", "code"}),
+		gossip: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_gossip_total",
+			Help: "Gossip exchanges with peers by result."}, []string{"peer", "result"}),
+	}
+	for _, c := range []prometheus.Collector{bi, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.target, m.audited, m.entries, m.violations, m.warnings, m.evidence, m.witness, m.gossip} {
+		reg.MustRegister(c)
+	}
+	return m
+}
+
+func (m *metrics) Target(o string, n uint64)  { m.target.WithLabelValues(o).Set(float64(n)) }
+func (m *metrics) Audited(o string, n uint64) { m.audited.WithLabelValues(o).Set(float64(n)) }
+func (m *metrics) Entries(o string, n int)    { m.entries.WithLabelValues(o).Add(float64(n)) }
+func (m *metrics) Violation(o, rule string)   { m.violations.WithLabelValues(o, rule).Inc() }
+func (m *metrics) Warning(o, kind string)     { m.warnings.WithLabelValues(o, kind).Inc() }
+func (m *metrics) Evidence(o string)          { m.evidence.WithLabelValues(o).Inc() }
+func (m *metrics) WitnessRequest(o string, code int) {
+	m.witness.WithLabelValues(o, strconv.Itoa(code)).Inc()
+}
+func (m *metrics) Gossip(peer, result string) { m.gossip.WithLabelValues(peer, result).Inc() }
+
+// handler serves /metrics, and pprof when withPprof.
+func (m *metrics) handler(withPprof bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
