@@ -79,6 +79,19 @@ type Config struct {
 	DisplayName string `mapstructure:"display_name"`
 	// ShowDeleted lists deleted trees too (`tree list`).
 	ShowDeleted bool `mapstructure:"show_deleted"`
+	// Tiles makes `verify` read a C2SP tlog-tiles log instead of the read
+	// API: a directory (ktd's DATA_DIR/log) or an http(s) URL (ktd's HTTP
+	// root).
+	Tiles string `mapstructure:"tiles"`
+	// Position is the file `verify` keeps its replay state in, to resume.
+	Position string `mapstructure:"position"`
+	// ExactSignatures makes `verify` check every signature with
+	// crypto/ed25519 instead of in batches.
+	ExactSignatures bool `mapstructure:"exact_signatures"`
+	// EvidenceOut is where `verify` writes a split-view evidence bundle.
+	EvidenceOut string `mapstructure:"evidence_out"`
+	// Quiet turns off `verify`'s progress bar.
+	Quiet bool `mapstructure:"quiet"`
 }
 
 // option is one configuration key with its default and help.
@@ -109,6 +122,11 @@ var options = []option{
 	{"trillian", "127.0.0.1:8090", "trillian_log_server gRPC address"},
 	{"display_name", "kt", "display name of the new tree"},
 	{"show_deleted", false, "list deleted trees too"},
+	{"tiles", "", "read a tlog-tiles log (directory, e.g. DATA_DIR/log, or URL) instead of the read API"},
+	{"position", "", "file to keep the replay state in, to resume the next run"},
+	{"exact_signatures", false, "verify each signature with crypto/ed25519 instead of in batches"},
+	{"evidence_out", "", "file to write split-view evidence to"},
+	{"quiet", false, "no progress bar"},
 }
 
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
