@@ -1,0 +1,190 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Config is ktctl's configuration. Each field is set, from lowest to
+// highest precedence, by its default, the configuration file (--config;
+// YAML, TOML or JSON, keys as in the mapstructure tags; unknown keys are an
+// error), the environment (KTCTL_ and the key upper-cased, e.g.
+// KTCTL_LOG_URL), and flags (the key with underscores as dashes, e.g.
+// --log-url). Each command accepts the flags it uses (`ktctl help
+// COMMAND`); the file and the environment may set any key.
+type Config struct {
+	// LogURL is the base URL of the log read API (design.md 10), as ktd
+	// serves it on its http_listen address. Default http://127.0.0.1:8080.
+	LogURL string `mapstructure:"log_url"`
+	// LogKey pins the log's checkpoint key: a C2SP signed-note vkey
+	// ("origin+hash+base64"), or a file holding a vkey or ktd's log.key.
+	// Empty: DataDir/log.key, else the policy's only log line.
+	LogKey string `mapstructure:"log_key"`
+	// DataDir is a ktd data directory (ktd's data_dir): the source of the
+	// log key, the recovery key and, for --handle, the VRF private key.
+	DataDir string `mapstructure:"data_dir"`
+	// Policy is a witness policy file (Sigsum format, design.md 9.1). With
+	// it, cosignatures are named and checked, and a checkpoint must meet
+	// its quorum.
+	Policy string `mapstructure:"policy"`
+	// GRPC is the address of the directory's public gRPC API. Default
+	// 127.0.0.1:8443.
+	GRPC string `mapstructure:"grpc"`
+	// GRPCTLS connects to GRPC with TLS (system roots) instead of
+	// plaintext.
+	GRPCTLS bool `mapstructure:"grpc_tls"`
+	// RecoveryKey is the directory's recovery public key (base64,
+	// "kt-recovery-public:...", or a file holding either form or ktd's
+	// recovery.key). Empty: DataDir/recovery.key when it exists. Without
+	// it, rule R6 of recovery changes is reported as unchecked.
+	RecoveryKey string `mapstructure:"recovery_key"`
+	// VRFKeyFile is the VRF private key file for --handle. Default
+	// DataDir/vrf.key.
+	VRFKeyFile string `mapstructure:"vrf_key_file"`
+	// VRFPublicKey is the directory's VRF public key
+	// ("kt-vrf-public:<base64>", as ktd prints it at start): with it,
+	// --handle learns the index from a lookup whose VRF proof is verified,
+	// instead of computing it with the private key.
+	VRFPublicKey string `mapstructure:"vrf_public_key"`
+	// Timeout bounds each network request. Default 30s.
+	Timeout time.Duration `mapstructure:"timeout"`
+	// JSON prints JSON instead of tables.
+	JSON bool `mapstructure:"json"`
+	// Full prints hashes and keys in full instead of abbreviated.
+	Full bool `mapstructure:"full"`
+	// SkipProofs lists entries without verifying each one's inclusion.
+	SkipProofs bool `mapstructure:"skip_proofs"`
+	// Size is the tree size of `proof inclusion` (0: the checkpoint's).
+	Size uint64 `mapstructure:"size"`
+	// Index is the VRF index of `history`, 64 hexadecimal digits.
+	Index string `mapstructure:"index"`
+	// Handle is the handle of `history`, whose index is computed with the
+	// VRF private key.
+	Handle string `mapstructure:"handle"`
+	// Progress forces the progress display on stderr even when stderr is
+	// not a terminal.
+	Progress bool `mapstructure:"progress"`
+	// Trillian is the address of trillian_log_server's gRPC API (admin and
+	// log services). Default 127.0.0.1:8090.
+	Trillian string `mapstructure:"trillian"`
+	// DisplayName is the display name of a tree `tree create` makes.
+	// Default "kt".
+	DisplayName string `mapstructure:"display_name"`
+	// ShowDeleted lists deleted trees too (`tree list`).
+	ShowDeleted bool `mapstructure:"show_deleted"`
+}
+
+// option is one configuration key with its default and help.
+type option struct {
+	key   string
+	def   any
+	usage string
+}
+
+var options = []option{
+	{"json", false, "print JSON instead of a table"},
+	{"timeout", 30 * time.Second, "bound on each network request"},
+	{"log_url", "http://127.0.0.1:8080", "base URL of the log read API"},
+	{"log_key", "", "log verifier key (vkey), or a file holding it or ktd's log.key (default DATA_DIR/log.key)"},
+	{"data_dir", "", "ktd data directory (log.key, vrf.key, recovery.key)"},
+	{"policy", "", "witness policy file: names and checks cosignatures"},
+	{"grpc", "127.0.0.1:8443", "directory gRPC address"},
+	{"grpc_tls", false, "use TLS (system roots) for --grpc"},
+	{"recovery_key", "", "recovery public key or key file (default DATA_DIR/recovery.key if present)"},
+	{"vrf_key_file", "", "VRF private key file (default DATA_DIR/vrf.key)"},
+	{"vrf_public_key", "", "VRF public key (kt-vrf-public:...): learn a handle's index from a verified lookup (--grpc)"},
+	{"full", false, "print hashes and keys in full"},
+	{"skip_proofs", false, "do not verify each entry's inclusion proof"},
+	{"size", uint64(0), "tree size to prove inclusion in (default: the checkpoint's)"},
+	{"index", "", "VRF index, 64 hexadecimal digits"},
+	{"handle", "", "handle (phone number or email); needs the VRF private key"},
+	{"progress", false, "show progress on stderr even when it is not a terminal"},
+	{"trillian", "127.0.0.1:8090", "trillian_log_server gRPC address"},
+	{"display_name", "kt", "display name of the new tree"},
+	{"show_deleted", false, "list deleted trees too"},
+}
+
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+func envName(key string) string { return "KTCTL_" + strings.ToUpper(key) }
+
+// errUsage marks errors that exit with status 2.
+var errUsage = errors.New("usage")
+
+func usageErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+}
+
+// loadConfig parses the flags of a command (the options named in keys,
+// plus --config and --help) and reads the configuration file and the
+// environment. It returns the positional arguments.
+func loadConfig(c *command, args []string, out io.Writer) (*Config, []string, error) {
+	fs := pflag.NewFlagSet("ktctl "+c.name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SortFlags = false
+	fs.SetInterspersed(true)
+	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
+	help := fs.BoolP("help", "h", false, "show this help")
+	keys := append([]string{"json"}, c.keys...)
+	if c.network {
+		keys = append(keys, "timeout")
+	}
+	for _, o := range options {
+		if !slices.Contains(keys, o.key) {
+			continue
+		}
+		usage := fmt.Sprintf("%s (%s)", o.usage, envName(o.key))
+		switch d := o.def.(type) {
+		case string:
+			fs.String(flagName(o.key), d, usage)
+		case bool:
+			fs.Bool(flagName(o.key), d, usage)
+		case uint64:
+			fs.Uint64(flagName(o.key), d, usage)
+		case time.Duration:
+			fs.Duration(flagName(o.key), d, usage)
+		default:
+			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, usageErr("%v (see ktctl help %s)", err, c.name)
+	}
+	if *help {
+		fmt.Fprintf(out, "Usage: ktctl %s\n\n%s\n\nFlags:\n%s", c.usage, c.help, fs.FlagUsages())
+		return nil, nil, pflag.ErrHelp
+	}
+	v := viper.New()
+	for _, o := range options {
+		v.SetDefault(o.key, o.def)
+		if f := fs.Lookup(flagName(o.key)); f != nil {
+			if err := v.BindPFlag(o.key, f); err != nil {
+				return nil, nil, err
+			}
+		}
+		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
+			return nil, nil, err
+		}
+	}
+	if *configFile != "" {
+		v.SetConfigFile(*configFile)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, nil, usageErr("reading configuration file: %v", err)
+		}
+	}
+	var cfg Config
+	if err := v.UnmarshalExact(&cfg); err != nil {
+		return nil, nil, usageErr("configuration: %v", err)
+	}
+	if cfg.Timeout <= 0 {
+		return nil, nil, usageErr("--timeout must be positive")
+	}
+	return &cfg, fs.Args(), nil
+}
