@@ -62,7 +62,7 @@ var commands []*command
 func init() {
 	commands = []*command{
 		checkpointCmd, entriesCmd, inclusionCmd, consistencyCmd, historyCmd, diffCmd,
-		treeCreateCmd, treeShowCmd, treeListCmd,
+		treeCreateCmd, treeShowCmd, treeListCmd, recoverCmd,
 	}
 }
 

@@ -79,6 +79,13 @@ type Config struct {
 	DisplayName string `mapstructure:"display_name"`
 	// ShowDeleted lists deleted trees too (`tree list`).
 	ShowDeleted bool `mapstructure:"show_deleted"`
+	// Operator is the address of the directory's private Operator gRPC
+	// service (ktd's operator_listen), for `recover`. Default
+	// 127.0.0.1:8444.
+	Operator string `mapstructure:"operator"`
+	// Replace makes `recover` set the device set to exactly the given
+	// devices instead of adding them.
+	Replace bool `mapstructure:"replace"`
 }
 
 // option is one configuration key with its default and help.
@@ -109,6 +116,8 @@ var options = []option{
 	{"trillian", "127.0.0.1:8090", "trillian_log_server gRPC address"},
 	{"display_name", "kt", "display name of the new tree"},
 	{"show_deleted", false, "list deleted trees too"},
+	{"operator", "127.0.0.1:8444", "directory Operator gRPC address (ktd's operator_listen)"},
+	{"replace", false, "recover: the set becomes exactly the given devices"},
 }
 
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
