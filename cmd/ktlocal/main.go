@@ -41,6 +41,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ktlocal: %v\n", err)
 		os.Exit(2)
 	}
+	ignoreSIGPIPE()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

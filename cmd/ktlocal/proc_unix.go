@@ -1,9 +1,10 @@
-//go:build unix
+//go:build unix && !linux
 
 package main
 
 import (
 	"os/exec"
+	"os/signal"
 	"syscall"
 )
 
@@ -11,3 +12,7 @@ import (
 // the terminal reaches only ktlocal, which then stops the children in
 // order.
 func ownGroup(c *exec.Cmd) { c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} }
+
+// ignoreSIGPIPE keeps ktlocal alive when its output pipe closes, so that
+// it still stops the daemons.
+func ignoreSIGPIPE() { signal.Ignore(syscall.SIGPIPE) }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,6 +66,9 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, out io.Writer) e
 		}
 	}
 	continuing := exists(filepath.Join(d.ktdDir, "log"))
+	if err := d.checkFree(); err != nil {
+		return err
+	}
 	if err := d.binaries(ctx, out); err != nil {
 		return err
 	}
@@ -117,6 +121,19 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, out io.Writer) e
 	case p := <-exited:
 		return p.failure()
 	}
+}
+
+// checkFree fails when a listen address is taken: most likely another
+// ktlocal or ktd is running, whose answers must not be mistaken for ours.
+func (d *deployment) checkFree() error {
+	for _, a := range append([]string{d.cfg.GRPCListen, d.cfg.HTTPListen, d.cfg.OperatorListen}, d.cfg.AuditorListen...) {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("%s is taken (is another ktlocal or ktd running?): %w", a, err)
+		}
+		ln.Close()
+	}
+	return nil
 }
 
 func exists(path string) bool {

@@ -158,6 +158,13 @@ func TestWalkthrough(t *testing.T) {
 	checkReadme(t, readme, steps, got)
 	checkAuditors(t, addrs[3:])
 
+	// A second ktlocal on the same addresses refuses at once.
+	second := exec.Command(bin, args...)
+	second.Dir = work
+	if out, err := second.CombinedOutput(); err == nil || !strings.Contains(string(out), "is taken (is another ktlocal or ktd running?)") {
+		t.Errorf("a second ktlocal: %v\n%s", err, out)
+	}
+
 	// Ctrl-C, then a restart on the same data continues the log.
 	kl.interrupt(t)
 	kl = startLocal(t, bin, work, args)
@@ -170,7 +177,24 @@ func TestWalkthrough(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "version 3 (recovery), 3 devices") {
 		t.Errorf("after the restart, Alice's lookup: %v\n%s", err, out)
 	}
-	kl.interrupt(t)
+
+	// Should ktlocal die without stopping them, the daemons stop too.
+	kl.cmd.Process.Kill()
+	<-kl.done
+	deadline := time.Now().Add(60 * time.Second)
+	for _, a := range addrs {
+		for {
+			ln, err := net.Listen("tcp", a)
+			if err == nil {
+				ln.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still in use a minute after ktlocal was killed: a daemon outlived it", a)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
 
 // checkReadme checks that the README's walk-through is the guide's
