@@ -110,6 +110,34 @@ func TestBadMapRoot(t *testing.T) {
 	}
 }
 
+// TestNoCosignAfterViolation: once the replay found a violation, the
+// witness cosigns no checkpoint that contains it (design.md 14), but still
+// one below it.
+func TestNoCosignAfterViolation(t *testing.T) {
+	ctx := context.Background()
+	l := newTestLog(t)
+	b := ktlog.New(origin)
+	b.Honest(3, 2)
+	good := l.sizedCheckpointAfter(t, b)
+	bad := b.EpochWith(func(r *api.EpochRecord) { r.MapRoot[0] ^= 1 })
+	b.Honest(2, 2)
+	l.appendAll(t, b)
+	n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(l, b)}})
+	if err := n.a.AuditOnce(ctx, origin); err != nil {
+		t.Fatal(err)
+	}
+	if vs, _ := n.a.Violations(origin); len(vs) != 1 || vs[0].Index != bad {
+		t.Fatalf("%v", vs)
+	}
+	cp, _ := l.Checkpoint(ctx)
+	if code, body := post(t, n.url+auditor.PathAddCheckpoint, "old 0\n\n"+string(cp)); code != http.StatusForbidden {
+		t.Fatalf("checkpoint containing the violation: %d %s", code, body)
+	}
+	if code, body := post(t, n.url+auditor.PathAddCheckpoint, "old 0\n\n"+string(good)); code != http.StatusOK {
+		t.Fatalf("checkpoint below the violation: %d %s", code, body)
+	}
+}
+
 // TestRemovedDevice: a change authorized by a device that an earlier
 // change removed is flagged (R5, A8).
 func TestRemovedDevice(t *testing.T) {

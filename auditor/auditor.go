@@ -158,6 +158,7 @@ type logState struct {
 	replayed   uint64 // entries replayed and saved
 	rate       float64
 	violations uint64
+	firstBad   uint64 // index of the first violation, if violations > 0
 	warnings   uint64 // since the start of the process
 	frozen     string
 	evidence   []string // ids, in arrival order
@@ -248,7 +249,7 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 			return nil, fmt.Errorf("auditor: log %q: %w", lc.Origin, err)
 		}
 		ls.latest, ls.clean = ls.engine.Last(), ls.engine.Clean()
-		ls.violations, _, _ = ls.engine.Violations()
+		ls.violations, ls.firstBad, _ = ls.engine.Violations()
 		ls.target = ls.engine.Size()
 		ls.replayed = ls.engine.Size()
 	}
@@ -412,8 +413,8 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 			pg.err = fmt.Errorf("reading stopped: %w", context.Cause(ctx))
 		}
 		if pg.err != nil {
-			a.saveState(ls, pending, raw)
-			return fmt.Errorf("reading entries from %d: %w", e.Size(), pg.err)
+			err := fmt.Errorf("reading entries from %d: %w", e.Size(), pg.err)
+			return errors.Join(err, a.saveState(ls, pending, raw))
 		}
 		ents := pg.entries
 		vs := e.Append(ents)
@@ -567,7 +568,7 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 	ls.mu.Lock()
 	ls.latest, ls.clean = e.Last(), e.Clean()
 	ls.replayed = e.Size()
-	ls.violations, _, _ = e.Violations()
+	ls.violations, ls.firstBad, _ = e.Violations()
 	ls.mu.Unlock()
 	if l := e.Last(); l != nil {
 		a.m.Audited(ls.cfg.Origin, l.Size)
@@ -600,8 +601,8 @@ func (a *Auditor) compare(ctx context.Context, ls *logState, raw []byte, cp *fmt
 			return nil, nil
 		}
 		return a.buildEvidence(ctx, ls, raw, last.Note, nil)
-	case cp.Size == 0:
-		return nil, nil
+	case cp.Size == 0 || last.Size == 0:
+		return nil, nil // every tree extends the empty tree
 	case cp.Size < last.Size:
 		if r == nil {
 			return nil, nil
@@ -782,6 +783,9 @@ type LogStatus struct {
 	// Rate is the replay speed of the last catch-up, in entries per second.
 	Rate       float64
 	Violations uint64
+	// FirstViolation is the index of the first violation (when Violations
+	// > 0); no checkpoint beyond it is cosigned.
+	FirstViolation uint64
 	// Warnings counts the anomalies (design.md 14 step 4) seen since the
 	// process started.
 	Warnings uint64
@@ -801,7 +805,7 @@ func (a *Auditor) Status() []LogStatus {
 		ls := a.logs[o]
 		ls.mu.Lock()
 		s := LogStatus{Origin: o, Audited: ls.cfg.Reader != nil, Latest: ls.latest, Clean: ls.clean, Target: ls.target, Replayed: ls.replayed,
-			Rate: ls.rate, Violations: ls.violations, Warnings: ls.warnings, Frozen: ls.frozen, Evidence: append([]string(nil), ls.evidence...),
+			Rate: ls.rate, Violations: ls.violations, FirstViolation: ls.firstBad, Warnings: ls.warnings, Frozen: ls.frozen, Evidence: append([]string(nil), ls.evidence...),
 			Cosigned: ls.cosSize, HasCosigned: ls.cosigned != nil, LastError: ls.lastErr}
 		ls.mu.Unlock()
 		if s.Latest != nil && s.Target > s.Latest.Size {

@@ -72,6 +72,10 @@ func (a *Auditor) Gossip(ctx context.Context, body []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownLog, origin)
 	}
 	cp, err := ls.openCheckpoint(body)
+	if errors.Is(err, ErrBadSignature) {
+		// SPEC(design.md 15): "400 if malformed or badly signed".
+		return nil, fmt.Errorf("%w: no valid log signature", ErrMalformed)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -122,9 +126,6 @@ func (a *Auditor) gossipEvidence(body []byte) error {
 		return fmt.Errorf("%w: %q", ErrUnknownLog, origin)
 	}
 	if _, err := b.Verify(ls.verifier); err != nil {
-		if errors.Is(err, evidence.ErrCheckpoint) {
-			return fmt.Errorf("%w: %v", ErrBadSignature, err)
-		}
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	raw := b.Marshal()

@@ -253,3 +253,15 @@ func (l *testLog) sizedCheckpoint(t testing.TB, size uint64) []byte {
 	}
 	return cp
 }
+
+// sizedCheckpointAfter appends b's entries and returns the checkpoint of
+// that size.
+func (l *testLog) sizedCheckpointAfter(t testing.TB, b *ktlog.Builder) []byte {
+	t.Helper()
+	l.appendAll(t, b)
+	cp, err := l.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}

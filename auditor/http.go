@@ -69,7 +69,7 @@ func (a *Auditor) writeError(w http.ResponseWriter, err error) int {
 		status = http.StatusNotFound
 	case errors.Is(err, ErrTooLarge):
 		status = http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrFrozen):
+	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrFrozen), errors.Is(err, ErrViolation):
 		status = http.StatusForbidden
 	case errors.Is(err, ErrBadProof):
 		status = http.StatusUnprocessableEntity
@@ -213,6 +213,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 {{range .Logs}}<section class="log" data-origin="{{.Origin}}">
 <h2>{{.Origin}}</h2>
 {{if .Frozen}}<p class="bad" id="frozen">Cosigning stopped: {{.Frozen}}</p>{{end}}
+{{if .Violations}}<p class="bad" id="violating">The log violates the protocol at entry {{.FirstViolation}}: no checkpoint beyond it is cosigned.</p>{{end}}
 <table>
 <tr><th>audited</th><td>{{if .Audited}}yes{{else}}no (witnessed only){{end}}</td></tr>
 <tr><th>latest verified checkpoint</th><td class="latest">{{with .Latest}}size <span class="size">{{.Size}}</span>, root <code class="root">{{b64 .Root}}</code>{{else}}none yet{{end}}</td></tr>

@@ -36,6 +36,9 @@ var (
 	ErrFrozen = errors.New("auditor: log frozen after split-view evidence")
 	// ErrBadProof: the consistency proof does not verify (422).
 	ErrBadProof = errors.New("auditor: consistency proof does not verify")
+	// ErrViolation: the replay found a rule violation in the log below the
+	// checkpoint's size; no checkpoint that contains it is cosigned (403).
+	ErrViolation = errors.New("auditor: the log violates the protocol below this size")
 	// ErrNotYetAudited: CosignAudited is set and the checkpoint is beyond
 	// what was audited clean (503, Retry-After).
 	ErrNotYetAudited = errors.New("auditor: checkpoint not audited yet")
@@ -95,9 +98,15 @@ func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	// a fork against it is evidence whatever the witness state.
 	ls.mu.Lock()
 	frozen, latest, clean := ls.frozen, ls.latest, ls.clean
+	bad, firstBad := ls.violations > 0, ls.firstBad
 	ls.mu.Unlock()
 	if frozen != "" {
 		return nil, ErrFrozen
+	}
+	// design.md 14: "The auditor cosigns only checkpoints up to which no
+	// violation was found."
+	if bad && cp.Size > firstBad {
+		return nil, fmt.Errorf("%w: entry %d", ErrViolation, firstBad)
 	}
 	if latest != nil && cp.Size <= latest.Size {
 		// A checkpoint within the audited tree must be part of it: same

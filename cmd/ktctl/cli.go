@@ -62,6 +62,7 @@ var commands []*command
 func init() {
 	commands = []*command{
 		checkpointCmd, entriesCmd, inclusionCmd, consistencyCmd, historyCmd, diffCmd,
+		verifyCmd, evidenceInspectCmd, evidenceVerifyCmd,
 		treeCreateCmd, treeShowCmd, treeListCmd, recoverCmd,
 	}
 }

@@ -86,6 +86,19 @@ type Config struct {
 	// Replace makes `recover` set the device set to exactly the given
 	// devices instead of adding them.
 	Replace bool `mapstructure:"replace"`
+	// Tiles makes `verify` read a C2SP tlog-tiles log instead of the read
+	// API: a directory (ktd's DATA_DIR/log) or an http(s) URL (ktd's HTTP
+	// root).
+	Tiles string `mapstructure:"tiles"`
+	// Position is the file `verify` keeps its replay state in, to resume.
+	Position string `mapstructure:"position"`
+	// ExactSignatures makes `verify` check every signature with
+	// crypto/ed25519 instead of in batches.
+	ExactSignatures bool `mapstructure:"exact_signatures"`
+	// EvidenceOut is where `verify` writes a split-view evidence bundle.
+	EvidenceOut string `mapstructure:"evidence_out"`
+	// Quiet turns off `verify`'s progress bar.
+	Quiet bool `mapstructure:"quiet"`
 }
 
 // option is one configuration key with its default and help.
@@ -118,6 +131,11 @@ var options = []option{
 	{"show_deleted", false, "list deleted trees too"},
 	{"operator", "127.0.0.1:8444", "directory Operator gRPC address (ktd's operator_listen)"},
 	{"replace", false, "recover: the set becomes exactly the given devices"},
+	{"tiles", "", "read a tlog-tiles log (directory, e.g. DATA_DIR/log, or URL) instead of the read API"},
+	{"position", "", "file to keep the replay state in, to resume the next run"},
+	{"exact_signatures", false, "verify each signature with crypto/ed25519 instead of in batches"},
+	{"evidence_out", "", "file to write split-view evidence to"},
+	{"quiet", false, "no progress bar"},
 }
 
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }

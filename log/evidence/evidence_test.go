@@ -310,6 +310,20 @@ func TestAllSmallForks(t *testing.T) {
 					if !bytes.Equal(f.RootAtA, c.Hash) {
 						t.Fatalf("common %d, %d vs %d: RootAtA is not B's root at %d", common, m, n, m)
 					}
+					// Independent check with sumdb/tlog: the proof lines
+					// (without the prepended subtree hash) are the RFC 6962
+					// proof between B's tree at m and at n.
+					p := b.Proof
+					if m&(m-1) == 0 {
+						p = p[1:]
+					}
+					var tp tlog.TreeProof
+					for _, h := range p {
+						tp = append(tp, tlog.Hash(h))
+					}
+					if err := tlog.CheckTree(tp, int64(n), tlog.Hash(f.B.Hash), int64(m), tlog.Hash(f.RootAtA)); err != nil {
+						t.Fatalf("common %d, %d vs %d: sumdb/tlog rejects the proof: %v", common, m, n, err)
+					}
 				}
 			}
 		}
