@@ -92,7 +92,10 @@ restart on the same data directory continues. The walk-through is in
 docs/quickstart.md.
 
 Usage:
-  ktlocal [flags]
+  ktlocal [flags]              run the deployment
+  ktlocal split-view [flags]   print a checkpoint signed with the directory's
+                               log key over another tree of the current size
+                               (the directory's half of a split view)
 
 Flags:
 `

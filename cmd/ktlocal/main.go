@@ -16,6 +16,11 @@
 // Usage:
 //
 //	ktlocal [--data-dir DIR] [flags]
+//	ktlocal split-view [--data-dir DIR] [flags]
+//
+// split-view prints a checkpoint the directory's own log key signs over
+// another tree of the current size: the directory's half of a split view,
+// for the quickstart's last step (an auditor shown it records evidence).
 //
 // See Config for every setting, and `ktlocal --help`.
 package main
@@ -33,7 +38,12 @@ import (
 )
 
 func main() {
-	cfg, err := loadConfig(os.Args[1:], os.Stderr)
+	args := os.Args[1:]
+	split := len(args) > 0 && args[0] == "split-view"
+	if split {
+		args = args[1:]
+	}
+	cfg, err := loadConfig(args, os.Stderr)
 	switch {
 	case errors.Is(err, pflag.ErrHelp):
 		os.Exit(0)
@@ -45,6 +55,13 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if split {
+		if err := splitView(ctx, cfg, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "ktlocal split-view: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, cfg, logger, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "ktlocal: %v\n", err)
 		os.Exit(1)

@@ -112,7 +112,9 @@ func normalize(l string) string {
 // match reports whether got matches want after normalisation; a want line
 // "..." matches any number of lines. Adjacent lines naming an auditor
 // (auditor-1, auditor-2) may come in either order: cosignatures are listed
-// in the order they arrived. It returns the index of the first want line
+// in the order they arrived. So may the two checkpoints of an evidence
+// bundle (`ktctl evidence verify`: "checkpoint A", its "signatures", then
+// B's), whose order depends on their roots. It returns the index of the first want line
 // that did not match (-1 if all did).
 func match(want, got []string) (bool, int) {
 	w, g := normalizeAll(want), normalizeAll(got)
@@ -147,9 +149,20 @@ func normalizeAll(ls []string) []string {
 	for i, l := range ls {
 		out[i] = normalize(l)
 	}
+	for i, l := range out {
+		if strings.HasPrefix(l, "checkpoint A ") || strings.HasPrefix(l, "checkpoint B ") {
+			out[i] = "checkpoint <A|B> " + l[len("checkpoint A "):]
+		}
+		if rest, ok := strings.CutPrefix(l, "signatures "); ok {
+			sigs := strings.Split(rest, ", ")
+			sort.Strings(sigs)
+			out[i] = "signatures " + strings.Join(sigs, ", ")
+		}
+	}
 	for i := 0; i < len(out); {
 		j := i
-		for j < len(out) && reAuditor.MatchString(out[j]) && !strings.Contains(out[j], "{") {
+		for j < len(out) && (reAuditor.MatchString(out[j]) && !strings.Contains(out[j], "{") && !strings.HasPrefix(out[j], "signatures ") ||
+			strings.HasPrefix(out[j], "checkpoint <A|B> ") || strings.HasPrefix(out[j], "signatures ")) {
 			j++
 		}
 		if j > i {

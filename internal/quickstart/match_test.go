@@ -56,3 +56,27 @@ func TestMatch(t *testing.T) {
 		t.Error("an elision matched a changed cosignature count")
 	}
 }
+
+// TestMatchEvidenceOrder checks that the two checkpoints of a bundle may
+// come in either order, but not lose a signature.
+func TestMatchEvidenceOrder(t *testing.T) {
+	doc := []string{
+		"checkpoint A  localhost/kt size 9 root 9f6a994f42dc12b1fb68da8c120d4f694591687c76518d278cadebfa1cbd3b1a",
+		"  signatures  localhost/kt+f8c13f44 log, auditor-1 (localhost/auditor-1+b95bc9b9) valid, auditor-2 (localhost/auditor-2+d68ac183) valid",
+		"checkpoint B  localhost/kt size 9 root be89a6b2d7aa582dfc3b16d6fcf7039bf9a2298bfe78d809c1701c156a023a01",
+		"  signatures  localhost/kt+f8c13f44 log",
+		"result            FORK PROVEN: the log signed two trees of which neither extends the other",
+	}
+	swapped := []string{doc[2], doc[3], doc[0], doc[1], doc[4]}
+	if ok, at := match(doc, swapped); !ok {
+		t.Errorf("swapped checkpoints rejected at %d", at)
+	}
+	lost := []string{doc[0], doc[3], doc[2], doc[3], doc[4]}
+	if ok, _ := match(doc, lost); ok {
+		t.Error("a lost cosignature accepted")
+	}
+	failed := append(append([]string(nil), doc[:4]...), "result            FAILED")
+	if ok, _ := match(doc, failed); ok {
+		t.Error("a failed verification accepted")
+	}
+}

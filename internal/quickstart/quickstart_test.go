@@ -92,7 +92,7 @@ func TestWalkthrough(t *testing.T) {
 
 	env := append(os.Environ(),
 		"PATH="+filepath.Join(work, "data", "bin")+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"KT_DIRECTORY="+addrs[0], "KTCTL_GRPC="+addrs[0], "KTCTL_LOG_URL=http://"+addrs[1], "KTCTL_OPERATOR="+addrs[2])
+		"KT_DIRECTORY="+addrs[0], "KTCTL_GRPC="+addrs[0], "KTCTL_LOG_URL=http://"+addrs[1], "KTCTL_OPERATOR="+addrs[2], "KTLOCAL_HTTP_LISTEN="+addrs[1])
 	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +101,7 @@ func TestWalkthrough(t *testing.T) {
 	dir := ktpb.NewDirectoryClient(conn)
 	logged := regexp.MustCompile(`logged at index (\d+)`)
 	recovery := uint64(1 << 62)
+	restarted := false
 	for _, s := range steps[1:] {
 		if strings.HasPrefix(s.cmd, "export PATH=") {
 			// The reader's shell keeps this; each command here gets
@@ -111,7 +112,14 @@ func TestWalkthrough(t *testing.T) {
 			got[s.line] = nil
 			continue
 		}
-		cmd := exec.Command("bash", "-c", toTest.Replace(s.cmd))
+		if strings.HasPrefix(s.cmd, launch+" split-view") && !restarted {
+			// Before the split view (which freezes an auditor for good):
+			// the auditors' clean state, a second ktlocal refused,
+			// Ctrl-C and a restart that continues the log.
+			kl = restart(t, kl, bin, work, args, addrs, env)
+			restarted = true
+		}
+		cmd := exec.Command("bash", "-c", strings.ReplaceAll(toTest.Replace(s.cmd), launch, bin))
 		cmd.Dir, cmd.Env = work, env
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
@@ -156,26 +164,8 @@ func TestWalkthrough(t *testing.T) {
 		t.Log("updated docs/quickstart.md; check the diff")
 	}
 	checkReadme(t, readme, steps, got)
-	checkAuditors(t, addrs[3:])
-
-	// A second ktlocal on the same addresses refuses at once.
-	second := exec.Command(bin, args...)
-	second.Dir = work
-	if out, err := second.CombinedOutput(); err == nil || !strings.Contains(string(out), "is taken (is another ktlocal or ktd running?)") {
-		t.Errorf("a second ktlocal: %v\n%s", err, out)
-	}
-
-	// Ctrl-C, then a restart on the same data continues the log.
-	kl.interrupt(t)
-	kl = startLocal(t, bin, work, args)
-	if b := kl.banner(t); !strings.Contains(b, "(continuing the log already there)") {
-		t.Errorf("restart: banner does not say it continues:\n%s", b)
-	}
-	cmd := exec.Command("bash", "-c", "kt --state-file data/alice/state.json lookup bob@example.com")
-	cmd.Dir, cmd.Env = work, env
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "version 3 (recovery), 3 devices") {
-		t.Errorf("after the restart, Alice's lookup: %v\n%s", err, out)
+	if !restarted {
+		t.Fatal("docs/quickstart.md has no split-view step")
 	}
 
 	// Should ktlocal die without stopping them, the daemons stop too.
@@ -195,6 +185,31 @@ func TestWalkthrough(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+}
+
+// restart checks the auditors' state before the split view, that a second
+// ktlocal refuses the same addresses, stops ktlocal as Ctrl-C does, starts
+// it again on the same data and checks the log continued.
+func restart(t *testing.T, kl *local, bin, work string, args, addrs, env []string) *local {
+	t.Helper()
+	checkAuditors(t, addrs[3:])
+	second := exec.Command(bin, args...)
+	second.Dir = work
+	if out, err := second.CombinedOutput(); err == nil || !strings.Contains(string(out), "is taken (is another ktlocal or ktd running?)") {
+		t.Errorf("a second ktlocal: %v\n%s", err, out)
+	}
+	kl.interrupt(t)
+	kl = startLocal(t, bin, work, args)
+	if b := kl.banner(t); !strings.Contains(b, "(continuing the log already there)") {
+		t.Errorf("restart: banner does not say it continues:\n%s", b)
+	}
+	cmd := exec.Command("bash", "-c", "kt --state-file data/alice/state.json lookup bob@example.com")
+	cmd.Dir, cmd.Env = work, env
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "version 3 (recovery), 3 devices") {
+		t.Errorf("after the restart, Alice's lookup: %v\n%s", err, out)
+	}
+	return kl
 }
 
 // checkReadme checks that the README's walk-through is the guide's
