@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/keytrans/kt/internal/ktctl"
 	"github.com/keytrans/kt/internal/ktctl/ktctltest"
+	"github.com/keytrans/kt/internal/testonly"
 	"github.com/keytrans/kt/log/conformance"
+	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/log/logapi"
 )
 
@@ -164,4 +167,46 @@ func TestVerifyViolations(t *testing.T) {
 		runCLI(t, "evidence", "verify", evFile).want(t, exitUsage, nil, "no log key")
 		runCLI(t, "evidence", "inspect").want(t, exitUsage, nil, "wrong number of arguments")
 	})
+}
+
+// TestEvidenceCosignedBoth checks that evidence verify names the witness
+// that cosigned both sides of a fork.
+func TestEvidenceCosignedBoth(t *testing.T) {
+	m := newMemDeployment(t)
+	ctx := context.Background()
+	logOf := func(entries [][]byte) *conformance.MemoryLog {
+		l := conformance.NewMemoryLog("mem.example/kt", m.signer)
+		if _, err := l.Append(ctx, entries); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	la := logOf([][]byte{epochRec(0, 0, [32]byte{}, 0), epochRec(1, 1, [32]byte{}, 0)})
+	forked := epochRec(1, 1, [32]byte{}, 0)
+	forked[17]++
+	lb := logOf([][]byte{epochRec(0, 0, [32]byte{}, 0), forked, epochRec(2, 2, [32]byte{}, 0)})
+	both, onlyA := testonly.NewCosigner(t, "both.example"), testonly.NewCosigner(t, "only-a.example")
+	cosign := func(raw []byte, cs ...*testonly.Cosigner) []byte {
+		text, _, _ := strings.Cut(string(raw), "\n\n")
+		for _, c := range cs {
+			raw = append(raw, c.Sign(text+"\n", 1700000000)...)
+		}
+		return raw
+	}
+	a, _ := la.Checkpoint(ctx)
+	b, _ := lb.Checkpoint(ctx)
+	a, b = cosign(a, both, onlyA), cosign(b, both)
+	v, _ := note.NewVerifier(m.vkey)
+	bundle, err := evidence.Build(ctx, v, a, b, lb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	evFile, policy := filepath.Join(dir, "fork.evidence"), filepath.Join(dir, "policy")
+	os.WriteFile(evFile, bundle.Marshal(), 0o600)
+	os.WriteFile(policy, []byte("witness w0 "+both.VKey()+"\nwitness w1 "+onlyA.VKey()+"\ngroup g 1 w0 w1\nquorum g\n"), 0o600)
+	runCLI(t, "evidence", "verify", evFile, "--log-key", m.vkey, "--policy", policy).want(t, exitOK, []string{
+		"FORK PROVEN", "cosigned both     w0\n", "w0 (both.example+", "w1 (only-a.example+",
+	})
+	runCLI(t, "evidence", "inspect", evFile).want(t, exitOK, []string{"both.example+", "only-a.example+"})
 }
