@@ -63,7 +63,7 @@ func init() {
 	commands = []*command{
 		checkpointCmd, entriesCmd, inclusionCmd, consistencyCmd, historyCmd, diffCmd,
 		verifyCmd, evidenceInspectCmd, evidenceVerifyCmd,
-		treeCreateCmd, treeShowCmd, treeListCmd,
+		treeCreateCmd, treeShowCmd, treeListCmd, recoverCmd,
 	}
 }
 

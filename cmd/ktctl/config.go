@@ -79,6 +79,13 @@ type Config struct {
 	DisplayName string `mapstructure:"display_name"`
 	// ShowDeleted lists deleted trees too (`tree list`).
 	ShowDeleted bool `mapstructure:"show_deleted"`
+	// Operator is the address of the directory's private Operator gRPC
+	// service (ktd's operator_listen), for `recover`. Default
+	// 127.0.0.1:8444.
+	Operator string `mapstructure:"operator"`
+	// Replace makes `recover` set the device set to exactly the given
+	// devices instead of adding them.
+	Replace bool `mapstructure:"replace"`
 	// Tiles makes `verify` read a C2SP tlog-tiles log instead of the read
 	// API: a directory (ktd's DATA_DIR/log) or an http(s) URL (ktd's HTTP
 	// root).
@@ -122,6 +129,8 @@ var options = []option{
 	{"trillian", "127.0.0.1:8090", "trillian_log_server gRPC address"},
 	{"display_name", "kt", "display name of the new tree"},
 	{"show_deleted", false, "list deleted trees too"},
+	{"operator", "127.0.0.1:8444", "directory Operator gRPC address (ktd's operator_listen)"},
+	{"replace", false, "recover: the set becomes exactly the given devices"},
 	{"tiles", "", "read a tlog-tiles log (directory, e.g. DATA_DIR/log, or URL) instead of the read API"},
 	{"position", "", "file to keep the replay state in, to resume the next run"},
 	{"exact_signatures", false, "verify each signature with crypto/ed25519 instead of in batches"},

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Config is ktlocal's configuration. Each field is set, from lowest to
+// highest precedence, by its default, the configuration file (--config;
+// YAML, TOML or JSON, keys as in the mapstructure tags; unknown keys are an
+// error), the environment (KTLOCAL_ and the key upper-cased, e.g.
+// KTLOCAL_DATA_DIR), and flags (the key with underscores as dashes, e.g.
+// --data-dir). This documentation is the reference; `ktlocal --help` lists
+// every key with its default.
+type Config struct {
+	// DataDir holds everything: the directory's data directory
+	// (DataDir/ktd, as ktd's data_dir), each auditor's (DataDir/auditor-1,
+	// DataDir/auditor-2) with its generated configuration file, the witness
+	// policy (DataDir/witness-policy), the daemons' logs (DataDir/logs) and,
+	// unless BinDir is set, the binaries (DataDir/bin). Created if missing;
+	// a restart on the same DataDir continues the same log. Default ./data.
+	DataDir string `mapstructure:"data_dir"`
+	// BinDir holds prebuilt ktd, ktauditor, kt and ktctl binaries. Empty
+	// (the default): they are built with `go build` from the kt source tree
+	// in Source into DataDir/bin at every start (incremental after the
+	// first).
+	BinDir string `mapstructure:"bin_dir"`
+	// Source is the kt source tree (the directory holding go.mod) the
+	// binaries are built from when BinDir is empty. Default ".".
+	Source string `mapstructure:"source"`
+	// GRPCListen, HTTPListen and OperatorListen are the directory's public
+	// gRPC, public HTTP and private operator addresses (ktd's grpc_listen,
+	// http_listen, operator_listen). Defaults 127.0.0.1:8443,
+	// 127.0.0.1:8080, 127.0.0.1:8444: ktd's defaults, which kt and ktctl
+	// use when given no address.
+	GRPCListen     string `mapstructure:"grpc_listen"`
+	HTTPListen     string `mapstructure:"http_listen"`
+	OperatorListen string `mapstructure:"operator_listen"`
+	// AuditorListen are the two auditors' HTTP addresses (witness,
+	// gossip, evidence, status page). Default 127.0.0.1:8481 and
+	// 127.0.0.1:8482.
+	AuditorListen []string `mapstructure:"auditor_listen"`
+	// EpochInterval and HeartbeatInterval are the directory's (ktd's
+	// directory.epoch_interval and directory.heartbeat_interval). Defaults
+	// 1s and 10s.
+	EpochInterval     time.Duration `mapstructure:"epoch_interval"`
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
+	// GossipInterval is how often the auditors exchange checkpoints with
+	// each other (ktauditor's gossip_interval). Default 10s.
+	GossipInterval time.Duration `mapstructure:"gossip_interval"`
+	// StartTimeout bounds how long the daemons may take to serve a
+	// cosigned checkpoint at start. Default 60s.
+	StartTimeout time.Duration `mapstructure:"start_timeout"`
+}
+
+type option struct {
+	key   string
+	def   any
+	usage string
+}
+
+var options = []option{
+	{"data_dir", "./data", "data directory of the whole deployment"},
+	{"bin_dir", "", "directory of prebuilt ktd, ktauditor, kt, ktctl (default: build them into DATA_DIR/bin)"},
+	{"source", ".", "kt source tree to build the binaries from"},
+	{"grpc_listen", "127.0.0.1:8443", "directory public gRPC address"},
+	{"http_listen", "127.0.0.1:8080", "directory public HTTP address (log read API, tlog-tiles)"},
+	{"operator_listen", "127.0.0.1:8444", "directory operator gRPC address (account recovery)"},
+	{"auditor_listen", []string{"127.0.0.1:8481", "127.0.0.1:8482"}, "the two auditors' HTTP addresses"},
+	{"epoch_interval", time.Second, "directory epoch interval when changes are pending"},
+	{"heartbeat_interval", 10 * time.Second, "directory epoch interval when idle"},
+	{"gossip_interval", 10 * time.Second, "how often the auditors gossip with each other"},
+	{"start_timeout", 60 * time.Second, "how long the daemons may take to come up"},
+}
+
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+func envName(key string) string { return "KTLOCAL_" + strings.ToUpper(key) }
+
+const usageHeader = `ktlocal runs a complete local kt deployment in one command: the directory
+(ktd, embedded backend) and two auditors (ktauditor) that are the
+directory's witnesses under a 2-of-2 policy, so every published checkpoint
+is cosigned by both. Everything lives in --data-dir. Ctrl-C stops it; a
+restart on the same data directory continues. The walk-through is in
+docs/quickstart.md.
+
+Usage:
+  ktlocal [flags]              run the deployment
+  ktlocal split-view [flags]   print a checkpoint signed with the directory's
+                               log key over another tree of the current size
+                               (the directory's half of a split view)
+
+Flags:
+`
+
+func loadConfig(args []string, out io.Writer) (*Config, error) {
+	fs := pflag.NewFlagSet("ktlocal", pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	fs.Usage = func() {
+		fmt.Fprint(out, usageHeader)
+		fmt.Fprint(out, fs.FlagUsages())
+	}
+	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
+	for _, o := range options {
+		usage := fmt.Sprintf("%s (%s)", o.usage, envName(o.key))
+		switch d := o.def.(type) {
+		case string:
+			fs.String(flagName(o.key), d, usage)
+		case []string:
+			fs.StringSlice(flagName(o.key), d, usage)
+		case time.Duration:
+			fs.Duration(flagName(o.key), d, usage)
+		default:
+			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (see ktlocal --help)", fs.Args())
+	}
+	v := viper.New()
+	for _, o := range options {
+		v.SetDefault(o.key, o.def)
+		if err := v.BindPFlag(o.key, fs.Lookup(flagName(o.key))); err != nil {
+			return nil, err
+		}
+		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
+			return nil, err
+		}
+	}
+	if *configFile != "" {
+		v.SetConfigFile(*configFile)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("reading configuration file: %w", err)
+		}
+	}
+	var c Config
+	if err := v.UnmarshalExact(&c); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.DataDir == "" {
+		add("data_dir must be set")
+	}
+	if c.BinDir == "" && c.Source == "" {
+		add("set bin_dir or source")
+	}
+	if len(c.AuditorListen) != 2 {
+		add("auditor_listen: want exactly two addresses, got %d", len(c.AuditorListen))
+	}
+	for _, a := range append([]string{c.GRPCListen, c.HTTPListen, c.OperatorListen}, c.AuditorListen...) {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			add("address %q: want host:port", a)
+			continue
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			add("address %q: ktlocal serves on loopback only", a)
+		}
+	}
+	if c.EpochInterval <= 0 || c.HeartbeatInterval < c.EpochInterval {
+		add("need 0 < epoch_interval <= heartbeat_interval")
+	}
+	if c.GossipInterval <= 0 || c.StartTimeout <= 0 {
+		add("gossip_interval and start_timeout must be positive")
+	}
+	return errors.Join(errs...)
+}
