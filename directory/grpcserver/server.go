@@ -193,7 +193,9 @@ func newServer(opts Options) (*grpc.Server, error) {
 	if opts.RateLimit > 0 {
 		e.limiter = newLimiter(opts.RateLimit, opts.RateBurst, opts.MaxPeers)
 	}
+	codec := newUndecodableCodec()
 	so := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(codec),
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(16 << 10),
@@ -205,7 +207,7 @@ func newServer(opts Options) (*grpc.Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: 5 * time.Minute,
 		}),
-		grpc.ChainUnaryInterceptor(e.observe, e.recoverPanic, e.rateLimit, e.rejectUnknown, e.mapErrors),
+		grpc.ChainUnaryInterceptor(e.observe, e.recoverPanic, e.rateLimit, codec.rejectUndecodable, e.rejectUnknown, e.mapErrors),
 	}
 	if opts.TLS != nil {
 		so = append(so, grpc.Creds(credentials.NewTLS(opts.TLS)))

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -514,5 +515,51 @@ func TestOptionsValidation(t *testing.T) {
 	}
 	if _, err := NewOperator(Options{}, nil); err == nil {
 		t.Error("NewOperator with nil succeeded")
+	}
+}
+
+// rawCodec sends a request's bytes as they are, so a test can put a body on
+// the wire that no protobuf message encodes to.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*(v.(*[]byte)) = data.Materialize()
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+func TestUndecodableRequestRejected(t *testing.T) {
+	fd := &fakeDirectory{}
+	conn := start(t, Options{}, fd)
+	for _, tc := range []struct {
+		name, method string
+		body         []byte
+	}{
+		{"truncated varint", "/kt.v1.Directory/Lookup", []byte{0x08}},
+		{"length beyond the body", "/kt.v1.Directory/Change", []byte{0x0a, 0x7f, 0x01}},
+		{"invalid UTF-8 in a string", "/kt.v1.Directory/Lookup", []byte{0x0a, 0x02, 0xff, 0xfe}},
+		{"group end without start", "/kt.v1.Directory/Enroll", []byte{0x0c}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := fd.calls.Load()
+			var out []byte
+			err := conn.Invoke(t.Context(), tc.method, tc.body, &out, grpc.ForceCodecV2(rawCodec{}))
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("got %v, want InvalidArgument", err)
+			}
+			if !strings.Contains(status.Convert(err).Message(), "malformed request") {
+				t.Errorf("message %q does not say the request is malformed", status.Convert(err).Message())
+			}
+			if fd.calls.Load() != before {
+				t.Error("the handler was called")
+			}
+		})
+	}
+	// The server still answers well-formed requests on the same connection.
+	if _, err := ktpb.NewDirectoryClient(conn).Lookup(t.Context(), &ktpb.LookupRequest{Handle: "tel:+1"}); err != nil {
+		t.Errorf("a well-formed Lookup after the bad ones: %v", err)
 	}
 }
