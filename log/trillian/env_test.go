@@ -1,9 +1,12 @@
 package trillian
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"log/slog"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +42,10 @@ func newMemEnv(t testing.TB) *integration.LogEnv {
 	ts := memory.NewTreeStorage()
 	reg := extension.Registry{
 		AdminStorage: memory.NewAdminStorage(ts),
-		LogStorage:   cloningStorage{memory.NewLogStorage(ts, nil)},
+		LogStorage: initCheckingStorage{
+			LogStorage:  cloningStorage{memory.NewLogStorage(ts, nil)},
+			initialised: new(sync.Map),
+		},
 		QuotaManager: quota.Noop(),
 	}
 	// Trillian's memory storage races when read-only transactions commit
@@ -56,8 +62,36 @@ func newMemEnv(t testing.TB) *integration.LogEnv {
 	if err != nil {
 		t.Fatalf("starting in-process Trillian: %v", err)
 	}
-	t.Cleanup(env.Close)
+	t.Cleanup(func() { closeWithin(t, envCloseTimeout, env.Close) })
 	return env
+}
+
+// envCloseTimeout bounds the shutdown of an in-process Trillian. Close
+// cancels the sequencer and drains the gRPC server, which takes
+// milliseconds; a sequencer or handler stuck on a tree lock would instead
+// make it wait forever, and the whole test binary with it until go test's
+// -timeout (45 minutes in CI).
+const envCloseTimeout = time.Minute
+
+// closeWithin runs closeFn and fails the test, with every goroutine's
+// stack, if it has not returned within d. The stuck goroutine is left
+// behind: nothing can unblock it, but the test reports where it is.
+func closeWithin(t testing.TB, d time.Duration, closeFn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		closeFn()
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		var buf bytes.Buffer
+		_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
+		t.Errorf("in-process Trillian did not shut down within %v; goroutines:\n%s", d, buf.Bytes())
+	}
 }
 
 // cloningStorage works around a data race in Trillian's memory storage:
@@ -79,6 +113,53 @@ func (s cloningStorage) QueueLeaves(ctx context.Context, tree *tpb.Tree, leaves 
 		}
 	}
 	return ret, err
+}
+
+// initCheckingStorage works around a lock leak in Trillian's memory
+// storage (v1.8.0): SnapshotForTree on a tree that InitLog has not
+// initialised returns (nil, storage.ErrTreeNeedsInit) with the tree's
+// read lock still held, and no transaction to release it with (the RPC
+// server closes the transaction on that error only when one is returned,
+// as the MySQL storage does). Any read RPC on an uninitialised tree leaks
+// the lock; every later writer of that tree (InitLog, the sequencer's
+// IntegrateBatch) then blocks in sync.RWMutex.Lock, which no context
+// cancels, and LogEnv.Close, which waits for the sequencer, hangs with it.
+// TestNewRejectsUnusableTrees reads an uninitialised tree on purpose; the
+// test binary hung whenever a sequencer pass reached that tree before
+// Close cancelled the sequencer. TestUninitialisedTreeRecovers shows the
+// leak deterministically.
+//
+// The wrapper first looks, in a read-write transaction (which the memory
+// storage does release when the tree needs init, and which it rolls
+// back), whether the tree has a root, and returns ErrTreeNeedsInit itself
+// when it has none. A tree once initialised stays so: the check is made
+// once per tree.
+type initCheckingStorage struct {
+	storage.LogStorage
+	initialised *sync.Map // tree ID → struct{}, trees known to have a root
+}
+
+// errRollback ends initCheckingStorage's probe without committing.
+var errRollback = errors.New("probe only: roll back")
+
+func (s initCheckingStorage) SnapshotForTree(ctx context.Context, tree *tpb.Tree) (storage.ReadOnlyLogTreeTX, error) {
+	if _, ok := s.initialised.Load(tree.TreeId); !ok {
+		err := s.LogStorage.ReadWriteTransaction(ctx, tree, func(ctx context.Context, tx storage.LogTreeTX) error {
+			if slr, err := tx.LatestSignedLogRoot(ctx); err != nil || slr == nil {
+				return storage.ErrTreeNeedsInit
+			}
+			return errRollback
+		})
+		switch {
+		case errors.Is(err, storage.ErrTreeNeedsInit):
+			return nil, storage.ErrTreeNeedsInit
+		case err == nil, errors.Is(err, errRollback):
+			s.initialised.Store(tree.TreeId, struct{}{})
+		default:
+			return nil, err
+		}
+	}
+	return s.LogStorage.SnapshotForTree(ctx, tree)
 }
 
 var (

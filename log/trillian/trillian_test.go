@@ -106,6 +106,33 @@ func TestNewRejectsUnusableTrees(t *testing.T) {
 	}
 }
 
+// TestUninitialisedTreeRecovers checks that a New rejected for an
+// uninitialised tree leaves the tree usable: after InitLog, New succeeds
+// and the sequencer integrates appended entries. Trillian's memory storage
+// leaks a tree's read lock when a read finds the tree uninitialised (see
+// initCheckingStorage); without that guard InitLog here blocks forever.
+func TestUninitialisedTreeRecovers(t *testing.T) {
+	env := newMemEnv(t)
+	id := createRawTree(t, env, tpb.TreeType_LOG, false)
+	if l, err := New(ctxT(t), testConfig(t, env.ClientConn, id)); err == nil {
+		l.Close(context.Background())
+		t.Fatal("New succeeded on an uninitialised tree")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := env.Log.InitLog(ctx, &tpb.InitLogRequest{LogId: id}); err != nil {
+		t.Fatalf("InitLog after a rejected New: %v", err)
+	}
+	l := openLog(t, testConfig(t, env.ClientConn, id))
+	idx, err := l.Append(ctx, [][]byte{[]byte("after InitLog")})
+	if err != nil {
+		t.Fatalf("Append after InitLog: %v", err)
+	}
+	if idx[0] != 0 {
+		t.Errorf("first entry at index %d, want 0", idx[0])
+	}
+}
+
 // TestAppendReturnsOnceSequenced checks that Append returns only when
 // Trillian has sequenced the entries at the returned indices: reading them
 // straight from Trillian right afterwards finds them there.
