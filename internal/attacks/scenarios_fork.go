@@ -12,7 +12,6 @@ import (
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/internal/testwitness"
 	"github.com/keytrans/kt/log/evidence"
-	"github.com/keytrans/kt/log/logapi"
 )
 
 // verifyBundle checks a kt-evidence/v1 bundle offline with the log key
@@ -168,26 +167,12 @@ func runA4(ctx context.Context, w *World, r *Result) error {
 		return fmt.Errorf("sender gossip: got %v, want a SplitViewError", gerr)
 	}
 	after = time.Since(t0)
-	bundle, how := sv.Evidence, "the auditor's 409 bundle"
+	bundle, how := sv.Evidence, "the SplitViewError's bundle: the auditor's 409 answer, or built by the client over its Log service"
 	if len(bundle) == 0 {
-		// The auditor's view is the smaller tree: it answered 200 and the
-		// client found the inconsistency with its own Log service, but
-		// returns no bundle (a client limitation). The bundle it could
-		// build: both checkpoints and the real log's proof.
-		v, _ := note.NewVerifier(k.LogVKey)
-		st, err := s2.State(ctx)
-		if err != nil {
-			return err
-		}
-		theirs, err := aud2.Latest(Origin)
-		if err != nil {
-			return err
-		}
-		b, err := evidence.Build(ctx, v, theirs, st.Trusted.Checkpoint, logapi.NewClient(main.LogURL, nil))
-		if err != nil {
-			return fmt.Errorf("building the bundle the sender could hold: %w", err)
-		}
-		bundle, how = b.Marshal(), "no bundle in the SplitViewError (the auditor's tree is the smaller); built from the sender's checkpoint, the auditor's and the real log's proof"
+		// Whichever view is the smaller, one side holds the larger tree and
+		// can prove the fork: the auditor answers 409 with a bundle, or the
+		// client builds one over its own Log service.
+		return fmt.Errorf("sender gossip with auditor-2: a SplitViewError without evidence (%v)", sv)
 	}
 	f, err = verifyBundle(k, bundle)
 	if err != nil {
