@@ -6,6 +6,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,8 @@ type envConfig struct {
 	conns         int           // client connections
 	epochInterval time.Duration // zero: directory default (1s)
 	ckptInterval  time.Duration // zero: posix default (250ms)
+	addr          string        // listen address; empty: 127.0.0.1:0
+	remote        string        // connect to this server instead of starting one
 }
 
 // server is a directory on the posix log behind the gRPC edge on
@@ -57,9 +60,18 @@ type server struct {
 	clients []ktpb.DirectoryClient
 	params  *client.Params
 	served  chan error
+	addr    string
 }
 
 func startServer(cfg envConfig) (*server, error) {
+	if cfg.remote != "" {
+		s := &server{addr: cfg.remote}
+		if err := s.connect(cfg); err != nil {
+			s.close()
+			return nil, err
+		}
+		return s, nil
+	}
 	dir, err := os.MkdirTemp("", "kt-loadtest-")
 	if err != nil {
 		return nil, err
@@ -123,14 +135,26 @@ func (s *server) start(cfg envConfig) error {
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := cfg.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.gs.Serve(lis) }()
+	s.addr = lis.Addr().String()
+	return s.connect(cfg)
+}
+
+// connect opens cfg.conns client connections to s.addr and fetches the
+// parameters.
+func (s *server) connect(cfg envConfig) error {
+	ctx := context.Background()
 	for range cfg.conns {
-		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
 		}
@@ -171,7 +195,9 @@ func (s *server) close() error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, os.RemoveAll(s.dir))
+	if s.dir != "" {
+		errs = append(errs, os.RemoveAll(s.dir))
+	}
 	return errors.Join(errs...)
 }
 
@@ -324,6 +350,41 @@ func (s *server) enrollAll(prefix string, n, c int) ([]*handle, time.Duration, e
 		return nil
 	})
 	return hs, time.Since(start), err
+}
+
+// bulkName is the name of the i-th bulk-loaded handle.
+func bulkName(i int) string { return fmt.Sprintf("b%d@loadtest.example", i) }
+
+// bulkLoad enrolls n handles named bulkName(i) through the directory's
+// bulk-load path (real VRF outputs, commitments, signatures and epochs; no
+// API calls). The handles share a pool of 256 devices, so the load does
+// not generate 10M key pairs; each record is still signed by its device.
+func (s *server) bulkLoad(n int, logf func(string, ...any)) (time.Duration, error) {
+	pool := make([]*device, 256)
+	for i := range pool {
+		var err error
+		if pool[i], err = newDevice(); err != nil {
+			return 0, err
+		}
+	}
+	start := time.Now()
+	lastLog := start
+	err := s.d.BulkEnroll(context.Background(), n, func(i int) directory.BulkHandle {
+		d := pool[i%len(pool)]
+		var account [16]byte
+		binary.BigEndian.PutUint64(account[8:], uint64(i))
+		return directory.BulkHandle{
+			Handle: bulkName(i),
+			Set:    &api.DeviceSet{AccountID: account, Devices: []api.Device{d.api()}},
+			Signer: d.sign,
+		}
+	}, func(done int) {
+		if time.Since(lastLog) > 30*time.Second || done == n {
+			lastLog = time.Now()
+			logf("bulk load: %d of %d handles in %v (%.0f/s), RSS %.0f MiB", done, n, time.Since(start).Round(time.Second), float64(done)/time.Since(start).Seconds(), rssMiB())
+		}
+	})
+	return time.Since(start), err
 }
 
 // checkpointSize returns the tree size line of a checkpoint note.

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,33 +43,57 @@ var (
 	lastLookupRate atomic.Uint64 // lookups/s reached by BenchmarkGRPCLookups
 )
 
+// Where the handles come from (see doc.go):
+//   - default: KT_BENCH_HANDLES handles enrolled through gRPC, with their
+//     keys kept by the client side (Updates and Visibility need them);
+//   - KT_BENCH_BULK=1: bulk-loaded into the in-process directory
+//     (directory.BulkEnroll), named bulkName(i); lookups only;
+//   - KT_BENCH_ADDR=host:port: a directory served by another process
+//     (BenchmarkServe there, with the same KT_BENCH_HANDLES); lookups only.
+var (
+	benchBulk = os.Getenv("KT_BENCH_BULK") != ""
+	benchAddr = os.Getenv("KT_BENCH_ADDR")
+)
+
 // shared is the one directory the benchmarks of this process use: built
-// on first use, with benchHandles handles enrolled through the API, and
-// closed by TestMain.
+// on first use and closed by TestMain.
 var shared struct {
 	sync.Mutex
-	s   *server
-	hs  []*handle
-	err error
+	s    *server
+	hs   []*handle          // nil unless enrolled through the API
+	n    int                // handles
+	name func(i int) string // name of handle i < n
+	err  error
 }
 
-func sharedEnv(b *testing.B) (*server, []*handle) {
+func sharedSetup(b *testing.B) {
 	b.Helper()
 	shared.Lock()
 	defer shared.Unlock()
 	if shared.s == nil && shared.err == nil {
 		shared.err = func() error {
-			s, err := startServer(envConfig{conns: benchConns})
+			s, err := startServer(envConfig{conns: benchConns, remote: benchAddr})
 			if err != nil {
 				return err
 			}
-			shared.s = s
+			shared.s, shared.n = s, benchHandles
+			switch {
+			case benchAddr != "":
+				shared.name = bulkName
+				return nil
+			case benchBulk:
+				shared.name = bulkName
+				took, err := s.bulkLoad(benchHandles, b.Logf)
+				b.Logf("bulk-loaded %d handles in %v (%.0f/s)", benchHandles, took.Round(time.Millisecond), float64(benchHandles)/took.Seconds())
+				return err
+			}
 			t0 := time.Now()
 			hs, took, err := s.enrollAll("u", benchHandles, benchCallers)
 			if err != nil {
 				return err
 			}
 			shared.hs = hs
+			shared.name = func(i int) string { return hs[i].name }
 			b.Logf("enrolled %d handles through gRPC in %v (%.0f enrollments/s; %v with request building)",
 				len(hs), took.Round(time.Millisecond), float64(len(hs))/took.Seconds(), time.Since(t0).Round(time.Millisecond))
 			return nil
@@ -76,7 +102,74 @@ func sharedEnv(b *testing.B) (*server, []*handle) {
 	if shared.err != nil {
 		b.Fatal(shared.err)
 	}
+}
+
+// sharedEnv is the shared directory with handles whose keys the client
+// side holds (enrolled through the API).
+func sharedEnv(b *testing.B) (*server, []*handle) {
+	b.Helper()
+	sharedSetup(b)
+	if shared.hs == nil {
+		b.Fatal("this benchmark changes handles, so it needs them enrolled through the API: unset KT_BENCH_BULK and KT_BENCH_ADDR")
+	}
 	return shared.s, shared.hs
+}
+
+// lookupEnv is the shared directory, its number of handles and their
+// names.
+func lookupEnv(b *testing.B) (*server, int, func(int) string) {
+	b.Helper()
+	sharedSetup(b)
+	return shared.s, shared.n, shared.name
+}
+
+// BenchmarkServe is the server side of a two-process run: with
+// KT_BENCH_SERVE=host:port it starts the benchmark directory listening
+// there, bulk-loads KT_BENCH_HANDLES handles, reports its heap and
+// resident memory, and serves (reporting memory every 10s) until SIGINT
+// or SIGTERM, or KT_BENCH_SERVE_FOR seconds (default 1800). It measures
+// nothing itself and is skipped without KT_BENCH_SERVE.
+func BenchmarkServe(b *testing.B) {
+	addr := os.Getenv("KT_BENCH_SERVE")
+	if addr == "" {
+		b.Skip("the server side of a two-process run; set KT_BENCH_SERVE=host:port")
+	}
+	s, err := startServer(envConfig{conns: 1, addr: addr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.close()
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().UTC().Format("15:04:05 ")+f+"\n", a...) }
+	took, err := s.bulkLoad(benchHandles, logf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	report := func(when string) {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		logf("%s: %d handles, heap in use %.0f MiB, Go total from OS %.0f MiB, RSS %.0f MiB, GC cycles %d",
+			when, benchHandles, float64(m.HeapInuse)/(1<<20), float64(m.Sys)/(1<<20), rssMiB(), m.NumGC)
+	}
+	logf("bulk-loaded %d handles in %v (%.0f/s)", benchHandles, took.Round(time.Second), float64(benchHandles)/took.Seconds())
+	report("loaded")
+	runtime.GC()
+	report("loaded, after GC")
+	logf("serving on %s", s.addr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(envInt("KT_BENCH_SERVE_FOR", 1800))*time.Second)
+	defer cancel()
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			report("stopping")
+			return
+		case <-t.C:
+			report("serving")
+		}
+	}
 }
 
 func TestMain(m *testing.M) {
@@ -265,7 +358,7 @@ func BenchmarkGRPCVisibility(b *testing.B) {
 // reports the response size and the process's heap and RSS (client and
 // server together; the client side holds the handles' keys).
 func BenchmarkGRPCLookups(b *testing.B) {
-	s, hs := sharedEnv(b)
+	s, nh, name := lookupEnv(b)
 	runtime.GC()
 	var mem runtime.MemStats
 	runtime.ReadMemStats(&mem)
@@ -283,7 +376,7 @@ func BenchmarkGRPCLookups(b *testing.B) {
 		wg.Go(func() {
 			c := s.client(g)
 			for next.Add(1) <= int64(b.N) {
-				h := hs[rand.IntN(len(hs))].name
+				h := name(rand.IntN(nh))
 				t0 := time.Now()
 				resp, err := c.Lookup(context.Background(), &ktpb.LookupRequest{Handle: h})
 				if err != nil {
@@ -329,7 +422,7 @@ func BenchmarkGRPCLookups(b *testing.B) {
 	b.ReportMetric(ms(percentile(all, 99)), "p99-ms")
 	b.ReportMetric(float64(bytesTotal.Load())/float64(b.N), "resp-bytes")
 	b.ReportMetric(float64(bytesMax.Load()), "max-resp-bytes")
-	b.ReportMetric(float64(len(hs)), "handles")
+	b.ReportMetric(float64(nh), "handles")
 	b.ReportMetric(float64(mem.HeapInuse)/(1<<20), "heap-MiB")
 	b.ReportMetric(rss, "rss-MiB")
 }
@@ -340,7 +433,7 @@ func BenchmarkGRPCLookups(b *testing.B) {
 // start + i/rate, and its latency is counted from when it was due, so a
 // server that falls behind shows it (no coordinated omission).
 func BenchmarkGRPCLookupsPaced(b *testing.B) {
-	s, hs := sharedEnv(b)
+	s, nh, name := lookupEnv(b)
 	rate := float64(envInt("KT_PACED_RATE", 0))
 	if rate == 0 {
 		rate = float64(lastLookupRate.Load()) / 2
@@ -366,7 +459,7 @@ func BenchmarkGRPCLookupsPaced(b *testing.B) {
 				}
 				due := start.Add(time.Duration(i) * interval)
 				time.Sleep(time.Until(due))
-				h := hs[rand.IntN(len(hs))].name
+				h := name(rand.IntN(nh))
 				if _, err := c.Lookup(context.Background(), &ktpb.LookupRequest{Handle: h}); err != nil {
 					errs[g] = fmt.Errorf("Lookup %s: %w", h, err)
 					return
