@@ -46,6 +46,7 @@ type envConfig struct {
 	ckptInterval  time.Duration // zero: posix default (250ms)
 	addr          string        // listen address; empty: 127.0.0.1:0
 	remote        string        // connect to this server instead of starting one
+	dir           string        // keep the state here (reused if present); empty: a temporary directory, removed
 }
 
 // server is a directory on the posix log behind the gRPC edge on
@@ -62,12 +63,24 @@ type server struct {
 	params  *client.Params
 	served  chan error
 	addr    string
+	keep    bool // do not remove dir on close
 }
 
 func startServer(cfg envConfig) (*server, error) {
 	if cfg.remote != "" {
 		s := &server{addr: cfg.remote}
 		if err := s.connect(cfg); err != nil {
+			s.close()
+			return nil, err
+		}
+		return s, nil
+	}
+	if cfg.dir != "" {
+		if err := os.MkdirAll(cfg.dir, 0o700); err != nil {
+			return nil, err
+		}
+		s := &server{dir: cfg.dir, keep: true}
+		if err := s.start(cfg); err != nil {
 			s.close()
 			return nil, err
 		}
@@ -85,17 +98,50 @@ func startServer(cfg envConfig) (*server, error) {
 	return s, nil
 }
 
+// benchKeys returns the log signing key and the VRF key: new ones, kept
+// in s.dir/bench-keys when the directory is kept, so that a restart on it
+// finds the same keys.
+func (s *server) benchKeys() (skey string, vk *vrf.PrivateKey, err error) {
+	path := filepath.Join(s.dir, "bench-keys")
+	if b, err := os.ReadFile(path); err == nil && s.keep {
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) != 2 {
+			return "", nil, fmt.Errorf("%s: want 2 lines", path)
+		}
+		vk, err := vrf.ParsePrivateKey(lines[1])
+		return lines[0], vk, err
+	}
+	if skey, _, err = note.GenerateKey(rand.Reader, origin); err != nil {
+		return "", nil, err
+	}
+	if vk, err = vrf.GenerateKey(nil); err != nil {
+		return "", nil, err
+	}
+	if s.keep {
+		vt, err := vk.MarshalText()
+		if err != nil {
+			return "", nil, err
+		}
+		if err := os.WriteFile(path, []byte(skey+"\n"+string(vt)+"\n"), 0o600); err != nil {
+			return "", nil, err
+		}
+	}
+	return skey, vk, nil
+}
+
 func (s *server) start(cfg envConfig) error {
 	ctx := context.Background()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	skey, vk, err := s.benchKeys()
 	if err != nil {
 		return err
 	}
+	s.vrf = vk
 	signer, err := note.NewSigner(skey)
 	if err != nil {
 		return err
 	}
-	if s.vrf, err = vrf.GenerateKey(nil); err != nil {
+	vkey, err := log.VerifierKey(skey)
+	if err != nil {
 		return err
 	}
 	recovery, _, err := ed25519.GenerateKey(nil)
@@ -196,7 +242,7 @@ func (s *server) close() error {
 			errs = append(errs, err)
 		}
 	}
-	if s.dir != "" {
+	if s.dir != "" && !s.keep {
 		errs = append(errs, os.RemoveAll(s.dir))
 	}
 	return errors.Join(errs...)

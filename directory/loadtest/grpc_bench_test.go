@@ -6,9 +6,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -126,34 +129,63 @@ func lookupEnv(b *testing.B) (*server, int, func(int) string) {
 // BenchmarkServe is the server side of a two-process run: with
 // KT_BENCH_SERVE=host:port it starts the benchmark directory listening
 // there, bulk-loads KT_BENCH_HANDLES handles, reports its heap and
-// resident memory, and serves (reporting memory every 10s) until SIGINT
-// or SIGTERM, or KT_BENCH_SERVE_FOR seconds (default 1800). It measures
-// nothing itself and is skipped without KT_BENCH_SERVE.
+// resident memory, and serves (reporting memory and CPU time every 10s)
+// until SIGINT or SIGTERM, or KT_BENCH_SERVE_FOR seconds (default 1800).
+// With KT_BENCH_DIR the state is kept in that directory, and a later run
+// on it serves the handles loaded before instead of loading again; with
+// KT_BENCH_CPUPROFILE a CPU profile of the serving phase is written
+// there. It measures nothing itself and is skipped without
+// KT_BENCH_SERVE.
 func BenchmarkServe(b *testing.B) {
 	addr := os.Getenv("KT_BENCH_SERVE")
 	if addr == "" {
 		b.Skip("the server side of a two-process run; set KT_BENCH_SERVE=host:port")
 	}
-	s, err := startServer(envConfig{conns: 1, addr: addr})
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().UTC().Format("15:04:05 ")+f+"\n", a...) }
+	t0 := time.Now()
+	s, err := startServer(envConfig{conns: 1, addr: addr, dir: os.Getenv("KT_BENCH_DIR")})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer s.close()
-	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().UTC().Format("15:04:05 ")+f+"\n", a...) }
-	took, err := s.bulkLoad(benchHandles, logf)
-	if err != nil {
-		b.Fatal(err)
+	logf("directory open in %v", time.Since(t0).Round(time.Millisecond))
+	marker := filepath.Join(s.dir, "bench-loaded")
+	if m, err := os.ReadFile(marker); s.keep && err == nil {
+		if n, _ := strconv.Atoi(strings.TrimSpace(string(m))); n != benchHandles {
+			b.Fatalf("%s holds %d bulk-loaded handles, KT_BENCH_HANDLES is %d", s.dir, n, benchHandles)
+		}
+		logf("reusing the %d handles loaded before in %s", benchHandles, s.dir)
+	} else {
+		took, err := s.bulkLoad(benchHandles, logf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		logf("bulk-loaded %d handles in %v (%.0f/s)", benchHandles, took.Round(time.Second), float64(benchHandles)/took.Seconds())
+		if s.keep {
+			if err := os.WriteFile(marker, []byte(strconv.Itoa(benchHandles)), 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 	report := func(when string) {
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
-		logf("%s: %d handles, heap in use %.0f MiB, Go total from OS %.0f MiB, RSS %.0f MiB, GC cycles %d",
-			when, benchHandles, float64(m.HeapInuse)/(1<<20), float64(m.Sys)/(1<<20), rssMiB(), m.NumGC)
+		logf("%s: %d handles, heap in use %.0f MiB, Go total from OS %.0f MiB, RSS %.0f MiB, GC cycles %d, CPU %.1fs",
+			when, benchHandles, float64(m.HeapInuse)/(1<<20), float64(m.Sys)/(1<<20), rssMiB(), m.NumGC, cpuTime().Seconds())
 	}
-	logf("bulk-loaded %d handles in %v (%.0f/s)", benchHandles, took.Round(time.Second), float64(benchHandles)/took.Seconds())
 	report("loaded")
 	runtime.GC()
 	report("loaded, after GC")
+	if path := os.Getenv("KT_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	logf("serving on %s", s.addr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
