@@ -52,7 +52,13 @@
 //     MaxMonitorChanges versions at once get ErrResourceExhausted.
 //   - Any Append error stops the sequencer (the records' fate is unknown);
 //     a restart re-reads the log. The group prepared behind a failed
-//     append is not appended; its callers get ErrUnavailable. A crash between storing payloads and
+//     append is not appended; its callers get ErrUnavailable.
+//   - The "inflight" mark, synced with each group's payloads, is the log
+//     size once every group in the pipeline is appended. A crash after a
+//     group's payloads were synced and before it was launched leaves the
+//     mark above what the log will ever reach: the next start waits
+//     StartupWait for those entries, then proceeds from the log's size
+//     (never below it, which could make the directory mispredict indices). A crash between storing payloads and
 //     appending leaves orphaned payloads, keyed by leaf hashes no entry has;
 //     they are harmless and the change can be sent again. A crash after the
 //     append is found by replay at startup.
