@@ -392,7 +392,8 @@ func BenchmarkGRPCVisibility(b *testing.B) {
 // with checkpoint and inclusion proof) of random registered handles among
 // KT_BENCH_HANDLES, from KT_LOOKUP_CALLERS concurrent callers. Also
 // reports the response size and the process's heap and RSS (client and
-// server together; the client side holds the handles' keys).
+// server together in one process, the client side holding the handles'
+// keys; the load generator alone with KT_BENCH_ADDR).
 func BenchmarkGRPCLookups(b *testing.B) {
 	s, nh, name := lookupEnv(b)
 	runtime.GC()
