@@ -75,6 +75,9 @@ type Directory struct {
 	lastTS      uint64       // timestamp of the last epoch record, ms
 	lastEpochAt time.Time    // when the last epoch record was appended
 	pending     []smt.Update // changes appended since the last epoch record
+	flying      *batch       // the group being appended (commit.go)
+	next        *batch       // groups prepared while it is
+	draining    bool         // the flight is the last group before an epoch
 	jobs        chan func()  // closures run by the sequencer (tests)
 }
 

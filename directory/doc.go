@@ -10,13 +10,22 @@
 // VRF index, commitment and R7, account signature, R1 to R6 and the
 // account-ID rule against the latest stored state) and queues it. The
 // sequencer goroutine re-checks the state-dependent rules when the state
-// moved meanwhile (compare and swap on the previous record's leaf hash),
-// then commits a group: the openings and device sets are written and
-// synced to the embedded store, keyed by leaf hash, before the records are
-// appended in one Append call; the handle state is stored after Append
-// returns, and the callers get their log indices. A group never holds two
-// changes to one handle, so a handle's records are in log order whatever
-// order a backend gives the entries of one call.
+// moved meanwhile (compare and swap on the previous record's leaf hash,
+// against the store overlaid with the groups still in the pipeline), then
+// commits a group in two stages (commit.go): the openings and device sets
+// are written and synced to the embedded store, keyed by leaf hash; then
+// the records are appended in one Append call. While one group is being
+// appended, the next is checked and its payloads synced, so the payload
+// store's fsync overlaps the log's writes; at most one Append is in
+// flight, and a group is appended only after its payloads are durable.
+// The handle state is stored after Append returns, and only then do the
+// callers get their log indices: a caller is answered only once both its
+// payload and its record are durable. A group never holds two changes to
+// one handle, so a handle's records are in log order whatever order a
+// backend gives the entries of one call.
+//
+// BulkEnroll (bulk.go) feeds the same sequencer with enrollments it builds
+// itself, for benchmarks at millions of handles and for seeding.
 //
 // # Epochs
 //
@@ -25,7 +34,10 @@
 // epoch record whose log size is its own predicted index (a different
 // returned index stops the sequencer), waits for the checkpoint of exactly
 // that size plus one, and then switches lookups to the new epoch. Nothing
-// is appended in between (design.md 7).
+// is appended in between (design.md 7). An epoch falling due while a
+// group is in flight waits for it (and for the group prepared meanwhile,
+// after which nothing more is prepared), so the epoch covers every change
+// already acknowledged or synced.
 //
 // # Decisions where design.md is silent
 //
@@ -39,7 +51,14 @@
 //     known size above the epoch checkpoint's, gets ErrOutOfRange; more than
 //     MaxMonitorChanges versions at once get ErrResourceExhausted.
 //   - Any Append error stops the sequencer (the records' fate is unknown);
-//     a restart re-reads the log. A crash between storing payloads and
+//     a restart re-reads the log. The group prepared behind a failed
+//     append is not appended; its callers get ErrUnavailable.
+//   - The "inflight" mark, synced with each group's payloads, is the log
+//     size once every group in the pipeline is appended. A crash after a
+//     group's payloads were synced and before it was launched leaves the
+//     mark above what the log will ever reach: the next start waits
+//     StartupWait for those entries, then proceeds from the log's size
+//     (never below it, which could make the directory mispredict indices). A crash between storing payloads and
 //     appending leaves orphaned payloads, keyed by leaf hashes no entry has;
 //     they are harmless and the change can be sent again. A crash after the
 //     append is found by replay at startup.

@@ -106,6 +106,7 @@ type env struct {
 	d        *Directory
 	params   *client.Params
 	wrap     func(log.Log) log.Log // optional, applied to the log on open
+	tune     func(*Config)         // optional, applied to the config on start
 }
 
 func newEnv(t testing.TB, b backend) *env {
@@ -140,7 +141,11 @@ func (e *env) start() {
 	if e.wrap != nil {
 		l = e.wrap(l)
 	}
-	d, err := New(context.Background(), e.config(l))
+	cfg := e.config(l)
+	if e.tune != nil {
+		e.tune(&cfg)
+	}
+	d, err := New(context.Background(), cfg)
 	if err != nil {
 		e.t.Fatalf("New: %v", err)
 	}

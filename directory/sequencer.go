@@ -12,7 +12,6 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/internal/smt"
 )
 
 // request is one Enroll, Change or Recover call waiting for the sequencer.
@@ -59,11 +58,16 @@ func (d *Directory) submit(ctx context.Context, changes []*checked) ([]uint64, e
 }
 
 // run is the sequencer. It alternates between committing groups of queued
-// changes (group commit: payloads synced to the store, then one Append for
-// the whole group) and closing epochs, and it is the only goroutine that
-// appends to the log, so indices are predictable: after an Append returns,
-// the next entry gets index d.size. While it waits for an epoch checkpoint
+// changes and closing epochs, and it is the only goroutine that appends
+// to the log, so indices are predictable: after an Append returns, the
+// next entry gets index d.size. While it waits for an epoch checkpoint
 // nothing is appended (design.md 7); requests queue meanwhile.
+//
+// Committing is a two-stage pipeline (see commit.go): while one group's
+// records are being appended (d.flying), the next group is checked and its
+// payloads are synced to the store (d.next), growing for as long as the
+// append takes; it is appended once the first one has landed. At most one
+// Append is in flight, so the log's order is the sequencer's order.
 //
 // Any inconsistency between the log and the directory's view (an Append
 // error, an unexpected index, a checkpoint of the wrong size) stops it:
@@ -73,34 +77,74 @@ func (d *Directory) submit(ctx context.Context, changes []*checked) ([]uint64, e
 func (d *Directory) run() {
 	defer close(d.done)
 	defer d.failQueued()
+	defer d.drain()
 	for {
 		if d.ctx.Err() != nil {
 			return
 		}
-		if wait := d.untilEpoch(time.Now()); wait <= 0 {
+		wait := d.untilEpoch(time.Now())
+		due := wait <= 0
+		if due && d.flying == nil && d.next == nil {
 			if err := d.closeEpoch(); err != nil {
 				d.stop(err)
 				return
 			}
+			d.draining = false
 			continue
 		}
-		if group := d.takeGroup(); len(group) > 0 {
-			if err := d.commitGroup(group); err != nil {
-				d.stop(err)
-				return
+		if d.flying == nil && d.next != nil {
+			// A group launched once the epoch is due is the last one
+			// before the epoch record: nothing more is prepared until
+			// it lands, so the epoch cannot be starved. Groups prepared
+			// while an earlier flight lands still join it.
+			d.draining = due
+			d.launch()
+			continue
+		}
+		if room := maxGroup - d.next.size(); room > 0 && !d.draining {
+			if group := d.takeGroup(d.next.indices(), room); len(group) > 0 {
+				if err := d.prepare(group); err != nil {
+					d.stop(err)
+					return
+				}
+				continue
 			}
-			continue
 		}
-		t := time.NewTimer(d.untilEpoch(time.Now()))
-		select {
-		case <-d.wake:
-		case <-t.C:
-		case f := <-d.jobs:
-			f()
-		case <-d.ctx.Done():
+		if err := d.wait(wait); err != nil {
+			d.stop(err)
+			return
 		}
-		t.Stop()
 	}
+}
+
+// wait blocks until there is something for the sequencer to do: the
+// flight landed (it lands it), a request arrived, the next epoch is due
+// (after wait; when it is already due, only the flight counts), a job,
+// or Close.
+func (d *Directory) wait(wait time.Duration) error {
+	var landed <-chan struct{}
+	if d.flying != nil {
+		landed = d.flying.done
+	}
+	var due <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		due = t.C
+	}
+	select {
+	case <-landed:
+		return d.land()
+	case <-d.wake:
+	case <-due:
+	case f := <-d.jobs:
+		if err := d.flush(); err != nil {
+			return err
+		}
+		f()
+	case <-d.ctx.Done():
+	}
+	return nil
 }
 
 // untilEpoch returns how long until the next epoch is due: at once if no
@@ -111,7 +155,7 @@ func (d *Directory) untilEpoch(now time.Time) time.Duration {
 		return 0
 	}
 	next := d.lastEpochAt.Add(d.cfg.HeartbeatInterval)
-	if len(d.pending) > 0 {
+	if len(d.pending) > 0 || d.flying != nil || d.next != nil {
 		next = d.lastEpochAt.Add(d.cfg.EpochInterval)
 	}
 	return next.Sub(now)
@@ -150,19 +194,22 @@ func (d *Directory) failQueued() {
 	}
 }
 
-// takeGroup takes queued requests, up to maxGroup changes, such that no VRF
-// index appears twice in the group: the entries of one Append may be
-// sequenced in any order, so two records of one handle go in separate
-// Appends, which are ordered. A request that would repeat an index waits
-// for the next group.
-func (d *Directory) takeGroup() []*request {
+// takeGroup takes queued requests, up to room changes, such that no VRF
+// index appears twice in the group or in exclude (the indices of the group
+// it will join): the entries of one Append may be sequenced in any order,
+// so two records of one handle go in separate Appends, which are ordered.
+// A request that would repeat an index waits for the next group.
+func (d *Directory) takeGroup(exclude map[[32]byte]bool, room int) []*request {
 	d.queueMu.Lock()
 	defer d.queueMu.Unlock()
-	seen := make(map[[32]byte]bool)
+	seen := make(map[[32]byte]bool, len(exclude))
+	for k := range exclude {
+		seen[k] = true
+	}
 	var group, rest []*request
 	n := 0
 	for i, r := range d.queue {
-		if n+len(r.changes) > maxGroup && n > 0 {
+		if n+len(r.changes) > room && (n > 0 || room < maxGroup) {
 			rest = append(rest, d.queue[i:]...)
 			break
 		}
@@ -192,96 +239,6 @@ func (d *Directory) takeGroup() []*request {
 	return group
 }
 
-// current is the latest state of an index as the sequencer sees it.
-type current struct {
-	exists    bool
-	hs        *api.HandleState // loaded lazily
-	accountID [16]byte
-}
-
-// commitGroup checks each request against the latest state (compare and
-// swap: the state the handler checked against must still be the latest,
-// else the rules are re-run), stores the payloads (synced), appends the
-// records in one call, stores the new handle state, and answers.
-func (d *Directory) commitGroup(group []*request) error {
-	var ok []*request
-	var records [][]byte
-	for _, r := range group {
-		if err := d.recheck(r); err != nil {
-			r.finish(nil, err)
-			d.cfg.Metrics.ChangeRejected(kindOf(err))
-			continue
-		}
-		ok = append(ok, r)
-		for _, c := range r.changes {
-			records = append(records, c.recBytes)
-		}
-	}
-	if len(ok) == 0 {
-		return nil
-	}
-	n := uint64(len(records))
-
-	// 1. Payloads before the records: a record in the log always has its
-	// opening and device set in the store. A crash after this batch and
-	// before the append leaves unreferenced payloads, which are harmless
-	// (keyed by a leaf hash that no log entry has).
-	b := d.st.db.NewBatch()
-	for _, r := range ok {
-		for _, c := range r.changes {
-			b.Set(payloadKey(c.leaf), encodePayload(&payload{record: c.recBytes, opening: c.opening, deviceSet: c.ds}), nil)
-			if c.vrfNew {
-				b.Set(handleKey(c.handle), encodeVRF(c.vrf), nil)
-			}
-		}
-	}
-	b.Set(keyInflight, u64(d.size+n), nil)
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("directory: storing payloads: %w", err)
-	}
-
-	// 2. Append. The context is not the requests': once handed to the log
-	// the records may land whatever the callers do.
-	idx, err := d.log.Append(context.WithoutCancel(d.ctx), records)
-	if err != nil {
-		for _, r := range ok {
-			r.finish(nil, wrapf(ErrUnavailable, err, "appending to the log"))
-		}
-		return fmt.Errorf("directory: Append of %d change records failed; their fate is unknown: %w", n, err)
-	}
-	if err := checkDense(idx, d.size, n); err != nil {
-		for _, r := range ok {
-			r.finish(nil, errorf(ErrUnavailable, "the log assigned unexpected indices"))
-		}
-		return err
-	}
-
-	// 3. Handle state (not synced: replay rebuilds it from the log).
-	b = d.st.db.NewBatch()
-	k := 0
-	for _, r := range ok {
-		r.indices = make([]uint64, len(r.changes))
-		for i, c := range r.changes {
-			j := idx[k]
-			k++
-			r.indices[i] = j
-			b.Set(stateKey(c.rec.Index), encodeHead(headState{version: c.rec.Version, leaf: c.leaf, logIndex: j}), nil)
-			b.Set(historyKey(c.rec.Index, c.rec.Version), encodeHistory(historyEntry{leaf: c.leaf, logIndex: j}), nil)
-			d.pending = append(d.pending, smt.Update{Key: c.rec.Index, Value: c.leaf})
-		}
-	}
-	d.size += n
-	b.Set(keyApplied, u64(d.size), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("directory: storing handle state: %w", err)
-	}
-	for _, r := range ok {
-		close(r.done)
-	}
-	d.cfg.Metrics.ChangesAccepted(int(n))
-	return nil
-}
-
 // checkDense checks that idx is a permutation of [size, size+n): the
 // backend assigned every index, and nobody else appended.
 func checkDense(idx []uint64, size, n uint64) error {
@@ -303,7 +260,7 @@ func checkDense(idx []uint64, size, n uint64) error {
 // handler's verdict; others are checked again in full.
 func (d *Directory) recheck(r *request) error {
 	for i, c := range r.changes {
-		h, exists, err := d.st.head(c.rec.Index)
+		h, exists, err := d.head(c.rec.Index)
 		if err != nil {
 			return wrapf(ErrUnavailable, err, "change %d", i)
 		}
@@ -313,7 +270,7 @@ func (d *Directory) recheck(r *request) error {
 			}
 			continue
 		}
-		prev, err := d.loadPrev(c.rec.Index)
+		prev, err := d.loadPrevAt(c.rec.Index, h, exists)
 		if err != nil {
 			return annotate(i, c, err)
 		}

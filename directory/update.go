@@ -211,15 +211,6 @@ func kindHint(k api.AuthKind) string {
 	}
 }
 
-// loadPrev returns the latest state of index from the store.
-func (d *Directory) loadPrev(index [32]byte) (*prevState, error) {
-	h, exists, err := d.st.head(index)
-	if err != nil {
-		return nil, wrapf(ErrUnavailable, err, "reading the handle's state")
-	}
-	return d.loadPrevAt(index, h, exists)
-}
-
 func (d *Directory) loadPrevAt(index [32]byte, h headState, exists bool) (*prevState, error) {
 	if !exists {
 		return &prevState{}, nil

@@ -12,6 +12,21 @@
 // HTTP endpoint (log read API, C2SP tlog-tiles, /healthz), the private
 // Operator gRPC service and Prometheus metrics, each on its own listener.
 // See Config for every setting, and `ktd --help`.
+//
+// # The Operator listener
+//
+// The Operator service (Recover: kind-4 changes signed by the recovery
+// key) is served only on operator_listen, never on the public gRPC
+// listener (which answers it with Unimplemented). Its access is restricted
+// by where it listens: by default 127.0.0.1:8444, reachable only from the
+// machine itself. ktd refuses to start with a non-loopback operator_listen
+// unless operator.client_ca_file is set, in which case the listener serves
+// mutual TLS (with tls.cert_file) and accepts only clients whose
+// certificate chains to that CA. An empty operator_listen disables it.
+// Recover requests still carry the recovery key's signature: the listener
+// restriction keeps the endpoint from the public, the signature decides
+// what is logged, and every recovery is in the log as kind 4 for owners'
+// monitors to report.
 package main
 
 import (

@@ -15,4 +15,20 @@
 // of concurrent update callers (default 256); KT_PACED_RATE the request
 // rate of BenchmarkGRPCLookupsPaced (default: half the rate
 // BenchmarkGRPCLookups reached in the same process, else 5000/s).
+//
+// Lookups at millions of handles: KT_BENCH_BULK=1 bulk-loads the handles
+// with directory.BulkEnroll instead of enrolling them through the API
+// (genuine records, VRF outputs, commitments and epochs; see its doc), and
+// the lookup benchmarks then draw from them. To keep the load generator's
+// garbage collection and CPU out of the server's latencies, run the two
+// in separate processes:
+//
+//	KT_BENCH_SERVE=127.0.0.1:7783 KT_BENCH_HANDLES=1000000 KT_BENCH_DIR=/tmp/d1m go test ./directory/loadtest -run '^$' -bench Serve -timeout 60m
+//	KT_BENCH_ADDR=127.0.0.1:7783 KT_BENCH_HANDLES=1000000 go test ./directory/loadtest -run '^$' -bench 'GRPCLookups' -benchtime 200000x
+//
+// BenchmarkServe logs the server's heap, RSS and CPU time; KT_BENCH_DIR
+// keeps its state for the next run (which then skips the load), and
+// KT_BENCH_CPUPROFILE writes a CPU profile of its serving phase. The
+// update benchmarks need the handles' keys, so they run only with handles
+// enrolled through the API (the default mode).
 package loadtest

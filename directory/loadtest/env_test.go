@@ -6,6 +6,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -42,6 +44,9 @@ type envConfig struct {
 	conns         int           // client connections
 	epochInterval time.Duration // zero: directory default (1s)
 	ckptInterval  time.Duration // zero: posix default (250ms)
+	addr          string        // listen address; empty: 127.0.0.1:0
+	remote        string        // connect to this server instead of starting one
+	dir           string        // keep the state here (reused if present); empty: a temporary directory, removed
 }
 
 // server is a directory on the posix log behind the gRPC edge on
@@ -57,9 +62,30 @@ type server struct {
 	clients []ktpb.DirectoryClient
 	params  *client.Params
 	served  chan error
+	addr    string
+	keep    bool // do not remove dir on close
 }
 
 func startServer(cfg envConfig) (*server, error) {
+	if cfg.remote != "" {
+		s := &server{addr: cfg.remote}
+		if err := s.connect(cfg); err != nil {
+			s.close()
+			return nil, err
+		}
+		return s, nil
+	}
+	if cfg.dir != "" {
+		if err := os.MkdirAll(cfg.dir, 0o700); err != nil {
+			return nil, err
+		}
+		s := &server{dir: cfg.dir, keep: true}
+		if err := s.start(cfg); err != nil {
+			s.close()
+			return nil, err
+		}
+		return s, nil
+	}
 	dir, err := os.MkdirTemp("", "kt-loadtest-")
 	if err != nil {
 		return nil, err
@@ -72,17 +98,50 @@ func startServer(cfg envConfig) (*server, error) {
 	return s, nil
 }
 
+// benchKeys returns the log signing key and the VRF key: new ones, kept
+// in s.dir/bench-keys when the directory is kept, so that a restart on it
+// finds the same keys.
+func (s *server) benchKeys() (skey string, vk *vrf.PrivateKey, err error) {
+	path := filepath.Join(s.dir, "bench-keys")
+	if b, err := os.ReadFile(path); err == nil && s.keep {
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) != 2 {
+			return "", nil, fmt.Errorf("%s: want 2 lines", path)
+		}
+		vk, err := vrf.ParsePrivateKey(lines[1])
+		return lines[0], vk, err
+	}
+	if skey, _, err = note.GenerateKey(rand.Reader, origin); err != nil {
+		return "", nil, err
+	}
+	if vk, err = vrf.GenerateKey(nil); err != nil {
+		return "", nil, err
+	}
+	if s.keep {
+		vt, err := vk.MarshalText()
+		if err != nil {
+			return "", nil, err
+		}
+		if err := os.WriteFile(path, []byte(skey+"\n"+string(vt)+"\n"), 0o600); err != nil {
+			return "", nil, err
+		}
+	}
+	return skey, vk, nil
+}
+
 func (s *server) start(cfg envConfig) error {
 	ctx := context.Background()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	skey, vk, err := s.benchKeys()
 	if err != nil {
 		return err
 	}
+	s.vrf = vk
 	signer, err := note.NewSigner(skey)
 	if err != nil {
 		return err
 	}
-	if s.vrf, err = vrf.GenerateKey(nil); err != nil {
+	vkey, err := log.VerifierKey(skey)
+	if err != nil {
 		return err
 	}
 	recovery, _, err := ed25519.GenerateKey(nil)
@@ -123,14 +182,26 @@ func (s *server) start(cfg envConfig) error {
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := cfg.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	s.served = make(chan error, 1)
 	go func() { s.served <- s.gs.Serve(lis) }()
+	s.addr = lis.Addr().String()
+	return s.connect(cfg)
+}
+
+// connect opens cfg.conns client connections to s.addr and fetches the
+// parameters.
+func (s *server) connect(cfg envConfig) error {
+	ctx := context.Background()
 	for range cfg.conns {
-		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
 		}
@@ -171,7 +242,9 @@ func (s *server) close() error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, os.RemoveAll(s.dir))
+	if s.dir != "" && !s.keep {
+		errs = append(errs, os.RemoveAll(s.dir))
+	}
 	return errors.Join(errs...)
 }
 
@@ -326,6 +399,41 @@ func (s *server) enrollAll(prefix string, n, c int) ([]*handle, time.Duration, e
 	return hs, time.Since(start), err
 }
 
+// bulkName is the name of the i-th bulk-loaded handle.
+func bulkName(i int) string { return fmt.Sprintf("b%d@loadtest.example", i) }
+
+// bulkLoad enrolls n handles named bulkName(i) through the directory's
+// bulk-load path (real VRF outputs, commitments, signatures and epochs; no
+// API calls). The handles share a pool of 256 devices, so the load does
+// not generate 10M key pairs; each record is still signed by its device.
+func (s *server) bulkLoad(n int, logf func(string, ...any)) (time.Duration, error) {
+	pool := make([]*device, 256)
+	for i := range pool {
+		var err error
+		if pool[i], err = newDevice(); err != nil {
+			return 0, err
+		}
+	}
+	start := time.Now()
+	lastLog := start
+	err := s.d.BulkEnroll(context.Background(), n, func(i int) directory.BulkHandle {
+		d := pool[i%len(pool)]
+		var account [16]byte
+		binary.BigEndian.PutUint64(account[8:], uint64(i))
+		return directory.BulkHandle{
+			Handle: bulkName(i),
+			Set:    &api.DeviceSet{AccountID: account, Devices: []api.Device{d.api()}},
+			Signer: d.sign,
+		}
+	}, func(done int) {
+		if time.Since(lastLog) > 30*time.Second || done == n {
+			lastLog = time.Now()
+			logf("bulk load: %d of %d handles in %v (%.0f/s), RSS %.0f MiB", done, n, time.Since(start).Round(time.Second), float64(done)/time.Since(start).Seconds(), rssMiB())
+		}
+	})
+	return time.Since(start), err
+}
+
 // checkpointSize returns the tree size line of a checkpoint note.
 func checkpointSize(ckpt []byte) (uint64, error) {
 	lines := strings.SplitN(string(ckpt), "\n", 3)
@@ -416,6 +524,15 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// cpuTime is the CPU time (user and system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // rssMiB returns VmRSS from /proc/self/status, in MiB (0 if unavailable).
 func rssMiB() float64 {

@@ -5,11 +5,16 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/signal"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,33 +46,57 @@ var (
 	lastLookupRate atomic.Uint64 // lookups/s reached by BenchmarkGRPCLookups
 )
 
+// Where the handles come from (see doc.go):
+//   - default: KT_BENCH_HANDLES handles enrolled through gRPC, with their
+//     keys kept by the client side (Updates and Visibility need them);
+//   - KT_BENCH_BULK=1: bulk-loaded into the in-process directory
+//     (directory.BulkEnroll), named bulkName(i); lookups only;
+//   - KT_BENCH_ADDR=host:port: a directory served by another process
+//     (BenchmarkServe there, with the same KT_BENCH_HANDLES); lookups only.
+var (
+	benchBulk = os.Getenv("KT_BENCH_BULK") != ""
+	benchAddr = os.Getenv("KT_BENCH_ADDR")
+)
+
 // shared is the one directory the benchmarks of this process use: built
-// on first use, with benchHandles handles enrolled through the API, and
-// closed by TestMain.
+// on first use and closed by TestMain.
 var shared struct {
 	sync.Mutex
-	s   *server
-	hs  []*handle
-	err error
+	s    *server
+	hs   []*handle          // nil unless enrolled through the API
+	n    int                // handles
+	name func(i int) string // name of handle i < n
+	err  error
 }
 
-func sharedEnv(b *testing.B) (*server, []*handle) {
+func sharedSetup(b *testing.B) {
 	b.Helper()
 	shared.Lock()
 	defer shared.Unlock()
 	if shared.s == nil && shared.err == nil {
 		shared.err = func() error {
-			s, err := startServer(envConfig{conns: benchConns})
+			s, err := startServer(envConfig{conns: benchConns, remote: benchAddr})
 			if err != nil {
 				return err
 			}
-			shared.s = s
+			shared.s, shared.n = s, benchHandles
+			switch {
+			case benchAddr != "":
+				shared.name = bulkName
+				return nil
+			case benchBulk:
+				shared.name = bulkName
+				took, err := s.bulkLoad(benchHandles, b.Logf)
+				b.Logf("bulk-loaded %d handles in %v (%.0f/s)", benchHandles, took.Round(time.Millisecond), float64(benchHandles)/took.Seconds())
+				return err
+			}
 			t0 := time.Now()
 			hs, took, err := s.enrollAll("u", benchHandles, benchCallers)
 			if err != nil {
 				return err
 			}
 			shared.hs = hs
+			shared.name = func(i int) string { return hs[i].name }
 			b.Logf("enrolled %d handles through gRPC in %v (%.0f enrollments/s; %v with request building)",
 				len(hs), took.Round(time.Millisecond), float64(len(hs))/took.Seconds(), time.Since(t0).Round(time.Millisecond))
 			return nil
@@ -76,7 +105,103 @@ func sharedEnv(b *testing.B) (*server, []*handle) {
 	if shared.err != nil {
 		b.Fatal(shared.err)
 	}
+}
+
+// sharedEnv is the shared directory with handles whose keys the client
+// side holds (enrolled through the API).
+func sharedEnv(b *testing.B) (*server, []*handle) {
+	b.Helper()
+	sharedSetup(b)
+	if shared.hs == nil {
+		b.Fatal("this benchmark changes handles, so it needs them enrolled through the API: unset KT_BENCH_BULK and KT_BENCH_ADDR")
+	}
 	return shared.s, shared.hs
+}
+
+// lookupEnv is the shared directory, its number of handles and their
+// names.
+func lookupEnv(b *testing.B) (*server, int, func(int) string) {
+	b.Helper()
+	sharedSetup(b)
+	return shared.s, shared.n, shared.name
+}
+
+// BenchmarkServe is the server side of a two-process run: with
+// KT_BENCH_SERVE=host:port it starts the benchmark directory listening
+// there, bulk-loads KT_BENCH_HANDLES handles, reports its heap and
+// resident memory, and serves (reporting memory and CPU time every 10s)
+// until SIGINT or SIGTERM, or KT_BENCH_SERVE_FOR seconds (default 1800).
+// With KT_BENCH_DIR the state is kept in that directory, and a later run
+// on it serves the handles loaded before instead of loading again; with
+// KT_BENCH_CPUPROFILE a CPU profile of the serving phase is written
+// there. It measures nothing itself and is skipped without
+// KT_BENCH_SERVE.
+func BenchmarkServe(b *testing.B) {
+	addr := os.Getenv("KT_BENCH_SERVE")
+	if addr == "" {
+		b.Skip("the server side of a two-process run; set KT_BENCH_SERVE=host:port")
+	}
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().UTC().Format("15:04:05 ")+f+"\n", a...) }
+	t0 := time.Now()
+	s, err := startServer(envConfig{conns: 1, addr: addr, dir: os.Getenv("KT_BENCH_DIR")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.close()
+	logf("directory open in %v", time.Since(t0).Round(time.Millisecond))
+	marker := filepath.Join(s.dir, "bench-loaded")
+	if m, err := os.ReadFile(marker); s.keep && err == nil {
+		if n, _ := strconv.Atoi(strings.TrimSpace(string(m))); n != benchHandles {
+			b.Fatalf("%s holds %d bulk-loaded handles, KT_BENCH_HANDLES is %d", s.dir, n, benchHandles)
+		}
+		logf("reusing the %d handles loaded before in %s", benchHandles, s.dir)
+	} else {
+		took, err := s.bulkLoad(benchHandles, logf)
+		if err != nil {
+			b.Fatal(err)
+		}
+		logf("bulk-loaded %d handles in %v (%.0f/s)", benchHandles, took.Round(time.Second), float64(benchHandles)/took.Seconds())
+		if s.keep {
+			if err := os.WriteFile(marker, []byte(strconv.Itoa(benchHandles)), 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	report := func(when string) {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		logf("%s: %d handles, heap in use %.0f MiB, Go total from OS %.0f MiB, RSS %.0f MiB, GC cycles %d, CPU %.1fs",
+			when, benchHandles, float64(m.HeapInuse)/(1<<20), float64(m.Sys)/(1<<20), rssMiB(), m.NumGC, cpuTime().Seconds())
+	}
+	report("loaded")
+	runtime.GC()
+	report("loaded, after GC")
+	if path := os.Getenv("KT_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	logf("serving on %s", s.addr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(envInt("KT_BENCH_SERVE_FOR", 1800))*time.Second)
+	defer cancel()
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			report("stopping")
+			return
+		case <-t.C:
+			report("serving")
+		}
+	}
 }
 
 func TestMain(m *testing.M) {
@@ -176,7 +301,7 @@ func BenchmarkGRPCUpdates(b *testing.B) {
 	}
 	runtime.GC()
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	lats, err := runQueues(queues, func(g int, u update) (time.Duration, error) {
 		t0 := time.Now()
 		resp, err := s.client(g).Change(context.Background(), u.req)
@@ -188,12 +313,16 @@ func BenchmarkGRPCUpdates(b *testing.B) {
 		}
 		return time.Since(t0), nil
 	})
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "updates/s")
+	// CPU time of the process (client and server) per update: what the
+	// rate would be if the process had the cores to itself is about
+	// GOMAXPROCS/cpu-us-per-update, unless it waits on the disk.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/update")
 	b.ReportMetric(ms(percentile(lats, 50)), "p50-ms")
 	b.ReportMetric(ms(percentile(lats, 99)), "p99-ms")
 }
@@ -263,9 +392,10 @@ func BenchmarkGRPCVisibility(b *testing.B) {
 // with checkpoint and inclusion proof) of random registered handles among
 // KT_BENCH_HANDLES, from KT_LOOKUP_CALLERS concurrent callers. Also
 // reports the response size and the process's heap and RSS (client and
-// server together; the client side holds the handles' keys).
+// server together in one process, the client side holding the handles'
+// keys; the load generator alone with KT_BENCH_ADDR).
 func BenchmarkGRPCLookups(b *testing.B) {
-	s, hs := sharedEnv(b)
+	s, nh, name := lookupEnv(b)
 	runtime.GC()
 	var mem runtime.MemStats
 	runtime.ReadMemStats(&mem)
@@ -277,13 +407,13 @@ func BenchmarkGRPCLookups(b *testing.B) {
 	var bytesTotal, bytesMax atomic.Int64
 	errs := make([]error, lookupCallers)
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	var wg sync.WaitGroup
 	for g := range lookupCallers {
 		wg.Go(func() {
 			c := s.client(g)
 			for next.Add(1) <= int64(b.N) {
-				h := hs[rand.IntN(len(hs))].name
+				h := name(rand.IntN(nh))
 				t0 := time.Now()
 				resp, err := c.Lookup(context.Background(), &ktpb.LookupRequest{Handle: h})
 				if err != nil {
@@ -300,7 +430,7 @@ func BenchmarkGRPCLookups(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
 	b.StopTimer()
 	for _, err := range errs {
 		if err != nil {
@@ -325,11 +455,12 @@ func BenchmarkGRPCLookups(b *testing.B) {
 	rate := float64(b.N) / elapsed.Seconds()
 	lastLookupRate.Store(uint64(rate))
 	b.ReportMetric(rate, "lookups/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/lookup") // this process only
 	b.ReportMetric(ms(percentile(all, 50)), "p50-ms")
 	b.ReportMetric(ms(percentile(all, 99)), "p99-ms")
 	b.ReportMetric(float64(bytesTotal.Load())/float64(b.N), "resp-bytes")
 	b.ReportMetric(float64(bytesMax.Load()), "max-resp-bytes")
-	b.ReportMetric(float64(len(hs)), "handles")
+	b.ReportMetric(float64(nh), "handles")
 	b.ReportMetric(float64(mem.HeapInuse)/(1<<20), "heap-MiB")
 	b.ReportMetric(rss, "rss-MiB")
 }
@@ -340,7 +471,7 @@ func BenchmarkGRPCLookups(b *testing.B) {
 // start + i/rate, and its latency is counted from when it was due, so a
 // server that falls behind shows it (no coordinated omission).
 func BenchmarkGRPCLookupsPaced(b *testing.B) {
-	s, hs := sharedEnv(b)
+	s, nh, name := lookupEnv(b)
 	rate := float64(envInt("KT_PACED_RATE", 0))
 	if rate == 0 {
 		rate = float64(lastLookupRate.Load()) / 2
@@ -366,7 +497,7 @@ func BenchmarkGRPCLookupsPaced(b *testing.B) {
 				}
 				due := start.Add(time.Duration(i) * interval)
 				time.Sleep(time.Until(due))
-				h := hs[rand.IntN(len(hs))].name
+				h := name(rand.IntN(nh))
 				if _, err := c.Lookup(context.Background(), &ktpb.LookupRequest{Handle: h}); err != nil {
 					errs[g] = fmt.Errorf("Lookup %s: %w", h, err)
 					return

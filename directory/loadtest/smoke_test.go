@@ -68,6 +68,28 @@ func TestSmoke(t *testing.T) {
 	if _, err := s.client(0).Change(ctx, queues[0][0].req); err == nil {
 		t.Error("a replayed change was accepted")
 	}
+
+	// The bulk path the large benchmarks use: its handles look up with
+	// verified proofs, like the enrolled ones.
+	if _, err := s.bulkLoad(50, t.Logf); err != nil {
+		t.Fatalf("bulk load: %v", err)
+	}
+	if err := w.waitBeyond(ctx, last+50); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 49} {
+		resp, err := s.client(0).Lookup(ctx, &ktpb.LookupRequest{Handle: bulkName(i)})
+		if err != nil {
+			t.Fatalf("Lookup %s: %v", bulkName(i), err)
+		}
+		res, err := client.VerifyLookup(s.params, nil, bulkName(i), resp, time.Now(), nil)
+		if err != nil {
+			t.Fatalf("VerifyLookup %s: %v", bulkName(i), err)
+		}
+		if !res.Registered || res.Record.Version != 1 {
+			t.Errorf("%s: registered %v, version %d", bulkName(i), res.Registered, res.Record.Version)
+		}
+	}
 }
 
 func TestPercentile(t *testing.T) {

@@ -295,14 +295,20 @@ func (r *running) logSize(t *testing.T) uint64 {
 // entry appended since is an epoch record: no change was logged.
 func (r *running) checkNoChangeLogged(t *testing.T, size uint64) {
 	t.Helper()
+	noChangeLogged(t, r.logc, origin, r.dp.logVkey, size)
+}
+
+// noChangeLogged is checkNoChangeLogged for any log served over gRPC.
+func noChangeLogged(t *testing.T, logc ktpb.LogClient, origin, logVkey string, size uint64) {
+	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	var now uint64
 	for {
-		cp, err := r.logc.GetCheckpoint(t.Context(), &ktpb.GetCheckpointRequest{})
+		cp, err := logc.GetCheckpoint(t.Context(), &ktpb.GetCheckpointRequest{})
 		if err != nil {
 			t.Fatalf("GetCheckpoint: %v", err)
 		}
-		v, _ := note.NewVerifier(r.dp.logVkey)
+		v, _ := note.NewVerifier(logVkey)
 		c, _, err := log.ParseCheckpoint(cp.GetNote(), origin, v)
 		if err != nil {
 			t.Fatal(err)
@@ -316,7 +322,7 @@ func (r *running) checkNoChangeLogged(t *testing.T, size uint64) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for i := size; i < now; {
-		es, err := r.logc.GetEntries(t.Context(), &ktpb.GetEntriesRequest{Start: i, End: now})
+		es, err := logc.GetEntries(t.Context(), &ktpb.GetEntriesRequest{Start: i, End: now})
 		if err != nil {
 			t.Fatalf("GetEntries: %v", err)
 		}

@@ -1,0 +1,154 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/log"
+)
+
+// gateLog holds the next change-record Append until released, so that a
+// test can act while a group is in flight.
+type gateLog struct {
+	log.Log
+	armed   chan struct{} // receives once: the next change Append is held
+	entered chan struct{} // closed when the held Append has started
+	release chan error    // nil: append; non-nil: fail without appending
+}
+
+func newGateLog() *gateLog {
+	return &gateLog{armed: make(chan struct{}, 1), entered: make(chan struct{}), release: make(chan error, 1)}
+}
+
+func (g *gateLog) Append(ctx context.Context, es [][]byte) ([]uint64, error) {
+	if es[0][1] == byte(api.TypeChange) {
+		select {
+		case <-g.armed:
+			close(g.entered)
+			if err := <-g.release; err != nil {
+				return nil, err
+			}
+		default:
+		}
+	}
+	return g.Log.Append(ctx, es)
+}
+
+type changeResult struct {
+	idx []uint64
+	err error
+}
+
+func (e *env) changeAsync(hc *ktpb.HandleChange) <-chan changeResult {
+	ch := make(chan changeResult, 1)
+	go func() {
+		res, err := e.d.Change(ctxT(e.t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}})
+		ch <- changeResult{res.GetLogIndices(), err}
+	}()
+	return ch
+}
+
+// TestPipeline: while one group is being appended, the next is checked
+// against it (not against the store, which does not have it yet): a
+// change conflicting with the one in flight is refused at once as stale,
+// one chaining on it is accepted and logged after it. If the flight's
+// append fails, the prepared group is not logged either, and a restart
+// shows neither.
+func TestPipeline(t *testing.T) {
+	for _, b := range backends {
+		for _, fail := range []bool{false, true} {
+			if fail && b.name != "memory" {
+				continue // the failure path does not depend on the backend
+			}
+			name := b.name
+			if fail {
+				name += "/append-fails"
+			}
+			t.Run(name, func(t *testing.T) {
+				e := newEnv(t, b)
+				g := newGateLog()
+				t.Cleanup(func() {
+					select {
+					case g.release <- nil: // never left holding on failure
+					default:
+					}
+				})
+				e.wrap = func(l log.Log) log.Log { g.Log = l; return g }
+				// Epochs far enough apart that none falls due while the
+				// flight is held (an epoch due when a group is launched
+				// stops preparation until it closes).
+				e.tune = func(c *Config) { c.EpochInterval, c.HeartbeatInterval = 2*time.Second, 2*time.Second }
+				e.restart()
+				alice, a, account, i := lifeOf(t, e)
+				e.waitEpoch(i)
+
+				g.armed <- struct{}{}
+				d2, d3 := newDevice(t), newDevice(t)
+				hcA := alice.change(api.AuthDevice, a.sign, deviceSet(account, a, d2), nil)
+				resA := e.changeAsync(hcA)
+				<-g.entered
+
+				// Same version as A, different set: stale against the flight.
+				hcB := alice.change(api.AuthDevice, a.sign, deviceSet(account, a, d3), nil)
+				select {
+				case r := <-e.changeAsync(hcB):
+					if !errors.Is(r.err, ErrStaleVersion) {
+						t.Fatalf("change conflicting with the one in flight: %v, want ErrStaleVersion", r.err)
+					}
+				case <-time.After(30 * time.Second):
+					t.Fatal("a change conflicting with the flight was not answered while the flight was held")
+				}
+
+				// Chains on A (signed by a device of A's set).
+				alice.accepted(hcA)
+				hcC := alice.change(api.AuthDevice, d2.sign, deviceSet(account, a, d2, d3), nil)
+				resC := e.changeAsync(hcC)
+				select {
+				case r := <-resC:
+					t.Fatalf("the change chaining on the flight was answered before the flight landed: %v", r)
+				case <-time.After(200 * time.Millisecond):
+				}
+
+				if fail {
+					g.release <- errors.New("injected: append failed")
+					if r := <-resA; !errors.Is(r.err, ErrUnavailable) {
+						t.Fatalf("flight with a failing append: %v, want ErrUnavailable", r.err)
+					}
+					if r := <-resC; !errors.Is(r.err, ErrUnavailable) {
+						t.Fatalf("group prepared behind a failed flight: %v, want ErrUnavailable", r.err)
+					}
+					e.wrap = nil
+					e.restart()
+					if res := e.lookup(alice.handle, 0); res.Version != 1 || len(res.DeviceSet.Devices) != 1 {
+						t.Fatalf("after restart: version %d with %d devices, want 1 with 1", res.Version, len(res.DeviceSet.Devices))
+					}
+					return
+				}
+				g.release <- nil
+				rA, rC := <-resA, <-resC
+				if rA.err != nil || rC.err != nil {
+					t.Fatalf("A: %v, C: %v", rA.err, rC.err)
+				}
+				if rC.idx[0] <= rA.idx[0] {
+					t.Fatalf("C logged at %d, not after A at %d", rC.idx[0], rA.idx[0])
+				}
+				alice.accepted(hcC)
+				check := func(when string) {
+					t.Helper()
+					res := e.lookup(alice.handle, rC.idx[0])
+					if res.Version != 3 || len(res.DeviceSet.Devices) != 3 {
+						t.Fatalf("%s: version %d with %d devices, want 3 with 3", when, res.Version, len(res.DeviceSet.Devices))
+					}
+				}
+				check("served")
+				e.wrap = nil
+				e.restart()
+				check("after restart")
+			})
+		}
+	}
+}
