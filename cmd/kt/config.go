@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
+
+	"github.com/keytrans/kt/internal/cliconfig"
 )
 
 // Config is kt's configuration. Each field is set, from lowest to highest
@@ -60,31 +61,26 @@ type Config struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 }
 
-type option struct {
-	key   string
-	def   any
-	usage string
-}
+// option is one configuration key with its default and help.
+type option = cliconfig.Option
 
 var options = []option{
-	{"directory", "127.0.0.1:8443", "directory gRPC address"},
-	{"state_file", "", "device state file (default USER_CONFIG_DIR/kt/state.json)"},
-	{"params_file", "", "pinned directory parameters (default params.json next to the state file)"},
-	{"tls", false, "connect with TLS (system roots)"},
-	{"tls_ca_file", "", "PEM CA bundle for the directory (implies --tls)"},
-	{"strict", false, "strict mode: require contacts' account signatures, pinned on first use"},
-	{"max_age", time.Duration(0), "oldest epoch accepted (0: 60s)"},
-	{"auditors", []string(nil), "auditor base URLs to gossip with (comma-separated)"},
-	{"gossip_on_lookup", false, "gossip each new checkpoint with the auditors before a lookup trusts it"},
-	{"monitor_interval", 60 * time.Second, "kt monitor polling interval"},
-	{"insecure_no_witnesses", false, "accept checkpoints without witness cosignatures (INSECURE, development only)"},
-	{"json", false, "print JSON"},
-	{"timeout", 30 * time.Second, "timeout of each command's network calls"},
+	{Key: "directory", Default: "127.0.0.1:8443", Usage: "directory gRPC address"},
+	{Key: "state_file", Default: "", Usage: "device state file (default USER_CONFIG_DIR/kt/state.json)"},
+	{Key: "params_file", Default: "", Usage: "pinned directory parameters (default params.json next to the state file)"},
+	{Key: "tls", Default: false, Usage: "connect with TLS (system roots)"},
+	{Key: "tls_ca_file", Default: "", Usage: "PEM CA bundle for the directory (implies --tls)"},
+	{Key: "strict", Default: false, Usage: "strict mode: require contacts' account signatures, pinned on first use"},
+	{Key: "max_age", Default: time.Duration(0), Usage: "oldest epoch accepted (0: 60s)"},
+	{Key: "auditors", Default: []string(nil), Usage: "auditor base URLs to gossip with (comma-separated)"},
+	{Key: "gossip_on_lookup", Default: false, Usage: "gossip each new checkpoint with the auditors before a lookup trusts it"},
+	{Key: "monitor_interval", Default: 60 * time.Second, Usage: "kt monitor polling interval"},
+	{Key: "insecure_no_witnesses", Default: false, Usage: "accept checkpoints without witness cosignatures (INSECURE, development only)"},
+	{Key: "json", Default: false, Usage: "print JSON"},
+	{Key: "timeout", Default: 30 * time.Second, Usage: "timeout of each command's network calls"},
 }
 
-func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
-
-func envName(key string) string { return "KT_" + strings.ToUpper(key) }
+func envName(key string) string { return cliconfig.EnvName("KT", key) }
 
 const usage = `kt is the key transparency client: it verifies the directory's answers
 before encrypting, and monitors this device's own handles.
@@ -153,19 +149,8 @@ func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, err
 	}
 	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
 	for _, o := range options {
-		u := fmt.Sprintf("%s (%s, %s)", o.usage, o.key, envName(o.key))
-		switch d := o.def.(type) {
-		case string:
-			fs.String(flagName(o.key), d, u)
-		case bool:
-			fs.Bool(flagName(o.key), d, u)
-		case time.Duration:
-			fs.Duration(flagName(o.key), d, u)
-		case []string:
-			fs.StringSlice(flagName(o.key), d, u)
-		default:
-			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
-		}
+		u := fmt.Sprintf("%s (%s, %s)", o.Usage, o.Key, envName(o.Key))
+		cliconfig.AddFlag(fs, o, u)
 	}
 	cf := &cmdFlags{}
 	fs.StringVar(&cf.suite, "suite", "x25519", "kt init: HPKE suite, x25519 or hybrid (MLKEM768-X25519)")
@@ -193,25 +178,9 @@ func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, err
 		return nil, nil, nil, fmt.Errorf("%s not valid for %q", strings.Join(bad, ", "), cmd)
 	}
 
-	v := viper.New()
-	for _, o := range options {
-		v.SetDefault(o.key, o.def)
-		if err := v.BindPFlag(o.key, fs.Lookup(flagName(o.key))); err != nil {
-			return nil, nil, nil, err
-		}
-		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	if *configFile != "" {
-		v.SetConfigFile(*configFile)
-		if err := v.ReadInConfig(); err != nil {
-			return nil, nil, nil, fmt.Errorf("reading configuration file: %w", err)
-		}
-	}
 	var c Config
-	if err := v.UnmarshalExact(&c); err != nil {
-		return nil, nil, nil, fmt.Errorf("configuration: %w", err)
+	if err := cliconfig.Load(fs, "KT", options, *configFile, &c); err != nil {
+		return nil, nil, nil, err
 	}
 	if c.StateFile == "" {
 		dir, err := os.UserConfigDir()

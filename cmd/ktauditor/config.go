@@ -14,10 +14,11 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/log/witness"
+
+	"github.com/keytrans/kt/internal/cliconfig"
 )
 
 // Config is ktauditor's configuration. Each scalar field is set, from
@@ -120,35 +121,26 @@ type PeerConfig struct {
 	URL string `mapstructure:"url"`
 }
 
-type option struct {
-	key   string
-	def   any
-	usage string
-}
+// option is one configuration key with its default and help.
+type option = cliconfig.Option
 
 var options = []option{
-	{"data_dir", "./auditor-data", "data directory: state, cosigning key, evidence"},
-	{"listen", "127.0.0.1:8480", "HTTP address: add-checkpoint, gossip, evidence, status page"},
-	{"metrics_listen", "127.0.0.1:9465", "Prometheus /metrics address (pprof too when loopback); empty disables"},
-	{"name", "localhost/ktauditor", "cosigning key name (used when the key is created)"},
-	{"key_file", "", "cosigning key file (default DATA_DIR/auditor.key, created if missing)"},
-	{"witness", true, "serve C2SP tlog-witness add-checkpoint"},
-	{"cosign_audited", false, "cosign only checkpoints audited without violation"},
-	{"poll_interval", 2 * time.Second, "how often each log's checkpoint is polled"},
-	{"gossip_interval", 30 * time.Second, "how often checkpoints are exchanged with each peer"},
-	{"progress_interval", 10 * time.Second, "how often a catch-up logs progress and saves state"},
-	{"evidence_dir", "", "directory for evidence files (default DATA_DIR/evidence)"},
-	{"webhook_url", "", "URL that receives each evidence bundle in a POST"},
-	{"max_body_bytes", int64(64 << 10), "largest request body"},
+	{Key: "data_dir", Default: "./auditor-data", Usage: "data directory: state, cosigning key, evidence"},
+	{Key: "listen", Default: "127.0.0.1:8480", Usage: "HTTP address: add-checkpoint, gossip, evidence, status page"},
+	{Key: "metrics_listen", Default: "127.0.0.1:9465", Usage: "Prometheus /metrics address (pprof too when loopback); empty disables"},
+	{Key: "name", Default: "localhost/ktauditor", Usage: "cosigning key name (used when the key is created)"},
+	{Key: "key_file", Default: "", Usage: "cosigning key file (default DATA_DIR/auditor.key, created if missing)"},
+	{Key: "witness", Default: true, Usage: "serve C2SP tlog-witness add-checkpoint"},
+	{Key: "cosign_audited", Default: false, Usage: "cosign only checkpoints audited without violation"},
+	{Key: "poll_interval", Default: 2 * time.Second, Usage: "how often each log's checkpoint is polled"},
+	{Key: "gossip_interval", Default: 30 * time.Second, Usage: "how often checkpoints are exchanged with each peer"},
+	{Key: "progress_interval", Default: 10 * time.Second, Usage: "how often a catch-up logs progress and saves state"},
+	{Key: "evidence_dir", Default: "", Usage: "directory for evidence files (default DATA_DIR/evidence)"},
+	{Key: "webhook_url", Default: "", Usage: "URL that receives each evidence bundle in a POST"},
+	{Key: "max_body_bytes", Default: int64(64 << 10), Usage: "largest request body"},
 }
 
-func flagName(key string) string {
-	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
-}
-
-func envName(key string) string {
-	return "KTAUDITOR_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
-}
+func envName(key string) string { return cliconfig.EnvName("KTAUDITOR", key) }
 
 const usageHeader = `ktauditor audits key transparency logs, witnesses their checkpoints and
 gossips them with other auditors.
@@ -180,42 +172,15 @@ func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
 	}
 	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
 	for _, o := range options {
-		usage := fmt.Sprintf("%s (%s, %s)", o.usage, o.key, envName(o.key))
-		switch d := o.def.(type) {
-		case string:
-			fs.String(flagName(o.key), d, usage)
-		case bool:
-			fs.Bool(flagName(o.key), d, usage)
-		case int64:
-			fs.Int64(flagName(o.key), d, usage)
-		case time.Duration:
-			fs.Duration(flagName(o.key), d, usage)
-		default:
-			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
-		}
+		usage := fmt.Sprintf("%s (%s, %s)", o.Usage, o.Key, envName(o.Key))
+		cliconfig.AddFlag(fs, o, usage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	v := viper.New()
-	for _, o := range options {
-		v.SetDefault(o.key, o.def)
-		if err := v.BindPFlag(o.key, fs.Lookup(flagName(o.key))); err != nil {
-			return nil, nil, err
-		}
-		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
-			return nil, nil, err
-		}
-	}
-	if *configFile != "" {
-		v.SetConfigFile(*configFile)
-		if err := v.ReadInConfig(); err != nil {
-			return nil, nil, fmt.Errorf("reading configuration file: %w", err)
-		}
-	}
 	var c Config
-	if err := v.UnmarshalExact(&c); err != nil {
-		return nil, nil, fmt.Errorf("configuration: %w", err)
+	if err := cliconfig.Load(fs, "KTAUDITOR", options, *configFile, &c); err != nil {
+		return nil, nil, err
 	}
 	if err := c.validate(); err != nil {
 		return nil, nil, fmt.Errorf("configuration: %w", err)

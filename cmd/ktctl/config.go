@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
+
+	"github.com/keytrans/kt/internal/cliconfig"
 )
 
 // Config is ktctl's configuration. Each field is set, from lowest to
@@ -102,45 +102,39 @@ type Config struct {
 }
 
 // option is one configuration key with its default and help.
-type option struct {
-	key   string
-	def   any
-	usage string
-}
+type option = cliconfig.Option
 
 var options = []option{
-	{"json", false, "print JSON instead of a table"},
-	{"timeout", 30 * time.Second, "bound on each network request"},
-	{"log_url", "http://127.0.0.1:8080", "base URL of the log read API"},
-	{"log_key", "", "log verifier key (vkey), or a file holding it or ktd's log.key (default DATA_DIR/log.key)"},
-	{"data_dir", "", "ktd data directory (log.key, vrf.key, recovery.key)"},
-	{"policy", "", "witness policy file: names and checks cosignatures"},
-	{"grpc", "127.0.0.1:8443", "directory gRPC address"},
-	{"grpc_tls", false, "use TLS (system roots) for --grpc"},
-	{"recovery_key", "", "recovery public key or key file (default DATA_DIR/recovery.key if present)"},
-	{"vrf_key_file", "", "VRF private key file (default DATA_DIR/vrf.key)"},
-	{"vrf_public_key", "", "VRF public key (kt-vrf-public:...): learn a handle's index from a verified lookup (--grpc)"},
-	{"full", false, "print hashes and keys in full"},
-	{"skip_proofs", false, "do not verify each entry's inclusion proof"},
-	{"size", uint64(0), "tree size to prove inclusion in (default: the checkpoint's)"},
-	{"index", "", "VRF index, 64 hexadecimal digits"},
-	{"handle", "", "handle (phone number or email); needs the VRF private key"},
-	{"progress", false, "show progress on stderr even when it is not a terminal"},
-	{"trillian", "127.0.0.1:8090", "trillian_log_server gRPC address"},
-	{"display_name", "kt", "display name of the new tree"},
-	{"show_deleted", false, "list deleted trees too"},
-	{"operator", "127.0.0.1:8444", "directory Operator gRPC address (ktd's operator_listen)"},
-	{"replace", false, "recover: the set becomes exactly the given devices"},
-	{"tiles", "", "read a tlog-tiles log (directory, e.g. DATA_DIR/log, or URL) instead of the read API"},
-	{"position", "", "file to keep the replay state in, to resume the next run"},
-	{"exact_signatures", false, "verify each signature with crypto/ed25519 instead of in batches"},
-	{"evidence_out", "", "file to write split-view evidence to"},
-	{"quiet", false, "no progress bar"},
+	{Key: "json", Default: false, Usage: "print JSON instead of a table"},
+	{Key: "timeout", Default: 30 * time.Second, Usage: "bound on each network request"},
+	{Key: "log_url", Default: "http://127.0.0.1:8080", Usage: "base URL of the log read API"},
+	{Key: "log_key", Default: "", Usage: "log verifier key (vkey), or a file holding it or ktd's log.key (default DATA_DIR/log.key)"},
+	{Key: "data_dir", Default: "", Usage: "ktd data directory (log.key, vrf.key, recovery.key)"},
+	{Key: "policy", Default: "", Usage: "witness policy file: names and checks cosignatures"},
+	{Key: "grpc", Default: "127.0.0.1:8443", Usage: "directory gRPC address"},
+	{Key: "grpc_tls", Default: false, Usage: "use TLS (system roots) for --grpc"},
+	{Key: "recovery_key", Default: "", Usage: "recovery public key or key file (default DATA_DIR/recovery.key if present)"},
+	{Key: "vrf_key_file", Default: "", Usage: "VRF private key file (default DATA_DIR/vrf.key)"},
+	{Key: "vrf_public_key", Default: "", Usage: "VRF public key (kt-vrf-public:...): learn a handle's index from a verified lookup (--grpc)"},
+	{Key: "full", Default: false, Usage: "print hashes and keys in full"},
+	{Key: "skip_proofs", Default: false, Usage: "do not verify each entry's inclusion proof"},
+	{Key: "size", Default: uint64(0), Usage: "tree size to prove inclusion in (default: the checkpoint's)"},
+	{Key: "index", Default: "", Usage: "VRF index, 64 hexadecimal digits"},
+	{Key: "handle", Default: "", Usage: "handle (phone number or email); needs the VRF private key"},
+	{Key: "progress", Default: false, Usage: "show progress on stderr even when it is not a terminal"},
+	{Key: "trillian", Default: "127.0.0.1:8090", Usage: "trillian_log_server gRPC address"},
+	{Key: "display_name", Default: "kt", Usage: "display name of the new tree"},
+	{Key: "show_deleted", Default: false, Usage: "list deleted trees too"},
+	{Key: "operator", Default: "127.0.0.1:8444", Usage: "directory Operator gRPC address (ktd's operator_listen)"},
+	{Key: "replace", Default: false, Usage: "recover: the set becomes exactly the given devices"},
+	{Key: "tiles", Default: "", Usage: "read a tlog-tiles log (directory, e.g. DATA_DIR/log, or URL) instead of the read API"},
+	{Key: "position", Default: "", Usage: "file to keep the replay state in, to resume the next run"},
+	{Key: "exact_signatures", Default: false, Usage: "verify each signature with crypto/ed25519 instead of in batches"},
+	{Key: "evidence_out", Default: "", Usage: "file to write split-view evidence to"},
+	{Key: "quiet", Default: false, Usage: "no progress bar"},
 }
 
-func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
-
-func envName(key string) string { return "KTCTL_" + strings.ToUpper(key) }
+func envName(key string) string { return cliconfig.EnvName("KTCTL", key) }
 
 // errUsage marks errors that exit with status 2.
 var errUsage = errors.New("usage")
@@ -164,22 +158,11 @@ func loadConfig(c *command, args []string, out io.Writer) (*Config, []string, er
 		keys = append(keys, "timeout")
 	}
 	for _, o := range options {
-		if !slices.Contains(keys, o.key) {
+		if !slices.Contains(keys, o.Key) {
 			continue
 		}
-		usage := fmt.Sprintf("%s (%s)", o.usage, envName(o.key))
-		switch d := o.def.(type) {
-		case string:
-			fs.String(flagName(o.key), d, usage)
-		case bool:
-			fs.Bool(flagName(o.key), d, usage)
-		case uint64:
-			fs.Uint64(flagName(o.key), d, usage)
-		case time.Duration:
-			fs.Duration(flagName(o.key), d, usage)
-		default:
-			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
-		}
+		usage := fmt.Sprintf("%s (%s)", o.Usage, envName(o.Key))
+		cliconfig.AddFlag(fs, o, usage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, usageErr("%v (see ktctl help %s)", err, c.name)
@@ -188,27 +171,9 @@ func loadConfig(c *command, args []string, out io.Writer) (*Config, []string, er
 		fmt.Fprintf(out, "Usage: ktctl %s\n\n%s\n\nFlags:\n%s", c.usage, c.help, fs.FlagUsages())
 		return nil, nil, pflag.ErrHelp
 	}
-	v := viper.New()
-	for _, o := range options {
-		v.SetDefault(o.key, o.def)
-		if f := fs.Lookup(flagName(o.key)); f != nil {
-			if err := v.BindPFlag(o.key, f); err != nil {
-				return nil, nil, err
-			}
-		}
-		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
-			return nil, nil, err
-		}
-	}
-	if *configFile != "" {
-		v.SetConfigFile(*configFile)
-		if err := v.ReadInConfig(); err != nil {
-			return nil, nil, usageErr("reading configuration file: %v", err)
-		}
-	}
 	var cfg Config
-	if err := v.UnmarshalExact(&cfg); err != nil {
-		return nil, nil, usageErr("configuration: %v", err)
+	if err := cliconfig.Load(fs, "KTCTL", options, *configFile, &cfg); err != nil {
+		return nil, nil, usageErr("%v", err)
 	}
 	if cfg.Timeout <= 0 {
 		return nil, nil, usageErr("--timeout must be positive")

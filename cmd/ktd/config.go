@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
 
 	"github.com/keytrans/kt/directory/grpcserver"
+
+	"github.com/keytrans/kt/internal/cliconfig"
 )
 
 // Config is ktd's configuration. Each field is set, from lowest to highest
@@ -167,52 +168,42 @@ type WitnessConfig struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 }
 
-// option is one configuration key with its flag, default and help.
-type option struct {
-	key   string
-	def   any
-	usage string
-}
+// option is one configuration key with its default and help.
+type option = cliconfig.Option
 
 var options = []option{
-	{"data_dir", "./data", "data directory: log, state and keys"},
-	{"http_listen", "127.0.0.1:8080", "public HTTP address (log read API, tlog-tiles, /healthz); empty disables"},
-	{"grpc_listen", "127.0.0.1:8443", "public gRPC address (Directory and Log services)"},
-	{"operator_listen", "127.0.0.1:8444", "private gRPC address of the Operator service; empty disables; non-loopback needs operator.client_ca_file"},
-	{"metrics_listen", "127.0.0.1:9464", "Prometheus /metrics address (pprof too when loopback); empty disables"},
-	{"tls.cert_file", "", "PEM certificate chain for the public listeners (empty: plaintext)"},
-	{"tls.key_file", "", "PEM private key for tls.cert_file"},
-	{"operator.client_ca_file", "", "PEM CA bundle for operator client certificates (enables mutual TLS)"},
-	{"limits.max_request_bytes", grpcserver.DefaultMaxRecvMsgSize, "largest gRPC request message in bytes"},
-	{"limits.requests_per_second", float64(grpcserver.DefaultRateLimit), "sustained requests per second per peer address; negative disables"},
-	{"limits.burst", grpcserver.DefaultRateBurst, "requests a peer may make at once"},
-	{"limits.max_peers", grpcserver.DefaultMaxPeers, "peers tracked for rate limiting"},
-	{"directory.epoch_interval", time.Second, "epoch interval when changes are pending"},
-	{"directory.heartbeat_interval", 10 * time.Second, "epoch interval when idle (clients' staleness bound)"},
-	{"directory.vrf_key_file", "", "VRF private key file (default DATA_DIR/vrf.key, created if missing)"},
-	{"directory.recovery_key_file", "", "recovery key file, private or public form (default DATA_DIR/recovery.key, created if missing)"},
-	{"directory.cache_size", int64(256 << 20), "state store block cache in bytes"},
-	{"enrollment.mode", "token", `enrollment authorization: "token" or "open" (INSECURE, demos only)`},
-	{"enrollment.token_key_file", "", "HMAC key of enrollment tokens (default DATA_DIR/enroll-token.key, created if missing)"},
-	{"enrollment.token_ttl", 15 * time.Minute, "validity of an issued enrollment token"},
-	{"log.origin", "localhost/kt", "log origin in checkpoints"},
-	{"log.backend", "posix", `log backend: "posix" (embedded) or "trillian"`},
-	{"log.key_file", "", "log signing key file (default DATA_DIR/log.key, created if missing)"},
-	{"log.checkpoint_interval", 200 * time.Millisecond, "how often to publish a checkpoint when the log grew"},
-	{"log.trillian.address", "", "trillian_log_server gRPC address (host:port)"},
-	{"log.trillian.tree_id", int64(0), "Trillian tree ID"},
-	{"log.trillian.create_tree", false, "create a Trillian tree when tree_id is 0"},
-	{"witness.policy_file", "", "witness policy file (Sigsum policy format); empty: no witnesses"},
-	{"witness.timeout", 10 * time.Second, "timeout of each round of witness requests"},
+	{Key: "data_dir", Default: "./data", Usage: "data directory: log, state and keys"},
+	{Key: "http_listen", Default: "127.0.0.1:8080", Usage: "public HTTP address (log read API, tlog-tiles, /healthz); empty disables"},
+	{Key: "grpc_listen", Default: "127.0.0.1:8443", Usage: "public gRPC address (Directory and Log services)"},
+	{Key: "operator_listen", Default: "127.0.0.1:8444", Usage: "private gRPC address of the Operator service; empty disables; non-loopback needs operator.client_ca_file"},
+	{Key: "metrics_listen", Default: "127.0.0.1:9464", Usage: "Prometheus /metrics address (pprof too when loopback); empty disables"},
+	{Key: "tls.cert_file", Default: "", Usage: "PEM certificate chain for the public listeners (empty: plaintext)"},
+	{Key: "tls.key_file", Default: "", Usage: "PEM private key for tls.cert_file"},
+	{Key: "operator.client_ca_file", Default: "", Usage: "PEM CA bundle for operator client certificates (enables mutual TLS)"},
+	{Key: "limits.max_request_bytes", Default: grpcserver.DefaultMaxRecvMsgSize, Usage: "largest gRPC request message in bytes"},
+	{Key: "limits.requests_per_second", Default: float64(grpcserver.DefaultRateLimit), Usage: "sustained requests per second per peer address; negative disables"},
+	{Key: "limits.burst", Default: grpcserver.DefaultRateBurst, Usage: "requests a peer may make at once"},
+	{Key: "limits.max_peers", Default: grpcserver.DefaultMaxPeers, Usage: "peers tracked for rate limiting"},
+	{Key: "directory.epoch_interval", Default: time.Second, Usage: "epoch interval when changes are pending"},
+	{Key: "directory.heartbeat_interval", Default: 10 * time.Second, Usage: "epoch interval when idle (clients' staleness bound)"},
+	{Key: "directory.vrf_key_file", Default: "", Usage: "VRF private key file (default DATA_DIR/vrf.key, created if missing)"},
+	{Key: "directory.recovery_key_file", Default: "", Usage: "recovery key file, private or public form (default DATA_DIR/recovery.key, created if missing)"},
+	{Key: "directory.cache_size", Default: int64(256 << 20), Usage: "state store block cache in bytes"},
+	{Key: "enrollment.mode", Default: "token", Usage: `enrollment authorization: "token" or "open" (INSECURE, demos only)`},
+	{Key: "enrollment.token_key_file", Default: "", Usage: "HMAC key of enrollment tokens (default DATA_DIR/enroll-token.key, created if missing)"},
+	{Key: "enrollment.token_ttl", Default: 15 * time.Minute, Usage: "validity of an issued enrollment token"},
+	{Key: "log.origin", Default: "localhost/kt", Usage: "log origin in checkpoints"},
+	{Key: "log.backend", Default: "posix", Usage: `log backend: "posix" (embedded) or "trillian"`},
+	{Key: "log.key_file", Default: "", Usage: "log signing key file (default DATA_DIR/log.key, created if missing)"},
+	{Key: "log.checkpoint_interval", Default: 200 * time.Millisecond, Usage: "how often to publish a checkpoint when the log grew"},
+	{Key: "log.trillian.address", Default: "", Usage: "trillian_log_server gRPC address (host:port)"},
+	{Key: "log.trillian.tree_id", Default: int64(0), Usage: "Trillian tree ID"},
+	{Key: "log.trillian.create_tree", Default: false, Usage: "create a Trillian tree when tree_id is 0"},
+	{Key: "witness.policy_file", Default: "", Usage: "witness policy file (Sigsum policy format); empty: no witnesses"},
+	{Key: "witness.timeout", Default: 10 * time.Second, Usage: "timeout of each round of witness requests"},
 }
 
-func flagName(key string) string {
-	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
-}
-
-func envName(key string) string {
-	return "KTD_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
-}
+func envName(key string) string { return cliconfig.EnvName("KTD", key) }
 
 const usageHeader = `ktd is the key transparency directory daemon.
 
@@ -242,47 +233,16 @@ func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
 	}
 	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
 	for _, o := range options {
-		usage := fmt.Sprintf("%s (%s, %s)", o.usage, o.key, envName(o.key))
-		switch d := o.def.(type) {
-		case string:
-			fs.String(flagName(o.key), d, usage)
-		case bool:
-			fs.Bool(flagName(o.key), d, usage)
-		case int:
-			fs.Int(flagName(o.key), d, usage)
-		case int64:
-			fs.Int64(flagName(o.key), d, usage)
-		case float64:
-			fs.Float64(flagName(o.key), d, usage)
-		case time.Duration:
-			fs.Duration(flagName(o.key), d, usage)
-		default:
-			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
-		}
+		usage := fmt.Sprintf("%s (%s, %s)", o.Usage, o.Key, envName(o.Key))
+		cliconfig.AddFlag(fs, o, usage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
 
-	v := viper.New()
-	for _, o := range options {
-		v.SetDefault(o.key, o.def)
-		if err := v.BindPFlag(o.key, fs.Lookup(flagName(o.key))); err != nil {
-			return nil, nil, err
-		}
-		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
-			return nil, nil, err
-		}
-	}
-	if *configFile != "" {
-		v.SetConfigFile(*configFile)
-		if err := v.ReadInConfig(); err != nil {
-			return nil, nil, fmt.Errorf("reading configuration file: %w", err)
-		}
-	}
 	var c Config
-	if err := v.UnmarshalExact(&c); err != nil {
-		return nil, nil, fmt.Errorf("configuration: %w", err)
+	if err := cliconfig.Load(fs, "KTD", options, *configFile, &c); err != nil {
+		return nil, nil, err
 	}
 	if err := c.validate(); err != nil {
 		return nil, nil, fmt.Errorf("configuration: %w", err)

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
+
+	"github.com/keytrans/kt/internal/cliconfig"
 )
 
 // Config is ktlocal's configuration. Each field is set, from lowest to
@@ -60,29 +60,24 @@ type Config struct {
 	StartTimeout time.Duration `mapstructure:"start_timeout"`
 }
 
-type option struct {
-	key   string
-	def   any
-	usage string
-}
+// option is one configuration key with its default and help.
+type option = cliconfig.Option
 
 var options = []option{
-	{"data_dir", "./data", "data directory of the whole deployment"},
-	{"bin_dir", "", "directory of prebuilt ktd, ktauditor, kt, ktctl (default: build them into DATA_DIR/bin)"},
-	{"source", ".", "kt source tree to build the binaries from"},
-	{"grpc_listen", "127.0.0.1:8443", "directory public gRPC address"},
-	{"http_listen", "127.0.0.1:8080", "directory public HTTP address (log read API, tlog-tiles)"},
-	{"operator_listen", "127.0.0.1:8444", "directory operator gRPC address (account recovery)"},
-	{"auditor_listen", []string{"127.0.0.1:8481", "127.0.0.1:8482"}, "the two auditors' HTTP addresses"},
-	{"epoch_interval", time.Second, "directory epoch interval when changes are pending"},
-	{"heartbeat_interval", 10 * time.Second, "directory epoch interval when idle"},
-	{"gossip_interval", 10 * time.Second, "how often the auditors gossip with each other"},
-	{"start_timeout", 60 * time.Second, "how long the daemons may take to come up"},
+	{Key: "data_dir", Default: "./data", Usage: "data directory of the whole deployment"},
+	{Key: "bin_dir", Default: "", Usage: "directory of prebuilt ktd, ktauditor, kt, ktctl (default: build them into DATA_DIR/bin)"},
+	{Key: "source", Default: ".", Usage: "kt source tree to build the binaries from"},
+	{Key: "grpc_listen", Default: "127.0.0.1:8443", Usage: "directory public gRPC address"},
+	{Key: "http_listen", Default: "127.0.0.1:8080", Usage: "directory public HTTP address (log read API, tlog-tiles)"},
+	{Key: "operator_listen", Default: "127.0.0.1:8444", Usage: "directory operator gRPC address (account recovery)"},
+	{Key: "auditor_listen", Default: []string{"127.0.0.1:8481", "127.0.0.1:8482"}, Usage: "the two auditors' HTTP addresses"},
+	{Key: "epoch_interval", Default: time.Second, Usage: "directory epoch interval when changes are pending"},
+	{Key: "heartbeat_interval", Default: 10 * time.Second, Usage: "directory epoch interval when idle"},
+	{Key: "gossip_interval", Default: 10 * time.Second, Usage: "how often the auditors gossip with each other"},
+	{Key: "start_timeout", Default: 60 * time.Second, Usage: "how long the daemons may take to come up"},
 }
 
-func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
-
-func envName(key string) string { return "KTLOCAL_" + strings.ToUpper(key) }
+func envName(key string) string { return cliconfig.EnvName("KTLOCAL", key) }
 
 const usageHeader = `ktlocal runs a complete local kt deployment in one command: the directory
 (ktd, embedded backend) and two auditors (ktauditor) that are the
@@ -110,17 +105,8 @@ func loadConfig(args []string, out io.Writer) (*Config, error) {
 	}
 	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
 	for _, o := range options {
-		usage := fmt.Sprintf("%s (%s)", o.usage, envName(o.key))
-		switch d := o.def.(type) {
-		case string:
-			fs.String(flagName(o.key), d, usage)
-		case []string:
-			fs.StringSlice(flagName(o.key), d, usage)
-		case time.Duration:
-			fs.Duration(flagName(o.key), d, usage)
-		default:
-			panic(fmt.Sprintf("option %s: unsupported default type %T", o.key, d))
-		}
+		usage := fmt.Sprintf("%s (%s)", o.Usage, envName(o.Key))
+		cliconfig.AddFlag(fs, o, usage)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -128,25 +114,9 @@ func loadConfig(args []string, out io.Writer) (*Config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (see ktlocal --help)", fs.Args())
 	}
-	v := viper.New()
-	for _, o := range options {
-		v.SetDefault(o.key, o.def)
-		if err := v.BindPFlag(o.key, fs.Lookup(flagName(o.key))); err != nil {
-			return nil, err
-		}
-		if err := v.BindEnv(o.key, envName(o.key)); err != nil {
-			return nil, err
-		}
-	}
-	if *configFile != "" {
-		v.SetConfigFile(*configFile)
-		if err := v.ReadInConfig(); err != nil {
-			return nil, fmt.Errorf("reading configuration file: %w", err)
-		}
-	}
 	var c Config
-	if err := v.UnmarshalExact(&c); err != nil {
-		return nil, fmt.Errorf("configuration: %w", err)
+	if err := cliconfig.Load(fs, "KTLOCAL", options, *configFile, &c); err != nil {
+		return nil, err
 	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
