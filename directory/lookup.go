@@ -68,7 +68,7 @@ func (d *Directory) part(ctx context.Context, ep *epoch, known uint64, omit bool
 	case known == ep.size && omit:
 		return nil, nil
 	case known > ep.size:
-		return nil, errorf(ErrOutOfRange, "known size %d is beyond the current epoch checkpoint's size %d", known, ep.size)
+		return nil, d.behind(known, ep.size)
 	case known == 0 || known == ep.size:
 		return ep.full, nil
 	}
