@@ -132,6 +132,7 @@ func buildKtd(t *testing.T) string {
 // not have, a bad value or a failed validation is caught.
 func TestKtdConfigs(t *testing.T) {
 	ktd := buildKtd(t)
+	keys := t.TempDir() // the replicated example's /etc/kt/keys
 	run := func(t *testing.T, config string, env ...string) ([]byte, error) {
 		cmd := exec.Command(ktd, "issue-token", "--config="+config, "+14155550100")
 		cmd.Env = append(os.Environ(), append([]string{"KTD_DATA_DIR=" + t.TempDir()}, env...)...)
@@ -143,6 +144,9 @@ func TestKtdConfigs(t *testing.T) {
 	}{
 		// Compose and Kubernetes set the tree ID in the environment.
 		{"config/ktd.yaml", []string{"KTD_LOG_TRILLIAN_TREE_ID=1"}},
+		{"config/ktd-replicated.yaml", []string{"KTD_LOG_TRILLIAN_TREE_ID=1",
+			"KTD_LOG_KEY_FILE=" + filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE=" + filepath.Join(keys, "vrf.key"),
+			"KTD_DIRECTORY_RECOVERY_KEY_FILE=" + filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE=" + filepath.Join(keys, "enroll-token.key")}},
 		{"config/ktd-embedded.yaml", nil},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
