@@ -170,11 +170,14 @@ func (d *Directory) lookup(ep *epoch, input string) (*ktpb.LookupResponse, error
 	if err != nil {
 		return nil, err
 	}
-	v, _, err := d.vrfFor(handle)
+	v, isNew, err := d.vrfFor(handle)
 	if err != nil {
 		return nil, err
 	}
 	p, val := ep.snap.Prove(v.index)
+	if isNew && val != nil {
+		d.cacheVRF(handle, v) // a replicated reader (replicated.go)
+	}
 	mp, err := p.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("directory: encoding a map proof: %w", err)

@@ -554,6 +554,20 @@ func (d *Directory) releaseLease(ctx context.Context) {
 	d.repl.wg.Wait()
 }
 
+// cacheVRF stores, on a replicated reader, the VRF evaluation of a
+// registered handle that a lookup computed: the writer caches it when the
+// handle changes, but readers see only VRF indices in the log. Only
+// registered handles are cached, so the cache is bounded by the map. A
+// failure only costs the next lookup the evaluation again.
+func (d *Directory) cacheVRF(handle string, v *vrfEntry) {
+	if d.repl == nil || d.Role() == RoleWriter {
+		return
+	}
+	if err := d.st.db.Set(handleKey(handle), encodeVRF(v), pebble.NoSync); err != nil {
+		d.logger.Warn("directory: caching a VRF evaluation", "err", err)
+	}
+}
+
 // fetchPayload copies the payload of leaf from the shared table into b
 // (replicated mode only): true if it did. A missing or corrupt payload is
 // logged and reported as false; a database error is returned.
