@@ -292,6 +292,35 @@ func TestReplicatedFailover(t *testing.T) {
 	if !survivor.alive() {
 		t.Fatalf("%s exited", survivor.name)
 	}
+
+	// The killed writer, restarted on its data directory as a supervisor
+	// would, follows the log as a reader and serves the latest versions.
+	restarted := startReplicaKtd(t, bin, writer.name+"-restarted", writer.dataDir, common)
+	restarted.awaitRole(t, "reader", time.Minute)
+	rconn, err := grpc.NewClient(restarted.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rconn.Close()
+	rcl, err := client.New(ktpb.NewDirectoryClient(rconn), params, &client.MemStore{}, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h := range maxAcked {
+		var res *client.LookupResult
+		waitFor(h+" at the restarted writer", time.Minute, func() bool {
+			var err error
+			res, err = rcl.Lookup(ctx, h)
+			if verifyFailure(err) {
+				t.Fatalf("lookup of %s at the restarted %s: %v", h, writer.name, err)
+			}
+			return err == nil && res.Version >= latest[res.Index]
+		})
+		if res.Version != latest[res.Index] {
+			t.Errorf("%s: the restarted %s serves version %d, the log's latest %d", h, writer.name, res.Version, latest[res.Index])
+		}
+	}
+	t.Logf("the killed writer, restarted, follows as a reader and serves every handle at the log's latest version")
 	t.Logf("%d changes acknowledged (%d handles), all in the log once; log of %d entries ends with epoch %d; replay matches its root",
 		len(acked), len(maxAcked), len(entries), lastEpoch.Epoch)
 }
@@ -548,6 +577,7 @@ func (lk *looker) summary() string {
 // replicaKtd is a running ktd in the replicated mode.
 type replicaKtd struct {
 	name       string
+	dataDir    string
 	grpc, http string
 	cmd        *exec.Cmd
 	exited     chan struct{}
@@ -565,7 +595,7 @@ func startReplicaKtd(t testing.TB, bin, name, dataDir string, common []string) *
 func startKtdBinary(t testing.TB, bin, name, dataDir string, args []string) *replicaKtd {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--data-dir=" + dataDir}, args...)...)
-	logPath := dataDir + ".log"
+	logPath := filepath.Join(filepath.Dir(dataDir), name+".log")
 	out, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -579,7 +609,7 @@ func startKtdBinary(t testing.TB, bin, name, dataDir string, args []string) *rep
 		t.Fatal(err)
 	}
 	pw.Close()
-	k := &replicaKtd{name: name, cmd: cmd, exited: make(chan struct{})}
+	k := &replicaKtd{name: name, dataDir: dataDir, cmd: cmd, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(k.exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
