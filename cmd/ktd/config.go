@@ -151,9 +151,11 @@ type LogConfig struct {
 
 // TrillianConfig configures the Trillian backend.
 type TrillianConfig struct {
-	// Address of the trillian_log_server gRPC endpoints, host:port, or
-	// several separated by commas: calls are balanced over them, and a
-	// server that is down leaves the rotation (trillian.Dial).
+	// Address of the trillian_log_server gRPC endpoints: one host:port
+	// (a DNS name may resolve to every server; gRPC fails over between
+	// its addresses), or several separated by commas: calls are then
+	// balanced over them, and a server that is down leaves the rotation
+	// (trillian.Dial).
 	Address string `mapstructure:"address"`
 	// TreeID of an existing Trillian log tree. With CreateTree and TreeID 0,
 	// a tree is created and its ID is logged: put it in the configuration.

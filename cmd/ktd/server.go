@@ -20,6 +20,7 @@ import (
 	_ "github.com/go-sql-driver/mysql"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
@@ -387,7 +388,15 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 		}
 		s.log, s.tiles = l, l.TilesHandler()
 	case "trillian":
-		conn, err := trillian.Dial(trillianAddrs(cfg.Log.Trillian.Address))
+		// One address: gRPC's DNS resolver, so that a name resolving to
+		// every server fails over between them; several: trillian.Dial
+		// balances over the list.
+		var conn *grpc.ClientConn
+		if addrs := trillianAddrs(cfg.Log.Trillian.Address); len(addrs) == 1 {
+			conn, err = grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		} else {
+			conn, err = trillian.Dial(addrs)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("connecting to Trillian at %s: %w", cfg.Log.Trillian.Address, err)
 		}
