@@ -494,6 +494,57 @@ func TestCompose(t *testing.T) {
 	}
 }
 
+// TestComposeReplicated checks the override that replicates the directory
+// over two ktd: both in cluster mode with distinct advertised addresses,
+// the second reading the first's keys read-only, nothing published
+// beyond loopback; and docker-compose accepts the two files together.
+func TestComposeReplicated(t *testing.T) {
+	const file = "compose/compose.replicated.yaml"
+	docs := yamlDocs(t, file)
+	if len(docs) != 1 {
+		t.Fatalf("%s: %d documents", file, len(docs))
+	}
+	services, _ := docs[0]["services"].(map[string]any)
+	advertised := map[string]bool{}
+	for _, name := range []string{"ktd", "ktd-2"} {
+		svc := services[name]
+		if svc == nil {
+			t.Fatalf("%s has no service %s", file, name)
+		}
+		env := strMap(svc, "environment")
+		if !strings.Contains(env["KTD_CLUSTER_DSN"], "@tcp(mariadb:3306)/") {
+			t.Errorf("%s: %s has KTD_CLUSTER_DSN %q", file, name, env["KTD_CLUSTER_DSN"])
+		}
+		a := env["KTD_CLUSTER_ADVERTISE"]
+		if a == "" || advertised[a] {
+			t.Errorf("%s: %s advertises %q (empty or shared)", file, name, a)
+		}
+		advertised[a] = true
+		for _, p := range list(svc, "ports") {
+			if s, _ := p.(string); !strings.HasPrefix(s, "127.0.0.1:") {
+				t.Errorf("service %s publishes %q beyond loopback", name, s)
+			}
+		}
+		for _, v := range list(svc, "volumes") {
+			s, _ := v.(string)
+			if src, _, _ := strings.Cut(s, ":"); strings.HasPrefix(src, ".") {
+				if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
+					t.Errorf("service %s mounts %s: %v", name, src, err)
+				}
+			}
+		}
+	}
+	if !slices.Contains(list(services["ktd-2"], "volumes"), any("ktd:/etc/kt/keys:ro")) {
+		t.Errorf("ktd-2 does not mount ktd's keys read-only at /etc/kt/keys")
+	}
+	dc := requireTool(t, "docker-compose", "`apt-get install -y --no-install-recommends docker-compose`")
+	cmd := exec.Command(dc, "-f", "compose/compose.yaml", "-f", file, "config", "-q")
+	cmd.Env = append(os.Environ(), "KT_MYSQL_PASSWORD=test", "KT_TREE_ID=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
+	}
+}
+
 // TestSystemdUnits runs systemd-analyze verify on every unit, with the
 // binaries it starts present, and fails on any complaint (verify exits 0
 // on unknown directives, so its output counts).
