@@ -165,7 +165,7 @@ type TrillianConfig struct {
 }
 
 // ClusterConfig configures the replicated directory (docs/design.md section
-// 17.1, docs/operations.md "Replicated directory"): several ktd instances
+// 17.1, docs/operations.md "The replicated directory"): several ktd instances
 // over one Trillian tree, each with its own data directory (its own view
 // of the log) and the same keys, sharing the payloads and a writer lease
 // in MariaDB/MySQL. The holder of the lease writes; the others serve
