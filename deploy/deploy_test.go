@@ -132,6 +132,7 @@ func buildKtd(t *testing.T) string {
 // not have, a bad value or a failed validation is caught.
 func TestKtdConfigs(t *testing.T) {
 	ktd := buildKtd(t)
+	keys := t.TempDir() // the replicated example's /etc/kt/keys
 	run := func(t *testing.T, config string, env ...string) ([]byte, error) {
 		cmd := exec.Command(ktd, "issue-token", "--config="+config, "+14155550100")
 		cmd.Env = append(os.Environ(), append([]string{"KTD_DATA_DIR=" + t.TempDir()}, env...)...)
@@ -143,6 +144,9 @@ func TestKtdConfigs(t *testing.T) {
 	}{
 		// Compose and Kubernetes set the tree ID in the environment.
 		{"config/ktd.yaml", []string{"KTD_LOG_TRILLIAN_TREE_ID=1"}},
+		{"config/ktd-replicated.yaml", []string{"KTD_LOG_TRILLIAN_TREE_ID=1",
+			"KTD_LOG_KEY_FILE=" + filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE=" + filepath.Join(keys, "vrf.key"),
+			"KTD_DIRECTORY_RECOVERY_KEY_FILE=" + filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE=" + filepath.Join(keys, "enroll-token.key")}},
 		{"config/ktd-embedded.yaml", nil},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
@@ -487,6 +491,57 @@ func TestCompose(t *testing.T) {
 	cmd.Env = append(os.Environ(), "KT_MYSQL_PASSWORD=test")
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Fatalf("docker-compose accepted an unknown service option:\n%s", out)
+	}
+}
+
+// TestComposeReplicated checks the override that replicates the directory
+// over two ktd: both in cluster mode with distinct advertised addresses,
+// the second reading the first's keys read-only, nothing published
+// beyond loopback; and docker-compose accepts the two files together.
+func TestComposeReplicated(t *testing.T) {
+	const file = "compose/compose.replicated.yaml"
+	docs := yamlDocs(t, file)
+	if len(docs) != 1 {
+		t.Fatalf("%s: %d documents", file, len(docs))
+	}
+	services, _ := docs[0]["services"].(map[string]any)
+	advertised := map[string]bool{}
+	for _, name := range []string{"ktd", "ktd-2"} {
+		svc := services[name]
+		if svc == nil {
+			t.Fatalf("%s has no service %s", file, name)
+		}
+		env := strMap(svc, "environment")
+		if !strings.Contains(env["KTD_CLUSTER_DSN"], "@tcp(mariadb:3306)/") {
+			t.Errorf("%s: %s has KTD_CLUSTER_DSN %q", file, name, env["KTD_CLUSTER_DSN"])
+		}
+		a := env["KTD_CLUSTER_ADVERTISE"]
+		if a == "" || advertised[a] {
+			t.Errorf("%s: %s advertises %q (empty or shared)", file, name, a)
+		}
+		advertised[a] = true
+		for _, p := range list(svc, "ports") {
+			if s, _ := p.(string); !strings.HasPrefix(s, "127.0.0.1:") {
+				t.Errorf("service %s publishes %q beyond loopback", name, s)
+			}
+		}
+		for _, v := range list(svc, "volumes") {
+			s, _ := v.(string)
+			if src, _, _ := strings.Cut(s, ":"); strings.HasPrefix(src, ".") {
+				if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
+					t.Errorf("service %s mounts %s: %v", name, src, err)
+				}
+			}
+		}
+	}
+	if !slices.Contains(list(services["ktd-2"], "volumes"), any("ktd:/etc/kt/keys:ro")) {
+		t.Errorf("ktd-2 does not mount ktd's keys read-only at /etc/kt/keys")
+	}
+	dc := requireTool(t, "docker-compose", "`apt-get install -y --no-install-recommends docker-compose`")
+	cmd := exec.Command(dc, "-f", "compose/compose.yaml", "-f", file, "config", "-q")
+	cmd.Env = append(os.Environ(), "KT_MYSQL_PASSWORD=test", "KT_TREE_ID=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
 	}
 }
 

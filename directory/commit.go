@@ -1,7 +1,6 @@
 package directory
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -96,6 +95,14 @@ func (d *Directory) prepare(group []*request) error {
 	if len(ok) == 0 {
 		return nil
 	}
+	// Replicated: the payloads go to the shared table first, under the
+	// lease (replicated.go).
+	if reqErr, fatal := d.sharePayloads(ok); reqErr != nil {
+		for _, r := range ok {
+			r.finish(nil, reqErr)
+		}
+		return fatal
+	}
 	// Payloads before the records: a record in the log always has its
 	// opening and device set in the store. A crash after this batch and
 	// before the append leaves unreferenced payloads, which are harmless
@@ -140,7 +147,12 @@ func (d *Directory) launch() {
 		defer close(b.done)
 		// The context is not the requests': once handed to the log the
 		// records may land whatever the callers do.
-		b.idx, b.err = d.log.Append(context.WithoutCancel(d.ctx), b.records)
+		ctx, err := d.appendContext()
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.idx, b.err = d.log.Append(ctx, b.records)
 	}()
 }
 

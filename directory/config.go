@@ -123,6 +123,13 @@ type Config struct {
 
 	// Metrics receives counters (default: none).
 	Metrics Metrics
+
+	// Replication, when set, runs the directory as one instance of a
+	// replicated directory (design.md 17.1; see replicated.go): it starts
+	// as a reader following Log, and becomes the writer when it acquires
+	// the lease. Log must then be a backend shared by every instance
+	// (log/trillian), each instance with its own StateDir.
+	Replication *Replication
 }
 
 func (c *Config) validate() (note.Verifier, error) {
@@ -169,6 +176,13 @@ func (c *Config) validate() (note.Verifier, error) {
 	}
 	if c.Metrics == nil {
 		c.Metrics = nopMetrics{}
+	}
+	if c.Replication != nil {
+		r := *c.Replication // the caller's value stays as it was
+		if err := r.validate(); err != nil {
+			return nil, err
+		}
+		c.Replication = &r
 	}
 	return v, nil
 }

@@ -46,6 +46,7 @@ type Directory struct {
 	recovery [32]byte
 	st       *store
 	logger   *slog.Logger
+	repl     *replState // nil unless Config.Replication is set (replicated.go)
 
 	// cur is the epoch that lookups are served from; nil until the first
 	// epoch checkpoint is known.
@@ -127,10 +128,20 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 		done:     make(chan struct{}),
 		jobs:     make(chan func()),
 	}
+	d.repl = newRepl(&cfg, bg)
 	if err := d.recover(ctx); err != nil {
 		cancel()
 		st.close()
 		return nil, err
+	}
+	if d.repl != nil {
+		// A reader first; the writer once it holds the lease.
+		if err := d.startReplicated(); err != nil {
+			cancel()
+			st.close()
+			return nil, err
+		}
+		return d, nil
 	}
 	go d.run()
 	return d, nil
@@ -153,6 +164,7 @@ func (d *Directory) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("directory: waiting for the sequencer: %w", ctx.Err())
 	}
+	d.releaseLease(ctx)
 	return d.st.close()
 }
 
@@ -287,7 +299,12 @@ func (d *Directory) recover(ctx context.Context) error {
 					if _, ok, err := d.st.payload(leaf); err != nil {
 						return err
 					} else if !ok {
-						missing++
+						// Replicated: from the shared table.
+						if got, err := d.fetchPayload(ctx, leaf, b); err != nil {
+							return err
+						} else if !got {
+							missing++
+						}
 					}
 					h := headState{version: r.Version, leaf: leaf, logIndex: j}
 					b.Set(stateKey(r.Index), encodeHead(h), nil)

@@ -39,6 +39,16 @@
 // after which nothing more is prepared), so the epoch covers every change
 // already acknowledged or synced.
 //
+// # Replicated mode
+//
+// With Config.Replication (replicated.go, design.md 17.1) several
+// instances run on one shared log: each keeps its own store, built by the
+// same replay, and only the payloads and epoch checkpoints are shared, in
+// MariaDB. The holder of a database lease runs the sequencer above, with
+// its payloads also stored, fenced by the lease, before each Append; the
+// others follow the log and serve lookups, and one of them takes over when
+// the lease expires.
+//
 // # Decisions where design.md is silent
 //
 //   - Two changes to one handle in one request are refused
@@ -48,7 +58,8 @@
 //     directory does not check that an enrollment joining an existing
 //     account ID is signed by one of that account's keys.
 //   - A Monitor request with a known version above the epoch's latest, or a
-//     known size above the epoch checkpoint's, gets ErrOutOfRange; more than
+//     known size above the epoch checkpoint's, gets ErrOutOfRange (a
+//     known size above a replicated reader's epoch: ErrUnavailable); more than
 //     MaxMonitorChanges versions at once get ErrResourceExhausted.
 //   - Any Append error stops the sequencer (the records' fate is unknown);
 //     a restart re-reads the log. The group prepared behind a failed

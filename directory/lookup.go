@@ -68,7 +68,7 @@ func (d *Directory) part(ctx context.Context, ep *epoch, known uint64, omit bool
 	case known == ep.size && omit:
 		return nil, nil
 	case known > ep.size:
-		return nil, errorf(ErrOutOfRange, "known size %d is beyond the current epoch checkpoint's size %d", known, ep.size)
+		return nil, d.behind(known, ep.size)
 	case known == 0 || known == ep.size:
 		return ep.full, nil
 	}
@@ -170,11 +170,14 @@ func (d *Directory) lookup(ep *epoch, input string) (*ktpb.LookupResponse, error
 	if err != nil {
 		return nil, err
 	}
-	v, _, err := d.vrfFor(handle)
+	v, isNew, err := d.vrfFor(handle)
 	if err != nil {
 		return nil, err
 	}
 	p, val := ep.snap.Prove(v.index)
+	if isNew && val != nil {
+		d.cacheVRF(handle, v) // a replicated reader (replicated.go)
+	}
 	mp, err := p.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("directory: encoding a map proof: %w", err)

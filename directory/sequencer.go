@@ -307,7 +307,11 @@ func (d *Directory) closeEpoch() error {
 	if err := d.st.db.Set(keyInflight, u64(d.size+1), pebble.Sync); err != nil {
 		return fmt.Errorf("directory: store: %w", err)
 	}
-	idx, err := d.log.Append(context.WithoutCancel(d.ctx), [][]byte{raw})
+	actx, err := d.appendContext()
+	if err != nil {
+		return fmt.Errorf("directory: epoch record %d not appended: %w", rec.Epoch, err)
+	}
+	idx, err := d.log.Append(actx, [][]byte{raw})
 	if err != nil {
 		return fmt.Errorf("directory: Append of epoch record %d failed; its fate is unknown: %w", rec.Epoch, err)
 	}
@@ -361,6 +365,9 @@ func (d *Directory) closeEpoch() error {
 		return err
 	}
 	d.cur.Store(ep)
+	if err := d.shareEpoch(meta); err != nil {
+		return fmt.Errorf("directory: storing epoch %d in the shared table: %w", rec.Epoch, err)
+	}
 	d.cfg.Metrics.EpochClosed(rec.Epoch, nChanges, time.Since(start))
 	d.logger.Debug("directory: epoch closed", "epoch", rec.Epoch, "log_size", i+1, "changes", nChanges, "handles", rec.MapSize, "took", time.Since(start))
 	return nil

@@ -68,6 +68,9 @@ func (d *Directory) Recover(ctx context.Context, req *ktpb.ChangeRequest) (*ktpb
 }
 
 func (d *Directory) update(ctx context.Context, hcs []*ktpb.HandleChange, kinds ...api.AuthKind) (*ktpb.ChangeResponse, error) {
+	if err := d.refuseWrite(); err != nil { // a replicated reader
+		return nil, err
+	}
 	switch {
 	case len(hcs) == 0:
 		return nil, d.reject(errorf(ErrInvalidArgument, "no changes"))

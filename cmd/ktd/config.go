@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/spf13/pflag"
 
 	"github.com/keytrans/kt/directory/grpcserver"
@@ -59,6 +60,7 @@ type Config struct {
 	Enrollment EnrollmentConfig `mapstructure:"enrollment"`
 	Log        LogConfig        `mapstructure:"log"`
 	Witness    WitnessConfig    `mapstructure:"witness"`
+	Cluster    ClusterConfig    `mapstructure:"cluster"`
 }
 
 // TLSConfig configures TLS on the public gRPC and HTTP listeners.
@@ -149,13 +151,61 @@ type LogConfig struct {
 
 // TrillianConfig configures the Trillian backend.
 type TrillianConfig struct {
-	// Address of a trillian_log_server gRPC endpoint, host:port.
+	// Address of the trillian_log_server gRPC endpoints: one host:port
+	// (a DNS name may resolve to every server; gRPC fails over between
+	// its addresses), or several separated by commas: calls are then
+	// balanced over them, and a server that is down leaves the rotation
+	// (trillian.Dial).
 	Address string `mapstructure:"address"`
 	// TreeID of an existing Trillian log tree. With CreateTree and TreeID 0,
 	// a tree is created and its ID is logged: put it in the configuration.
 	TreeID int64 `mapstructure:"tree_id"`
 	// CreateTree creates and initialises a tree when TreeID is 0.
 	CreateTree bool `mapstructure:"create_tree"`
+}
+
+// ClusterConfig configures the replicated directory (docs/design.md section
+// 17.1, docs/operations.md "The replicated directory"): several ktd instances
+// over one Trillian tree, each with its own data directory (its own view
+// of the log) and the same keys, sharing the payloads and a writer lease
+// in MariaDB/MySQL. The holder of the lease writes; the others serve
+// lookups and monitoring from their views and refuse changes with
+// Unavailable naming the writer's cluster.advertise address. When the
+// writer dies, another takes over once the lease has expired (after
+// lease_duration plus margin, plus the time to drain Trillian's queue).
+// A writer that loses its lease exits with status 1 ("the directory
+// stopped writing"): run ktd under a supervisor that restarts it (systemd
+// Restart=always, Kubernetes), and it comes back as a reader.
+type ClusterConfig struct {
+	// DSN enables the replicated mode: a go-sql-driver/mysql DSN
+	// (user:password@tcp(host:3306)/database) of the database holding the
+	// lease (kt_lease) and shared tables (kt_payload, kt_epoch), created
+	// if missing. It needs log.backend "trillian" with a fixed
+	// log.trillian.tree_id. Empty: a single, standalone ktd.
+	DSN string `mapstructure:"dsn"`
+	// TrillianDSN is a DSN of Trillian's own database, read (the
+	// Unsequenced table) by a new writer to drain the queue of its
+	// predecessor. Default: DSN (when both live in one database).
+	TrillianDSN string `mapstructure:"trillian_dsn"`
+	// LeaseName names the writer lease: one per log. Default
+	// "directory-writer/" + log.origin.
+	LeaseName string `mapstructure:"lease_name"`
+	// LeaseDuration is how long a term lasts after each renewal (every
+	// third of it), by the database's clock. Default 10s.
+	LeaseDuration time.Duration `mapstructure:"lease_duration"`
+	// Margin is how long before its term ends a writer stops appending,
+	// by its own clock, and how long a new writer waits after acquiring
+	// the lease. Generous (seconds): it must cover the longest pause of
+	// a writer between its deadline check and its last queued entry.
+	// Default 2s; below lease_duration.
+	Margin time.Duration `mapstructure:"margin"`
+	// Advertise is the gRPC address (host:port) clients reach this
+	// instance at, which readers name when they refuse a change. Default
+	// grpc_listen.
+	Advertise string `mapstructure:"advertise"`
+	// PollInterval is how often a reader looks for new log entries.
+	// Default 250ms.
+	PollInterval time.Duration `mapstructure:"poll_interval"`
 }
 
 // WitnessConfig configures witnessing of checkpoints.
@@ -201,6 +251,13 @@ var options = []option{
 	{Key: "log.trillian.create_tree", Default: false, Usage: "create a Trillian tree when tree_id is 0"},
 	{Key: "witness.policy_file", Default: "", Usage: "witness policy file (Sigsum policy format); empty: no witnesses"},
 	{Key: "witness.timeout", Default: 10 * time.Second, Usage: "timeout of each round of witness requests"},
+	{Key: "cluster.dsn", Default: "", Usage: "replicated directory: MariaDB/MySQL DSN of the lease and shared payload tables; empty: standalone"},
+	{Key: "cluster.trillian_dsn", Default: "", Usage: "DSN of Trillian's database, for the takeover's queue drain (default cluster.dsn)"},
+	{Key: "cluster.lease_name", Default: "", Usage: `writer lease name (default "directory-writer/" + log.origin)`},
+	{Key: "cluster.lease_duration", Default: 10 * time.Second, Usage: "writer lease term, renewed every third of it"},
+	{Key: "cluster.margin", Default: 2 * time.Second, Usage: "writer stops appending this long before its term ends; a new writer waits this long"},
+	{Key: "cluster.advertise", Default: "", Usage: "gRPC address clients reach this instance at, named by readers (default grpc_listen)"},
+	{Key: "cluster.poll_interval", Default: 250 * time.Millisecond, Usage: "how often a reader looks for new log entries"},
 }
 
 func envName(key string) string { return cliconfig.EnvName("KTD", key) }
@@ -316,6 +373,11 @@ func (c *Config) validate() error {
 		if c.Log.Trillian.Address == "" {
 			add("log.trillian.address must be set for the trillian backend")
 		}
+		for _, a := range trillianAddrs(c.Log.Trillian.Address) {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				add("log.trillian.address %q: want host:port, or several separated by commas", a)
+			}
+		}
 		if c.Log.Trillian.TreeID == 0 && !c.Log.Trillian.CreateTree {
 			add("log.trillian.tree_id must be set, or log.trillian.create_tree to create a tree")
 		}
@@ -328,6 +390,7 @@ func (c *Config) validate() error {
 	if c.Witness.Timeout <= 0 {
 		add("witness.timeout must be positive")
 	}
+	c.validateCluster(add)
 	def := func(p *string, name string) {
 		if *p == "" {
 			*p = filepath.Join(c.DataDir, name)
@@ -362,4 +425,64 @@ func readPolicy(path string) ([]byte, error) {
 		return nil, fmt.Errorf("witness policy: %w", err)
 	}
 	return b, nil
+}
+
+// trillianAddrs splits log.trillian.address at commas.
+func trillianAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// validateCluster checks the cluster keys and fills in their defaults.
+func (c *Config) validateCluster(add func(string, ...any)) {
+	cl := &c.Cluster
+	if cl.DSN == "" {
+		if cl.TrillianDSN != "" || cl.Advertise != "" || cl.LeaseName != "" {
+			add("cluster.trillian_dsn, cluster.advertise and cluster.lease_name need cluster.dsn (the replicated mode)")
+		}
+		return
+	}
+	if c.Log.Backend != "trillian" {
+		add("cluster.dsn (the replicated directory) needs log.backend \"trillian\": every instance must append to and read one shared log, which the embedded posix backend is not")
+	}
+	if c.Log.Trillian.CreateTree || c.Log.Trillian.TreeID == 0 {
+		add("cluster.dsn needs a fixed log.trillian.tree_id, not log.trillian.create_tree: every instance must use the same tree (create it once, e.g. with a first standalone start or Trillian's createtree)")
+	}
+	for _, d := range []struct{ key, dsn string }{{"cluster.dsn", cl.DSN}, {"cluster.trillian_dsn", cl.TrillianDSN}} {
+		if d.dsn == "" {
+			continue
+		}
+		if _, err := mysql.ParseDSN(d.dsn); err != nil {
+			add("%s: %v", d.key, err)
+		}
+	}
+	if cl.LeaseDuration < time.Second {
+		add("cluster.lease_duration %v: want at least 1s", cl.LeaseDuration)
+	}
+	if cl.Margin <= 0 || cl.Margin >= cl.LeaseDuration {
+		add("need 0 < cluster.margin (%v) < cluster.lease_duration (%v)", cl.Margin, cl.LeaseDuration)
+	}
+	if cl.PollInterval <= 0 {
+		add("cluster.poll_interval must be positive")
+	}
+	if cl.TrillianDSN == "" {
+		cl.TrillianDSN = cl.DSN
+	}
+	if cl.LeaseName == "" {
+		cl.LeaseName = "directory-writer/" + c.Log.Origin
+	}
+	if len(cl.LeaseName) > 150 {
+		add("cluster.lease_name %q: at most 150 bytes", cl.LeaseName)
+	}
+	if cl.Advertise == "" {
+		cl.Advertise = c.GRPCListen
+	}
+	if strings.ContainsAny(cl.Advertise, " \t\n") || len(cl.Advertise) > 120 {
+		add("cluster.advertise %q: want an address without spaces, at most 120 bytes", cl.Advertise)
+	}
 }

@@ -52,9 +52,26 @@ func TestConfigDefaults(t *testing.T) {
 			CheckpointInterval: 200 * time.Millisecond,
 		},
 		Witness: WitnessConfig{Timeout: 10 * time.Second},
+		Cluster: ClusterConfig{LeaseDuration: 10 * time.Second, Margin: 2 * time.Second, PollInterval: 250 * time.Millisecond},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+}
+
+func TestConfigCluster(t *testing.T) {
+	c, _, err := loadConfig([]string{"--log-backend", "trillian", "--log-trillian-address", "a:1, b:2", "--log-trillian-tree-id", "7",
+		"--cluster-dsn", "kt:pw@tcp(db:3306)/kt", "--cluster-advertise", "kt-1:8443"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ClusterConfig{DSN: "kt:pw@tcp(db:3306)/kt", TrillianDSN: "kt:pw@tcp(db:3306)/kt", LeaseName: "directory-writer/localhost/kt",
+		LeaseDuration: 10 * time.Second, Margin: 2 * time.Second, Advertise: "kt-1:8443", PollInterval: 250 * time.Millisecond}
+	if diff := cmp.Diff(want, c.Cluster); diff != "" {
+		t.Errorf("cluster (-want +got):\n%s", diff)
+	}
+	if got := trillianAddrs(c.Log.Trillian.Address); !cmp.Equal(got, []string{"a:1", "b:2"}) {
+		t.Errorf("trillian addresses %q", got)
 	}
 }
 
@@ -126,6 +143,12 @@ func TestConfigErrors(t *testing.T) {
 		{name: "public operator without client CA", args: []string{"--operator-listen", "0.0.0.0:8444"}, want: "operator.client_ca_file"},
 		{name: "zero rate", args: []string{"--limits-requests-per-second", "0"}, want: "requests_per_second"},
 		{name: "tiny messages", args: []string{"--limits-max-request-bytes", "10"}, want: "max_request_bytes"},
+		{name: "cluster on posix", args: []string{"--cluster-dsn", "u@tcp(db:3306)/kt"}, want: `needs log.backend "trillian"`},
+		{name: "cluster creating a tree", args: []string{"--log-backend", "trillian", "--log-trillian-address", "t:1", "--log-trillian-create-tree", "--cluster-dsn", "u@tcp(db:3306)/kt"}, want: "fixed log.trillian.tree_id"},
+		{name: "cluster bad dsn", args: []string{"--log-backend", "trillian", "--log-trillian-address", "t:1", "--log-trillian-tree-id", "5", "--cluster-dsn", "u@tcp(db:3306"}, want: "cluster.dsn"},
+		{name: "cluster margin", args: []string{"--log-backend", "trillian", "--log-trillian-address", "t:1", "--log-trillian-tree-id", "5", "--cluster-dsn", "u@tcp(db:3306)/kt", "--cluster-margin", "20s"}, want: "cluster.margin"},
+		{name: "cluster keys without dsn", args: []string{"--cluster-advertise", "kt-1:8443"}, want: "need cluster.dsn"},
+		{name: "trillian address list", args: []string{"--log-backend", "trillian", "--log-trillian-tree-id", "5", "--log-trillian-address", "a:1,b"}, want: `log.trillian.address "b"`},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/ktd.yaml"}, want: "configuration file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -139,6 +139,36 @@ func (m *metrics) EpochClosed(epoch uint64, _ int, took time.Duration) {
 // Lookups implements directory.Metrics.
 func (m *metrics) Lookups(n int) { m.lookups.Add(float64(n)) }
 
+// watchDirectory adds the directory's replication gauges: the role (1 for
+// the current one) and, for a reader, how many log entries its view lags.
+func (m *metrics) watchDirectory(d *directory.Directory) {
+	if d.Role() == directory.RoleStandalone {
+		return
+	}
+	for _, role := range []string{directory.RoleReader, directory.RoleTakeover, directory.RoleWriter, directory.RoleStopped} {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "ktd_directory_role",
+			Help:        "Role of this replicated directory instance: 1 for the current one.",
+			ConstLabels: prometheus.Labels{"role": role},
+		}, func() float64 {
+			if d.Role() == role {
+				return 1
+			}
+			return 0
+		}))
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ktd_directory_replication_lag_entries",
+		Help: "Log entries beyond this instance's view, as of its last poll of the log.",
+	}, func() float64 {
+		applied, size := d.Lag()
+		if size < applied {
+			return 0
+		}
+		return float64(size - applied)
+	}))
+}
+
 // handler serves /metrics and, when withPprof, /debug/pprof/.
 func (m *metrics) handler(withPprof bool) http.Handler {
 	mux := http.NewServeMux()

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"path/filepath"
 	"time"
 
+	_ "github.com/go-sql-driver/mysql"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,6 +26,8 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
+	"github.com/keytrans/kt/internal/lease"
+	"github.com/keytrans/kt/internal/payloadstore"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/posix"
@@ -49,6 +54,7 @@ type server struct {
 	vrfPublic   string
 	recoveryPub ed25519.PublicKey
 	dir         service
+	d           *directory.Directory
 	metrics     *metrics
 	// closers release what newServer opened, in reverse order.
 	closers []func(context.Context) error
@@ -191,7 +197,9 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		"vrf_public_key", s.vrfPublic,
 		"recovery_public_key", base64.StdEncoding.EncodeToString(s.recoveryPub),
 		"enrollment", cfg.Enrollment.Mode,
-		"data_dir", cfg.DataDir)
+		"data_dir", cfg.DataDir,
+		"replicated", cfg.Cluster.DSN != "",
+		"role", s.d.Role())
 	for _, l := range []struct{ key, addr string }{{"grpc_listen", bound.GRPC}, {"http_listen", bound.HTTP}} {
 		if l.addr != "" && publicTLS == nil && !isLoopback(l.addr) {
 			logger.Warn("public listener without TLS: terminate TLS in front of ktd or set tls.cert_file", "listener", l.key, "addr", l.addr)
@@ -212,6 +220,20 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 	}
 	if ready != nil {
 		ready <- bound
+	}
+	if stopped := s.d.Stopped(); stopped != nil {
+		// Replicated: an instance that stopped writing (lease lost) or
+		// following exits, for its supervisor to restart it as a reader.
+		g.Go(func() error {
+			select {
+			case <-stopped:
+				err := fmt.Errorf("the directory stopped (%v); exiting so that a supervisor restarts this instance, which then follows the log as a reader", s.d.StopError())
+				logger.Error("ktd: " + err.Error())
+				return err
+			case <-gctx.Done():
+				return nil
+			}
+		})
 	}
 	g.Go(func() error {
 		<-gctx.Done()
@@ -350,6 +372,7 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 	}
 
 	// Log.
+	var tl *trillian.Log
 	switch cfg.Log.Backend {
 	case "posix":
 		l, err := posix.New(ctx, posix.Config{
@@ -365,7 +388,15 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 		}
 		s.log, s.tiles = l, l.TilesHandler()
 	case "trillian":
-		conn, err := grpc.NewClient(cfg.Log.Trillian.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		// One address: gRPC's DNS resolver, so that a name resolving to
+		// every server fails over between them; several: trillian.Dial
+		// balances over the list.
+		var conn *grpc.ClientConn
+		if addrs := trillianAddrs(cfg.Log.Trillian.Address); len(addrs) == 1 {
+			conn, err = grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		} else {
+			conn, err = trillian.Dial(addrs)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("connecting to Trillian at %s: %w", cfg.Log.Trillian.Address, err)
 		}
@@ -382,9 +413,15 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 		if err != nil {
 			return nil, fmt.Errorf("opening the Trillian log: %w", err)
 		}
-		s.log = l
+		s.log, tl = l, l
 	}
 	s.closers = append(s.closers, s.log.Close)
+	var repl *directory.Replication
+	if cfg.Cluster.DSN != "" {
+		if repl, err = s.openCluster(ctx, tl); err != nil {
+			return nil, err
+		}
+	}
 
 	// Directory.
 	d, err := directory.New(ctx, directory.Config{
@@ -401,11 +438,13 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 		CacheSize:         cfg.Directory.CacheSize,
 		Logger:            logger,
 		Metrics:           s.metrics,
+		Replication:       repl,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the directory: %w", err)
 	}
-	s.dir = d
+	s.dir, s.d = d, d
+	s.metrics.watchDirectory(d)
 	s.closers = append(s.closers, d.Close)
 	return s, nil
 }
@@ -489,7 +528,17 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 		s.logger.Debug("healthz: directory not ready", "err", err)
 		return
 	}
-	fmt.Fprintln(w, "ok")
+	if s.cfg.Cluster.DSN == "" {
+		fmt.Fprintln(w, "ok")
+		return
+	}
+	// Replicated: the role, for load balancers and operators.
+	role := s.d.Role()
+	if role == directory.RoleStopped {
+		http.Error(w, "stopped", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok", role)
 }
 
 // close releases everything newServer opened, last opened first: the
@@ -501,4 +550,61 @@ func (s *server) close(ctx context.Context) error {
 	}
 	s.closers = nil
 	return errors.Join(errs...)
+}
+
+// openCluster opens the replicated mode's databases and tables and
+// returns the directory's Replication.
+func (s *server) openCluster(ctx context.Context, tl *trillian.Log) (*directory.Replication, error) {
+	cl := s.cfg.Cluster
+	open := func(key, dsn string) (*sql.DB, error) {
+		db, err := sql.Open("mysql", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		s.closers = append(s.closers, func(context.Context) error { return db.Close() })
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := db.PingContext(pctx); err != nil {
+			return nil, fmt.Errorf("%s: connecting: %w", key, err)
+		}
+		return db, nil
+	}
+	db, err := open("cluster.dsn", cl.DSN)
+	if err != nil {
+		return nil, err
+	}
+	tdb := db
+	if cl.TrillianDSN != cl.DSN {
+		if tdb, err = open("cluster.trillian_dsn", cl.TrillianDSN); err != nil {
+			return nil, err
+		}
+	}
+	if err := lease.CreateTable(ctx, db); err != nil {
+		return nil, err
+	}
+	if err := payloadstore.CreateTable(ctx, db); err != nil {
+		return nil, err
+	}
+	if _, err := trillian.Unsequenced(ctx, tdb, tl.TreeID()); err != nil {
+		return nil, fmt.Errorf("cluster.trillian_dsn must reach Trillian's database: %w", err)
+	}
+	host, _ := os.Hostname()
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:])
+	holder := fmt.Sprintf("%s %s/%d/%x", cl.Advertise, host, os.Getpid(), nonce)
+	if len(holder) > 190 {
+		holder = holder[:190]
+	}
+	return &directory.Replication{
+		Lease: lease.Config{
+			DB:       db,
+			Name:     cl.LeaseName,
+			Holder:   holder,
+			Duration: cl.LeaseDuration,
+			Margin:   cl.Margin,
+		},
+		Payloads:     payloadstore.New(db),
+		Drain:        func(ctx context.Context) error { return tl.Drain(ctx, tdb, 50*time.Millisecond) },
+		PollInterval: cl.PollInterval,
+	}, nil
 }

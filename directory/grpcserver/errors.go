@@ -91,6 +91,12 @@ func (e *edge) toStatus(ctx context.Context, method string, err error) error {
 		e.logger.ErrorContext(ctx, "internal error", "method", method, "peer", peerAddr(ctx), "err", err)
 		return status.Error(c, "internal error")
 	case codes.Unavailable:
+		var nw *directory.NotWriterError
+		if errors.As(err, &nw) {
+			// A replicated directory's reader: the message names the
+			// writer, for the client.
+			return status.Error(c, nw.Error())
+		}
 		e.logger.WarnContext(ctx, "unavailable", "method", method, "err", err)
 		return status.Error(c, "service unavailable, retry later")
 	case codes.Canceled, codes.DeadlineExceeded:

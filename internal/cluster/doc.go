@@ -11,12 +11,19 @@
 // saw is consistent with the final one (golang.org/x/mod/sumdb/tlog), and
 // that clients reading over the HTTP read API kept verifying throughout.
 //
+// TestReplicatedFailover runs two ktd binaries in the replicated mode
+// (docs/design.md section 17.1) on that cluster, under load from clients
+// of the client library, and kills the master signer and then the writing
+// ktd: the other ktd must take over without losing or duplicating an
+// acknowledged change, and lookups must keep verifying.
+//
 // TestWriterTakeover exercises the replicated directory's takeover
-// protocol (docs/design.md section 17.1) with its building blocks
-// (internal/lease, internal/payloadstore, internal/replica,
-// trillian.Unsequenced) and two test writers on the same cluster. The
-// benchmarks compare the cluster with the embedded default, for the log
-// (BenchmarkClusterAppend) and for the directory (BenchmarkDirectory).
+// protocol with its building blocks (internal/lease, internal/payloadstore,
+// internal/replica, trillian.Unsequenced) and two test writers on the same
+// cluster. The benchmarks compare the cluster with the embedded default,
+// for the log (BenchmarkClusterAppend), for the directory in-process
+// (BenchmarkDirectory) and for ktd binaries through gRPC
+// (BenchmarkKtdTopologies).
 //
 // The package has no non-test code; the processes are run by
 // [github.com/keytrans/kt/internal/trilliantest].

@@ -59,10 +59,24 @@ const Schema = `CREATE TABLE IF NOT EXISTS kt_payload (
   token      BIGINT UNSIGNED NOT NULL
 ) ENGINE=InnoDB`
 
-// CreateTable creates the payload table if it does not exist.
+// EpochSchema creates the epoch checkpoint table if it does not exist: for
+// each epoch record (by log index), the epoch checkpoint the writer
+// published for it and the record's inclusion proof, which readers serve
+// lookups with (see [Store.PutEpoch]).
+const EpochSchema = `CREATE TABLE IF NOT EXISTS kt_epoch (
+  log_index  BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+  checkpoint MEDIUMBLOB NOT NULL,
+  inclusion  BLOB NOT NULL,
+  token      BIGINT UNSIGNED NOT NULL
+) ENGINE=InnoDB`
+
+// CreateTable creates the payload and epoch checkpoint tables if they do
+// not exist.
 func CreateTable(ctx context.Context, db *sql.DB) error {
-	if _, err := db.ExecContext(ctx, Schema); err != nil {
-		return fmt.Errorf("payloadstore: creating table: %w", err)
+	for _, q := range []string{Schema, EpochSchema} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("payloadstore: creating table: %w", err)
+		}
 	}
 	return nil
 }
@@ -190,4 +204,72 @@ func get(ctx context.Context, q *sql.DB, leaf [32]byte) (*Payload, error) {
 		return nil, &CorruptError{Leaf: leaf, Reason: err}
 	}
 	return &p, nil
+}
+
+// PutEpoch stores, fenced by the writer's lease, the epoch checkpoint of
+// the epoch record at logIndex (a signed checkpoint of size logIndex+1)
+// and the record's inclusion proof in it. Readers cannot recreate it: the
+// log's checkpoint of exactly that size is published only until the
+// writer's next append, and a witnessed checkpoint carries cosignatures.
+// Storing the same again is a no-op; a different one fails with
+// ErrConflict. Nothing is checked here: readers check what they read
+// (signature, size, inclusion), see [Store.GetEpoch].
+func (s *Store) PutEpoch(ctx context.Context, l *lease.Lease, logIndex uint64, checkpoint []byte, inclusion [][]byte) error {
+	incl := bytes.Join(inclusion, nil)
+	for _, h := range inclusion {
+		if len(h) != 32 {
+			return fmt.Errorf("%w: inclusion proof hash of %d bytes", ErrInvalid, len(h))
+		}
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("payloadstore: %w", err)
+	}
+	defer tx.Rollback()
+	if err := l.Fence(ctx, tx); err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, "INSERT IGNORE INTO kt_epoch (log_index, checkpoint, inclusion, token) VALUES (?, ?, ?, ?)", logIndex, checkpoint, incl, l.Token())
+	if err != nil {
+		return fmt.Errorf("payloadstore: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("payloadstore: %w", err)
+	} else if n != 1 {
+		var cp, in []byte
+		if err := tx.QueryRowContext(ctx, "SELECT checkpoint, inclusion FROM kt_epoch WHERE log_index = ?", logIndex).Scan(&cp, &in); err != nil {
+			return fmt.Errorf("payloadstore: reading back epoch at %d: %w", logIndex, err)
+		}
+		if !bytes.Equal(cp, checkpoint) || !bytes.Equal(in, incl) {
+			return fmt.Errorf("%w: epoch checkpoint at log index %d", ErrConflict, logIndex)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("payloadstore: %w", err)
+	}
+	return nil
+}
+
+// GetEpoch returns the stored epoch checkpoint of the epoch record at
+// logIndex and its inclusion proof, unchecked: the caller verifies the
+// checkpoint's signature, that its size is logIndex+1 and that the proof
+// includes the record. It fails with ErrNotFound, or a *CorruptError when
+// the proof is not a list of 32-byte hashes.
+func (s *Store) GetEpoch(ctx context.Context, logIndex uint64) (checkpoint []byte, inclusion [][]byte, err error) {
+	var in []byte
+	err = s.db.QueryRowContext(ctx, "SELECT checkpoint, inclusion FROM kt_epoch WHERE log_index = ?", logIndex).Scan(&checkpoint, &in)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, fmt.Errorf("%w: epoch at log index %d", ErrNotFound, logIndex)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("payloadstore: %w", err)
+	}
+	if len(in)%32 != 0 {
+		return nil, nil, &CorruptError{Reason: fmt.Errorf("the inclusion proof of the epoch at log index %d has %d bytes", logIndex, len(in))}
+	}
+	inclusion = [][]byte{}
+	for ; len(in) > 0; in = in[32:] {
+		inclusion = append(inclusion, bytes.Clone(in[:32]))
+	}
+	return checkpoint, inclusion, nil
 }

@@ -1,6 +1,7 @@
 package payloadstore
 
 import (
+	"bytes"
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -224,5 +225,48 @@ func TestGetTampered(t *testing.T) {
 				t.Fatalf("Get of a tampered row: %v, want a CorruptError for the record", err)
 			}
 		})
+	}
+}
+
+// TestEpochs: PutEpoch is fenced and idempotent, refuses a different
+// checkpoint for the same index, and GetEpoch returns what was stored.
+func TestEpochs(t *testing.T) {
+	db := newDB(t)
+	ctx := t.Context()
+	l := acquire(t, db, "a", time.Minute)
+	cp := []byte("example.com/log\n8\nroot\n\n— sig\n")
+	incl := [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)}
+	s := New(db)
+	if _, _, err := s.GetEpoch(ctx, 7); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetEpoch before Put: %v, want ErrNotFound", err)
+	}
+	for range 2 { // the second is a retry
+		if err := s.PutEpoch(ctx, l, 7, cp, incl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutEpoch(ctx, l, 7, append(cp, 'x'), incl); !errors.Is(err, ErrConflict) {
+		t.Fatalf("PutEpoch of another checkpoint: %v, want ErrConflict", err)
+	}
+	gotCP, gotIncl, err := s.GetEpoch(ctx, 7)
+	if err != nil || !bytes.Equal(gotCP, cp) || len(gotIncl) != 2 || !bytes.Equal(gotIncl[1], incl[1]) {
+		t.Fatalf("GetEpoch: %q %x %v", gotCP, gotIncl, err)
+	}
+	if err := s.PutEpoch(ctx, l, 8, cp, [][]byte{{1, 2}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("PutEpoch with a short hash: %v, want ErrInvalid", err)
+	}
+	// Fenced: once the lease is released, nothing is stored.
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutEpoch(ctx, l, 9, cp, incl); !errors.Is(err, lease.ErrFenced) {
+		t.Fatalf("PutEpoch after release: %v, want lease.ErrFenced", err)
+	}
+	if _, err := db.ExecContext(ctx, "UPDATE kt_epoch SET inclusion = 'abc' WHERE log_index = 7"); err != nil {
+		t.Fatal(err)
+	}
+	var corrupt *CorruptError
+	if _, _, err := s.GetEpoch(ctx, 7); !errors.As(err, &corrupt) {
+		t.Fatalf("GetEpoch of a tampered proof: %v, want *CorruptError", err)
 	}
 }

@@ -10,9 +10,11 @@
 // commit to. A mismatch is a *DivergenceError carrying the evidence, and
 // the Follower stops.
 //
-// Not yet here (it needs the directory's lookup code, which lives in
-// package directory): building lookup and monitoring bundles from a
-// Follower's state. See design.md 17.1 for what remains.
+// The directory's own replicated mode (directory.Config.Replication) does
+// not use a Follower: it follows the log with the directory's replay code,
+// into the same local store a standalone directory serves from. A
+// Follower is the stand-alone reader of the takeover protocol's tests
+// (internal/cluster TestWriterTakeover).
 package replica
 
 import (

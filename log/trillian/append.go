@@ -144,6 +144,11 @@ func (l *Log) queue(ctx context.Context, entries [][]byte, hashes [][32]byte) ([
 	ws := l.register(hashes)
 
 	parent := ctx
+	if t, ok := log.QueueDeadline(ctx); ok {
+		var stop context.CancelFunc
+		ctx, stop = context.WithDeadlineCause(ctx, t, ErrQueueDeadline)
+		defer stop()
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// Close ends the queueing of running calls (once its own context
@@ -160,6 +165,9 @@ func (l *Log) queue(ctx context.Context, entries [][]byte, hashes [][32]byte) ([
 	dup := make([]bool, len(entries)) // element i written by goroutine i only
 loop:
 	for i, e := range entries {
+		if ctx.Err() != nil {
+			break // select below would pick at random between ready cases
+		}
 		select {
 		case l.queueSem <- struct{}{}:
 		case <-ctx.Done():

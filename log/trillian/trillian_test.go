@@ -538,3 +538,27 @@ func TestDuplicatesMariaDB(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueDeadline: an Append whose queue deadline has passed queues
+// nothing; one with a future deadline appends, and Sequenced reports the
+// tree's size.
+func TestQueueDeadline(t *testing.T) {
+	env := newMemEnv(t)
+	l := openLog(t, testConfig(t, env.ClientConn, 0))
+	ctx := ctxT(t)
+	past := log.WithQueueDeadline(ctx, time.Now().Add(-time.Second))
+	if _, err := l.Append(past, [][]byte{[]byte("late a"), []byte("late b")}); !errors.Is(err, ErrQueueDeadline) {
+		t.Fatalf("Append after the queue deadline: %v, want ErrQueueDeadline", err)
+	}
+	future := log.WithQueueDeadline(ctx, time.Now().Add(time.Minute))
+	idx, err := l.Append(future, [][]byte{[]byte("in time")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx[0] != 0 {
+		t.Fatalf("the entry appended in time got index %d, want 0: the late entries were queued", idx[0])
+	}
+	if n, err := l.Sequenced(ctx); err != nil || n != 1 {
+		t.Fatalf("Sequenced: %d, %v; want 1", n, err)
+	}
+}
