@@ -152,8 +152,14 @@ func TestKtdConfigs(t *testing.T) {
 			"KTD_LOG_KEY_FILE=" + filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE=" + filepath.Join(keys, "vrf.key"),
 			"KTD_DIRECTORY_RECOVERY_KEY_FILE=" + filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE=" + filepath.Join(keys, "enroll-token.key")}},
 		{"config/ktd-embedded.yaml", nil},
+		// ktd@.service: the replicated file, the instance's environment
+		// file (with a tree ID) and the credentials' key files.
+		{"config/ktd-replicated.yaml", append(envFile(t, "systemd/ktd-replicated.env.example"), "KTD_LOG_TRILLIAN_TREE_ID=1",
+			"KTD_LOG_KEY_FILE="+filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE="+filepath.Join(keys, "vrf.key"),
+			"KTD_DIRECTORY_RECOVERY_KEY_FILE="+filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE="+filepath.Join(keys, "enroll-token.key"))},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
+			t.Logf("environment: %q", tc.env)
 			out, err := run(t, tc.file, tc.env...)
 			if err != nil {
 				t.Fatalf("ktd rejects %s: %v\n%s", tc.file, err, out)
@@ -208,6 +214,29 @@ func TestKtdConfigs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// envFile returns the variables a systemd EnvironmentFile sets (its
+// KEY=VALUE lines; no quoting is used in ours).
+func envFile(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			if !strings.Contains(line, "=") {
+				t.Fatalf("%s: %q is not KEY=VALUE", path, line)
+			}
+			env = append(env, line)
+		}
+	}
+	if len(env) == 0 {
+		t.Fatalf("%s sets nothing", path)
+	}
+	return env
 }
 
 // deployFiles lists every file under deploy/ except the tests.
@@ -617,6 +646,77 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatalf("a misspelled directive passed:\n%s", out)
 		}
 	})
+	t.Run("bad specifier detected", func(t *testing.T) {
+		b, _ := os.ReadFile("systemd/ktd@.service")
+		b = bytes.Replace(b, []byte("%d/log.key"), []byte("%Q/log.key"), 1)
+		if out, err := verify(t, "typo@.service", b); err == nil {
+			t.Fatalf("an unknown specifier passed:\n%s", out)
+		}
+	})
+	t.Run("ktd@.service replicated", func(t *testing.T) {
+		b, err := os.ReadFile("systemd/ktd@.service")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if problems := checkReplicatedUnit(string(b)); len(problems) > 0 {
+			t.Errorf("ktd@.service: %s", strings.Join(problems, "; "))
+		}
+		// The check fails on a unit that lets an instance create its own
+		// key, or that does not restart a writer that lost its lease.
+		for _, broken := range []string{
+			strings.Replace(string(b), "Environment=KTD_DIRECTORY_VRF_KEY_FILE=%d/vrf.key\n", "", 1),
+			strings.Replace(string(b), "LoadCredential=vrf.key:", "LoadCredential=vrf2.key:", 1),
+			strings.Replace(string(b), "Restart=always", "Restart=no", 1),
+			strings.Replace(string(b), "--config=/etc/kt/ktd-replicated.yaml", "--config=/etc/kt/ktd.yaml", 1),
+		} {
+			if problems := checkReplicatedUnit(broken); len(problems) == 0 {
+				t.Errorf("checkReplicatedUnit passed a broken unit")
+			}
+		}
+	})
+}
+
+// checkReplicatedUnit checks the template unit of a replicated instance:
+// it runs config/ktd-replicated.yaml with a data directory per instance,
+// restarts on any exit (a writer that lost its lease exits 1), and points
+// every key file at a credential it loads (the same files for every
+// instance, never created by ktd).
+func checkReplicatedUnit(unit string) []string {
+	var problems []string
+	directives := map[string][]string{}
+	for _, line := range strings.Split(unit, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			directives[k] = append(directives[k], v)
+		}
+	}
+	exec := strings.Join(directives["ExecStart"], " ")
+	if !strings.Contains(exec, "--config=/etc/kt/ktd-replicated.yaml") || !strings.Contains(exec, "--data-dir=/var/lib/kt-%i") {
+		problems = append(problems, "ExecStart does not run /etc/kt/ktd-replicated.yaml with --data-dir=/var/lib/kt-%i")
+	}
+	if !slices.Contains(directives["StateDirectory"], "kt-%i") {
+		problems = append(problems, "StateDirectory is not kt-%i")
+	}
+	if !slices.Contains(directives["Restart"], "always") {
+		problems = append(problems, "Restart is not always")
+	}
+	creds := map[string]bool{}
+	for _, c := range directives["LoadCredential"] {
+		name, _, _ := strings.Cut(c, ":")
+		creds[name] = true
+	}
+	env := map[string]string{}
+	for _, e := range directives["Environment"] {
+		k, v, _ := strings.Cut(e, "=")
+		env[k] = v
+	}
+	for _, key := range []string{"log.key_file", "directory.vrf_key_file", "directory.recovery_key_file", "enrollment.token_key_file"} {
+		v := env[cliconfig.EnvName("KTD", key)]
+		name, ok := strings.CutPrefix(v, "%d/")
+		if !ok || !creds[name] {
+			problems = append(problems, fmt.Sprintf("%s is %q, not %%d/NAME of a LoadCredential=NAME", cliconfig.EnvName("KTD", key), v))
+		}
+	}
+	return problems
 }
 
 // k8sKinds are the apiVersion/kind pairs the manifests may use.
