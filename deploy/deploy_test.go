@@ -1499,3 +1499,53 @@ func checkReplicatedKtd(t *testing.T, objs []k8sObject) []string {
 	}
 	return problems
 }
+
+// TestKubeconform validates what kustomize renders of the base and the
+// replicated overlay, and the secrets example, against the Kubernetes
+// JSON schemas with `kubeconform -strict` (unknown fields and wrong types
+// fail). The schemas are not in this repository and CI cannot download
+// them: the test runs when KT_KUBE_SCHEMAS names a local copy laid out as
+// github.com/yannh/kubernetes-json-schema (a directory
+// v1.32.2-standalone-strict/ of <kind>-<group>-<version>.json files), and
+// skips otherwise, also under CI.
+func TestKubeconform(t *testing.T) {
+	schemas := os.Getenv("KT_KUBE_SCHEMAS")
+	if schemas == "" {
+		t.Skip("KT_KUBE_SCHEMAS is not set: no local Kubernetes JSON schemas")
+	}
+	kc := requireTool(t, "kubeconform", "`go install github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0`")
+	const version = "1.32.2"
+	validate := func(t *testing.T, input []byte, args ...string) ([]byte, error) {
+		cmd := exec.Command(kc, append([]string{"-strict", "-summary", "-kubernetes-version", version,
+			"-schema-location", filepath.Join(schemas, "{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json")}, args...)...)
+		cmd.Stdin = bytes.NewReader(input)
+		return cmd.CombinedOutput()
+	}
+	kz := requireTool(t, "kustomize", "`go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1`")
+	for _, dir := range []string{"kubernetes", "kubernetes/replicated"} {
+		t.Run(dir, func(t *testing.T) {
+			kustomizeBuild(t, dir) // records the files for the test cache
+			rendered, err := exec.Command(kz, "build", "--load-restrictor=LoadRestrictionsNone", dir).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := validate(t, rendered)
+			if err != nil {
+				t.Fatalf("kubeconform %s: %v\n%s", dir, err, out)
+			}
+			t.Logf("%s", bytes.TrimSpace(out))
+			// A misspelled field fails.
+			broken := bytes.Replace(rendered, []byte("serviceName:"), []byte("serviceNam:"), 1)
+			if out, err := validate(t, broken); err == nil {
+				t.Errorf("kubeconform accepted a misspelled field:\n%s", out)
+			}
+		})
+	}
+	b, err := os.ReadFile("kubernetes/secrets.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := validate(t, b); err != nil {
+		t.Errorf("kubeconform secrets.example.yaml: %v\n%s", err, out)
+	}
+}
