@@ -1112,6 +1112,7 @@ func TestKubernetesReplicated(t *testing.T) {
 	for _, p := range check(objs) {
 		t.Error(p)
 	}
+	t.Run("ktd loads the pod's configuration", func(t *testing.T) { loadPodConfig(t, objs) })
 
 	// Broken copies.
 	copyObjs := func() []k8sObject {
@@ -1547,5 +1548,81 @@ func TestKubeconform(t *testing.T) {
 	}
 	if out, err := validate(t, b); err != nil {
 		t.Errorf("kubeconform secrets.example.yaml: %v\n%s", err, out)
+	}
+}
+
+// loadPodConfig runs the real ktd (`issue-token`, which loads and
+// validates the configuration) with what the last pod of the rendered
+// StatefulSet ktd gets: the ConfigMap's ktd.yaml, and the container's
+// environment as the kubelet builds it (downward API fields, Secret keys
+// from secrets.example.yaml, $(VAR) expanded from earlier entries). Only
+// the tree ID (the manifest's placeholder 0, set after createtree) and the
+// key and data paths (the pod's mounts, checked by checkReplicatedKtd)
+// are replaced.
+func loadPodConfig(t *testing.T, objs []k8sObject) {
+	var sts, cm map[string]any
+	for _, o := range objs {
+		switch {
+		case str(o.doc, "kind") == "StatefulSet" && str(o.doc, "metadata", "name") == "ktd":
+			sts = o.doc
+		case str(o.doc, "kind") == "ConfigMap" && str(o.doc, "metadata", "name") == "ktd-config":
+			cm = o.doc
+		}
+	}
+	if sts == nil || cm == nil {
+		t.Fatal("no StatefulSet ktd or ConfigMap ktd-config")
+	}
+	replicas, _ := get(sts, "spec", "replicas").(int)
+	fields := map[string]string{
+		"metadata.name":      fmt.Sprintf("ktd-%d", replicas-1),
+		"metadata.namespace": "kt",
+	}
+	cfg := filepath.Join(t.TempDir(), "ktd.yaml")
+	if err := os.WriteFile(cfg, []byte(strMap(cm, "data")["ktd.yaml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	var env []string
+	c := list(sts, "spec", "template", "spec", "containers")[0]
+	for _, e := range list(c, "env") {
+		name := str(e, "name")
+		var v string
+		switch {
+		case get(e, "valueFrom", "fieldRef") != nil:
+			f, ok := fields[str(e, "valueFrom", "fieldRef", "fieldPath")]
+			if !ok {
+				t.Fatalf("env %s: field %s not known to this test", name, str(e, "valueFrom", "fieldRef", "fieldPath"))
+			}
+			v = f
+		case get(e, "valueFrom", "secretKeyRef") != nil:
+			ref := get(e, "valueFrom", "secretKeyRef")
+			for _, doc := range yamlDocs(t, "kubernetes/secrets.example.yaml") {
+				if str(doc, "metadata", "name") == str(ref, "name") {
+					v = str(doc, "stringData", str(ref, "key"))
+				}
+			}
+		default:
+			v = regexp.MustCompile(`\$\(([A-Za-z0-9_]+)\)`).ReplaceAllStringFunc(str(e, "value"), func(m string) string {
+				if x, ok := vars[m[2:len(m)-1]]; ok {
+					return x
+				}
+				return m
+			})
+		}
+		vars[name] = v
+		env = append(env, name+"="+v)
+	}
+	keys := t.TempDir()
+	env = append(env, "KTD_LOG_TRILLIAN_TREE_ID=1", "KTD_DATA_DIR="+t.TempDir(),
+		"KTD_LOG_KEY_FILE="+filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE="+filepath.Join(keys, "vrf.key"),
+		"KTD_DIRECTORY_RECOVERY_KEY_FILE="+filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE="+filepath.Join(keys, "enroll-token.key"))
+	t.Logf("environment: %q", env)
+	cmd := exec.Command(buildKtd(t), "issue-token", "--config="+cfg, "+14155550100")
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ktd refuses the pod's configuration: %v\n%s", err, out)
+	}
+	if !strings.HasSuffix(vars["KTD_CLUSTER_ADVERTISE"], ".ktd-peers.kt.svc:8443") || strings.Contains(vars["KTD_CLUSTER_ADVERTISE"], "$(") {
+		t.Errorf("KTD_CLUSTER_ADVERTISE expands to %q", vars["KTD_CLUSTER_ADVERTISE"])
 	}
 }
