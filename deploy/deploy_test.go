@@ -12,7 +12,10 @@
 //   - systemd-analyze verifies the units;
 //   - the Kubernetes manifests decode strictly (no duplicate keys), use
 //     known apiVersion/kind pairs, and their cross-references (selectors,
-//     named ports, volumes, ConfigMaps, Secrets, Services) resolve.
+//     named ports, volumes, ConfigMaps, Secrets, Services) resolve (for
+//     the replicated overlay, in what kustomize renders);
+//   - the replicated overlay runs ktd as several instances in cluster
+//     mode with shared keys from a Secret and per-pod data.
 //
 // Under CI=true a missing validator is a failure, not a skip.
 package deploy
@@ -35,6 +38,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/mod/modfile"
 
+	"github.com/keytrans/kt/internal/cliconfig"
 	"github.com/keytrans/kt/internal/trilliantest"
 )
 
@@ -148,8 +152,14 @@ func TestKtdConfigs(t *testing.T) {
 			"KTD_LOG_KEY_FILE=" + filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE=" + filepath.Join(keys, "vrf.key"),
 			"KTD_DIRECTORY_RECOVERY_KEY_FILE=" + filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE=" + filepath.Join(keys, "enroll-token.key")}},
 		{"config/ktd-embedded.yaml", nil},
+		// ktd@.service: the replicated file, the instance's environment
+		// file (with a tree ID) and the credentials' key files.
+		{"config/ktd-replicated.yaml", append(envFile(t, "systemd/ktd-replicated.env.example"), "KTD_LOG_TRILLIAN_TREE_ID=1",
+			"KTD_LOG_KEY_FILE="+filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE="+filepath.Join(keys, "vrf.key"),
+			"KTD_DIRECTORY_RECOVERY_KEY_FILE="+filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE="+filepath.Join(keys, "enroll-token.key"))},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
+			t.Logf("environment: %q", tc.env)
 			out, err := run(t, tc.file, tc.env...)
 			if err != nil {
 				t.Fatalf("ktd rejects %s: %v\n%s", tc.file, err, out)
@@ -204,6 +214,29 @@ func TestKtdConfigs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// envFile returns the variables a systemd EnvironmentFile sets (its
+// KEY=VALUE lines; no quoting is used in ours).
+func envFile(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			if !strings.Contains(line, "=") {
+				t.Fatalf("%s: %q is not KEY=VALUE", path, line)
+			}
+			env = append(env, line)
+		}
+	}
+	if len(env) == 0 {
+		t.Fatalf("%s sets nothing", path)
+	}
+	return env
 }
 
 // deployFiles lists every file under deploy/ except the tests.
@@ -613,6 +646,77 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatalf("a misspelled directive passed:\n%s", out)
 		}
 	})
+	t.Run("bad specifier detected", func(t *testing.T) {
+		b, _ := os.ReadFile("systemd/ktd@.service")
+		b = bytes.Replace(b, []byte("%d/log.key"), []byte("%Q/log.key"), 1)
+		if out, err := verify(t, "typo@.service", b); err == nil {
+			t.Fatalf("an unknown specifier passed:\n%s", out)
+		}
+	})
+	t.Run("ktd@.service replicated", func(t *testing.T) {
+		b, err := os.ReadFile("systemd/ktd@.service")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if problems := checkReplicatedUnit(string(b)); len(problems) > 0 {
+			t.Errorf("ktd@.service: %s", strings.Join(problems, "; "))
+		}
+		// The check fails on a unit that lets an instance create its own
+		// key, or that does not restart a writer that lost its lease.
+		for _, broken := range []string{
+			strings.Replace(string(b), "Environment=KTD_DIRECTORY_VRF_KEY_FILE=%d/vrf.key\n", "", 1),
+			strings.Replace(string(b), "LoadCredential=vrf.key:", "LoadCredential=vrf2.key:", 1),
+			strings.Replace(string(b), "Restart=always", "Restart=no", 1),
+			strings.Replace(string(b), "--config=/etc/kt/ktd-replicated.yaml", "--config=/etc/kt/ktd.yaml", 1),
+		} {
+			if problems := checkReplicatedUnit(broken); len(problems) == 0 {
+				t.Errorf("checkReplicatedUnit passed a broken unit")
+			}
+		}
+	})
+}
+
+// checkReplicatedUnit checks the template unit of a replicated instance:
+// it runs config/ktd-replicated.yaml with a data directory per instance,
+// restarts on any exit (a writer that lost its lease exits 1), and points
+// every key file at a credential it loads (the same files for every
+// instance, never created by ktd).
+func checkReplicatedUnit(unit string) []string {
+	var problems []string
+	directives := map[string][]string{}
+	for _, line := range strings.Split(unit, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			directives[k] = append(directives[k], v)
+		}
+	}
+	exec := strings.Join(directives["ExecStart"], " ")
+	if !strings.Contains(exec, "--config=/etc/kt/ktd-replicated.yaml") || !strings.Contains(exec, "--data-dir=/var/lib/kt-%i") {
+		problems = append(problems, "ExecStart does not run /etc/kt/ktd-replicated.yaml with --data-dir=/var/lib/kt-%i")
+	}
+	if !slices.Contains(directives["StateDirectory"], "kt-%i") {
+		problems = append(problems, "StateDirectory is not kt-%i")
+	}
+	if !slices.Contains(directives["Restart"], "always") {
+		problems = append(problems, "Restart is not always")
+	}
+	creds := map[string]bool{}
+	for _, c := range directives["LoadCredential"] {
+		name, _, _ := strings.Cut(c, ":")
+		creds[name] = true
+	}
+	env := map[string]string{}
+	for _, e := range directives["Environment"] {
+		k, v, _ := strings.Cut(e, "=")
+		env[k] = v
+	}
+	for _, key := range []string{"log.key_file", "directory.vrf_key_file", "directory.recovery_key_file", "enrollment.token_key_file"} {
+		v := env[cliconfig.EnvName("KTD", key)]
+		name, ok := strings.CutPrefix(v, "%d/")
+		if !ok || !creds[name] {
+			problems = append(problems, fmt.Sprintf("%s is %q, not %%d/NAME of a LoadCredential=NAME", cliconfig.EnvName("KTD", key), v))
+		}
+	}
+	return problems
 }
 
 // k8sKinds are the apiVersion/kind pairs the manifests may use.
@@ -636,11 +740,7 @@ type workload struct {
 // and cross-references.
 func TestKubernetesManifests(t *testing.T) {
 	files, _ := filepath.Glob("kubernetes/*.yaml")
-	type object struct {
-		file string
-		doc  map[string]any
-	}
-	var objs []object
+	var objs []k8sObject
 	names := map[string]bool{} // kind/name
 	for _, f := range files {
 		for _, doc := range yamlDocs(t, f) {
@@ -655,7 +755,7 @@ func TestKubernetesManifests(t *testing.T) {
 				t.Errorf("%s: %s/%s defined twice", f, kind, name)
 			}
 			names[kind+"/"+name] = true
-			objs = append(objs, object{f, doc})
+			objs = append(objs, k8sObject{f, doc})
 		}
 	}
 
@@ -685,6 +785,146 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 
+	problems, workloads := k8sCrossRefs(t, objs, names)
+	for _, p := range problems {
+		t.Error(p)
+	}
+	sort.Slice(workloads, func(i, j int) bool { return workloads[i].name < workloads[j].name })
+	var wl []string
+	for _, w := range workloads {
+		wl = append(wl, w.kind+"/"+w.name)
+	}
+	t.Logf("workloads: %s", strings.Join(wl, ", "))
+}
+
+// secretExample reports whether secrets.example.yaml defines the key (any
+// key: the Secret).
+func secretExample(t *testing.T, name, key string) bool {
+	for _, doc := range yamlDocs(t, "kubernetes/secrets.example.yaml") {
+		if str(doc, "kind") == "Secret" && str(doc, "metadata", "name") == name {
+			if key == "" {
+				return true
+			}
+			if _, ok := get(doc, "stringData", key).(string); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// kustomizeBuild renders a kustomization (the ConfigMaps come from
+// deploy/config/, so it needs --load-restrictor=LoadRestrictionsNone, as
+// docs/operations.md says) and decodes the objects.
+func kustomizeBuild(t *testing.T, dir string) []k8sObject {
+	t.Helper()
+	kz := requireTool(t, "kustomize", "`go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1`")
+	// Read what kustomize reads, so that go test's cache knows the test
+	// depends on it (it does not see the files a subprocess opens).
+	for _, root := range []string{"kubernetes", "config"} {
+		err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				_, err = os.ReadFile(p)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command(kz, "build", "--load-restrictor=LoadRestrictionsNone", dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v\n%s", dir, err, out)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(out))
+	var objs []k8sObject
+	for {
+		var doc map[string]any
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("kustomize build %s output: %v", dir, err)
+		}
+		objs = append(objs, k8sObject{"kustomize build " + dir, doc})
+	}
+	return objs
+}
+
+// TestKustomizeBuild renders the Kubernetes manifests and the replicated
+// overlay with kustomize and checks the result: every object in the kt
+// namespace, the generated ConfigMaps carry the example configurations
+// their kustomization names unchanged, and the expected objects are there.
+func TestKustomizeBuild(t *testing.T) {
+	for _, tc := range []struct {
+		dir   string
+		kinds map[string]int
+	}{
+		{"kubernetes", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 5, "ConfigMap": 2, "PodDisruptionBudget": 2}},
+		// The overlay adds the headless Service ktd-peers and ktd's PDB.
+		{"kubernetes/replicated", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 6, "ConfigMap": 2, "PodDisruptionBudget": 3}},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			// ConfigMap/key -> the file its generator reads.
+			sources := map[string]string{}
+			for _, g := range list(yamlDocs(t, filepath.Join(tc.dir, "kustomization.yaml"))[0], "configMapGenerator") {
+				for _, f := range list(g, "files") {
+					key, src, _ := strings.Cut(fmt.Sprint(f), "=")
+					sources[str(g, "name")+"/"+key] = filepath.Join(tc.dir, src)
+				}
+			}
+			kinds := map[string]int{}
+			for _, o := range kustomizeBuild(t, tc.dir) {
+				kind, name := str(o.doc, "kind"), str(o.doc, "metadata", "name")
+				kinds[kind]++
+				if kind != "Namespace" && str(o.doc, "metadata", "namespace") != "kt" {
+					t.Errorf("%s/%s is not in namespace kt", kind, name)
+				}
+				if kind == "ConfigMap" {
+					for key, v := range strMap(o.doc, "data") {
+						src, ok := sources[name+"/"+key]
+						if !ok {
+							t.Errorf("ConfigMap %s key %s: not generated by %s/kustomization.yaml", name, key, tc.dir)
+							continue
+						}
+						want, err := os.ReadFile(src)
+						if err != nil {
+							t.Errorf("ConfigMap %s key %s: %v", name, key, err)
+						} else if v != string(want) {
+							t.Errorf("ConfigMap %s key %s differs from %s", name, key, src)
+						}
+					}
+				}
+			}
+			for kind, n := range tc.kinds {
+				if kinds[kind] != n {
+					t.Errorf("kustomize rendered %d %s, want %d", kinds[kind], kind, n)
+				}
+			}
+			// Without the flag, kustomize refuses, as documented.
+			kz := requireTool(t, "kustomize", "")
+			if out, err := exec.Command(kz, "build", tc.dir).CombinedOutput(); err == nil {
+				t.Errorf("kustomize build %s without --load-restrictor succeeded; update docs/operations.md:\n%.200s", tc.dir, out)
+			}
+		})
+	}
+}
+
+// k8sObject is one decoded Kubernetes object and the file it came from.
+type k8sObject struct {
+	file string
+	doc  map[string]any
+}
+
+// k8sCrossRefs checks the workloads among objs and what refers to them:
+// selectors match pod labels, StatefulSets name a Service, pods run as
+// non-root, volumes and mounts, ConfigMaps (names holds the defined and
+// generated "Kind/name"), Secret keys (shaped as in secrets.example.yaml)
+// and named probe and Service ports resolve. It returns the problems
+// found and the workloads.
+func k8sCrossRefs(t *testing.T, objs []k8sObject, names map[string]bool) ([]string, []workload) {
+	t.Helper()
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	var workloads []workload
 	for _, o := range objs {
 		kind, name := str(o.doc, "kind"), str(o.doc, "metadata", "name")
@@ -697,26 +937,52 @@ func TestKubernetesManifests(t *testing.T) {
 		if kind != "Job" {
 			sel := strMap(o.doc, "spec", "selector", "matchLabels")
 			if len(sel) == 0 {
-				t.Errorf("%s: no spec.selector.matchLabels", where)
+				bad("%s: no spec.selector.matchLabels", where)
 			}
 			for k, v := range sel {
 				if labels[k] != v {
-					t.Errorf("%s: selector %s=%s does not match the pod template's labels", where, k, v)
+					bad("%s: selector %s=%s does not match the pod template's labels", where, k, v)
 				}
 			}
 		}
 		if kind == "StatefulSet" && !names["Service/"+str(o.doc, "spec", "serviceName")] {
-			t.Errorf("%s: serviceName %q is not a Service", where, str(o.doc, "spec", "serviceName"))
+			bad("%s: serviceName %q is not a Service", where, str(o.doc, "spec", "serviceName"))
 		}
 		pod := get(tmpl, "spec")
 		if get(pod, "securityContext", "runAsNonRoot") != true {
-			t.Errorf("%s: pod does not set securityContext.runAsNonRoot", where)
+			bad("%s: pod does not set securityContext.runAsNonRoot", where)
 		}
 		volumes := map[string]bool{}
 		for _, v := range list(pod, "volumes") {
 			volumes[str(v, "name")] = true
-			if cm := str(v, "configMap", "name"); cm != "" && !names["ConfigMap/"+cm] {
-				t.Errorf("%s: volume uses ConfigMap %q, which is not defined or generated", where, cm)
+			// A ConfigMap or Secret volume, or a projected one of them.
+			cms := []string{str(v, "configMap", "name")}
+			type secretRef struct {
+				name  string
+				items []any
+			}
+			secrets := []secretRef{{str(v, "secret", "secretName"), list(v, "secret", "items")}}
+			for _, src := range list(v, "projected", "sources") {
+				cms = append(cms, str(src, "configMap", "name"))
+				secrets = append(secrets, secretRef{str(src, "secret", "name"), list(src, "secret", "items")})
+			}
+			for _, cm := range cms {
+				if cm != "" && !names["ConfigMap/"+cm] {
+					bad("%s: volume %s uses ConfigMap %q, which is not defined or generated", where, str(v, "name"), cm)
+				}
+			}
+			for _, sr := range secrets {
+				if sr.name == "" {
+					continue
+				}
+				if len(sr.items) == 0 && !secretExample(t, sr.name, "") {
+					bad("%s: volume %s uses Secret %q, which is not in secrets.example.yaml", where, str(v, "name"), sr.name)
+				}
+				for _, it := range sr.items {
+					if !secretExample(t, sr.name, str(it, "key")) {
+						bad("%s: volume %s uses Secret %s key %q, which is not in secrets.example.yaml", where, str(v, "name"), sr.name, str(it, "key"))
+					}
+				}
 			}
 		}
 		for _, v := range list(o.doc, "spec", "volumeClaimTemplates") {
@@ -725,15 +991,15 @@ func TestKubernetesManifests(t *testing.T) {
 		w := workload{kind: kind, name: name, labels: labels, ports: map[string]bool{}}
 		containers := list(pod, "containers")
 		if len(containers) == 0 {
-			t.Errorf("%s: no containers", where)
+			bad("%s: no containers", where)
 		}
 		for _, c := range containers {
 			cw := where + " container " + str(c, "name")
 			if str(c, "name") == "" || str(c, "image") == "" {
-				t.Errorf("%s: container without name or image", cw)
+				bad("%s: container without name or image", cw)
 			}
 			if get(c, "securityContext", "allowPrivilegeEscalation") != false {
-				t.Errorf("%s: allowPrivilegeEscalation is not false", cw)
+				bad("%s: allowPrivilegeEscalation is not false", cw)
 			}
 			for _, p := range list(c, "ports") {
 				if n := str(p, "name"); n != "" {
@@ -742,7 +1008,7 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 			for _, m := range list(c, "volumeMounts") {
 				if !volumes[str(m, "name")] {
-					t.Errorf("%s: mounts undefined volume %q", cw, str(m, "name"))
+					bad("%s: mounts undefined volume %q", cw, str(m, "name"))
 				}
 			}
 			for _, e := range list(c, "env") {
@@ -750,13 +1016,15 @@ func TestKubernetesManifests(t *testing.T) {
 					// Secrets are created by the operator, shaped as
 					// in secrets.example.yaml.
 					if !secretExample(t, s, str(e, "valueFrom", "secretKeyRef", "key")) {
-						t.Errorf("%s: secret %s key %s is not in secrets.example.yaml", cw, s, str(e, "valueFrom", "secretKeyRef", "key"))
+						bad("%s: secret %s key %s is not in secrets.example.yaml", cw, s, str(e, "valueFrom", "secretKeyRef", "key"))
 					}
 				}
 			}
-			for _, probe := range []string{"readinessProbe", "livenessProbe"} {
-				if p, ok := get(c, probe, "httpGet", "port").(string); ok && !w.ports[p] {
-					t.Errorf("%s: %s uses unnamed port %q", cw, probe, p)
+			for _, probe := range []string{"startupProbe", "readinessProbe", "livenessProbe"} {
+				for _, handler := range []string{"httpGet", "tcpSocket"} {
+					if p, ok := get(c, probe, handler, "port").(string); ok && !w.ports[p] {
+						bad("%s: %s uses unnamed port %q", cw, probe, p)
+					}
 				}
 			}
 		}
@@ -787,7 +1055,7 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 		}
 		if len(matched) == 0 {
-			t.Errorf("%s: %s/%s selects no workload", o.file, kind, name)
+			bad("%s: %s/%s selects no workload", o.file, kind, name)
 			continue
 		}
 		for _, p := range list(o.doc, "spec", "ports") {
@@ -797,74 +1065,564 @@ func TestKubernetesManifests(t *testing.T) {
 			}
 			for _, w := range matched {
 				if !w.ports[tp] {
-					t.Errorf("%s: Service %s targets port %q, which %s/%s does not name", o.file, name, tp, w.kind, w.name)
+					bad("%s: Service %s targets port %q, which %s/%s does not name", o.file, name, tp, w.kind, w.name)
 				}
 			}
 		}
 	}
-	sort.Slice(workloads, func(i, j int) bool { return workloads[i].name < workloads[j].name })
-	var wl []string
-	for _, w := range workloads {
-		wl = append(wl, w.kind+"/"+w.name)
-	}
-	t.Logf("workloads: %s", strings.Join(wl, ", "))
+	return problems, workloads
 }
 
-// secretExample reports whether secrets.example.yaml defines the key.
-func secretExample(t *testing.T, name, key string) bool {
-	for _, doc := range yamlDocs(t, "kubernetes/secrets.example.yaml") {
-		if str(doc, "kind") == "Secret" && str(doc, "metadata", "name") == name {
-			if _, ok := get(doc, "stringData", key).(string); ok {
-				return true
+// TestKubernetesReplicated renders the replicated overlay
+// (kubernetes/replicated) and checks what running ktd as several
+// instances needs, beyond the cross-references every manifest is checked
+// for: see checkReplicatedKtd. Each check is shown to fail on a copy of
+// the rendered objects broken in the way it guards against.
+func TestKubernetesReplicated(t *testing.T) {
+	// The overlay lists the base's files (kustomize refuses the base
+	// directory as a resource of an overlay inside it): all of them, and
+	// the base's ConfigMaps.
+	base := yamlDocs(t, "kubernetes/kustomization.yaml")[0]
+	overlay := yamlDocs(t, "kubernetes/replicated/kustomization.yaml")[0]
+	res := list(overlay, "resources")
+	for _, r := range list(base, "resources") {
+		if !slices.Contains(res, any("../"+fmt.Sprint(r))) {
+			t.Errorf("replicated/kustomization.yaml does not list the base's %s", r)
+		}
+	}
+	var generated []string
+	for _, g := range list(overlay, "configMapGenerator") {
+		generated = append(generated, str(g, "name"))
+	}
+	for _, g := range list(base, "configMapGenerator") {
+		if !slices.Contains(generated, str(g, "name")) {
+			t.Errorf("replicated/kustomization.yaml does not generate the base's ConfigMap %s", str(g, "name"))
+		}
+	}
+
+	objs := kustomizeBuild(t, "kubernetes/replicated")
+	check := func(objs []k8sObject) []string {
+		names := map[string]bool{}
+		for _, o := range objs {
+			names[str(o.doc, "kind")+"/"+str(o.doc, "metadata", "name")] = true
+		}
+		problems, _ := k8sCrossRefs(t, objs, names)
+		return append(problems, checkReplicatedKtd(t, objs)...)
+	}
+	for _, p := range check(objs) {
+		t.Error(p)
+	}
+	t.Run("ktd loads the pod's configuration", func(t *testing.T) { loadPodConfig(t, objs) })
+
+	// Broken copies.
+	copyObjs := func() []k8sObject {
+		var docs []map[string]any
+		for _, o := range objs {
+			docs = append(docs, o.doc)
+		}
+		b, err := yaml.Marshal(docs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(b, &docs); err != nil {
+			t.Fatal(err)
+		}
+		out := make([]k8sObject, len(objs))
+		for i, o := range objs {
+			out[i] = k8sObject{o.file, docs[i]}
+		}
+		return out
+	}
+	ktdOf := func(objs []k8sObject) (sts, container map[string]any) {
+		for _, o := range objs {
+			if str(o.doc, "kind") == "StatefulSet" && str(o.doc, "metadata", "name") == "ktd" {
+				for _, c := range list(o.doc, "spec", "template", "spec", "containers") {
+					if str(c, "name") == "ktd" {
+						return o.doc, c.(map[string]any)
+					}
+				}
+			}
+		}
+		t.Fatal("no StatefulSet ktd with a container ktd")
+		return nil, nil
+	}
+	envEntry := func(c map[string]any, name string) map[string]any {
+		for _, e := range list(c, "env") {
+			if str(e, "name") == name {
+				return e.(map[string]any)
+			}
+		}
+		t.Fatalf("no env %s", name)
+		return nil
+	}
+	for _, tc := range []struct {
+		name    string
+		breakIt func(objs []k8sObject) []k8sObject
+	}{
+		{"one replica", func(objs []k8sObject) []k8sObject {
+			sts, _ := ktdOf(objs)
+			get(sts, "spec").(map[string]any)["replicas"] = 1
+			return objs
+		}},
+		{"governing Service not headless", func(objs []k8sObject) []k8sObject {
+			sts, _ := ktdOf(objs)
+			get(sts, "spec").(map[string]any)["serviceName"] = "ktd"
+			return objs
+		}},
+		{"no lookup Service", func(objs []k8sObject) []k8sObject {
+			return slices.DeleteFunc(objs, func(o k8sObject) bool {
+				return str(o.doc, "kind") == "Service" && str(o.doc, "metadata", "name") == "ktd"
+			})
+		}},
+		{"no PodDisruptionBudget", func(objs []k8sObject) []k8sObject {
+			return slices.DeleteFunc(objs, func(o k8sObject) bool {
+				return str(o.doc, "kind") == "PodDisruptionBudget" && str(o.doc, "metadata", "name") == "ktd"
+			})
+		}},
+		{"POD_NAME defined after its use", func(objs []k8sObject) []k8sObject {
+			_, c := ktdOf(objs)
+			env := c["env"].([]any)
+			i := slices.IndexFunc(env, func(e any) bool { return str(e, "name") == "KTD_CLUSTER_ADVERTISE" })
+			env[0], env[i] = env[i], env[0]
+			return objs
+		}},
+		{"advertise not the pod's name", func(objs []k8sObject) []k8sObject {
+			_, c := ktdOf(objs)
+			envEntry(c, "KTD_CLUSTER_ADVERTISE")["value"] = "ktd:8443"
+			return objs
+		}},
+		{"DSN not from a Secret", func(objs []k8sObject) []k8sObject {
+			_, c := ktdOf(objs)
+			e := envEntry(c, "KTD_CLUSTER_DSN")
+			delete(e, "valueFrom")
+			e["value"] = "trillian:pw@tcp(mariadb:3306)/trillian"
+			return objs
+		}},
+		{"a key in the data directory", func(objs []k8sObject) []k8sObject {
+			_, c := ktdOf(objs)
+			c["env"] = append(c["env"].([]any), map[string]any{"name": "KTD_DIRECTORY_VRF_KEY_FILE", "value": "/var/lib/kt/vrf.key"})
+			return objs
+		}},
+		{"a key missing from the projection", func(objs []k8sObject) []k8sObject {
+			sts, _ := ktdOf(objs)
+			for _, v := range list(sts, "spec", "template", "spec", "volumes") {
+				for _, src := range list(v, "projected", "sources") {
+					if s, ok := get(src, "secret").(map[string]any); ok {
+						s["items"] = slices.DeleteFunc(s["items"].([]any), func(it any) bool { return str(it, "key") == "vrf.key" })
+					}
+				}
+			}
+			return objs
+		}},
+		{"a key the Secret does not have", func(objs []k8sObject) []k8sObject {
+			sts, _ := ktdOf(objs)
+			for _, v := range list(sts, "spec", "template", "spec", "volumes") {
+				for _, src := range list(v, "projected", "sources") {
+					for _, it := range list(src, "secret", "items") {
+						if str(it, "key") == "log.key" {
+							it.(map[string]any)["key"] = "log-key"
+						}
+					}
+				}
+			}
+			return objs
+		}},
+		{"keys mounted writable", func(objs []k8sObject) []k8sObject {
+			_, c := ktdOf(objs)
+			for _, m := range list(c, "volumeMounts") {
+				if str(m, "mountPath") == "/etc/kt" {
+					m.(map[string]any)["readOnly"] = false
+				}
+			}
+			return objs
+		}},
+		{"data directory not per pod", func(objs []k8sObject) []k8sObject {
+			_, c := ktdOf(objs)
+			c["env"] = append(c["env"].([]any), map[string]any{"name": "KTD_DATA_DIR", "value": "/tmp/kt"})
+			return objs
+		}},
+		{"readiness not on /healthz", func(objs []k8sObject) []k8sObject {
+			_, c := ktdOf(objs)
+			get(c, "readinessProbe", "httpGet").(map[string]any)["path"] = "/metrics"
+			return objs
+		}},
+		{"standalone configuration", func(objs []k8sObject) []k8sObject {
+			b, err := os.ReadFile("config/ktd.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objs {
+				if str(o.doc, "kind") == "ConfigMap" && str(o.doc, "metadata", "name") == "ktd-config" {
+					get(o.doc, "data").(map[string]any)["ktd.yaml"] = string(b)
+				}
+			}
+			return objs
+		}},
+	} {
+		t.Run("detects "+tc.name, func(t *testing.T) {
+			if p := check(tc.breakIt(copyObjs())); len(p) == 0 {
+				t.Errorf("no problem found")
+			} else {
+				t.Logf("found: %s", strings.Join(p, "; "))
+			}
+		})
+	}
+}
+
+// checkReplicatedKtd checks the StatefulSet ktd of a rendered replicated
+// overlay: two or more replicas, a headless governing Service (the pods'
+// stable names) and a ClusterIP Service over every replica for lookups, a
+// PodDisruptionBudget that lets some but not all instances go; and, with
+// the configuration file the container reads from its ConfigMap and the
+// KTD_ variables that override it: cluster mode with the DSN from a
+// Secret, an advertised address that is the pod's stable name and gRPC
+// port (its $(VARS) defined before it), data_dir on the per-pod volume,
+// every key file a read-only Secret file (the same for all pods), and
+// readiness on /healthz of http_listen.
+func checkReplicatedKtd(t *testing.T, objs []k8sObject) []string {
+	t.Helper()
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	find := func(kind, name string) map[string]any {
+		for _, o := range objs {
+			if str(o.doc, "kind") == kind && str(o.doc, "metadata", "name") == name {
+				return o.doc
+			}
+		}
+		return nil
+	}
+	sts := find("StatefulSet", "ktd")
+	if sts == nil {
+		return []string{"no StatefulSet ktd"}
+	}
+	replicas, _ := get(sts, "spec", "replicas").(int)
+	if replicas < 2 {
+		bad("StatefulSet ktd has %d replicas, want 2 or more", replicas)
+	}
+	labels := strMap(sts, "spec", "template", "metadata", "labels")
+	selects := func(sel map[string]string) bool {
+		for k, v := range sel {
+			if labels[k] != v {
+				return false
+			}
+		}
+		return len(sel) > 0
+	}
+	serviceName := str(sts, "spec", "serviceName")
+	if gov := find("Service", serviceName); gov == nil || str(gov, "spec", "clusterIP") != "None" || !selects(strMap(gov, "spec", "selector")) {
+		bad("serviceName %q is not a headless Service selecting ktd's pods (the pods' stable names)", serviceName)
+	}
+	lookup := false
+	pdb := false
+	for _, o := range objs {
+		switch str(o.doc, "kind") {
+		case "Service":
+			if str(o.doc, "spec", "clusterIP") == "None" || !selects(strMap(o.doc, "spec", "selector")) {
+				continue
+			}
+			for _, p := range list(o.doc, "spec", "ports") {
+				lookup = lookup || str(p, "targetPort") == "grpc"
+			}
+		case "PodDisruptionBudget":
+			if !selects(strMap(o.doc, "spec", "selector", "matchLabels")) {
+				continue
+			}
+			pdb = true
+			maxU, okMax := get(o.doc, "spec", "maxUnavailable").(int)
+			minA, okMin := get(o.doc, "spec", "minAvailable").(int)
+			if !(okMax && maxU >= 1 && maxU < replicas) && !(okMin && minA >= 1 && minA < replicas) {
+				bad("PodDisruptionBudget %s does not keep 1..%d of %d ktd available (integers only)", str(o.doc, "metadata", "name"), replicas-1, replicas)
 			}
 		}
 	}
-	return false
+	if !lookup {
+		bad("no ClusterIP Service over ktd's pods with a port to grpc (lookups across the replicas)")
+	}
+	if !pdb {
+		bad("no PodDisruptionBudget selects ktd's pods")
+	}
+
+	pod := get(sts, "spec", "template", "spec")
+	var c any
+	for _, x := range list(pod, "containers") {
+		if str(x, "name") == "ktd" {
+			c = x
+		}
+	}
+	if c == nil {
+		return append(problems, "StatefulSet ktd has no container ktd")
+	}
+	ports := map[string]int{}
+	for _, p := range list(c, "ports") {
+		ports[str(p, "name")], _ = get(p, "containerPort").(int)
+	}
+
+	// The environment, in order: $(VAR) expands only variables defined
+	// earlier in the list.
+	env := map[string]any{} // name -> entry
+	for _, e := range list(c, "env") {
+		for _, m := range regexp.MustCompile(`\$\(([A-Za-z0-9_]+)\)`).FindAllStringSubmatch(str(e, "value"), -1) {
+			if env[m[1]] == nil {
+				bad("env %s uses $(%s) before it is defined", str(e, "name"), m[1])
+			}
+		}
+		env[str(e, "name")] = e
+	}
+	if str(env["POD_NAME"], "valueFrom", "fieldRef", "fieldPath") != "metadata.name" {
+		bad("env POD_NAME is not the downward API's metadata.name")
+	}
+	if get(env["KTD_CLUSTER_DSN"], "valueFrom", "secretKeyRef") == nil {
+		bad("KTD_CLUSTER_DSN (it holds the database password) is not from a Secret")
+	}
+	adv := str(env["KTD_CLUSTER_ADVERTISE"], "value")
+	if !strings.HasPrefix(adv, "$(POD_NAME)."+serviceName+".") || !strings.HasSuffix(adv, fmt.Sprintf(":%d", ports["grpc"])) {
+		bad("KTD_CLUSTER_ADVERTISE %q is not $(POD_NAME).%s...:%d (the pod's stable name and gRPC port)", adv, serviceName, ports["grpc"])
+	}
+
+	// Files: a path in the container resolves to the volume mounted at
+	// its longest mountPath prefix.
+	volumes := map[string]any{}
+	for _, v := range list(pod, "volumes") {
+		volumes[str(v, "name")] = v
+	}
+	claims := map[string]bool{}
+	for _, v := range list(sts, "spec", "volumeClaimTemplates") {
+		claims[str(v, "metadata", "name")] = true
+	}
+	configMapKeys := func(name string) []string {
+		return slices.Collect(maps.Keys(strMap(find("ConfigMap", name), "data")))
+	}
+	secretKeys := func(name string) []string {
+		for _, doc := range yamlDocs(t, "kubernetes/secrets.example.yaml") {
+			if str(doc, "kind") == "Secret" && str(doc, "metadata", "name") == name {
+				return slices.Collect(maps.Keys(strMap(doc, "stringData")))
+			}
+		}
+		return nil
+	}
+	// files of a volume: relative path -> "ConfigMap/name/key" or "Secret/name/key".
+	files := func(v any) map[string]string {
+		out := map[string]string{}
+		add := func(kind, name string, items []any, keys func(string) []string) {
+			if name == "" {
+				return
+			}
+			if len(items) == 0 {
+				for _, k := range keys(name) {
+					out[k] = kind + "/" + name + "/" + k
+				}
+			}
+			for _, it := range items {
+				out[str(it, "path")] = kind + "/" + name + "/" + str(it, "key")
+			}
+		}
+		add("ConfigMap", str(v, "configMap", "name"), list(v, "configMap", "items"), configMapKeys)
+		add("Secret", str(v, "secret", "secretName"), list(v, "secret", "items"), secretKeys)
+		for _, src := range list(v, "projected", "sources") {
+			add("ConfigMap", str(src, "configMap", "name"), list(src, "configMap", "items"), configMapKeys)
+			add("Secret", str(src, "secret", "name"), list(src, "secret", "items"), secretKeys)
+		}
+		return out
+	}
+	type resolved struct {
+		volume   string
+		claim    bool   // a volumeClaimTemplate: per pod
+		source   string // the ConfigMap or Secret key, for a file
+		readOnly bool
+	}
+	resolve := func(path string) (resolved, bool) {
+		var best any
+		for _, m := range list(c, "volumeMounts") {
+			mp := str(m, "mountPath")
+			if (path == mp || strings.HasPrefix(path, mp+"/")) && (best == nil || len(mp) > len(str(best, "mountPath"))) {
+				best = m
+			}
+		}
+		if best == nil {
+			return resolved{}, false
+		}
+		r := resolved{volume: str(best, "name"), readOnly: get(best, "readOnly") == true}
+		if claims[r.volume] {
+			r.claim = true
+			return r, true
+		}
+		rel := strings.TrimPrefix(strings.TrimPrefix(path, str(best, "mountPath")), "/")
+		r.source = files(volumes[r.volume])[rel]
+		return r, r.source != ""
+	}
+
+	// The configuration file and what overrides it.
+	var cfgPath string
+	for _, a := range list(c, "args") {
+		if s, ok := strings.CutPrefix(fmt.Sprint(a), "--config="); ok {
+			cfgPath = s
+		}
+	}
+	r, ok := resolve(cfgPath)
+	kind, rest, _ := strings.Cut(r.source, "/")
+	cmName, cmKey, _ := strings.Cut(rest, "/")
+	if !ok || kind != "ConfigMap" {
+		return append(problems, fmt.Sprintf("--config=%q is not a file of a ConfigMap volume", cfgPath))
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(strMap(find("ConfigMap", cmName), "data")[cmKey]), &cfg); err != nil {
+		return append(problems, fmt.Sprintf("ConfigMap %s key %s: %v", cmName, cmKey, err))
+	}
+	setting := func(key string) string {
+		if e := env[cliconfig.EnvName("KTD", key)]; e != nil {
+			if get(e, "valueFrom") != nil {
+				return "(from " + cliconfig.EnvName("KTD", key) + ")"
+			}
+			return str(e, "value")
+		}
+		return fmt.Sprint(get(cfg, strings.Split(key, ".")...))
+	}
+	if str(cfg, "cluster", "dsn") == "" {
+		bad("%s has no cluster.dsn: not the replicated configuration", cfgPath)
+	}
+	if v := setting("log.backend"); v != "trillian" {
+		bad("log.backend is %q, want trillian", v)
+	}
+	if r, ok := resolve(setting("data_dir")); !ok || !r.claim || r.readOnly {
+		bad("data_dir %q is not on a writable volume of the StatefulSet's volumeClaimTemplates (one per pod)", setting("data_dir"))
+	}
+	for _, key := range []string{"log.key_file", "directory.vrf_key_file", "directory.recovery_key_file", "enrollment.token_key_file"} {
+		p := setting(key)
+		r, ok := resolve(p)
+		if p == "" || p == "<nil>" || !ok || !strings.HasPrefix(r.source, "Secret/") || !r.readOnly {
+			bad("%s %q is not a file of a Secret mounted read-only (every instance needs the same key)", key, p)
+		}
+	}
+	if p := get(c, "readinessProbe", "httpGet"); str(p, "path") != "/healthz" {
+		bad("readinessProbe is not an HTTP GET of /healthz")
+	} else if _, port, _ := strings.Cut(setting("http_listen"), ":"); fmt.Sprint(ports[str(p, "port")]) != port {
+		bad("readinessProbe port %v is not http_listen %q", get(p, "port"), setting("http_listen"))
+	}
+	return problems
 }
 
-// TestKustomizeBuild renders the Kubernetes manifests with kustomize (the
-// ConfigMaps come from deploy/config/, so it needs
-// --load-restrictor=LoadRestrictionsNone, as docs/operations.md says) and
-// checks the result: every object in the kt namespace, and the generated
-// ConfigMaps carry the example configurations unchanged.
-func TestKustomizeBuild(t *testing.T) {
+// TestKubeconform validates what kustomize renders of the base and the
+// replicated overlay, and the secrets example, against the Kubernetes
+// JSON schemas with `kubeconform -strict` (unknown fields and wrong types
+// fail). The schemas are not in this repository and CI cannot download
+// them: the test runs when KT_KUBE_SCHEMAS names a local copy laid out as
+// github.com/yannh/kubernetes-json-schema (a directory
+// v1.32.2-standalone-strict/ of <kind>-<group>-<version>.json files), and
+// skips otherwise, also under CI.
+func TestKubeconform(t *testing.T) {
+	schemas := os.Getenv("KT_KUBE_SCHEMAS")
+	if schemas == "" {
+		t.Skip("KT_KUBE_SCHEMAS is not set: no local Kubernetes JSON schemas")
+	}
+	kc := requireTool(t, "kubeconform", "`go install github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0`")
+	const version = "1.32.2"
+	validate := func(t *testing.T, input []byte, args ...string) ([]byte, error) {
+		cmd := exec.Command(kc, append([]string{"-strict", "-summary", "-kubernetes-version", version,
+			"-schema-location", filepath.Join(schemas, "{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json")}, args...)...)
+		cmd.Stdin = bytes.NewReader(input)
+		return cmd.CombinedOutput()
+	}
 	kz := requireTool(t, "kustomize", "`go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1`")
-	out, err := exec.Command(kz, "build", "--load-restrictor=LoadRestrictionsNone", "kubernetes").CombinedOutput()
-	if err != nil {
-		t.Fatalf("kustomize build: %v\n%s", err, out)
+	for _, dir := range []string{"kubernetes", "kubernetes/replicated"} {
+		t.Run(dir, func(t *testing.T) {
+			kustomizeBuild(t, dir) // records the files for the test cache
+			rendered, err := exec.Command(kz, "build", "--load-restrictor=LoadRestrictionsNone", dir).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := validate(t, rendered)
+			if err != nil {
+				t.Fatalf("kubeconform %s: %v\n%s", dir, err, out)
+			}
+			t.Logf("%s", bytes.TrimSpace(out))
+			// A misspelled field fails.
+			broken := bytes.Replace(rendered, []byte("serviceName:"), []byte("serviceNam:"), 1)
+			if out, err := validate(t, broken); err == nil {
+				t.Errorf("kubeconform accepted a misspelled field:\n%s", out)
+			}
+		})
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(out))
-	kinds := map[string]int{}
-	for {
-		var doc map[string]any
-		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("kustomize output: %v", err)
+	b, err := os.ReadFile("kubernetes/secrets.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := validate(t, b); err != nil {
+		t.Errorf("kubeconform secrets.example.yaml: %v\n%s", err, out)
+	}
+}
+
+// loadPodConfig runs the real ktd (`issue-token`, which loads and
+// validates the configuration) with what the last pod of the rendered
+// StatefulSet ktd gets: the ConfigMap's ktd.yaml, and the container's
+// environment as the kubelet builds it (downward API fields, Secret keys
+// from secrets.example.yaml, $(VAR) expanded from earlier entries). Only
+// the tree ID (the manifest's placeholder 0, set after createtree) and the
+// key and data paths (the pod's mounts, checked by checkReplicatedKtd)
+// are replaced.
+func loadPodConfig(t *testing.T, objs []k8sObject) {
+	var sts, cm map[string]any
+	for _, o := range objs {
+		switch {
+		case str(o.doc, "kind") == "StatefulSet" && str(o.doc, "metadata", "name") == "ktd":
+			sts = o.doc
+		case str(o.doc, "kind") == "ConfigMap" && str(o.doc, "metadata", "name") == "ktd-config":
+			cm = o.doc
 		}
-		kind, name := str(doc, "kind"), str(doc, "metadata", "name")
-		kinds[kind]++
-		if kind != "Namespace" && str(doc, "metadata", "namespace") != "kt" {
-			t.Errorf("%s/%s is not in namespace kt", kind, name)
-		}
-		if kind == "ConfigMap" {
-			for key, v := range strMap(doc, "data") {
-				want, err := os.ReadFile(filepath.Join("config", key))
-				if err != nil {
-					t.Errorf("ConfigMap %s key %s: %v", name, key, err)
-				} else if v != string(want) {
-					t.Errorf("ConfigMap %s key %s differs from config/%s", name, key, key)
+	}
+	if sts == nil || cm == nil {
+		t.Fatal("no StatefulSet ktd or ConfigMap ktd-config")
+	}
+	replicas, _ := get(sts, "spec", "replicas").(int)
+	fields := map[string]string{
+		"metadata.name":      fmt.Sprintf("ktd-%d", replicas-1),
+		"metadata.namespace": "kt",
+	}
+	cfg := filepath.Join(t.TempDir(), "ktd.yaml")
+	if err := os.WriteFile(cfg, []byte(strMap(cm, "data")["ktd.yaml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	var env []string
+	c := list(sts, "spec", "template", "spec", "containers")[0]
+	for _, e := range list(c, "env") {
+		name := str(e, "name")
+		var v string
+		switch {
+		case get(e, "valueFrom", "fieldRef") != nil:
+			f, ok := fields[str(e, "valueFrom", "fieldRef", "fieldPath")]
+			if !ok {
+				t.Fatalf("env %s: field %s not known to this test", name, str(e, "valueFrom", "fieldRef", "fieldPath"))
+			}
+			v = f
+		case get(e, "valueFrom", "secretKeyRef") != nil:
+			ref := get(e, "valueFrom", "secretKeyRef")
+			for _, doc := range yamlDocs(t, "kubernetes/secrets.example.yaml") {
+				if str(doc, "metadata", "name") == str(ref, "name") {
+					v = str(doc, "stringData", str(ref, "key"))
 				}
 			}
+		default:
+			v = regexp.MustCompile(`\$\(([A-Za-z0-9_]+)\)`).ReplaceAllStringFunc(str(e, "value"), func(m string) string {
+				if x, ok := vars[m[2:len(m)-1]]; ok {
+					return x
+				}
+				return m
+			})
 		}
+		vars[name] = v
+		env = append(env, name+"="+v)
 	}
-	for kind, n := range map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 5, "ConfigMap": 2} {
-		if kinds[kind] != n {
-			t.Errorf("kustomize rendered %d %s, want %d", kinds[kind], kind, n)
-		}
+	keys := t.TempDir()
+	env = append(env, "KTD_LOG_TRILLIAN_TREE_ID=1", "KTD_DATA_DIR="+t.TempDir(),
+		"KTD_LOG_KEY_FILE="+filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE="+filepath.Join(keys, "vrf.key"),
+		"KTD_DIRECTORY_RECOVERY_KEY_FILE="+filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE="+filepath.Join(keys, "enroll-token.key"))
+	t.Logf("environment: %q", env)
+	cmd := exec.Command(buildKtd(t), "issue-token", "--config="+cfg, "+14155550100")
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ktd refuses the pod's configuration: %v\n%s", err, out)
 	}
-	// Without the flag, kustomize refuses, as documented.
-	if out, err := exec.Command(kz, "build", "kubernetes").CombinedOutput(); err == nil {
-		t.Errorf("kustomize build without --load-restrictor succeeded; update docs/operations.md:\n%.200s", out)
+	if !strings.HasSuffix(vars["KTD_CLUSTER_ADVERTISE"], ".ktd-peers.kt.svc:8443") || strings.Contains(vars["KTD_CLUSTER_ADVERTISE"], "$(") {
+		t.Errorf("KTD_CLUSTER_ADVERTISE expands to %q", vars["KTD_CLUSTER_ADVERTISE"])
 	}
 }
