@@ -3,6 +3,7 @@ package directory
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -149,6 +150,74 @@ func TestPipeline(t *testing.T) {
 				e.restart()
 				check("after restart")
 			})
+		}
+	}
+}
+
+// TestConcurrentChecks: many changes at once, more than there are
+// checkers, some with a bad signature. Each bad one is refused with the
+// typed error of R1 and stores nothing; the others, checked on the same
+// pool and logged in the same groups, are all accepted.
+func TestConcurrentChecks(t *testing.T) {
+	e := newEnv(t, backends[0])
+	n := 4*numCheckers() + 3
+	type owner struct {
+		h       *handleState
+		dev     *device
+		account [16]byte
+	}
+	owners := make([]owner, n)
+	for i := range owners {
+		var account [16]byte
+		account[0] = byte(i)
+		d := newDevice(t)
+		h := newHandle(t, e.k, fmt.Sprintf("user%d@example.com", i))
+		e.enroll(h, d.sign, deviceSet(account, d))
+		owners[i] = owner{h, d, account}
+	}
+	bad := func(i int) bool { return i%5 == 2 }
+	results := make([]<-chan changeResult, n)
+	hcs := make([]*ktpb.HandleChange, n)
+	for i, o := range owners {
+		hcs[i] = o.h.change(api.AuthDevice, o.dev.sign, deviceSet(o.account, o.dev, newDevice(t)), nil)
+		if bad(i) {
+			r, err := api.ParseChangeRecord(hcs[i].ChangeRecord)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Signature[10] ^= 0x40
+			if hcs[i].ChangeRecord, err = r.MarshalBinary(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range owners {
+		results[i] = e.changeAsync(hcs[i])
+	}
+	var last uint64
+	for i, o := range owners {
+		r := <-results[i]
+		var ae *api.AuthError
+		switch {
+		case bad(i):
+			if !errors.Is(r.err, ErrUnauthorized) || !errors.Is(r.err, api.ErrBadSignature) || !errors.As(r.err, &ae) || ae.Rule != "R1 signature" {
+				t.Errorf("change %d with a bad signature: %v, want ErrUnauthorized from R1 (api.ErrBadSignature)", i, r.err)
+			}
+		case r.err != nil:
+			t.Errorf("change %d: %v", i, r.err)
+		default:
+			o.h.accepted(hcs[i])
+			last = max(last, r.idx[0])
+		}
+	}
+	for i, o := range owners {
+		res := e.lookup(o.h.handle, last)
+		want := uint64(2)
+		if bad(i) {
+			want = 1
+		}
+		if res.Version != want || res.Version != o.h.version {
+			t.Errorf("%s: version %d, want %d", o.h.handle, res.Version, want)
 		}
 	}
 }

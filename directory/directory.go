@@ -31,9 +31,10 @@ import (
 // One goroutine, the sequencer (run), owns every write: it is the only
 // caller of Log.Append and Log.Await, the only writer of the map (m) and of
 // the store's handle state, and it owns the fields in the "sequencer"
-// block below. Request handlers validate changes concurrently (parsing,
-// commitment, VRF, signature) and hand them to the sequencer through
-// queue; lookups read the current epoch (cur), an immutable value swapped
+// block below. Request handlers have their changes validated (parsing,
+// commitment, VRF, signature) by a fixed pool of checker goroutines
+// (checks; update.go), concurrently, and hand them to the sequencer
+// through queue; lookups read the current epoch (cur), an immutable value swapped
 // atomically, plus the store, and never wait for the sequencer.
 type Directory struct {
 	ktpb.UnimplementedDirectoryServer
@@ -79,6 +80,10 @@ type Directory struct {
 	next        *batch       // groups prepared while it is
 	draining    bool         // the flight is the last group before an epoch
 	jobs        chan func()  // closures run by the sequencer (tests)
+
+	// checks feeds the checkers (update.go), a fixed pool of goroutines
+	// started by New that run the checks of incoming changes.
+	checks chan *checkJob
 }
 
 // New opens the directory's state in cfg.StateDir, brings it up to date
@@ -126,6 +131,7 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 		cancel:   cancel,
 		done:     make(chan struct{}),
 		jobs:     make(chan func()),
+		checks:   make(chan *checkJob),
 	}
 	if err := d.recover(ctx); err != nil {
 		cancel()
@@ -133,6 +139,9 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 		return nil, err
 	}
 	go d.run()
+	for range numCheckers() {
+		go d.checker()
+	}
 	return d, nil
 }
 
