@@ -293,12 +293,14 @@ func (d *Directory) recover(ctx context.Context) error {
 			case *api.ChangeRecord:
 				if j >= applied {
 					leaf := api.LeafHash(e)
-					if _, ok, err := d.st.payload(leaf); err != nil {
+					h := headState{version: r.Version, leaf: leaf, logIndex: j}
+					if p, ok, err := d.st.payload(leaf); err != nil {
 						return err
 					} else if !ok {
 						missing++
+					} else if len(p.deviceSet) >= 17 {
+						h.rules = &headRules{authorizers: r.Authorizers, accountID: [16]byte(p.deviceSet[1:17])}
 					}
-					h := headState{version: r.Version, leaf: leaf, logIndex: j}
 					b.Set(stateKey(r.Index), encodeHead(h), nil)
 					b.Set(historyKey(r.Index, r.Version), encodeHistory(historyEntry{leaf: leaf, logIndex: j}), nil)
 				}

@@ -263,6 +263,10 @@ func (d *Directory) loadPrevAt(index [32]byte, h headState, exists bool) (*prevS
 	if !exists {
 		return &prevState{}, nil
 	}
+	if h.rules != nil {
+		hs := &api.HandleState{Version: h.version, LeafHash: h.leaf, Authorizers: h.rules.authorizers}
+		return &prevState{hs: hs, accountID: h.rules.accountID}, nil
+	}
 	p, ok, err := d.st.payload(h.leaf)
 	if err != nil {
 		return nil, wrapf(ErrUnavailable, err, "reading the handle's latest record")
