@@ -82,8 +82,10 @@ type Directory struct {
 	jobs        chan func()  // closures run by the sequencer (tests)
 
 	// checks feeds the checkers (update.go), a fixed pool of goroutines
-	// started by New that run the checks of incoming changes.
-	checks chan *checkJob
+	// that run the checks of incoming changes, started by the first change
+	// (checkersOnce) and stopped by Close.
+	checks       chan *checkJob
+	checkersOnce sync.Once
 }
 
 // New opens the directory's state in cfg.StateDir, brings it up to date
@@ -139,9 +141,6 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 		return nil, err
 	}
 	go d.run()
-	for range numCheckers() {
-		go d.checker()
-	}
 	return d, nil
 }
 

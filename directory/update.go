@@ -110,7 +110,8 @@ type checkJob struct {
 // busy while one waits for a store read.
 func numCheckers() int { return 2 * runtime.GOMAXPROCS(0) }
 
-// checker runs checks until the directory closes. The checks run on these
+// checker runs checks until the directory closes (started by the first
+// checkInPool, whatever the mode the directory started in). The checks run on these
 // long-lived goroutines rather than on the request's: a request's
 // goroutine is often new (gRPC's stream workers are all busy while
 // changes wait for the log), and its stack would grow, by copying, to
@@ -130,6 +131,11 @@ func (d *Directory) checker() {
 
 // checkInPool runs check on a checker and waits for it.
 func (d *Directory) checkInPool(ctx context.Context, hc *ktpb.HandleChange, kinds []api.AuthKind) (*checked, error) {
+	d.checkersOnce.Do(func() {
+		for range numCheckers() {
+			go d.checker()
+		}
+	})
 	j := &checkJob{ctx: ctx, hc: hc, kinds: kinds, done: make(chan struct{})}
 	select {
 	case d.checks <- j:
