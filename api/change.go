@@ -283,10 +283,11 @@ func (r *ChangeRecord) Sign(origin string, key ed25519.PrivateKey) {
 }
 
 // VerifySignature checks Signature against Signer over
-// ChangeStatement(origin, r). It does not check that Signer was allowed to
+// ChangeStatement(origin, r), by the rules of crypto/ed25519 (see
+// [VerifyEd25519]). It does not check that Signer was allowed to
 // sign; see [CheckChange].
 func (r *ChangeRecord) VerifySignature(origin string) error {
-	if !ed25519.Verify(r.Signer[:], ChangeStatement(origin, r), r.Signature[:]) {
+	if !VerifyEd25519(r.Signer, ChangeStatement(origin, r), r.Signature) {
 		return &AuthError{Rule: "R1 signature", Reason: "the signature does not verify under the signer key", Err: ErrBadSignature}
 	}
 	return nil

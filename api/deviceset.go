@@ -333,7 +333,7 @@ func (s *DeviceSet) VerifyAccount(origin string, index [32]byte, version uint64)
 	if s.Account == nil {
 		return fmt.Errorf("%w: the device set has no account key", ErrBadSignature)
 	}
-	if !ed25519.Verify(s.Account.Key[:], AccountStatement(origin, index, version, s), s.Account.Signature[:]) {
+	if !VerifyEd25519(s.Account.Key, AccountStatement(origin, index, version, s), s.Account.Signature) {
 		return fmt.Errorf("%w: account signature of the device set", ErrBadSignature)
 	}
 	return nil

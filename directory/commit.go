@@ -188,7 +188,8 @@ func (d *Directory) land() error {
 			j := b.idx[k]
 			k++
 			r.indices[i] = j
-			wb.Set(stateKey(c.rec.Index), encodeHead(headState{version: c.rec.Version, leaf: c.leaf, logIndex: j}), nil)
+			h := headState{version: c.rec.Version, leaf: c.leaf, logIndex: j, rules: &headRules{authorizers: c.rec.Authorizers, accountID: c.account}}
+			wb.Set(stateKey(c.rec.Index), encodeHead(h), nil)
 			wb.Set(historyKey(c.rec.Index, c.rec.Version), encodeHistory(historyEntry{leaf: c.leaf, logIndex: j}), nil)
 			d.pending = append(d.pending, smt.Update{Key: c.rec.Index, Value: c.leaf})
 		}

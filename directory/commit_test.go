@@ -3,8 +3,12 @@ package directory
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
@@ -150,5 +154,136 @@ func TestPipeline(t *testing.T) {
 				check("after restart")
 			})
 		}
+	}
+}
+
+// TestConcurrentChecks: many changes at once, more than there are
+// checkers, some with a bad signature. Each bad one is refused with the
+// typed error of R1 and stores nothing; the others, checked on the same
+// pool and logged in the same groups, are all accepted.
+func TestConcurrentChecks(t *testing.T) {
+	e := newEnv(t, backends[0])
+	n := 4*numCheckers() + 3
+	type owner struct {
+		h       *handleState
+		dev     *device
+		account [16]byte
+	}
+	owners := make([]owner, n)
+	for i := range owners {
+		var account [16]byte
+		account[0] = byte(i)
+		d := newDevice(t)
+		h := newHandle(t, e.k, fmt.Sprintf("user%d@example.com", i))
+		e.enroll(h, d.sign, deviceSet(account, d))
+		owners[i] = owner{h, d, account}
+	}
+	bad := func(i int) bool { return i%5 == 2 }
+	results := make([]<-chan changeResult, n)
+	hcs := make([]*ktpb.HandleChange, n)
+	for i, o := range owners {
+		hcs[i] = o.h.change(api.AuthDevice, o.dev.sign, deviceSet(o.account, o.dev, newDevice(t)), nil)
+		if bad(i) {
+			r, err := api.ParseChangeRecord(hcs[i].ChangeRecord)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Signature[10] ^= 0x40
+			if hcs[i].ChangeRecord, err = r.MarshalBinary(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range owners {
+		results[i] = e.changeAsync(hcs[i])
+	}
+	var last uint64
+	for i, o := range owners {
+		r := <-results[i]
+		var ae *api.AuthError
+		switch {
+		case bad(i):
+			if !errors.Is(r.err, ErrUnauthorized) || !errors.Is(r.err, api.ErrBadSignature) || !errors.As(r.err, &ae) || ae.Rule != "R1 signature" {
+				t.Errorf("change %d with a bad signature: %v, want ErrUnauthorized from R1 (api.ErrBadSignature)", i, r.err)
+			}
+		case r.err != nil:
+			t.Errorf("change %d: %v", i, r.err)
+		default:
+			o.h.accepted(hcs[i])
+			last = max(last, r.idx[0])
+		}
+	}
+	for i, o := range owners {
+		res := e.lookup(o.h.handle, last)
+		want := uint64(2)
+		if bad(i) {
+			want = 1
+		}
+		if res.Version != want || res.Version != o.h.version {
+			t.Errorf("%s: version %d, want %d", o.h.handle, res.Version, want)
+		}
+	}
+}
+
+// TestHeadStateFormats: the handle state round-trips with and without the
+// rules' part, and malformed values are refused.
+func TestHeadStateFormats(t *testing.T) {
+	var as []api.Authorizer
+	for i := range 3 {
+		as = append(as, api.Authorizer{Role: api.RoleDevice, Digest: [32]byte{byte(i + 1)}})
+		for _, rules := range []*headRules{nil, {authorizers: as, accountID: [16]byte{9, byte(i)}}} {
+			h := headState{version: 7, leaf: [32]byte{1, 2}, logIndex: 99, rules: rules}
+			got, err := decodeHead(encodeHead(h))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.version != h.version || got.leaf != h.leaf || got.logIndex != h.logIndex || (got.rules == nil) != (rules == nil) ||
+				(rules != nil && (got.rules.accountID != rules.accountID || !slices.Equal(got.rules.authorizers, rules.authorizers))) {
+				t.Errorf("round trip of %+v: %+v", h, got)
+			}
+		}
+	}
+	full := encodeHead(headState{rules: &headRules{authorizers: as}})
+	for _, n := range []int{0, 47, 49, 64, len(full) - 1, len(full) + 1} {
+		v := make([]byte, n)
+		copy(v, full)
+		if _, err := decodeHead(v); err == nil {
+			t.Errorf("%d-byte state decoded", n)
+		}
+	}
+}
+
+// TestHeadStateWithoutRules: a handle state written without the rules'
+// part (a store from before it existed) is checked against the stored
+// payload, with the same verdicts.
+func TestHeadStateWithoutRules(t *testing.T) {
+	e := newEnv(t, backends[0])
+	alice, a, account, i := lifeOf(t, e)
+	e.waitEpoch(i)
+	h, ok, err := e.d.st.head(alice.index)
+	if err != nil || !ok || h.rules == nil {
+		t.Fatalf("state after enrollment: %+v, %v, %v; want one with the rules' part", h, ok, err)
+	}
+	h.rules = nil
+	if err := e.d.st.db.Set(stateKey(alice.index), encodeHead(h), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	// A change signed by a key that is not an authorizer, then a stale
+	// one, then a good one.
+	other := newDevice(t)
+	_, err = e.d.Change(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{alice.change(api.AuthDevice, other.sign, deviceSet(account, a, other), nil)}})
+	if !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("change by a non-authorizer: %v, want ErrUnauthorized", err)
+	}
+	stale := *alice
+	stale.version = 0
+	stale.leaf = [32]byte{}
+	_, err = e.d.Change(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{stale.change(api.AuthDevice, a.sign, deviceSet(account, a, other), nil)}})
+	if !errors.Is(err, ErrStaleVersion) {
+		t.Fatalf("stale change: %v, want ErrStaleVersion", err)
+	}
+	j := e.apply(alice, alice.change(api.AuthDevice, a.sign, deviceSet(account, a, other), nil))
+	if res := e.lookup(alice.handle, j); res.Version != 2 || len(res.DeviceSet.Devices) != 2 {
+		t.Fatalf("after the change: version %d with %d devices", res.Version, len(res.DeviceSet.Devices))
 	}
 }

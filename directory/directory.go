@@ -31,9 +31,10 @@ import (
 // One goroutine, the sequencer (run), owns every write: it is the only
 // caller of Log.Append and Log.Await, the only writer of the map (m) and of
 // the store's handle state, and it owns the fields in the "sequencer"
-// block below. Request handlers validate changes concurrently (parsing,
-// commitment, VRF, signature) and hand them to the sequencer through
-// queue; lookups read the current epoch (cur), an immutable value swapped
+// block below. Request handlers have their changes validated (parsing,
+// commitment, VRF, signature) by a fixed pool of checker goroutines
+// (checks; update.go), concurrently, and hand them to the sequencer
+// through queue; lookups read the current epoch (cur), an immutable value swapped
 // atomically, plus the store, and never wait for the sequencer.
 type Directory struct {
 	ktpb.UnimplementedDirectoryServer
@@ -80,6 +81,12 @@ type Directory struct {
 	next        *batch       // groups prepared while it is
 	draining    bool         // the flight is the last group before an epoch
 	jobs        chan func()  // closures run by the sequencer (tests)
+
+	// checks feeds the checkers (update.go), a fixed pool of goroutines
+	// that run the checks of incoming changes, started by the first change
+	// (checkersOnce) and stopped by Close.
+	checks       chan *checkJob
+	checkersOnce sync.Once
 }
 
 // New opens the directory's state in cfg.StateDir, brings it up to date
@@ -127,6 +134,7 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 		cancel:   cancel,
 		done:     make(chan struct{}),
 		jobs:     make(chan func()),
+		checks:   make(chan *checkJob),
 	}
 	d.repl = newRepl(&cfg, bg)
 	if err := d.recover(ctx); err != nil {
@@ -296,17 +304,20 @@ func (d *Directory) recover(ctx context.Context) error {
 			case *api.ChangeRecord:
 				if j >= applied {
 					leaf := api.LeafHash(e)
-					if _, ok, err := d.st.payload(leaf); err != nil {
+					h := headState{version: r.Version, leaf: leaf, logIndex: j}
+					if p, ok, err := d.st.payload(leaf); err != nil {
 						return err
 					} else if !ok {
-						// Replicated: from the shared table.
+						// Replicated: from the shared table (the state
+						// then has no rules and checks read the payload).
 						if got, err := d.fetchPayload(ctx, leaf, b); err != nil {
 							return err
 						} else if !got {
 							missing++
 						}
+					} else if len(p.deviceSet) >= 17 {
+						h.rules = &headRules{authorizers: r.Authorizers, accountID: [16]byte(p.deviceSet[1:17])}
 					}
-					h := headState{version: r.Version, leaf: leaf, logIndex: j}
 					b.Set(stateKey(r.Index), encodeHead(h), nil)
 					b.Set(historyKey(r.Index, r.Version), encodeHistory(historyEntry{leaf: leaf, logIndex: j}), nil)
 				}

@@ -34,7 +34,14 @@ import (
 //	                              the payload of a change record; written and
 //	                              synced BEFORE the record is appended.
 //	's' index (32)             -> version (8) || leaf hash (32) || log index (8)
-//	                              latest appended record of the index.
+//	                              [|| account ID (16) || n (1) || n authorizers (33 each)]
+//	                              latest appended record of the index, with
+//	                              what the rules need about it (its
+//	                              authorizers and its device set's account
+//	                              ID), so that checking a change reads no
+//	                              payload; 48-byte values (older stores,
+//	                              replay without the payload) leave that to
+//	                              the payload.
 //	'v' index (32) version (8) -> leaf hash (32) || log index (8)
 //	                              history, for monitoring.
 //	'k' index (32)             -> leaf hash (32)
@@ -197,12 +204,62 @@ type headState struct {
 	version  uint64
 	leaf     [32]byte
 	logIndex uint64
+
+	// rules is what the authorization rules need about the record, when
+	// known (nil: read it from the record's payload).
+	rules *headRules
+}
+
+// headRules is what the authorization rules need about a handle's latest
+// record besides its version and leaf hash.
+type headRules struct {
+	authorizers []api.Authorizer // the record's, in canonical order
+	accountID   [16]byte         // of the record's device set
 }
 
 func encodeHead(h headState) []byte {
-	b := binary.BigEndian.AppendUint64(nil, h.version)
+	b := make([]byte, 0, 48+17+33*len(h.rulesAuthorizers()))
+	b = binary.BigEndian.AppendUint64(b, h.version)
 	b = append(b, h.leaf[:]...)
-	return binary.BigEndian.AppendUint64(b, h.logIndex)
+	b = binary.BigEndian.AppendUint64(b, h.logIndex)
+	if h.rules == nil {
+		return b
+	}
+	b = append(b, h.rules.accountID[:]...)
+	b = append(b, byte(len(h.rules.authorizers)))
+	for _, a := range h.rules.authorizers {
+		b = append(b, byte(a.Role))
+		b = append(b, a.Digest[:]...)
+	}
+	return b
+}
+
+func (h headState) rulesAuthorizers() []api.Authorizer {
+	if h.rules == nil {
+		return nil
+	}
+	return h.rules.authorizers
+}
+
+func decodeHead(v []byte) (headState, error) {
+	if len(v) < 48 {
+		return headState{}, fmt.Errorf("%d bytes", len(v))
+	}
+	h := headState{version: binary.BigEndian.Uint64(v), leaf: [32]byte(v[8:40]), logIndex: binary.BigEndian.Uint64(v[40:48])}
+	v = v[48:]
+	if len(v) == 0 {
+		return h, nil
+	}
+	if len(v) < 17 || len(v) != 17+33*int(v[16]) || int(v[16]) > api.MaxAuthorizers {
+		return headState{}, fmt.Errorf("%d bytes", 48+len(v))
+	}
+	r := &headRules{accountID: [16]byte(v[:16]), authorizers: make([]api.Authorizer, v[16])}
+	for i := range r.authorizers {
+		a := v[17+33*i:]
+		r.authorizers[i] = api.Authorizer{Role: api.Role(a[0]), Digest: [32]byte(a[1:33])}
+	}
+	h.rules = r
+	return h, nil
 }
 
 func (s *store) head(index [32]byte) (headState, bool, error) {
@@ -210,10 +267,11 @@ func (s *store) head(index [32]byte) (headState, bool, error) {
 	if err != nil || !ok {
 		return headState{}, ok, err
 	}
-	if len(v) != 48 {
-		return headState{}, false, fmt.Errorf("directory: store: state of %x has %d bytes", index, len(v))
+	h, err := decodeHead(v)
+	if err != nil {
+		return headState{}, false, fmt.Errorf("directory: store: state of %x: %w", index, err)
 	}
-	return headState{version: binary.BigEndian.Uint64(v), leaf: [32]byte(v[8:40]), logIndex: binary.BigEndian.Uint64(v[40:])}, true, nil
+	return h, true, nil
 }
 
 // historyEntry is one version of an index.

@@ -37,9 +37,9 @@
 //
 // Change-record signatures are verified in batches with
 // github.com/oasisprotocol/curve25519-voi on all CPUs. A batch that fails is
-// re-verified signature by signature with crypto/ed25519, the verifier
-// api.CheckChange uses, so a reported R1 violation is exactly one that
-// api.CheckChange reports. The batch equation is the cofactored one: a
+// re-verified signature by signature with crypto/ed25519, whose rules
+// api.CheckChange applies (api.VerifyEd25519), so a reported R1 violation
+// is exactly one that api.CheckChange reports. The batch equation is the cofactored one: a
 // signature crafted by the holder of a key so that it verifies only under
 // the cofactored equation would pass; Config.ExactSignatures verifies every
 // signature with crypto/ed25519 instead, at about half the speed.

@@ -49,7 +49,7 @@ func TestConfigDefaults(t *testing.T) {
 			Origin:             "localhost/kt",
 			Backend:            "posix",
 			KeyFile:            "data/log.key",
-			CheckpointInterval: 200 * time.Millisecond,
+			CheckpointInterval: 100 * time.Millisecond,
 		},
 		Witness: WitnessConfig{Timeout: 10 * time.Second},
 		Cluster: ClusterConfig{LeaseDuration: 10 * time.Second, Margin: 2 * time.Second, PollInterval: 250 * time.Millisecond},

@@ -26,9 +26,26 @@
 //	KT_BENCH_SERVE=127.0.0.1:7783 KT_BENCH_HANDLES=1000000 KT_BENCH_DIR=/tmp/d1m go test ./directory/loadtest -run '^$' -bench Serve -timeout 60m
 //	KT_BENCH_ADDR=127.0.0.1:7783 KT_BENCH_HANDLES=1000000 go test ./directory/loadtest -run '^$' -bench 'GRPCLookups' -benchtime 200000x
 //
-// BenchmarkServe logs the server's heap, RSS and CPU time; KT_BENCH_DIR
-// keeps its state for the next run (which then skips the load), and
-// KT_BENCH_CPUPROFILE writes a CPU profile of its serving phase. The
-// update benchmarks need the handles' keys, so they run only with handles
-// enrolled through the API (the default mode).
+// BenchmarkServe logs the server's heap, RSS and CPU time (and, while
+// changes arrive, its CPU time per accepted change) every 10s;
+// KT_BENCH_DIR keeps its state for the next run (which then skips the
+// load), and KT_BENCH_CPUPROFILE writes a CPU profile of its serving
+// phase.
+//
+// The update benchmarks need the handles' signing keys: in the default
+// mode they enroll their own; against a BenchmarkServe process
+// (KT_BENCH_ADDR) they change its bulk-loaded handles, whose device keys
+// are derived from the handle number (poolDevice), after looking up the
+// first KT_BENCH_UPDATE_HANDLES of them (default min(KT_BENCH_HANDLES,
+// 100000)) for their versions; the server then measures its own CPU per
+// update, without the load generator's:
+//
+//	KT_BENCH_SERVE=127.0.0.1:7783 KT_BENCH_HANDLES=100000 KT_BENCH_DIR=/tmp/d100k go test ./directory/loadtest -run '^$' -bench Serve -timeout 60m
+//	KT_BENCH_ADDR=127.0.0.1:7783 KT_BENCH_HANDLES=100000 go test ./directory/loadtest -run '^$' -bench 'GRPCUpdates' -benchtime 1000000x -timeout 60m
+//
+// BenchmarkGRPCUpdates also reports the share of the time the sequencer
+// spent closing epochs (epoch-%, epoch-ms: nothing is appended meanwhile)
+// when the directory is in the same process, and writes a CPU profile of
+// the timed part alone to KT_BENCH_CPUPROFILE. KT_BENCH_CHECKPOINT_MS sets
+// the log's checkpoint interval (default: the posix log's).
 package loadtest

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -52,6 +53,7 @@ type envConfig struct {
 // server is a directory on the posix log behind the gRPC edge on
 // 127.0.0.1, with gRPC clients connected to it.
 type server struct {
+	epochs  epochRecorder
 	dir     string
 	vrf     *vrf.PrivateKey
 	token   *directory.TokenCredentials
@@ -170,6 +172,7 @@ func (s *server) start(cfg envConfig) error {
 		EpochInterval:     cfg.epochInterval,
 		HeartbeatInterval: max(cfg.epochInterval, directory.DefaultHeartbeatInterval),
 		Logger:            quiet,
+		Metrics:           &s.epochs,
 	})
 	if err != nil {
 		return fmt.Errorf("directory.New: %w", err)
@@ -248,11 +251,69 @@ func (s *server) close() error {
 	return errors.Join(errs...)
 }
 
+// epochRecorder is the directory's Metrics in the benchmarks: it adds up
+// the time the sequencer spends closing epochs (map update, epoch record,
+// the wait for its checkpoint), during which no change is appended.
+type epochRecorder struct {
+	mu      sync.Mutex
+	n       int
+	closed  time.Duration
+	changes int // accepted
+}
+
+func (e *epochRecorder) ChangesAccepted(n int) {
+	e.mu.Lock()
+	e.changes += n
+	e.mu.Unlock()
+}
+func (*epochRecorder) ChangeRejected(error) {}
+func (*epochRecorder) Lookups(int)          {}
+func (e *epochRecorder) EpochClosed(_ uint64, _ int, took time.Duration) {
+	e.mu.Lock()
+	e.n++
+	e.closed += took
+	e.mu.Unlock()
+}
+
+// accepted returns the number of changes appended so far.
+func (e *epochRecorder) accepted() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.changes
+}
+
+// total returns the epochs closed so far and the time spent closing them.
+func (e *epochRecorder) total() (int, time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.n, e.closed
+}
+
 // device is one client device.
 type device struct {
 	id   [16]byte
 	sign ed25519.PrivateKey
 	hpke []byte
+}
+
+// poolSize is the number of devices the bulk-loaded handles share.
+const poolSize = 256
+
+// poolDevice returns device i of the bulk-load pool. Its keys are derived
+// from i, so that a load generator in another process can sign changes of
+// the handles a BenchmarkServe process bulk-loaded.
+func poolDevice(i int) *device {
+	seed := func(label string) []byte {
+		h := sha256.Sum256(fmt.Appendf(nil, "kt loadtest pool device %d %s", i, label))
+		return h[:]
+	}
+	d := &device{id: [16]byte(seed("id")), sign: ed25519.NewKeyFromSeed(seed("sign"))}
+	k, err := ecdh.X25519().NewPrivateKey(seed("hpke"))
+	if err != nil {
+		panic(err) // every 32-byte string is an X25519 key
+	}
+	d.hpke = k.PublicKey().Bytes()
+	return d
 }
 
 func newDevice() (*device, error) {
@@ -399,20 +460,51 @@ func (s *server) enrollAll(prefix string, n, c int) ([]*handle, time.Duration, e
 	return hs, time.Since(start), err
 }
 
+// remoteHandles prepares the first n bulk-loaded handles of a directory
+// served by another process (BenchmarkServe) for updates, with c
+// concurrent callers: it looks each handle up, verifies the answer, and
+// takes the version, leaf hash and account ID from it. The handle's
+// signing device is its pool device (poolDevice), whose key this process
+// derives as the server did. The handles must not change meanwhile, and
+// their latest changes must be in the served epoch.
+func (s *server) remoteHandles(n, c int) ([]*handle, error) {
+	hs := make([]*handle, n)
+	err := parallel(n, c, func(i int) error {
+		name := bulkName(i)
+		lr, err := s.client(i).Lookup(context.Background(), &ktpb.LookupRequest{Handle: name})
+		if err != nil {
+			return fmt.Errorf("Lookup %s: %w", name, err)
+		}
+		res, err := client.VerifyLookup(s.params, nil, name, lr, time.Now(), nil)
+		if err != nil {
+			return fmt.Errorf("VerifyLookup %s: %w", name, err)
+		}
+		main := poolDevice(i % poolSize)
+		pub := [32]byte(main.sign.Public().(ed25519.PublicKey))
+		if !res.Registered || !slices.ContainsFunc(res.DeviceSet.Devices, func(d api.Device) bool { return d.SigningKey == pub }) {
+			return fmt.Errorf("%s is not registered with its pool device: was the server bulk-loaded by this version of the benchmark?", name)
+		}
+		h := &handle{name: res.Handle, index: res.Index, account: res.DeviceSet.AccountID, version: res.Version, leaf: res.LeafHash, main: main}
+		if h.spare, err = newDevice(); err != nil {
+			return err
+		}
+		hs[i] = h
+		return nil
+	})
+	return hs, err
+}
+
 // bulkName is the name of the i-th bulk-loaded handle.
 func bulkName(i int) string { return fmt.Sprintf("b%d@loadtest.example", i) }
 
 // bulkLoad enrolls n handles named bulkName(i) through the directory's
 // bulk-load path (real VRF outputs, commitments, signatures and epochs; no
-// API calls). The handles share a pool of 256 devices, so the load does
+// API calls). The handles share a pool of poolSize devices (poolDevice), so the load does
 // not generate 10M key pairs; each record is still signed by its device.
 func (s *server) bulkLoad(n int, logf func(string, ...any)) (time.Duration, error) {
-	pool := make([]*device, 256)
+	pool := make([]*device, poolSize)
 	for i := range pool {
-		var err error
-		if pool[i], err = newDevice(); err != nil {
-			return 0, err
-		}
+		pool[i] = poolDevice(i)
 	}
 	start := time.Now()
 	lastLog := start

@@ -39,10 +39,13 @@ func envInt(name string, def int) int {
 }
 
 var (
-	benchHandles   = envInt("KT_BENCH_HANDLES", 100_000)
-	benchCallers   = envInt("KT_BENCH_CALLERS", 256)
-	lookupCallers  = envInt("KT_LOOKUP_CALLERS", 32)
-	benchConns     = envInt("KT_BENCH_CONNS", 4)
+	benchHandles  = envInt("KT_BENCH_HANDLES", 100_000)
+	benchCallers  = envInt("KT_BENCH_CALLERS", 256)
+	lookupCallers = envInt("KT_LOOKUP_CALLERS", 32)
+	benchConns    = envInt("KT_BENCH_CONNS", 4)
+	// KT_BENCH_CHECKPOINT_MS: the log's checkpoint interval (default the
+	// posix log's, 250ms).
+	benchCkpt      = time.Duration(envInt("KT_BENCH_CHECKPOINT_MS", 0)) * time.Millisecond
 	lastLookupRate atomic.Uint64 // lookups/s reached by BenchmarkGRPCLookups
 )
 
@@ -75,7 +78,7 @@ func sharedSetup(b *testing.B) {
 	defer shared.Unlock()
 	if shared.s == nil && shared.err == nil {
 		shared.err = func() error {
-			s, err := startServer(envConfig{conns: benchConns, remote: benchAddr})
+			s, err := startServer(envConfig{conns: benchConns, remote: benchAddr, ckptInterval: benchCkpt})
 			if err != nil {
 				return err
 			}
@@ -109,11 +112,27 @@ func sharedSetup(b *testing.B) {
 
 // sharedEnv is the shared directory with handles whose keys the client
 // side holds (enrolled through the API).
+//
+// With KT_BENCH_ADDR the handles are the first KT_BENCH_UPDATE_HANDLES
+// (default min(KT_BENCH_HANDLES, 100000)) of the remote server's
+// bulk-loaded ones, prepared by remoteHandles.
 func sharedEnv(b *testing.B) (*server, []*handle) {
 	b.Helper()
 	sharedSetup(b)
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.hs == nil && benchAddr != "" {
+		t0 := time.Now()
+		n := envInt("KT_BENCH_UPDATE_HANDLES", min(benchHandles, 100_000))
+		hs, err := shared.s.remoteHandles(n, lookupCallers)
+		if err != nil {
+			b.Fatal(err)
+		}
+		shared.hs = hs
+		b.Logf("looked up %d bulk-loaded handles of %s in %v", n, benchAddr, time.Since(t0).Round(time.Millisecond))
+	}
 	if shared.hs == nil {
-		b.Fatal("this benchmark changes handles, so it needs them enrolled through the API: unset KT_BENCH_BULK and KT_BENCH_ADDR")
+		b.Fatal("this benchmark changes handles, so it needs them enrolled through the API (default) or bulk-loaded by a BenchmarkServe process (KT_BENCH_ADDR): unset KT_BENCH_BULK")
 	}
 	return shared.s, shared.hs
 }
@@ -143,7 +162,7 @@ func BenchmarkServe(b *testing.B) {
 	}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().UTC().Format("15:04:05 ")+f+"\n", a...) }
 	t0 := time.Now()
-	s, err := startServer(envConfig{conns: 1, addr: addr, dir: os.Getenv("KT_BENCH_DIR")})
+	s, err := startServer(envConfig{conns: 1, addr: addr, dir: os.Getenv("KT_BENCH_DIR"), ckptInterval: benchCkpt})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -167,11 +186,20 @@ func BenchmarkServe(b *testing.B) {
 			}
 		}
 	}
+	lastCPU, lastChanges := cpuTime(), s.epochs.accepted()
 	report := func(when string) {
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
-		logf("%s: %d handles, heap in use %.0f MiB, Go total from OS %.0f MiB, RSS %.0f MiB, GC cycles %d, CPU %.1fs",
-			when, benchHandles, float64(m.HeapInuse)/(1<<20), float64(m.Sys)/(1<<20), rssMiB(), m.NumGC, cpuTime().Seconds())
+		// CPU per change over the interval: the server's cost of a durable
+		// update while a load generator elsewhere sends only changes.
+		cpu, changes := cpuTime(), s.epochs.accepted()
+		perChange := ""
+		if n := changes - lastChanges; n > 0 {
+			perChange = fmt.Sprintf(", %d changes accepted (%.1f CPU-us per change since the last report)", n, float64((cpu-lastCPU).Microseconds())/float64(n))
+		}
+		lastCPU, lastChanges = cpu, changes
+		logf("%s: %d handles, heap in use %.0f MiB, Go total from OS %.0f MiB, RSS %.0f MiB, GC cycles %d, CPU %.1fs%s",
+			when, benchHandles, float64(m.HeapInuse)/(1<<20), float64(m.Sys)/(1<<20), rssMiB(), m.NumGC, cpu.Seconds(), perChange)
 	}
 	report("loaded")
 	runtime.GC()
@@ -288,6 +316,29 @@ func runQueues(queues [][]update, f func(g int, u update) (time.Duration, error)
 	return all, nil
 }
 
+// startProfile writes a CPU profile to KT_BENCH_CPUPROFILE, if set, until
+// the returned function is called: unlike -cpuprofile, it leaves out the
+// setup (enrollment and building the requests).
+func startProfile(b *testing.B) func() {
+	path := os.Getenv("KT_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
+}
+
 // BenchmarkGRPCUpdates: durable, authenticated device changes per second
 // through gRPC (each adds or removes a device of a registered handle,
 // signed by a device of the previous version), from KT_BENCH_CALLERS
@@ -300,8 +351,10 @@ func BenchmarkGRPCUpdates(b *testing.B) {
 		b.Fatal(err)
 	}
 	runtime.GC()
+	stopProfile := startProfile(b)
 	b.ResetTimer()
 	start, cpu0 := time.Now(), cpuTime()
+	ep0, epTook0 := s.epochs.total()
 	lats, err := runQueues(queues, func(g int, u update) (time.Duration, error) {
 		t0 := time.Now()
 		resp, err := s.client(g).Change(context.Background(), u.req)
@@ -314,11 +367,20 @@ func BenchmarkGRPCUpdates(b *testing.B) {
 		return time.Since(t0), nil
 	})
 	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	ep1, epTook1 := s.epochs.total()
 	b.StopTimer()
+	stopProfile()
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "updates/s")
+	// Closing an epoch stops appends (design.md 7: nothing follows the
+	// epoch record until its checkpoint is published); with a remote
+	// server the recorder sees nothing.
+	if n := ep1 - ep0; n > 0 {
+		b.ReportMetric(100*float64(epTook1-epTook0)/float64(elapsed), "epoch-%")
+		b.ReportMetric(ms((epTook1-epTook0)/time.Duration(n)), "epoch-ms")
+	}
 	// CPU time of the process (client and server) per update: what the
 	// rate would be if the process had the cores to itself is about
 	// GOMAXPROCS/cpu-us-per-update, unless it waits on the disk.

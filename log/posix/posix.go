@@ -26,12 +26,19 @@ import (
 // Defaults for the optional [Config] fields.
 const (
 	// DefaultCheckpointInterval bounds how long an integrated entry waits for
-	// a checkpoint: the directory's visibility target is 2 s at p99 with 1 s
-	// epochs, so publication may add at most a few hundred milliseconds.
-	// Publishing more often costs a signature, two fsyncs and one request per
-	// witness per checkpoint; the directory grows the log about once per
-	// second, so witnesses see about one request per second either way.
-	DefaultCheckpointInterval = 250 * time.Millisecond
+	// a checkpoint. It is Tessera's minimum, because the directory appends
+	// nothing between an epoch record and its checkpoint (design.md 7), and
+	// that wait is about one interval: Tessera's publisher, woken by the
+	// epoch record's batch less than an interval after the previous
+	// checkpoint, skips it and sleeps a whole interval before it publishes
+	// (storage/posix/files.go, newAppender). At 250ms the directory spent
+	// about 27% of the time of a sustained write load waiting so; at 100ms
+	// 16% (docs/benchmarks.md). The cost: while changes arrive the log grows
+	// continuously, so a checkpoint (a signature, two synced file writes and
+	// one request per witness) is published up to 10 times a second, and
+	// each witness sees that many requests; operators whose witnesses want
+	// fewer raise it, trading write throughput.
+	DefaultCheckpointInterval = minCheckpointInterval
 	// DefaultRepublishInterval: an unchanged checkpoint is re-signed and
 	// re-witnessed this often, refreshing the cosignature timestamps of an
 	// idle log.
@@ -55,8 +62,13 @@ const (
 	// minCheckpointInterval is the smallest interval Tessera's POSIX driver
 	// accepts.
 	minCheckpointInterval = 100 * time.Millisecond
-	// pollInterval is how often the checkpoint file is read while some Await
-	// call is waiting; nothing polls when nobody waits.
+	// awaitPollInterval is how often the checkpoint file is read while some
+	// Await call is waiting (the directory waits so for every epoch
+	// checkpoint, and appends nothing meanwhile); nothing polls when nobody
+	// waits.
+	awaitPollInterval = 5 * time.Millisecond
+	// pollInterval is how stale a checkpoint Checkpoint may serve, so that
+	// a busy read path does not read the file on every call.
 	pollInterval = 20 * time.Millisecond
 	// lockFile, in the data directory, is held (flock) while a Log is open,
 	// so that two processes never run sequencers over one directory by
@@ -489,7 +501,7 @@ func resolve(group []*appendReq, futures [][]tessera.IndexFuture) {
 }
 
 // Await implements [log.Appender]. It waits without spinning: a single
-// goroutine reads the checkpoint file every 20ms while any Await waits, and
+// goroutine reads the checkpoint file every 5ms while any Await waits, and
 // wakes the waiters when it changes.
 func (l *Log) Await(ctx context.Context, index uint64) ([]byte, error) {
 	for {
@@ -529,7 +541,7 @@ func (l *Log) Await(ctx context.Context, index uint64) ([]byte, error) {
 
 // watch polls the checkpoint file while Await calls wait.
 func (l *Log) watch() {
-	t := time.NewTicker(pollInterval)
+	t := time.NewTicker(awaitPollInterval)
 	defer t.Stop()
 	for {
 		l.mu.Lock()
