@@ -169,6 +169,7 @@ func (s *server) start(cfg envConfig) error {
 		RecoveryKey:       recovery,
 		Credentials:       s.token,
 		StateDir:          filepath.Join(s.dir, "state"),
+		CacheSize:         int64(benchCacheMB) << 20,
 		EpochInterval:     cfg.epochInterval,
 		HeartbeatInterval: max(cfg.epochInterval, directory.DefaultHeartbeatInterval),
 		Logger:            quiet,

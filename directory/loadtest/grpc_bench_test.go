@@ -43,6 +43,9 @@ var (
 	benchCallers  = envInt("KT_BENCH_CALLERS", 256)
 	lookupCallers = envInt("KT_LOOKUP_CALLERS", 32)
 	benchConns    = envInt("KT_BENCH_CONNS", 4)
+	// KT_BENCH_CACHE_MB: the state store's block cache (ktd's cache_size);
+	// 0 keeps directory.DefaultCacheSize.
+	benchCacheMB = envInt("KT_BENCH_CACHE_MB", 0)
 	// KT_BENCH_CHECKPOINT_MS: the log's checkpoint interval (default the
 	// posix log's, 250ms).
 	benchCkpt      = time.Duration(envInt("KT_BENCH_CHECKPOINT_MS", 0)) * time.Millisecond
