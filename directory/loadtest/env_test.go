@@ -468,9 +468,10 @@ func (s *server) enrollAll(prefix string, n, c int) ([]*handle, time.Duration, e
 // signing device is its pool device (poolDevice), whose key this process
 // derives as the server did. The handles must not change meanwhile, and
 // their latest changes must be in the served epoch.
-func (s *server) remoteHandles(n, c int) ([]*handle, error) {
+func (s *server) remoteHandles(off, n, c int) ([]*handle, error) {
 	hs := make([]*handle, n)
-	err := parallel(n, c, func(i int) error {
+	err := parallel(n, c, func(k int) error {
+		i := off + k
 		name := bulkName(i)
 		lr, err := s.client(i).Lookup(context.Background(), &ktpb.LookupRequest{Handle: name})
 		if err != nil {
@@ -489,7 +490,7 @@ func (s *server) remoteHandles(n, c int) ([]*handle, error) {
 		if h.spare, err = newDevice(); err != nil {
 			return err
 		}
-		hs[i] = h
+		hs[k] = h
 		return nil
 	})
 	return hs, err

@@ -116,9 +116,9 @@ func sharedSetup(b *testing.B) {
 // sharedEnv is the shared directory with handles whose keys the client
 // side holds (enrolled through the API).
 //
-// With KT_BENCH_ADDR the handles are the first KT_BENCH_UPDATE_HANDLES
-// (default min(KT_BENCH_HANDLES, 100000)) of the remote server's
-// bulk-loaded ones, prepared by remoteHandles.
+// With KT_BENCH_ADDR the handles are KT_BENCH_UPDATE_HANDLES (default
+// min(KT_BENCH_HANDLES, 100000)) of the remote server's bulk-loaded ones
+// from KT_BENCH_UPDATE_OFFSET (default 0) on, prepared by remoteHandles.
 func sharedEnv(b *testing.B) (*server, []*handle) {
 	b.Helper()
 	sharedSetup(b)
@@ -127,7 +127,14 @@ func sharedEnv(b *testing.B) (*server, []*handle) {
 	if shared.hs == nil && benchAddr != "" {
 		t0 := time.Now()
 		n := envInt("KT_BENCH_UPDATE_HANDLES", min(benchHandles, 100_000))
-		hs, err := shared.s.remoteHandles(n, lookupCallers)
+		// KT_BENCH_UPDATE_OFFSET: start at that bulk-loaded handle, so
+		// that two load generators (updates, and a visibility probe)
+		// change disjoint handles of one server.
+		off := envInt("KT_BENCH_UPDATE_OFFSET", 0)
+		if off+n > benchHandles {
+			b.Fatalf("KT_BENCH_UPDATE_OFFSET %d + KT_BENCH_UPDATE_HANDLES %d is beyond KT_BENCH_HANDLES %d", off, n, benchHandles)
+		}
+		hs, err := shared.s.remoteHandles(off, n, lookupCallers)
 		if err != nil {
 			b.Fatal(err)
 		}
