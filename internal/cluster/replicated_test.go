@@ -270,20 +270,25 @@ func TestReplicatedFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for h, v := range maxAcked {
-		// The log's last epoch record may be a moment ahead of the epoch
-		// the survivor serves (it serves an epoch once it has seen the
-		// checkpoint that covers it): look again until it serves the
-		// log's latest version, within a bound.
+	// The log's last epoch record may be a moment ahead of the epoch an
+	// instance serves (it serves an epoch once it has seen the checkpoint
+	// that covers it): servesLatest looks again until cl serves h at the
+	// log's latest version, within a bound, and returns what it served.
+	servesLatest := func(cl *client.Client, where, h string) *client.LookupResult {
+		t.Helper()
 		var res *client.LookupResult
-		waitFor(h+" at the survivor", time.Minute, func() bool {
+		waitFor(h+" at "+where, time.Minute, func() bool {
 			var err error
-			res, err = sc.Lookup(ctx, h)
+			res, err = cl.Lookup(ctx, h)
 			if verifyFailure(err) {
-				t.Fatalf("final lookup of %s at %s: %v", h, survivor.name, err)
+				t.Fatalf("lookup of %s at %s: %v", h, where, err)
 			}
 			return err == nil && res.Version >= latest[res.Index]
 		})
+		return res
+	}
+	for h, v := range maxAcked {
+		res := servesLatest(sc, survivor.name, h)
 		if res.Version < v || res.Version != latest[res.Index] {
 			t.Errorf("%s: %s serves version %d; acknowledged %d, the log's latest %d", h, survivor.name, res.Version, v, latest[res.Index])
 		}
@@ -316,15 +321,7 @@ func TestReplicatedFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	for h := range maxAcked {
-		var res *client.LookupResult
-		waitFor(h+" at the restarted writer", time.Minute, func() bool {
-			var err error
-			res, err = rcl.Lookup(ctx, h)
-			if verifyFailure(err) {
-				t.Fatalf("lookup of %s at the restarted %s: %v", h, writer.name, err)
-			}
-			return err == nil && res.Version >= latest[res.Index]
-		})
+		res := servesLatest(rcl, "the restarted "+writer.name, h)
 		if res.Version != latest[res.Index] {
 			t.Errorf("%s: the restarted %s serves version %d, the log's latest %d", h, writer.name, res.Version, latest[res.Index])
 		}
