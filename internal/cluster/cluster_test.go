@@ -1,16 +1,13 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -144,7 +141,7 @@ func TestSignerFailover(t *testing.T) {
 
 	// Clients: one verifies the library's log over HTTP, one ktd's.
 	libClient := newVerifyingClient(logapi.NewClient(srv.URL, srv.Client()), origin, verifier)
-	ktdClient := newVerifyingClient(logapi.NewClient(kd.httpURL, nil), kd.origin, kd.verifier)
+	ktdClient := newVerifyingClient(logapi.NewClient(kd.http, nil), kd.origin, kd.verifier)
 	clientsDone := make(chan struct{})
 	var clients sync.WaitGroup
 	for _, vc := range []*verifyingClient{libClient, ktdClient} {
@@ -517,20 +514,10 @@ func toTlog(p [][]byte) []tlog.Hash {
 
 // ktd is a running ktd binary.
 type ktdProc struct {
+	*replicaKtd
 	treeID   int64
-	httpURL  string
 	origin   string
 	verifier note.Verifier
-	exited   chan struct{}
-}
-
-func (k *ktdProc) alive() bool {
-	select {
-	case <-k.exited:
-		return false
-	default:
-		return true
-	}
 }
 
 // startKtd builds and starts ktd on the Trillian backend at addr, with a
@@ -543,86 +530,40 @@ func startKtd(t *testing.T, addr string) *ktdProc {
 		t.Fatalf("building ktd: %v\n%s", err, out)
 	}
 	const ktdOrigin = "example.com/kt-cluster-ktd"
-	cmd := exec.Command(bin,
-		"--data-dir="+filepath.Join(dir, "data"),
+	rk := startKtdBinary(t, bin, "ktd", filepath.Join(dir, "data"), []string{
 		"--grpc-listen=127.0.0.1:0",
 		"--http-listen=127.0.0.1:0",
 		"--operator-listen=",
 		"--metrics-listen=",
-		"--log-origin="+ktdOrigin,
+		"--log-origin=" + ktdOrigin,
 		"--log-backend=trillian",
-		"--log-trillian-address="+addr,
+		"--log-trillian-address=" + addr,
 		"--log-trillian-create-tree",
 		"--log-checkpoint-interval=100ms",
 		"--directory-epoch-interval=100ms",
 		"--directory-heartbeat-interval=200ms",
-	)
-	logPath := filepath.Join(dir, "ktd.log")
-	out, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("ktd output (tail):\n%s", b)
-		}
 	})
-	// Tee ktd's output to its log file, and pick out the tree ID, the
-	// HTTP address and the log key.
-	k := &ktdProc{origin: ktdOrigin, exited: exited}
-	ready := make(chan error, 1)
-	go func() {
-		s := bufio.NewScanner(pr)
-		s.Buffer(nil, 1<<20)
-		treeRE := regexp.MustCompile(`msg="created Trillian tree".* tree_id=(\d+)`)
-		servingRE := regexp.MustCompile(`msg="ktd serving".* http=(\S+) .*log_public_key=(\S+)`)
-		sent := false
-		for s.Scan() {
-			line := s.Text()
-			fmt.Fprintln(out, line)
-			if m := treeRE.FindStringSubmatch(line); m != nil {
-				k.treeID, _ = strconv.ParseInt(m[1], 10, 64)
+	// Pick out the tree ID and the log key from what ktd printed.
+	k := &ktdProc{replicaKtd: rk, origin: ktdOrigin}
+	treeRE := regexp.MustCompile(`msg="created Trillian tree".* tree_id=(\d+)`)
+	keyRE := regexp.MustCompile(`msg="ktd serving".*log_public_key=(\S+)`)
+	for _, line := range rk.startup {
+		if m := treeRE.FindStringSubmatch(line); m != nil {
+			k.treeID, _ = strconv.ParseInt(m[1], 10, 64)
+		}
+		if m := keyRE.FindStringSubmatch(line); m != nil {
+			v, err := note.NewVerifier(m[1])
+			if err != nil {
+				t.Fatalf("ktd's log key: %v", err)
 			}
-			if m := servingRE.FindStringSubmatch(line); m != nil && !sent {
-				k.httpURL = m[1]
-				v, err := note.NewVerifier(m[2])
-				k.verifier = v
-				ready <- err
-				sent = true
-			}
+			k.verifier = v
 		}
-		out.Close()
-		if !sent {
-			ready <- errors.New("ktd exited before serving")
-		}
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("ktd: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("ktd did not start serving within 60s")
 	}
 	if k.treeID == 0 {
 		t.Fatal("ktd did not log the tree it created")
+	}
+	if k.verifier == nil {
+		t.Fatal("ktd did not log its log key")
 	}
 	return k
 }

@@ -585,8 +585,11 @@ type replicaKtd struct {
 	name       string
 	dataDir    string
 	grpc, http string
-	cmd        *exec.Cmd
-	exited     chan struct{}
+	// startup holds ktd's output up to and including its "ktd serving"
+	// line, for callers that read more from it (a created tree's ID).
+	startup []string
+	cmd     *exec.Cmd
+	exited  chan struct{}
 }
 
 // startReplicaKtd starts ktd with its own data directory and waits until
@@ -637,6 +640,9 @@ func startKtdBinary(t testing.TB, bin, name, dataDir string, args []string) *rep
 		for s.Scan() {
 			line := s.Text()
 			fmt.Fprintln(out, line)
+			if !sent {
+				k.startup = append(k.startup, line)
+			}
 			if m := servingRE.FindStringSubmatch(line); m != nil && !sent {
 				k.grpc, k.http = m[1], m[2]
 				ready <- nil
