@@ -304,21 +304,17 @@ func (d *Directory) recover(ctx context.Context) error {
 			case *api.ChangeRecord:
 				if j >= applied {
 					leaf := api.LeafHash(e)
-					h := headState{version: r.Version, leaf: leaf, logIndex: j}
+					var ds []byte
 					if p, ok, err := d.st.payload(leaf); err != nil {
 						return err
-					} else if !ok {
-						// Replicated: from the shared table (the state
-						// then has no rules and checks read the payload).
-						if got, err := d.fetchPayload(ctx, leaf, b); err != nil {
-							return err
-						} else if !got {
-							missing++
-						}
-					} else if len(p.deviceSet) >= 17 {
-						h.rules = &headRules{authorizers: r.Authorizers, accountID: [16]byte(p.deviceSet[1:17])}
+					} else if ok {
+						ds = p.deviceSet
+					} else if ds, err = d.fetchPayload(ctx, leaf, b); err != nil { // replicated: from the shared table
+						return err
+					} else if ds == nil {
+						missing++
 					}
-					b.Set(stateKey(r.Index), encodeHead(h), nil)
+					b.Set(stateKey(r.Index), encodeHead(replayedHead(r, leaf, j, ds)), nil)
 					b.Set(historyKey(r.Index, r.Version), encodeHistory(historyEntry{leaf: leaf, logIndex: j}), nil)
 				}
 			case *api.EpochRecord:

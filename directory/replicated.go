@@ -571,28 +571,30 @@ func (d *Directory) cacheVRF(handle string, v *vrfEntry) {
 // fetchPayload copies the payload of leaf from the shared table into b
 // (replicated mode only): true if it did. A missing or corrupt payload is
 // logged and reported as false; a database error is returned.
-func (d *Directory) fetchPayload(ctx context.Context, leaf [32]byte, b *pebble.Batch) (bool, error) {
+func (d *Directory) fetchPayload(ctx context.Context, leaf [32]byte, b *pebble.Batch) ([]byte, error) {
 	if d.repl == nil {
-		return false, nil
+		return nil, nil
 	}
 	p, err := d.repl.cfg.Payloads.Get(ctx, leaf)
 	return d.storeFetched(leaf, p, err, b)
 }
 
-func (d *Directory) storeFetched(leaf [32]byte, p *payloadstore.Payload, err error, b *pebble.Batch) (bool, error) {
+// storeFetched stores a payload fetched from the shared table into b and
+// returns its device set; nil if it was missing or corrupt (logged).
+func (d *Directory) storeFetched(leaf [32]byte, p *payloadstore.Payload, err error, b *pebble.Batch) ([]byte, error) {
 	var corrupt *payloadstore.CorruptError
 	switch {
 	case err == nil:
 		b.Set(payloadKey(leaf), encodePayload(&payload{record: p.Record, opening: p.Opening, deviceSet: p.DeviceSet}), nil)
-		return true, nil
+		return p.DeviceSet, nil
 	case errors.Is(err, payloadstore.ErrNotFound):
 		d.logger.Warn("directory: a change record's payload is not in the shared table; lookups of its handle fail until its next change", "leaf", fmt.Sprintf("%x", leaf[:8]))
-		return false, nil
+		return nil, nil
 	case errors.As(err, &corrupt):
 		d.logger.Error("directory: a change record's payload in the shared table is corrupt; lookups of its handle fail until its next change", "err", err)
-		return false, nil
+		return nil, nil
 	default:
-		return false, err
+		return nil, err
 	}
 }
 
@@ -669,12 +671,13 @@ func (d *Directory) applyTail(ctx context.Context, n uint64) (fatal bool, err er
 			switch rec := ent.(type) {
 			case *api.ChangeRecord:
 				leaf := api.LeafHash(e)
+				var ds []byte
 				if f, ok := fetched[leaf]; ok {
-					if _, err := d.storeFetched(leaf, f.p, f.err, b); err != nil {
+					if ds, err = d.storeFetched(leaf, f.p, f.err, b); err != nil {
 						return true, err // prefetch returned database errors already
 					}
 				}
-				b.Set(stateKey(rec.Index), encodeHead(headState{version: rec.Version, leaf: leaf, logIndex: j}), nil)
+				b.Set(stateKey(rec.Index), encodeHead(replayedHead(rec, leaf, j, ds)), nil)
 				b.Set(historyKey(rec.Index, rec.Version), encodeHistory(historyEntry{leaf: leaf, logIndex: j}), nil)
 			case *api.EpochRecord:
 				for _, u := range rp.applied {

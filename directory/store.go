@@ -275,6 +275,18 @@ func (s *store) head(index [32]byte) (headState, bool, error) {
 }
 
 // historyEntry is one version of an index.
+// replayedHead is the handle state of change record r at log index j,
+// replayed from the log. With the record's device set (the payload; nil if
+// it is not known) it carries the rules a change check needs, as the
+// sequencer writes it; without, checks fall back to reading the payload.
+func replayedHead(r *api.ChangeRecord, leaf [32]byte, j uint64, deviceSet []byte) headState {
+	h := headState{version: r.Version, leaf: leaf, logIndex: j}
+	if len(deviceSet) >= 17 {
+		h.rules = &headRules{authorizers: r.Authorizers, accountID: [16]byte(deviceSet[1:17])}
+	}
+	return h
+}
+
 type historyEntry struct {
 	leaf     [32]byte
 	logIndex uint64
