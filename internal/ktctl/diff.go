@@ -93,11 +93,7 @@ func VerifyMonitor(k *Keys, index [32]byte, resp *ktpb.MonitorResponse) (*Verifi
 	if err != nil {
 		return nil, err
 	}
-	rec := o.Epoch.Record
-	vh := &VerifiedHistory{
-		Index: index[:], Checkpoint: cp, Changes: []*VerifiedChange{},
-		Epoch: &Epoch{Epoch: rec.Epoch, Time: EpochTime(rec.Timestamp), LogSize: rec.LogSize, MapRoot: rec.MapRoot[:], MapSize: rec.MapSize},
-	}
+	vh := &VerifiedHistory{Index: index[:], Checkpoint: cp, Changes: []*VerifiedChange{}, Epoch: decodeEpoch(&o.Epoch.Record)}
 	for _, c := range o.Changes {
 		vh.Changes = append(vh.Changes, &VerifiedChange{LogIndex: c.LogIndex, Change: DecodeChange(c.Record, cp.Origin), DeviceSet: decodeSet(c.DeviceSet), set: c.DeviceSet})
 	}
@@ -198,7 +194,7 @@ func EpochAt(ctx context.Context, r klog.Reader, cp *Checkpoint, epoch uint64) (
 	if _, err := client.VerifyEpochRecord(raw, pos, cp.Size, cp.RootHash(), p); err != nil {
 		return nil, verifyErr("epoch record", err, "epoch %d at log index %d", epoch, pos)
 	}
-	return &Epoch{Epoch: rec.Epoch, Time: EpochTime(rec.Timestamp), LogSize: rec.LogSize, MapRoot: rec.MapRoot[:], MapSize: rec.MapSize}, nil
+	return decodeEpoch(rec), nil
 }
 
 // DiffSide is the state of a handle at one epoch.
