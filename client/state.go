@@ -114,7 +114,7 @@ func noteText(raw []byte) (string, error) {
 	_, err := note.Open(raw, note.VerifierList())
 	var u *note.UnverifiedNoteError
 	if !errors.As(err, &u) {
-		return "", fmt.Errorf("malformed checkpoint note: %v", err)
+		return "", fmt.Errorf("malformed checkpoint note: %w", err)
 	}
 	return u.Note.Text, nil
 }

@@ -86,7 +86,7 @@ func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
 	}
 	v, err := note.NewVerifier(pb.GetLogPublicKey())
 	if err != nil {
-		return bad("log public key %q: %v", pb.GetLogPublicKey(), err)
+		return nil, fail(StepParams, ErrInvalidParams, err, "log public key %q", pb.GetLogPublicKey())
 	}
 	p.LogVerifier = v
 	if raw := vkeyPublicKey(pb.GetLogPublicKey()); raw != nil {
@@ -96,7 +96,7 @@ func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
 		}
 	}
 	if p.VRFKey, err = vrf.ParsePublicKey(pb.GetVrfPublicKey()); err != nil {
-		return bad("VRF public key: %v", err)
+		return nil, fail(StepParams, ErrInvalidParams, err, "VRF public key")
 	}
 	if len(pb.GetRecoveryPublicKey()) != 32 {
 		return bad("recovery public key has %d bytes, want 32", len(pb.GetRecoveryPublicKey()))
@@ -104,7 +104,7 @@ func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
 	copy(p.RecoveryKey[:], pb.GetRecoveryPublicKey())
 	if text := pb.GetWitnessPolicy(); text != "" {
 		if p.Witnesses, err = witness.ParsePolicy([]byte(text)); err != nil {
-			return bad("%v", err)
+			return nil, fail(StepParams, ErrInvalidParams, err, "")
 		}
 	}
 	// SPEC(design.md 4): "Keys of different roles MUST be distinct keys."
@@ -141,7 +141,11 @@ func vkeyPublicKey(vkey string) []byte {
 
 // Validate reports whether p is complete and consistent; errors wrap
 // [ErrInvalidParams].
-func (p *Params) Validate() error {
+func (p *Params) Validate() error { return p.validate(false) }
+
+// validate is Validate; for an observer ([VerifyObserved]) the VRF key is
+// not needed and the recovery key may be zero.
+func (p *Params) validate(observer bool) error {
 	bad := func(format string, args ...any) error {
 		return fail(StepParams, ErrInvalidParams, nil, format, args...)
 	}
@@ -159,9 +163,9 @@ func (p *Params) Validate() error {
 	case p.LogVerifier.Name() != p.Origin:
 		// SPEC(design.md 4): checkpoint signatures use "key name = origin".
 		return bad("log key name %q is not the origin %q", p.LogVerifier.Name(), p.Origin)
-	case p.VRFKey == nil:
+	case p.VRFKey == nil && !observer:
 		return bad("no VRF key")
-	case p.RecoveryKey == [32]byte{}:
+	case p.RecoveryKey == [32]byte{} && !observer:
 		return bad("no recovery key")
 	case p.MaxAge < 0 || p.Skew < 0:
 		return bad("negative MaxAge or Skew")

@@ -80,6 +80,8 @@ func (e *Epoch) Trusted() *Trusted {
 // A nil part reuses t (which must then exist) and checks step 5 only.
 // Malformed parts fail with [ErrMalformed] before any check. VerifyEpoch does
 // not modify t; store the returned epoch's [Epoch.Trusted] state.
+//
+// SPEC(design.md 12.2 step 2)
 func VerifyEpoch(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time) (*Epoch, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -101,7 +103,23 @@ func VerifyEpoch(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time) (*E
 		}
 		return e, nil
 	}
+	e, err := verifyEpochPart(p, t, part, now)
+	if err != nil {
+		return nil, err
+	}
+	// Step 2.5.
+	if err := checkFreshness(p, t, e, now); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
 
+// verifyEpochPart runs steps 1 and 2.1 to 2.4 of design.md 12.2 on an
+// epoch part: everything but freshness, which observers do not check
+// (see [VerifyObserved]). now bounds the cosignature timestamps (step 2.2).
+//
+// SPEC(design.md 12.2 steps 1, 2.1 to 2.4)
+func verifyEpochPart(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time) (*Epoch, error) {
 	// Step 1: parse.
 	rec, err := api.ParseEpochRecord(part.GetEpochRecord())
 	if err != nil {
@@ -154,19 +172,52 @@ func VerifyEpoch(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time) (*E
 	}
 
 	// Step 2.4: the epoch record is the checkpoint's last entry.
-	if e.Size == 0 || rec.LogSize != e.Size-1 {
-		return nil, fail(StepEpochRecord, ErrNotLatestEpoch, nil, "epoch record has log size %d, checkpoint size is %d", rec.LogSize, e.Size)
+	if e.Size == 0 {
+		return nil, fail(StepEpochRecord, ErrNotLatestEpoch, nil, "epoch record has log size %d, checkpoint size is 0", rec.LogSize)
 	}
-	leaf := api.LeafHash(part.GetEpochRecord())
-	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, rec.LogSize, e.Size, leaf[:], part.GetInclusionProof(), e.Root[:]); err != nil {
-		return nil, fail(StepEpochRecord, ErrEpochInclusion, err, "epoch record at index %d", rec.LogSize)
-	}
-
-	// Step 2.5.
-	if err := checkFreshness(p, t, e, now); err != nil {
+	if err := checkEpochRecord(rec, api.LeafHash(part.GetEpochRecord()), e.Size-1, e.Size, e.Root, part.GetInclusionProof()); err != nil {
 		return nil, err
 	}
 	return e, nil
+}
+
+// VerifyEpochRecord checks that raw is the epoch record at log index
+// logIndex of a log whose tree of the given size has the given root: it
+// parses ([ErrMalformed]), its log size is logIndex, so that it is the last
+// entry of the tree of size logIndex + 1 and closes its epoch
+// ([ErrNotLatestEpoch]), and inclusion proves it at logIndex in the tree
+// ([ErrEpochInclusion]). For an epoch checkpoint, logIndex is size − 1
+// (as in [VerifyEpoch]); a larger tree proves an earlier epoch. Errors are
+// [*VerifyError] values.
+//
+// SPEC(design.md 12.2 step 2.4)
+func VerifyEpochRecord(raw []byte, logIndex, size uint64, root [32]byte, inclusion [][]byte) (*api.EpochRecord, error) {
+	rec, err := api.ParseEpochRecord(raw)
+	if err != nil {
+		return nil, fail(StepParse, ErrMalformed, err, "epoch record")
+	}
+	if err := checkProof("epoch inclusion proof", inclusion); err != nil {
+		return nil, err
+	}
+	if err := checkEpochRecord(rec, api.LeafHash(raw), logIndex, size, root, inclusion); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// checkEpochRecord is step 2.4 of design.md 12.2 for the epoch record rec
+// (with leaf hash leaf) at logIndex in the tree (size, root).
+//
+// SPEC(design.md 12.2 step 2.4): "The epoch record's log size MUST be
+// size − 1 and its leaf MUST be included at that index".
+func checkEpochRecord(rec *api.EpochRecord, leaf [32]byte, logIndex, size uint64, root [32]byte, inclusion [][]byte) error {
+	if rec.LogSize != logIndex || logIndex >= size {
+		return fail(StepEpochRecord, ErrNotLatestEpoch, nil, "epoch record at log index %d has log size %d (tree size %d)", logIndex, rec.LogSize, size)
+	}
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, logIndex, size, leaf[:], inclusion, root[:]); err != nil {
+		return fail(StepEpochRecord, ErrEpochInclusion, err, "epoch record at index %d", logIndex)
+	}
+	return nil
 }
 
 // verifyCheckpoint checks the log's signature (step 2.1) and fills e.Size

@@ -119,6 +119,10 @@ type Alert struct {
 	Rule string
 	// Message says what happened, for the user.
 	Message string
+	// Err is, for AlertRuleViolation, the error of the broken rule: the
+	// *api.AuthError of api.CheckChange (R1 to R6) or of
+	// api.OpenCommitment, wrapped with [ErrAuthorizers] (R7).
+	Err error
 }
 
 func (a Alert) String() string {
@@ -206,7 +210,10 @@ type parsedChange struct {
 // R7) and changes the owner did not make are not errors: they are verified
 // facts about the log and come back as alerts in the result.
 //
-// Neither state nor t is modified.
+// Neither state nor t is modified. [VerifyObserved] runs the same checks
+// without the owner's state.
+//
+// SPEC(design.md 13 steps 1 to 6)
 func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.MonitorResponse, own OwnKeys, now time.Time) (*MonitorResult, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -220,80 +227,11 @@ func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.Monito
 	if (state.Version == 0) != (state.DeviceSet == nil) || state.Version == 0 && state.LeafHash != [32]byte{} {
 		return nil, fail(StepParams, ErrInvalidParams, nil, "monitor state at version %d does not match its record fields", state.Version)
 	}
-	if resp == nil {
-		return nil, fail(StepParse, ErrMalformed, nil, "no response")
-	}
-
-	// Step 1 (12.2 step 1): parse.
-	mp, err := smt.ParseProof(resp.GetMapProof())
-	if err != nil {
-		if errors.Is(err, smt.ErrMalformedProof) {
-			return nil, fail(StepParse, ErrMalformed, err, "map proof")
-		}
-		return nil, fail(StepMap, ErrMapProof, err, "")
-	}
-	changes := make([]parsedChange, len(resp.GetChanges()))
-	for i, c := range resp.GetChanges() {
-		pc := &changes[i]
-		if c == nil {
-			return nil, fail(StepParse, ErrMalformed, nil, "change %d is empty", i)
-		}
-		if pc.record, err = api.ParseChangeRecord(c.GetChangeRecord()); err != nil {
-			return nil, fail(StepParse, ErrMalformed, err, "change %d record", i)
-		}
-		if len(c.GetOpening()) != 32 {
-			return nil, fail(StepParse, ErrMalformed, nil, "change %d opening has %d bytes, want 32", i, len(c.GetOpening()))
-		}
-		if _, err := api.ParseDeviceSet(c.GetDeviceSet()); err != nil {
-			return nil, fail(StepParse, ErrMalformed, err, "change %d device set", i)
-		}
-		if err := checkProof("change inclusion proof", c.GetInclusionProof()); err != nil {
-			return nil, err
-		}
-		pc.recordBytes = c.GetChangeRecord()
-		pc.leaf = api.LeafHash(pc.recordBytes)
-		pc.logIndex = c.GetLogIndex()
-		pc.inclusion = c.GetInclusionProof()
-		copy(pc.opening[:], c.GetOpening())
-		pc.setBytes = c.GetDeviceSet()
-	}
-
-	// Step 1 of 13: the epoch.
-	e, err := VerifyEpoch(p, t, resp.GetEpoch(), now)
+	e, changes, err := verifyChain(p, state.Index, state.Version, state.LeafHash, resp, func(part *ktpb.EpochPart) (*Epoch, error) {
+		return VerifyEpoch(p, t, part, now)
+	})
 	if err != nil {
 		return nil, err
-	}
-
-	// Step 3 of 13 (before the map proof, so that a gap is reported as
-	// one): the changes are the complete chain after state.Version.
-	version, leaf := state.Version, state.LeafHash
-	for i := range changes {
-		pc := &changes[i]
-		r := pc.record
-		switch {
-		case r.Index != state.Index:
-			return nil, fail(StepChain, ErrMonitorGap, nil, "change %d is for index %x, not %x", i, r.Index[:8], state.Index[:8])
-		case version == ^uint64(0) || r.Version != version+1:
-			return nil, fail(StepChain, ErrMonitorGap, nil, "change %d has version %d, want %d", i, r.Version, version+1)
-		case r.Prev != leaf:
-			return nil, fail(StepChain, ErrMonitorGap, nil, "version %d does not link to the leaf hash of version %d", r.Version, version)
-		case pc.logIndex >= e.Record.LogSize:
-			return nil, fail(StepChain, ErrMonitorGap, nil, "version %d at log index %d, not below the epoch's log size %d", r.Version, pc.logIndex, e.Record.LogSize)
-		}
-		if err := proof.VerifyInclusion(rfc6962.DefaultHasher, pc.logIndex, e.Size, pc.leaf[:], pc.inclusion, e.Root[:]); err != nil {
-			return nil, fail(StepChain, ErrMonitorGap, err, "version %d not included at log index %d", r.Version, pc.logIndex)
-		}
-		version, leaf = r.Version, pc.leaf
-	}
-
-	// Step 2 of 13: the map holds the last version (or, at version 0 with
-	// no change, nothing).
-	var value *[32]byte
-	if version > 0 {
-		value = &leaf
-	}
-	if err := smt.Verify(e.Record.MapRoot, state.Index, value, mp); err != nil {
-		return nil, fail(StepMap, ErrMapProof, err, "index %x at version %d", state.Index[:8], version)
 	}
 
 	// Steps 4 and 5: rules and classification.
@@ -335,48 +273,109 @@ func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.Monito
 	return res, nil
 }
 
-// apply checks one change against s (the state before it), classifies it
-// and advances s.
-func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change, error) {
-	r := pc.record
-	c := &Change{Version: r.Version, LogIndex: pc.logIndex, Record: r}
-	alert := func(kind AlertKind, rule, format string, args ...any) {
-		c.Alerts = append(c.Alerts, Alert{Kind: kind, Version: r.Version, LogIndex: pc.logIndex, Rule: rule, Message: fmt.Sprintf(format, args...)})
+// verifyChain runs steps 1 to 3 of design.md 13 on a monitoring answer
+// for index from the known version (with leaf hash leaf; 0 and zero for
+// none), for owners and observers alike: it parses the answer, verifies
+// its epoch part with epoch, checks that the changes are the complete
+// chain of versions after version, each included in the log below the
+// epoch record and after its predecessor, and verifies the map proof for
+// the last one. Errors are [*VerifyError] values.
+//
+// SPEC(design.md 13 steps 1 to 3)
+func verifyChain(p *Params, index [32]byte, version uint64, leaf [32]byte, resp *ktpb.MonitorResponse, epoch func(*ktpb.EpochPart) (*Epoch, error)) (*Epoch, []parsedChange, error) {
+	if resp == nil {
+		return nil, nil, fail(StepParse, ErrMalformed, nil, "no response")
 	}
 
-	// Step 4: R1 to R6, then the commitment and R7.
-	var prev *api.HandleState
-	if s.Version > 0 {
-		prev = &api.HandleState{Version: s.Version, LeafHash: s.LeafHash, Authorizers: s.Authorizers}
-	}
-	violated := false
-	if err := api.CheckChange(p.Origin, prev, r, p.RecoveryKey); err != nil {
-		var ae *api.AuthError
-		rule := "authorization"
-		if errors.As(err, &ae) {
-			rule = ae.Rule
+	// Step 1 (12.2 step 1): parse.
+	mp, err := smt.ParseProof(resp.GetMapProof())
+	if err != nil {
+		if errors.Is(err, smt.ErrMalformedProof) {
+			return nil, nil, fail(StepParse, ErrMalformed, err, "map proof")
 		}
-		violated = true
-		alert(AlertRuleViolation, rule, "the directory logged a change that breaks rule %s: %v", rule, err)
+		return nil, nil, fail(StepMap, ErrMapProof, err, "")
 	}
-	set, err := api.OpenCommitment(r, pc.opening, pc.setBytes)
-	var ae *api.AuthError
-	switch {
-	case err == nil:
-	case errors.As(err, &ae):
-		// R7: the record names other authorizers than the set's keys. The
-		// set itself is committed to, so it is still the set.
-		violated = true
-		alert(AlertRuleViolation, ae.Rule, "the directory logged a change that breaks rule %s: %v", ae.Rule, err)
-		if set, err = api.ParseDeviceSet(pc.setBytes); err != nil {
-			return nil, fail(StepParse, ErrMalformed, err, "version %d device set", r.Version)
+	changes := make([]parsedChange, len(resp.GetChanges()))
+	for i, c := range resp.GetChanges() {
+		pc := &changes[i]
+		if c == nil {
+			return nil, nil, fail(StepParse, ErrMalformed, nil, "change %d is empty", i)
 		}
-	case errors.Is(err, api.ErrCommitment):
-		return nil, fail(StepCommitment, ErrCommitment, err, "version %d", r.Version)
-	default:
-		return nil, fail(StepParse, ErrMalformed, err, "version %d device set", r.Version)
+		if pc.record, err = api.ParseChangeRecord(c.GetChangeRecord()); err != nil {
+			return nil, nil, fail(StepParse, ErrMalformed, err, "change %d record", i)
+		}
+		if len(c.GetOpening()) != 32 {
+			return nil, nil, fail(StepParse, ErrMalformed, nil, "change %d opening has %d bytes, want 32", i, len(c.GetOpening()))
+		}
+		if _, err := api.ParseDeviceSet(c.GetDeviceSet()); err != nil {
+			return nil, nil, fail(StepParse, ErrMalformed, err, "change %d device set", i)
+		}
+		if err := checkProof("change inclusion proof", c.GetInclusionProof()); err != nil {
+			return nil, nil, err
+		}
+		pc.recordBytes = c.GetChangeRecord()
+		pc.leaf = api.LeafHash(pc.recordBytes)
+		pc.logIndex = c.GetLogIndex()
+		pc.inclusion = c.GetInclusionProof()
+		copy(pc.opening[:], c.GetOpening())
+		pc.setBytes = c.GetDeviceSet()
 	}
-	c.DeviceSet = set
+
+	// Step 1 of 13: the epoch.
+	e, err := epoch(resp.GetEpoch())
+	if err != nil {
+		return nil, nil, err
+	}
+
+	// Step 3 of 13 (before the map proof, so that a gap is reported as
+	// one): the changes are the complete chain after version.
+	for i := range changes {
+		pc := &changes[i]
+		r := pc.record
+		switch {
+		case r.Index != index:
+			return nil, nil, fail(StepChain, ErrMonitorGap, nil, "change %d is for index %x, not %x", i, r.Index[:8], index[:8])
+		case version == ^uint64(0) || r.Version != version+1:
+			return nil, nil, fail(StepChain, ErrMonitorGap, nil, "change %d has version %d, want %d", i, r.Version, version+1)
+		case r.Prev != leaf:
+			return nil, nil, fail(StepChain, ErrMonitorGap, nil, "version %d does not link to the leaf hash of version %d", r.Version, version)
+		case pc.logIndex >= e.Record.LogSize:
+			return nil, nil, fail(StepChain, ErrMonitorGap, nil, "version %d at log index %d, not below the epoch's log size %d", r.Version, pc.logIndex, e.Record.LogSize)
+		case i > 0 && pc.logIndex <= changes[i-1].logIndex:
+			// SPEC(design.md 13 step 3): versions are logged in order.
+			return nil, nil, fail(StepChain, ErrMonitorGap, nil, "version %d at log index %d, not after version %d at %d", r.Version, pc.logIndex, version, changes[i-1].logIndex)
+		}
+		if err := proof.VerifyInclusion(rfc6962.DefaultHasher, pc.logIndex, e.Size, pc.leaf[:], pc.inclusion, e.Root[:]); err != nil {
+			return nil, nil, fail(StepChain, ErrMonitorGap, err, "version %d not included at log index %d", r.Version, pc.logIndex)
+		}
+		version, leaf = r.Version, pc.leaf
+	}
+
+	// Step 2 of 13: the map holds the last version (or, at version 0 with
+	// no change, nothing).
+	var value *[32]byte
+	if version > 0 {
+		value = &leaf
+	}
+	if err := smt.Verify(e.Record.MapRoot, index, value, mp); err != nil {
+		return nil, nil, fail(StepMap, ErrMapProof, err, "index %x at version %d", index[:8], version)
+	}
+	return e, changes, nil
+}
+
+// apply checks one change against s (the state before it), classifies it
+// from the owner's point of view and advances s.
+//
+// SPEC(design.md 13 steps 4 to 6)
+func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change, error) {
+	c, violated, err := s.check(p, pc)
+	if err != nil {
+		return nil, err
+	}
+	r := pc.record
+	alert := func(kind AlertKind, format string, args ...any) {
+		c.Alerts = append(c.Alerts, Alert{Kind: kind, Version: r.Version, LogIndex: pc.logIndex, Message: fmt.Sprintf(format, args...)})
+	}
 
 	// Step 5: who made the change.
 	known := func(k [32]byte) bool {
@@ -391,21 +390,94 @@ func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change
 	switch {
 	case r.Kind == api.AuthRecovery:
 		c.By = ByRecovery
-		alert(AlertRecovery, "", "changed by the directory's recovery path, not by you")
+		alert(AlertRecovery, "changed by the directory's recovery path, not by you")
 	case own.isThisDevice(r.Signer):
 		c.By = ByThisDevice
 	case !known(r.Signer):
 		c.By = ByUnknownKey
 		if r.Kind == api.AuthEnroll && s.Version == 0 {
-			alert(AlertForeignEnrollment, "", "enrolled by a key that is not one of your devices (%x)", r.Signer[:8])
+			alert(AlertForeignEnrollment, "enrolled by a key that is not one of your devices (%x)", r.Signer[:8])
 		} else {
-			alert(AlertUnknownSigner, "", "signed by a key that is not one of your devices or your account key (%x)", r.Signer[:8])
+			alert(AlertUnknownSigner, "signed by a key that is not one of your devices or your account key (%x)", r.Signer[:8])
 		}
 	case r.Kind == api.AuthAccount:
 		c.By = ByAccountKey
 	default:
 		c.By = ByOwnDevice
 	}
+
+	// Learn the keys of a set written by the owner.
+	if !violated && (c.By == ByThisDevice || c.By == ByOwnDevice || c.By == ByAccountKey) {
+		for _, d := range c.DeviceSet.Devices {
+			s.learn(d.SigningKey)
+		}
+		if c.DeviceSet.Account != nil {
+			s.learn(c.DeviceSet.Account.Key)
+		}
+	}
+
+	s.advance(pc, c.DeviceSet)
+	return c, nil
+}
+
+// check is step 4 of design.md 13 for one change, for owners and observers
+// alike: the authorization rules against s (the state before the change)
+// and the commitment. A broken rule is a verified fact about the log, an
+// AlertRuleViolation in the change, and sets violated; a commitment that
+// does not open is an error. check also compares the device set with s's.
+// It does not modify s.
+//
+// SPEC(design.md 13 step 4): "api.CheckChange against the previous state
+// and api.OpenCommitment; a failure is an alert".
+func (s *MonitorState) check(p *Params, pc *parsedChange) (c *Change, violated bool, err error) {
+	r := pc.record
+	c = &Change{Version: r.Version, LogIndex: pc.logIndex, Record: r}
+	ruleAlert := func(rule string, cause, err error) {
+		violated = true
+		c.Alerts = append(c.Alerts, Alert{
+			Kind: AlertRuleViolation, Version: r.Version, LogIndex: pc.logIndex, Rule: rule, Err: err,
+			Message: fmt.Sprintf("the directory logged a change that breaks rule %s: %v", rule, cause),
+		})
+	}
+
+	// R1 to R6.
+	var prev *api.HandleState
+	if s.Version > 0 {
+		prev = &api.HandleState{Version: s.Version, LeafHash: s.LeafHash, Authorizers: s.Authorizers}
+	}
+	recovery := p.RecoveryKey
+	if recovery == ([32]byte{}) && r.Kind == api.AuthRecovery {
+		// Only an observer's Params may lack the recovery key: R6 is
+		// then not checked (see VerifyObserved).
+		recovery = r.Signer
+	}
+	if err := api.CheckChange(p.Origin, prev, r, recovery); err != nil {
+		var ae *api.AuthError
+		rule := "authorization"
+		if errors.As(err, &ae) {
+			rule = ae.Rule
+		}
+		ruleAlert(rule, err, err)
+	}
+
+	// The commitment, then R7.
+	set, err := api.OpenCommitment(r, pc.opening, pc.setBytes)
+	var ae *api.AuthError
+	switch {
+	case err == nil:
+	case errors.As(err, &ae):
+		// R7: the record names other authorizers than the set's keys. The
+		// set itself is committed to, so it is still the set.
+		ruleAlert(ae.Rule, err, fmt.Errorf("%w: %w", ErrAuthorizers, err))
+		if set, err = api.ParseDeviceSet(pc.setBytes); err != nil {
+			return nil, false, fail(StepParse, ErrMalformed, err, "version %d device set", r.Version)
+		}
+	case errors.Is(err, api.ErrCommitment):
+		return nil, false, fail(StepCommitment, ErrCommitment, err, "version %d", r.Version)
+	default:
+		return nil, false, fail(StepParse, ErrMalformed, err, "version %d device set", r.Version)
+	}
+	c.DeviceSet = set
 
 	// Compare with the previous set.
 	old := s.DeviceSet
@@ -423,23 +495,19 @@ func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change
 		c.AccountIDChanged = old.AccountID != set.AccountID
 		c.AccountKeyChanged = accountKey(old) != accountKey(set)
 	}
+	return c, violated, nil
+}
 
-	// Learn the keys of a set written by the owner.
-	if !violated && (c.By == ByThisDevice || c.By == ByOwnDevice || c.By == ByAccountKey) {
-		for _, d := range set.Devices {
-			s.learn(d.SigningKey)
-		}
-		if set.Account != nil {
-			s.learn(set.Account.Key)
-		}
-	}
-
-	// Step 6.
-	s.Version = r.Version
+// advance is step 6 of design.md 13: s moves to the change pc, whose
+// device set is set.
+//
+// SPEC(design.md 13 step 6): "Store the latest version, leaf hash and
+// device set."
+func (s *MonitorState) advance(pc *parsedChange, set *api.DeviceSet) {
+	s.Version = pc.record.Version
 	s.LeafHash = pc.leaf
-	s.Authorizers = slices.Clone(r.Authorizers)
+	s.Authorizers = slices.Clone(pc.record.Authorizers)
 	s.DeviceSet = set
-	return c, nil
 }
 
 func (s *MonitorState) learn(k [32]byte) {

@@ -2,8 +2,6 @@ package ktctl
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"time"
@@ -11,6 +9,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	klog "github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/witness"
 )
 
 // Cosignature statuses.
@@ -35,7 +34,7 @@ type Signature struct {
 	KeyName string `json:"key_name"`
 	KeyHash string `json:"key_hash"`
 	// Time is the cosignature/v1 timestamp, when the line has the
-	// cosignature/v1 shape (nil otherwise).
+	// cosignature/v1 shape (witness.ParseCosignature; nil otherwise).
 	Time *time.Time `json:"time,omitempty"`
 	// Status is CosigValid, CosigInvalid or CosigUnknown.
 	Status string `json:"status"`
@@ -105,12 +104,10 @@ func VerifyCheckpoint(raw []byte, k *Keys) (*Checkpoint, error) {
 			continue
 		}
 		sig := Signature{KeyName: s.Name, KeyHash: fmt.Sprintf("%08x", s.Hash), Status: CosigUnknown}
-		b, err := base64.StdEncoding.DecodeString(s.Base64)
-		if err == nil && len(b) == 4+8+64 {
-			if ts := binary.BigEndian.Uint64(b[4:]); ts <= 1<<63-1 {
-				t := time.Unix(int64(ts), 0).UTC()
-				sig.Time = &t
-			}
+		ts, tsig, err := witness.ParseCosignature(s)
+		if err == nil {
+			ts = ts.UTC()
+			sig.Time = &ts
 		}
 		if k.Policy != nil {
 			for _, w := range k.Policy.Witnesses() {
@@ -119,7 +116,7 @@ func VerifyCheckpoint(raw []byte, k *Keys) (*Checkpoint, error) {
 					continue
 				}
 				sig.Witness = w.Name
-				if err == nil && len(b) > 4 && v.Verify(msg, b[4:]) {
+				if err == nil && v.Verify(msg, tsig) {
 					sig.Status = CosigValid
 					break
 				}

@@ -3,16 +3,14 @@ package ktctl
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
-	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
-
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/client"
 	klog "github.com/keytrans/kt/log"
 )
 
@@ -70,86 +68,71 @@ type VerifiedHistory struct {
 }
 
 // VerifyMonitor verifies a Monitor answer for index and known version 0
-// (design.md 13, from the point of view of anyone holding the pinned
-// keys rather than the owner): the epoch checkpoint's signatures (and
-// witness policy, if any), that the epoch record is its last entry, the
-// chain of every version 1, 2, ... (index, prev links, inclusion below the
-// epoch record), the map proof for the latest version, and every
-// commitment opening with rule R7. Each failure is a [*VerifyError].
+// with [client.VerifyObserved] (design.md 13, from the point of view of
+// anyone holding the pinned keys rather than the owner): the epoch
+// checkpoint's signatures (and witness policy, if any), that the epoch
+// record is its last entry, the chain of every version 1, 2, ... (index,
+// prev links, inclusion below the epoch record, in log order), the map
+// proof for the latest version, and every commitment opening. A change
+// that breaks rule R7 fails too. Each failure is a [*VerifyError] wrapping
+// the client's typed error.
 func VerifyMonitor(k *Keys, index [32]byte, resp *ktpb.MonitorResponse) (*VerifiedHistory, error) {
-	part := resp.GetEpoch()
-	if part == nil {
-		return nil, verifyErr("monitor answer", nil, "no epoch part")
+	o, err := client.VerifyObserved(k.params(), index, resp, time.Now())
+	if err != nil {
+		return nil, observerErr(k, err)
 	}
-	cp, err := VerifyCheckpoint(part.GetCheckpoint(), k)
+	for _, c := range o.Changes {
+		for _, a := range c.Alerts {
+			if errors.Is(a.Err, client.ErrAuthorizers) {
+				return nil, verifyErr("commitment", a.Err, "version %d does not open to the device set served", c.Version)
+			}
+		}
+	}
+	// Verified above; this describes the checkpoint's signature lines.
+	cp, err := VerifyCheckpoint(o.Epoch.Checkpoint, k)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := api.ParseEpochRecord(part.GetEpochRecord())
-	if err != nil {
-		return nil, verifyErr("epoch record", err, "malformed")
-	}
-	if rec.LogSize+1 != cp.Size {
-		return nil, verifyErr("epoch record", nil, "log size %d, but the epoch checkpoint has size %d (the epoch record must be its last entry)", rec.LogSize, cp.Size)
-	}
-	root := cp.RootHash()
-	el := api.LeafHash(part.GetEpochRecord())
-	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, rec.LogSize, cp.Size, el[:], part.GetInclusionProof(), root[:]); err != nil {
-		return nil, verifyErr("epoch record", err, "not included at %d in the epoch checkpoint", rec.LogSize)
-	}
-	vh := &VerifiedHistory{
-		Index: index[:], Checkpoint: cp, Changes: []*VerifiedChange{},
-		Epoch: &Epoch{Epoch: rec.Epoch, Time: EpochTime(rec.Timestamp), LogSize: rec.LogSize, MapRoot: rec.MapRoot[:], MapSize: rec.MapSize},
-	}
-	var prevLeaf [32]byte
-	var prevIndex uint64
-	for i, mc := range resp.GetChanges() {
-		r, err := api.ParseChangeRecord(mc.GetChangeRecord())
-		if err != nil {
-			return nil, verifyErr("monitor answer", err, "change %d is malformed", i)
-		}
-		v := uint64(i) + 1
-		switch {
-		case r.Index != index:
-			return nil, verifyErr("version chain", nil, "change %d is for index %x", i, r.Index)
-		case r.Version != v:
-			return nil, verifyErr("version chain", nil, "change %d has version %d, want %d", i, r.Version, v)
-		case r.Prev != prevLeaf:
-			return nil, verifyErr("version chain", nil, "version %d's prev is not the leaf hash of version %d", v, v-1)
-		case mc.GetLogIndex() >= rec.LogSize:
-			return nil, verifyErr("version chain", nil, "version %d at log index %d is not before the epoch record at %d", v, mc.GetLogIndex(), rec.LogSize)
-		case i > 0 && mc.GetLogIndex() <= prevIndex:
-			return nil, verifyErr("version chain", nil, "version %d at log index %d is not after version %d at %d", v, mc.GetLogIndex(), v-1, prevIndex)
-		}
-		lh := api.LeafHash(mc.GetChangeRecord())
-		if err := proof.VerifyInclusion(rfc6962.DefaultHasher, mc.GetLogIndex(), cp.Size, lh[:], mc.GetInclusionProof(), root[:]); err != nil {
-			return nil, verifyErr("version chain", err, "version %d is not included at log index %d", v, mc.GetLogIndex())
-		}
-		if len(mc.GetOpening()) != 32 {
-			return nil, verifyErr("commitment", nil, "version %d: opening of %d bytes", v, len(mc.GetOpening()))
-		}
-		set, err := api.OpenCommitment(r, [32]byte(mc.GetOpening()), mc.GetDeviceSet())
-		if err != nil {
-			return nil, verifyErr("commitment", err, "version %d does not open to the device set served", v)
-		}
-		vh.Changes = append(vh.Changes, &VerifiedChange{LogIndex: mc.GetLogIndex(), Change: DecodeChange(r, cp.Origin), DeviceSet: decodeSet(set), set: set})
-		prevLeaf, prevIndex = lh, mc.GetLogIndex()
-	}
-	mp, err := smt.ParseProof(resp.GetMapProof())
-	if err != nil {
-		return nil, verifyErr("map proof", err, "malformed")
-	}
-	var value *[32]byte
-	if len(vh.Changes) > 0 {
-		value = &prevLeaf
-	}
-	if err := smt.Verify(rec.MapRoot, index, value, mp); err != nil {
-		if value == nil {
-			return nil, verifyErr("map proof", err, "the answer has no changes, but the map does not prove the index absent")
-		}
-		return nil, verifyErr("map proof", err, "the map does not hold version %d as the latest (versions withheld?)", len(vh.Changes))
+	vh := &VerifiedHistory{Index: index[:], Checkpoint: cp, Changes: []*VerifiedChange{}, Epoch: decodeEpoch(&o.Epoch.Record)}
+	for _, c := range o.Changes {
+		vh.Changes = append(vh.Changes, &VerifiedChange{LogIndex: c.LogIndex, Change: DecodeChange(c.Record, cp.Origin), DeviceSet: decodeSet(c.DeviceSet), set: c.DeviceSet})
 	}
 	return vh, nil
+}
+
+// params returns the client parameters of an observer holding k. Without
+// a policy, cosignatures are not checked, as by [VerifyCheckpoint].
+func (k *Keys) params() *client.Params {
+	p := &client.Params{
+		Origin: k.Origin, LogVerifier: k.LogVerifier, Witnesses: k.Policy,
+		InsecureNoWitnesses: k.Policy == nil || k.Policy.QuorumNone(),
+	}
+	if k.RecoveryKey != nil {
+		p.RecoveryKey = *k.RecoveryKey
+	}
+	return p
+}
+
+// observerErr classifies an error of client.VerifyObserved for people.
+func observerErr(k *Keys, err error) error {
+	switch {
+	case errors.Is(err, client.ErrInvalidParams):
+		return fmt.Errorf("%w: the pinned keys: %w", ErrArgument, err)
+	case errors.Is(err, client.ErrCheckpointSignature):
+		return verifyErr("checkpoint", err, "the log signature does not verify with the pinned key %s", k.LogVerifierKey)
+	case errors.Is(err, client.ErrWitnessQuorum):
+		return verifyErr("witness policy", err, "the epoch checkpoint is not accepted")
+	case errors.Is(err, client.ErrNotLatestEpoch), errors.Is(err, client.ErrEpochInclusion):
+		return verifyErr("epoch record", err, "it is not proved to be the epoch checkpoint's last entry")
+	case errors.Is(err, client.ErrMonitorGap):
+		return verifyErr("version chain", err, "the changes served are not every version of the index, in the log, in order")
+	case errors.Is(err, client.ErrMapProof):
+		return verifyErr("map proof", err, "the map does not hold the latest version served (versions withheld?)")
+	case errors.Is(err, client.ErrCommitment):
+		return verifyErr("commitment", err, "a version does not open to the device set served")
+	default:
+		return verifyErr("monitor answer", err, "malformed")
+	}
 }
 
 // EpochAt finds the epoch record with the given number in the log under
@@ -204,18 +187,14 @@ func EpochAt(ctx context.Context, r klog.Reader, cp *Checkpoint, epoch uint64) (
 		}
 		return nil, verifyErr("epoch record", nil, "the log has no epoch record %d (found %d at %d): epochs must be numbered 0, 1, 2, ...", epoch, rec.Epoch, pos)
 	}
-	if rec.LogSize != pos {
-		return nil, verifyErr("epoch record", nil, "epoch %d at log index %d says log size %d", epoch, pos, rec.LogSize)
-	}
 	p, err := r.InclusionProof(ctx, pos, cp.Size)
 	if err != nil {
 		return nil, fmt.Errorf("fetching the inclusion proof of epoch %d: %w", epoch, err)
 	}
-	lh := api.LeafHash(raw)
-	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, pos, cp.Size, lh[:], p, cp.Root); err != nil {
-		return nil, verifyErr("epoch record", err, "epoch %d is not included at %d", epoch, pos)
+	if _, err := client.VerifyEpochRecord(raw, pos, cp.Size, cp.RootHash(), p); err != nil {
+		return nil, verifyErr("epoch record", err, "epoch %d at log index %d", epoch, pos)
 	}
-	return &Epoch{Epoch: rec.Epoch, Time: EpochTime(rec.Timestamp), LogSize: rec.LogSize, MapRoot: rec.MapRoot[:], MapSize: rec.MapSize}, nil
+	return decodeEpoch(rec), nil
 }
 
 // DiffSide is the state of a handle at one epoch.

@@ -68,6 +68,10 @@ func EpochTime(ms uint64) time.Time {
 	return time.UnixMilli(int64(min(ms, 1<<63-1))).UTC()
 }
 
+func decodeEpoch(r *api.EpochRecord) *Epoch {
+	return &Epoch{Epoch: r.Epoch, Time: EpochTime(r.Timestamp), LogSize: r.LogSize, MapRoot: r.MapRoot[:], MapSize: r.MapSize}
+}
+
 // DecodeEntry decodes the entry at log index i. A change record's
 // signature is checked for origin.
 func DecodeEntry(i uint64, raw []byte, origin string) *Entry {
@@ -84,7 +88,7 @@ func DecodeEntry(i uint64, raw []byte, origin string) *Entry {
 		e.Change = DecodeChange(r, origin)
 	case *api.EpochRecord:
 		e.Type = api.TypeEpoch.String()
-		e.Epoch = &Epoch{Epoch: r.Epoch, Time: EpochTime(r.Timestamp), LogSize: r.LogSize, MapRoot: r.MapRoot[:], MapSize: r.MapSize}
+		e.Epoch = decodeEpoch(r)
 	}
 	return e
 }

@@ -66,11 +66,11 @@ func inspectNote(raw []byte) (*EvidenceCheckpoint, error) {
 	_, err := note.Open(raw, note.VerifierList())
 	var u *note.UnverifiedNoteError
 	if !errors.As(err, &u) {
-		return nil, fmt.Errorf("malformed signed note: %v", err)
+		return nil, fmt.Errorf("malformed signed note: %w", err)
 	}
 	var cp fmtlog.Checkpoint
 	if _, err := cp.Unmarshal([]byte(u.Note.Text)); err != nil {
-		return nil, fmt.Errorf("malformed checkpoint: %v", err)
+		return nil, fmt.Errorf("malformed checkpoint: %w", err)
 	}
 	c := &EvidenceCheckpoint{Origin: cp.Origin, Size: cp.Size, Root: cp.Hash, Note: string(raw), Signatures: []Signature{}}
 	for _, s := range u.Note.UnverifiedSigs {

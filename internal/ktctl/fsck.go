@@ -99,13 +99,13 @@ func Fsck(ctx context.Context, r klog.Reader, cp *Checkpoint, k *Keys, opts Fsck
 			return nil, fmt.Errorf("position file: %w", rerr)
 		default:
 			if e, err = replay.Restore(cfg, b); err != nil {
-				return nil, fmt.Errorf("%w: position file %s: %v", ErrArgument, opts.Position, err)
+				return nil, fmt.Errorf("%w: position file %s: %w", ErrArgument, opts.Position, err)
 			}
 		}
 	}
 	if e == nil {
 		if e, err = replay.New(cfg); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrArgument, err)
+			return nil, fmt.Errorf("%w: %w", ErrArgument, err)
 		}
 	}
 	res := &FsckResult{Checkpoint: cp, From: e.Size(), Violations: []Violation{}}

@@ -91,7 +91,7 @@ type HistoryResult struct {
 func HandleIndex(k *vrf.PrivateKey, handle string) (string, [32]byte, error) {
 	h, err := api.NormalizeHandle(handle)
 	if err != nil {
-		return "", [32]byte{}, fmt.Errorf("%w: handle %q: %v", ErrArgument, handle, err)
+		return "", [32]byte{}, fmt.Errorf("%w: handle %q: %w", ErrArgument, handle, err)
 	}
 	index, _ := k.Prove(api.VRFInput(h))
 	return h, index, nil
@@ -181,7 +181,7 @@ func History(ctx context.Context, r klog.Reader, cp *Checkpoint, k *Keys, index 
 func LookupIndex(ctx context.Context, dc ktpb.DirectoryClient, pub *vrf.PublicKey, handle string) (string, [32]byte, error) {
 	h, err := api.NormalizeHandle(handle)
 	if err != nil {
-		return "", [32]byte{}, fmt.Errorf("%w: handle %q: %v", ErrArgument, handle, err)
+		return "", [32]byte{}, fmt.Errorf("%w: handle %q: %w", ErrArgument, handle, err)
 	}
 	resp, err := dc.Lookup(ctx, &ktpb.LookupRequest{Handle: h})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/internal/ktctl"
 	"github.com/keytrans/kt/internal/ktctl/ktctltest"
 	"github.com/keytrans/kt/log/conformance"
@@ -91,10 +92,10 @@ func TestVerifyMonitor(t *testing.T) {
 		name  string
 		index [32]byte
 		edit  func(r *ktpb.MonitorResponse)
-		what  string
+		want  error // the client's typed error (ktctl.ErrVerification too)
 	}{
-		{"no epoch part", index, func(r *ktpb.MonitorResponse) { r.Epoch = nil }, "monitor answer"},
-		{"checkpoint signature", index, func(r *ktpb.MonitorResponse) { r.Epoch.Checkpoint = flip(r.Epoch.Checkpoint, 3) }, "checkpoint"},
+		{"no epoch part", index, func(r *ktpb.MonitorResponse) { r.Epoch = nil }, client.ErrMalformed},
+		{"checkpoint signature", index, func(r *ktpb.MonitorResponse) { r.Epoch.Checkpoint = flip(r.Epoch.Checkpoint, 3) }, client.ErrCheckpointSignature},
 		{"cosignature stripped", index, func(r *ktpb.MonitorResponse) {
 			var keep []string
 			for _, l := range splitNote(string(r.Epoch.Checkpoint)) {
@@ -103,43 +104,46 @@ func TestVerifyMonitor(t *testing.T) {
 				}
 			}
 			r.Epoch.Checkpoint = []byte(strings.Join(keep, "\n") + "\n")
-		}, "witness policy"},
-		{"epoch record malformed", index, func(r *ktpb.MonitorResponse) { r.Epoch.EpochRecord = r.Epoch.EpochRecord[:10] }, "epoch record"},
+		}, client.ErrWitnessQuorum},
+		{"epoch record malformed", index, func(r *ktpb.MonitorResponse) { r.Epoch.EpochRecord = r.Epoch.EpochRecord[:10] }, client.ErrMalformed},
 		{"epoch record not last", index, func(r *ktpb.MonitorResponse) {
 			e, _ := api.ParseEpochRecord(r.Epoch.EpochRecord)
 			e.LogSize--
 			r.Epoch.EpochRecord, _ = e.MarshalBinary()
-		}, "epoch record"},
-		{"epoch record other root", index, func(r *ktpb.MonitorResponse) { r.Epoch.EpochRecord = flip(r.Epoch.EpochRecord, -1) }, "epoch record"},
-		{"epoch inclusion proof", index, func(r *ktpb.MonitorResponse) { r.Epoch.InclusionProof[0] = flip(r.Epoch.InclusionProof[0], 0) }, "epoch record"},
-		{"malformed change", index, func(r *ktpb.MonitorResponse) { r.Changes[1].ChangeRecord = r.Changes[1].ChangeRecord[:50] }, "monitor answer"},
-		{"other index asked", [32]byte{1}, func(r *ktpb.MonitorResponse) {}, "version chain"},
-		{"version withheld", index, func(r *ktpb.MonitorResponse) { r.Changes = slices.Delete(r.Changes, 2, 3) }, "version chain"},
-		{"versions reordered", index, func(r *ktpb.MonitorResponse) { r.Changes[1], r.Changes[2] = r.Changes[2], r.Changes[1] }, "version chain"},
-		{"latest withheld", index, func(r *ktpb.MonitorResponse) { r.Changes = r.Changes[:3] }, "map proof"},
-		{"all withheld", index, func(r *ktpb.MonitorResponse) { r.Changes = nil }, "map proof"},
+		}, client.ErrNotLatestEpoch},
+		{"epoch record other root", index, func(r *ktpb.MonitorResponse) { r.Epoch.EpochRecord = flip(r.Epoch.EpochRecord, -1) }, client.ErrEpochInclusion},
+		{"epoch inclusion proof", index, func(r *ktpb.MonitorResponse) { r.Epoch.InclusionProof[0] = flip(r.Epoch.InclusionProof[0], 0) }, client.ErrEpochInclusion},
+		{"malformed change", index, func(r *ktpb.MonitorResponse) { r.Changes[1].ChangeRecord = r.Changes[1].ChangeRecord[:50] }, client.ErrMalformed},
+		{"other index asked", [32]byte{1}, func(r *ktpb.MonitorResponse) {}, client.ErrMonitorGap},
+		{"version withheld", index, func(r *ktpb.MonitorResponse) { r.Changes = slices.Delete(r.Changes, 2, 3) }, client.ErrMonitorGap},
+		{"versions reordered", index, func(r *ktpb.MonitorResponse) { r.Changes[1], r.Changes[2] = r.Changes[2], r.Changes[1] }, client.ErrMonitorGap},
+		{"latest withheld", index, func(r *ktpb.MonitorResponse) { r.Changes = r.Changes[:3] }, client.ErrMapProof},
+		{"all withheld", index, func(r *ktpb.MonitorResponse) { r.Changes = nil }, client.ErrMapProof},
 		{"log index after the epoch", index, func(r *ktpb.MonitorResponse) {
 			e, _ := api.ParseEpochRecord(r.Epoch.EpochRecord)
 			r.Changes[3].LogIndex = e.LogSize
-		}, "version chain"},
-		{"log index out of order", index, func(r *ktpb.MonitorResponse) { r.Changes[2].LogIndex = r.Changes[1].LogIndex }, "version chain"},
-		{"log index moved", index, func(r *ktpb.MonitorResponse) { r.Changes[1].LogIndex++ }, "version chain"},
+		}, client.ErrMonitorGap},
+		{"log index out of order", index, func(r *ktpb.MonitorResponse) { r.Changes[2].LogIndex = r.Changes[1].LogIndex }, client.ErrMonitorGap},
+		{"log index moved", index, func(r *ktpb.MonitorResponse) { r.Changes[1].LogIndex++ }, client.ErrMonitorGap},
 		{"change inclusion proof", index, func(r *ktpb.MonitorResponse) {
 			r.Changes[2].InclusionProof[1] = flip(r.Changes[2].InclusionProof[1], 5)
-		}, "version chain"},
-		{"opening", index, func(r *ktpb.MonitorResponse) { r.Changes[0].Opening = flip(r.Changes[0].Opening, 0) }, "commitment"},
-		{"opening length", index, func(r *ktpb.MonitorResponse) { r.Changes[0].Opening = r.Changes[0].Opening[:31] }, "commitment"},
+		}, client.ErrMonitorGap},
+		{"opening", index, func(r *ktpb.MonitorResponse) { r.Changes[0].Opening = flip(r.Changes[0].Opening, 0) }, client.ErrCommitment},
+		{"opening length", index, func(r *ktpb.MonitorResponse) { r.Changes[0].Opening = r.Changes[0].Opening[:31] }, client.ErrMalformed},
 		{"device set of another version", index, func(r *ktpb.MonitorResponse) {
 			r.Changes[3].DeviceSet, r.Changes[3].Opening = r.Changes[2].DeviceSet, r.Changes[2].Opening
-		}, "commitment"},
-		{"map proof", index, func(r *ktpb.MonitorResponse) { r.MapProof = flip(r.MapProof, -2) }, "map proof"},
-		{"map proof malformed", index, func(r *ktpb.MonitorResponse) { r.MapProof = r.MapProof[:1] }, "map proof"},
+		}, client.ErrCommitment},
+		{"map proof", index, func(r *ktpb.MonitorResponse) { r.MapProof = flip(r.MapProof, -2) }, client.ErrMapProof},
+		{"map proof malformed", index, func(r *ktpb.MonitorResponse) { r.MapProof = r.MapProof[:1] }, client.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := proto.Clone(good).(*ktpb.MonitorResponse)
 			tc.edit(r)
 			_, err := ktctl.VerifyMonitor(k, tc.index, r)
-			wantVerify(t, err, tc.what)
+			var ve *ktctl.VerifyError
+			if !errors.As(err, &ve) || !errors.Is(err, ktctl.ErrVerification) || !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want a *VerifyError wrapping %v", err, tc.want)
+			}
 		})
 	}
 

@@ -39,11 +39,11 @@ func NewTilesReader(loc string, hc *http.Client) (*TilesReader, error) {
 	if strings.HasPrefix(loc, "http://") || strings.HasPrefix(loc, "https://") {
 		u, err := url.Parse(strings.TrimRight(loc, "/") + "/")
 		if err != nil {
-			return nil, fmt.Errorf("%w: tiles URL %q: %v", ErrArgument, loc, err)
+			return nil, fmt.Errorf("%w: tiles URL %q: %w", ErrArgument, loc, err)
 		}
 		f, err := client.NewHTTPFetcher(u, hc)
 		if err != nil {
-			return nil, fmt.Errorf("%w: tiles URL %q: %v", ErrArgument, loc, err)
+			return nil, fmt.Errorf("%w: tiles URL %q: %w", ErrArgument, loc, err)
 		}
 		return &TilesReader{f: f}, nil
 	}

@@ -2,10 +2,8 @@ package witness
 
 import (
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -129,10 +127,10 @@ func (p *Policy) verify(n *signedNote) *verification {
 			v.others = append(v.others, s)
 			continue
 		}
-		t, sig, ok := decodeCosignature(s)
+		t, sig, err := ParseCosignature(s)
 		verified := false
 		for _, wi := range cands {
-			if !ok || !p.witnesses[wi].verifier.Verify(msg, sig) {
+			if err != nil || !p.witnesses[wi].verifier.Verify(msg, sig) {
 				continue
 			}
 			verified = true
@@ -149,25 +147,6 @@ func (p *Policy) verify(n *signedNote) *verification {
 		}
 	}
 	return v
-}
-
-// decodeCosignature returns the timestamp of a cosignature/v1 signature and
-// the signature bytes without the key hash.
-//
-// SPEC(tlog-cosignature): "The signature MUST be a timestamped_signature
-// structure": a big-endian u64 timestamp followed by the signature, and the
-// timestamp "MUST NOT exceed 2^63 - 1".
-func decodeCosignature(s note.Signature) (time.Time, []byte, bool) {
-	raw, err := base64.StdEncoding.DecodeString(s.Base64)
-	if err != nil || len(raw) < 4+8 {
-		return time.Time{}, nil, false
-	}
-	sig := raw[4:]
-	ts := binary.BigEndian.Uint64(sig)
-	if ts > math.MaxInt64 {
-		return time.Time{}, nil, false
-	}
-	return time.Unix(int64(ts), 0), sig, true
 }
 
 func (v *verification) cosignatures() []Cosignature {

@@ -2,7 +2,6 @@ package witness
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 
 	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
@@ -46,12 +45,12 @@ func (v *ed25519CosigVerifier) KeyHash() uint32 { return v.hash }
 // <timestamp>\n" followed by the note text, and the signature is the
 // big-endian u64 timestamp followed by the Ed25519 signature.
 func (v *ed25519CosigVerifier) Verify(msg, sig []byte) bool {
-	if len(sig) != 8+voi.SignatureSize || bytes.Count(msg, []byte("\n")) < 2 {
+	t, s, err := parseTimestampedSignature(sig)
+	if err != nil || len(s) != voi.SignatureSize || bytes.Count(msg, []byte("\n")) < 2 {
 		return false
 	}
-	t := binary.BigEndian.Uint64(sig)
 	m := fmt.Appendf(make([]byte, 0, 32+len(msg)), "cosignature/v1\ntime %d\n%s", t, msg)
-	return voi.VerifyExpandedWithOptions(v.key, m, sig[8:], voiStdLib)
+	return voi.VerifyExpandedWithOptions(v.key, m, s, voiStdLib)
 }
 
 var _ note.Verifier = (*ed25519CosigVerifier)(nil)

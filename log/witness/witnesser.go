@@ -467,8 +467,8 @@ func (t *target) parseCosignature(text string, resp []byte) (*Cosignature, error
 		if s.Name != v.Name() || s.Hash != v.KeyHash() {
 			continue // another key of the witness, or another witness
 		}
-		ts, sig, ok := decodeCosignature(s)
-		if !ok || !v.Verify([]byte(text), sig) {
+		ts, sig, err := ParseCosignature(s)
+		if err != nil || !v.Verify([]byte(text), sig) {
 			return nil, fmt.Errorf("%w: the cosignature does not verify against the witness's key", ErrBadResponse)
 		}
 		if best == nil || ts.After(best.Time) {
