@@ -3,7 +3,6 @@ package witness
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -383,11 +382,8 @@ func (w *Witnesser) update(ctx context.Context, t *target, signed []byte, text s
 	return nil, last
 }
 
-// requestBody builds an add-checkpoint request body.
-//
-// SPEC(tlog-witness): "The request body MUST be a sequence of an old size
-// line, zero or more consistency proof lines, and an empty line, followed by
-// a checkpoint. Each line MUST terminate in a newline character (U+000A)."
+// requestBody builds an add-checkpoint request body from old to the
+// checkpoint signed, of size size.
 func requestBody(old, size uint64, signed []byte, proofs *proofCache) ([]byte, error) {
 	var proof [][]byte
 	// SPEC(tlog-witness): "The proof MUST be empty if the old size is zero."
@@ -399,28 +395,12 @@ func requestBody(old, size uint64, signed []byte, proofs *proofCache) ([]byte, e
 			return nil, fmt.Errorf("consistency proof from %d to %d: %w", old, size, err)
 		}
 	}
-	// SPEC(tlog-witness): "The client MUST NOT send more than 63 consistency
-	// proof lines."
-	if len(proof) > 63 {
-		return nil, fmt.Errorf("consistency proof from %d to %d has %d hashes, more than 63", old, size, len(proof))
+	req := AddCheckpointRequest{OldSize: old, Proof: proof, Checkpoint: signed}
+	b, err := req.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("consistency proof from %d to %d: %w", old, size, err)
 	}
-	var b bytes.Buffer
-	// SPEC(tlog-witness): "The old size line MUST consist of the string old,
-	// a single space (0x20), and the tree size of the previous checkpoint
-	// encoded as an ASCII decimal with no leading zeroes".
-	fmt.Fprintf(&b, "old %d\n", old)
-	for _, h := range proof {
-		if len(h) != 32 {
-			return nil, fmt.Errorf("consistency proof from %d to %d has a %d-byte hash", old, size, len(h))
-		}
-		// SPEC(tlog-witness): "Each consistency proof line MUST encode a
-		// single hash in base64."
-		b.WriteString(base64.StdEncoding.EncodeToString(h))
-		b.WriteByte('\n')
-	}
-	b.WriteByte('\n')
-	b.Write(signed)
-	return b.Bytes(), nil
+	return b, nil
 }
 
 func (w *Witnesser) post(ctx context.Context, u string, body []byte) (int, http.Header, []byte, error) {
