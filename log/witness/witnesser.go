@@ -343,7 +343,7 @@ func (w *Witnesser) update(ctx context.Context, t *target, signed []byte, text s
 			}
 			ws, err := parseSize(resp)
 			if err != nil {
-				return nil, werr(status, fmt.Errorf("%w: 409 body: %v", ErrBadResponse, err))
+				return nil, werr(status, fmt.Errorf("%w: 409 body: %w", ErrBadResponse, err))
 			}
 			if ws == old {
 				return nil, werr(status, fmt.Errorf("%w: 409 Conflict for old size %d, but reports the same size", ErrBadResponse, old))
@@ -439,7 +439,7 @@ func (t *target) parseCosignature(text string, resp []byte) (*Cosignature, error
 	}
 	n, err := parseNote(append([]byte(text+"\n"), resp...))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadResponse, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadResponse, err)
 	}
 	v := t.w.verifier
 	var best *Cosignature
