@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/keytrans/kt/directory/grpcserver"
+	"github.com/keytrans/kt/log/witness"
 
 	"github.com/keytrans/kt/internal/cliconfig"
 )
@@ -216,6 +217,9 @@ type WitnessConfig struct {
 	// PolicyFile is a Sigsum-format witness policy (witness, group and
 	// quorum lines; C2SP signed-note verifier keys). When set, checkpoints
 	// are published only once cosigned by a quorum. Empty: no witnesses.
+	// ktd refuses to start, before it creates anything, with a policy that
+	// the clients' parser (log/witness.ParsePolicy) rejects, even where
+	// the embedded backend's (Tessera's) would accept it.
 	PolicyFile string `mapstructure:"policy_file"`
 	// Timeout bounds each round of requests to witnesses. Default 10s.
 	Timeout time.Duration `mapstructure:"timeout"`
@@ -419,13 +423,20 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// readPolicy reads the witness policy file (nil when path is empty) and
+// checks it with witness.ParsePolicy, the parser of the clients, auditors
+// and ktctl, which is stricter than Tessera's: ktd must not publish under a
+// policy its clients would reject.
 func readPolicy(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("witness policy: %w", err)
+		return nil, fmt.Errorf("witness.policy_file: %w", err)
+	}
+	if _, err := witness.ParsePolicy(b); err != nil {
+		return nil, fmt.Errorf("witness.policy_file %s: %w", path, err)
 	}
 	return b, nil
 }
