@@ -408,6 +408,7 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 			Origin:             cfg.Log.Origin,
 			Signer:             signer,
 			WitnessPolicy:      policy,
+			WitnessTimeout:     cfg.Witness.Timeout,
 			CheckpointInterval: cfg.Log.CheckpointInterval,
 		})
 		if err != nil {

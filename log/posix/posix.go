@@ -57,8 +57,10 @@ const (
 	DefaultBatchMaxAge  = 5 * time.Millisecond
 	// DefaultWitnessTimeout bounds one attempt to gather the cosignatures the
 	// witness policy needs; a failed attempt is retried at the next
-	// checkpoint interval.
-	DefaultWitnessTimeout = 5 * time.Second
+	// checkpoint interval. It is witness.DefaultTimeout, the one default of
+	// both backends and of ktd's witness.timeout (see there why 10s and not
+	// Tessera's 5s).
+	DefaultWitnessTimeout = witness.DefaultTimeout
 
 	// minCheckpointInterval is the smallest interval Tessera's POSIX driver
 	// accepts.

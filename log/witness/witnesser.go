@@ -57,6 +57,24 @@ func (e *WitnessError) Error() string {
 
 func (e *WitnessError) Unwrap() error { return e.Err }
 
+// Defaults of the optional [WitnesserOpts] fields.
+const (
+	// DefaultTimeout bounds one round of requests to the witnesses for one
+	// checkpoint: here each witness's requests, which run in parallel, and
+	// for the posix backend Tessera's whole round (log/posix). One value for
+	// both backends and ktd's witness.timeout. 10s rather than the 5s of
+	// Tessera's default: a round may need two exchanges with a witness (old
+	// size 0, then a resync after 409 Conflict, each possibly over a fresh
+	// TLS connection to a distant witness), and a round that succeeds ends
+	// as soon as the quorum is met, so the bound only matters when a quorum
+	// cannot be met, and then no checkpoint is published either way.
+	DefaultTimeout = 10 * time.Second
+	// DefaultMaxAttempts bounds the requests to one witness for one
+	// checkpoint (each 409 Conflict that reports a different size costs
+	// one).
+	DefaultMaxAttempts = 3
+)
+
 // ProofFunc returns the RFC 6962 consistency proof between the trees of sizes
 // oldSize and newSize, 0 < oldSize < newSize. [log.Reader.ConsistencyProof]
 // has this shape.
@@ -68,11 +86,11 @@ type WitnesserOpts struct {
 	// transport. Its own Timeout, if any, applies on top of Timeout.
 	Client *http.Client
 	// Timeout bounds each request to one witness, including a resync after
-	// 409 Conflict. Zero means 10 seconds.
+	// 409 Conflict. Zero means DefaultTimeout.
 	Timeout time.Duration
 	// MaxAttempts bounds the requests to one witness for one checkpoint:
 	// each 409 Conflict that reports a different size costs one. Zero means
-	// 3.
+	// DefaultMaxAttempts.
 	MaxAttempts int
 	// Logger receives a line per failed or resynchronised witness. Nil means
 	// slog.Default().
@@ -130,10 +148,10 @@ func NewWitnesser(p *Policy, opts WitnesserOpts) (*Witnesser, error) {
 		w.client = &http.Client{}
 	}
 	if w.timeout == 0 {
-		w.timeout = 10 * time.Second
+		w.timeout = DefaultTimeout
 	}
 	if w.maxAttempts == 0 {
-		w.maxAttempts = 3
+		w.maxAttempts = DefaultMaxAttempts
 	}
 	if w.logger == nil {
 		w.logger = slog.Default()
