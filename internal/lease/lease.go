@@ -75,14 +75,13 @@ type Config struct {
 	// restarted instance never continues its predecessor's term.
 	Holder string
 	// Duration is how long a term lasts after each acquire or renewal, by
-	// the database's clock (default DefaultDuration). Renew well within it, e.g.
-	// every Duration/3.
+	// the database's clock (default DefaultDuration). Renew well within
+	// it, e.g. every Duration/3.
 	Duration time.Duration
 	// Margin is how long before the term's end, by this instance's
-	// monotonic clock, [Lease.Deadline] falls (default DefaultMargin:
-	// Duration/5). It
-	// must cover the longest write the holder starts before its deadline
-	// and the rate difference between clocks.
+	// monotonic clock, [Lease.Deadline] falls (default DefaultMargin,
+	// Duration/5). It must cover the longest write the holder starts
+	// before its deadline and the rate difference between clocks.
 	Margin time.Duration
 }
 
