@@ -439,6 +439,9 @@ func readPolicy(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("witness.policy_file: %w", err)
 	}
+	// SPEC(design.md 9.1): the policy format is "exactly as parsed by
+	// log/witness.ParsePolicy", and "ktd refuses at start-up a policy it
+	// rejects".
 	if _, err := witness.ParsePolicy(b); err != nil {
 		return nil, fmt.Errorf("witness.policy_file %s: %w", path, err)
 	}

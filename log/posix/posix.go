@@ -242,6 +242,9 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		// Close bounds the wait with its own context.
 		WithShutdownTimeout(24 * time.Hour)
 	if len(cfg.WitnessPolicy) > 0 {
+		// SPEC(design.md 9.1): "both log backends check the policy with
+		// ParsePolicy first".
+		//
 		// The policy is parsed twice: first by witness.ParsePolicy, the
 		// parser of the clients, auditors and the Trillian backend, so that
 		// the log never publishes under a policy its clients would reject
