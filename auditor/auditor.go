@@ -48,6 +48,27 @@ import (
 	"github.com/keytrans/kt/log/witness"
 )
 
+// Defaults of the optional [Config] and [LogConfig] fields.
+const (
+	// DefaultPollInterval is the default Config.PollInterval.
+	DefaultPollInterval = 2 * time.Second
+	// DefaultGossipInterval is the default Config.GossipInterval.
+	DefaultGossipInterval = 30 * time.Second
+	// DefaultProgressInterval is the default Config.ProgressInterval.
+	DefaultProgressInterval = 10 * time.Second
+	// DefaultMaxBodyBytes is the default Config.MaxBodyBytes.
+	DefaultMaxBodyBytes = 64 << 10
+	// DefaultSkew is the default LogConfig.Skew: the client's default
+	// tolerance (client.DefaultSkew; a test keeps them equal).
+	DefaultSkew = 10 * time.Second
+	// DefaultHeartbeat is the heartbeat interval of a directory on its
+	// defaults (directory.DefaultHeartbeatInterval; a test keeps them
+	// equal), for callers such as ktauditor that assume it when none is
+	// configured. LogConfig.Heartbeat itself has no default: zero turns
+	// the late-epoch warning off.
+	DefaultHeartbeat = 10 * time.Second
+)
+
 // LogConfig describes one log the auditor knows.
 type LogConfig struct {
 	// Origin is the log's origin (the first line of its checkpoints).
@@ -66,7 +87,7 @@ type LogConfig struct {
 	// Skew. nil: no check.
 	WitnessPolicy *witness.Policy
 	// Skew is the clock skew tolerated by the future-epoch warning
-	// (default 10s, the client's default).
+	// (default DefaultSkew, the client's default).
 	Skew time.Duration
 	// Reader reads the log, usually logapi.NewClient over the directory's
 	// read API. nil means the log is witnessed (and gossiped) but not
@@ -103,13 +124,13 @@ type Config struct {
 	// Peers are the auditors to gossip with every GossipInterval.
 	Peers []Peer
 	// PollInterval is how often each audited log's checkpoint is polled
-	// (default 2s).
+	// (default DefaultPollInterval).
 	PollInterval time.Duration
 	// GossipInterval is how often checkpoints are exchanged with each peer
-	// (default 30s).
+	// (default DefaultGossipInterval).
 	GossipInterval time.Duration
 	// ProgressInterval is how often a long catch-up logs its progress and
-	// the replay state is saved (default 10s).
+	// the replay state is saved (default DefaultProgressInterval).
 	ProgressInterval time.Duration
 	// HTTPClient is used for peers and the webhook (default: a client with
 	// a 10s timeout).
@@ -119,8 +140,8 @@ type Config struct {
 	// WebhookURL, when set, receives each evidence bundle in a POST
 	// (Content-Type text/plain; header Kt-Origin).
 	WebhookURL string
-	// MaxBodyBytes bounds request bodies (default 64 KiB); larger ones get
-	// 413.
+	// MaxBodyBytes bounds request bodies (default DefaultMaxBodyBytes);
+	// larger ones get 413.
 	MaxBodyBytes int64
 	// Metrics receives measurements (default: none).
 	Metrics Metrics
@@ -177,19 +198,19 @@ func New(cfg Config) (*Auditor, error) {
 		return nil, errors.New("auditor: no logs")
 	}
 	if cfg.PollInterval == 0 {
-		cfg.PollInterval = 2 * time.Second
+		cfg.PollInterval = DefaultPollInterval
 	}
 	if cfg.GossipInterval == 0 {
-		cfg.GossipInterval = 30 * time.Second
+		cfg.GossipInterval = DefaultGossipInterval
 	}
 	if cfg.ProgressInterval == 0 {
-		cfg.ProgressInterval = 10 * time.Second
+		cfg.ProgressInterval = DefaultProgressInterval
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
 	if cfg.MaxBodyBytes == 0 {
-		cfg.MaxBodyBytes = 64 << 10
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.PollInterval < 0 || cfg.GossipInterval < 0 || cfg.ProgressInterval < 0 || cfg.MaxBodyBytes < 0 {
 		return nil, errors.New("auditor: negative interval or size")
@@ -517,7 +538,7 @@ func (a *Auditor) checkFuture(ls *logState, p *witness.Policy, raw []byte) {
 	}
 	skew := ls.cfg.Skew
 	if skew == 0 {
-		skew = 10 * time.Second
+		skew = DefaultSkew
 	}
 	if et := time.UnixMilli(int64(ts)); et.After(latest.Add(skew)) {
 		a.warn(ls, replay.Warning{Index: ls.engine.Size() - 1, Kind: replay.WarnFutureEpoch,

@@ -232,3 +232,15 @@ func TestDirectoryWithAuditorAndOmniwitness(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 }
+
+// TestDefaultsMatchTheirOwners: the auditor's defaults that mirror another
+// package's stay equal to it (the auditor does not import the client or
+// the directory for a constant).
+func TestDefaultsMatchTheirOwners(t *testing.T) {
+	if auditor.DefaultSkew != client.DefaultSkew {
+		t.Errorf("auditor.DefaultSkew %v != client.DefaultSkew %v", auditor.DefaultSkew, client.DefaultSkew)
+	}
+	if auditor.DefaultHeartbeat != directory.DefaultHeartbeatInterval {
+		t.Errorf("auditor.DefaultHeartbeat %v != directory.DefaultHeartbeatInterval %v", auditor.DefaultHeartbeat, directory.DefaultHeartbeatInterval)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	fmtlog "github.com/transparency-dev/formats/log"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/witness"
 )
 
 // Witness errors. The HTTP edge ([Auditor.Handler]) maps each to the status
@@ -55,9 +55,6 @@ type ConflictError struct {
 
 func (e *ConflictError) Error() string { return "auditor: conflict: " + e.Reason }
 
-// maxProofLines is the tlog-witness limit.
-const maxProofLines = 63
-
 // AddCheckpoint is the add-checkpoint call of C2SP tlog-witness without
 // its HTTP framing: body is the request body; it returns the cosignature
 // lines. The check against the latest cosigned checkpoint and the update
@@ -66,10 +63,11 @@ func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	if a.cfg.Cosigner == nil {
 		return nil, fmt.Errorf("%w: witnessing is disabled", ErrUnknownLog)
 	}
-	old, hashes, cpRaw, err := parseAddCheckpoint(body)
+	req, err := witness.ParseAddCheckpoint(body)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
+	old, hashes, cpRaw := req.OldSize, req.Proof, req.Checkpoint
 	origin, _, _ := strings.Cut(string(cpRaw), "\n")
 	ls, ok := a.logs[origin]
 	if !ok {
@@ -181,7 +179,7 @@ func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 		// Consistency Proof doesn't verify, the witness MUST respond with a
 		// "422 Unprocessable Entity" HTTP status code."
 		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old, cp.Size, hashes, ls.cosRoot, cp.Hash); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadProof, err)
+			return nil, fmt.Errorf("%w: %w", ErrBadProof, err)
 		}
 	}
 	sig, err := a.cfg.Cosigner.Sign(text)
@@ -202,68 +200,11 @@ func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	return fmt.Appendf(nil, "— %s %s\n", a.cfg.Cosigner.Name(), base64.StdEncoding.EncodeToString(keyed)), nil
 }
 
-// parseAddCheckpoint parses an add-checkpoint request body strictly.
-func parseAddCheckpoint(raw []byte) (old uint64, hashes [][]byte, cp []byte, err error) {
-	line, rest, ok := bytes.Cut(raw, []byte("\n"))
-	if !ok {
-		return 0, nil, nil, fmt.Errorf("%w: no old size line", ErrMalformed)
-	}
-	// SPEC(tlog-witness): "The old size line MUST consist of the string
-	// old, a single space (0x20), and the tree size of the previous
-	// checkpoint encoded as an ASCII decimal with no leading zeroes (unless
-	// the size is zero, in which case the encoding MUST be 0)."
-	num, ok := strings.CutPrefix(string(line), "old ")
-	if !ok || !canonicalDecimal(num) {
-		return 0, nil, nil, fmt.Errorf("%w: malformed old size line", ErrMalformed)
-	}
-	old, err = strconv.ParseUint(num, 10, 64)
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("%w: malformed old size line", ErrMalformed)
-	}
-	for {
-		line, rest, ok = bytes.Cut(rest, []byte("\n"))
-		if !ok {
-			return 0, nil, nil, fmt.Errorf("%w: no empty line after the proof", ErrMalformed)
-		}
-		if len(line) == 0 {
-			break
-		}
-		// SPEC(tlog-witness): "The client MUST NOT send more than 63
-		// consistency proof lines."
-		if len(hashes) == maxProofLines {
-			return 0, nil, nil, fmt.Errorf("%w: more than %d proof lines", ErrMalformed, maxProofLines)
-		}
-		// SPEC(tlog-witness): "Each consistency proof line MUST encode a
-		// single hash in base64."
-		h, err := base64.StdEncoding.Strict().DecodeString(string(line))
-		if err != nil || len(h) != 32 {
-			return 0, nil, nil, fmt.Errorf("%w: malformed proof line", ErrMalformed)
-		}
-		hashes = append(hashes, h)
-	}
-	if len(rest) == 0 {
-		return 0, nil, nil, fmt.Errorf("%w: no checkpoint", ErrMalformed)
-	}
-	return old, hashes, rest, nil
-}
-
-func canonicalDecimal(s string) bool {
-	if s == "" || len(s) > 20 || (len(s) > 1 && s[0] == '0') {
-		return false
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // readBody reads at most limit bytes of r's body (ErrTooLarge beyond).
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: reading the body: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: reading the body: %w", ErrMalformed, err)
 	}
 	if int64(len(b)) > limit {
 		return nil, ErrTooLarge
@@ -284,7 +225,7 @@ func (ls *logState) openCheckpoint(raw []byte) (*fmtlog.Checkpoint, error) {
 		if _, ok := errors.AsType[*note.InvalidSignatureError](err); ok {
 			return nil, ErrBadSignature
 		}
-		return nil, fmt.Errorf("%w: checkpoint: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: checkpoint: %w", ErrMalformed, err)
 	}
 	cp, _, err := log.ParseCheckpoint(raw, ls.cfg.Origin, ls.verifier)
 	if err != nil || n.Text != string(cp.Marshal()) {

@@ -33,6 +33,9 @@ const (
 	// a checkpoint covering the appends that were in flight when the
 	// previous process stopped (see New).
 	DefaultStartupWait = 30 * time.Second
+	// DefaultTokenTTL is how long an enrollment token issued with
+	// [TokenCredentials] stays valid.
+	DefaultTokenTTL = 15 * time.Minute
 )
 
 // Limits enforced on requests, as domain checks (the transport may enforce
@@ -237,7 +240,7 @@ func (OpenEnrollment) Verify(context.Context, string, string) error { return nil
 // used again until it expires (tokens are not single-use; keep TTL short).
 type TokenCredentials struct {
 	key []byte
-	// TTL is how long issued tokens stay valid (default 15 minutes).
+	// TTL is how long issued tokens stay valid (default DefaultTokenTTL).
 	TTL time.Duration
 	now func() time.Time
 }
@@ -248,7 +251,7 @@ func NewTokenCredentials(key []byte) (*TokenCredentials, error) {
 	if len(key) < 32 {
 		return nil, fmt.Errorf("directory: token key has %d bytes, want at least 32", len(key))
 	}
-	return &TokenCredentials{key: append([]byte(nil), key...), TTL: 15 * time.Minute, now: time.Now}, nil
+	return &TokenCredentials{key: append([]byte(nil), key...), TTL: DefaultTokenTTL, now: time.Now}, nil
 }
 
 func (c *TokenCredentials) mac(handle string, expiry int64) []byte {

@@ -100,10 +100,10 @@ func (r *Replication) validate() error {
 		r.PollInterval = DefaultPollInterval
 	}
 	if r.Lease.Duration == 0 {
-		r.Lease.Duration = 10 * time.Second
+		r.Lease.Duration = lease.DefaultDuration
 	}
 	if r.Lease.Margin == 0 {
-		r.Lease.Margin = r.Lease.Duration / 5
+		r.Lease.Margin = lease.DefaultMargin(r.Lease.Duration)
 	}
 	if r.Lease.Margin < 0 || r.Lease.Margin >= r.Lease.Duration {
 		return fmt.Errorf("directory: lease margin %v: want in [0, duration %v)", r.Lease.Margin, r.Lease.Duration)

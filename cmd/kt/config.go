@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/internal/cliconfig"
 )
 
@@ -41,7 +42,7 @@ type Config struct {
 	// Strict turns on strict mode: contacts' account keys are pinned on
 	// first use and sets they did not sign are refused.
 	Strict bool `mapstructure:"strict"`
-	// MaxAge is the oldest epoch accepted (0: the default, 60 s).
+	// MaxAge is the oldest epoch accepted (0: client.DefaultMaxAge, 60 s).
 	MaxAge time.Duration `mapstructure:"max_age"`
 	// Auditors are auditor base URLs to gossip with during `kt monitor`.
 	Auditors []string `mapstructure:"auditors"`
@@ -71,7 +72,7 @@ var options = []option{
 	{Key: "tls", Default: false, Usage: "connect with TLS (system roots)"},
 	{Key: "tls_ca_file", Default: "", Usage: "PEM CA bundle for the directory (implies --tls)"},
 	{Key: "strict", Default: false, Usage: "strict mode: require contacts' account signatures, pinned on first use"},
-	{Key: "max_age", Default: time.Duration(0), Usage: "oldest epoch accepted (0: 60s)"},
+	{Key: "max_age", Default: time.Duration(0), Usage: "oldest epoch accepted (0: the client's default, " + client.DefaultMaxAge.String() + ")"},
 	{Key: "auditors", Default: []string(nil), Usage: "auditor base URLs to gossip with (comma-separated)"},
 	{Key: "gossip_on_lookup", Default: false, Usage: "gossip each new checkpoint with the auditors before a lookup trusts it"},
 	{Key: "monitor_interval", Default: 60 * time.Second, Usage: "kt monitor polling interval"},

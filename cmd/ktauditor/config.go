@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/log/witness"
 
 	"github.com/keytrans/kt/internal/cliconfig"
@@ -132,12 +133,12 @@ var options = []option{
 	{Key: "key_file", Default: "", Usage: "cosigning key file (default DATA_DIR/auditor.key, created if missing)"},
 	{Key: "witness", Default: true, Usage: "serve C2SP tlog-witness add-checkpoint"},
 	{Key: "cosign_audited", Default: false, Usage: "cosign only checkpoints audited without violation"},
-	{Key: "poll_interval", Default: 2 * time.Second, Usage: "how often each log's checkpoint is polled"},
-	{Key: "gossip_interval", Default: 30 * time.Second, Usage: "how often checkpoints are exchanged with each peer"},
-	{Key: "progress_interval", Default: 10 * time.Second, Usage: "how often a catch-up logs progress and saves state"},
+	{Key: "poll_interval", Default: auditor.DefaultPollInterval, Usage: "how often each log's checkpoint is polled"},
+	{Key: "gossip_interval", Default: auditor.DefaultGossipInterval, Usage: "how often checkpoints are exchanged with each peer"},
+	{Key: "progress_interval", Default: auditor.DefaultProgressInterval, Usage: "how often a catch-up logs progress and saves state"},
 	{Key: "evidence_dir", Default: "", Usage: "directory for evidence files (default DATA_DIR/evidence)"},
 	{Key: "webhook_url", Default: "", Usage: "URL that receives each evidence bundle in a POST"},
-	{Key: "max_body_bytes", Default: int64(64 << 10), Usage: "largest request body"},
+	{Key: "max_body_bytes", Default: int64(auditor.DefaultMaxBodyBytes), Usage: "largest request body"},
 }
 
 func envName(key string) string { return cliconfig.EnvName("KTAUDITOR", key) }

@@ -123,7 +123,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		acfg.Cosigner = signer
 	}
 	for _, l := range cfg.Logs {
-		lc := auditor.LogConfig{Origin: l.Origin, VKey: l.VKey, Heartbeat: 10 * time.Second}
+		lc := auditor.LogConfig{Origin: l.Origin, VKey: l.VKey, Heartbeat: auditor.DefaultHeartbeat}
 		if l.Heartbeat != nil {
 			lc.Heartbeat = *l.Heartbeat
 		}

@@ -13,7 +13,11 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/spf13/pflag"
 
+	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
+	"github.com/keytrans/kt/internal/lease"
+	"github.com/keytrans/kt/log/posix"
+	"github.com/keytrans/kt/log/witness"
 
 	"github.com/keytrans/kt/internal/cliconfig"
 )
@@ -216,8 +220,12 @@ type WitnessConfig struct {
 	// PolicyFile is a Sigsum-format witness policy (witness, group and
 	// quorum lines; C2SP signed-note verifier keys). When set, checkpoints
 	// are published only once cosigned by a quorum. Empty: no witnesses.
+	// ktd refuses to start, before it creates anything, with a policy that
+	// the clients' parser (log/witness.ParsePolicy) rejects, even where
+	// the embedded backend's (Tessera's) would accept it.
 	PolicyFile string `mapstructure:"policy_file"`
-	// Timeout bounds each round of requests to witnesses. Default 10s.
+	// Timeout bounds each round of requests to witnesses, on both
+	// backends. Default 10s (log/witness.DefaultTimeout).
 	Timeout time.Duration `mapstructure:"timeout"`
 }
 
@@ -237,30 +245,30 @@ var options = []option{
 	{Key: "limits.requests_per_second", Default: float64(grpcserver.DefaultRateLimit), Usage: "sustained requests per second per peer address; negative disables"},
 	{Key: "limits.burst", Default: grpcserver.DefaultRateBurst, Usage: "requests a peer may make at once"},
 	{Key: "limits.max_peers", Default: grpcserver.DefaultMaxPeers, Usage: "peers tracked for rate limiting"},
-	{Key: "directory.epoch_interval", Default: time.Second, Usage: "epoch interval when changes are pending"},
-	{Key: "directory.heartbeat_interval", Default: 10 * time.Second, Usage: "epoch interval when idle (clients' staleness bound)"},
+	{Key: "directory.epoch_interval", Default: directory.DefaultEpochInterval, Usage: "epoch interval when changes are pending"},
+	{Key: "directory.heartbeat_interval", Default: directory.DefaultHeartbeatInterval, Usage: "epoch interval when idle (clients' staleness bound)"},
 	{Key: "directory.vrf_key_file", Default: "", Usage: "VRF private key file (default DATA_DIR/vrf.key, created if missing)"},
 	{Key: "directory.recovery_key_file", Default: "", Usage: "recovery key file, private or public form (default DATA_DIR/recovery.key, created if missing)"},
-	{Key: "directory.cache_size", Default: int64(256 << 20), Usage: "state store block cache in bytes"},
+	{Key: "directory.cache_size", Default: int64(directory.DefaultCacheSize), Usage: "state store block cache in bytes"},
 	{Key: "enrollment.mode", Default: "token", Usage: `enrollment authorization: "token" or "open" (INSECURE, demos only)`},
 	{Key: "enrollment.token_key_file", Default: "", Usage: "HMAC key of enrollment tokens (default DATA_DIR/enroll-token.key, created if missing)"},
-	{Key: "enrollment.token_ttl", Default: 15 * time.Minute, Usage: "validity of an issued enrollment token"},
+	{Key: "enrollment.token_ttl", Default: directory.DefaultTokenTTL, Usage: "validity of an issued enrollment token"},
 	{Key: "log.origin", Default: "localhost/kt", Usage: "log origin in checkpoints"},
 	{Key: "log.backend", Default: "posix", Usage: `log backend: "posix" (embedded) or "trillian"`},
 	{Key: "log.key_file", Default: "", Usage: "log signing key file (default DATA_DIR/log.key, created if missing)"},
-	{Key: "log.checkpoint_interval", Default: 100 * time.Millisecond, Usage: "how often to publish a checkpoint when the log grew"},
+	{Key: "log.checkpoint_interval", Default: posix.DefaultCheckpointInterval, Usage: "how often to publish a checkpoint when the log grew"},
 	{Key: "log.trillian.address", Default: "", Usage: "trillian_log_server gRPC address (host:port)"},
 	{Key: "log.trillian.tree_id", Default: int64(0), Usage: "Trillian tree ID"},
 	{Key: "log.trillian.create_tree", Default: false, Usage: "create a Trillian tree when tree_id is 0"},
 	{Key: "witness.policy_file", Default: "", Usage: "witness policy file (Sigsum policy format); empty: no witnesses"},
-	{Key: "witness.timeout", Default: 10 * time.Second, Usage: "timeout of each round of witness requests"},
+	{Key: "witness.timeout", Default: witness.DefaultTimeout, Usage: "timeout of each round of witness requests"},
 	{Key: "cluster.dsn", Default: "", Usage: "replicated directory: MariaDB/MySQL DSN of the lease and shared payload tables; empty: standalone"},
 	{Key: "cluster.trillian_dsn", Default: "", Usage: "DSN of Trillian's database, for the takeover's queue drain (default cluster.dsn)"},
 	{Key: "cluster.lease_name", Default: "", Usage: `writer lease name (default "directory-writer/" + log.origin)`},
-	{Key: "cluster.lease_duration", Default: 10 * time.Second, Usage: "writer lease term, renewed every third of it"},
-	{Key: "cluster.margin", Default: 2 * time.Second, Usage: "writer stops appending this long before its term ends; a new writer waits this long"},
+	{Key: "cluster.lease_duration", Default: lease.DefaultDuration, Usage: "writer lease term, renewed every third of it"},
+	{Key: "cluster.margin", Default: lease.DefaultMargin(lease.DefaultDuration), Usage: "writer stops appending this long before its term ends; a new writer waits this long"},
 	{Key: "cluster.advertise", Default: "", Usage: "gRPC address clients reach this instance at, named by readers (default grpc_listen)"},
-	{Key: "cluster.poll_interval", Default: 250 * time.Millisecond, Usage: "how often a reader looks for new log entries"},
+	{Key: "cluster.poll_interval", Default: directory.DefaultPollInterval, Usage: "how often a reader looks for new log entries"},
 }
 
 func envName(key string) string { return cliconfig.EnvName("KTD", key) }
@@ -419,13 +427,23 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// readPolicy reads the witness policy file (nil when path is empty) and
+// checks it with witness.ParsePolicy, the parser of the clients, auditors
+// and ktctl, which is stricter than Tessera's: ktd must not publish under a
+// policy its clients would reject.
 func readPolicy(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("witness policy: %w", err)
+		return nil, fmt.Errorf("witness.policy_file: %w", err)
+	}
+	// SPEC(design.md 9.1): the policy format is "exactly as parsed by
+	// log/witness.ParsePolicy", and "ktd refuses at start-up a policy it
+	// rejects".
+	if _, err := witness.ParsePolicy(b); err != nil {
+		return nil, fmt.Errorf("witness.policy_file %s: %w", path, err)
 	}
 	return b, nil
 }

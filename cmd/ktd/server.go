@@ -331,6 +331,11 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 			err = errors.Join(err, s.close(cctx))
 		}
 	}()
+	// The witness policy is checked before anything is created or started.
+	policy, err := readPolicy(cfg.Witness.PolicyFile)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
@@ -366,11 +371,6 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 	if err != nil {
 		return nil, err
 	}
-	policy, err := readPolicy(cfg.Witness.PolicyFile)
-	if err != nil {
-		return nil, err
-	}
-
 	// Log.
 	var tl *trillian.Log
 	switch cfg.Log.Backend {
@@ -408,6 +408,7 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 			Origin:             cfg.Log.Origin,
 			Signer:             signer,
 			WitnessPolicy:      policy,
+			WitnessTimeout:     cfg.Witness.Timeout,
 			CheckpointInterval: cfg.Log.CheckpointInterval,
 		})
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/internal/cliconfig"
 )
 
@@ -71,8 +72,8 @@ var options = []option{
 	{Key: "http_listen", Default: "127.0.0.1:8080", Usage: "directory public HTTP address (log read API, tlog-tiles)"},
 	{Key: "operator_listen", Default: "127.0.0.1:8444", Usage: "directory operator gRPC address (account recovery)"},
 	{Key: "auditor_listen", Default: []string{"127.0.0.1:8481", "127.0.0.1:8482"}, Usage: "the two auditors' HTTP addresses"},
-	{Key: "epoch_interval", Default: time.Second, Usage: "directory epoch interval when changes are pending"},
-	{Key: "heartbeat_interval", Default: 10 * time.Second, Usage: "directory epoch interval when idle"},
+	{Key: "epoch_interval", Default: directory.DefaultEpochInterval, Usage: "directory epoch interval when changes are pending"},
+	{Key: "heartbeat_interval", Default: directory.DefaultHeartbeatInterval, Usage: "directory epoch interval when idle"},
 	{Key: "gossip_interval", Default: 10 * time.Second, Usage: "how often the auditors gossip with each other"},
 	{Key: "start_timeout", Default: 60 * time.Second, Usage: "how long the daemons may take to come up"},
 }

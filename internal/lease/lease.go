@@ -75,15 +75,22 @@ type Config struct {
 	// restarted instance never continues its predecessor's term.
 	Holder string
 	// Duration is how long a term lasts after each acquire or renewal, by
-	// the database's clock (default 10s). Renew well within it, e.g.
-	// every Duration/3.
+	// the database's clock (default DefaultDuration). Renew well within
+	// it, e.g. every Duration/3.
 	Duration time.Duration
 	// Margin is how long before the term's end, by this instance's
-	// monotonic clock, [Lease.Deadline] falls (default Duration/5). It
-	// must cover the longest write the holder starts before its deadline
-	// and the rate difference between clocks.
+	// monotonic clock, [Lease.Deadline] falls (default DefaultMargin,
+	// Duration/5). It must cover the longest write the holder starts
+	// before its deadline and the rate difference between clocks.
 	Margin time.Duration
 }
+
+// DefaultDuration is the default Config.Duration; the default
+// Config.Margin is a fifth of the duration.
+const DefaultDuration = 10 * time.Second
+
+// DefaultMargin returns the default Config.Margin for a term of duration d.
+func DefaultMargin(d time.Duration) time.Duration { return d / 5 }
 
 func (c *Config) validate() error {
 	switch {
@@ -97,10 +104,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("lease: Config.Duration %v: want at least 10ms", c.Duration)
 	}
 	if c.Duration == 0 {
-		c.Duration = 10 * time.Second
+		c.Duration = DefaultDuration
 	}
 	if c.Margin == 0 {
-		c.Margin = c.Duration / 5
+		c.Margin = DefaultMargin(c.Duration)
 	}
 	if c.Margin < 0 || c.Margin >= c.Duration {
 		return fmt.Errorf("lease: Config.Margin %v: want in [0, Duration %v)", c.Margin, c.Duration)

@@ -9,7 +9,6 @@
 package testwitness
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
@@ -18,7 +17,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +26,8 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/keytrans/kt/log/witness"
 )
 
 // MaxBodyBytes bounds request bodies.
@@ -218,10 +218,11 @@ func (w *Witness) handle(r *http.Request, b Behavior) (int, string, []byte) {
 		return http.StatusConflict, "text/x.tlog.size", fmt.Appendf(nil, "%d\n", b.ConflictSize)
 	}
 
-	old, hashes, cpRaw, err := parseBody(raw)
+	req, err := witness.ParseAddCheckpoint(raw)
 	if err != nil {
 		return http.StatusBadRequest, "text/plain", []byte(err.Error() + "\n")
 	}
+	old, hashes, cpRaw := req.OldSize, req.Proof, req.Checkpoint
 	origin, _, _ := strings.Cut(string(cpRaw), "\n")
 
 	w.mu.Lock()
@@ -316,46 +317,4 @@ func (w *Witness) handle(r *http.Request, b Behavior) (int, string, []byte) {
 	keyed := binary.BigEndian.AppendUint32(nil, signer.KeyHash())
 	keyed = append(keyed, sig...)
 	return http.StatusOK, "", fmt.Appendf(nil, "— %s %s\n", signer.Name(), base64.StdEncoding.EncodeToString(keyed))
-}
-
-// parseBody parses an add-checkpoint request body strictly.
-func parseBody(raw []byte) (old uint64, hashes [][]byte, cp []byte, err error) {
-	br := bufio.NewReader(bytes.NewReader(raw))
-	line, err := br.ReadString('\n')
-	if err != nil {
-		return 0, nil, nil, errors.New("no old size line")
-	}
-	// SPEC(tlog-witness): "The old size line MUST consist of the string old,
-	// a single space (0x20), and the tree size of the previous checkpoint
-	// encoded as an ASCII decimal with no leading zeroes (unless the size is
-	// zero, in which case the encoding MUST be 0)."
-	num, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "old ")
-	if !ok || num == "" || (len(num) > 1 && num[0] == '0') || num[0] == '+' {
-		return 0, nil, nil, fmt.Errorf("malformed old size line %q", line)
-	}
-	old, err = strconv.ParseUint(num, 10, 64)
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("malformed old size line %q", line)
-	}
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			return 0, nil, nil, errors.New("no empty line after the proof")
-		}
-		if line == "\n" {
-			break
-		}
-		// SPEC(tlog-witness): "The client MUST NOT send more than 63
-		// consistency proof lines."
-		if len(hashes) == 63 {
-			return 0, nil, nil, errors.New("more than 63 proof lines")
-		}
-		h, err := base64.StdEncoding.DecodeString(strings.TrimSuffix(line, "\n"))
-		if err != nil || len(h) != 32 {
-			return 0, nil, nil, fmt.Errorf("malformed proof line %q", line)
-		}
-		hashes = append(hashes, h)
-	}
-	cp, _ = io.ReadAll(br)
-	return old, hashes, cp, nil
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/witness"
 )
 
 // Defaults for the optional [Config] fields.
@@ -56,8 +57,10 @@ const (
 	DefaultBatchMaxAge  = 5 * time.Millisecond
 	// DefaultWitnessTimeout bounds one attempt to gather the cosignatures the
 	// witness policy needs; a failed attempt is retried at the next
-	// checkpoint interval.
-	DefaultWitnessTimeout = 5 * time.Second
+	// checkpoint interval. It is witness.DefaultTimeout, the one default of
+	// both backends and of ktd's witness.timeout (see there why 10s and not
+	// Tessera's 5s).
+	DefaultWitnessTimeout = witness.DefaultTimeout
 
 	// minCheckpointInterval is the smallest interval Tessera's POSIX driver
 	// accepts.
@@ -98,7 +101,9 @@ type Config struct {
 	// "quorum NAME") with C2SP signed-note verifier keys. A checkpoint is
 	// then published only once the quorum's cosignatures are gathered over
 	// C2SP tlog-witness, and it is published with them. Until then the
-	// previous checkpoint stays published (or none, for a new log).
+	// previous checkpoint stays published (or none, for a new log). New
+	// rejects a policy that witness.ParsePolicy, the clients' parser,
+	// rejects.
 	WitnessPolicy []byte
 
 	// WitnessTimeout bounds one attempt to satisfy the witness policy
@@ -237,6 +242,18 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		// Close bounds the wait with its own context.
 		WithShutdownTimeout(24 * time.Hour)
 	if len(cfg.WitnessPolicy) > 0 {
+		// SPEC(design.md 9.1): "both log backends check the policy with
+		// ParsePolicy first".
+		//
+		// The policy is parsed twice: first by witness.ParsePolicy, the
+		// parser of the clients, auditors and the Trillian backend, so that
+		// the log never publishes under a policy its clients would reject
+		// (Tessera's parser accepts, for example, a threshold of zero, two
+		// witnesses with one key, or two quorum lines); then by Tessera's,
+		// which builds what its publisher uses.
+		if _, err := witness.ParsePolicy(cfg.WitnessPolicy); err != nil {
+			return nil, fmt.Errorf("posix log: witness policy: %w", err)
+		}
 		wg, err := tessera.NewWitnessGroupFromPolicy(cfg.WitnessPolicy)
 		if err != nil {
 			return nil, fmt.Errorf("posix log: witness policy: %w", err)

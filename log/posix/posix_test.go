@@ -12,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/transparency-dev/tessera"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keytrans/kt/internal/testwitness"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/logtest"
+	"github.com/keytrans/kt/log/witness"
 )
 
 const testOrigin = "example.com/kt-test"
@@ -127,6 +130,44 @@ func TestConfigValidation(t *testing.T) {
 	// Nothing was created by the rejected configurations.
 	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
 		t.Fatalf("rejected configurations left %d files behind (%v)", len(ents), err)
+	}
+}
+
+// TestWitnessPolicyParsedLikeClients: New rejects policies that Tessera's
+// parser accepts but witness.ParsePolicy, the clients' parser, rejects, and
+// creates nothing.
+func TestWitnessPolicyParsedLikeClients(t *testing.T) {
+	_, s, _ := newKey(t, testOrigin)
+	wit, err := testwitness.New("witness.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := "witness w1 " + wit.VerifierKey() + " http://127.0.0.1:1\n"
+	w2 := "witness w2 " + wit.VerifierKey() + " http://127.0.0.1:2\n"
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, policy string }{
+		{"threshold 0", w + "group g 0 w1\nquorum g\n"},
+		{"two quorum lines", w + "quorum w1\nquorum none\n"},
+		{"two witnesses with one key", w + w2 + "group g any w1 w2\nquorum g\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := tessera.NewWitnessGroupFromPolicy([]byte(tc.policy)); err != nil {
+				t.Fatalf("Tessera rejects the policy (%v): the case tests nothing", err)
+			}
+			cfg := testConfig(filepath.Join(dir, "log"), s)
+			cfg.WitnessPolicy = []byte(tc.policy)
+			l, err := New(context.Background(), cfg)
+			if err == nil {
+				closeLog(t, l)
+				t.Fatal("New accepted a policy witness.ParsePolicy rejects")
+			}
+			if _, ok := errors.AsType[*witness.ParseError](err); !ok {
+				t.Fatalf("New: %v, want a *witness.ParseError", err)
+			}
+		})
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Fatalf("rejected policies left %d files behind (%v)", len(ents), err)
 	}
 }
 

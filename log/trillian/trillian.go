@@ -77,8 +77,8 @@ type Config struct {
 	// default transport).
 	HTTPClient *http.Client
 
-	// WitnessTimeout bounds each request to one witness (default 10s, the
-	// log/witness default).
+	// WitnessTimeout bounds the requests to one witness for one checkpoint
+	// (default witness.DefaultTimeout).
 	WitnessTimeout time.Duration
 
 	// CheckpointInterval is how often the latest Trillian root is turned

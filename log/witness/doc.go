@@ -20,9 +20,11 @@
 //	quorum majority
 //
 // The same text configures the log's publishing policy (Tessera's
-// WithWitnesses parses it with NewWitnessGroupFromPolicy, and [Witnesser]
-// uses it for the Trillian backend) and the clients' acceptance policy
-// ([Policy.Check]). This parser is stricter than Tessera's: it rejects
+// WithWitnesses parses it with NewWitnessGroupFromPolicy for the posix
+// backend, and [Witnesser] uses it for the Trillian backend) and the
+// clients' acceptance policy ([Policy.Check]). Both backends, and ktd at
+// start-up, check it with [ParsePolicy] first, which is stricter than
+// Tessera's parser: it rejects
 // thresholds of zero, groups without members, a name listed twice in one
 // group, two witnesses with the same public key, and policies without
 // exactly one quorum line; every error names the offending line.
@@ -46,4 +48,11 @@
 // resynchronising when a witness answers 409 Conflict. It verifies every
 // cosignature it receives and returns the checkpoint with the cosignatures
 // merged in as soon as the policy is satisfied.
+//
+// # The add-checkpoint body
+//
+// [AddCheckpointRequest] is the request body of add-checkpoint, with its one
+// parser ([ParseAddCheckpoint]) and encoder ([AddCheckpointRequest.Marshal]),
+// used by the Witnesser, by the auditor's witness endpoint and by the test
+// witness.
 package witness

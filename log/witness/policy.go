@@ -3,6 +3,7 @@ package witness
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -97,7 +98,12 @@ type node struct {
 type ParseError struct {
 	Line int
 	Msg  string
+	// Err is the underlying error Msg reports, if any (such as a
+	// malformed key or URL); Unwrap returns it.
+	Err error
 }
+
+func (e *ParseError) Unwrap() error { return e.Err }
 
 func (e *ParseError) Error() string {
 	if e.Line == 0 {
@@ -116,7 +122,7 @@ var keywords = map[string]bool{
 // signed-note verifier keys (see the package documentation).
 func ParsePolicy(text []byte) (*Policy, error) {
 	if len(text) > maxPolicyBytes {
-		return nil, &ParseError{0, fmt.Sprintf("policy has %d bytes, more than the limit of %d", len(text), maxPolicyBytes)}
+		return nil, &ParseError{Msg: fmt.Sprintf("policy has %d bytes, more than the limit of %d", len(text), maxPolicyBytes)}
 	}
 	p := &Policy{
 		byName: make(map[string]int),
@@ -134,7 +140,8 @@ func ParsePolicy(text []byte) (*Policy, error) {
 		var line []byte
 		line, text, _ = bytes.Cut(text, []byte("\n"))
 		errf := func(format string, args ...any) error {
-			return &ParseError{lineNo, fmt.Sprintf(format, args...)}
+			err := fmt.Errorf(format, args...)
+			return &ParseError{Line: lineNo, Msg: err.Error(), Err: errors.Unwrap(err)}
 		}
 		// SPEC(sigsum policy): "The only allowed control characters are tab
 		// (0x09) and newline (0x0a)."
@@ -165,7 +172,7 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			}
 			v, err := note.NewVerifier(fields[1])
 			if err != nil {
-				return nil, errf("invalid log verifier key %q: %v", fields[1], err)
+				return nil, errf("invalid log verifier key %q: %w", fields[1], err)
 			}
 			raw, _ := vkeyKey(fields[1])
 			// SPEC(sigsum policy): "Duplicate logs, i.e., multiple log lines
@@ -177,7 +184,7 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			l := &Log{VerifierKey: fields[1], verifier: v}
 			if len(fields) == 3 {
 				if err := checkURL(fields[2]); err != nil {
-					return nil, errf("log URL: %v", err)
+					return nil, errf("log URL: %w", err)
 				}
 				l.URL = fields[2]
 			}
@@ -190,14 +197,14 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			}
 			name := fields[1]
 			if err := p.checkNewName(name); err != nil {
-				return nil, errf("%v", err)
+				return nil, errf("%w", err)
 			}
 			if len(p.nodes) >= maxNames {
 				return nil, errf("more than %d witnesses and groups", maxNames)
 			}
 			v, raw, err := cosignatureVerifier(fields[2])
 			if err != nil {
-				return nil, errf("witness %s: %v", name, err)
+				return nil, errf("witness %s: %w", name, err)
 			}
 			// SPEC(sigsum policy): "Duplicate witnesses, i.e., multiple
 			// witness lines with the same public key, are not allowed."
@@ -211,7 +218,7 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			w := &Witness{Name: name, VerifierKey: fields[2], verifier: v, index: len(p.witnesses)}
 			if len(fields) == 4 {
 				if err := checkURL(fields[3]); err != nil {
-					return nil, errf("witness %s URL: %v", name, err)
+					return nil, errf("witness %s URL: %w", name, err)
 				}
 				w.URL = fields[3]
 			}
@@ -228,7 +235,7 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			}
 			name, threshold, memberNames := fields[1], fields[2], fields[3:]
 			if err := p.checkNewName(name); err != nil {
-				return nil, errf("%v", err)
+				return nil, errf("%w", err)
 			}
 			if len(p.nodes) >= maxNames {
 				return nil, errf("more than %d witnesses and groups", maxNames)
@@ -263,7 +270,7 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			default:
 				k, err := parseThreshold(threshold)
 				if err != nil {
-					return nil, errf("group %s: %v", name, err)
+					return nil, errf("group %s: %w", name, err)
 				}
 				if k > len(n.members) {
 					return nil, errf("group %s: threshold %d is more than its %d members", name, k, len(n.members))
@@ -300,7 +307,7 @@ func ParsePolicy(text []byte) (*Policy, error) {
 		}
 	}
 	if quorumLine == 0 {
-		return nil, &ParseError{0, "no quorum line (use \"quorum none\" to require no cosignatures)"}
+		return nil, &ParseError{Msg: "no quorum line (use \"quorum none\" to require no cosignatures)"}
 	}
 	p.quorumDesc = p.describeQuorum()
 	return p, nil
@@ -379,7 +386,7 @@ func cosignatureVerifier(vkey string) (note.Verifier, []byte, error) {
 	}
 	v, err := fnote.NewVerifierForCosignatureV1(vkey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("malformed verifier key %q: %v", vkey, err)
+		return nil, nil, fmt.Errorf("malformed verifier key %q: %w", vkey, err)
 	}
 	// SPEC(tlog-cosignature): "The key ID for Ed25519 cosignatures MUST be
 	// computed as SHA-256(<name> || "\n" || 0x04 || 32-byte Ed25519
@@ -391,7 +398,7 @@ func cosignatureVerifier(vkey string) (note.Verifier, []byte, error) {
 		// Same verdicts, with the key expanded once (fastverify.go).
 		fv, err := newEd25519CosigVerifier(v.Name(), v.KeyHash(), raw[1:])
 		if err != nil {
-			return nil, nil, fmt.Errorf("malformed verifier key %q: %v", vkey, err)
+			return nil, nil, fmt.Errorf("malformed verifier key %q: %w", vkey, err)
 		}
 		return fv, raw, nil
 	}

@@ -231,3 +231,16 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 	})
 }
+
+// TestParsePolicyErrorWraps: a ParseError caused by another error (here the
+// signed-note key parser's) wraps it, so errors.Is and errors.As reach it.
+func TestParsePolicyErrorWraps(t *testing.T) {
+	_, err := witness.ParsePolicy([]byte("log example.com/log+00000000+AAAA\nquorum none\n"))
+	var pe *witness.ParseError
+	if !errors.As(err, &pe) {
+		t.Fatalf("error %v is a %T, want *ParseError", err, err)
+	}
+	if pe.Line != 1 || pe.Err == nil || !errors.Is(err, pe.Err) {
+		t.Fatalf("ParseError %+v: want line 1 wrapping the key parser's error", pe)
+	}
+}

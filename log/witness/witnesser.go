@@ -3,7 +3,6 @@ package witness
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +57,24 @@ func (e *WitnessError) Error() string {
 
 func (e *WitnessError) Unwrap() error { return e.Err }
 
+// Defaults of the optional [WitnesserOpts] fields.
+const (
+	// DefaultTimeout bounds one round of requests to the witnesses for one
+	// checkpoint: here each witness's requests, which run in parallel, and
+	// for the posix backend Tessera's whole round (log/posix). One value for
+	// both backends and ktd's witness.timeout. 10s rather than the 5s of
+	// Tessera's default: a round may need two exchanges with a witness (old
+	// size 0, then a resync after 409 Conflict, each possibly over a fresh
+	// TLS connection to a distant witness), and a round that succeeds ends
+	// as soon as the quorum is met, so the bound only matters when a quorum
+	// cannot be met, and then no checkpoint is published either way.
+	DefaultTimeout = 10 * time.Second
+	// DefaultMaxAttempts bounds the requests to one witness for one
+	// checkpoint (each 409 Conflict that reports a different size costs
+	// one).
+	DefaultMaxAttempts = 3
+)
+
 // ProofFunc returns the RFC 6962 consistency proof between the trees of sizes
 // oldSize and newSize, 0 < oldSize < newSize. [log.Reader.ConsistencyProof]
 // has this shape.
@@ -69,11 +86,11 @@ type WitnesserOpts struct {
 	// transport. Its own Timeout, if any, applies on top of Timeout.
 	Client *http.Client
 	// Timeout bounds each request to one witness, including a resync after
-	// 409 Conflict. Zero means 10 seconds.
+	// 409 Conflict. Zero means DefaultTimeout.
 	Timeout time.Duration
 	// MaxAttempts bounds the requests to one witness for one checkpoint:
 	// each 409 Conflict that reports a different size costs one. Zero means
-	// 3.
+	// DefaultMaxAttempts.
 	MaxAttempts int
 	// Logger receives a line per failed or resynchronised witness. Nil means
 	// slog.Default().
@@ -131,10 +148,10 @@ func NewWitnesser(p *Policy, opts WitnesserOpts) (*Witnesser, error) {
 		w.client = &http.Client{}
 	}
 	if w.timeout == 0 {
-		w.timeout = 10 * time.Second
+		w.timeout = DefaultTimeout
 	}
 	if w.maxAttempts == 0 {
-		w.maxAttempts = 3
+		w.maxAttempts = DefaultMaxAttempts
 	}
 	if w.logger == nil {
 		w.logger = slog.Default()
@@ -344,7 +361,7 @@ func (w *Witnesser) update(ctx context.Context, t *target, signed []byte, text s
 			}
 			ws, err := parseSize(resp)
 			if err != nil {
-				return nil, werr(status, fmt.Errorf("%w: 409 body: %v", ErrBadResponse, err))
+				return nil, werr(status, fmt.Errorf("%w: 409 body: %w", ErrBadResponse, err))
 			}
 			if ws == old {
 				return nil, werr(status, fmt.Errorf("%w: 409 Conflict for old size %d, but reports the same size", ErrBadResponse, old))
@@ -383,11 +400,8 @@ func (w *Witnesser) update(ctx context.Context, t *target, signed []byte, text s
 	return nil, last
 }
 
-// requestBody builds an add-checkpoint request body.
-//
-// SPEC(tlog-witness): "The request body MUST be a sequence of an old size
-// line, zero or more consistency proof lines, and an empty line, followed by
-// a checkpoint. Each line MUST terminate in a newline character (U+000A)."
+// requestBody builds an add-checkpoint request body from old to the
+// checkpoint signed, of size size.
 func requestBody(old, size uint64, signed []byte, proofs *proofCache) ([]byte, error) {
 	var proof [][]byte
 	// SPEC(tlog-witness): "The proof MUST be empty if the old size is zero."
@@ -399,28 +413,12 @@ func requestBody(old, size uint64, signed []byte, proofs *proofCache) ([]byte, e
 			return nil, fmt.Errorf("consistency proof from %d to %d: %w", old, size, err)
 		}
 	}
-	// SPEC(tlog-witness): "The client MUST NOT send more than 63 consistency
-	// proof lines."
-	if len(proof) > 63 {
-		return nil, fmt.Errorf("consistency proof from %d to %d has %d hashes, more than 63", old, size, len(proof))
+	req := AddCheckpointRequest{OldSize: old, Proof: proof, Checkpoint: signed}
+	b, err := req.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("consistency proof from %d to %d: %w", old, size, err)
 	}
-	var b bytes.Buffer
-	// SPEC(tlog-witness): "The old size line MUST consist of the string old,
-	// a single space (0x20), and the tree size of the previous checkpoint
-	// encoded as an ASCII decimal with no leading zeroes".
-	fmt.Fprintf(&b, "old %d\n", old)
-	for _, h := range proof {
-		if len(h) != 32 {
-			return nil, fmt.Errorf("consistency proof from %d to %d has a %d-byte hash", old, size, len(h))
-		}
-		// SPEC(tlog-witness): "Each consistency proof line MUST encode a
-		// single hash in base64."
-		b.WriteString(base64.StdEncoding.EncodeToString(h))
-		b.WriteByte('\n')
-	}
-	b.WriteByte('\n')
-	b.Write(signed)
-	return b.Bytes(), nil
+	return b, nil
 }
 
 func (w *Witnesser) post(ctx context.Context, u string, body []byte) (int, http.Header, []byte, error) {
@@ -459,7 +457,7 @@ func (t *target) parseCosignature(text string, resp []byte) (*Cosignature, error
 	}
 	n, err := parseNote(append([]byte(text+"\n"), resp...))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadResponse, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadResponse, err)
 	}
 	v := t.w.verifier
 	var best *Cosignature
