@@ -15,6 +15,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/internal/ktctl"
 	"github.com/keytrans/kt/internal/ktctl/ktctltest"
 	"github.com/keytrans/kt/log/conformance"
@@ -144,7 +145,7 @@ func TestVerifyMonitor(t *testing.T) {
 	}
 
 	t.Run("EpochAt", func(t *testing.T) {
-		r := ktctl.GRPCLog{C: ktpb.NewLogClient(f.Conn)}
+		r := client.LogReader{C: ktpb.NewLogClient(f.Conn)}
 		cp, err := ktctl.FetchCheckpoint(ctx, r, k)
 		if err != nil {
 			t.Fatal(err)
