@@ -152,6 +152,7 @@ func (s *server) start(cfg envConfig) error {
 		GRPC:               &grpcserver.Options{RateLimit: -1, MaxConcurrentStreams: 1 << 12},
 		Addr:               cfg.addr,
 		Conns:              cfg.conns,
+		Graceful:           true,
 		Client:             client.Options{MaxAge: time.Hour},
 	})
 	if err != nil {
