@@ -3,12 +3,11 @@ package auditor_test
 import (
 	"context"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/auditor/ktlog"
+	"github.com/keytrans/kt/internal/testing/testkit"
 )
 
 var benchLog = sync.OnceValues(func() (*ktlog.Builder, error) {
@@ -26,7 +25,7 @@ func BenchmarkCatchUp(b *testing.B) {
 	l := newTestLog(b)
 	l.appendAll(b, kb)
 	ents := kb.Len()
-	cpu0 := cpuTime()
+	cpu0 := testkit.CPUTime()
 	b.ResetTimer()
 	for b.Loop() {
 		b.StopTimer()
@@ -43,13 +42,5 @@ func BenchmarkCatchUp(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(ents)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
-	b.ReportMetric(float64(ents)*float64(b.N)/(cpuTime()-cpu0).Seconds(), "entries/cpu-s")
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		panic(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.ReportMetric(float64(ents)*float64(b.N)/(testkit.CPUTime()-cpu0).Seconds(), "entries/cpu-s")
 }

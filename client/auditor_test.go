@@ -2,10 +2,8 @@ package client_test
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -13,9 +11,9 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/client"
+	fx "github.com/keytrans/kt/internal/testing/fixture"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/evidence"
-	"github.com/keytrans/kt/log/logapi"
 )
 
 // realAuditor is an auditor (package auditor) following a directory's log
@@ -29,22 +27,14 @@ type realAuditor struct {
 // asked (auditOnce), so the test decides how far it has read.
 func (e *netEnv) startAuditor() *realAuditor {
 	e.t.Helper()
-	st, err := auditor.OpenStore(e.t.TempDir())
+	o := e.dep.AuditorOptions("auditor")
+	o.Dir = e.t.TempDir()
+	a, err := fx.StartAuditor(e.t.Context(), o)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	a, err := auditor.New(auditor.Config{
-		Logs: []auditor.LogConfig{{Origin: netOrigin, VKey: e.keys.vkey,
-			RecoveryKey: [32]byte(e.recovery.Public().(ed25519.PublicKey)), Reader: logapi.NewClient(e.readURL, nil)}},
-		Store: st, Logger: quiet,
-	})
-	if err != nil {
-		st.Close()
-		e.t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	e.t.Cleanup(func() { srv.Close(); st.Close() })
-	return &realAuditor{a: a, url: srv.URL}
+	e.t.Cleanup(a.Close)
+	return &realAuditor{a: a.Auditor, url: a.URL}
 }
 
 // auditOnce makes the auditor replay the log up to its current checkpoint

@@ -3,7 +3,6 @@ package client_test
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"syscall"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/internal/testing/testkit"
 )
 
 // BenchmarkVerifyLookup measures the client's verification of one lookup
@@ -61,13 +61,13 @@ func BenchmarkVerifyLookup(b *testing.B) {
 		pub, priv, _ := ed25519.GenerateKey(nil)
 		msg := make([]byte, 200)
 		sig := ed25519.Sign(priv, msg)
-		cpu0 := cpuTime()
+		cpu0 := int64(testkit.CPUTime())
 		for b.Loop() {
 			if !ed25519.Verify(pub, msg, sig) {
 				b.Fatal("verify")
 			}
 		}
-		b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(int64(testkit.CPUTime())-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 	for _, bc := range []struct {
 		name   string
@@ -80,7 +80,7 @@ func BenchmarkVerifyLookup(b *testing.B) {
 		{"trusted-epoch-hybrid", alice, tr, hybrid},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			cpu0 := cpuTime()
+			cpu0 := int64(testkit.CPUTime())
 			for b.Loop() {
 				res, err := client.VerifyLookup(f.p, bc.tr, bc.handle, bc.resp, now, nil)
 				if err != nil {
@@ -93,19 +93,10 @@ func BenchmarkVerifyLookup(b *testing.B) {
 			// CPU time of the whole process per verification: unlike ns/op
 			// it does not count time spent waiting for a core that other
 			// processes hold.
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(int64(testkit.CPUTime())-cpu0)/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(proto.Size(bc.resp)), "resp-bytes")
 		})
 	}
-}
-
-// cpuTime returns the process's user plus system CPU time in nanoseconds.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // BenchmarkMonitorPoll measures an owner's monitoring poll of a handle
@@ -154,7 +145,7 @@ func BenchmarkMonitorPoll(b *testing.B) {
 	}{{"same-epoch", same}, {"new-epoch", next}} {
 		b.Run(bc.name, func(b *testing.B) {
 			req := &ktpb.MonitorRequest{Index: st.Index[:], KnownVersion: st.Version, KnownSize: tr.Size}
-			cpu0 := cpuTime()
+			cpu0 := int64(testkit.CPUTime())
 			for b.Loop() {
 				res, err := client.VerifyMonitor(f.p, tr, st, bc.resp, own, now)
 				if err != nil {
@@ -164,7 +155,7 @@ func BenchmarkMonitorPoll(b *testing.B) {
 					b.Fatal("wrong result")
 				}
 			}
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(int64(testkit.CPUTime())-cpu0)/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(proto.Size(req)), "req-bytes")
 			b.ReportMetric(float64(proto.Size(bc.resp)), "resp-bytes")
 		})
@@ -182,7 +173,7 @@ func BenchmarkAccountKeyImport(b *testing.B) {
 	pt := append([]byte{1}, make([]byte, 32)...)
 	pt = append(pt, 0, 3, 'a', '/', 'b', 0, 0, 0, 7, 0, 0)
 	exp := client.SealAccountExportDefaultForTest(pt, pass)
-	cpu0 := cpuTime()
+	cpu0 := int64(testkit.CPUTime())
 	b.ResetTimer()
 	for range b.N {
 		if _, _, _, err := client.OpenAccountExportForTest(exp, pass); err != nil {
@@ -190,5 +181,5 @@ func BenchmarkAccountKeyImport(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(int64(testkit.CPUTime())-cpu0)/float64(b.N), "cpu-ns/op")
 }

@@ -185,7 +185,7 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		// auditor behind on another branch), its proofs build a bundle
 		// that anyone can check; otherwise the two notes are all we have.
 		var ev []byte
-		if b, berr := evidence.Build(ctx, c.p.LogVerifier, t.Checkpoint, body, logSource{c.cfg.Log}); berr == nil {
+		if b, berr := evidence.Build(ctx, c.p.LogVerifier, t.Checkpoint, body, LogReader{c.cfg.Log}); berr == nil {
 			ev = b.Marshal()
 		}
 		return conflict(fmt.Sprintf("the log cannot prove size %d consistent with size %d: %v", oldSize, newSize, err), ev)
@@ -217,25 +217,6 @@ func (c *Client) post(ctx context.Context, auditor string, body []byte) (int, []
 	return resp.StatusCode, ans, nil
 }
 
-// logSource serves the directory's Log service as an [evidence.ProofSource]
-// (the tree the directory shows this client).
-type logSource struct{ l ktpb.LogClient }
-
-func (s logSource) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {
-	r, err := s.l.GetEntries(ctx, &ktpb.GetEntriesRequest{Start: start, End: end})
-	return r.GetEntries(), err
-}
-
-func (s logSource) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
-	r, err := s.l.GetInclusionProof(ctx, &ktpb.GetInclusionProofRequest{Index: index, Size: size})
-	return r.GetHashes(), err
-}
-
-func (s logSource) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([][]byte, error) {
-	r, err := s.l.GetConsistencyProof(ctx, &ktpb.GetConsistencyProofRequest{OldSize: oldSize, NewSize: newSize})
-	return r.GetHashes(), err
-}
-
 // Evidence encodes checkpoint notes a and b and the proof lines as a
 // kt-evidence/v1 bundle in the order given, with [evidence.Bundle.Marshal]
 // and without checking anything; [VerifyEvidence] says whether it proves a
@@ -264,7 +245,7 @@ func (e *InconsistencyError) Evidence(ctx context.Context, p *Params, l ktpb.Log
 	}
 	var src evidence.ProofSource
 	if l != nil {
-		src = logSource{l}
+		src = LogReader{l}
 	}
 	if src == nil && e.TrustedSize != e.NewSize {
 		return nil, fmt.Errorf("%w: the received proof proves nothing and there is no Log service to ask", ErrEvidence)

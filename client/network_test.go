@@ -3,32 +3,20 @@ package client_test
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http/httptest"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
-	"github.com/keytrans/kt/directory/grpcserver"
-	"github.com/keytrans/kt/internal/testwitness"
-	"github.com/keytrans/kt/internal/vrf"
-	"github.com/keytrans/kt/log/logapi"
-	"github.com/keytrans/kt/log/posix"
+	fx "github.com/keytrans/kt/internal/testing/fixture"
 )
 
 // The network tests run a real directory on the embedded log (log/posix)
@@ -56,11 +44,12 @@ type tb interface {
 	Context() context.Context
 }
 
-// netEnv is a running deployment: directory, public and operator gRPC
-// services, and the operator's keys.
+// netEnv is a running deployment (package internal/testing/fixture):
+// directory, public and operator gRPC services, and the operator's keys.
 type netEnv struct {
 	t         tb
-	keys      *netKeys
+	dep       *fx.Deployment
+	keys      *fx.Keys
 	readURL   string // the log's HTTP read API
 	logSigner note.Signer
 	recovery  ed25519.PrivateKey
@@ -73,148 +62,45 @@ type netEnv struct {
 	op        ktpb.OperatorClient
 }
 
-// netKeys are a directory's keys; two directories with the same keys
-// sign one log's checkpoints (a fork, when their histories differ).
-type netKeys struct {
-	skey, vkey string
-	vrf        *vrf.PrivateKey
-	recovery   ed25519.PrivateKey
-	token      []byte
-}
-
-func newNetKeys(t tb) *netKeys {
+// newNetKeys returns a directory's keys; two directories with the same
+// keys sign one log's checkpoints (a fork, when their histories differ).
+func newNetKeys(t tb) *fx.Keys {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, netOrigin)
+	k, err := fx.NewKeys(netOrigin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vk, err := vrf.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rk, _ := ed25519.GenerateKey(nil)
-	key := make([]byte, 32)
-	rand.Read(key)
-	return &netKeys{skey: skey, vkey: vkey, vrf: vk, recovery: rk, token: key}
+	return k
 }
 
 func newNetEnv(t tb) *netEnv { return newNetEnvWith(t, newNetKeys(t), netHeartbeat) }
 
 // newNetEnvWith runs a directory with keys k and the given heartbeat
 // interval, and its own witness.
-func newNetEnvWith(t tb, k *netKeys, heartbeat time.Duration) *netEnv {
+func newNetEnvWith(t tb, k *fx.Keys, heartbeat time.Duration) *netEnv {
 	t.Helper()
-	skey, vkey, vk, rk := k.skey, k.vkey, k.vrf, k.recovery
-	signer, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk, err := directory.NewTokenCredentials(k.token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := testwitness.New("witness.client-test.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.AddLog(netOrigin, vkey); err != nil {
-		t.Fatal(err)
-	}
-	ws := httptest.NewServer(w)
-	t.Cleanup(ws.Close)
-	policy := fmt.Sprintf("witness w0 %s %s\ngroup g 1 w0\nquorum g\n", w.VerifierKey(), ws.URL)
-
-	dir := t.TempDir()
-	l, err := posix.New(context.Background(), posix.Config{
-		Dir: filepath.Join(dir, "log"), Origin: netOrigin, Signer: signer,
-		WitnessPolicy: []byte(policy), WitnessTimeout: 5 * time.Second,
-		CheckpointInterval: 100 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatalf("posix.New: %v", err)
-	}
-	d, err := directory.New(context.Background(), directory.Config{
-		Log: l, Origin: netOrigin, LogVerifierKey: vkey, VRFKey: vk,
-		RecoveryKey: rk.Public().(ed25519.PublicKey), Credentials: tk,
-		StateDir: filepath.Join(dir, "state"), WitnessPolicy: policy,
+	d, err := fx.Start(t.Context(), fx.Options{
+		Origin: netOrigin, Keys: k, DataDir: t.TempDir(),
 		EpochInterval: netEpoch, HeartbeatInterval: heartbeat,
-		StartupWait: 5 * time.Second, CacheSize: 8 << 20, Logger: quiet,
 	})
 	if err != nil {
-		l.Close(context.Background())
-		t.Fatalf("directory.New: %v", err)
-	}
-	// The log's HTTP read API (design.md 10), for auditors.
-	ra := httptest.NewServer(logapi.NewHandler(l, logapi.WithLogger(quiet)))
-	t.Cleanup(ra.Close)
-	pub, err := grpcserver.New(grpcserver.Options{RateLimit: -1, Logger: quiet}, d, d)
-	if err != nil {
 		t.Fatal(err)
 	}
-	ops, err := grpcserver.NewOperator(grpcserver.Options{RateLimit: -1, Logger: quiet}, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve := func(s *grpc.Server) *grpc.ClientConn {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Serve(lis)
-		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return conn
-	}
-	conn, opConn := serve(pub), serve(ops)
 	t.Cleanup(func() {
-		conn.Close()
-		opConn.Close()
-		pub.Stop()
-		ops.Stop()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := d.Close(ctx); err != nil {
-			t.Errorf("closing the directory: %v", err)
+		if err := d.Close(); err != nil {
+			t.Errorf("stopping the deployment: %v", err)
 		}
-		l.Close(ctx)
 	})
-	e := &netEnv{t: t, keys: k, readURL: ra.URL, logSigner: signer, recovery: rk, token: tk, conn: conn,
-		dir: ktpb.NewDirectoryClient(conn), logc: ktpb.NewLogClient(conn), op: ktpb.NewOperatorClient(opConn)}
-	if e.pb, err = e.dir.GetParameters(t.Context(), &ktpb.GetParametersRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	if e.params, err = client.NewParams(e.pb, client.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	// Wait for the first epoch.
-	deadline := time.Now().Add(netWait)
-	for {
-		_, err := e.dir.GetEpoch(t.Context(), &ktpb.GetEpochRequest{})
-		if err == nil {
-			break
-		}
-		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
-			t.Fatalf("no first epoch: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return e
+	return &netEnv{t: t, dep: d, keys: k, readURL: d.LogURL, logSigner: k.LogSigner, recovery: k.Recovery,
+		token: k.Token, pb: d.Parameters, params: d.Params, conn: d.Conn,
+		dir: d.Dir, logc: d.LogRPC, op: d.Operator}
 }
 
 // newClient returns a client with an in-memory store over dir (the
 // environment's directory client when nil).
 func (e *netEnv) newClient(dir ktpb.DirectoryClient, cfg client.Config) (*client.Client, *client.MemStore) {
 	e.t.Helper()
-	if dir == nil {
-		dir = e.dir
-	}
-	if cfg.Log == nil {
-		cfg.Log = e.logc
-	}
-	st := &client.MemStore{}
-	c, err := client.New(dir, e.params, st, cfg)
+	c, st, err := e.dep.NewClient(dir, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -224,8 +110,8 @@ func (e *netEnv) newClient(dir ktpb.DirectoryClient, cfg client.Config) (*client
 // device returns an initialized client for a new device.
 func (e *netEnv) device(cfg client.Config) *client.Client {
 	e.t.Helper()
-	c, _ := e.newClient(nil, cfg)
-	if _, err := c.Init(e.t.Context(), api.HPKESuite{}); err != nil {
+	c, _, err := e.dep.NewDevice(e.t.Context(), nil, cfg)
+	if err != nil {
 		e.t.Fatal(err)
 	}
 	return c
@@ -235,56 +121,27 @@ func (e *netEnv) device(cfg client.Config) *client.Client {
 // enrollment is visible.
 func (e *netEnv) enroll(c *client.Client, handle string, accountKey bool) {
 	e.t.Helper()
-	canon, _ := api.NormalizeHandle(handle)
-	s, err := c.Enroll(e.t.Context(), handle, e.token.IssueToken(canon), accountKey)
-	if err != nil {
+	if err := e.dep.Enroll(e.t.Context(), c, handle, accountKey); err != nil {
 		e.t.Fatalf("Enroll %s: %v", handle, err)
 	}
-	awaitVersion(e.t, c, handle, s.Version)
 }
 
 // link adds the device of nc to c's account and makes nc join handle.
 func (e *netEnv) link(c, nc *client.Client, handle string) {
 	e.t.Helper()
-	ctx := e.t.Context()
-	st, err := nc.State(ctx)
-	if err != nil {
+	if err := fx.Link(e.t.Context(), c, nc, handle); err != nil {
 		e.t.Fatal(err)
-	}
-	d, err := client.ParseDescriptor(st.Device.Descriptor())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	subs, err := c.AddDevice(ctx, d)
-	if err != nil {
-		e.t.Fatalf("AddDevice: %v", err)
-	}
-	awaitVersion(e.t, c, handle, subs[0].Version)
-	if _, err := nc.Join(ctx, handle); err != nil {
-		e.t.Fatalf("Join: %v", err)
 	}
 }
 
 // awaitVersion polls c's lookups of handle until it reaches version v.
 func awaitVersion(t tb, c *client.Client, handle string, v uint64) *client.LookupResult {
 	t.Helper()
-	deadline := time.Now().Add(netWait)
-	for {
-		res, err := c.Lookup(t.Context(), handle)
-		if err != nil {
-			t.Fatalf("lookup %s: %v", handle, err)
-		}
-		if res.Version >= v {
-			if res.Version != v {
-				t.Fatalf("lookup %s: version %d, want %d", handle, res.Version, v)
-			}
-			return res
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lookup %s: version %d not seen within %v", handle, v, netWait)
-		}
-		time.Sleep(10 * time.Millisecond)
+	res, err := fx.AwaitVersion(t.Context(), c, handle, v)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return res
 }
 
 // recover makes the operator replace handle's set through the Recover
@@ -292,31 +149,20 @@ func awaitVersion(t tb, c *client.Client, handle string, v uint64) *client.Looku
 // version once visible to c.
 func (e *netEnv) recover(c *client.Client, handle string, edit func(*api.DeviceSet)) uint64 {
 	e.t.Helper()
-	ctx := e.t.Context()
-	res, err := c.Lookup(ctx, handle)
+	v, err := e.dep.Recover(e.t.Context(), c, handle, edit)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	set := &api.DeviceSet{AccountID: res.DeviceSet.AccountID, Devices: append([]api.Device(nil), res.DeviceSet.Devices...)}
-	edit(set)
-	hc, err := client.NewChange(netOrigin, res, set, api.AuthRecovery, e.recovery)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := e.op.Recover(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}}); err != nil {
-		e.t.Fatalf("Recover: %v", err)
-	}
-	awaitVersion(e.t, c, handle, res.Version+1)
-	return res.Version + 1
+	return v
 }
 
 // ghost returns a device that is not the owner's.
 func ghost(t tb) api.Device {
-	k, err := client.GenerateDevice(api.SuiteX25519, time.Now())
+	d, err := fx.Ghost()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k.Device()
+	return d
 }
 
 func addSorted(set *api.DeviceSet, d api.Device) {

@@ -3,12 +3,11 @@ package replay_test
 import (
 	"crypto/ed25519"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/keytrans/kt/auditor/ktlog"
 	"github.com/keytrans/kt/auditor/replay"
+	"github.com/keytrans/kt/internal/testing/testkit"
 )
 
 var benchLog = sync.OnceValues(func() (*ktlog.Builder, logKey) {
@@ -32,7 +31,7 @@ func BenchmarkReplay(b *testing.B) {
 			l, k := benchLog()
 			ents := l.Entries()
 			cp := k.checkpoint(b, ents)
-			cpu0 := cpuTime()
+			cpu0 := testkit.CPUTime()
 			b.ResetTimer()
 			for b.Loop() {
 				e, err := replay.New(replay.Config{Origin: origin, Verifier: k.v, RecoveryKey: l.RecoveryKey(), ExactSignatures: exact})
@@ -52,7 +51,7 @@ func BenchmarkReplay(b *testing.B) {
 			// Entries per second of CPU time used by the process: what the
 			// replay costs, whatever else shares the cores. On 2 idle
 			// cores the wall-clock rate approaches twice this.
-			b.ReportMetric(float64(len(ents))*float64(b.N)/(cpuTime()-cpu0).Seconds(), "entries/cpu-s")
+			b.ReportMetric(float64(len(ents))*float64(b.N)/(testkit.CPUTime()-cpu0).Seconds(), "entries/cpu-s")
 		})
 	}
 }
@@ -69,13 +68,4 @@ func BenchmarkEd25519Verify(b *testing.B) {
 			b.Fatal("bad signature")
 		}
 	}
-}
-
-// cpuTime returns the user and system CPU time of the process so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		panic(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -4,39 +4,27 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
-	"github.com/keytrans/kt/directory/grpcserver"
-	"github.com/keytrans/kt/internal/testwitness"
-	"github.com/keytrans/kt/internal/vrf"
-	"github.com/keytrans/kt/log/logapi"
-	"github.com/keytrans/kt/log/posix"
+	"github.com/keytrans/kt/internal/testing/fixture"
 )
 
 const origin = "kt-cmd-test.example/kt"
 
-// testDir is a real directory on loopback: posix log, 1-of-1 witness.
+// testDir is a real directory on loopback (package
+// internal/testing/fixture): posix log, 1-of-1 witness.
 type testDir struct {
+	dep      *fixture.Deployment
 	addr     string
 	vkey     string
 	readURL  string // the log's HTTP read API, for auditors
@@ -48,81 +36,9 @@ type testDir struct {
 
 func startDirectory(t *testing.T) *testDir {
 	t.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	skey, vkey, _ := note.GenerateKey(rand.Reader, origin)
-	signer, _ := note.NewSigner(skey)
-	vk, _ := vrf.GenerateKey(nil)
-	_, rk, _ := ed25519.GenerateKey(nil)
-	key := make([]byte, 32)
-	rand.Read(key)
-	tk, err := directory.NewTokenCredentials(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, _ := testwitness.New("witness.kt-cmd-test.example")
-	if err := w.AddLog(origin, vkey); err != nil {
-		t.Fatal(err)
-	}
-	ws := httptest.NewServer(w)
-	t.Cleanup(ws.Close)
-	policy := fmt.Sprintf("witness w0 %s %s\ngroup g 1 w0\nquorum g\n", w.VerifierKey(), ws.URL)
-	dir := t.TempDir()
-	l, err := posix.New(context.Background(), posix.Config{
-		Dir: filepath.Join(dir, "log"), Origin: origin, Signer: signer,
-		WitnessPolicy: []byte(policy), WitnessTimeout: 5 * time.Second, CheckpointInterval: 100 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := directory.New(context.Background(), directory.Config{
-		Log: l, Origin: origin, LogVerifierKey: vkey, VRFKey: vk,
-		RecoveryKey: rk.Public().(ed25519.PublicKey), Credentials: tk,
-		StateDir: filepath.Join(dir, "state"), WitnessPolicy: policy,
-		EpochInterval: 100 * time.Millisecond, HeartbeatInterval: 300 * time.Millisecond,
-		StartupWait: 5 * time.Second, CacheSize: 8 << 20, Logger: quiet,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ra := httptest.NewServer(logapi.NewHandler(l, logapi.WithLogger(quiet)))
-	t.Cleanup(ra.Close)
-	pub, _ := grpcserver.New(grpcserver.Options{RateLimit: -1, Logger: quiet}, d, d)
-	ops, _ := grpcserver.NewOperator(grpcserver.Options{RateLimit: -1, Logger: quiet}, d)
-	serve := func(s *grpc.Server) (string, *grpc.ClientConn) {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Serve(lis)
-		conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return lis.Addr().String(), conn
-	}
-	addr, conn := serve(pub)
-	_, opConn := serve(ops)
-	t.Cleanup(func() {
-		conn.Close()
-		opConn.Close()
-		pub.Stop()
-		ops.Stop()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		d.Close(ctx)
-		l.Close(ctx)
-	})
-	td := &testDir{addr: addr, vkey: vkey, readURL: ra.URL, token: tk, recovery: rk, dir: ktpb.NewDirectoryClient(conn), op: ktpb.NewOperatorClient(opConn)}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if _, err := td.dir.GetEpoch(t.Context(), &ktpb.GetEpochRequest{}); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no first epoch")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return td
+	d := fixture.New(t, fixture.Options{Origin: origin})
+	return &testDir{dep: d, addr: d.Addr, vkey: d.Keys.LogVKey, readURL: d.LogURL, token: d.Keys.Token,
+		recovery: d.Keys.Recovery, dir: d.Dir, op: d.Operator}
 }
 
 // device is one kt installation: a state directory.
@@ -342,37 +258,29 @@ func TestMonitorGossipRealAuditor(t *testing.T) {
 	bob.ok("init")
 	bob.ok("register", "bob@example.com", "--token", td.token.IssueToken("mailto:bob@example.com"))
 	bob.awaitVersion("bob@example.com", 1)
-	st, err := auditor.OpenStore(t.TempDir())
+	ao := td.dep.AuditorOptions("auditor")
+	ao.Dir = t.TempDir()
+	a, err := fixture.StartAuditor(t.Context(), ao)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := auditor.New(auditor.Config{Logs: []auditor.LogConfig{{Origin: origin, VKey: td.vkey,
-		RecoveryKey: [32]byte(td.recovery.Public().(ed25519.PublicKey)), Reader: logapi.NewClient(td.readURL, nil)}},
-		Store: st, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.Handler())
-	defer srv.Close()
-
-	out, errs, code := bob.kt("", "--auditors", srv.URL, "monitor", "--once")
-	if code != 0 || !strings.Contains(out, "gossip "+srv.URL+": client: gossip failed") || strings.Contains(out, "ALERT") {
+	defer a.Close()
+	out, errs, code := bob.kt("", "--auditors", a.URL, "monitor", "--once")
+	if code != 0 || !strings.Contains(out, "gossip "+a.URL+": client: gossip failed") || strings.Contains(out, "ALERT") {
 		t.Fatalf("monitor with an auditor that has no view yet: exit %d\n%s%s", code, out, errs)
 	}
 	if err := a.AuditOnce(t.Context(), origin); err != nil {
 		t.Fatal(err)
 	}
 	size := a.Status()[0].Latest.Size
-	out, errs, code = bob.kt("", "--auditors", srv.URL, "--json", "monitor", "--once")
+	out, errs, code = bob.kt("", "--auditors", a.URL, "--json", "monitor", "--once")
 	if code != 0 || !strings.Contains(out, fmt.Sprintf(`"size": %d`, size)) || strings.Contains(out, "alert") {
 		t.Fatalf("monitor gossiping with the auditor: exit %d\n%s%s", code, out, errs)
 	}
 	// Lookup-triggered gossip with the auditor: the lookup succeeds.
 	alice := td.device(t)
 	alice.ok("init")
-	if out, errs, code := alice.kt("", "--auditors", srv.URL, "--gossip-on-lookup", "lookup", "bob@example.com"); code != 0 || !strings.Contains(out, "bob@example.com") {
+	if out, errs, code := alice.kt("", "--auditors", a.URL, "--gossip-on-lookup", "lookup", "bob@example.com"); code != 0 || !strings.Contains(out, "bob@example.com") {
 		t.Fatalf("lookup with gossip: exit %d\n%s%s", code, out, errs)
 	}
 	if evs, _ := a.Evidence(origin); len(evs) != 0 {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/internal/ktctl"
 	"github.com/keytrans/kt/internal/vrf"
 )
@@ -221,7 +222,7 @@ func runDiff(ctx context.Context, e *env) error {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
-	res, err := ktctl.Diff(ctx, ktpb.NewDirectoryClient(conn), ktctl.GRPCLog{C: ktpb.NewLogClient(conn)}, k, index, a, b)
+	res, err := ktctl.Diff(ctx, ktpb.NewDirectoryClient(conn), client.LogReader{C: ktpb.NewLogClient(conn)}, k, index, a, b)
 	if err != nil {
 		return err
 	}

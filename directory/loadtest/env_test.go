@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdh"
 	"crypto/ed25519"
@@ -10,9 +11,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -33,6 +30,8 @@ import (
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
+	"github.com/keytrans/kt/internal/testing/fixture"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/vrf"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/posix"
@@ -51,21 +50,21 @@ type envConfig struct {
 }
 
 // server is a directory on the posix log behind the gRPC edge on
-// 127.0.0.1, with gRPC clients connected to it.
+// 127.0.0.1 (package internal/testing/fixture, without witnesses), with
+// gRPC clients connected to it; or, with envConfig.remote, only the
+// clients of a server in another process.
 type server struct {
 	epochs  epochRecorder
-	dir     string
+	dep     *fixture.Deployment // nil when remote
+	dir     string              // the data directory
+	keep    bool                // dir is envConfig.dir, kept on close
 	vrf     *vrf.PrivateKey
 	token   *directory.TokenCredentials
-	log     log.Log
 	d       *directory.Directory
-	gs      *grpc.Server
-	conns   []*grpc.ClientConn
+	conns   []*grpc.ClientConn // remote only; the fixture's otherwise
 	clients []ktpb.DirectoryClient
 	params  *client.Params
-	served  chan error
 	addr    string
-	keep    bool // do not remove dir on close
 }
 
 func startServer(cfg envConfig) (*server, error) {
@@ -81,31 +80,20 @@ func startServer(cfg envConfig) (*server, error) {
 		if err := os.MkdirAll(cfg.dir, 0o700); err != nil {
 			return nil, err
 		}
-		s := &server{dir: cfg.dir, keep: true}
-		if err := s.start(cfg); err != nil {
-			s.close()
-			return nil, err
-		}
-		return s, nil
 	}
-	dir, err := os.MkdirTemp("", "kt-loadtest-")
-	if err != nil {
-		return nil, err
-	}
-	s := &server{dir: dir}
+	s := &server{}
 	if err := s.start(cfg); err != nil {
-		s.close()
 		return nil, err
 	}
 	return s, nil
 }
 
 // benchKeys returns the log signing key and the VRF key: new ones, kept
-// in s.dir/bench-keys when the directory is kept, so that a restart on it
-// finds the same keys.
-func (s *server) benchKeys() (skey string, vk *vrf.PrivateKey, err error) {
-	path := filepath.Join(s.dir, "bench-keys")
-	if b, err := os.ReadFile(path); err == nil && s.keep {
+// in dir/bench-keys when dir is not empty (the directory is kept), so
+// that a restart on it finds the same keys.
+func benchKeys(dir string) (skey string, vk *vrf.PrivateKey, err error) {
+	path := filepath.Join(dir, "bench-keys")
+	if b, err := os.ReadFile(path); err == nil && dir != "" {
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 		if len(lines) != 2 {
 			return "", nil, fmt.Errorf("%s: want 2 lines", path)
@@ -119,7 +107,7 @@ func (s *server) benchKeys() (skey string, vk *vrf.PrivateKey, err error) {
 	if vk, err = vrf.GenerateKey(nil); err != nil {
 		return "", nil, err
 	}
-	if s.keep {
+	if dir != "" {
 		vt, err := vk.MarshalText()
 		if err != nil {
 			return "", nil, err
@@ -132,76 +120,54 @@ func (s *server) benchKeys() (skey string, vk *vrf.PrivateKey, err error) {
 }
 
 func (s *server) start(cfg envConfig) error {
-	ctx := context.Background()
-	skey, vk, err := s.benchKeys()
+	skey, vk, err := benchKeys(cfg.dir)
 	if err != nil {
 		return err
 	}
-	s.vrf = vk
-	signer, err := note.NewSigner(skey)
-	if err != nil {
+	k := &fixture.Keys{LogSKey: skey, VRF: vk}
+	if k.LogSigner, err = note.NewSigner(skey); err != nil {
 		return err
 	}
-	vkey, err := log.VerifierKey(skey)
-	if err != nil {
+	if k.LogVKey, err = log.VerifierKey(skey); err != nil {
 		return err
 	}
-	recovery, _, err := ed25519.GenerateKey(nil)
-	if err != nil {
+	if _, k.Recovery, err = ed25519.GenerateKey(nil); err != nil {
 		return err
 	}
-	if s.token, err = directory.NewTokenCredentials(bytes.Repeat([]byte{7}, 32)); err != nil {
+	// A fixed token key: a load generator in another process issues
+	// tokens this server accepts.
+	if k.Token, err = directory.NewTokenCredentials(bytes.Repeat([]byte{7}, 32)); err != nil {
 		return err
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s.log, err = posix.New(ctx, posix.Config{
-		Dir: filepath.Join(s.dir, "log"), Origin: origin, Signer: signer,
-		CheckpointInterval: cfg.ckptInterval,
+	// The library's defaults where the configuration leaves them zero.
+	epoch := cmp.Or(cfg.epochInterval, directory.DefaultEpochInterval)
+	s.dep, err = fixture.Start(context.Background(), fixture.Options{
+		Origin: origin, Keys: k, DataDir: cfg.dir, NoWitness: true,
+		EpochInterval:      epoch,
+		HeartbeatInterval:  max(epoch, directory.DefaultHeartbeatInterval),
+		CheckpointInterval: cmp.Or(cfg.ckptInterval, posix.DefaultCheckpointInterval),
+		StartupWait:        directory.DefaultStartupWait,
+		CacheSize:          int64(benchCacheMB) << 20,
+		Metrics:            &s.epochs,
+		GRPC:               &grpcserver.Options{RateLimit: -1, MaxConcurrentStreams: 1 << 12},
+		Addr:               cfg.addr,
+		Conns:              cfg.conns,
+		Graceful:           true,
+		Client:             client.Options{MaxAge: time.Hour},
 	})
 	if err != nil {
-		return fmt.Errorf("posix.New: %w", err)
-	}
-	s.d, err = directory.New(ctx, directory.Config{
-		Log:               s.log,
-		Origin:            origin,
-		LogVerifierKey:    vkey,
-		VRFKey:            s.vrf,
-		RecoveryKey:       recovery,
-		Credentials:       s.token,
-		StateDir:          filepath.Join(s.dir, "state"),
-		CacheSize:         int64(benchCacheMB) << 20,
-		EpochInterval:     cfg.epochInterval,
-		HeartbeatInterval: max(cfg.epochInterval, directory.DefaultHeartbeatInterval),
-		Logger:            quiet,
-		Metrics:           &s.epochs,
-	})
-	if err != nil {
-		return fmt.Errorf("directory.New: %w", err)
-	}
-	s.gs, err = grpcserver.New(grpcserver.Options{
-		RateLimit:            -1,
-		MaxConcurrentStreams: 1 << 12,
-		Logger:               quiet,
-	}, s.d, s.d)
-	if err != nil {
 		return err
 	}
-	addr := cfg.addr
-	if addr == "" {
-		addr = "127.0.0.1:0"
+	s.dir, s.keep = s.dep.DataDir, cfg.dir != ""
+	s.vrf, s.token, s.d, s.params, s.addr = vk, k.Token, s.dep.Directory, s.dep.Params, s.dep.Addr
+	for _, cc := range s.dep.Conns {
+		s.clients = append(s.clients, ktpb.NewDirectoryClient(cc))
 	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	s.served = make(chan error, 1)
-	go func() { s.served <- s.gs.Serve(lis) }()
-	s.addr = lis.Addr().String()
-	return s.connect(cfg)
+	return nil
 }
 
-// connect opens cfg.conns client connections to s.addr and fetches the
-// parameters.
+// connect opens cfg.conns client connections to a remote s.addr and
+// fetches the parameters.
 func (s *server) connect(cfg envConfig) error {
 	ctx := context.Background()
 	for range cfg.conns {
@@ -228,26 +194,10 @@ func (s *server) close() error {
 	for _, cc := range s.conns {
 		errs = append(errs, cc.Close())
 	}
-	if s.gs != nil {
-		s.gs.GracefulStop()
-		if err := <-s.served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	if s.dep != nil {
+		if err := s.dep.Close(); err != nil && !errors.Is(err, directory.ErrUnavailable) {
 			errs = append(errs, err)
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if s.d != nil {
-		if err := s.d.Close(ctx); err != nil && !errors.Is(err, directory.ErrUnavailable) {
-			errs = append(errs, err)
-		}
-	}
-	if s.log != nil {
-		if err := s.log.Close(ctx); err != nil && !errors.Is(err, log.ErrClosed) {
-			errs = append(errs, err)
-		}
-	}
-	if s.dir != "" && !s.keep {
-		errs = append(errs, os.RemoveAll(s.dir))
 	}
 	return errors.Join(errs...)
 }
@@ -291,11 +241,7 @@ func (e *epochRecorder) total() (int, time.Duration) {
 }
 
 // device is one client device.
-type device struct {
-	id   [16]byte
-	sign ed25519.PrivateKey
-	hpke []byte
-}
+type device = testkit.Device
 
 // poolSize is the number of devices the bulk-loaded handles share.
 const poolSize = 256
@@ -308,33 +254,13 @@ func poolDevice(i int) *device {
 		h := sha256.Sum256(fmt.Appendf(nil, "kt loadtest pool device %d %s", i, label))
 		return h[:]
 	}
-	d := &device{id: [16]byte(seed("id")), sign: ed25519.NewKeyFromSeed(seed("sign"))}
+	d := &device{ID: [16]byte(seed("id")), Sign: ed25519.NewKeyFromSeed(seed("sign"))}
 	k, err := ecdh.X25519().NewPrivateKey(seed("hpke"))
 	if err != nil {
 		panic(err) // every 32-byte string is an X25519 key
 	}
-	d.hpke = k.PublicKey().Bytes()
+	d.HPKE = k.PublicKey().Bytes()
 	return d
-}
-
-func newDevice() (*device, error) {
-	d := &device{}
-	rand.Read(d.id[:])
-	var err error
-	if _, d.sign, err = ed25519.GenerateKey(nil); err != nil {
-		return nil, err
-	}
-	k, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	d.hpke = k.PublicKey().Bytes()
-	return d, nil
-}
-
-func (d *device) api() api.Device {
-	return api.Device{ID: d.id, Suite: api.SuiteX25519, HPKEKey: d.hpke,
-		SigningKey: [32]byte(d.sign.Public().(ed25519.PublicKey)), Created: 1700000000}
 }
 
 // handle is what the client side tracks about one handle. Its state is
@@ -358,12 +284,7 @@ func newHandle(k *vrf.PrivateKey, name string) (*handle, error) {
 	h := &handle{name: n}
 	h.index, _ = k.Prove(api.VRFInput(n))
 	rand.Read(h.account[:])
-	if h.main, err = newDevice(); err != nil {
-		return nil, err
-	}
-	if h.spare, err = newDevice(); err != nil {
-		return nil, err
-	}
+	h.main, h.spare = testkit.NewDevice(), testkit.NewDevice()
 	return h, nil
 }
 
@@ -376,9 +297,9 @@ func (h *handle) next() (*ktpb.HandleChange, error) {
 	if version == 1 {
 		kind = api.AuthEnroll
 	}
-	set := &api.DeviceSet{AccountID: h.account, Devices: []api.Device{h.main.api()}}
+	set := &api.DeviceSet{AccountID: h.account, Devices: []api.Device{h.main.API()}}
 	if version%2 == 0 {
-		set.Devices = append(set.Devices, h.spare.api())
+		set.Devices = append(set.Devices, h.spare.API())
 		slices.SortFunc(set.Devices, func(a, b api.Device) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	}
 	ds, err := set.MarshalBinary()
@@ -395,7 +316,7 @@ func (h *handle) next() (*ktpb.HandleChange, error) {
 		Kind:        kind,
 		Authorizers: set.Authorizers(),
 	}
-	rec.Sign(origin, h.main.sign)
+	rec.Sign(origin, h.main.Sign)
 	b, err := rec.MarshalBinary()
 	if err != nil {
 		return nil, err
@@ -482,14 +403,12 @@ func (s *server) remoteHandles(off, n, c int) ([]*handle, error) {
 			return fmt.Errorf("VerifyLookup %s: %w", name, err)
 		}
 		main := poolDevice(i % poolSize)
-		pub := [32]byte(main.sign.Public().(ed25519.PublicKey))
+		pub := [32]byte(main.Sign.Public().(ed25519.PublicKey))
 		if !res.Registered || !slices.ContainsFunc(res.DeviceSet.Devices, func(d api.Device) bool { return d.SigningKey == pub }) {
 			return fmt.Errorf("%s is not registered with its pool device: was the server bulk-loaded by this version of the benchmark?", name)
 		}
 		h := &handle{name: res.Handle, index: res.Index, account: res.DeviceSet.AccountID, version: res.Version, leaf: res.LeafHash, main: main}
-		if h.spare, err = newDevice(); err != nil {
-			return err
-		}
+		h.spare = testkit.NewDevice()
 		hs[k] = h
 		return nil
 	})
@@ -516,8 +435,8 @@ func (s *server) bulkLoad(n int, logf func(string, ...any)) (time.Duration, erro
 		binary.BigEndian.PutUint64(account[8:], uint64(i))
 		return directory.BulkHandle{
 			Handle: bulkName(i),
-			Set:    &api.DeviceSet{AccountID: account, Devices: []api.Device{d.api()}},
-			Signer: d.sign,
+			Set:    &api.DeviceSet{AccountID: account, Devices: []api.Device{d.API()}},
+			Signer: d.Sign,
 		}
 	}, func(done int) {
 		if time.Since(lastLog) > 30*time.Second || done == n {
@@ -618,15 +537,6 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// cpuTime is the CPU time (user and system) this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // rssMiB returns VmRSS from /proc/self/status, in MiB (0 if unavailable).
 func rssMiB() float64 {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/internal/testing/testkit"
 )
 
 // Benchmarks through gRPC on loopback; see the package documentation for
@@ -196,13 +197,13 @@ func BenchmarkServe(b *testing.B) {
 			}
 		}
 	}
-	lastCPU, lastChanges := cpuTime(), s.epochs.accepted()
+	lastCPU, lastChanges := testkit.CPUTime(), s.epochs.accepted()
 	report := func(when string) {
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		// CPU per change over the interval: the server's cost of a durable
 		// update while a load generator elsewhere sends only changes.
-		cpu, changes := cpuTime(), s.epochs.accepted()
+		cpu, changes := testkit.CPUTime(), s.epochs.accepted()
 		perChange := ""
 		if n := changes - lastChanges; n > 0 {
 			perChange = fmt.Sprintf(", %d changes accepted (%.1f CPU-us per change since the last report)", n, float64((cpu-lastCPU).Microseconds())/float64(n))
@@ -363,7 +364,7 @@ func BenchmarkGRPCUpdates(b *testing.B) {
 	runtime.GC()
 	stopProfile := startProfile(b)
 	b.ResetTimer()
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), testkit.CPUTime()
 	ep0, epTook0 := s.epochs.total()
 	lats, err := runQueues(queues, func(g int, u update) (time.Duration, error) {
 		t0 := time.Now()
@@ -376,7 +377,7 @@ func BenchmarkGRPCUpdates(b *testing.B) {
 		}
 		return time.Since(t0), nil
 	})
-	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	elapsed, cpu := time.Since(start), testkit.CPUTime()-cpu0
 	ep1, epTook1 := s.epochs.total()
 	b.StopTimer()
 	stopProfile()
@@ -479,7 +480,7 @@ func BenchmarkGRPCLookups(b *testing.B) {
 	var bytesTotal, bytesMax atomic.Int64
 	errs := make([]error, lookupCallers)
 	b.ResetTimer()
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), testkit.CPUTime()
 	var wg sync.WaitGroup
 	for g := range lookupCallers {
 		wg.Go(func() {
@@ -502,7 +503,7 @@ func BenchmarkGRPCLookups(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	elapsed, cpu := time.Since(start), testkit.CPUTime()-cpu0
 	b.StopTimer()
 	for _, err := range errs {
 		if err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
 )
 
@@ -260,8 +261,8 @@ func TestDaemon(t *testing.T) {
 	alice := &handleState{origin: origin, handle: res.Handle, index: res.Index}
 	var account [16]byte
 	rand.Read(account[:])
-	d1, d2 := newDevice(t), newDevice(t)
-	enroll := alice.change(api.AuthEnroll, d1.sign, deviceSet(account, d1))
+	d1, d2 := testkit.NewDevice(), testkit.NewDevice()
+	enroll := alice.change(api.AuthEnroll, d1.Sign, testkit.Set(account, d1))
 	bobToken := issueToken(t, bin, flags, "bob@example.com") // while ktd runs
 	if _, err := dc.Enroll(ctx, &ktpb.EnrollRequest{Change: enroll, Credential: bobToken}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("Enroll with another handle's token: %v, want PermissionDenied", err)
@@ -275,19 +276,19 @@ func TestDaemon(t *testing.T) {
 	// Add device 2, then remove device 1 (signed by device 2).
 	for _, st := range []struct {
 		name   string
-		signer *device
-		set    []*device
+		signer *testkit.Device
+		set    []*testkit.Device
 	}{
-		{"add device 2", d1, []*device{d1, d2}},
-		{"remove device 1", d2, []*device{d2}},
+		{"add device 2", d1, []*testkit.Device{d1, d2}},
+		{"remove device 1", d2, []*testkit.Device{d2}},
 	} {
-		hc := alice.change(api.AuthDevice, st.signer.sign, deviceSet(account, st.set...))
+		hc := alice.change(api.AuthDevice, st.signer.Sign, testkit.Set(account, st.set...))
 		if _, err := dc.Change(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}}); err != nil {
 			t.Fatalf("%s: %v", st.name, err)
 		}
 		alice.accepted(hc)
 		res = v.awaitVersion(dc, alice)
-		if got, want := signingKeys(res.DeviceSet), keysOf(st.set...); !cmp.Equal(got, want) {
+		if got, want := signingKeys(res.DeviceSet), testkit.Pubs(st.set...); !cmp.Equal(got, want) {
 			t.Fatalf("%s: lookup shows keys %x, want %x", st.name, got, want)
 		}
 	}
@@ -295,8 +296,8 @@ func TestDaemon(t *testing.T) {
 	// Bob enrolls with the token issued while ktd was running.
 	bobRes := v.await(dc, "bob@example.com", "an answer", func(*client.LookupResult) bool { return true })
 	bob := &handleState{origin: origin, handle: bobRes.Handle, index: bobRes.Index}
-	b1 := newDevice(t)
-	bobEnroll := bob.change(api.AuthEnroll, b1.sign, deviceSet([16]byte{1}, b1))
+	b1 := testkit.NewDevice()
+	bobEnroll := bob.change(api.AuthEnroll, b1.Sign, testkit.Set([16]byte{1}, b1))
 	if _, err := dc.Enroll(ctx, &ktpb.EnrollRequest{Change: bobEnroll, Credential: bobToken}); err != nil {
 		t.Fatalf("Enroll bob: %v", err)
 	}
@@ -304,13 +305,13 @@ func TestDaemon(t *testing.T) {
 	v.awaitVersion(dc, bob)
 
 	// Alice's monitor, as device 1 sees it.
-	monitor := func(state *client.MonitorState, own *device) *client.MonitorResult {
+	monitor := func(state *client.MonitorState, own *testkit.Device) *client.MonitorResult {
 		t.Helper()
 		mresp, err := dc.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: state.Version, KnownSize: v.knownSize()})
 		if err != nil {
 			t.Fatalf("Monitor: %v", err)
 		}
-		mon, err := client.VerifyMonitor(params, v.trusted, state, mresp, client.OwnKeys{Device: own.pub()}, time.Now())
+		mon, err := client.VerifyMonitor(params, v.trusted, state, mresp, client.OwnKeys{Device: own.Pub()}, time.Now())
 		if err != nil {
 			t.Fatalf("VerifyMonitor: %v", err)
 		}
@@ -319,9 +320,9 @@ func TestDaemon(t *testing.T) {
 	}
 	mon := monitor(&client.MonitorState{Index: alice.index}, d1)
 	want := []summary{
-		{Version: 1, Kind: api.AuthEnroll, By: client.ByThisDevice, Added: [][32]byte{d1.pub()}},
-		{Version: 2, Kind: api.AuthDevice, By: client.ByThisDevice, Added: [][32]byte{d2.pub()}},
-		{Version: 3, Kind: api.AuthDevice, By: client.ByOwnDevice, Removed: [][32]byte{d1.pub()}},
+		{Version: 1, Kind: api.AuthEnroll, By: client.ByThisDevice, Added: [][32]byte{d1.Pub()}},
+		{Version: 2, Kind: api.AuthDevice, By: client.ByThisDevice, Added: [][32]byte{d2.Pub()}},
+		{Version: 3, Kind: api.AuthDevice, By: client.ByOwnDevice, Removed: [][32]byte{d1.Pub()}},
 	}
 	if diff := cmp.Diff(want, summarize(mon.Changes)); diff != "" || len(mon.Alerts) != 0 {
 		t.Fatalf("monitored changes (-want +got):\n%s\nalerts: %v", diff, mon.Alerts)
@@ -330,7 +331,7 @@ func TestDaemon(t *testing.T) {
 	// The operator's recovery service refuses bad requests, each with its
 	// code, and logs nothing.
 	recovery := recoveryKey(t, dataDir)
-	d3 := newDevice(t)
+	d3 := testkit.NewDevice()
 	var newAccount [16]byte
 	rand.Read(newAccount[:])
 	stale := *alice
@@ -343,29 +344,29 @@ func TestDaemon(t *testing.T) {
 	}{
 		{"empty request", func() error { _, err := oc.Recover(ctx, &ktpb.ChangeRequest{}); return err }, codes.InvalidArgument},
 		{"device change sent to Recover", func() error {
-			_, err := oc.Recover(ctx, req(alice.change(api.AuthDevice, d2.sign, deviceSet(account, d2, d3))))
+			_, err := oc.Recover(ctx, req(alice.change(api.AuthDevice, d2.Sign, testkit.Set(account, d2, d3))))
 			return err
 		}, codes.PermissionDenied},
 		{"recovery signed by a device", func() error {
-			_, err := oc.Recover(ctx, req(alice.change(api.AuthRecovery, d2.sign, deviceSet(newAccount, d3))))
+			_, err := oc.Recover(ctx, req(alice.change(api.AuthRecovery, d2.Sign, testkit.Set(newAccount, d3))))
 			return err
 		}, codes.PermissionDenied},
 		{"recovery at a stale version", func() error {
-			_, err := oc.Recover(ctx, req(stale.change(api.AuthRecovery, recovery, deviceSet(newAccount, d3))))
+			_, err := oc.Recover(ctx, req(stale.change(api.AuthRecovery, recovery, testkit.Set(newAccount, d3))))
 			return err
 		}, codes.Aborted},
 		{"malformed handle", func() error {
-			hc := alice.change(api.AuthRecovery, recovery, deviceSet(newAccount, d3))
+			hc := alice.change(api.AuthRecovery, recovery, testkit.Set(newAccount, d3))
 			hc.Handle = "not a handle"
 			_, err := oc.Recover(ctx, req(hc))
 			return err
 		}, codes.InvalidArgument},
 		{"unknown field", func() error {
-			_, err := oc.Recover(ctx, withUnknown(req(alice.change(api.AuthRecovery, recovery, deviceSet(newAccount, d3)))))
+			_, err := oc.Recover(ctx, withUnknown(req(alice.change(api.AuthRecovery, recovery, testkit.Set(newAccount, d3)))))
 			return err
 		}, codes.InvalidArgument},
 		{"recovery sent to the public Change", func() error {
-			_, err := dc.Change(ctx, req(alice.change(api.AuthRecovery, recovery, deviceSet(newAccount, d3))))
+			_, err := dc.Change(ctx, req(alice.change(api.AuthRecovery, recovery, testkit.Set(newAccount, d3))))
 			return err
 		}, codes.PermissionDenied},
 	} {
@@ -374,20 +375,20 @@ func TestDaemon(t *testing.T) {
 		}
 	}
 	noChangeLogged(t, logc, origin, pb.GetLogPublicKey(), sizeBefore)
-	if res := v.awaitVersion(dc, alice); !cmp.Equal(signingKeys(res.DeviceSet), keysOf(d2)) {
+	if res := v.awaitVersion(dc, alice); !cmp.Equal(signingKeys(res.DeviceSet), testkit.Pubs(d2)) {
 		t.Fatalf("after the refused recoveries: keys %x", signingKeys(res.DeviceSet))
 	}
 
 	// A recovery through the operator listener: logged as kind 4, and
 	// Alice's monitor (device 2) says the directory's recovery path made it.
-	rec := alice.change(api.AuthRecovery, recovery, deviceSet(newAccount, d3))
+	rec := alice.change(api.AuthRecovery, recovery, testkit.Set(newAccount, d3))
 	rr, err := oc.Recover(ctx, req(rec))
 	if err != nil {
 		t.Fatalf("Recover: %v", err)
 	}
 	alice.accepted(rec)
 	res = v.awaitVersion(dc, alice)
-	if res.Kind != api.AuthRecovery || !cmp.Equal(signingKeys(res.DeviceSet), keysOf(d3)) {
+	if res.Kind != api.AuthRecovery || !cmp.Equal(signingKeys(res.DeviceSet), testkit.Pubs(d3)) {
 		t.Fatalf("after recovery: kind %v, keys %x", res.Kind, signingKeys(res.DeviceSet))
 	}
 	es, err := logc.GetEntries(ctx, &ktpb.GetEntriesRequest{Start: rr.GetLogIndices()[0], End: rr.GetLogIndices()[0] + 1})
@@ -416,13 +417,13 @@ func TestDaemon(t *testing.T) {
 	}
 	v = &viewer{t: t, params: params, trusted: trusted}
 	res = v.await(dc, alice.handle, "a new epoch", func(r *client.LookupResult) bool { return r.Epoch.Size > trusted.Size })
-	if res.Version != 4 || res.LeafHash != alice.leaf || res.Kind != api.AuthRecovery || !cmp.Equal(signingKeys(res.DeviceSet), keysOf(d3)) {
+	if res.Version != 4 || res.LeafHash != alice.leaf || res.Kind != api.AuthRecovery || !cmp.Equal(signingKeys(res.DeviceSet), testkit.Pubs(d3)) {
 		t.Fatalf("alice after restart: version %d kind %v keys %x", res.Version, res.Kind, signingKeys(res.DeviceSet))
 	}
 	v.awaitVersion(dc, bob)
 	// The chain continues: the recovered device adds one.
-	d4 := newDevice(t)
-	hc := alice.change(api.AuthDevice, d3.sign, deviceSet(newAccount, d3, d4))
+	d4 := testkit.NewDevice()
+	hc := alice.change(api.AuthDevice, d3.Sign, testkit.Set(newAccount, d3, d4))
 	if _, err := dc.Change(ctx, req(hc)); err != nil {
 		t.Fatalf("Change after restart: %v", err)
 	}

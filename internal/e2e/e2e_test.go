@@ -8,19 +8,14 @@ package e2e
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http/httptest"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -31,11 +26,10 @@ import (
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
-	"github.com/keytrans/kt/internal/testwitness"
+	"github.com/keytrans/kt/internal/testing/fixture"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/trilliantest"
-	"github.com/keytrans/kt/internal/vrf"
 	"github.com/keytrans/kt/log"
-	"github.com/keytrans/kt/log/posix"
 	"github.com/keytrans/kt/log/trillian"
 )
 
@@ -49,166 +43,81 @@ const (
 	waitFor = 30 * time.Second
 )
 
-var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// deployment holds an operator's keys and its witness.
-type deployment struct {
-	logSigner   note.Signer
-	logVkey     string
-	vrf         *vrf.PrivateKey
-	recovery    ed25519.PrivateKey
-	token       *directory.TokenCredentials
-	policy      []byte // 1-of-1 witness policy
-	witness     *testwitness.Witness
-	stateDir    string
-	otherTokens *directory.TokenCredentials // another operator's token key
-}
-
-func newDeployment(t *testing.T) *deployment {
-	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vk, err := vrf.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rk, _ := ed25519.GenerateKey(nil)
-	key := make([]byte, 32)
-	rand.Read(key)
-	tk, err := directory.NewTokenCredentials(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rand.Read(key)
-	other, err := directory.NewTokenCredentials(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := testwitness.New("witness.e2e.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.AddLog(origin, vkey); err != nil {
-		t.Fatal(err)
-	}
-	ws := httptest.NewServer(w) // 127.0.0.1
-	t.Cleanup(ws.Close)
-	policy := fmt.Appendf(nil, "witness w0 %s %s\ngroup g 1 w0\nquorum g\n", w.VerifierKey(), ws.URL)
-	return &deployment{
-		logSigner: s, logVkey: vkey, vrf: vk, recovery: rk, token: tk, policy: policy,
-		witness: w, stateDir: filepath.Join(t.TempDir(), "state"), otherTokens: other,
-	}
-}
-
-func (dp *deployment) config(l log.Log) directory.Config {
-	return directory.Config{
-		Log:               l,
-		Origin:            origin,
-		LogVerifierKey:    dp.logVkey,
-		VRFKey:            dp.vrf,
-		RecoveryKey:       dp.recovery.Public().(ed25519.PublicKey),
-		Credentials:       dp.token,
-		StateDir:          dp.stateDir,
-		WitnessPolicy:     string(dp.policy),
-		EpochInterval:     epochInterval,
-		HeartbeatInterval: heartbeat,
-		StartupWait:       5 * time.Second,
-		CacheSize:         8 << 20,
-		Logger:            discard,
-	}
-}
-
 // backend opens a log; opening again after Close reopens the same log.
 type backend struct {
 	name string
 	// setup prepares the backend for one test (and may skip it); it
-	// returns the function that opens the log.
-	setup func(t *testing.T, dp *deployment) (open func(t *testing.T) log.Log, restart func(t *testing.T))
+	// returns the function that opens the log (the fixture's OpenLog) and
+	// the one that restarts the backend while the directory is stopped.
+	setup func(t *testing.T) (open func(context.Context, fixture.LogConfig) (log.Log, error), restart func(t *testing.T))
 }
 
 var backends = []backend{
-	{"posix", func(t *testing.T, dp *deployment) (func(*testing.T) log.Log, func(*testing.T)) {
-		dir := filepath.Join(t.TempDir(), "log")
-		open := func(t *testing.T) log.Log {
-			l, err := posix.New(context.Background(), posix.Config{
-				Dir: dir, Origin: origin, Signer: dp.logSigner,
-				WitnessPolicy:      dp.policy,
-				WitnessTimeout:     5 * time.Second,
-				CheckpointInterval: 100 * time.Millisecond,
-			})
-			if err != nil {
-				t.Fatalf("posix.New: %v", err)
-			}
-			return l
-		}
-		return open, func(*testing.T) {}
+	{"posix", func(t *testing.T) (func(context.Context, fixture.LogConfig) (log.Log, error), func(*testing.T)) {
+		return fixture.OpenPosix, func(*testing.T) {}
 	}},
-	{"trillian", func(t *testing.T, dp *deployment) (func(*testing.T) log.Log, func(*testing.T)) {
+	{"trillian", func(t *testing.T) (func(context.Context, fixture.LogConfig) (log.Log, error), func(*testing.T)) {
 		env := trilliantest.Start(t, trilliantest.Options{SequencerInterval: 20 * time.Millisecond})
 		var treeID int64
-		open := func(t *testing.T) log.Log {
-			l, err := trillian.New(context.Background(), trillian.Config{
+		open := func(ctx context.Context, c fixture.LogConfig) (log.Log, error) {
+			l, err := trillian.New(ctx, trillian.Config{
 				Conn: env.Conn, TreeID: treeID, CreateTree: treeID == 0,
-				Origin: origin, Signer: dp.logSigner,
-				WitnessPolicy:      dp.policy,
-				WitnessTimeout:     5 * time.Second,
+				Origin: c.Origin, Signer: c.Signer,
+				WitnessPolicy:      c.WitnessPolicy,
+				WitnessTimeout:     c.WitnessTimeout,
 				CheckpointInterval: 20 * time.Millisecond,
 				MaxPollInterval:    10 * time.Millisecond,
-				Logger:             discard,
+				Logger:             fixture.Quiet,
 			})
 			if err != nil {
-				t.Fatalf("trillian.New: %v", err)
+				return nil, fmt.Errorf("trillian.New: %w", err)
 			}
 			treeID = l.TreeID()
-			return l
+			return l, nil
 		}
 		return open, func(t *testing.T) { env.Restart() }
 	}},
 }
 
-// running is a deployment's directory, serving over gRPC, and its log.
+// running is a deployment (package internal/testing/fixture) over a
+// backend's log: its directory serving over gRPC, with a 1-of-1 witness
+// policy.
 type running struct {
-	t   *testing.T
-	dp  *deployment
-	log log.Log
-	*server
+	t *testing.T
+	*fixture.Deployment
+	otherTokens *directory.TokenCredentials // another operator's token key
 }
 
-func start(t *testing.T, dp *deployment, open func(*testing.T) log.Log) *running {
+func start(t *testing.T, open func(context.Context, fixture.LogConfig) (log.Log, error)) *running {
 	t.Helper()
-	l := open(t)
-	d, err := directory.New(context.Background(), dp.config(l))
+	d := fixture.New(t, fixture.Options{
+		Origin: origin, EpochInterval: epochInterval, HeartbeatInterval: heartbeat,
+		OpenLog: open, Graceful: true,
+		DialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20))},
+	})
+	key := make([]byte, 32)
+	rand.Read(key)
+	other, err := directory.NewTokenCredentials(key)
 	if err != nil {
-		l.Close(context.Background())
-		t.Fatalf("directory.New: %v", err)
+		t.Fatal(err)
 	}
-	s := serve(t, d, grpcserver.Options{RateLimit: -1, Logger: discard})
-	r := &running{t: t, dp: dp, log: l, server: s}
-	t.Cleanup(func() { r.stop() })
-	return r
+	return &running{t: t, Deployment: d, otherTokens: other}
 }
 
-// stop stops the server and the directory and closes the log; it may be
-// called twice.
+// stop stops the gRPC server and the directory and closes the log; it may
+// be called twice.
 func (r *running) stop() {
-	if r.server == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := r.server.stop(ctx); err != nil {
+	if err := r.Stop(); err != nil {
 		r.t.Errorf("stopping the directory: %v", err)
 	}
-	if err := r.log.Close(ctx); err != nil && !errors.Is(err, log.ErrClosed) {
-		r.t.Errorf("closing the log: %v", err)
+}
+
+// restart starts the directory again on the same state and log.
+func (r *running) restart() {
+	r.t.Helper()
+	if err := r.Restart(r.t.Context()); err != nil {
+		r.t.Fatalf("restarting the directory: %v", err)
 	}
-	r.server = nil
 }
 
 // viewer is a client: pinned parameters and a trusted state, updated by
@@ -275,11 +184,11 @@ func (v *viewer) awaitVersion(c ktpb.DirectoryClient, h *handleState) *client.Lo
 // logSize returns the size of the log's latest checkpoint, verified.
 func (r *running) logSize(t *testing.T) uint64 {
 	t.Helper()
-	cp, err := r.log.Checkpoint(t.Context())
+	cp, err := r.Log.Checkpoint(t.Context())
 	if err != nil {
 		t.Fatalf("checkpoint: %v", err)
 	}
-	v, err := note.NewVerifier(r.dp.logVkey)
+	v, err := note.NewVerifier(r.Keys.LogVKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +204,7 @@ func (r *running) logSize(t *testing.T) uint64 {
 // entry appended since is an epoch record: no change was logged.
 func (r *running) checkNoChangeLogged(t *testing.T, size uint64) {
 	t.Helper()
-	noChangeLogged(t, r.logc, origin, r.dp.logVkey, size)
+	noChangeLogged(t, r.LogRPC, origin, r.Keys.LogVKey, size)
 }
 
 // noChangeLogged is checkNoChangeLogged for any log served over gRPC.
@@ -370,13 +279,12 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func scenario(t *testing.T, b backend) {
-	dp := newDeployment(t)
-	open, restart := b.setup(t, dp)
-	r := start(t, dp, open)
+	open, restart := b.setup(t)
+	r := start(t, open)
 	ctx := t.Context()
 
 	// Parameters, with the witness policy: no insecure option.
-	pb, err := r.dir.GetParameters(ctx, &ktpb.GetParametersRequest{})
+	pb, err := r.Dir.GetParameters(ctx, &ktpb.GetParametersRequest{})
 	if err != nil {
 		t.Fatalf("GetParameters: %v", err)
 	}
@@ -391,7 +299,7 @@ func scenario(t *testing.T, b backend) {
 
 	// Alice's device learns her handle's canonical form and VRF index from
 	// a verified absence proof.
-	res := v.await(r.dir, "alice@example.com", "an epoch", func(*client.LookupResult) bool { return true })
+	res := v.await(r.Dir, "alice@example.com", "an epoch", func(*client.LookupResult) bool { return true })
 	if res.Registered {
 		t.Fatalf("alice is registered before enrolling")
 	}
@@ -401,32 +309,32 @@ func scenario(t *testing.T, b backend) {
 	alice := &handleState{origin: origin, handle: res.Handle, index: res.Index}
 	var account [16]byte
 	rand.Read(account[:])
-	d1, d2 := newDevice(t), newDevice(t)
-	d2b := d2.rekeyed(t)
+	d1, d2 := testkit.NewDevice(), testkit.NewDevice()
+	d2b := d2.Rekeyed()
 
-	enroll := alice.change(api.AuthEnroll, d1.sign, deviceSet(account, d1))
-	if _, err := r.dir.Enroll(ctx, &ktpb.EnrollRequest{Change: enroll, Credential: dp.token.IssueToken(alice.handle)}); err != nil {
+	enroll := alice.change(api.AuthEnroll, d1.Sign, testkit.Set(account, d1))
+	if _, err := r.Dir.Enroll(ctx, &ktpb.EnrollRequest{Change: enroll, Credential: r.Keys.Token.IssueToken(alice.handle)}); err != nil {
 		t.Fatalf("Enroll: %v", err)
 	}
 	alice.accepted(enroll)
-	res = v.awaitVersion(r.dir, alice)
-	if !cmp.Equal(signingKeys(res.DeviceSet), keysOf(d1)) || res.Kind != api.AuthEnroll {
+	res = v.awaitVersion(r.Dir, alice)
+	if !cmp.Equal(signingKeys(res.DeviceSet), testkit.Pubs(d1)) || res.Kind != api.AuthEnroll {
 		t.Fatalf("after enrollment: kind %v, keys %x", res.Kind, signingKeys(res.DeviceSet))
 	}
 
 	steps := []struct {
 		name   string
-		signer *device
-		set    []*device
+		signer *testkit.Device
+		set    []*testkit.Device
 	}{
-		{"add device 2", d1, []*device{d1, d2}},
-		{"re-key device 2", d2, []*device{d1, d2b}},
-		{"remove device 1", d2b, []*device{d2b}},
+		{"add device 2", d1, []*testkit.Device{d1, d2}},
+		{"re-key device 2", d2, []*testkit.Device{d1, d2b}},
+		{"remove device 1", d2b, []*testkit.Device{d2b}},
 	}
 	changes := []*ktpb.HandleChange{enroll}
 	for _, st := range steps {
-		hc := alice.change(api.AuthDevice, st.signer.sign, deviceSet(account, st.set...))
-		cr, err := r.dir.Change(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}})
+		hc := alice.change(api.AuthDevice, st.signer.Sign, testkit.Set(account, st.set...))
+		cr, err := r.Dir.Change(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}})
 		if err != nil {
 			t.Fatalf("%s: Change: %v", st.name, err)
 		}
@@ -435,39 +343,39 @@ func scenario(t *testing.T, b backend) {
 		}
 		alice.accepted(hc)
 		changes = append(changes, hc)
-		res = v.awaitVersion(r.dir, alice)
-		if got, want := signingKeys(res.DeviceSet), keysOf(st.set...); !cmp.Equal(got, want) {
+		res = v.awaitVersion(r.Dir, alice)
+		if got, want := signingKeys(res.DeviceSet), testkit.Pubs(st.set...); !cmp.Equal(got, want) {
 			t.Fatalf("%s: lookup shows keys %x, want %x", st.name, got, want)
 		}
 		if len(res.Recipients) != len(st.set) {
 			t.Fatalf("%s: %d recipients, want %d", st.name, len(res.Recipients), len(st.set))
 		}
 	}
-	if res.DeviceSet.Devices[0].ID != d2.id {
-		t.Fatalf("the re-keyed device has ID %x, want device 2's %x", res.DeviceSet.Devices[0].ID, d2.id)
+	if res.DeviceSet.Devices[0].ID != d2.ID {
+		t.Fatalf("the re-keyed device has ID %x, want device 2's %x", res.DeviceSet.Devices[0].ID, d2.ID)
 	}
 
 	// An unregistered handle: a verified absence proof.
-	absent := v.await(r.dir, "bob@example.com", "an answer", func(*client.LookupResult) bool { return true })
+	absent := v.await(r.Dir, "bob@example.com", "an answer", func(*client.LookupResult) bool { return true })
 	if absent.Registered || absent.DeviceSet != nil || len(absent.Recipients) != 0 {
 		t.Fatalf("bob is registered: %+v", absent)
 	}
 
 	// Monitoring from version 0, as device 1 (the enrolling device) sees it.
-	mresp, err := r.dir.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:], KnownSize: v.knownSize()})
+	mresp, err := r.Dir.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:], KnownSize: v.knownSize()})
 	if err != nil {
 		t.Fatalf("Monitor: %v", err)
 	}
-	mon, err := client.VerifyMonitor(params, v.trusted, &client.MonitorState{Index: alice.index}, mresp, client.OwnKeys{Device: d1.pub()}, time.Now())
+	mon, err := client.VerifyMonitor(params, v.trusted, &client.MonitorState{Index: alice.index}, mresp, client.OwnKeys{Device: d1.Pub()}, time.Now())
 	if err != nil {
 		t.Fatalf("VerifyMonitor: %v", err)
 	}
 	v.trusted = mon.Trusted
 	wantMon := []summary{
-		{Version: 1, Kind: api.AuthEnroll, By: client.ByThisDevice, Added: [][32]byte{d1.pub()}},
-		{Version: 2, Kind: api.AuthDevice, By: client.ByThisDevice, Added: [][32]byte{d2.pub()}},
-		{Version: 3, Kind: api.AuthDevice, By: client.ByOwnDevice, Added: [][32]byte{d2b.pub()}, Removed: [][32]byte{d2.pub()}},
-		{Version: 4, Kind: api.AuthDevice, By: client.ByOwnDevice, Removed: [][32]byte{d1.pub()}},
+		{Version: 1, Kind: api.AuthEnroll, By: client.ByThisDevice, Added: [][32]byte{d1.Pub()}},
+		{Version: 2, Kind: api.AuthDevice, By: client.ByThisDevice, Added: [][32]byte{d2.Pub()}},
+		{Version: 3, Kind: api.AuthDevice, By: client.ByOwnDevice, Added: [][32]byte{d2b.Pub()}, Removed: [][32]byte{d2.Pub()}},
+		{Version: 4, Kind: api.AuthDevice, By: client.ByOwnDevice, Removed: [][32]byte{d1.Pub()}},
 	}
 	if diff := cmp.Diff(wantMon, summarize(mon.Changes)); diff != "" {
 		t.Fatalf("monitored changes (-want +got):\n%s", diff)
@@ -477,7 +385,7 @@ func scenario(t *testing.T, b backend) {
 	}
 	// Device 1 and device 2's first keys were added and removed within the
 	// answer: reported as transient.
-	if got := signingKeys(&api.DeviceSet{Devices: mon.Transient}); !cmp.Equal(got, keysOf(d1, d2)) {
+	if got := signingKeys(&api.DeviceSet{Devices: mon.Transient}); !cmp.Equal(got, testkit.Pubs(d1, d2)) {
 		t.Fatalf("transient devices %x, want devices 1 and 2 (old keys)", got)
 	}
 	for i, c := range mon.Changes {
@@ -486,7 +394,7 @@ func scenario(t *testing.T, b backend) {
 		}
 	}
 
-	var current []*device // Alice's devices after the rejected requests
+	var current []*testkit.Device // Alice's devices after the rejected requests
 	t.Run("rejected", func(t *testing.T) { current = rejected(t, r, v, alice, account, changes, d1, d2, d2b) })
 	if t.Failed() {
 		return
@@ -497,8 +405,8 @@ func scenario(t *testing.T, b backend) {
 	oldParams := pb
 	r.stop()
 	restart(t)
-	r = start(t, dp, open)
-	pb2, err := r.dir.GetParameters(ctx, &ktpb.GetParametersRequest{})
+	r.restart()
+	pb2, err := r.Dir.GetParameters(ctx, &ktpb.GetParametersRequest{})
 	if err != nil {
 		t.Fatalf("GetParameters after restart: %v", err)
 	}
@@ -508,19 +416,19 @@ func scenario(t *testing.T, b backend) {
 	// A client holding the old trusted checkpoint: lookups verify, with a
 	// consistency proof from it to a checkpoint published after the restart.
 	v2 := &viewer{t: t, params: params, trusted: oldTrusted}
-	res = v2.await(r.dir, alice.handle, "a new epoch", func(r *client.LookupResult) bool { return r.Epoch.Size > oldTrusted.Size })
+	res = v2.await(r.Dir, alice.handle, "a new epoch", func(r *client.LookupResult) bool { return r.Epoch.Size > oldTrusted.Size })
 	if res.Version != alice.version || res.LeafHash != alice.leaf {
 		t.Fatalf("after restart: version %d, want %d", res.Version, alice.version)
 	}
-	if !cmp.Equal(signingKeys(res.DeviceSet), keysOf(current...)) {
+	if !cmp.Equal(signingKeys(res.DeviceSet), testkit.Pubs(current...)) {
 		t.Fatalf("after restart: keys %x", signingKeys(res.DeviceSet))
 	}
 	// Monitoring from version 4 finds the change made before the restart.
-	mresp, err = r.dir.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: 4, KnownSize: v2.knownSize()})
+	mresp, err = r.Dir.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: 4, KnownSize: v2.knownSize()})
 	if err != nil {
 		t.Fatalf("Monitor after restart: %v", err)
 	}
-	mon2, err := client.VerifyMonitor(params, v2.trusted, mon.State, mresp, client.OwnKeys{Device: d1.pub()}, time.Now())
+	mon2, err := client.VerifyMonitor(params, v2.trusted, mon.State, mresp, client.OwnKeys{Device: d1.Pub()}, time.Now())
 	if err != nil {
 		t.Fatalf("VerifyMonitor after restart: %v", err)
 	}
@@ -530,7 +438,7 @@ func scenario(t *testing.T, b backend) {
 
 	// The map rebuilt from the log alone has the published epoch's root,
 	// both through the public Log service and from the backend directly.
-	part, err := r.dir.GetEpoch(ctx, &ktpb.GetEpochRequest{KnownSize: v2.knownSize()})
+	part, err := r.Dir.GetEpoch(ctx, &ktpb.GetEpochRequest{KnownSize: v2.knownSize()})
 	if err != nil {
 		t.Fatalf("GetEpoch: %v", err)
 	}
@@ -541,7 +449,7 @@ func scenario(t *testing.T, b backend) {
 	for _, rd := range []struct {
 		name string
 		r    log.Reader
-	}{{"gRPC Log service", grpcReader{r.logc}}, {"backend", r.log}} {
+	}{{"gRPC Log service", client.LogReader{C: r.LogRPC}}, {"backend", r.Log}} {
 		root, err := directory.RebuildMap(ctx, rd.r)
 		if err != nil {
 			t.Fatalf("RebuildMap over the %s: %v", rd.name, err)
@@ -568,32 +476,32 @@ func withUnknown[M proto.Message](m M) M {
 //
 // Last, it sends the change refused for an unknown field without it, and
 // returns Alice's devices after it.
-func rejected(t *testing.T, r *running, v *viewer, alice *handleState, account [16]byte, changes []*ktpb.HandleChange, d1, d2, d2b *device) []*device {
+func rejected(t *testing.T, r *running, v *viewer, alice *handleState, account [16]byte, changes []*ktpb.HandleChange, d1, d2, d2b *testkit.Device) []*testkit.Device {
 	ctx := t.Context()
-	stranger := newDevice(t)
-	carolRes := v.await(r.dir, "carol@example.com", "an answer", func(*client.LookupResult) bool { return true })
+	stranger := testkit.NewDevice()
+	carolRes := v.await(r.Dir, "carol@example.com", "an answer", func(*client.LookupResult) bool { return true })
 	carol := &handleState{origin: origin, handle: carolRes.Handle, index: carolRes.Index}
 
 	change := func(hcs ...*ktpb.HandleChange) func() error {
 		return func() error {
-			_, err := r.dir.Change(ctx, &ktpb.ChangeRequest{Changes: hcs})
+			_, err := r.Dir.Change(ctx, &ktpb.ChangeRequest{Changes: hcs})
 			return err
 		}
 	}
 	enrollCarol := func(cred string) func() error {
-		hc := carol.change(api.AuthEnroll, stranger.sign, deviceSet(account, stranger))
+		hc := carol.change(api.AuthEnroll, stranger.Sign, testkit.Set(account, stranger))
 		return func() error {
-			_, err := r.dir.Enroll(ctx, &ktpb.EnrollRequest{Change: hc, Credential: cred})
+			_, err := r.Dir.Enroll(ctx, &ktpb.EnrollRequest{Change: hc, Credential: cred})
 			return err
 		}
 	}
 	stale := *alice // built on version 3
 	stale.version, stale.leaf = 3, api.LeafHash(changes[2].ChangeRecord)
-	badHandle := alice.change(api.AuthDevice, d2b.sign, deviceSet(account, d2b, stranger))
+	badHandle := alice.change(api.AuthDevice, d2b.Sign, testkit.Set(account, d2b, stranger))
 	badHandle.Handle = "not a handle"
-	oversized := alice.change(api.AuthDevice, d2b.sign, deviceSet(account, d2b, stranger))
+	oversized := alice.change(api.AuthDevice, d2b.Sign, testkit.Set(account, d2b, stranger))
 	oversized.DeviceSet = make([]byte, grpcserver.DefaultMaxRecvMsgSize+1)
-	next := alice.change(api.AuthDevice, d2b.sign, deviceSet(account, d2b, stranger))
+	next := alice.change(api.AuthDevice, d2b.Sign, testkit.Set(account, d2b, stranger))
 
 	var (
 		permission = grpcserver.Code(directory.ErrUnauthorized)
@@ -608,35 +516,35 @@ func rejected(t *testing.T, r *running, v *viewer, alice *handleState, account [
 		send func() error
 		want codes.Code
 	}{
-		{"signed by a key not in the set", change(alice.change(api.AuthDevice, stranger.sign, deviceSet(account, d2b, stranger))), permission},
+		{"signed by a key not in the set", change(alice.change(api.AuthDevice, stranger.Sign, testkit.Set(account, d2b, stranger))), permission},
 		{"replay of the latest change", change(changes[3]), aborted},
 		{"replay of an older change", change(changes[1]), aborted},
 		{"replay of the enrollment", func() error {
-			_, err := r.dir.Enroll(ctx, &ktpb.EnrollRequest{Change: changes[0], Credential: r.dp.token.IssueToken(alice.handle)})
+			_, err := r.Dir.Enroll(ctx, &ktpb.EnrollRequest{Change: changes[0], Credential: r.Keys.Token.IssueToken(alice.handle)})
 			return err
 		}, aborted},
-		{"signed by the removed device 1", change(alice.change(api.AuthDevice, d1.sign, deviceSet(account, d1, d2b))), permission},
-		{"signed by device 2's old key", change(alice.change(api.AuthDevice, d2.sign, deviceSet(account, d2b, stranger))), permission},
-		{"stale version", change(stale.change(api.AuthDevice, d2b.sign, deviceSet(account, d2b, stranger))), aborted},
+		{"signed by the removed device 1", change(alice.change(api.AuthDevice, d1.Sign, testkit.Set(account, d1, d2b))), permission},
+		{"signed by device 2's old key", change(alice.change(api.AuthDevice, d2.Sign, testkit.Set(account, d2b, stranger))), permission},
+		{"stale version", change(stale.change(api.AuthDevice, d2b.Sign, testkit.Set(account, d2b, stranger))), aborted},
 		{"malformed handle", change(badHandle), invalid},
 		{"malformed handle in a lookup", func() error {
-			_, err := r.dir.Lookup(ctx, &ktpb.LookupRequest{Handle: "not a handle"})
+			_, err := r.Dir.Lookup(ctx, &ktpb.LookupRequest{Handle: "not a handle"})
 			return err
 		}, invalid},
 		{"oversized request", change(oversized), codes.ResourceExhausted},
 		{"unknown field in a valid change", change(withUnknown(next)), codes.InvalidArgument},
 		{"unknown field in a lookup", func() error {
-			_, err := r.dir.Lookup(ctx, withUnknown(&ktpb.LookupRequest{Handle: alice.handle}))
+			_, err := r.Dir.Lookup(ctx, withUnknown(&ktpb.LookupRequest{Handle: alice.handle}))
 			return err
 		}, codes.InvalidArgument},
-		{"enrollment token of another operator", enrollCarol(r.dp.otherTokens.IssueToken(carol.handle)), permission},
-		{"enrollment token for another handle", enrollCarol(r.dp.token.IssueToken(alice.handle)), permission},
+		{"enrollment token of another operator", enrollCarol(r.otherTokens.IssueToken(carol.handle)), permission},
+		{"enrollment token for another handle", enrollCarol(r.Keys.Token.IssueToken(alice.handle)), permission},
 		{"garbage enrollment token", enrollCarol("kt1.9999999999.AAAA"), permission},
 		{"no enrollment token", enrollCarol(""), permission},
-		{"recovery through the public Change API", change(alice.change(api.AuthRecovery, r.dp.recovery, deviceSet(account, stranger))), permission},
+		{"recovery through the public Change API", change(alice.change(api.AuthRecovery, r.Keys.Recovery, testkit.Set(account, stranger))), permission},
 		{"atomic batch with one unauthorized change", change(
-			alice.change(api.AuthDevice, d2b.sign, deviceSet(account, d2b, stranger)),
-			carol.change(api.AuthDevice, stranger.sign, deviceSet(account, stranger)),
+			alice.change(api.AuthDevice, d2b.Sign, testkit.Set(account, d2b, stranger)),
+			carol.change(api.AuthDevice, stranger.Sign, testkit.Set(account, stranger)),
 		), permission},
 	}
 	for _, tc := range tests {
@@ -647,27 +555,27 @@ func rejected(t *testing.T, r *running, v *viewer, alice *handleState, account [
 				t.Fatalf("got %v (%v), want %v", got, err, tc.want)
 			}
 			r.checkNoChangeLogged(t, size)
-			res, err := v.tryLookup(r.dir, alice.handle)
+			res, err := v.tryLookup(r.Dir, alice.handle)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if res.Version != alice.version || res.LeafHash != alice.leaf {
 				t.Fatalf("alice is at version %d, want %d", res.Version, alice.version)
 			}
-			if res, err := v.tryLookup(r.dir, carol.handle); err != nil || res.Registered {
+			if res, err := v.tryLookup(r.Dir, carol.handle); err != nil || res.Registered {
 				t.Fatalf("carol: registered %v, err %v", res != nil && res.Registered, err)
 			}
 		})
 	}
 
 	// The change refused for its unknown field goes through without it.
-	if _, err := r.dir.Change(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{next}}); err != nil {
+	if _, err := r.Dir.Change(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{next}}); err != nil {
 		t.Fatalf("Change: %v", err)
 	}
 	alice.accepted(next)
-	res := v.awaitVersion(r.dir, alice)
-	if !cmp.Equal(signingKeys(res.DeviceSet), keysOf(d2b, stranger)) {
+	res := v.awaitVersion(r.Dir, alice)
+	if !cmp.Equal(signingKeys(res.DeviceSet), testkit.Pubs(d2b, stranger)) {
 		t.Fatalf("keys %x after the valid change", signingKeys(res.DeviceSet))
 	}
-	return []*device{d2b, stranger}
+	return []*testkit.Device{d2b, stranger}
 }

@@ -148,7 +148,7 @@ func TestVerifyMonitor(t *testing.T) {
 	}
 
 	t.Run("EpochAt", func(t *testing.T) {
-		r := ktctl.GRPCLog{C: ktpb.NewLogClient(f.Conn)}
+		r := client.LogReader{C: ktpb.NewLogClient(f.Conn)}
 		cp, err := ktctl.FetchCheckpoint(ctx, r, k)
 		if err != nil {
 			t.Fatal(err)

@@ -2,7 +2,6 @@ package conformance_test
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"net/http/httptest"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/conformance"
 	"github.com/keytrans/kt/log/logapi"
@@ -201,18 +201,7 @@ func ctLog(t *testing.T) (*conformance.MemoryLog, map[string]log.Reader, note.Ve
 
 func newKey(t testing.TB, name string) (note.Signer, note.Verifier) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, s, v := testkit.NoteKey(t, name)
 	return s, v
 }
 

@@ -3,7 +3,6 @@ package logapi_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/conformance"
 	"github.com/keytrans/kt/log/logapi"
@@ -25,18 +25,7 @@ const origin = "example.com/logapi-test"
 
 func newKey(t testing.TB) (note.Signer, note.Verifier) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, s, v := testkit.NoteKey(t, origin)
 	return s, v
 }
 

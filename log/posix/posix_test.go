@@ -3,7 +3,6 @@ package posix
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/transparency-dev/tessera"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testwitness"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/logtest"
@@ -26,18 +26,7 @@ const testOrigin = "example.com/kt-test"
 // newKey returns a fresh log key: signer key string, signer and verifier.
 func newKey(t testing.TB, origin string) (string, note.Signer, note.Verifier) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	skey, _, s, v := testkit.NoteKey(t, origin)
 	testVerifiers.Store(s, v)
 	return skey, s, v
 }

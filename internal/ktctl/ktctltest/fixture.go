@@ -1,39 +1,30 @@
 // Package ktctltest runs a small key transparency deployment for the tests
-// of ktctl: a directory over the embedded log (log/posix) in a data
-// directory laid out as ktd's, its gRPC edge and HTTP read API on loopback,
-// a test witness, and a scripted history of changes, including a recovery.
+// of ktctl (package internal/testing/fixture): a directory over the
+// embedded log (log/posix) in a data directory laid out as ktd's, its gRPC
+// edge and HTTP read API on loopback, a test witness, and a scripted
+// history of changes, including a recovery.
 package ktctltest
 
 import (
 	"context"
-	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/directory"
-	"github.com/keytrans/kt/directory/grpcserver"
-	"github.com/keytrans/kt/internal/testwitness"
+	"github.com/keytrans/kt/internal/testing/fixture"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/vrf"
-	"github.com/keytrans/kt/log/logapi"
-	"github.com/keytrans/kt/log/posix"
 )
 
 // Origin is the fixture log's origin.
@@ -59,7 +50,7 @@ type Fixture struct {
 	// Conn is a gRPC connection to GRPCAddr.
 	Conn *grpc.ClientConn
 
-	bob        *Device // bob's device, for Grow
+	bob        *testkit.Device // bob's device, for Grow
 	bobAccount [16]byte
 }
 
@@ -82,47 +73,6 @@ type Handle struct {
 	leaf [32]byte
 }
 
-// Device is a client device with its private keys.
-type Device struct {
-	ID   [16]byte
-	Sign ed25519.PrivateKey
-	HPKE []byte
-}
-
-// NewDevice returns a device with fresh keys.
-func NewDevice() *Device {
-	d := &Device{}
-	rand.Read(d.ID[:])
-	_, d.Sign, _ = ed25519.GenerateKey(nil)
-	k, _ := ecdh.X25519().GenerateKey(rand.Reader)
-	d.HPKE = k.PublicKey().Bytes()
-	return d
-}
-
-// Rekeyed returns the device with the same ID and fresh keys.
-func (d *Device) Rekeyed() *Device {
-	n := NewDevice()
-	n.ID = d.ID
-	return n
-}
-
-func (d *Device) api() api.Device {
-	return api.Device{ID: d.ID, Suite: api.SuiteX25519, HPKEKey: d.HPKE,
-		SigningKey: [32]byte(d.Sign.Public().(ed25519.PublicKey)), Created: 1700000000}
-}
-
-// Set returns the device set of account with the devices ds.
-func Set(account [16]byte, ds ...*Device) *api.DeviceSet {
-	s := &api.DeviceSet{AccountID: account}
-	for _, d := range ds {
-		s.Devices = append(s.Devices, d.api())
-	}
-	slices.SortFunc(s.Devices, func(a, b api.Device) int { return slices.Compare(a.ID[:], b.ID[:]) })
-	return s
-}
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 // Start runs the deployment and plays the history:
 //
 //	alice v1  enroll by A1                 {A1}
@@ -135,89 +85,33 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // heartbeat is long, so the log does not grow after Start returns.
 func Start(t testing.TB) *Fixture {
 	t.Helper()
-	ctx := context.Background()
 	f := &Fixture{DataDir: t.TempDir()}
-	skey, vkey, err := note.GenerateKey(rand.Reader, Origin)
+	keys, err := fixture.NewKeys(Origin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.LogVkey = vkey
-	if f.VRF, err = vrf.GenerateKey(nil); err != nil {
-		t.Fatal(err)
-	}
-	_, f.Recovery, _ = ed25519.GenerateKey(nil)
+	// The heartbeat is long, so the log does not grow after Start returns.
+	dep := fixture.New(t, fixture.Options{
+		Origin: Origin, Keys: keys, DataDir: f.DataDir, Credentials: directory.OpenEnrollment{},
+		EpochInterval: 50 * time.Millisecond, HeartbeatInterval: time.Hour,
+	})
+	f.LogVkey, f.VRF, f.Recovery = keys.LogVKey, keys.VRF, keys.Recovery
+	f.WitnessVkey = dep.Witnesses[0].VerifierKey()
+	f.LogURL, f.GRPCAddr, f.Conn = dep.LogURL, dep.Addr, dep.Conn
+	// The data directory as ktd's: the log and state (written by the
+	// fixture), the keys and the witness policy.
 	vrfText, _ := f.VRF.MarshalText()
 	write := func(name, text string) {
 		if err := os.WriteFile(filepath.Join(f.DataDir, name), []byte(text+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("log.key", skey)
+	write("log.key", keys.LogSKey)
 	write("vrf.key", string(vrfText))
 	write("recovery.key", "kt-recovery-private:"+base64.StdEncoding.EncodeToString(f.Recovery.Seed()))
-
-	w, err := testwitness.New("witness.ktctl.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.AddLog(Origin, vkey); err != nil {
-		t.Fatal(err)
-	}
-	ws := httptest.NewServer(w)
-	t.Cleanup(ws.Close)
-	f.WitnessVkey = w.VerifierKey()
-	policy := fmt.Sprintf("witness w0 %s %s\ngroup g 1 w0\nquorum g\n", w.VerifierKey(), ws.URL)
-	write("witness.policy", policy)
+	write("witness.policy", dep.Policy)
 	f.PolicyFile = filepath.Join(f.DataDir, "witness.policy")
-
-	l, err := posix.New(ctx, posix.Config{
-		Dir: filepath.Join(f.DataDir, "log"), Origin: Origin, Signer: signer,
-		WitnessPolicy: []byte(policy), WitnessTimeout: 5 * time.Second,
-		CheckpointInterval: 100 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatalf("posix.New: %v", err)
-	}
-	d, err := directory.New(ctx, directory.Config{
-		Log: l, Origin: Origin, LogVerifierKey: vkey, VRFKey: f.VRF,
-		RecoveryKey: f.Recovery.Public().(ed25519.PublicKey), Credentials: directory.OpenEnrollment{},
-		StateDir: filepath.Join(f.DataDir, "state"), WitnessPolicy: policy,
-		EpochInterval: 50 * time.Millisecond, HeartbeatInterval: time.Hour,
-		StartupWait: 5 * time.Second, CacheSize: 8 << 20, Logger: quiet,
-	})
-	if err != nil {
-		l.Close(ctx)
-		t.Fatalf("directory.New: %v", err)
-	}
-	srv, err := grpcserver.New(grpcserver.Options{RateLimit: -1, Logger: quiet}, d, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	mux := http.NewServeMux()
-	mux.Handle("/log/v1/", logapi.NewHandler(l, logapi.WithLogger(quiet)))
-	mux.Handle("/", l.TilesHandler())
-	hs := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		hs.Close()
-		srv.Stop()
-		d.Close(ctx)
-		l.Close(ctx)
-	})
-	f.LogURL, f.GRPCAddr = hs.URL, lis.Addr().String()
-	f.Conn, err = grpc.NewClient(f.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Conn.Close() })
+	d := dep.Directory
 	f.play(t, d)
 	return f
 }
@@ -301,18 +195,18 @@ func (f *Fixture) play(t testing.TB, d *directory.Directory) {
 	var acct, bacct [16]byte
 	rand.Read(acct[:])
 	rand.Read(bacct[:])
-	a1, a2, b1 := NewDevice(), NewDevice(), NewDevice()
+	a1, a2, b1 := testkit.NewDevice(), testkit.NewDevice(), testkit.NewDevice()
 	f.bob, f.bobAccount = b1, bacct
-	f.apply(t, f.Alice, api.AuthEnroll, a1.Sign, Set(acct, a1), enroll)
-	f.apply(t, f.Alice, api.AuthDevice, a1.Sign, Set(acct, a1, a2), change)
-	f.apply(t, f.Bob, api.AuthEnroll, b1.Sign, Set(bacct, b1), enroll)
+	f.apply(t, f.Alice, api.AuthEnroll, a1.Sign, testkit.Set(acct, a1), enroll)
+	f.apply(t, f.Alice, api.AuthDevice, a1.Sign, testkit.Set(acct, a1, a2), change)
+	f.apply(t, f.Bob, api.AuthEnroll, b1.Sign, testkit.Set(bacct, b1), enroll)
 	a2r := a2.Rekeyed()
 	_, ak, _ := ed25519.GenerateKey(nil)
-	s3 := Set(acct, a1, a2r)
+	s3 := testkit.Set(acct, a1, a2r)
 	s3.SignAccount(Origin, f.Alice.Index, 3, ak)
 	f.apply(t, f.Alice, api.AuthDevice, a1.Sign, s3, change)
-	ghost := NewDevice()
-	s4 := Set(acct, a1, a2r, ghost)
+	ghost := testkit.NewDevice()
+	s4 := testkit.Set(acct, a1, a2r, ghost)
 	s4.SignAccount(Origin, f.Alice.Index, 4, ak)
 	f.apply(t, f.Alice, api.AuthRecovery, f.Recovery, s4, recov)
 }
@@ -338,12 +232,12 @@ func (f *Fixture) Size(t testing.TB) uint64 {
 func (f *Fixture) Grow(t testing.TB) {
 	t.Helper()
 	dc := ktpb.NewDirectoryClient(f.Conn)
-	var devs []*Device
+	var devs []*testkit.Device
 	devs = append(devs, f.bob)
 	for range len(f.Bob.Versions) {
-		devs = append(devs, NewDevice())
+		devs = append(devs, testkit.NewDevice())
 	}
-	f.apply(t, f.Bob, api.AuthDevice, f.bob.Sign, Set(f.bobAccount, devs...), func(ctx context.Context, hc *ktpb.HandleChange) (*ktpb.ChangeResponse, error) {
+	f.apply(t, f.Bob, api.AuthDevice, f.bob.Sign, testkit.Set(f.bobAccount, devs...), func(ctx context.Context, hc *ktpb.HandleChange) (*ktpb.ChangeResponse, error) {
 		return dc.Change(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}})
 	})
 }
