@@ -354,7 +354,7 @@ func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change
 		var ae *api.AuthError
 		rule := "authorization"
 		if errors.As(err, &ae) {
-			rule = ae.Rule
+			rule = string(ae.Rule)
 		}
 		violated = true
 		alert(AlertRuleViolation, rule, "the directory logged a change that breaks rule %s: %v", rule, err)
@@ -367,7 +367,7 @@ func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change
 		// R7: the record names other authorizers than the set's keys. The
 		// set itself is committed to, so it is still the set.
 		violated = true
-		alert(AlertRuleViolation, ae.Rule, "the directory logged a change that breaks rule %s: %v", ae.Rule, err)
+		alert(AlertRuleViolation, string(ae.Rule), "the directory logged a change that breaks rule %s: %v", ae.Rule, err)
 		if set, err = api.ParseDeviceSet(pc.setBytes); err != nil {
 			return nil, fail(StepParse, ErrMalformed, err, "version %d device set", r.Version)
 		}
