@@ -161,3 +161,19 @@ func FuzzCheckEpoch(f *testing.F) {
 		}
 	})
 }
+
+// TestRuleNames pins the rule names: they appear in error messages, the
+// auditor's stored violations and reports, and ktctl's JSON.
+func TestRuleNames(t *testing.T) {
+	got := []Rule{
+		RuleSignature, RuleVersion, RulePrev, RuleEnroll, RuleKind, RuleDevice, RuleAccount, RuleRecovery, RuleAuthorizers,
+		RuleParse, RuleFirstEntry, RuleEpochNumber, RuleEpochLogSize, RuleEpochTimestamp, RuleMapRoot, RuleMapSize, RuleCheckpointRoot,
+	}
+	want := []Rule{
+		"R1 signature", "R2 version", "R3 prev", "R4 enroll", "R4 kind", "R5 device", "R5 account", "R6 recovery", "R7 authorizers",
+		"parse", "entry 0", "epoch number", "epoch log size", "epoch timestamp", "map root", "map size", "checkpoint root",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("rule names changed (-want +got):\n%s", diff)
+	}
+}

@@ -11,12 +11,13 @@
 // For every entry j, in order:
 //
 //   - it parses (api.ParseEntry); entry 0 is epoch record 0 with the empty
-//     map;
+//     map (api.CheckEpoch);
 //   - a change record satisfies R1 to R6 against the state of its index
 //     (api.CheckChangeUnsigned, and the signature verified in batches);
 //   - an epoch record has the next epoch number, log size j, a timestamp
 //     not before the previous one, and the map root and size that the map
-//     recomputed (internal/smt) over every change record before j yields.
+//     recomputed (internal/smt) over every change record before j yields
+//     (api.CheckEpoch, which the directory's own replay also runs).
 //
 // For every checkpoint: the log's signature, and that its root equals the
 // RFC 6962 root of every entry fed so far (a compact range), so that a read
