@@ -32,7 +32,7 @@ func TestCheckChange(t *testing.T) {
 		name     string
 		prev     *HandleState
 		next     *ChangeRecord
-		wantRule string // "" for success
+		wantRule Rule // "" for success
 	}{
 		{"enroll first", nil, rec1, ""},
 		{"device by a listed device", st1, rec2, ""},

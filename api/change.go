@@ -288,7 +288,7 @@ func (r *ChangeRecord) Sign(origin string, key ed25519.PrivateKey) {
 // sign; see [CheckChange].
 func (r *ChangeRecord) VerifySignature(origin string) error {
 	if !VerifyEd25519(r.Signer, ChangeStatement(origin, r), r.Signature) {
-		return &AuthError{Rule: "R1 signature", Reason: "the signature does not verify under the signer key", Err: ErrBadSignature}
+		return &AuthError{Rule: RuleSignature, Reason: "the signature does not verify under the signer key", Err: ErrBadSignature}
 	}
 	return nil
 }

@@ -61,9 +61,10 @@ func (e *HandleError) Unwrap() error { return ErrInvalidHandle }
 
 // AuthError reports a change record that breaks an authorization rule. Rule
 // names the rule of docs/design.md section "Authorization rules" (for
-// example "R3 version"), so that directory and auditor reports agree.
+// example [RuleVersion], "R2 version"), so that directory and auditor
+// reports agree.
 type AuthError struct {
-	Rule   string
+	Rule   Rule
 	Reason string
 	// Err is ErrBadSignature when the signature failed, else nil.
 	Err error
@@ -80,4 +81,21 @@ func (e *AuthError) Unwrap() []error {
 		return []error{ErrUnauthorized, e.Err}
 	}
 	return []error{ErrUnauthorized}
+}
+
+// EpochError reports a log entry that breaks a rule of the log's epoch
+// sequence or map (docs/design.md sections 7 and 14), as [CheckEpoch] finds
+// it. Anyone can reproduce it by replaying the log up to Index.
+type EpochError struct {
+	// Index is the log index of the entry.
+	Index uint64
+	// Rule is one of RuleFirstEntry, RuleEpochNumber, RuleEpochLogSize,
+	// RuleEpochTimestamp, RuleMapRoot and RuleMapSize.
+	Rule Rule
+	// Reason says what the entry claims and what was expected, for people.
+	Reason string
+}
+
+func (e *EpochError) Error() string {
+	return fmt.Sprintf("api: log entry %d breaks rule %s: %s", e.Index, e.Rule, e.Reason)
 }

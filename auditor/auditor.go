@@ -42,6 +42,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/evidence"
@@ -568,7 +569,7 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 	kvs := [][]byte{key(kindReplay, ls.cfg.Origin), st}
 	covering := target
 	for _, v := range vs {
-		rec := violationRecord{Index: v.Index, Rule: string(v.Rule), Detail: v.Detail, Checkpoint: v.Checkpoint}
+		rec := violationRecord{Index: v.Index, Rule: v.Rule, Detail: v.Detail, Checkpoint: v.Checkpoint}
 		if rec.Checkpoint == nil {
 			rec.Checkpoint = covering
 		}
@@ -599,7 +600,7 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 
 type violationRecord struct {
 	Index      uint64
-	Rule       string
+	Rule       api.Rule
 	Detail     string
 	Checkpoint []byte `json:",omitempty"` // the checkpoint audited when found
 }
@@ -761,7 +762,7 @@ func (a *Auditor) Evidence(origin string) ([][]byte, error) {
 // Violation is a stored replay finding.
 type Violation struct {
 	Index  uint64
-	Rule   string
+	Rule   api.Rule
 	Detail string
 	// Checkpoint is the checkpoint being audited when it was found.
 	Checkpoint []byte

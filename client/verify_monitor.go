@@ -115,8 +115,8 @@ type Alert struct {
 	// Version and LogIndex locate the change record.
 	Version  uint64
 	LogIndex uint64
-	// Rule names the broken rule for AlertRuleViolation ("R5 device", ...).
-	Rule string
+	// Rule names the broken rule for AlertRuleViolation ([api.RuleDevice], ...).
+	Rule api.Rule
 	// Message says what happened, for the user.
 	Message string
 	// Err is, for AlertRuleViolation, the error of the broken rule: the
@@ -432,7 +432,7 @@ func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change
 func (s *MonitorState) check(p *Params, pc *parsedChange) (c *Change, violated bool, err error) {
 	r := pc.record
 	c = &Change{Version: r.Version, LogIndex: pc.logIndex, Record: r}
-	ruleAlert := func(rule string, cause, err error) {
+	ruleAlert := func(rule api.Rule, cause, err error) {
 		violated = true
 		c.Alerts = append(c.Alerts, Alert{
 			Kind: AlertRuleViolation, Version: r.Version, LogIndex: pc.logIndex, Rule: rule, Err: err,
@@ -453,7 +453,7 @@ func (s *MonitorState) check(p *Params, pc *parsedChange) (c *Change, violated b
 	}
 	if err := api.CheckChange(p.Origin, prev, r, recovery); err != nil {
 		var ae *api.AuthError
-		rule := "authorization"
+		rule := api.Rule("authorization") // CheckChange returns only *api.AuthError today
 		if errors.As(err, &ae) {
 			rule = ae.Rule
 		}

@@ -56,7 +56,7 @@ type summary struct {
 	By               client.Authority
 	Added, Removed   []string
 	Alerts           []client.AlertKind
-	Rules            []string
+	Rules            []api.Rule
 	AccountIDChanged bool
 	AccountKeyChange bool
 }
@@ -239,7 +239,7 @@ func TestVerifyMonitor(t *testing.T) {
 				return from(t, f)
 			},
 			changes: []summary{{Version: 2, By: client.ByUnknownKey,
-				Alerts: []client.AlertKind{client.AlertRuleViolation, client.AlertUnknownSigner}, Rules: []string{"R5 device"}}},
+				Alerts: []client.AlertKind{client.AlertRuleViolation, client.AlertUnknownSigner}, Rules: []api.Rule{"R5 device"}}},
 		},
 		{
 			name: "logged change whose authorizers hide a device (R7)",
@@ -252,7 +252,7 @@ func TestVerifyMonitor(t *testing.T) {
 				return from(t, f)
 			},
 			changes: []summary{{Version: 2, By: client.ByThisDevice,
-				Alerts: []client.AlertKind{client.AlertRuleViolation}, Rules: []string{"R7 authorizers"}}},
+				Alerts: []client.AlertKind{client.AlertRuleViolation}, Rules: []api.Rule{"R7 authorizers"}}},
 		},
 		{
 			name: "account ID changed by recovery",

@@ -243,7 +243,7 @@ func TestMonitorEntryPoints(t *testing.T) {
 						t.Errorf("change %d: version %d at %d, want %d at %d", i, c.Version, c.LogIndex, v.record.Version, v.logIndex)
 					}
 				}
-				rules := func(cs []client.Change) (out []string) {
+				rules := func(cs []client.Change) (out []api.Rule) {
 					for _, c := range cs {
 						for _, a := range c.Alerts {
 							if a.Kind == client.AlertRuleViolation {
@@ -252,7 +252,7 @@ func TestMonitorEntryPoints(t *testing.T) {
 								if !errors.As(a.Err, &ae) || ae.Rule != a.Rule {
 									t.Errorf("alert %v: Err %v is not the rule's *api.AuthError", a, a.Err)
 								}
-								if r7 := errors.Is(a.Err, client.ErrAuthorizers); r7 != (a.Rule == "R7 authorizers") {
+								if r7 := errors.Is(a.Err, client.ErrAuthorizers); r7 != (a.Rule == api.RuleAuthorizers) {
 									t.Errorf("alert %v: Err %v wraps ErrAuthorizers: %v", a, a.Err, r7)
 								}
 							}
@@ -260,13 +260,13 @@ func TestMonitorEntryPoints(t *testing.T) {
 					}
 					return out
 				}
-				var wantRules []string
+				var wantRules []api.Rule
 				switch {
 				case tc.setup == nil:
 				case tc.name == "logged change whose authorizers hide a device (R7)":
-					wantRules = []string{"R7 authorizers"}
+					wantRules = []api.Rule{api.RuleAuthorizers}
 				default:
-					wantRules = []string{"R5 device"}
+					wantRules = []api.Rule{api.RuleDevice}
 				}
 				if diff := cmp.Diff(wantRules, rules(changes)); diff != "" {
 					t.Errorf("rule violations (-want +got):\n%s", diff)

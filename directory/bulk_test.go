@@ -82,9 +82,9 @@ func TestBulkEnroll(t *testing.T) {
 	// The map rebuilt from the log alone is the served one.
 	served := e.waitEpoch(i)
 	e.stop()
-	root, err := RebuildMap(ctxT(t), e.b.open(t, e.k, e.logDir))
+	root, err := rebuildMap(ctxT(t), e.b.open(t, e.k, e.logDir))
 	if err != nil {
-		t.Fatalf("RebuildMap: %v", err)
+		t.Fatalf("rebuildMap: %v", err)
 	}
 	rec, _ := api.ParseEpochRecord(served.EpochRecord)
 	if root != rec.MapRoot {

@@ -270,7 +270,7 @@ func (d *Directory) recover(ctx context.Context) error {
 		if rp.m.Root() != rec.MapRoot || rp.m.Len() != rec.MapSize {
 			return fmt.Errorf("directory: stored map (root %x, %d leaves) does not match stored epoch %d (root %x, %d leaves)", rp.m.Root(), rp.m.Len(), rec.Epoch, rec.MapRoot, rec.MapSize)
 		}
-		rp.nextEpoch, rp.lastTS, rp.lastEpochIndex, rp.haveEpoch = rec.Epoch+1, rec.Timestamp, meta.logIndex, true
+		rp.chain, rp.lastEpochIndex = api.EpochChain{Next: rec.Epoch + 1, Time: rec.Timestamp}, meta.logIndex
 		start = meta.logIndex + 1
 	} else {
 		rp.m, _ = smt.New(nil)
@@ -343,7 +343,7 @@ func (d *Directory) recover(ctx context.Context) error {
 	if missing > 0 {
 		d.logger.Warn("directory: change records whose opening and device set are not in the store; lookups of these handles fail until their next change", "count", missing)
 	}
-	if !rp.haveEpoch && n > 0 {
+	if !rp.chain.Started() && n > 0 {
 		return fmt.Errorf("directory: the log has %d entries but no epoch record", n)
 	}
 	if lastEpoch != nil {
@@ -352,10 +352,10 @@ func (d *Directory) recover(ctx context.Context) error {
 
 	d.m = rp.m
 	d.size = n
-	d.nextEpoch = rp.nextEpoch
-	d.lastTS = rp.lastTS
+	d.nextEpoch = rp.chain.Next
+	d.lastTS = rp.chain.Time
 	d.pending = rp.pending
-	d.lastEpochAt = time.UnixMilli(int64(rp.lastTS))
+	d.lastEpochAt = time.UnixMilli(int64(rp.chain.Time))
 	if meta == nil {
 		return nil // a new log: the sequencer appends epoch record 0
 	}
@@ -372,7 +372,7 @@ func (d *Directory) recover(ctx context.Context) error {
 		}
 	}
 	if len(meta.checkpoint) == 0 {
-		d.logger.Info("directory: the last epoch's checkpoint is not known; closing a new epoch before serving lookups", "epoch", rp.nextEpoch-1)
+		d.logger.Info("directory: the last epoch's checkpoint is not known; closing a new epoch before serving lookups", "epoch", rp.chain.Next-1)
 		return nil
 	}
 	ep, err := d.newEpoch(meta, d.m.Snapshot())
@@ -387,21 +387,23 @@ func (d *Directory) recover(ctx context.Context) error {
 	return nil
 }
 
-// replayer recomputes the map from log entries and checks every epoch
-// record against it (design.md 7, 14 step 3).
+// replayer recomputes the map from log entries and checks every entry
+// against the log's epoch rules (api.CheckEpoch), stopping at the first
+// broken rule.
 type replayer struct {
 	origin         string
 	m              *smt.Map
 	pending        []smt.Update
 	applied        []smt.Update // the updates of the last epoch record
-	nextEpoch      uint64
-	lastTS         uint64
+	chain          api.EpochChain
 	lastEpochIndex uint64
-	haveEpoch      bool
 }
 
 // entry processes entry j. With apply false it only parses (the entry is
-// already reflected in the map).
+// already reflected in the map and the chain).
+//
+// SPEC(design.md 7, 14 steps 1, 3): the directory replays its log with the
+// auditor's epoch rules (api.CheckEpoch) and stops at the first violation.
 func (rp *replayer) entry(j uint64, e []byte, apply bool) (api.Entry, error) {
 	ent, err := api.ParseEntry(e)
 	if err != nil {
@@ -410,69 +412,23 @@ func (rp *replayer) entry(j uint64, e []byte, apply bool) (api.Entry, error) {
 	if !apply {
 		return ent, nil
 	}
-	switch r := ent.(type) {
-	case *api.ChangeRecord:
-		if !rp.haveEpoch {
-			return nil, fmt.Errorf("directory: log entry %d is a change record before epoch record 0", j)
-		}
-		rp.pending = append(rp.pending, smt.Update{Key: r.Index, Value: api.LeafHash(e)})
-	case *api.EpochRecord:
-		if r.Epoch != rp.nextEpoch || r.LogSize != j || (rp.haveEpoch && r.Timestamp < rp.lastTS) {
-			return nil, fmt.Errorf("directory: log entry %d: epoch record %d (log size %d, time %d) does not follow epoch %d (time %d)", j, r.Epoch, r.LogSize, r.Timestamp, rp.nextEpoch, rp.lastTS)
-		}
-		root, err := rp.m.Apply(rp.pending)
-		if err != nil {
+	var root [32]byte
+	_, isEpoch := ent.(*api.EpochRecord)
+	if isEpoch {
+		if root, err = rp.m.Apply(rp.pending); err != nil {
 			return nil, err
 		}
-		if root != r.MapRoot || rp.m.Len() != r.MapSize {
-			return nil, fmt.Errorf("directory: log entry %d: epoch %d has map root %x and %d leaves, but the log's changes give %x and %d", j, r.Epoch, r.MapRoot, r.MapSize, root, rp.m.Len())
-		}
 		rp.applied, rp.pending = rp.pending, nil
-		rp.nextEpoch, rp.lastTS, rp.lastEpochIndex, rp.haveEpoch = r.Epoch+1, r.Timestamp, j, true
+	}
+	chain, errs := api.CheckEpoch(rp.chain, j, ent, root, rp.m.Len())
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("directory: the log does not follow from its entries before: %w", errs[0])
+	}
+	rp.chain = chain
+	if isEpoch {
+		rp.lastEpochIndex = j
+	} else {
+		rp.pending = append(rp.pending, smt.Update{Key: ent.(*api.ChangeRecord).Index, Value: api.LeafHash(e)})
 	}
 	return ent, nil
-}
-
-// RebuildMap recomputes the map from the log alone: it reads every entry up
-// to the reader's latest checkpoint (whose signature it does not check),
-// checks every epoch record against the map recomputed from the change
-// records before it, and returns the root of the map after every change
-// record read. When the checkpoint ends with an epoch record, that root is
-// the epoch record's map root.
-func RebuildMap(ctx context.Context, r log.Reader) ([32]byte, error) {
-	raw, err := r.Checkpoint(ctx)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	body, _, _ := bytesCut(raw)
-	var cp fmtlog.Checkpoint
-	if _, err := cp.Unmarshal(body); err != nil {
-		return [32]byte{}, fmt.Errorf("directory: checkpoint: %w", err)
-	}
-	rp := &replayer{}
-	rp.m, _ = smt.New(nil)
-	for j := uint64(0); j < cp.Size; {
-		es, err := r.Entries(ctx, j, cp.Size)
-		if err != nil {
-			return [32]byte{}, err
-		}
-		for _, e := range es {
-			if _, err := rp.entry(j, e, true); err != nil {
-				return [32]byte{}, err
-			}
-			j++
-		}
-	}
-	return rp.m.Apply(rp.pending)
-}
-
-// bytesCut returns the checkpoint body (up to and including the blank
-// line's first newline).
-func bytesCut(raw []byte) ([]byte, []byte, bool) {
-	for i := 0; i+1 < len(raw); i++ {
-		if raw[i] == '\n' && raw[i+1] == '\n' {
-			return raw[:i+1], raw[i+2:], true
-		}
-	}
-	return raw, nil, false
 }

@@ -87,9 +87,9 @@ func TestRebuildMap(t *testing.T) {
 			e.stop()
 			// The directory is down; read the log alone.
 			l := e.b.open(t, e.k, e.logDir)
-			root, err := RebuildMap(ctxT(t), l)
+			root, err := rebuildMap(ctxT(t), l)
 			if err != nil {
-				t.Fatalf("RebuildMap: %v", err)
+				t.Fatalf("rebuildMap: %v", err)
 			}
 			cp, err := l.Checkpoint(ctxT(t))
 			if err != nil {

@@ -627,8 +627,8 @@ const fetchParallelism = 8
 // applied so far are committed and the view stays consistent.
 func (d *Directory) applyTail(ctx context.Context, n uint64) (fatal bool, err error) {
 	r := d.repl
-	rp := &replayer{origin: d.cfg.Origin, m: d.m, pending: d.pending, nextEpoch: d.nextEpoch, lastTS: d.lastTS,
-		lastEpochIndex: r.lastEpochIndex, haveEpoch: r.haveEpoch}
+	rp := &replayer{origin: d.cfg.Origin, m: d.m, pending: d.pending, chain: api.EpochChain{Next: d.nextEpoch, Time: d.lastTS},
+		lastEpochIndex: r.lastEpochIndex}
 	b := d.st.db.NewBatch()
 	j := d.size
 	commit := func() error {
@@ -637,9 +637,9 @@ func (d *Directory) applyTail(ctx context.Context, n uint64) (fatal bool, err er
 			return fmt.Errorf("directory: store: %w", err)
 		}
 		b = d.st.db.NewBatch()
-		d.m, d.pending, d.nextEpoch, d.lastTS = rp.m, rp.pending, rp.nextEpoch, rp.lastTS
-		d.lastEpochAt = time.UnixMilli(int64(rp.lastTS))
-		r.lastEpochIndex, r.haveEpoch = rp.lastEpochIndex, rp.haveEpoch
+		d.m, d.pending, d.nextEpoch, d.lastTS = rp.m, rp.pending, rp.chain.Next, rp.chain.Time
+		d.lastEpochAt = time.UnixMilli(int64(rp.chain.Time))
+		r.lastEpochIndex, r.haveEpoch = rp.lastEpochIndex, r.haveEpoch || rp.chain.Started()
 		d.size = j
 		r.applied.Store(j)
 		return nil

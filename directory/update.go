@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strings"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
@@ -300,7 +299,7 @@ func (d *Directory) loadPrevAt(index [32]byte, h headState, exists bool) (*prevS
 func (d *Directory) checkState(c *checked, prev *prevState) error {
 	if err := api.CheckChange(d.cfg.Origin, prev.hs, c.rec, d.recovery); err != nil {
 		var ae *api.AuthError
-		if errors.As(err, &ae) && (strings.HasPrefix(ae.Rule, "R2") || strings.HasPrefix(ae.Rule, "R3")) {
+		if errors.As(err, &ae) && (ae.Rule == api.RuleVersion || ae.Rule == api.RulePrev) {
 			return wrapf(ErrStaleVersion, err, "the change does not follow the handle's latest record")
 		}
 		return wrapf(ErrUnauthorized, err, "authorization")

@@ -11,12 +11,13 @@
 // For every entry j, in order:
 //
 //   - it parses (api.ParseEntry); entry 0 is epoch record 0 with the empty
-//     map;
+//     map (api.CheckEpoch);
 //   - a change record satisfies R1 to R6 against the state of its index
 //     (api.CheckChangeUnsigned, and the signature verified in batches);
 //   - an epoch record has the next epoch number, log size j, a timestamp
 //     not before the previous one, and the map root and size that the map
-//     recomputed (internal/smt) over every change record before j yields.
+//     recomputed (internal/smt) over every change record before j yields
+//     (api.CheckEpoch, which the directory's own replay also runs).
 //
 // For every checkpoint: the log's signature, and that its root equals the
 // RFC 6962 root of every entry fed so far (a compact range), so that a read
@@ -69,20 +70,22 @@ import (
 	"github.com/keytrans/kt/log"
 )
 
-// Rule names the check that a [Violation] failed. Authorization rules use
-// the names of api.AuthError ("R1 signature", "R2 version", ...).
-type Rule string
+// Rule names the check that a [Violation] failed: an [api.Rule], whose
+// constants name the authorization rules ("R1 signature", "R2 version",
+// ...) and the log's rules.
+type Rule = api.Rule
 
-// Rules of the replay other than the authorization rules.
+// Rules of the replay other than the authorization rules (the constants of
+// package api, under the names this package has always used).
 const (
-	RuleParse          Rule = "parse"           // the entry does not parse
-	RuleFirstEntry     Rule = "entry 0"         // entry 0 is not epoch record 0 with the empty map
-	RuleEpochNumber    Rule = "epoch number"    // epoch is not previous + 1
-	RuleEpochLogSize   Rule = "epoch log size"  // log size field is not the record's index
-	RuleEpochTimestamp Rule = "epoch timestamp" // timestamp before the previous epoch's
-	RuleMapRoot        Rule = "map root"        // map root is not the recomputed root (A6)
-	RuleMapSize        Rule = "map size"        // map size is not the recomputed size
-	RuleCheckpointRoot Rule = "checkpoint root" // a checkpoint's root is not the root of the entries
+	RuleParse          = api.RuleParse
+	RuleFirstEntry     = api.RuleFirstEntry
+	RuleEpochNumber    = api.RuleEpochNumber
+	RuleEpochLogSize   = api.RuleEpochLogSize
+	RuleEpochTimestamp = api.RuleEpochTimestamp
+	RuleMapRoot        = api.RuleMapRoot
+	RuleMapSize        = api.RuleMapSize
+	RuleCheckpointRoot = api.RuleCheckpointRoot
 )
 
 // A Violation is a rule the log broke. Anyone can reproduce it by replaying
@@ -96,7 +99,7 @@ type Violation struct {
 	Detail string
 	// Err is the underlying typed error, if any: *api.AuthError for the
 	// authorization rules, *api.FormatError or api.ErrMalformed for
-	// RuleParse.
+	// RuleParse, *api.EpochError for the rules api.CheckEpoch checks.
 	Err error
 	// Checkpoint is the signed checkpoint note, for RuleCheckpointRoot.
 	Checkpoint []byte `json:",omitempty"`
@@ -189,8 +192,8 @@ type Engine struct {
 	m       *smt.Map
 	pending []smt.Update
 
-	nextEpoch uint64
-	lastTime  uint64
+	// chain is the epoch sequence so far (api.CheckEpoch).
+	chain api.EpochChain
 	// changesSinceEpoch counts change records since the last epoch record
 	// (not saved: after a restore the first late-epoch check may miss).
 	changesSinceEpoch int
@@ -250,10 +253,10 @@ func (e *Engine) Handles() int { return len(e.handles) }
 
 // EpochTime returns the largest epoch timestamp replayed (Unix
 // milliseconds), 0 before any epoch record.
-func (e *Engine) EpochTime() uint64 { return e.lastTime }
+func (e *Engine) EpochTime() uint64 { return e.chain.Time }
 
 // NextEpoch returns the epoch number the next epoch record must have.
-func (e *Engine) NextEpoch() uint64 { return e.nextEpoch }
+func (e *Engine) NextEpoch() uint64 { return e.chain.Next }
 
 // Last returns the latest checkpoint verified, or nil.
 func (e *Engine) Last() *Checkpoint { return e.last }
@@ -310,16 +313,12 @@ func (e *Engine) Append(entries [][]byte) []Violation {
 		ent, err := api.ParseEntry(b)
 		if err != nil {
 			out = append(out, Violation{Index: j, Rule: RuleParse, Detail: err.Error(), Err: err})
-			if j == 0 {
-				out = append(out, Violation{Index: 0, Rule: RuleFirstEntry, Detail: "entry 0 does not parse"})
-			}
+			out = e.checkEpoch(j, nil, out)
 			continue
 		}
 		switch r := ent.(type) {
 		case *api.ChangeRecord:
-			if j == 0 {
-				out = append(out, Violation{Index: 0, Rule: RuleFirstEntry, Detail: "entry 0 is a change record"})
-			}
+			out = e.checkEpoch(j, r, out)
 			prev := e.handles[r.Index]
 			if err := api.CheckChangeUnsigned(prev, r, e.cfg.RecoveryKey); err != nil {
 				out = append(out, authViolation(j, err))
@@ -368,38 +367,40 @@ func (e *Engine) count(vs []Violation) {
 func authViolation(j uint64, err error) Violation {
 	rule := Rule("authorization")
 	if ae, ok := errors.AsType[*api.AuthError](err); ok {
-		rule = Rule(ae.Rule)
+		rule = ae.Rule
 	}
 	return Violation{Index: j, Rule: rule, Detail: err.Error(), Err: err}
 }
 
+// checkEpoch applies api.CheckEpoch to entry j, which is not an epoch
+// record (ent is nil if it does not parse).
+func (e *Engine) checkEpoch(j uint64, ent api.Entry, out []Violation) []Violation {
+	var errs []*api.EpochError
+	e.chain, errs = api.CheckEpoch(e.chain, j, ent, [32]byte{}, 0)
+	return appendEpochViolations(out, errs)
+}
+
+// epoch checks the epoch record at j against the map recomputed over every
+// change record before it, and warns of a late epoch.
+//
+// SPEC(design.md 14 steps 3, 4)
 func (e *Engine) epoch(j uint64, r *api.EpochRecord, out []Violation) []Violation {
-	if j == 0 && (r.Epoch != 0 || r.MapRoot != ([32]byte{}) || r.MapSize != 0) {
-		out = append(out, Violation{Index: 0, Rule: RuleFirstEntry, Detail: "entry 0 is not epoch record 0 with the empty map"})
-	}
-	if r.Epoch != e.nextEpoch {
-		out = append(out, Violation{Index: j, Rule: RuleEpochNumber, Detail: fmt.Sprintf("epoch %d, want %d", r.Epoch, e.nextEpoch)})
-	}
-	e.nextEpoch = r.Epoch + 1
-	if r.LogSize != j {
-		out = append(out, Violation{Index: j, Rule: RuleEpochLogSize, Detail: fmt.Sprintf("log size %d in the record at index %d", r.LogSize, j)})
-	}
-	if hb := e.cfg.Heartbeat; hb > 0 && j > 0 && e.changesSinceEpoch > 0 && r.Timestamp > e.lastTime &&
-		time.Duration(r.Timestamp-e.lastTime)*time.Millisecond > 2*hb {
+	// Step 4, a warning (auditor policy, not a rule of the log).
+	if hb := e.cfg.Heartbeat; hb > 0 && j > 0 && e.changesSinceEpoch > 0 && r.Timestamp > e.chain.Time &&
+		time.Duration(r.Timestamp-e.chain.Time)*time.Millisecond > 2*hb {
 		e.warnings = append(e.warnings, Warning{Index: j, Kind: WarnLateEpoch,
-			Detail: fmt.Sprintf("%d changes waited %v for this epoch, more than twice the heartbeat %v", e.changesSinceEpoch, time.Duration(r.Timestamp-e.lastTime)*time.Millisecond, hb)})
+			Detail: fmt.Sprintf("%d changes waited %v for this epoch, more than twice the heartbeat %v", e.changesSinceEpoch, time.Duration(r.Timestamp-e.chain.Time)*time.Millisecond, hb)})
 	}
 	e.changesSinceEpoch = 0
-	if r.Timestamp < e.lastTime {
-		out = append(out, Violation{Index: j, Rule: RuleEpochTimestamp, Detail: fmt.Sprintf("timestamp %d before the previous epoch's %d", r.Timestamp, e.lastTime)})
-	}
-	e.lastTime = max(e.lastTime, r.Timestamp)
 	e.flushMap()
-	if root := e.m.Root(); root != r.MapRoot {
-		out = append(out, Violation{Index: j, Rule: RuleMapRoot, Detail: fmt.Sprintf("published map root %s, recomputed %s", b64(r.MapRoot[:]), b64(root[:]))})
-	}
-	if n := e.m.Len(); n != r.MapSize {
-		out = append(out, Violation{Index: j, Rule: RuleMapSize, Detail: fmt.Sprintf("published map size %d, recomputed %d", r.MapSize, n)})
+	var errs []*api.EpochError
+	e.chain, errs = api.CheckEpoch(e.chain, j, r, e.m.Root(), e.m.Len())
+	return appendEpochViolations(out, errs)
+}
+
+func appendEpochViolations(out []Violation, errs []*api.EpochError) []Violation {
+	for _, err := range errs {
+		out = append(out, Violation{Index: err.Index, Rule: err.Rule, Detail: err.Reason, Err: err})
 	}
 	return out
 }
@@ -447,7 +448,7 @@ func (e *Engine) verify(b []sigJob) []Violation {
 	var out []Violation
 	for i := range b {
 		if !ed25519.Verify(b[i].pub[:], b[i].msg, b[i].sig[:]) {
-			err := &api.AuthError{Rule: "R1 signature", Reason: "the signature does not verify under the signer key", Err: api.ErrBadSignature}
+			err := &api.AuthError{Rule: api.RuleSignature, Reason: "the signature does not verify under the signer key", Err: api.ErrBadSignature}
 			out = append(out, authViolation(b[i].index, err))
 		}
 	}

@@ -40,8 +40,8 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 	for _, h := range hs {
 		b = append(b, h...)
 	}
-	b = binary.BigEndian.AppendUint64(b, e.nextEpoch)
-	b = binary.BigEndian.AppendUint64(b, e.lastTime)
+	b = binary.BigEndian.AppendUint64(b, e.chain.Next)
+	b = binary.BigEndian.AppendUint64(b, e.chain.Time)
 	b = binary.BigEndian.AppendUint64(b, e.violations)
 	b = binary.BigEndian.AppendUint64(b, e.firstBad)
 	for _, c := range []*Checkpoint{e.last, e.clean} {
@@ -116,8 +116,8 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 	for i := range hs {
 		hs[i] = bytes.Clone(r.take(32))
 	}
-	e.nextEpoch = r.u64()
-	e.lastTime = r.u64()
+	e.chain.Next = r.u64()
+	e.chain.Time = r.u64()
 	e.violations = r.u64()
 	e.firstBad = r.u64()
 	var notes [2][]byte

@@ -3,7 +3,6 @@ package grpcserver
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -51,7 +50,7 @@ func Code(err error) codes.Code {
 
 	// Stale or replayed changes: checked before the general authorization
 	// errors that also wrap them.
-	case errors.As(err, &authErr) && (strings.HasPrefix(authErr.Rule, "R2 ") || strings.HasPrefix(authErr.Rule, "R3 ")):
+	case errors.As(err, &authErr) && (authErr.Rule == api.RuleVersion || authErr.Rule == api.RulePrev):
 		return codes.Aborted
 	case errors.Is(err, api.ErrMalformed),
 		errors.Is(err, api.ErrInvalidHandle),

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/auditor"
-	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/client"
 )
 
@@ -144,8 +144,8 @@ func TestA5RewrittenHistory(t *testing.T) {
 func TestA6BadMapRoot(t *testing.T) {
 	r := run(t, "A6")
 	a := detections(t, r, ByAuditor)[0]
-	if v, ok := a.Detail.(auditor.Violation); !ok || v.Rule != string(replay.RuleMapRoot) {
-		t.Errorf("auditor violation %+v, want rule %q", a.Detail, replay.RuleMapRoot)
+	if v, ok := a.Detail.(auditor.Violation); !ok || v.Rule != api.RuleMapRoot {
+		t.Errorf("auditor violation %+v, want rule %q", a.Detail, api.RuleMapRoot)
 	}
 }
 
@@ -167,12 +167,12 @@ func TestA8Replay(t *testing.T) {
 	if n := len(detections(t, r, ByDirectory)); n != 2 {
 		t.Errorf("%d directory rejections, want 2", n)
 	}
-	var rules []string
+	var rules []api.Rule
 	for _, d := range detections(t, r, ByAuditor) {
 		v, _ := d.Detail.(auditor.Violation)
 		rules = append(rules, v.Rule)
 	}
-	if len(rules) != 2 || !strings.HasPrefix(rules[0], "R2 ") || !strings.HasPrefix(rules[1], "R5 ") {
+	if len(rules) != 2 || rules[0] != api.RuleVersion || rules[1] != api.RuleDevice {
 		t.Errorf("auditor rules %q, want R2 then R5", rules)
 	}
 }

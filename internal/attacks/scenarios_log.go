@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -13,7 +12,6 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/auditor"
-	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/internal/attacks/adversary"
 )
@@ -121,7 +119,7 @@ func runA6(ctx context.Context, w *World, r *Result) error {
 		return fmt.Errorf("the log wrapper substituted %d entries", len(subs))
 	}
 	v, err := awaitViolation(ctx, aud, func(v auditor.Violation) bool {
-		return v.Rule == string(replay.RuleMapRoot) && v.Index > subs[0].Index
+		return v.Rule == api.RuleMapRoot && v.Index > subs[0].Index
 	})
 	if err != nil {
 		return fmt.Errorf("auditor: %w: %w", errNotDetected, err)
@@ -280,10 +278,10 @@ func runA8(ctx context.Context, w *World, r *Result) error {
 		ver   uint64
 		entry func(h *api.ChangeRecord) []byte
 		dev   *Device
-		rule  string
+		rule  api.Rule
 	}{
-		{"Carol's version-2 change replayed in place of her version 4", cres.Index, 4, func(*api.ChangeRecord) []byte { return old.ChangeRecord }, c1, "R2 "},
-		{"a change signed by Bob's removed device in place of his version 5", bres.Index, 5, func(*api.ChangeRecord) []byte { return byRemovedV5 }, b1, "R5 "},
+		{"Carol's version-2 change replayed in place of her version 4", cres.Index, 4, func(*api.ChangeRecord) []byte { return old.ChangeRecord }, c1, api.RuleVersion},
+		{"a change signed by Bob's removed device in place of his version 5", bres.Index, 5, func(*api.ChangeRecord) []byte { return byRemovedV5 }, b1, api.RuleDevice},
 	} {
 		d.Log.Arm(adversary.ChangeOf(c.index, c.ver, c.entry))
 		t0 := time.Now()
@@ -295,7 +293,7 @@ func runA8(ctx context.Context, w *World, r *Result) error {
 		}
 		subs := d.Log.Substitutions()
 		at := subs[len(subs)-1].Index
-		v, err := awaitViolation(ctx, aud, func(v auditor.Violation) bool { return v.Index == at && strings.HasPrefix(v.Rule, c.rule) })
+		v, err := awaitViolation(ctx, aud, func(v auditor.Violation) bool { return v.Index == at && v.Rule == c.rule })
 		if err != nil {
 			return fmt.Errorf("auditor: %s: %w: %w", c.what, errNotDetected, err)
 		}

@@ -19,7 +19,7 @@
 //
 // TestWriterTakeover exercises the replicated directory's takeover
 // protocol with its building blocks (internal/lease, internal/payloadstore,
-// internal/replica, trillian.Unsequenced) and two test writers on the same
+// the test Follower, trillian.Unsequenced) and two test writers on the same
 // cluster. The benchmarks compare the cluster with the embedded default,
 // for the log (BenchmarkClusterAppend), for the directory in-process
 // (BenchmarkDirectory) and for ktd binaries through gRPC

@@ -31,8 +31,8 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/client"
-	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/internal/trilliantest"
 	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/trillian"
@@ -52,7 +52,7 @@ import (
 // every handle at the latest version the log holds (at least the
 // acknowledged one), lookups verified after the failover and never
 // failed to verify, and a fresh replay of the whole log
-// (directory.RebuildMap) gives the last epoch's map root.
+// (the auditor's replay engine) gives the last epoch's map root.
 func TestReplicatedFailover(t *testing.T) {
 	c := trilliantest.StartCluster(t, trilliantest.ClusterOptions{
 		Options: trilliantest.Options{SequencerInterval: 50 * time.Millisecond},
@@ -293,7 +293,7 @@ func TestReplicatedFailover(t *testing.T) {
 			t.Errorf("%s: %s serves version %d; acknowledged %d, the log's latest %d", h, survivor.name, res.Version, v, latest[res.Index])
 		}
 	}
-	root, err := directory.RebuildMap(ctx, reader)
+	root, err := replayMap(ctx, replay.Config{Origin: params.Origin, Verifier: params.LogVerifier, RecoveryKey: params.RecoveryKey}, reader)
 	if err != nil {
 		t.Fatalf("replaying the whole log: %v", err)
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/internal/lease"
 	"github.com/keytrans/kt/internal/payloadstore"
-	"github.com/keytrans/kt/internal/replica"
 	"github.com/keytrans/kt/internal/smt"
 	"github.com/keytrans/kt/internal/trilliantest"
 	"github.com/keytrans/kt/log/trillian"
@@ -35,7 +34,7 @@ import (
 // after every few changes, with the map root). Writer A is "killed" (its
 // context cancelled mid-append, its renewals stopped); writer B campaigns,
 // waits out the margin, drains Trillian's queue, replays the log with a
-// replica.Follower, closes an epoch over what A left, and continues. The
+// Follower (follower_test.go), closes an epoch over what A left, and continues. The
 // checks: A is fenced; every change either writer acknowledged is in the
 // log once, with its payload; a fresh follower replays the whole log
 // without divergence.
@@ -155,7 +154,7 @@ func TestWriterTakeover(t *testing.T) {
 	// first checkpoint covers everything A's queue held.)
 	lb := openLog(treeID)
 	defer lb.Close(context.Background())
-	f := replica.New(lb, origin, verifier, store)
+	f := NewFollower(lb, origin, verifier, store)
 	if _, err := f.Sync(ctx); err != nil {
 		t.Fatalf("replaying A's log: %v", err)
 	}
@@ -194,7 +193,7 @@ func TestWriterTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = raw
-	f2 := replica.New(lb, origin, verifier, store)
+	f2 := NewFollower(lb, origin, verifier, store)
 	n, err := f2.Sync(ctx)
 	if err != nil {
 		t.Fatalf("replaying the whole log: %v", err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
@@ -450,14 +451,38 @@ func scenario(t *testing.T, b backend) {
 		name string
 		r    log.Reader
 	}{{"gRPC Log service", client.LogReader{C: r.LogRPC}}, {"backend", r.Log}} {
-		root, err := directory.RebuildMap(ctx, rd.r)
+		root, err := replayMap(ctx, params, rd.r)
 		if err != nil {
-			t.Fatalf("RebuildMap over the %s: %v", rd.name, err)
+			t.Fatalf("replaying the log over the %s: %v", rd.name, err)
 		}
 		if root != ep.Record.MapRoot {
 			t.Fatalf("map rebuilt over the %s has root %x, the published epoch %d has %x", rd.name, root, ep.Record.Epoch, ep.Record.MapRoot)
 		}
 	}
+}
+
+// replayMap replays the whole log read from r, up to its latest
+// checkpoint, with the auditor's engine (which checks every rule, among
+// them the epoch rules the directory's own replay checks) and returns the
+// root of the map after every change record. A violation is an error.
+func replayMap(ctx context.Context, p *client.Params, r log.Reader) ([32]byte, error) {
+	e, err := replay.New(replay.Config{Origin: p.Origin, Verifier: p.LogVerifier, RecoveryKey: p.RecoveryKey})
+	if err != nil {
+		return [32]byte{}, err
+	}
+	cp, err := r.Checkpoint(ctx)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	vs, err := e.ReplayTo(ctx, r, cp, nil)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	if len(vs) > 0 {
+		return [32]byte{}, fmt.Errorf("%d violations, the first: %w", len(vs), &vs[0])
+	}
+	root, _ := e.MapRoot()
+	return root, nil
 }
 
 // withUnknown returns a copy of m carrying an unknown field (number 999).

@@ -1,21 +1,4 @@
-// Package replica is the reader side of the replicated directory
-// (docs/design.md section 17.1): a Follower rebuilds, from the log alone,
-// the views a directory instance serves lookups from (the map and each VRF
-// index's latest change record), and fetches the payloads the log does not
-// hold (opening and device set) from the shared [payloadstore].
-//
-// It advances in whole epochs: the state it exposes is always that of the
-// latest epoch record it has applied, whose map root it has recomputed and
-// compared, so a replica never serves a map the log's epoch records do not
-// commit to. A mismatch is a *DivergenceError carrying the evidence, and
-// the Follower stops.
-//
-// The directory's own replicated mode (directory.Config.Replication) does
-// not use a Follower: it follows the log with the directory's replay code,
-// into the same local store a standalone directory serves from. A
-// Follower is the stand-alone reader of the takeover protocol's tests
-// (internal/cluster TestWriterTakeover).
-package replica
+package cluster
 
 import (
 	"context"
@@ -40,22 +23,45 @@ var ErrNoEpoch = errors.New("replica: no epoch applied yet")
 var ErrNotRegistered = errors.New("replica: not registered as of the applied epoch")
 
 // DivergenceError reports a log entry that does not follow from the entries
-// before it: an epoch record out of sequence, or whose map root or size is
-// not the map the change records before it give.
+// before it: it does not parse, or it breaks an epoch rule (an epoch record
+// out of sequence, or whose map root or size is not the map the change
+// records before it give).
 type DivergenceError struct {
 	// Index is the log index of the offending entry, Entry its bytes.
 	Index uint64
 	Entry []byte
 	// Reason says what the entry claims and what the Follower computed.
 	Reason string
+	// Err is the *api.EpochError of the rule broken, or the parse error.
+	Err error
 }
 
 func (e *DivergenceError) Error() string {
 	return fmt.Sprintf("replica: log entry %d does not follow from the log before it: %s", e.Index, e.Reason)
 }
 
-// Follower follows one log. Its methods are safe for concurrent use; Sync
-// calls are serialised.
+// Unwrap returns Err.
+func (e *DivergenceError) Unwrap() error { return e.Err }
+
+// A Follower is the reader side of the replicated directory (docs/design.md
+// section 17.1) as the takeover test (TestWriterTakeover) needs it: it
+// rebuilds, from the log alone, the views a directory instance serves
+// lookups from (the map and each VRF index's latest change record), and
+// fetches the payloads the log does not hold (opening and device set) from
+// the shared [payloadstore].
+//
+// It advances in whole epochs: the state it exposes is always that of the
+// latest epoch record it has applied, whose map root it has recomputed and
+// compared with the log's epoch rules (api.CheckEpoch, which the directory
+// and the auditor also use), so it never serves a map the log's epoch
+// records do not commit to. A broken rule is a *DivergenceError carrying
+// the evidence, and the Follower stops.
+//
+// The directory's own replicated mode (directory.Config.Replication) does
+// not use a Follower: it follows the log with the directory's replay code,
+// into the same local store a standalone directory serves from.
+//
+// Its methods are safe for concurrent use; Sync calls are serialised.
 type Follower struct {
 	r        log.Reader
 	origin   string
@@ -67,8 +73,9 @@ type Follower struct {
 	// the state accessors under mu.
 	m       *smt.Map
 	pending []smt.Update
-	next    uint64 // next log index to read
-	failed  error  // sticky divergence
+	chain   api.EpochChain // the epoch sequence read so far
+	next    uint64         // next log index to read
+	failed  error          // sticky divergence
 
 	mu        sync.RWMutex
 	snap      *smt.Snapshot // map as of the applied epoch
@@ -76,9 +83,9 @@ type Follower struct {
 	epochSize uint64 // log size including the epoch record
 }
 
-// New returns a Follower of the log r, whose checkpoints it verifies for
-// origin with v, fetching payloads from ps.
-func New(r log.Reader, origin string, v note.Verifier, ps *payloadstore.Store) *Follower {
+// NewFollower returns a Follower of the log r, whose checkpoints it
+// verifies for origin with v, fetching payloads from ps.
+func NewFollower(r log.Reader, origin string, v note.Verifier, ps *payloadstore.Store) *Follower {
 	m, _ := smt.New(nil)
 	return &Follower{r: r, origin: origin, verifier: v, payloads: ps, m: m}
 }
@@ -139,47 +146,35 @@ func (f *Follower) Head() (root [32]byte, mapSize, logSize uint64) {
 	return f.m.Root(), f.m.Len(), f.next
 }
 
-// apply processes entry j, as the directory's replay does (section 7 and
-// 8 of design.md).
+// apply processes entry j with the log's epoch rules (api.CheckEpoch), as
+// the directory's replay does.
+//
+// SPEC(design.md 7, 14 steps 1, 3)
 func (f *Follower) apply(j uint64, e []byte) error {
 	ent, err := api.ParseEntry(e)
 	if err != nil {
-		return &DivergenceError{Index: j, Entry: e, Reason: err.Error()}
+		return &DivergenceError{Index: j, Entry: e, Reason: err.Error(), Err: err}
 	}
-	f.mu.RLock()
-	prev := f.epoch
-	f.mu.RUnlock()
-	switch r := ent.(type) {
-	case *api.ChangeRecord:
-		if prev == nil {
-			return &DivergenceError{Index: j, Entry: e, Reason: "a change record before epoch record 0"}
-		}
-		f.pending = append(f.pending, smt.Update{Key: r.Index, Value: api.LeafHash(e)})
-	case *api.EpochRecord:
-		wantEpoch := uint64(0)
-		if prev != nil {
-			wantEpoch = prev.Epoch + 1
-		}
-		switch {
-		case r.Epoch != wantEpoch:
-			return &DivergenceError{Index: j, Entry: e, Reason: fmt.Sprintf("epoch %d, want %d", r.Epoch, wantEpoch)}
-		case r.LogSize != j:
-			return &DivergenceError{Index: j, Entry: e, Reason: fmt.Sprintf("epoch record says log size %d at index %d", r.LogSize, j)}
-		case prev != nil && r.Timestamp < prev.Timestamp:
-			return &DivergenceError{Index: j, Entry: e, Reason: fmt.Sprintf("timestamp %d before the previous epoch's %d", r.Timestamp, prev.Timestamp)}
-		}
-		root, err := f.m.Apply(f.pending)
-		if err != nil {
+	var root [32]byte
+	r, isEpoch := ent.(*api.EpochRecord)
+	if isEpoch {
+		if root, err = f.m.Apply(f.pending); err != nil {
 			return fmt.Errorf("replica: applying %d changes: %w", len(f.pending), err)
 		}
-		if root != r.MapRoot || f.m.Len() != r.MapSize {
-			return &DivergenceError{Index: j, Entry: e, Reason: fmt.Sprintf("map root %x with %d leaves, but the change records give %x with %d", r.MapRoot, r.MapSize, root, f.m.Len())}
-		}
 		f.pending = nil
-		f.mu.Lock()
-		f.snap, f.epoch, f.epochSize = f.m.Snapshot(), r, j+1
-		f.mu.Unlock()
 	}
+	chain, errs := api.CheckEpoch(f.chain, j, ent, root, f.m.Len())
+	if len(errs) > 0 {
+		return &DivergenceError{Index: j, Entry: e, Reason: fmt.Sprintf("%s: %s", errs[0].Rule, errs[0].Reason), Err: errs[0]}
+	}
+	f.chain = chain
+	if !isEpoch {
+		f.pending = append(f.pending, smt.Update{Key: ent.(*api.ChangeRecord).Index, Value: api.LeafHash(e)})
+		return nil
+	}
+	f.mu.Lock()
+	f.snap, f.epoch, f.epochSize = f.m.Snapshot(), r, j+1
+	f.mu.Unlock()
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package replica
+package cluster
 
 import (
 	"bytes"
@@ -19,20 +19,22 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/internal/lease"
 	"github.com/keytrans/kt/internal/payloadstore"
 	"github.com/keytrans/kt/internal/smt"
 	"github.com/keytrans/kt/internal/trilliantest"
 	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/conformance"
 )
 
-const origin = "example.com/kt-replica-test"
+const replicaOrigin = "example.com/kt-replica-test"
 
 func keys(t *testing.T) (note.Signer, note.Verifier, string) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	skey, vkey, err := note.GenerateKey(rand.Reader, replicaOrigin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +93,7 @@ func change(t *testing.T, vk *vrf.PrivateKey, name string, version uint64, prev 
 	}
 	rec := &api.ChangeRecord{Index: index, Version: version, Kind: kind, Prev: prev,
 		Commitment: api.Commit(opening, index, version, ds), Authorizers: set.Authorizers()}
-	rec.Sign(origin, signer)
+	rec.Sign(replicaOrigin, signer)
 	b, err := rec.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -112,9 +114,9 @@ func TestFollowerRebuildsDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	recovery, _, _ := ed25519.GenerateKey(nil)
-	mlog := conformance.NewMemoryLog(origin, signer)
+	mlog := conformance.NewMemoryLog(replicaOrigin, signer)
 	d, err := directory.New(ctx, directory.Config{
-		Log: mlog, Origin: origin, LogVerifierKey: vkey, VRFKey: vk,
+		Log: mlog, Origin: replicaOrigin, LogVerifierKey: vkey, VRFKey: vk,
 		RecoveryKey: recovery, Credentials: directory.OpenEnrollment{},
 		StateDir:      filepath.Join(t.TempDir(), "state"),
 		EpochInterval: 20 * time.Millisecond, HeartbeatInterval: time.Second,
@@ -171,7 +173,7 @@ func TestFollowerRebuildsDirectory(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	f := New(mlog, origin, verifier, store)
+	f := NewFollower(mlog, replicaOrigin, verifier, store)
 	n, err := f.Sync(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -187,13 +189,13 @@ func TestFollowerRebuildsDirectory(t *testing.T) {
 	if root != ep.MapRoot {
 		t.Fatalf("follower's root %x, epoch's %x", root, ep.MapRoot)
 	}
-	// The follower agrees with the directory's own rebuild.
-	rebuilt, err := directory.RebuildMap(ctx, mlog)
+	// The follower agrees with the auditor's replay.
+	rebuilt, err := replayMap(ctx, replay.Config{Origin: replicaOrigin, Verifier: verifier, RecoveryKey: [32]byte(recovery)}, mlog)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ep.LogSize+1 == n && rebuilt != root {
-		t.Fatalf("follower's root %x, directory.RebuildMap %x", root, rebuilt)
+		t.Fatalf("follower's root %x, the auditor's replay %x", root, rebuilt)
 	}
 	for i, w := range wants {
 		_, set, _, err := f.Latest(ctx, w.index)
@@ -261,15 +263,16 @@ func TestFollowerDivergence(t *testing.T) {
 		name    string
 		entries func() [][]byte
 		bad     uint64
+		rule    api.Rule // "" for an entry that does not parse
 	}{
-		{"change before epoch 0", func() [][]byte { return [][]byte{hc.ChangeRecord} }, 0},
+		{"change before epoch 0", func() [][]byte { return [][]byte{hc.ChangeRecord} }, 0, api.RuleFirstEntry},
 		{"wrong map root", func() [][]byte {
 			return [][]byte{
 				epochRecord(t, &api.EpochRecord{Epoch: 0, LogSize: 0, MapRoot: empty.Root()}),
 				hc.ChangeRecord,
 				epochRecord(t, &api.EpochRecord{Epoch: 1, LogSize: 2, MapRoot: empty.Root(), MapSize: 1}),
 			}
-		}, 2},
+		}, 2, api.RuleMapRoot},
 		{"wrong map size", func() [][]byte {
 			m, _ := smt.New(nil)
 			rec, _ := api.ParseChangeRecord(hc.ChangeRecord)
@@ -279,37 +282,41 @@ func TestFollowerDivergence(t *testing.T) {
 				hc.ChangeRecord,
 				epochRecord(t, &api.EpochRecord{Epoch: 1, LogSize: 2, MapRoot: root, MapSize: 2}),
 			}
-		}, 2},
+		}, 2, api.RuleMapSize},
 		{"epoch skipped", func() [][]byte {
 			return [][]byte{
 				epochRecord(t, &api.EpochRecord{Epoch: 0, LogSize: 0, MapRoot: empty.Root()}),
 				epochRecord(t, &api.EpochRecord{Epoch: 2, LogSize: 1, MapRoot: empty.Root()}),
 			}
-		}, 1},
+		}, 1, api.RuleEpochNumber},
 		{"wrong log size", func() [][]byte {
 			return [][]byte{epochRecord(t, &api.EpochRecord{Epoch: 0, LogSize: 5, MapRoot: empty.Root()})}
-		}, 0},
+		}, 0, api.RuleEpochLogSize},
 		{"time going back", func() [][]byte {
 			return [][]byte{
 				epochRecord(t, &api.EpochRecord{Epoch: 0, Timestamp: 100, LogSize: 0, MapRoot: empty.Root()}),
 				epochRecord(t, &api.EpochRecord{Epoch: 1, Timestamp: 99, LogSize: 1, MapRoot: empty.Root()}),
 			}
-		}, 1},
+		}, 1, api.RuleEpochTimestamp},
 		{"garbage entry", func() [][]byte {
 			return [][]byte{epochRecord(t, &api.EpochRecord{Epoch: 0, LogSize: 0, MapRoot: empty.Root()}), {0x01, 0xff, 0x00}}
-		}, 1},
+		}, 1, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			signer, verifier, _ := keys(t)
-			l := conformance.NewMemoryLog(origin, signer)
+			l := conformance.NewMemoryLog(replicaOrigin, signer)
 			if _, err := l.AppendUnchecked(tc.entries()); err != nil {
 				t.Fatal(err)
 			}
-			f := New(l, origin, verifier, store)
+			f := NewFollower(l, replicaOrigin, verifier, store)
 			_, err := f.Sync(ctx)
 			var de *DivergenceError
 			if !errors.As(err, &de) || de.Index != tc.bad {
 				t.Fatalf("Sync: %v, want a DivergenceError at entry %d", err, tc.bad)
+			}
+			var ee *api.EpochError
+			if tc.rule == "" && !errors.Is(err, api.ErrMalformed) || tc.rule != "" && (!errors.As(err, &ee) || ee.Rule != tc.rule) {
+				t.Fatalf("Sync: %v, want rule %q", err, tc.rule)
 			}
 			if _, err2 := f.Sync(ctx); !errors.As(err2, &de) {
 				t.Fatalf("second Sync after divergence: %v", err2)
@@ -320,11 +327,35 @@ func TestFollowerDivergence(t *testing.T) {
 	// A checkpoint signed by another key is refused.
 	signer, _, _ := keys(t)
 	_, otherV, _ := keys(t)
-	l := conformance.NewMemoryLog(origin, signer)
+	l := conformance.NewMemoryLog(replicaOrigin, signer)
 	if _, err := l.AppendUnchecked([][]byte{epochRecord(t, &api.EpochRecord{MapRoot: empty.Root()})}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(l, origin, otherV, store).Sync(ctx); err == nil {
+	if _, err := NewFollower(l, replicaOrigin, otherV, store).Sync(ctx); err == nil {
 		t.Fatal("Sync accepted a checkpoint signed by another key")
 	}
+}
+
+// replayMap replays the whole log read from r, up to its latest
+// checkpoint, with the auditor's engine (which checks every rule, among
+// them the epoch rules the Follower and the directory check) and returns
+// the root of the map after every change record. A violation is an error.
+func replayMap(ctx context.Context, cfg replay.Config, r log.Reader) ([32]byte, error) {
+	e, err := replay.New(cfg)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	cp, err := r.Checkpoint(ctx)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	vs, err := e.ReplayTo(ctx, r, cp, nil)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	if len(vs) > 0 {
+		return [32]byte{}, fmt.Errorf("%d violations, the first: %w", len(vs), &vs[0])
+	}
+	root, _ := e.MapRoot()
+	return root, nil
 }
