@@ -21,9 +21,9 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/auditor"
-	"github.com/keytrans/kt/auditor/ktlog"
 	"github.com/keytrans/kt/auditor/replay"
-	"github.com/keytrans/kt/log/conformance"
+	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/log/witness"
 )

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/keytrans/kt/auditor"
-	"github.com/keytrans/kt/auditor/ktlog"
+	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/internal/testing/testkit"
 )
 

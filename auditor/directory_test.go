@@ -21,11 +21,11 @@ import (
 	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
-	"github.com/keytrans/kt/internal/omniwitness"
-	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/internal/testing/omniwitness"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/posix"
+	"github.com/keytrans/kt/vrf"
 )
 
 const dirOrigin = "example.test/kt"

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/keytrans/kt/auditor"
-	"github.com/keytrans/kt/auditor/ktlog"
+	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/log/evidence"
 )
 

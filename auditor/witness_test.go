@@ -12,9 +12,9 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/auditor"
-	"github.com/keytrans/kt/auditor/ktlog"
+	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/log"
-	"github.com/keytrans/kt/log/conformance"
 	"github.com/keytrans/kt/log/witness"
 )
 

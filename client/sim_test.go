@@ -18,10 +18,10 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
-	"github.com/keytrans/kt/internal/smt"
-	"github.com/keytrans/kt/internal/testonly"
-	"github.com/keytrans/kt/internal/vrf"
-	"github.com/keytrans/kt/log/conformance"
+	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/testonly"
+	"github.com/keytrans/kt/smt"
+	"github.com/keytrans/kt/vrf"
 )
 
 // This file is a small directory simulator: a real log (conformance's

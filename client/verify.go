@@ -10,8 +10,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/vrf"
 	"github.com/keytrans/kt/log/witness"
+	"github.com/keytrans/kt/vrf"
 )
 
 // Defaults of [Params].

@@ -8,7 +8,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/smt"
 )
 
 // Recipient is one device of a verified device set with its HPKE public key

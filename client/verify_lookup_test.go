@@ -18,8 +18,8 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
-	"github.com/keytrans/kt/internal/smt"
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/smt"
 )
 
 const (

@@ -12,7 +12,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/smt"
 )
 
 // OwnKeys are the signing keys the owner's device knows to be the owner's

@@ -39,7 +39,7 @@ import (
 	"golang.org/x/mod/modfile"
 
 	"github.com/keytrans/kt/internal/cliconfig"
-	"github.com/keytrans/kt/internal/trilliantest"
+	"github.com/keytrans/kt/internal/testing/trilliantest"
 )
 
 // ourBinaries are the commands deploy/ packages. Only those with a

@@ -17,7 +17,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/smt"
 )
 
 // Benchmarks run in-process, without gRPC, on the posix backend:

@@ -5,7 +5,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/smt"
 )
 
 // The commit pipeline. A group of requests goes through two stages, both

@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/keytrans/kt/internal/vrf"
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/vrf"
 )
 
 // Defaults of the optional [Config] fields.

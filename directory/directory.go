@@ -15,8 +15,8 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/smt"
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/smt"
 )
 
 // Directory is the key transparency directory: it validates and logs

@@ -19,10 +19,10 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
-	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/internal/testing/conformance"
 	"github.com/keytrans/kt/log"
-	"github.com/keytrans/kt/log/conformance"
 	"github.com/keytrans/kt/log/posix"
+	"github.com/keytrans/kt/vrf"
 )
 
 const testOrigin = "example.test/kt"

@@ -8,8 +8,8 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/smt"
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/smt"
 )
 
 // epoch is a published epoch as lookups serve it. Immutable but for the

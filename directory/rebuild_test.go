@@ -9,9 +9,9 @@ import (
 	fmtlog "github.com/transparency-dev/formats/log"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/internal/testing/conformance"
 	"github.com/keytrans/kt/log"
-	"github.com/keytrans/kt/log/conformance"
+	"github.com/keytrans/kt/smt"
 )
 
 // rebuildMap recomputes the map from the log alone: it reads every entry up

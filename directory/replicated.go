@@ -16,10 +16,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/internal/lease"
-	"github.com/keytrans/kt/internal/payloadstore"
-	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/directory/lease"
+	"github.com/keytrans/kt/directory/payloadstore"
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/smt"
 )
 
 // The replicated mode (docs/design.md section 17.1). Every instance keeps
@@ -54,7 +54,7 @@ import (
 
 // Replication configures the replicated mode; see [Config.Replication].
 type Replication struct {
-	// Lease is the writer lease (internal/lease): its database, name (one
+	// Lease is the writer lease (directory/lease): its database, name (one
 	// per log), duration and margin. Holder must be unique to this
 	// process, and start with the address clients reach this instance at,
 	// followed by a space (e.g. "kt-1.example.com:8443 5f2c..."): readers

@@ -13,9 +13,9 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/lease"
-	"github.com/keytrans/kt/internal/payloadstore"
-	"github.com/keytrans/kt/internal/trilliantest"
+	"github.com/keytrans/kt/directory/lease"
+	"github.com/keytrans/kt/directory/payloadstore"
+	"github.com/keytrans/kt/internal/testing/trilliantest"
 )
 
 // replicatedPair starts two replicated instances, a (which becomes the

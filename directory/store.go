@@ -11,7 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/vrf"
 )
 
 // The embedded store is Pebble (github.com/cockroachdb/pebble/v2), an LSM

@@ -5,8 +5,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/keytrans/kt/auditor/ktlog"
 	"github.com/keytrans/kt/auditor/replay"
+	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/internal/testing/testkit"
 )
 

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/keytrans/kt/auditor/ktlog"
 	"github.com/keytrans/kt/auditor/replay"
-	"github.com/keytrans/kt/log/conformance"
+	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/ktlog"
 )
 
 // Example replays a whole log from its read API (here an in-memory log;

@@ -10,8 +10,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/auditor/ktlog"
 	"github.com/keytrans/kt/auditor/replay"
+	"github.com/keytrans/kt/internal/testing/ktlog"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")

@@ -16,7 +16,7 @@
 //     (api.CheckChangeUnsigned, and the signature verified in batches);
 //   - an epoch record has the next epoch number, log size j, a timestamp
 //     not before the previous one, and the map root and size that the map
-//     recomputed (internal/smt) over every change record before j yields
+//     recomputed (smt) over every change record before j yields
 //     (api.CheckEpoch, which the directory's own replay also runs).
 //
 // For every checkpoint: the log's signature, and that its root equals the
@@ -66,8 +66,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/internal/smt"
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/smt"
 )
 
 // Rule names the check that a [Violation] failed: an [api.Rule], whose

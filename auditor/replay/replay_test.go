@@ -14,8 +14,8 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/auditor/ktlog"
 	"github.com/keytrans/kt/auditor/replay"
+	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/log"
 )
 

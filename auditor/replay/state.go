@@ -8,7 +8,7 @@ import (
 	"slices"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/internal/smt"
+	"github.com/keytrans/kt/smt"
 )
 
 // stateMagic starts every encoded engine state; the version in it changes

@@ -21,8 +21,8 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/auditor"
-	"github.com/keytrans/kt/auditor/ktlog"
 	"github.com/keytrans/kt/auditor/replay"
+	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/log/logapi"
 )
 

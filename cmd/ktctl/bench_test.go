@@ -13,9 +13,9 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/internal/smt"
-	"github.com/keytrans/kt/log/conformance"
+	"github.com/keytrans/kt/internal/testing/conformance"
 	"github.com/keytrans/kt/log/logapi"
+	"github.com/keytrans/kt/smt"
 )
 
 // benchLog is a valid log of n change records (one per index, enrollments,

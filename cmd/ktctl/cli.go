@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/keytrans/kt/internal/ktctl"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
 	"github.com/keytrans/kt/log/logapi"
 )
 

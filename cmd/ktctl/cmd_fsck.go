@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/keytrans/kt/internal/ktctl"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
 	klog "github.com/keytrans/kt/log"
 )
 

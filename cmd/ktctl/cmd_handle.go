@@ -12,8 +12,8 @@ import (
 
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
-	"github.com/keytrans/kt/internal/ktctl"
-	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
+	"github.com/keytrans/kt/vrf"
 )
 
 var historyCmd = &command{

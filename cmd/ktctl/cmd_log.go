@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keytrans/kt/internal/ktctl"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
 )
 
 var checkpointCmd = &command{

@@ -15,7 +15,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
-	"github.com/keytrans/kt/internal/ktctl"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
 )
 
 var recoverCmd = &command{

@@ -8,7 +8,7 @@ import (
 
 	tpb "github.com/google/trillian"
 
-	"github.com/keytrans/kt/internal/ktctl"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
 )
 
 var treeCreateCmd = &command{

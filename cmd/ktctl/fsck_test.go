@@ -14,10 +14,10 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/keytrans/kt/internal/ktctl"
-	"github.com/keytrans/kt/internal/ktctl/ktctltest"
-	"github.com/keytrans/kt/internal/testonly"
-	"github.com/keytrans/kt/log/conformance"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
+	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/testonly"
 	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/log/logapi"
 )

@@ -16,10 +16,10 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/keytrans/kt/api"
-	"github.com/keytrans/kt/internal/ktctl"
-	"github.com/keytrans/kt/internal/ktctl/ktctltest"
-	"github.com/keytrans/kt/internal/testwitness"
-	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
+	"github.com/keytrans/kt/internal/testing/testwitness"
+	"github.com/keytrans/kt/vrf"
 )
 
 func TestUsage(t *testing.T) {

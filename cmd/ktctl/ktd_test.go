@@ -17,7 +17,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/vrf"
 )
 
 func freeAddr(t *testing.T) string {

@@ -14,12 +14,12 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/client"
-	"github.com/keytrans/kt/internal/ktctl/ktctltest"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
 )
 
 // TestRecover checks every way ktctl recover refuses, against the fixture
 // directory. The successful path (a recovery through ktd's real Operator
-// listener, and the owner's alert) runs in internal/quickstart.
+// listener, and the owner's alert) runs in internal/testing/quickstart.
 func TestRecover(t *testing.T) {
 	f := ktctltest.Start(t)
 	dev, err := client.GenerateDevice(api.SuiteX25519, time.Now())

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/keytrans/kt/internal/ktctl"
-	"github.com/keytrans/kt/internal/trilliantest"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
+	"github.com/keytrans/kt/internal/testing/trilliantest"
 	"github.com/keytrans/kt/log/trillian"
 )
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
-	"github.com/keytrans/kt/internal/lease"
+	"github.com/keytrans/kt/directory/lease"
 	"github.com/keytrans/kt/log/posix"
 	"github.com/keytrans/kt/log/witness"
 

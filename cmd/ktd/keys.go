@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/keytrans/kt/internal/keyfile"
-	"github.com/keytrans/kt/internal/vrf"
+	"github.com/keytrans/kt/vrf"
 )
 
 // Key file formats. Each file holds one line of text.

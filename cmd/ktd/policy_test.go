@@ -13,7 +13,7 @@ import (
 	"github.com/transparency-dev/tessera"
 
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/internal/testwitness"
+	"github.com/keytrans/kt/internal/testing/testwitness"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/witness"
 )

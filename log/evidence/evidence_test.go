@@ -12,8 +12,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/keytrans/kt/internal/testing/conformance"
 	"github.com/keytrans/kt/log"
-	"github.com/keytrans/kt/log/conformance"
 	"github.com/keytrans/kt/log/evidence"
 )
 

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keytrans/kt/internal/testing/conformance"
 	"github.com/keytrans/kt/log"
-	"github.com/keytrans/kt/log/conformance"
 	"github.com/keytrans/kt/log/logapi"
 )
 

@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keytrans/kt/internal/testing/conformance"
 	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
-	"github.com/keytrans/kt/log/conformance"
 	"github.com/keytrans/kt/log/logapi"
 )
 

@@ -14,10 +14,10 @@ import (
 	"github.com/transparency-dev/tessera"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keytrans/kt/internal/testing/logtest"
 	"github.com/keytrans/kt/internal/testing/testkit"
-	"github.com/keytrans/kt/internal/testwitness"
+	"github.com/keytrans/kt/internal/testing/testwitness"
 	"github.com/keytrans/kt/log"
-	"github.com/keytrans/kt/log/logtest"
 	"github.com/keytrans/kt/log/witness"
 )
 

@@ -18,7 +18,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/keytrans/kt/internal/testwitness"
+	"github.com/keytrans/kt/internal/testing/testwitness"
 	"github.com/keytrans/kt/log"
 )
 

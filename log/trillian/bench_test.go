@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keytrans/kt/internal/trilliantest"
+	"github.com/keytrans/kt/internal/testing/trilliantest"
 )
 
 // BenchmarkAppendDurable measures durable appends through real

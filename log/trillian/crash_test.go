@@ -11,7 +11,7 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 
-	"github.com/keytrans/kt/internal/trilliantest"
+	"github.com/keytrans/kt/internal/testing/trilliantest"
 	"github.com/keytrans/kt/log"
 )
 

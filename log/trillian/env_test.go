@@ -22,9 +22,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/keytrans/kt/internal/trilliantest"
+	"github.com/keytrans/kt/internal/testing/logtest"
+	"github.com/keytrans/kt/internal/testing/trilliantest"
 	"github.com/keytrans/kt/log"
-	"github.com/keytrans/kt/log/logtest"
 )
 
 const testOrigin = "example.com/kt-trillian-test"

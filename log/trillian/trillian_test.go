@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/keytrans/kt/internal/testwitness"
-	"github.com/keytrans/kt/internal/trilliantest"
+	"github.com/keytrans/kt/internal/testing/testwitness"
+	"github.com/keytrans/kt/internal/testing/trilliantest"
 	"github.com/keytrans/kt/log"
 )
 

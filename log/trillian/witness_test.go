@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keytrans/kt/internal/testwitness"
+	"github.com/keytrans/kt/internal/testing/testwitness"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/witness"
 )

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keytrans/kt/internal/testonly"
+	"github.com/keytrans/kt/internal/testing/testonly"
 	"github.com/keytrans/kt/log"
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"

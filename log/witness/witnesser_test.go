@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keytrans/kt/internal/testwitness"
+	"github.com/keytrans/kt/internal/testing/testwitness"
 	"github.com/keytrans/kt/log/witness"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
