@@ -15,8 +15,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
-	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
 	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/ktctltest"
 	"github.com/keytrans/kt/internal/testing/testonly"
 	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/log/logapi"

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keytrans/kt/api/ktpb"
-	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
+	"github.com/keytrans/kt/internal/testing/ktctltest"
 )
 
 // lyingDirectory serves the fixture's directory over gRPC, passing each

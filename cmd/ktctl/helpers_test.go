@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
+	"github.com/keytrans/kt/internal/testing/ktctltest"
 )
 
 // result is one ktctl run.

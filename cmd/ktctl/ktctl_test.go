@@ -17,7 +17,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
-	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
+	"github.com/keytrans/kt/internal/testing/ktctltest"
 	"github.com/keytrans/kt/internal/testing/testwitness"
 	"github.com/keytrans/kt/vrf"
 )

@@ -14,7 +14,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/client"
-	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
+	"github.com/keytrans/kt/internal/testing/ktctltest"
 )
 
 // TestRecover checks every way ktctl recover refuses, against the fixture

@@ -13,7 +13,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
+	"github.com/keytrans/kt/internal/testing/ktctltest"
 )
 
 func TestMain(m *testing.M) {

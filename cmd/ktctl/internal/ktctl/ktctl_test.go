@@ -17,8 +17,8 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
-	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl/ktctltest"
 	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/ktctltest"
 	"github.com/keytrans/kt/log/witness"
 )
 
