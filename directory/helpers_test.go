@@ -3,7 +3,6 @@ package directory
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
@@ -214,30 +213,19 @@ func newHandle(t testing.TB, k *keys, input string) *handleState {
 // change builds a signed change of h to set. accountKey, if set, signs the
 // device set (strict mode).
 func (h *handleState) change(kind api.AuthKind, signer ed25519.PrivateKey, set *api.DeviceSet, accountKey ed25519.PrivateKey) *ktpb.HandleChange {
-	version := h.version + 1
 	if accountKey != nil {
-		set.SignAccount(testOrigin, h.index, version, accountKey)
+		set.SignAccount(testOrigin, h.index, h.version+1, accountKey)
 	}
-	ds, err := set.MarshalBinary()
+	hc, err := client.NewChange(testOrigin, h.latest(), set, kind, signer)
 	if err != nil {
 		panic(err)
 	}
-	var opening [32]byte
-	rand.Read(opening[:])
-	rec := &api.ChangeRecord{
-		Index:       h.index,
-		Version:     version,
-		Commitment:  api.Commit(opening, h.index, version, ds),
-		Prev:        h.leaf,
-		Kind:        kind,
-		Authorizers: set.Authorizers(),
-	}
-	rec.Sign(testOrigin, signer)
-	b, err := rec.MarshalBinary()
-	if err != nil {
-		panic(err)
-	}
-	return &ktpb.HandleChange{Handle: h.handle, ChangeRecord: b, Opening: opening[:], DeviceSet: ds}
+	return hc
+}
+
+// latest is h's latest state as a client's verified lookup gives it.
+func (h *handleState) latest() *client.LookupResult {
+	return &client.LookupResult{Handle: h.handle, Index: h.index, Version: h.version, LeafHash: h.leaf}
 }
 
 // accepted records that hc was logged.
