@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/internal/testing/conformance"
 	"github.com/keytrans/kt/internal/testing/ktlog"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/log/witness"
 )
@@ -321,30 +321,13 @@ func TestRestartResume(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestProgress: a catch-up logs its position, speed and ETA.
 func TestProgress(t *testing.T) {
 	l := newTestLog(t)
 	b := ktlog.New(origin)
 	b.Honest(600, 50)
 	l.appendAll(t, b)
-	var buf syncBuffer
+	var buf testkit.SyncBuffer
 	n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(l, b)},
 		progress: time.Nanosecond, logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err := n.a.AuditOnce(context.Background(), origin); err != nil {

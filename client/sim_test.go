@@ -19,6 +19,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testing/testonly"
 	"github.com/keytrans/kt/smt"
 	"github.com/keytrans/kt/vrf"
@@ -54,14 +55,7 @@ type keys struct {
 
 func newKeys(t testing.TB) *keys {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, vkey, signer, _ := testkit.NoteKey(t, testOrigin)
 	vk, err := vrf.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/smt"
 )
 
@@ -63,20 +64,20 @@ func (e *env) start2(f func(*Config)) {
 }
 
 // enrollments builds n signed enrollments of fresh handles.
-func enrollments(b *testing.B, e *env, n int, prefix string) ([]*ktpb.EnrollRequest, []*handleState, []*device) {
+func enrollments(b *testing.B, e *env, n int, prefix string) ([]*ktpb.EnrollRequest, []*handleState, []*testkit.Device) {
 	reqs := make([]*ktpb.EnrollRequest, n)
 	hs := make([]*handleState, n)
-	ds := make([]*device, n)
+	ds := make([]*testkit.Device, n)
 	var wg sync.WaitGroup
 	per := (n + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
 	for w := 0; w*per < n; w++ {
 		wg.Go(func() {
 			for i := w * per; i < min(n, (w+1)*per); i++ {
 				h := newHandle(b, e.k, fmt.Sprintf("%s%d@bench.example", prefix, i))
-				d := newDevice(b)
+				d := testkit.NewDevice()
 				var acct [16]byte
 				rand.Read(acct[:])
-				hc := h.change(api.AuthEnroll, d.sign, deviceSet(acct, d), nil)
+				hc := h.change(api.AuthEnroll, d.Sign, testkit.Set(acct, d), nil)
 				h.accepted(hc)
 				reqs[i] = &ktpb.EnrollRequest{Change: hc, Credential: e.k.token.IssueToken(h.handle)}
 				hs[i], ds[i] = h, d
@@ -132,9 +133,9 @@ func BenchmarkChange(b *testing.B) {
 	})
 	changes := make([]*ktpb.ChangeRequest, b.N)
 	parallel(b.N, runtime.GOMAXPROCS(0), func(i int) {
-		d2 := newDevice(b)
+		d2 := testkit.NewDevice()
 		acct := [16]byte(mustSet(reqs[i].Change.DeviceSet).AccountID)
-		changes[i] = &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hs[i].change(api.AuthDevice, ds[i].sign, deviceSet(acct, ds[i], d2), nil)}}
+		changes[i] = &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hs[i].change(api.AuthDevice, ds[i].Sign, testkit.Set(acct, ds[i], d2), nil)}}
 	})
 	b.ResetTimer()
 	start := time.Now()

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/internal/testing/testkit"
 )
 
 // TestBulkEnroll: handles enrolled by the bulk path are ordinary
@@ -18,11 +19,11 @@ func TestBulkEnroll(t *testing.T) {
 	bulkChunk = 64 // several groups
 	t.Cleanup(func() { bulkChunk = old })
 	e := newEnv(t, backends[0])
-	pool := []*device{newDevice(t), newDevice(t), newDevice(t)}
+	pool := []*testkit.Device{testkit.NewDevice(), testkit.NewDevice(), testkit.NewDevice()}
 	var account [16]byte
 	gen := func(i int) BulkHandle {
 		d := pool[i%len(pool)]
-		return BulkHandle{Handle: fmt.Sprintf("bulk%d@example.com", i), Set: deviceSet(account, d), Signer: d.sign}
+		return BulkHandle{Handle: fmt.Sprintf("bulk%d@example.com", i), Set: testkit.Set(account, d), Signer: d.Sign}
 	}
 	const n = 300
 	var last int
@@ -35,11 +36,11 @@ func TestBulkEnroll(t *testing.T) {
 	// An enrollment through the API after the load: its index is beyond
 	// every bulk record.
 	bob := newHandle(t, e.k, "bob@example.com")
-	i := e.enroll(bob, pool[0].sign, deviceSet(account, pool[0]))
+	i := e.enroll(bob, pool[0].Sign, testkit.Set(account, pool[0]))
 	for _, k := range []int{0, 1, 150, n - 1} {
 		res := e.lookup(fmt.Sprintf("bulk%d@example.com", k), i)
 		if !res.Registered || res.Version != 1 || res.Kind != api.AuthEnroll || len(res.DeviceSet.Devices) != 1 ||
-			res.DeviceSet.Devices[0].SigningKey != pool[k%len(pool)].pub() {
+			res.DeviceSet.Devices[0].SigningKey != pool[k%len(pool)].Pub() {
 			t.Fatalf("bulk handle %d: registered %v, version %d, kind %v, set %+v", k, res.Registered, res.Version, res.Kind, res.DeviceSet)
 		}
 	}
@@ -47,8 +48,8 @@ func TestBulkEnroll(t *testing.T) {
 	res := e.lookup("bulk4@example.com", i)
 	h := newHandle(t, e.k, "bulk4@example.com")
 	h.version, h.leaf = res.Version, res.LeafHash
-	d1, d2 := pool[1], newDevice(t)
-	i = e.apply(h, h.change(api.AuthDevice, d1.sign, deviceSet(account, d1, d2), nil))
+	d1, d2 := pool[1], testkit.NewDevice()
+	i = e.apply(h, h.change(api.AuthDevice, d1.Sign, testkit.Set(account, d1, d2), nil))
 	if res := e.lookup(h.handle, i); res.Version != 2 || len(res.DeviceSet.Devices) != 2 {
 		t.Fatalf("after a change: version %d, %d devices", res.Version, len(res.DeviceSet.Devices))
 	}
@@ -56,7 +57,7 @@ func TestBulkEnroll(t *testing.T) {
 	// Refused loads.
 	size := e.d.size
 	err := e.d.BulkEnroll(ctxT(t), 1, func(int) BulkHandle {
-		return BulkHandle{Handle: "new@example.com", Set: deviceSet(account, pool[0]), Signer: pool[1].sign}
+		return BulkHandle{Handle: "new@example.com", Set: testkit.Set(account, pool[0]), Signer: pool[1].Sign}
 	}, nil)
 	if !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("bulk enrollment signed outside its set: %v, want ErrUnauthorized", err)
@@ -70,7 +71,7 @@ func TestBulkEnroll(t *testing.T) {
 		t.Fatalf("one handle twice in a load: %v, want ErrInvalidArgument", err)
 	}
 	err = e.d.BulkEnroll(ctxT(t), 1, func(int) BulkHandle {
-		return BulkHandle{Handle: "not a handle", Set: deviceSet(account, pool[0]), Signer: pool[0].sign}
+		return BulkHandle{Handle: "not a handle", Set: testkit.Set(account, pool[0]), Signer: pool[0].Sign}
 	}, nil)
 	if !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("malformed handle: %v, want ErrInvalidArgument", err)

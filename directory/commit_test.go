@@ -12,6 +12,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
 )
 
@@ -91,13 +92,13 @@ func TestPipeline(t *testing.T) {
 				e.waitEpoch(i)
 
 				g.armed <- struct{}{}
-				d2, d3 := newDevice(t), newDevice(t)
-				hcA := alice.change(api.AuthDevice, a.sign, deviceSet(account, a, d2), nil)
+				d2, d3 := testkit.NewDevice(), testkit.NewDevice()
+				hcA := alice.change(api.AuthDevice, a.Sign, testkit.Set(account, a, d2), nil)
 				resA := e.changeAsync(hcA)
 				<-g.entered
 
 				// Same version as A, different set: stale against the flight.
-				hcB := alice.change(api.AuthDevice, a.sign, deviceSet(account, a, d3), nil)
+				hcB := alice.change(api.AuthDevice, a.Sign, testkit.Set(account, a, d3), nil)
 				select {
 				case r := <-e.changeAsync(hcB):
 					if !errors.Is(r.err, ErrStaleVersion) {
@@ -109,7 +110,7 @@ func TestPipeline(t *testing.T) {
 
 				// Chains on A (signed by a device of A's set).
 				alice.accepted(hcA)
-				hcC := alice.change(api.AuthDevice, d2.sign, deviceSet(account, a, d2, d3), nil)
+				hcC := alice.change(api.AuthDevice, d2.Sign, testkit.Set(account, a, d2, d3), nil)
 				resC := e.changeAsync(hcC)
 				select {
 				case r := <-resC:
@@ -166,23 +167,23 @@ func TestConcurrentChecks(t *testing.T) {
 	n := 4*numCheckers() + 3
 	type owner struct {
 		h       *handleState
-		dev     *device
+		dev     *testkit.Device
 		account [16]byte
 	}
 	owners := make([]owner, n)
 	for i := range owners {
 		var account [16]byte
 		account[0] = byte(i)
-		d := newDevice(t)
+		d := testkit.NewDevice()
 		h := newHandle(t, e.k, fmt.Sprintf("user%d@example.com", i))
-		e.enroll(h, d.sign, deviceSet(account, d))
+		e.enroll(h, d.Sign, testkit.Set(account, d))
 		owners[i] = owner{h, d, account}
 	}
 	bad := func(i int) bool { return i%5 == 2 }
 	results := make([]<-chan changeResult, n)
 	hcs := make([]*ktpb.HandleChange, n)
 	for i, o := range owners {
-		hcs[i] = o.h.change(api.AuthDevice, o.dev.sign, deviceSet(o.account, o.dev, newDevice(t)), nil)
+		hcs[i] = o.h.change(api.AuthDevice, o.dev.Sign, testkit.Set(o.account, o.dev, testkit.NewDevice()), nil)
 		if bad(i) {
 			r, err := api.ParseChangeRecord(hcs[i].ChangeRecord)
 			if err != nil {
@@ -270,19 +271,19 @@ func TestHeadStateWithoutRules(t *testing.T) {
 	}
 	// A change signed by a key that is not an authorizer, then a stale
 	// one, then a good one.
-	other := newDevice(t)
-	_, err = e.d.Change(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{alice.change(api.AuthDevice, other.sign, deviceSet(account, a, other), nil)}})
+	other := testkit.NewDevice()
+	_, err = e.d.Change(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{alice.change(api.AuthDevice, other.Sign, testkit.Set(account, a, other), nil)}})
 	if !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("change by a non-authorizer: %v, want ErrUnauthorized", err)
 	}
 	stale := *alice
 	stale.version = 0
 	stale.leaf = [32]byte{}
-	_, err = e.d.Change(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{stale.change(api.AuthDevice, a.sign, deviceSet(account, a, other), nil)}})
+	_, err = e.d.Change(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{stale.change(api.AuthDevice, a.Sign, testkit.Set(account, a, other), nil)}})
 	if !errors.Is(err, ErrStaleVersion) {
 		t.Fatalf("stale change: %v, want ErrStaleVersion", err)
 	}
-	j := e.apply(alice, alice.change(api.AuthDevice, a.sign, deviceSet(account, a, other), nil))
+	j := e.apply(alice, alice.change(api.AuthDevice, a.Sign, testkit.Set(account, a, other), nil))
 	if res := e.lookup(alice.handle, j); res.Version != 2 || len(res.DeviceSet.Devices) != 2 {
 		t.Fatalf("after the change: version %d with %d devices", res.Version, len(res.DeviceSet.Devices))
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/internal/testing/testkit"
 )
 
 // TestLifecycle runs a handle through its life on every backend: enroll,
@@ -26,7 +27,7 @@ func TestLifecycle(t *testing.T) {
 			alice := newHandle(t, e.k, "Alice@Example.com")
 			var account [16]byte
 			rand.Read(account[:])
-			a, bDev := newDevice(t), newDevice(t)
+			a, bDev := testkit.NewDevice(), testkit.NewDevice()
 
 			// Not registered: a verified absence.
 			e.waitEpoch(0)
@@ -46,31 +47,30 @@ func TestLifecycle(t *testing.T) {
 				return res
 			}
 
-			i := e.enroll(alice, a.sign, deviceSet(account, a))
-			check(i, keysOf(a))
+			i := e.enroll(alice, a.Sign, testkit.Set(account, a))
+			check(i, testkit.Pubs(a))
 
 			// Add device B, signed by A.
-			i = e.apply(alice, alice.change(api.AuthDevice, a.sign, deviceSet(account, a, bDev), nil))
-			check(i, keysOf(a, bDev))
+			i = e.apply(alice, alice.change(api.AuthDevice, a.Sign, testkit.Set(account, a, bDev), nil))
+			check(i, testkit.Pubs(a, bDev))
 
 			// Remove A, signed by B.
-			i = e.apply(alice, alice.change(api.AuthDevice, bDev.sign, deviceSet(account, bDev), nil))
-			check(i, keysOf(bDev))
+			i = e.apply(alice, alice.change(api.AuthDevice, bDev.Sign, testkit.Set(account, bDev), nil))
+			check(i, testkit.Pubs(bDev))
 
 			// Re-key B: new signing and HPKE keys, same device ID, signed by
 			// the old key.
-			b2 := newDevice(t)
-			b2.id = bDev.id
-			i = e.apply(alice, alice.change(api.AuthDevice, bDev.sign, deviceSet(account, b2), nil))
-			check(i, keysOf(b2))
+			b2 := bDev.Rekeyed()
+			i = e.apply(alice, alice.change(api.AuthDevice, bDev.Sign, testkit.Set(account, b2), nil))
+			check(i, testkit.Pubs(b2))
 
 			// Strict mode: add an account key (signed by the device), then a
 			// change signed by the account key alone.
 			_, acct, _ := ed25519.GenerateKey(nil)
-			i = e.apply(alice, alice.change(api.AuthDevice, b2.sign, deviceSet(account, b2), acct))
-			c := newDevice(t)
-			i = e.apply(alice, alice.change(api.AuthAccount, acct, deviceSet(account, b2, c), acct))
-			res := check(i, keysOf(b2, c))
+			i = e.apply(alice, alice.change(api.AuthDevice, b2.Sign, testkit.Set(account, b2), acct))
+			c := testkit.NewDevice()
+			i = e.apply(alice, alice.change(api.AuthAccount, acct, testkit.Set(account, b2, c), acct))
+			res := check(i, testkit.Pubs(b2, c))
 			resp, err := e.d.Lookup(ctxT(t), &ktpb.LookupRequest{Handle: alice.handle})
 			if err != nil {
 				t.Fatal(err)
@@ -82,33 +82,33 @@ func TestLifecycle(t *testing.T) {
 
 			// A second handle of the account, enrolled by device C.
 			bob := newHandle(t, e.k, "+1 (415) 555-0100")
-			i = e.enroll(bob, c.sign, deviceSet(account, c))
+			i = e.enroll(bob, c.Sign, testkit.Set(account, c))
 			if res := e.lookup(bob.handle, i); !res.Registered || res.DeviceSet.AccountID != account {
 				t.Fatalf("second handle: registered %v, account %x", res.Registered, res.DeviceSet.AccountID)
 			}
 
 			// Tombstone the second handle, then enroll it again.
-			i = e.apply(bob, bob.change(api.AuthDevice, c.sign, deviceSet(account), nil))
+			i = e.apply(bob, bob.change(api.AuthDevice, c.Sign, testkit.Set(account), nil))
 			if res := e.lookup(bob.handle, i); !res.Registered || !res.DeviceSet.IsTombstone() {
 				t.Fatalf("tombstone: registered %v, %d devices", res.Registered, len(res.DeviceSet.Devices))
 			}
-			d2 := newDevice(t)
+			d2 := testkit.NewDevice()
 			var account2 [16]byte
 			rand.Read(account2[:])
-			i = e.enroll(bob, d2.sign, deviceSet(account2, d2))
+			i = e.enroll(bob, d2.Sign, testkit.Set(account2, d2))
 			if res := e.lookup(bob.handle, i); res.Version != 3 || res.DeviceSet.AccountID != account2 {
 				t.Fatalf("re-enrollment: version %d, account %x", res.Version, res.DeviceSet.AccountID)
 			}
 
 			// Recovery through the operator endpoint.
-			r := newDevice(t)
-			hc := alice.change(api.AuthRecovery, e.k.recovery, deviceSet(account, r), nil)
+			r := testkit.NewDevice()
+			hc := alice.change(api.AuthRecovery, e.k.recovery, testkit.Set(account, r), nil)
 			rr, err := e.d.Recover(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}})
 			if err != nil {
 				t.Fatalf("Recover: %v", err)
 			}
 			alice.accepted(hc)
-			if res := check(rr.LogIndices[0], keysOf(r)); res.Kind != api.AuthRecovery {
+			if res := check(rr.LogIndices[0], testkit.Pubs(r)); res.Kind != api.AuthRecovery {
 				t.Fatalf("kind %v after recovery", res.Kind)
 			}
 
@@ -120,7 +120,7 @@ func TestLifecycle(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Monitor: %v", err)
 				}
-				mres, err := client.VerifyMonitor(e.params, nil, &client.MonitorState{Index: alice.index}, mresp, client.OwnKeys{Device: a.pub()}, time.Now())
+				mres, err := client.VerifyMonitor(e.params, nil, &client.MonitorState{Index: alice.index}, mresp, client.OwnKeys{Device: a.Pub()}, time.Now())
 				if err != nil {
 					t.Fatalf("VerifyMonitor: %v", err)
 				}
@@ -136,15 +136,15 @@ func TestLifecycle(t *testing.T) {
 
 			// Restart: everything is still there, and changes continue.
 			e.restart()
-			check(0, keysOf(r))
+			check(0, testkit.Pubs(r))
 			if res := e.lookup(bob.handle, 0); res.Version != 3 {
 				t.Fatalf("after restart: bob at version %d", res.Version)
 			}
 			if got := mon(); len(got.Changes) != int(alice.version) {
 				t.Fatalf("monitor after restart: %d changes", len(got.Changes))
 			}
-			i = e.apply(alice, alice.change(api.AuthDevice, r.sign, deviceSet(account, r, a), nil))
-			check(i, keysOf(r, a))
+			i = e.apply(alice, alice.change(api.AuthDevice, r.Sign, testkit.Set(account, r, a), nil))
+			check(i, testkit.Pubs(r, a))
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/testing/testkit"
 )
 
 // domainError reports whether err is one of the directory's domain errors,
@@ -34,11 +35,11 @@ func FuzzRequests(f *testing.F) {
 	var account [16]byte
 	rand.Read(account[:])
 	alice := newHandle(f, e.k, "alice@example.com")
-	a := newDevice(f)
-	enroll := alice.change(api.AuthEnroll, a.sign, deviceSet(account, a), nil)
-	i := e.enroll(alice, a.sign, deviceSet(account, a))
+	a := testkit.NewDevice()
+	enroll := alice.change(api.AuthEnroll, a.Sign, testkit.Set(account, a), nil)
+	i := e.enroll(alice, a.Sign, testkit.Set(account, a))
 	e.waitEpoch(i)
-	next := alice.change(api.AuthDevice, a.sign, deviceSet(account, a, newDevice(f)), nil)
+	next := alice.change(api.AuthDevice, a.Sign, testkit.Set(account, a, testkit.NewDevice()), nil)
 
 	seed := func(method byte, m proto.Message) {
 		b, err := proto.Marshal(m)

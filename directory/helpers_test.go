@@ -2,9 +2,7 @@ package directory
 
 import (
 	"context"
-	"crypto/ecdh"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
@@ -20,6 +18,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/posix"
 	"github.com/keytrans/kt/vrf"
@@ -39,18 +38,7 @@ type keys struct {
 
 func newKeys(t testing.TB) *keys {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, vkey, s, v := testkit.NoteKey(t, testOrigin)
 	vk, err := vrf.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -204,49 +192,6 @@ func (e *env) waitEpoch(i uint64) *ktpb.EpochPart {
 	}
 }
 
-// device is a client device.
-type device struct {
-	id   [16]byte
-	sign ed25519.PrivateKey
-	hpke []byte
-}
-
-func newDevice(t testing.TB) *device {
-	d := &device{}
-	rand.Read(d.id[:])
-	_, d.sign, _ = ed25519.GenerateKey(nil)
-	k, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.hpke = k.PublicKey().Bytes()
-	return d
-}
-
-func (d *device) pub() [32]byte { return [32]byte(d.sign.Public().(ed25519.PublicKey)) }
-
-func (d *device) api() api.Device {
-	return api.Device{ID: d.id, Suite: api.SuiteX25519, HPKEKey: d.hpke, SigningKey: d.pub(), Created: 1700000000}
-}
-
-func deviceSet(account [16]byte, ds ...*device) *api.DeviceSet {
-	s := &api.DeviceSet{AccountID: account}
-	for _, d := range ds {
-		s.Devices = append(s.Devices, d.api())
-	}
-	slices.SortFunc(s.Devices, func(a, b api.Device) int { return compareBytes(a.ID[:], b.ID[:]) })
-	return s
-}
-
-func compareBytes(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return int(a[i]) - int(b[i])
-		}
-	}
-	return len(a) - len(b)
-}
-
 // handleState is what a client tracks about one handle.
 type handleState struct {
 	handle  string
@@ -268,30 +213,19 @@ func newHandle(t testing.TB, k *keys, input string) *handleState {
 // change builds a signed change of h to set. accountKey, if set, signs the
 // device set (strict mode).
 func (h *handleState) change(kind api.AuthKind, signer ed25519.PrivateKey, set *api.DeviceSet, accountKey ed25519.PrivateKey) *ktpb.HandleChange {
-	version := h.version + 1
 	if accountKey != nil {
-		set.SignAccount(testOrigin, h.index, version, accountKey)
+		set.SignAccount(testOrigin, h.index, h.version+1, accountKey)
 	}
-	ds, err := set.MarshalBinary()
+	hc, err := client.NewChange(testOrigin, h.latest(), set, kind, signer)
 	if err != nil {
 		panic(err)
 	}
-	var opening [32]byte
-	rand.Read(opening[:])
-	rec := &api.ChangeRecord{
-		Index:       h.index,
-		Version:     version,
-		Commitment:  api.Commit(opening, h.index, version, ds),
-		Prev:        h.leaf,
-		Kind:        kind,
-		Authorizers: set.Authorizers(),
-	}
-	rec.Sign(testOrigin, signer)
-	b, err := rec.MarshalBinary()
-	if err != nil {
-		panic(err)
-	}
-	return &ktpb.HandleChange{Handle: h.handle, ChangeRecord: b, Opening: opening[:], DeviceSet: ds}
+	return hc
+}
+
+// latest is h's latest state as a client's verified lookup gives it.
+func (h *handleState) latest() *client.LookupResult {
+	return &client.LookupResult{Handle: h.handle, Index: h.index, Version: h.version, LeafHash: h.leaf}
 }
 
 // accepted records that hc was logged.
@@ -345,15 +279,6 @@ func signingKeys(s *api.DeviceSet) [][32]byte {
 	for _, d := range s.Devices {
 		out = append(out, d.SigningKey)
 	}
-	slices.SortFunc(out, func(a, b [32]byte) int { return compareBytes(a[:], b[:]) })
-	return out
-}
-
-func keysOf(ds ...*device) [][32]byte {
-	var out [][32]byte
-	for _, d := range ds {
-		out = append(out, d.pub())
-	}
-	slices.SortFunc(out, func(a, b [32]byte) int { return compareBytes(a[:], b[:]) })
+	slices.SortFunc(out, func(a, b [32]byte) int { return slices.Compare(a[:], b[:]) })
 	return out
 }

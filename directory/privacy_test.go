@@ -15,6 +15,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/testing/testkit"
 )
 
 // TestLogRevealsNoHandleOrKeyMaterial checks P7 (design.md 18) on what the
@@ -33,7 +34,7 @@ func TestLogRevealsNoHandleOrKeyMaterial(t *testing.T) {
 			rand.Read(account[:])
 			alice := newHandle(t, e.k, "Alice.Liddell@Example.COM")
 			bob := newHandle(t, e.k, "+1 (415) 555-0100")
-			a1, a2, b1, quiet := newDevice(t), newDevice(t), newDevice(t), newDevice(t)
+			a1, a2, b1, quiet := testkit.NewDevice(), testkit.NewDevice(), testkit.NewDevice(), testkit.NewDevice()
 			_, acct, _ := ed25519.GenerateKey(nil)
 
 			secret := map[string][]byte{
@@ -44,14 +45,14 @@ func TestLogRevealsNoHandleOrKeyMaterial(t *testing.T) {
 				"bob's number":            []byte("14155550100"),
 				"bob's national number":   []byte("4155550100"),
 				"the account ID":          account[:],
-				"the quiet device's key":  quiet.sign.Public().(ed25519.PublicKey),
-				"the quiet device's HPKE": quiet.hpke,
-				"the quiet device's ID":   quiet.id[:],
+				"the quiet device's key":  quiet.Sign.Public().(ed25519.PublicKey),
+				"the quiet device's HPKE": quiet.HPKE,
+				"the quiet device's ID":   quiet.ID[:],
 			}
 			var changes [][]byte // openings and device sets sent to the directory
-			for _, d := range []*device{a1, a2, b1, quiet} {
-				secret["HPKE key of "+hex.EncodeToString(d.id[:4])] = d.hpke
-				secret["device ID "+hex.EncodeToString(d.id[:4])] = d.id[:]
+			for _, d := range []*testkit.Device{a1, a2, b1, quiet} {
+				secret["HPKE key of "+hex.EncodeToString(d.ID[:4])] = d.HPKE
+				secret["device ID "+hex.EncodeToString(d.ID[:4])] = d.ID[:]
 			}
 
 			track := func(opening, set []byte) { changes = append(changes, opening, set) }
@@ -71,19 +72,18 @@ func TestLogRevealsNoHandleOrKeyMaterial(t *testing.T) {
 				return e.apply(h, hc)
 			}
 
-			enroll(alice, a1.sign, deviceSet(account, a1))
-			apply(alice, api.AuthDevice, a1.sign, deviceSet(account, a1, a2, quiet), nil)
-			a2b := newDevice(t)
-			a2b.id = a2.id
-			apply(alice, api.AuthDevice, a1.sign, deviceSet(account, a1, a2b, quiet), nil) // re-key a2
-			apply(alice, api.AuthDevice, a1.sign, deviceSet(account, a1, a2b, quiet), acct)
-			enroll(bob, b1.sign, deviceSet(account, b1))
-			last := apply(bob, api.AuthDevice, b1.sign, deviceSet(account, b1), nil)
-			secret["HPKE key of the re-keyed device"] = a2b.hpke
+			enroll(alice, a1.Sign, testkit.Set(account, a1))
+			apply(alice, api.AuthDevice, a1.Sign, testkit.Set(account, a1, a2, quiet), nil)
+			a2b := a2.Rekeyed()
+			apply(alice, api.AuthDevice, a1.Sign, testkit.Set(account, a1, a2b, quiet), nil) // re-key a2
+			apply(alice, api.AuthDevice, a1.Sign, testkit.Set(account, a1, a2b, quiet), acct)
+			enroll(bob, b1.Sign, testkit.Set(account, b1))
+			last := apply(bob, api.AuthDevice, b1.Sign, testkit.Set(account, b1), nil)
+			secret["HPKE key of the re-keyed device"] = a2b.HPKE
 			// a2's first key and the re-keyed key, and the account key,
 			// never signed a change: only their digests may appear.
-			secret["a2's first signing key"] = a2.sign.Public().(ed25519.PublicKey)
-			secret["a2's new signing key"] = a2b.sign.Public().(ed25519.PublicKey)
+			secret["a2's first signing key"] = a2.Sign.Public().(ed25519.PublicKey)
+			secret["a2's new signing key"] = a2b.Sign.Public().(ed25519.PublicKey)
 			secret["the account key"] = acct.Public().(ed25519.PublicKey)
 			e.lookup(bob.handle, last) // an epoch covers everything
 
@@ -147,8 +147,8 @@ func TestLogRevealsNoHandleOrKeyMaterial(t *testing.T) {
 			// appears as an authorizer digest.
 			all := bytes.Join(published, nil)
 			for name, k := range map[string][]byte{
-				"a1's signing key (signed alice's changes)": a1.sign.Public().(ed25519.PublicKey),
-				"b1's signing key (signed bob's changes)":   b1.sign.Public().(ed25519.PublicKey),
+				"a1's signing key (signed alice's changes)": a1.Sign.Public().(ed25519.PublicKey),
+				"b1's signing key (signed bob's changes)":   b1.Sign.Public().(ed25519.PublicKey),
 				"alice's VRF index":                         alice.index[:],
 			} {
 				if !bytes.Contains(all, k) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/smt"
 )
@@ -66,8 +67,8 @@ func bytesCut(raw []byte) ([]byte, []byte, bool) {
 func TestReplayerEpochRules(t *testing.T) {
 	k := newKeys(t)
 	h := newHandle(t, k, "alice@example.com")
-	d := newDevice(t)
-	change := h.change(api.AuthEnroll, d.sign, deviceSet([16]byte{}, d), nil).ChangeRecord
+	d := testkit.NewDevice()
+	change := h.change(api.AuthEnroll, d.Sign, testkit.Set([16]byte{}, d), nil).ChangeRecord
 	rec, err := api.ParseChangeRecord(change)
 	if err != nil {
 		t.Fatal(err)

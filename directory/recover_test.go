@@ -11,6 +11,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
 )
 
@@ -56,13 +57,13 @@ func (f *faultLog) Append(ctx context.Context, es [][]byte) ([]uint64, error) {
 }
 
 // lifeOf sets up alice with one device and returns what the tests need.
-func lifeOf(t *testing.T, e *env) (*handleState, *device, [16]byte, uint64) {
+func lifeOf(t *testing.T, e *env) (*handleState, *testkit.Device, [16]byte, uint64) {
 	t.Helper()
 	var account [16]byte
 	rand.Read(account[:])
-	a := newDevice(t)
+	a := testkit.NewDevice()
 	alice := newHandle(t, e.k, "alice@example.com")
-	i := e.enroll(alice, a.sign, deviceSet(account, a))
+	i := e.enroll(alice, a.Sign, testkit.Set(account, a))
 	return alice, a, account, i
 }
 
@@ -75,12 +76,12 @@ func TestRebuildMap(t *testing.T) {
 			var i uint64
 			for n := range 20 {
 				h := newHandle(t, e.k, "+1415555"+string(rune('0'+n/10))+string(rune('0'+n%10))+"00")
-				d := newDevice(t)
+				d := testkit.NewDevice()
 				var acct [16]byte
-				i = e.enroll(h, d.sign, deviceSet(acct, d))
+				i = e.enroll(h, d.Sign, testkit.Set(acct, d))
 				if n%3 == 0 {
-					d2 := newDevice(t)
-					i = e.apply(h, h.change(api.AuthDevice, d.sign, deviceSet(acct, d, d2), nil))
+					d2 := testkit.NewDevice()
+					i = e.apply(h, h.change(api.AuthDevice, d.Sign, testkit.Set(acct, d, d2), nil))
 				}
 			}
 			e.waitEpoch(i)
@@ -152,8 +153,8 @@ func TestStoreLost(t *testing.T) {
 		t.Fatalf("lookup of a handle whose opening was lost: %v, want ErrUnavailable", err)
 	}
 	bob := newHandle(t, e.k, "bob@example.com")
-	d := newDevice(t)
-	i = e.enroll(bob, d.sign, deviceSet([16]byte{1}, d))
+	d := testkit.NewDevice()
+	i = e.enroll(bob, d.Sign, testkit.Set([16]byte{1}, d))
 	if res := e.lookup(bob.handle, i); !res.Registered {
 		t.Fatal("new handle not registered after the store was rebuilt")
 	}
@@ -172,8 +173,8 @@ func TestCrashBeforeAppend(t *testing.T) {
 			e.restart()
 			alice, a, account, i := lifeOf(t, e)
 			e.waitEpoch(i)
-			d2 := newDevice(t)
-			hc := alice.change(api.AuthDevice, a.sign, deviceSet(account, a, d2), nil)
+			d2 := testkit.NewDevice()
+			hc := alice.change(api.AuthDevice, a.Sign, testkit.Set(account, a, d2), nil)
 			fl.set("drop")
 			if _, err := e.d.Change(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}}); !errors.Is(err, ErrUnavailable) {
 				t.Fatalf("change with a failing append: %v, want ErrUnavailable", err)
@@ -210,8 +211,8 @@ func TestCrashAfterAppend(t *testing.T) {
 			e.restart()
 			alice, a, account, i := lifeOf(t, e)
 			e.waitEpoch(i)
-			d2 := newDevice(t)
-			hc := alice.change(api.AuthDevice, a.sign, deviceSet(account, a, d2), nil)
+			d2 := testkit.NewDevice()
+			hc := alice.change(api.AuthDevice, a.Sign, testkit.Set(account, a, d2), nil)
 			fl.set("lose-ack")
 			if _, err := e.d.Change(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}}); !errors.Is(err, ErrUnavailable) {
 				t.Fatalf("change with a lost acknowledgement: %v, want ErrUnavailable", err)
@@ -260,8 +261,8 @@ func TestAnotherWriter(t *testing.T) {
 		t.Fatalf("the log grew from %d to %d after the sequencer stopped", size, s)
 	}
 	alice := newHandle(t, e.k, "alice@example.com")
-	d := newDevice(t)
-	hc := alice.change(api.AuthEnroll, d.sign, deviceSet([16]byte{}, d), nil)
+	d := testkit.NewDevice()
+	hc := alice.change(api.AuthEnroll, d.Sign, testkit.Set([16]byte{}, d), nil)
 	if _, err := e.d.Enroll(ctxT(t), &ktpb.EnrollRequest{Change: hc, Credential: e.k.token.IssueToken(alice.handle)}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("enroll after the sequencer stopped: %v, want ErrUnavailable", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/directory/lease"
 	"github.com/keytrans/kt/directory/payloadstore"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testing/trilliantest"
 )
 
@@ -78,15 +79,15 @@ func TestReplicated(t *testing.T) {
 	ctx := ctxT(t)
 
 	alice := newHandle(t, a.k, "alice@example.com")
-	d1, d2 := newDevice(t), newDevice(t)
+	d1, d2 := testkit.NewDevice(), testkit.NewDevice()
 	var account [16]byte
-	i := a.enroll(alice, d1.sign, deviceSet(account, d1))
+	i := a.enroll(alice, d1.Sign, testkit.Set(account, d1))
 	res := b.lookup(alice.handle, i) // waits for b's epoch, verifies
 	if !res.Registered || res.Version != 1 {
 		t.Fatalf("reader: %+v", res)
 	}
 	// The reader refuses changes, naming the writer.
-	hc := alice.change(api.AuthDevice, d1.sign, deviceSet(account, d1, d2), nil)
+	hc := alice.change(api.AuthDevice, d1.Sign, testkit.Set(account, d1, d2), nil)
 	_, err := b.d.Change(ctx, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{hc}})
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "a:8443") {
 		t.Fatalf("Change at the reader: %v, want ErrUnavailable naming a:8443", err)
@@ -107,10 +108,10 @@ func TestReplicated(t *testing.T) {
 	// The writer leaves; the reader takes over.
 	a.stop()
 	awaitRole(t, b.d, RoleWriter)
-	hc = alice.change(api.AuthDevice, d2.sign, deviceSet(account, d2), nil)
+	hc = alice.change(api.AuthDevice, d2.Sign, testkit.Set(account, d2), nil)
 	i = b.apply(alice, hc)
 	res = b.lookup(alice.handle, i)
-	if res.Version != 3 || len(res.DeviceSet.Devices) != 1 || res.DeviceSet.Devices[0].SigningKey != d2.pub() {
+	if res.Version != 3 || len(res.DeviceSet.Devices) != 1 || res.DeviceSet.Devices[0].SigningKey != d2.Pub() {
 		t.Fatalf("after the takeover: version %d, %d devices", res.Version, len(res.DeviceSet.Devices))
 	}
 
@@ -140,13 +141,13 @@ func TestReplicatedLeaseLost(t *testing.T) {
 		t.Errorf("StopError %v, want lease.ErrLost", a.d.StopError())
 	}
 	alice := newHandle(t, a.k, "alice@example.com")
-	d1 := newDevice(t)
-	hc := alice.change(api.AuthEnroll, d1.sign, deviceSet([16]byte{}, d1), nil)
+	d1 := testkit.NewDevice()
+	hc := alice.change(api.AuthEnroll, d1.Sign, testkit.Set([16]byte{}, d1), nil)
 	if _, err := a.d.Enroll(ctxT(t), &ktpb.EnrollRequest{Change: hc, Credential: a.k.token.IssueToken(alice.handle)}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Enroll at the deposed writer: %v, want ErrUnavailable", err)
 	}
 	awaitRole(t, b.d, RoleWriter)
-	i := b.enroll(alice, d1.sign, deviceSet([16]byte{}, d1))
+	i := b.enroll(alice, d1.Sign, testkit.Set([16]byte{}, d1))
 	if res := b.lookup(alice.handle, i); res.Version != 1 {
 		t.Fatalf("new writer serves version %d", res.Version)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/testing/testkit"
 )
 
 // TestRejected sends hostile and mistaken changes and checks each gets the
@@ -17,16 +18,16 @@ func TestRejected(t *testing.T) {
 	e := newEnv(t, backends[0])
 	var account [16]byte
 	rand.Read(account[:])
-	a, b := newDevice(t), newDevice(t)
+	a, b := testkit.NewDevice(), testkit.NewDevice()
 	alice := newHandle(t, e.k, "alice@example.com")
-	e.enroll(alice, a.sign, deviceSet(account, a))
+	e.enroll(alice, a.Sign, testkit.Set(account, a))
 	// v2 adds B; keep it to replay later.
-	addB := alice.change(api.AuthDevice, a.sign, deviceSet(account, a, b), nil)
+	addB := alice.change(api.AuthDevice, a.Sign, testkit.Set(account, a, b), nil)
 	e.apply(alice, addB)
 	// v3 removes A.
-	e.apply(alice, alice.change(api.AuthDevice, b.sign, deviceSet(account, b), nil))
+	e.apply(alice, alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b), nil))
 	carol := newHandle(t, e.k, "carol@example.com")
-	stranger := newDevice(t)
+	stranger := testkit.NewDevice()
 
 	type submit func(hc *ktpb.HandleChange) error
 	change := func(hc *ktpb.HandleChange) error {
@@ -64,45 +65,45 @@ func TestRejected(t *testing.T) {
 		send submit
 		want error
 	}{
-		{"unauthorized signer", alice.change(api.AuthDevice, stranger.sign, deviceSet(account, b, stranger), nil), change, ErrUnauthorized},
+		{"unauthorized signer", alice.change(api.AuthDevice, stranger.Sign, testkit.Set(account, b, stranger), nil), change, ErrUnauthorized},
 		{"replay of an accepted change", addB, change, ErrStaleVersion},
-		{"removed device signs", alice.change(api.AuthDevice, a.sign, deviceSet(account, a, b), nil), change, ErrUnauthorized},
-		{"built on an old version", stale.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), change, ErrStaleVersion},
-		{"version ahead", ahead.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), change, ErrStaleVersion},
+		{"removed device signs", alice.change(api.AuthDevice, a.Sign, testkit.Set(account, a, b), nil), change, ErrUnauthorized},
+		{"built on an old version", stale.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), change, ErrStaleVersion},
+		{"version ahead", ahead.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), change, ErrStaleVersion},
 		{"wrong index", func() *ktpb.HandleChange {
-			hc := carol.change(api.AuthEnroll, a.sign, deviceSet(account, a), nil)
+			hc := carol.change(api.AuthEnroll, a.Sign, testkit.Set(account, a), nil)
 			hc.Handle = "dave@example.com"
 			return hc
 		}(), enroll(""), ErrInvalidArgument},
-		{"bad credential", carol.change(api.AuthEnroll, a.sign, deviceSet(account, a), nil), enroll("kt1.9999999999.AAAA"), ErrUnauthorized},
-		{"credential for another handle", carol.change(api.AuthEnroll, a.sign, deviceSet(account, a), nil), enroll(e.k.token.IssueToken("mailto:dave@example.com")), ErrUnauthorized},
-		{"enroll over a live handle", old.change(api.AuthEnroll, stranger.sign, deviceSet(account, stranger), nil), enroll(""), ErrStaleVersion},
-		{"truncated record", mutate(alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.ChangeRecord = hc.ChangeRecord[:50] }), change, ErrInvalidArgument},
-		{"garbage record", mutate(alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.ChangeRecord = []byte("\x01\x01garbage") }), change, ErrInvalidArgument},
-		{"short opening", mutate(alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.Opening = hc.Opening[:31] }), change, ErrInvalidArgument},
-		{"commitment does not open", mutate(alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.Opening[0] ^= 1 }), change, ErrInvalidArgument},
-		{"malformed device set", mutate(alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.DeviceSet = hc.DeviceSet[:len(hc.DeviceSet)-1] }), change, ErrInvalidArgument},
-		{"bad signature", mutate(alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.ChangeRecord[len(hc.ChangeRecord)-1] ^= 1 }), change, ErrUnauthorized},
-		{"bad handle", mutate(alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.Handle = "not a handle" }), change, ErrInvalidArgument},
-		{"recovery through Change", alice.change(api.AuthRecovery, e.k.recovery, deviceSet(account, stranger), nil), change, ErrUnauthorized},
-		{"recovery not signed by the recovery key", alice.change(api.AuthRecovery, b.sign, deviceSet(account, stranger), nil), recoverOp, ErrUnauthorized},
-		{"device change through Recover", alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil), recoverOp, ErrUnauthorized},
-		{"enrollment through Change", carol.change(api.AuthEnroll, a.sign, deviceSet(account, a), nil), change, ErrUnauthorized},
+		{"bad credential", carol.change(api.AuthEnroll, a.Sign, testkit.Set(account, a), nil), enroll("kt1.9999999999.AAAA"), ErrUnauthorized},
+		{"credential for another handle", carol.change(api.AuthEnroll, a.Sign, testkit.Set(account, a), nil), enroll(e.k.token.IssueToken("mailto:dave@example.com")), ErrUnauthorized},
+		{"enroll over a live handle", old.change(api.AuthEnroll, stranger.Sign, testkit.Set(account, stranger), nil), enroll(""), ErrStaleVersion},
+		{"truncated record", mutate(alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.ChangeRecord = hc.ChangeRecord[:50] }), change, ErrInvalidArgument},
+		{"garbage record", mutate(alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.ChangeRecord = []byte("\x01\x01garbage") }), change, ErrInvalidArgument},
+		{"short opening", mutate(alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.Opening = hc.Opening[:31] }), change, ErrInvalidArgument},
+		{"commitment does not open", mutate(alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.Opening[0] ^= 1 }), change, ErrInvalidArgument},
+		{"malformed device set", mutate(alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.DeviceSet = hc.DeviceSet[:len(hc.DeviceSet)-1] }), change, ErrInvalidArgument},
+		{"bad signature", mutate(alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.ChangeRecord[len(hc.ChangeRecord)-1] ^= 1 }), change, ErrUnauthorized},
+		{"bad handle", mutate(alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), func(hc *ktpb.HandleChange) { hc.Handle = "not a handle" }), change, ErrInvalidArgument},
+		{"recovery through Change", alice.change(api.AuthRecovery, e.k.recovery, testkit.Set(account, stranger), nil), change, ErrUnauthorized},
+		{"recovery not signed by the recovery key", alice.change(api.AuthRecovery, b.Sign, testkit.Set(account, stranger), nil), recoverOp, ErrUnauthorized},
+		{"device change through Recover", alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil), recoverOp, ErrUnauthorized},
+		{"enrollment through Change", carol.change(api.AuthEnroll, a.Sign, testkit.Set(account, a), nil), change, ErrUnauthorized},
 		{"account ID changed by a device", func() *ktpb.HandleChange {
 			var other [16]byte
 			rand.Read(other[:])
-			return alice.change(api.AuthDevice, b.sign, deviceSet(other, b), nil)
+			return alice.change(api.AuthDevice, b.Sign, testkit.Set(other, b), nil)
 		}(), change, ErrUnauthorized},
 		{"bad account signature", func() *ktpb.HandleChange {
 			_, acct, _ := ed25519.GenerateKey(nil)
-			s := deviceSet(account, b)
+			s := testkit.Set(account, b)
 			// Sign the set for another version: the commitment opens (the
 			// record commits to these bytes) but the account signature is
 			// for the wrong position.
 			s.SignAccount(testOrigin, alice.index, alice.version+7, acct)
 			ds, _ := s.MarshalBinary()
 			next := *alice
-			return next.changeWithSet(b.sign, ds)
+			return next.changeWithSet(b.Sign, ds)
 		}(), change, ErrUnauthorized},
 	}
 	for _, tc := range tests {
@@ -127,8 +128,8 @@ func TestRejected(t *testing.T) {
 	// An atomic request with one bad change stores neither.
 	t.Run("atomic multi-handle", func(t *testing.T) {
 		before := e.snapshotState(t)
-		good := alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil)
-		bad := carol.change(api.AuthDevice, a.sign, deviceSet(account, a), nil) // carol is not registered
+		good := alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil)
+		bad := carol.change(api.AuthDevice, a.Sign, testkit.Set(account, a), nil) // carol is not registered
 		_, err := e.d.Change(ctxT(t), &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{good, bad}})
 		if !errors.Is(err, ErrUnauthorized) {
 			t.Fatalf("got %v, want ErrUnauthorized", err)
@@ -138,7 +139,7 @@ func TestRejected(t *testing.T) {
 	})
 
 	// After all that, a valid change still goes through.
-	i := e.apply(alice, alice.change(api.AuthDevice, b.sign, deviceSet(account, b, stranger), nil))
+	i := e.apply(alice, alice.change(api.AuthDevice, b.Sign, testkit.Set(account, b, stranger), nil))
 	if res := e.lookup(alice.handle, i); res.Version != 4 {
 		t.Fatalf("version %d after rejected changes, want 4", res.Version)
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/directory"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
 )
 
@@ -61,7 +61,7 @@ type daemon struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run returned
 	err    error         // run's result, set before done is closed
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 }
 
 // stop cancels the daemon and returns run's error.
@@ -76,7 +76,7 @@ func (d *daemon) stop() error {
 func startDaemon(t *testing.T, cfg *Config) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &daemon{cancel: cancel, done: make(chan struct{}), logs: &syncBuffer{}}
+	d := &daemon{cancel: cancel, done: make(chan struct{}), logs: &testkit.SyncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(d.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ready := make(chan addrs, 1)
 	go func() {
@@ -392,22 +392,4 @@ func TestIssueToken(t *testing.T) {
 	if _, err := issueToken(open, logger, "mailto:a@example.com"); err == nil {
 		t.Error("token issued in open mode")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the daemon's concurrent logging.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

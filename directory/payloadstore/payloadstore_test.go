@@ -2,8 +2,6 @@ package payloadstore
 
 import (
 	"bytes"
-	"crypto/ecdh"
-	"crypto/ed25519"
 	"crypto/rand"
 	"database/sql"
 	"errors"
@@ -13,7 +11,9 @@ import (
 	_ "github.com/go-sql-driver/mysql"
 
 	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory/lease"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testing/trilliantest"
 )
 
@@ -47,34 +47,16 @@ func acquire(t *testing.T, db *sql.DB, holder string, d time.Duration) *lease.Le
 // payload builds a valid enrollment payload for a random index.
 func payload(t *testing.T) Payload {
 	t.Helper()
-	_, sk, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hk, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := api.Device{Suite: api.SuiteX25519, HPKEKey: hk.PublicKey().Bytes(),
-		SigningKey: [32]byte(sk.Public().(ed25519.PublicKey)), Created: 1700000000}
-	rand.Read(dev.ID[:])
-	set := &api.DeviceSet{Devices: []api.Device{dev}}
-	rand.Read(set.AccountID[:])
-	ds, err := set.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var index, opening [32]byte
+	d := testkit.NewDevice()
+	var account [16]byte
+	rand.Read(account[:])
+	var index [32]byte
 	rand.Read(index[:])
-	rand.Read(opening[:])
-	rec := &api.ChangeRecord{Index: index, Version: 1, Kind: api.AuthEnroll,
-		Commitment: api.Commit(opening, index, 1, ds), Authorizers: set.Authorizers()}
-	rec.Sign(origin, sk)
-	b, err := rec.MarshalBinary()
+	hc, err := client.NewChange(origin, &client.LookupResult{Index: index}, testkit.Set(account, d), api.AuthEnroll, d.Sign)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Payload{Record: b, Opening: opening, DeviceSet: ds}
+	return Payload{Record: hc.ChangeRecord, Opening: [32]byte(hc.Opening), DeviceSet: hc.DeviceSet}
 }
 
 func count(t *testing.T, db *sql.DB) int {

@@ -338,24 +338,6 @@ func TestEntriesPaging(t *testing.T) {
 	})
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestErrorMapping(t *testing.T) {
 	secret := errors.New("secret detail: disk /dev/sdb1 on fire")
 	tests := []struct {
@@ -382,7 +364,7 @@ func TestErrorMapping(t *testing.T) {
 		}
 		for _, target := range []string{"/log/v1/checkpoint", "/log/v1/entries?start=0&end=1", "/log/v1/proof/inclusion?index=0&size=1", "/log/v1/proof/consistency?old=1&new=2"} {
 			t.Run(tc.name+" "+target, func(t *testing.T) {
-				var logs syncBuffer
+				var logs testkit.SyncBuffer
 				h := logapi.NewHandler(s, logapi.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 				w := serve(h, http.MethodGet, target)
 				if w.Code != tc.status {

@@ -2,13 +2,11 @@ package trillian
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testing/trilliantest"
 )
 
@@ -45,54 +43,16 @@ func benchmarkAppendDurable(b *testing.B, quota string) {
 		b.Run(fmt.Sprintf("batch=%d/callers=%d", bc.batch, bc.callers), func(b *testing.B) {
 			l := openLog(b, testConfig(b, env.Conn, 0))
 			ctx := context.Background()
-			var (
-				mu    sync.Mutex
-				next  int
-				calls int
-				spent time.Duration // summed over calls
-				wg    sync.WaitGroup
-			)
-			// take hands out the next batch of entry numbers.
-			take := func() (int, int) {
-				mu.Lock()
-				defer mu.Unlock()
-				start := next
-				next = min(next+bc.batch, b.N)
-				return start, next
-			}
-			b.ResetTimer()
-			start := time.Now()
-			for range bc.callers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						lo, hi := take()
-						if lo == hi {
-							return
-						}
-						es := make([][]byte, hi-lo)
-						for i := range es {
-							es[i] = make([]byte, 230)
-							_, _ = rand.Read(es[i])
-							binary.BigEndian.PutUint64(es[i], uint64(lo+i))
-						}
-						t0 := time.Now()
-						if _, err := l.Append(ctx, es); err != nil {
-							b.Error(err)
-							return
-						}
-						d := time.Since(t0)
-						mu.Lock()
-						calls++
-						spent += d
-						mu.Unlock()
-					}
-				}()
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
-			if calls > 0 {
+			latencies, elapsed := testkit.AppendLoad(b, bc.batch, bc.callers, func(es [][]byte) error {
+				_, err := l.Append(ctx, es)
+				return err
+			})
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "entries/s")
+			if calls := len(latencies); calls > 0 {
+				var spent time.Duration // summed over calls
+				for _, d := range latencies {
+					spent += d
+				}
 				b.ReportMetric(float64(spent.Milliseconds())/float64(calls), "ms/call")
 			}
 		})

@@ -2,17 +2,13 @@ package cluster
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testing/trilliantest"
 	"github.com/keytrans/kt/log/trillian"
 )
@@ -36,11 +32,7 @@ func BenchmarkClusterAppend(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer conn.Close()
-	skey, _, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		b.Fatal(err)
-	}
-	signer, _ := note.NewSigner(skey)
+	_, _, signer, _ := testkit.NoteKey(b, origin)
 	for _, bc := range []struct{ batch, callers int }{
 		{batch: 1, callers: 1},
 		{batch: 1, callers: 64},
@@ -61,50 +53,10 @@ func BenchmarkClusterAppend(b *testing.B) {
 			if _, err := c.Master(ctx, l.TreeID()); err != nil {
 				b.Fatal(err)
 			}
-			var (
-				mu        sync.Mutex
-				next      int
-				latencies []time.Duration
-				wg        sync.WaitGroup
-			)
-			take := func() (int, int) {
-				mu.Lock()
-				defer mu.Unlock()
-				start := next
-				next = min(next+bc.batch, b.N)
-				return start, next
-			}
-			b.ResetTimer()
-			start := time.Now()
-			for range bc.callers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						lo, hi := take()
-						if lo == hi {
-							return
-						}
-						es := make([][]byte, hi-lo)
-						for i := range es {
-							es[i] = make([]byte, 230)
-							_, _ = rand.Read(es[i])
-							binary.BigEndian.PutUint64(es[i], uint64(lo+i))
-						}
-						t0 := time.Now()
-						if _, err := l.Append(ctx, es); err != nil {
-							b.Error(err)
-							return
-						}
-						d := time.Since(t0)
-						mu.Lock()
-						latencies = append(latencies, d)
-						mu.Unlock()
-					}
-				}()
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
+			latencies, elapsed := testkit.AppendLoad(b, bc.batch, bc.callers, func(es [][]byte) error {
+				_, err := l.Append(ctx, es)
+				return err
+			})
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "entries/s")
 			if n := len(latencies); n > 0 {
 				sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
@@ -18,7 +17,9 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testing/trilliantest"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/posix"
@@ -224,28 +225,12 @@ func enrollment(b *testing.B, vk *vrf.PrivateKey, name string) *ktpb.EnrollReque
 		b.Fatal(err)
 	}
 	index, _ := vk.Prove(api.VRFInput(h))
-	_, sk, _ := ed25519.GenerateKey(nil)
-	hk, err := ecdh.X25519().GenerateKey(rand.Reader)
+	d := testkit.NewDevice()
+	var account [16]byte
+	rand.Read(account[:])
+	hc, err := client.NewChange(origin, &client.LookupResult{Handle: h, Index: index}, testkit.Set(account, d), api.AuthEnroll, d.Sign)
 	if err != nil {
 		b.Fatal(err)
 	}
-	dev := api.Device{Suite: api.SuiteX25519, HPKEKey: hk.PublicKey().Bytes(),
-		SigningKey: [32]byte(sk.Public().(ed25519.PublicKey)), Created: 1700000000}
-	rand.Read(dev.ID[:])
-	set := &api.DeviceSet{Devices: []api.Device{dev}}
-	rand.Read(set.AccountID[:])
-	ds, err := set.MarshalBinary()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var opening [32]byte
-	rand.Read(opening[:])
-	rec := &api.ChangeRecord{Index: index, Version: 1, Kind: api.AuthEnroll,
-		Commitment: api.Commit(opening, index, 1, ds), Authorizers: set.Authorizers()}
-	rec.Sign(origin, sk)
-	rb, err := rec.MarshalBinary()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return &ktpb.EnrollRequest{Change: &ktpb.HandleChange{Handle: h, ChangeRecord: rb, Opening: opening[:], DeviceSet: ds}}
+	return &ktpb.EnrollRequest{Change: hc}
 }

@@ -24,8 +24,8 @@ import (
 	"github.com/keytrans/kt/directory/lease"
 	"github.com/keytrans/kt/directory/payloadstore"
 	"github.com/keytrans/kt/internal/testing/conformance"
+	"github.com/keytrans/kt/internal/testing/fixture"
 	"github.com/keytrans/kt/internal/testing/trilliantest"
-	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/smt"
 	"github.com/keytrans/kt/vrf"
 )
@@ -190,7 +190,7 @@ func TestFollowerRebuildsDirectory(t *testing.T) {
 		t.Fatalf("follower's root %x, epoch's %x", root, ep.MapRoot)
 	}
 	// The follower agrees with the auditor's replay.
-	rebuilt, err := replayMap(ctx, replay.Config{Origin: replicaOrigin, Verifier: verifier, RecoveryKey: [32]byte(recovery)}, mlog)
+	rebuilt, err := fixture.ReplayMap(ctx, replay.Config{Origin: replicaOrigin, Verifier: verifier, RecoveryKey: [32]byte(recovery)}, mlog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,28 +334,4 @@ func TestFollowerDivergence(t *testing.T) {
 	if _, err := NewFollower(l, replicaOrigin, otherV, store).Sync(ctx); err == nil {
 		t.Fatal("Sync accepted a checkpoint signed by another key")
 	}
-}
-
-// replayMap replays the whole log read from r, up to its latest
-// checkpoint, with the auditor's engine (which checks every rule, among
-// them the epoch rules the Follower and the directory check) and returns
-// the root of the map after every change record. A violation is an error.
-func replayMap(ctx context.Context, cfg replay.Config, r log.Reader) ([32]byte, error) {
-	e, err := replay.New(cfg)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	cp, err := r.Checkpoint(ctx)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	vs, err := e.ReplayTo(ctx, r, cp, nil)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	if len(vs) > 0 {
-		return [32]byte{}, fmt.Errorf("%d violations, the first: %w", len(vs), &vs[0])
-	}
-	root, _ := e.MapRoot()
-	return root, nil
 }

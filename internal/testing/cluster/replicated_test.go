@@ -33,6 +33,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/auditor/replay"
 	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/internal/testing/fixture"
 	"github.com/keytrans/kt/internal/testing/trilliantest"
 	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/trillian"
@@ -293,7 +294,7 @@ func TestReplicatedFailover(t *testing.T) {
 			t.Errorf("%s: %s serves version %d; acknowledged %d, the log's latest %d", h, survivor.name, res.Version, v, latest[res.Index])
 		}
 	}
-	root, err := replayMap(ctx, replay.Config{Origin: params.Origin, Verifier: params.LogVerifier, RecoveryKey: params.RecoveryKey}, reader)
+	root, err := fixture.ReplayMap(ctx, replay.Config{Origin: params.Origin, Verifier: params.LogVerifier, RecoveryKey: params.RecoveryKey}, reader)
 	if err != nil {
 		t.Fatalf("replaying the whole log: %v", err)
 	}

@@ -3,8 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"crypto/ecdh"
-	"crypto/ed25519"
 	"crypto/rand"
 	"database/sql"
 	"errors"
@@ -19,8 +17,10 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory/lease"
 	"github.com/keytrans/kt/directory/payloadstore"
+	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testing/trilliantest"
 	"github.com/keytrans/kt/log/trillian"
 	"github.com/keytrans/kt/smt"
@@ -378,28 +378,12 @@ func mapAt(ctx context.Context, l *trillian.Log, _ *payloadstore.Store, size uin
 // newPayload builds a valid enrollment payload for a random index.
 func newPayload(t *testing.T) payloadstore.Payload {
 	t.Helper()
-	_, sk, _ := ed25519.GenerateKey(nil)
-	hk, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := api.Device{Suite: api.SuiteX25519, HPKEKey: hk.PublicKey().Bytes(),
-		SigningKey: [32]byte(sk.Public().(ed25519.PublicKey)), Created: 1700000000}
-	rand.Read(dev.ID[:])
-	set := &api.DeviceSet{Devices: []api.Device{dev}}
-	ds, err := set.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var index, opening [32]byte
+	d := testkit.NewDevice()
+	var index [32]byte
 	rand.Read(index[:])
-	rand.Read(opening[:])
-	rec := &api.ChangeRecord{Index: index, Version: 1, Kind: api.AuthEnroll,
-		Commitment: api.Commit(opening, index, 1, ds), Authorizers: set.Authorizers()}
-	rec.Sign(origin, sk)
-	b, err := rec.MarshalBinary()
+	hc, err := client.NewChange(origin, &client.LookupResult{Index: index}, testkit.Set([16]byte{}, d), api.AuthEnroll, d.Sign)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return payloadstore.Payload{Record: b, Opening: opening, DeviceSet: ds}
+	return payloadstore.Payload{Record: hc.ChangeRecord, Opening: [32]byte(hc.Opening), DeviceSet: hc.DeviceSet}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,25 +51,8 @@ func buildKtd(t *testing.T) string {
 type ktdProc struct {
 	cmd            *exec.Cmd
 	grpc, operator string // bound addresses, from its startup log line
-	logs           *lockedBuffer
+	logs           *testkit.SyncBuffer
 	exited         chan error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 var (
@@ -88,7 +69,7 @@ func startKtd(t *testing.T, bin string, flags []string) *ktdProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ktdProc{cmd: cmd, logs: &lockedBuffer{}, exited: make(chan error, 1)}
+	p := &ktdProc{cmd: cmd, logs: &testkit.SyncBuffer{}, exited: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting ktd: %v", err)
 	}

@@ -451,7 +451,7 @@ func scenario(t *testing.T, b backend) {
 		name string
 		r    log.Reader
 	}{{"gRPC Log service", client.LogReader{C: r.LogRPC}}, {"backend", r.Log}} {
-		root, err := replayMap(ctx, params, rd.r)
+		root, err := fixture.ReplayMap(ctx, replay.Config{Origin: params.Origin, Verifier: params.LogVerifier, RecoveryKey: params.RecoveryKey}, rd.r)
 		if err != nil {
 			t.Fatalf("replaying the log over the %s: %v", rd.name, err)
 		}
@@ -459,30 +459,6 @@ func scenario(t *testing.T, b backend) {
 			t.Fatalf("map rebuilt over the %s has root %x, the published epoch %d has %x", rd.name, root, ep.Record.Epoch, ep.Record.MapRoot)
 		}
 	}
-}
-
-// replayMap replays the whole log read from r, up to its latest
-// checkpoint, with the auditor's engine (which checks every rule, among
-// them the epoch rules the directory's own replay checks) and returns the
-// root of the map after every change record. A violation is an error.
-func replayMap(ctx context.Context, p *client.Params, r log.Reader) ([32]byte, error) {
-	e, err := replay.New(replay.Config{Origin: p.Origin, Verifier: p.LogVerifier, RecoveryKey: p.RecoveryKey})
-	if err != nil {
-		return [32]byte{}, err
-	}
-	cp, err := r.Checkpoint(ctx)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	vs, err := e.ReplayTo(ctx, r, cp, nil)
-	if err != nil {
-		return [32]byte{}, err
-	}
-	if len(vs) > 0 {
-		return [32]byte{}, fmt.Errorf("%d violations, the first: %w", len(vs), &vs[0])
-	}
-	root, _ := e.MapRoot()
-	return root, nil
 }
 
 // withUnknown returns a copy of m carrying an unknown field (number 999).

@@ -2,11 +2,11 @@ package e2e
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"slices"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/client"
 )
 
 // handleState is what the owner's client tracks about its handle: its
@@ -22,27 +22,12 @@ type handleState struct {
 
 // change builds a change of h to set, signed by signer.
 func (h *handleState) change(kind api.AuthKind, signer ed25519.PrivateKey, set *api.DeviceSet) *ktpb.HandleChange {
-	version := h.version + 1
-	ds, err := set.MarshalBinary()
+	latest := &client.LookupResult{Handle: h.handle, Index: h.index, Version: h.version, LeafHash: h.leaf}
+	hc, err := client.NewChange(h.origin, latest, set, kind, signer)
 	if err != nil {
 		panic(err)
 	}
-	var opening [32]byte
-	rand.Read(opening[:])
-	rec := &api.ChangeRecord{
-		Index:       h.index,
-		Version:     version,
-		Commitment:  api.Commit(opening, h.index, version, ds),
-		Prev:        h.leaf,
-		Kind:        kind,
-		Authorizers: set.Authorizers(),
-	}
-	rec.Sign(h.origin, signer)
-	b, err := rec.MarshalBinary()
-	if err != nil {
-		panic(err)
-	}
-	return &ktpb.HandleChange{Handle: h.handle, ChangeRecord: b, Opening: opening[:], DeviceSet: ds}
+	return hc
 }
 
 // accepted records that hc was logged.

@@ -302,27 +302,13 @@ func (h *handle) next() (*ktpb.HandleChange, error) {
 		set.Devices = append(set.Devices, h.spare.API())
 		slices.SortFunc(set.Devices, func(a, b api.Device) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	}
-	ds, err := set.MarshalBinary()
+	latest := &client.LookupResult{Handle: h.name, Index: h.index, Version: h.version, LeafHash: h.leaf}
+	hc, err := client.NewChange(origin, latest, set, kind, h.main.Sign)
 	if err != nil {
 		return nil, err
 	}
-	var opening [32]byte
-	rand.Read(opening[:])
-	rec := &api.ChangeRecord{
-		Index:       h.index,
-		Version:     version,
-		Commitment:  api.Commit(opening, h.index, version, ds),
-		Prev:        h.leaf,
-		Kind:        kind,
-		Authorizers: set.Authorizers(),
-	}
-	rec.Sign(origin, h.main.Sign)
-	b, err := rec.MarshalBinary()
-	if err != nil {
-		return nil, err
-	}
-	h.version, h.leaf = version, api.LeafHash(b)
-	return &ktpb.HandleChange{Handle: h.name, ChangeRecord: b, Opening: opening[:], DeviceSet: ds}, nil
+	h.version, h.leaf = version, api.LeafHash(hc.ChangeRecord)
+	return hc, nil
 }
 
 // parallel calls f(i) for i in [0, n) from c goroutines and returns the

@@ -1,10 +1,10 @@
 // Package testkit holds the small helpers that tests of every layer share:
-// note (log) keys, client devices with their private keys, and the
-// process's CPU time for benchmarks. It imports only package api and the
-// standard library's and x/mod's crypto, so that the tests of low-level
-// packages (log/..., directory) can use it without importing a whole
-// deployment; the in-process deployment is package
-// internal/testing/fixture.
+// note (log) keys, client devices with their private keys, and, for
+// benchmarks, the process's CPU time and a concurrent Append load. It
+// imports only package api and the standard library's and x/mod's crypto,
+// so that the tests of low-level packages (log/..., directory) can use it
+// without importing a whole deployment; the in-process deployment is
+// package internal/testing/fixture.
 package testkit
 
 import (
