@@ -118,7 +118,7 @@ func forkOr(origin string, b []byte, err error) error {
 func (a *Auditor) gossipEvidence(body []byte) error {
 	b, err := evidence.Parse(body)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	origin, _, _ := strings.Cut(string(b.A), "\n")
 	ls, ok := a.logs[origin]
@@ -126,7 +126,7 @@ func (a *Auditor) gossipEvidence(body []byte) error {
 		return fmt.Errorf("%w: %q", ErrUnknownLog, origin)
 	}
 	if _, err := b.Verify(ls.verifier); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	raw := b.Marshal()
 	if err := a.recordEvidence(ls, raw); err != nil {

@@ -157,7 +157,7 @@ func NewPublicKey(b []byte) (*PublicKey, error) {
 	}
 	var y curve.CompressedEdwardsY
 	if _, err := y.SetBytes(b); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidKey, err)
 	}
 	if !y.IsCanonicalVartime() {
 		return nil, fmt.Errorf("%w: non-canonical point encoding", ErrInvalidKey)
@@ -236,7 +236,7 @@ func decodeText(s, prefix string) ([]byte, error) {
 	}
 	b, err := b64.DecodeString(rest)
 	if err != nil {
-		return nil, fmt.Errorf("%w: bad base64: %v", ErrInvalidKey, err)
+		return nil, fmt.Errorf("%w: bad base64: %w", ErrInvalidKey, err)
 	}
 	if len(b) != 32 {
 		return nil, fmt.Errorf("%w: key is %d bytes, want 32", ErrInvalidKey, len(b))

@@ -159,11 +159,11 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 	}
 	rng, err := rangeFactory.NewRange(0, e.size, hs)
 	if err != nil {
-		return nil, fmt.Errorf("%w: compact range: %v", ErrState, err)
+		return nil, fmt.Errorf("%w: compact range: %w", ErrState, err)
 	}
 	e.rng = rng
 	if e.m, err = smt.New(leaves); err != nil {
-		return nil, fmt.Errorf("%w: map: %v", ErrState, err)
+		return nil, fmt.Errorf("%w: map: %w", ErrState, err)
 	}
 	for i, nb := range notes {
 		if len(nb) == 0 {
@@ -171,7 +171,7 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 		}
 		cp, _, err := parseCP(cfg, nb)
 		if err != nil {
-			return nil, fmt.Errorf("%w: saved checkpoint: %v", ErrState, err)
+			return nil, fmt.Errorf("%w: saved checkpoint: %w", ErrState, err)
 		}
 		if cp.Size > e.size {
 			return nil, fmt.Errorf("%w: saved checkpoint beyond the replayed size", ErrState)

@@ -219,7 +219,7 @@ func (b *Bundle) Verify(logKey note.Verifier) (*Fork, error) {
 func parse(n []byte, origin string, v note.Verifier) (*fmtlog.Checkpoint, error) {
 	cp, _, err := log.ParseCheckpoint(n, origin, v)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
 	}
 	return cp, nil
 }
@@ -346,7 +346,7 @@ func subtreeRoot(ctx context.Context, src ProofSource, m uint64, cb *fmtlog.Chec
 	}
 	leaf := rfc6962.DefaultHasher.HashLeaf(es[0])
 	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, m-1, cb.Size, leaf, p, cb.Hash); err != nil {
-		return nil, fmt.Errorf("%w: the source's inclusion proof is not in tree B: %v", ErrProof, err)
+		return nil, fmt.Errorf("%w: the source's inclusion proof is not in tree B: %w", ErrProof, err)
 	}
 	k := bits.TrailingZeros64(m)
 	if len(p) < k {
