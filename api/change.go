@@ -198,8 +198,8 @@ func (r *ChangeRecord) MarshalBinary() ([]byte, error) {
 
 // ParseChangeRecord parses an encoded change record.
 //
-// SPEC(design.md 5.4)
 // SPEC(design.md 5.1)
+// SPEC(design.md 5.4)
 func ParseChangeRecord(b []byte) (*ChangeRecord, error) {
 	d := &decoder{what: "change record", b: b}
 	parseHeader(d, TypeChange)

@@ -216,8 +216,8 @@ func (s *DeviceSet) MarshalBinary() ([]byte, error) {
 // ParseDeviceSet parses an encoded device set.
 //
 // SPEC(design.md 4.2)
-// SPEC(design.md 5.4)
 // SPEC(design.md 5.3)
+// SPEC(design.md 5.4)
 func ParseDeviceSet(b []byte) (*DeviceSet, error) {
 	d := &decoder{what: "device set", b: b}
 	if v := d.u8("format version"); d.err == nil && v != FormatVersion {
@@ -294,6 +294,8 @@ func ParseDeviceSet(b []byte) (*DeviceSet, error) {
 
 // IsTombstone reports whether the set has no devices: the handle reaches
 // nobody.
+//
+// SPEC(design.md 3)
 func (s *DeviceSet) IsTombstone() bool { return len(s.Devices) == 0 }
 
 // Authorizers returns the authorizers that a change record committing to s

@@ -99,8 +99,8 @@ func (c *Client) RecoverWithAccountKey(ctx context.Context, handles []string, re
 // from there, with the keys of their sets taken as the owner's (handles
 // already own keep their monitoring state).
 //
-// SPEC(design.md 13.2)
 // SPEC(design.md 13.1)
+// SPEC(design.md 13.2)
 func adoptHandles(s *State, ress []*LookupResult) {
 	if s.Handles == nil {
 		s.Handles = map[string]*MonitorState{}

@@ -225,8 +225,8 @@ func checkEpochRecord(rec *api.EpochRecord, leaf [32]byte, logIndex, size uint64
 // verifyCheckpoint checks the log's signature (step 2.1) and fills e.Size
 // and e.Root. It returns the opened note for the cosignature check.
 //
-// SPEC(design.md 12.2 step 2.1)
 // SPEC(design.md 9)
+// SPEC(design.md 12.2 step 2.1)
 func verifyCheckpoint(p *Params, e *Epoch) (*note.Note, error) {
 	cp, n, err := log.ParseCheckpoint(e.Checkpoint, p.Origin, p.LogVerifier)
 	if err != nil {
