@@ -31,7 +31,8 @@ const (
 	RuleAuthorizers Rule = "R7 authorizers" // authorizers are not the device set's keys
 )
 
-// SPEC(design.md 7, 14): the rules of the log as a whole, which a replay
+// SPEC(design.md 7)
+// SPEC(design.md 14): the rules of the log as a whole, which a replay
 // checks entry by entry: [CheckEpoch] checks the epoch rules; the caller
 // parses (RuleParse) and compares checkpoints with the entries
 // (RuleCheckpointRoot).
@@ -66,7 +67,12 @@ func (r *ChangeRecord) State(entry []byte) *HandleState {
 // checks before it logs a change and the auditor runs them again on replay;
 // failures are [*AuthError] values.
 //
-// SPEC(design.md 6.1 R1-R6)
+// SPEC(design.md 6.1 R1)
+// SPEC(design.md 6.1 R2)
+// SPEC(design.md 6.1 R3)
+// SPEC(design.md 6.1 R4)
+// SPEC(design.md 6.1 R5)
+// SPEC(design.md 6.1 R6)
 func CheckChange(origin string, prev *HandleState, next *ChangeRecord, recoveryKey [32]byte) error {
 	if err := CheckChangeUnsigned(prev, next, recoveryKey); err != nil {
 		return err
@@ -80,7 +86,12 @@ func CheckChange(origin string, prev *HandleState, next *ChangeRecord, recoveryK
 // for callers that verify signatures separately, in batches (the auditor's
 // replay); they MUST also check R1 before accepting next.
 //
-// SPEC(design.md 6.1 R2-R6)
+// SPEC(design.md 6.1 R2)
+// SPEC(design.md 6.1 R3)
+// SPEC(design.md 6.1 R4)
+// SPEC(design.md 6.1 R5)
+// SPEC(design.md 6.1 R6)
+// SPEC(design.md 14 step 2)
 func CheckChangeUnsigned(prev *HandleState, next *ChangeRecord, recoveryKey [32]byte) error {
 	// R2, R3: the record continues the handle's history exactly.
 	if prev == nil {
@@ -137,7 +148,9 @@ func CheckChangeUnsigned(prev *HandleState, next *ChangeRecord, recoveryKey [32]
 // device set implies. Clients run it on every lookup and monitoring answer;
 // the directory runs it before logging a change.
 //
-// SPEC(design.md 4.4, 6.1 R7)
+// SPEC(design.md 4.4)
+// SPEC(design.md 6.1 R7)
+// SPEC(design.md 12.2 step 6)
 func OpenCommitment(r *ChangeRecord, opening [32]byte, value []byte) (*DeviceSet, error) {
 	if Commit(opening, r.Index, r.Version, value) != r.Commitment {
 		return nil, ErrCommitment

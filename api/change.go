@@ -74,6 +74,8 @@ type Authorizer struct {
 
 // KeyDigest returns SHA-256 of a 32-byte Ed25519 public key, as authorizers
 // name keys.
+//
+// SPEC(design.md 5.1)
 func KeyDigest(pub [32]byte) [32]byte { return sha256.Sum256(pub[:]) }
 
 func compareAuthorizers(a, b Authorizer) int {
@@ -85,6 +87,8 @@ func compareAuthorizers(a, b Authorizer) int {
 
 // SortAuthorizers sorts authorizers into canonical order: by role, then by
 // digest.
+//
+// SPEC(design.md 5.1)
 func SortAuthorizers(as []Authorizer) { slices.SortFunc(as, compareAuthorizers) }
 
 // Limits of a change record.
@@ -127,6 +131,9 @@ func (*ChangeRecord) Type() EntryType { return TypeChange }
 func (*ChangeRecord) isEntry()        {}
 
 // check reports why r has no canonical encoding.
+//
+// SPEC(design.md 5.1)
+// SPEC(design.md 5.4)
 func (r *ChangeRecord) check() error {
 	const what = "change record"
 	if r.Version == 0 {
@@ -173,6 +180,8 @@ func (r *ChangeRecord) appendSigned(b []byte) []byte {
 }
 
 // AppendBinary appends the canonical encoding to b.
+//
+// SPEC(design.md 5.1)
 func (r *ChangeRecord) AppendBinary(b []byte) ([]byte, error) {
 	if err := r.check(); err != nil {
 		return nil, err
@@ -188,6 +197,9 @@ func (r *ChangeRecord) MarshalBinary() ([]byte, error) {
 }
 
 // ParseChangeRecord parses an encoded change record.
+//
+// SPEC(design.md 5.1)
+// SPEC(design.md 5.4)
 func ParseChangeRecord(b []byte) (*ChangeRecord, error) {
 	d := &decoder{what: "change record", b: b}
 	parseHeader(d, TypeChange)
@@ -268,6 +280,8 @@ const (
 // Signature. origin is the log's checkpoint origin, so a statement signed
 // for one directory cannot be replayed into another. The statement encodes
 // r as it is; only canonical records (MarshalBinary succeeds) are valid.
+//
+// SPEC(design.md 4.3)
 func ChangeStatement(origin string, r *ChangeRecord) []byte {
 	b := make([]byte, 0, len(changeLabel)+1+2+len(origin)+changeFixedSize+33*len(r.Authorizers))
 	b = appendLabel(b, changeLabel)
@@ -277,6 +291,8 @@ func ChangeStatement(origin string, r *ChangeRecord) []byte {
 
 // Sign sets Signer to key's public key and Signature to key's signature of
 // ChangeStatement(origin, r). Call it last, after every other field is set.
+//
+// SPEC(design.md 4.3)
 func (r *ChangeRecord) Sign(origin string, key ed25519.PrivateKey) {
 	copy(r.Signer[:], key.Public().(ed25519.PublicKey))
 	copy(r.Signature[:], ed25519.Sign(key, ChangeStatement(origin, r)))
@@ -286,6 +302,8 @@ func (r *ChangeRecord) Sign(origin string, key ed25519.PrivateKey) {
 // ChangeStatement(origin, r), by the rules of crypto/ed25519 (see
 // [VerifyEd25519]). It does not check that Signer was allowed to
 // sign; see [CheckChange].
+//
+// SPEC(design.md 6.1 R1)
 func (r *ChangeRecord) VerifySignature(origin string) error {
 	if !VerifyEd25519(r.Signer, ChangeStatement(origin, r), r.Signature) {
 		return &AuthError{Rule: RuleSignature, Reason: "the signature does not verify under the signer key", Err: ErrBadSignature}

@@ -59,6 +59,8 @@ var kemKeySize = map[uint16]int{
 
 // PublicKeySize returns the size of the suite's KEM public keys, or an error
 // if format version 0x01 does not accept the suite.
+//
+// SPEC(design.md 4.2)
 func (s HPKESuite) PublicKeySize() (int, error) {
 	n, ok := kemKeySize[s.KEM]
 	if !ok {
@@ -116,6 +118,9 @@ type DeviceSet struct {
 
 const deviceFixedSize = 16 + 6 + 2 + 32 + 8
 
+// SPEC(design.md 4.2)
+// SPEC(design.md 5.3)
+// SPEC(design.md 5.4)
 func (s *DeviceSet) check() error {
 	const what = "device set"
 	if len(s.Devices) > MaxDevices {
@@ -142,6 +147,8 @@ func (s *DeviceSet) check() error {
 
 // checkKeys reports a signing key used twice (by two devices, or by a device
 // and the account).
+//
+// SPEC(design.md 5.3)
 func (s *DeviceSet) checkKeys() error {
 	keys := make([][32]byte, 0, len(s.Devices)+1)
 	for _, dev := range s.Devices {
@@ -184,6 +191,8 @@ func (s *DeviceSet) appendUnsigned(b []byte) []byte {
 }
 
 // AppendBinary appends the canonical encoding to b.
+//
+// SPEC(design.md 5.3)
 func (s *DeviceSet) AppendBinary(b []byte) ([]byte, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -205,6 +214,10 @@ func (s *DeviceSet) MarshalBinary() ([]byte, error) {
 }
 
 // ParseDeviceSet parses an encoded device set.
+//
+// SPEC(design.md 4.2)
+// SPEC(design.md 5.3)
+// SPEC(design.md 5.4)
 func ParseDeviceSet(b []byte) (*DeviceSet, error) {
 	d := &decoder{what: "device set", b: b}
 	if v := d.u8("format version"); d.err == nil && v != FormatVersion {
@@ -281,11 +294,15 @@ func ParseDeviceSet(b []byte) (*DeviceSet, error) {
 
 // IsTombstone reports whether the set has no devices: the handle reaches
 // nobody.
+//
+// SPEC(design.md 3)
 func (s *DeviceSet) IsTombstone() bool { return len(s.Devices) == 0 }
 
 // Authorizers returns the authorizers that a change record committing to s
 // must list, in canonical order: every device signing key (RoleDevice) and
 // the account key (RoleAccount) if there is one.
+//
+// SPEC(design.md 5.3)
 func (s *DeviceSet) Authorizers() []Authorizer {
 	as := make([]Authorizer, 0, len(s.Devices)+1)
 	for _, dev := range s.Devices {
@@ -311,6 +328,8 @@ func (s *DeviceSet) Authorizers() []Authorizer {
 // replayed under another handle or as a later version (for example by the
 // recovery path, to bring back a removed device). The statement encodes s as
 // it is; s.Account must be non-nil.
+//
+// SPEC(design.md 4.3)
 func AccountStatement(origin string, index [32]byte, version uint64, s *DeviceSet) []byte {
 	b := appendLabel(nil, deviceSetLabel)
 	b = appendOrigin(b, origin)
@@ -321,6 +340,8 @@ func AccountStatement(origin string, index [32]byte, version uint64, s *DeviceSe
 
 // SignAccount sets s.Account to key's public key and its signature of
 // AccountStatement(origin, index, version, s).
+//
+// SPEC(design.md 4.3)
 func (s *DeviceSet) SignAccount(origin string, index [32]byte, version uint64, key ed25519.PrivateKey) {
 	s.Account = &AccountKey{}
 	copy(s.Account.Key[:], key.Public().(ed25519.PublicKey))
@@ -329,6 +350,8 @@ func (s *DeviceSet) SignAccount(origin string, index [32]byte, version uint64, k
 
 // VerifyAccount checks the account signature of s for the handle with the
 // given VRF index at the given version. It fails if s has no account key.
+//
+// SPEC(design.md 4.3)
 func (s *DeviceSet) VerifyAccount(origin string, index [32]byte, version uint64) error {
 	if s.Account == nil {
 		return fmt.Errorf("%w: the device set has no account key", ErrBadSignature)

@@ -24,6 +24,8 @@ var stdLibRules = &voi.Options{Verify: voi.VerifyOptionsStdLib}
 // and every one a client or auditor checks in these packages goes through
 // this function or through crypto/ed25519 itself, so all parties accept
 // exactly the same signatures.
+//
+// SPEC(design.md 4)
 func VerifyEd25519(pub [32]byte, msg []byte, sig [64]byte) bool {
 	return voi.VerifyWithOptions(voi.PublicKey(pub[:]), msg, sig[:], stdLibRules)
 }

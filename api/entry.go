@@ -41,6 +41,8 @@ type Entry interface {
 }
 
 // ParseEntry parses a log entry of any type.
+//
+// SPEC(design.md 5.1)
 func ParseEntry(b []byte) (Entry, error) {
 	if len(b) < 2 {
 		return nil, formatErr("entry", len(b), "truncated header: need 2 bytes, have %d", len(b))

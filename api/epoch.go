@@ -32,6 +32,8 @@ func (*EpochRecord) Type() EntryType { return TypeEpoch }
 func (*EpochRecord) isEntry()        {}
 
 // AppendBinary appends the canonical encoding. It never fails.
+//
+// SPEC(design.md 5.1)
 func (e *EpochRecord) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, FormatVersion, byte(TypeEpoch))
 	b = binary.BigEndian.AppendUint64(b, e.Epoch)
@@ -48,6 +50,8 @@ func (e *EpochRecord) MarshalBinary() ([]byte, error) {
 }
 
 // ParseEpochRecord parses an encoded epoch record.
+//
+// SPEC(design.md 5.1)
 func ParseEpochRecord(b []byte) (*EpochRecord, error) {
 	d := &decoder{what: "epoch record", b: b}
 	parseHeader(d, TypeEpoch)
@@ -106,7 +110,8 @@ func (c EpochChain) Started() bool { return c.Next > 0 }
 //
 // SPEC(design.md 7): "Entry 0 of every log is epoch record 0, with log
 // size 0, the empty map root (32 zero bytes) and map size 0."
-// SPEC(design.md 14 steps 1, 3): "epoch = previous + 1 (0 first); log size
+// SPEC(design.md 14 step 1)
+// SPEC(design.md 14 step 3): "epoch = previous + 1 (0 first); log size
 // = j; timestamp ≥ previous; map root and map size equal the map
 // recomputed over every change record before j (A6)."
 func CheckEpoch(c EpochChain, j uint64, ent Entry, mapRoot [32]byte, mapSize uint64) (EpochChain, []*EpochError) {

@@ -52,6 +52,8 @@ var idnaProfile = idna.New(
 //
 // Anything else fails with a [*HandleError] that says why. NormalizeHandle is
 // idempotent: a canonical handle normalises to itself.
+//
+// SPEC(design.md 3.1)
 func NormalizeHandle(s string) (string, error) {
 	in := s
 	fail := func(format string, args ...any) (string, error) {

@@ -387,6 +387,7 @@ func (a *Auditor) AuditOnce(ctx context.Context, origin string) error {
 	return err
 }
 
+// SPEC(design.md 14)
 func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 	r := ls.cfg.Reader
 	raw, err := r.Checkpoint(ctx)
@@ -525,6 +526,8 @@ func (a *Auditor) finishCheckpoint(ls *logState, raw []byte) error {
 // checkFuture warns when the latest epoch replayed is stamped later than
 // every valid cosignature on raw, by more than the skew (design.md 14
 // step 4).
+//
+// SPEC(design.md 14 step 4)
 func (a *Auditor) checkFuture(ls *logState, p *witness.Policy, raw []byte) {
 	cs, _ := p.Check(raw) // the quorum is the log's business; any valid cosignature is a clock
 	var latest time.Time
@@ -560,6 +563,9 @@ func (a *Auditor) warn(ls *logState, w replay.Warning) {
 //
 // target is the checkpoint being audited, stored with each violation as
 // the checkpoint that covers it.
+//
+// SPEC(design.md 14)
+// SPEC(design.md 16)
 func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) error {
 	e := ls.engine
 	st, err := e.MarshalBinary()
@@ -615,6 +621,9 @@ func putU64(b []byte, v uint64) {
 // audited checkpoint last, using the log's reader for proofs. It returns
 // the evidence bundle (already recorded) if the two are a fork, nil if
 // they are consistent or if consistency cannot be decided now.
+//
+// SPEC(design.md 14)
+// SPEC(design.md 15)
 func (a *Auditor) compare(ctx context.Context, ls *logState, raw []byte, cp *fmtlog.Checkpoint, last *replay.Checkpoint) ([]byte, error) {
 	r := ls.cfg.Reader
 	switch {
@@ -660,6 +669,8 @@ func (a *Auditor) compare(ctx context.Context, ls *logState, raw []byte, cp *fmt
 
 // buildEvidence builds and records the bundle for x and y, or returns nil
 // if src cannot prove a fork (logging why).
+//
+// SPEC(design.md 15)
 func (a *Auditor) buildEvidence(ctx context.Context, ls *logState, x, y []byte, src evidence.ProofSource) ([]byte, error) {
 	if src == nil {
 		src = noProofs{}
@@ -690,6 +701,8 @@ func (noProofs) ConsistencyProof(context.Context, uint64, uint64) ([][]byte, err
 // recordEvidence stores a verified bundle for ls (once), freezes the log,
 // writes the bundle to EvidenceDir, logs it, counts it and posts it to the
 // webhook.
+//
+// SPEC(design.md 15)
 func (a *Auditor) recordEvidence(ls *logState, bundle []byte) error {
 	id := evidenceID(bundle)
 	ls.mu.Lock()

@@ -46,6 +46,8 @@ func (ls *logState) view() []byte {
 // Latest returns the checkpoint the auditor vouches for (GET
 // /kt/v1/checkpoint): the latest audited one, or for a log it only
 // witnesses the latest cosigned one.
+//
+// SPEC(design.md 15)
 func (a *Auditor) Latest(origin string) ([]byte, error) {
 	ls, ok := a.logs[origin]
 	if !ok {
@@ -62,6 +64,8 @@ func (a *Auditor) Latest(origin string) ([]byte, error) {
 // with the auditor's view (it returns the auditor's latest checkpoint if
 // consistent, a *ForkError with the bundle if not), or a kt-evidence/v1
 // bundle, verified offline and recorded (a *ForkError echoing it).
+//
+// SPEC(design.md 15)
 func (a *Auditor) Gossip(ctx context.Context, body []byte) ([]byte, error) {
 	if bytes.HasPrefix(body, []byte(evidence.Header+"\n")) {
 		return nil, a.gossipEvidence(body)
@@ -115,6 +119,7 @@ func forkOr(origin string, b []byte, err error) error {
 	return &ForkError{Origin: origin, Bundle: b}
 }
 
+// SPEC(design.md 15)
 func (a *Auditor) gossipEvidence(body []byte) error {
 	b, err := evidence.Parse(body)
 	if err != nil {
@@ -173,6 +178,8 @@ func (a *Auditor) gossipLoop(ctx context.Context, ls *logState) {
 // compared with its own view, and a fork found that way is posted back to
 // the peer as a bundle, so that both hold the same evidence after the
 // round; a 409 answer (a bundle) is verified and recorded.
+//
+// SPEC(design.md 15)
 func (a *Auditor) GossipRound(ctx context.Context, origin string) {
 	ls, ok := a.logs[origin]
 	if !ok {
@@ -191,6 +198,7 @@ func (a *Auditor) GossipRound(ctx context.Context, origin string) {
 	}
 }
 
+// SPEC(design.md 15)
 func (a *Auditor) exchange(ctx context.Context, ls *logState, p Peer) string {
 	mine := ls.view()
 	if mine == nil {

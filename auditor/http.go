@@ -88,6 +88,7 @@ func (a *Auditor) writeError(w http.ResponseWriter, err error) int {
 	return status
 }
 
+// SPEC(design.md 14)
 func (a *Auditor) serveAddCheckpoint(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(r, a.cfg.MaxBodyBytes)
 	var sigs []byte
@@ -127,6 +128,7 @@ func (a *Auditor) originParam(r *http.Request) (string, error) {
 	return "", ErrMalformed
 }
 
+// SPEC(design.md 15)
 func (a *Auditor) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
 	origin, err := a.originParam(r)
 	if err == nil {
@@ -142,6 +144,7 @@ func (a *Auditor) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
 	a.writeError(w, err)
 }
 
+// SPEC(design.md 15)
 func (a *Auditor) serveGossip(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(r, a.cfg.MaxBodyBytes)
 	if err == nil {
@@ -156,6 +159,7 @@ func (a *Auditor) serveGossip(w http.ResponseWriter, r *http.Request) {
 	a.writeError(w, err)
 }
 
+// SPEC(design.md 15)
 func (a *Auditor) serveEvidenceList(w http.ResponseWriter, r *http.Request) {
 	origin, err := a.originParam(r)
 	if err != nil {
@@ -177,6 +181,7 @@ func (a *Auditor) serveEvidenceList(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte(ids))
 }
 
+// SPEC(design.md 15)
 func (a *Auditor) serveEvidence(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	for _, o := range a.order {

@@ -132,6 +132,8 @@ func (s *Store) Count() (int, error) {
 // Unfreeze clears the frozen mark of origin: the operator's action after
 // evidence (see auditor/README.md). The evidence stays. The daemon must not
 // be running (the store is locked while it runs).
+//
+// SPEC(design.md 15)
 func (s *Store) Unfreeze(origin string) (bool, error) {
 	v, err := s.get(key(kindFrozen, origin))
 	if err != nil || v == nil {
@@ -143,6 +145,8 @@ func (s *Store) Unfreeze(origin string) (bool, error) {
 // ResetWitness forgets the latest checkpoint cosigned for origin, so that
 // the witness cosigns the log again from whatever it submits next (with
 // old size 0). Part of the operator's action after a fork was resolved.
+//
+// SPEC(design.md 15)
 func (s *Store) ResetWitness(origin string) error {
 	return s.write(key(kindWitness, origin), nil)
 }

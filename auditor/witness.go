@@ -59,6 +59,9 @@ func (e *ConflictError) Error() string { return "auditor: conflict: " + e.Reason
 // its HTTP framing: body is the request body; it returns the cosignature
 // lines. The check against the latest cosigned checkpoint and the update
 // are atomic, and the update is durable before it returns.
+//
+// SPEC(design.md 9)
+// SPEC(design.md 14)
 func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error) {
 	if a.cfg.Cosigner == nil {
 		return nil, fmt.Errorf("%w: witnessing is disabled", ErrUnknownLog)

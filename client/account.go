@@ -29,6 +29,8 @@ var ErrAccountExport = errors.New("client: invalid account key export")
 // too. It fails with [ErrNoAccountKey] when a handle's latest set names
 // another account key (or none). The owner's monitors report these changes
 // as [ByAccountKey].
+//
+// SPEC(design.md 13.2)
 func (c *Client) AccountChange(ctx context.Context, edit func(*api.DeviceSet) error) ([]*Submitted, error) {
 	return c.changeWith(ctx, changeOpts{byAccount: true}, edit)
 }
@@ -38,6 +40,8 @@ func (c *Client) AccountChange(ctx context.Context, edit func(*api.DeviceSet) er
 // set by the new key. The new key is stored as pending before the change is
 // sent, as [Client.SetAccountKey] does; the old key then no longer
 // authorizes anything (R5 checks the latest set's authorizers).
+//
+// SPEC(design.md 13.2)
 func (c *Client) RotateAccountKey(ctx context.Context) ([]*Submitted, error) {
 	_, ak, err := ed25519.GenerateKey(nil)
 	if err != nil {
@@ -59,6 +63,8 @@ func (c *Client) RotateAccountKey(ctx context.Context) ([]*Submitted, error) {
 //
 // If the device was already added (a crash after the directory accepted
 // the change), use [Client.Join] instead.
+//
+// SPEC(design.md 13.2)
 func (c *Client) RecoverWithAccountKey(ctx context.Context, handles []string, replace bool) ([]*Submitted, error) {
 	if len(handles) == 0 {
 		return nil, ErrNoHandles
@@ -92,6 +98,9 @@ func (c *Client) RecoverWithAccountKey(ctx context.Context, handles []string, re
 // adoptHandles makes the verified states ress own handles of s, monitored
 // from there, with the keys of their sets taken as the owner's (handles
 // already own keep their monitoring state).
+//
+// SPEC(design.md 13.1)
+// SPEC(design.md 13.2)
 func adoptHandles(s *State, ress []*LookupResult) {
 	if s.Handles == nil {
 		s.Handles = map[string]*MonitorState{}
@@ -147,6 +156,8 @@ const (
 // the own handles, encrypted under passphrase, for [Client.ImportAccountKey]
 // on another of the owner's devices. The result is a secret: anyone with it
 // and the passphrase controls the account (design.md 13.2).
+//
+// SPEC(design.md 13.2)
 func (c *Client) ExportAccountKey(ctx context.Context, passphrase []byte) (string, error) {
 	if len(passphrase) == 0 {
 		return "", fmt.Errorf("%w: empty passphrase", ErrAccountExport)
@@ -174,6 +185,8 @@ func (c *Client) ExportAccountKey(ctx context.Context, passphrase []byte) (strin
 
 // sealAccountExport encrypts an export payload with the given Argon2id
 // parameters.
+//
+// SPEC(design.md 13.2)
 func sealAccountExport(pt, passphrase []byte, t, m uint32, p uint8) string {
 	head := []byte{accountExportVersion}
 	salt := make([]byte, 16)
@@ -189,6 +202,7 @@ func sealAccountExport(pt, passphrase []byte, t, m uint32, p uint8) string {
 	return accountExportPrefix + base64.RawURLEncoding.EncodeToString(out)
 }
 
+// SPEC(design.md 13.2)
 func exportAEAD(passphrase, salt []byte, t, m uint32, p uint8) cipher.AEAD {
 	key := argon2.IDKey(passphrase, salt, t, m, p, 32)
 	b, _ := aes.NewCipher(key)
@@ -203,6 +217,8 @@ func exportAEAD(passphrase, salt []byte, t, m uint32, p uint8) cipher.AEAD {
 // for another log or does not decrypt, and with [ErrNoAccountKey] when this
 // device already holds a different account key. Nothing is stored on
 // failure.
+//
+// SPEC(design.md 13.2)
 func (c *Client) ImportAccountKey(ctx context.Context, export string, passphrase []byte) ([]string, error) {
 	key, origin, keyHash, handles, err := openAccountExport(export, passphrase)
 	if err != nil {
@@ -227,6 +243,8 @@ func (c *Client) ImportAccountKey(ctx context.Context, export string, passphrase
 }
 
 // openAccountExport decodes and decrypts an export strictly.
+//
+// SPEC(design.md 13.2)
 func openAccountExport(export string, passphrase []byte) (key ed25519.PrivateKey, origin string, keyHash uint32, handles []string, err error) {
 	bad := func(format string, args ...any) (ed25519.PrivateKey, string, uint32, []string, error) {
 		return nil, "", 0, nil, fmt.Errorf("%w: %s", ErrAccountExport, fmt.Sprintf(format, args...))

@@ -126,6 +126,9 @@ var errStateMoved = errors.New("client: trusted state changed concurrently")
 
 // commit applies mutate to the stored state, provided its trusted
 // checkpoint is still base (the one the operation verified against).
+//
+// SPEC(design.md 12.2)
+// SPEC(design.md 16)
 func (c *Client) commit(ctx context.Context, base *Trusted, mutate func(*State) error) error {
 	return c.store.Update(ctx, func(old []byte) ([]byte, error) {
 		cur := &State{}
@@ -212,6 +215,8 @@ func (c *Client) Lookup(ctx context.Context, handle string) (*LookupResult, erro
 	return retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
 }
 
+// SPEC(design.md 12.2)
+// SPEC(design.md 12.2 step 7)
 func (c *Client) lookup(ctx context.Context, handle string) (*LookupResult, error) {
 	canon, err := api.NormalizeHandle(handle)
 	if err != nil {
@@ -320,6 +325,8 @@ var ErrNoDevices = errors.New("client: the handle has no devices")
 // this one: one [Envelope] per device, recipient's devices first. Nothing
 // is returned unless every verification and every HPKE operation
 // succeeded; there is no fallback to unverified keys.
+//
+// SPEC(design.md 12.3)
 func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) ([]*Envelope, error) {
 	if len(plaintext) > MaxPlaintext {
 		return nil, fmt.Errorf("client: message of %d bytes, more than %d", len(plaintext), MaxPlaintext)
@@ -388,6 +395,8 @@ var ErrNoDevice = errors.New("client: this device has no keys yet")
 
 // Decrypt parses an envelope and decrypts it with this device's keys. The
 // envelope must be for this device and for one of its handles.
+//
+// SPEC(design.md 12.3)
 func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelope, error) {
 	st, err := c.load(ctx)
 	if err != nil {

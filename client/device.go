@@ -172,6 +172,8 @@ var ErrDescriptor = errors.New("client: invalid device descriptor")
 // The self-signature shows that whoever made the descriptor holds the
 // signing key it names; it does not say whose device it is: the owner
 // decides that by adding it.
+//
+// SPEC(design.md 13.1)
 func (k *DeviceKeys) Descriptor() string {
 	set := &api.DeviceSet{Devices: []api.Device{k.Device()}}
 	b, err := set.MarshalBinary()
@@ -182,6 +184,7 @@ func (k *DeviceKeys) Descriptor() string {
 	return descriptorPrefix + base64.RawURLEncoding.EncodeToString(append(b, sig...))
 }
 
+// SPEC(design.md 13.1)
 func descriptorStatement(b []byte) []byte {
 	s := append([]byte(descriptorLabel), 0)
 	return append(s, b...)
@@ -190,6 +193,8 @@ func descriptorStatement(b []byte) []byte {
 // ParseDescriptor decodes and checks a device descriptor made by
 // [DeviceKeys.Descriptor]: the encoding, the suite and key sizes, that the
 // HPKE key deserializes, and the self-signature.
+//
+// SPEC(design.md 13.1)
 func ParseDescriptor(s string) (api.Device, error) {
 	bad := func(format string, args ...any) (api.Device, error) {
 		return api.Device{}, fmt.Errorf("%w: %s", ErrDescriptor, fmt.Sprintf(format, args...))

@@ -42,6 +42,8 @@ var ErrEnvelope = errors.New("client: invalid envelope")
 
 // header is the envelope's encoding up to the enc field; it is the HPKE
 // info (after the label), so every field is bound to the ciphertext.
+//
+// SPEC(design.md 12.3)
 func (e *Envelope) header() []byte {
 	b := []byte{envelopeVersion}
 	b = binary.BigEndian.AppendUint16(b, e.Suite.KEM)
@@ -56,6 +58,8 @@ func (e *Envelope) header() []byte {
 }
 
 // info is the HPKE info string: "kt/v1/envelope" || 0x00 || header.
+//
+// SPEC(design.md 12.3)
 func (e *Envelope) info() []byte {
 	b := append([]byte(envelopeLabel), 0)
 	return append(b, e.header()...)
@@ -66,6 +70,8 @@ func (e *Envelope) info() []byte {
 //	u8 version (1) || u16 KEM || u16 KDF || u16 AEAD || device ID (16)
 //	|| u16 len || from || u16 len || to || u16 len || owner
 //	|| u16 len || enc || u32 len || ciphertext
+//
+// SPEC(design.md 12.3)
 func (e *Envelope) MarshalBinary() ([]byte, error) {
 	for _, s := range []string{e.From, e.To, e.Owner} {
 		if len(s) > 0xffff {
@@ -84,6 +90,8 @@ func (e *Envelope) MarshalBinary() ([]byte, error) {
 
 // ParseEnvelope decodes an envelope strictly: known version, accepted
 // suite, no trailing bytes.
+//
+// SPEC(design.md 12.3)
 func ParseEnvelope(b []byte) (*Envelope, error) {
 	bad := func(format string, args ...any) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: %s", ErrEnvelope, fmt.Sprintf(format, args...))
@@ -152,6 +160,8 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 }
 
 // seal encrypts plaintext to r, filling e.Enc and e.Ciphertext.
+//
+// SPEC(design.md 12.3)
 func (e *Envelope) seal(r *Recipient, plaintext []byte) error {
 	enc, s, err := hpke.NewSender(r.PublicKey, r.KDF, r.AEAD, e.info())
 	if err != nil {
@@ -168,6 +178,8 @@ func (e *Envelope) seal(r *Recipient, plaintext []byte) error {
 // Open decrypts e with the device's keys. It fails with [ErrEnvelope] if
 // the envelope is for another device or suite, or does not decrypt (a
 // modified field, a wrong key, a removed device's old key).
+//
+// SPEC(design.md 12.3)
 func (e *Envelope) Open(k *DeviceKeys) ([]byte, error) {
 	if e.Device != k.ID {
 		return nil, fmt.Errorf("%w: for device %x, this is device %x", ErrEnvelope, e.Device, k.ID)

@@ -79,6 +79,8 @@ const maxGossipBody = 1 << 20
 // kt-evidence/v1 bundle, which is verified and returned as a
 // [*SplitViewError]. Gossiped checkpoints never replace the trusted one.
 // The returned error is the first split view found, if any.
+//
+// SPEC(design.md 15)
 func (c *Client) Gossip(ctx context.Context) ([]GossipResult, error) {
 	st, err := c.load(ctx)
 	if err != nil {
@@ -91,6 +93,8 @@ func (c *Client) Gossip(ctx context.Context) ([]GossipResult, error) {
 }
 
 // gossipAll gossips t with every configured auditor.
+//
+// SPEC(design.md 15)
 func (c *Client) gossipAll(ctx context.Context, t *Trusted) ([]GossipResult, error) {
 	var first error
 	var out []GossipResult
@@ -108,6 +112,7 @@ func (c *Client) gossipAll(ctx context.Context, t *Trusted) ([]GossipResult, err
 	return out, first
 }
 
+// SPEC(design.md 15)
 func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) GossipResult {
 	res := GossipResult{Auditor: auditor}
 	bad := func(format string, args ...any) GossipResult {
@@ -222,6 +227,8 @@ func (c *Client) post(ctx context.Context, auditor string, body []byte) (int, []
 // and without checking anything; [VerifyEvidence] says whether it proves a
 // fork. Use evidence.Build to build the canonical bundle of two
 // checkpoints from a proof source.
+//
+// SPEC(design.md 15)
 func Evidence(a, b []byte, pr [][]byte) []byte {
 	return (&evidence.Bundle{A: a, B: b, Proof: pr}).Marshal()
 }
@@ -236,6 +243,8 @@ func Evidence(a, b []byte, pr [][]byte) []byte {
 // The error wraps [ErrEvidence] when the proofs at hand do not prove a fork
 // (l serves the smaller tree, say): hand e's checkpoints to an auditor
 // ([Client.Gossip] does it with the trusted one).
+//
+// SPEC(design.md 15)
 func (e *InconsistencyError) Evidence(ctx context.Context, p *Params, l ktpb.LogClient) ([]byte, error) {
 	if e.TrustedSize < e.NewSize {
 		b := &evidence.Bundle{A: e.Trusted, B: e.New, Proof: e.Proof}
@@ -267,6 +276,8 @@ var ErrEvidence = errors.New("client: evidence does not prove a fork")
 // (design.md 15), offline, with the log key alone, using the shared
 // [evidence.Verify], and returns what it proves. The error wraps both
 // [ErrEvidence] and the evidence package's typed error.
+//
+// SPEC(design.md 15)
 func VerifyEvidence(p *Params, bundle []byte) (*evidence.Fork, error) {
 	if p.LogVerifier == nil || p.LogVerifier.Name() != p.Origin {
 		return nil, fmt.Errorf("%w: the log verifier is not named by the origin %q", ErrEvidence, p.Origin)

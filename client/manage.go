@@ -75,6 +75,9 @@ func (c *Client) Init(ctx context.Context, suite api.HPKESuite) (*DeviceKeys, er
 // handle, or a new random one), and is monitored from version 0. With
 // accountKey, the set is signed by the account key (generated now if this
 // device holds none), so that strict-mode senders can pin it.
+//
+// SPEC(design.md 6)
+// SPEC(design.md 6.1 R4)
 func (c *Client) Enroll(ctx context.Context, handle, credential string, accountKey bool) (*Submitted, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -173,6 +176,8 @@ func submitted(res *LookupResult, version uint64, hc *ktpb.HandleChange, cr *ktp
 // commitment with a fresh opening, signed by signer for origin. The set
 // must already carry its account signature, if any, for version latest +
 // 1. The result is ready for the Enroll, Change or (operator) Recover RPC.
+//
+// SPEC(design.md 6)
 func NewChange(origin string, res *LookupResult, set *api.DeviceSet, kind api.AuthKind, signer ed25519.PrivateKey) (*ktpb.HandleChange, error) {
 	version := res.Version + 1
 	ds, err := set.MarshalBinary()
@@ -202,6 +207,8 @@ func NewChange(origin string, res *LookupResult, set *api.DeviceSet, kind api.Au
 // one of handle's devices here: it verifies by lookup that the set holds
 // this device, and starts monitoring from that version, taking the keys of
 // that set as the owner's.
+//
+// SPEC(design.md 13.1)
 func (c *Client) Join(ctx context.Context, handle string) (*LookupResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -234,6 +241,8 @@ func (c *Client) Join(ctx context.Context, handle string) (*LookupResult, error)
 // AddDevice adds device d (from its [ParseDescriptor]d descriptor) to every
 // handle of this device's account, in one atomic request signed by this
 // device.
+//
+// SPEC(design.md 13.1)
 func (c *Client) AddDevice(ctx context.Context, d api.Device) ([]*Submitted, error) {
 	subs, err := c.changeAll(ctx, nil, nil, func(set *api.DeviceSet) error {
 		if slices.ContainsFunc(set.Devices, func(x api.Device) bool { return x.ID == d.ID || x.SigningKey == d.SigningKey }) {
@@ -279,6 +288,8 @@ func (c *Client) RemoveDevice(ctx context.Context, id [16]byte) ([]*Submitted, e
 // suite) in every handle of its account, signed by the old signing key.
 // The new keys are stored before the change is sent and replace the old
 // ones once the directory accepts it.
+//
+// SPEC(design.md 13.1)
 func (c *Client) Rekey(ctx context.Context) ([]*Submitted, error) {
 	st, err := c.State(ctx)
 	if err != nil {
@@ -305,6 +316,8 @@ func (c *Client) Rekey(ctx context.Context) ([]*Submitted, error) {
 // this device's account (adding one, or rotating the current one), each
 // set signed by the new key and each change by this device. The key is
 // stored before the change is sent.
+//
+// SPEC(design.md 13.1)
 func (c *Client) SetAccountKey(ctx context.Context) ([]*Submitted, error) {
 	_, ak, err := ed25519.GenerateKey(nil)
 	if err != nil {
@@ -337,6 +350,10 @@ type changeOpts struct {
 	handles []string
 }
 
+// SPEC(design.md 6)
+// SPEC(design.md 6.1 R5)
+// SPEC(design.md 13.1)
+// SPEC(design.md 13.2)
 func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.DeviceSet) error) ([]*Submitted, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -444,6 +461,8 @@ func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.De
 }
 
 // promotePending makes the pending keys the current ones.
+//
+// SPEC(design.md 13.1)
 func promotePending(s *State) error {
 	if s.PendingDevice != nil {
 		s.FormerKeys = append(s.FormerKeys, s.Device.SigningPublic())

@@ -36,6 +36,8 @@ type MonitorReport struct {
 // not made by the owner's devices is an alert in the report. A
 // verification failure stops the poll with a [*VerifyError]; reports of
 // handles polled before it are returned with it.
+//
+// SPEC(design.md 13)
 func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -57,6 +59,9 @@ func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 	return out, nil
 }
 
+// SPEC(design.md 13)
+// SPEC(design.md 13 step 6)
+// SPEC(design.md 13.1)
 func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, error) {
 	st, err := c.load(ctx)
 	if err != nil {

@@ -68,6 +68,8 @@ type FileStore struct {
 }
 
 // Load implements [Store].
+//
+// SPEC(design.md 16)
 func (s *FileStore) Load(context.Context) ([]byte, error) {
 	b, err := os.ReadFile(s.Path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -80,6 +82,8 @@ func (s *FileStore) Load(context.Context) ([]byte, error) {
 }
 
 // Update implements [Store].
+//
+// SPEC(design.md 16)
 func (s *FileStore) Update(ctx context.Context, f func([]byte) ([]byte, error)) error {
 	lock, err := os.OpenFile(s.Path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -106,6 +110,8 @@ func (s *FileStore) Update(ctx context.Context, f func([]byte) ([]byte, error)) 
 
 // writeFileAtomic replaces path with b: temporary file, fsync, rename,
 // directory fsync.
+//
+// SPEC(design.md 16)
 func writeFileAtomic(path string, b []byte) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
@@ -202,6 +208,8 @@ type stateJSON struct {
 }
 
 // MarshalBinary encodes s for a [Store].
+//
+// SPEC(design.md 16)
 func (s *State) MarshalBinary() ([]byte, error) {
 	j := stateJSON{Version: stateVersion, Primary: s.Primary}
 	var err error
@@ -252,6 +260,8 @@ func (s *State) MarshalBinary() ([]byte, error) {
 // UnmarshalBinary decodes what MarshalBinary wrote. Anything else, including
 // an unknown version, unknown fields or a truncated file, is an error
 // wrapping [ErrState]: corrupt state is never silently reset.
+//
+// SPEC(design.md 16)
 func (s *State) UnmarshalBinary(b []byte) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrState, fmt.Sprintf(format, args...))

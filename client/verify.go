@@ -71,6 +71,9 @@ type Options struct {
 // NewParams builds and validates Params from the directory's published
 // parameters. A client that pins parameters must compare pb with its pinned
 // copy itself; this function only decodes and checks them.
+//
+// SPEC(design.md 4)
+// SPEC(design.md 11)
 func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
 	bad := func(format string, args ...any) (*Params, error) {
 		return nil, fail(StepParams, ErrInvalidParams, nil, format, args...)
@@ -145,6 +148,10 @@ func (p *Params) Validate() error { return p.validate(false) }
 
 // validate is Validate; for an observer ([VerifyObserved]) the VRF key is
 // not needed and the recovery key may be zero.
+//
+// SPEC(design.md 4)
+// SPEC(design.md 9.1)
+// SPEC(design.md 11)
 func (p *Params) validate(observer bool) error {
 	bad := func(format string, args ...any) error {
 		return fail(StepParams, ErrInvalidParams, nil, format, args...)

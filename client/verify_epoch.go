@@ -118,7 +118,9 @@ func VerifyEpoch(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time) (*E
 // epoch part: everything but freshness, which observers do not check
 // (see [VerifyObserved]). now bounds the cosignature timestamps (step 2.2).
 //
-// SPEC(design.md 12.2 steps 1, 2.1 to 2.4)
+// SPEC(design.md 12.2 step 1)
+// SPEC(design.md 12.2 step 2.3)
+// SPEC(design.md 12.2 step 2.4)
 func verifyEpochPart(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time) (*Epoch, error) {
 	// Step 1: parse.
 	rec, err := api.ParseEpochRecord(part.GetEpochRecord())
@@ -222,6 +224,9 @@ func checkEpochRecord(rec *api.EpochRecord, leaf [32]byte, logIndex, size uint64
 
 // verifyCheckpoint checks the log's signature (step 2.1) and fills e.Size
 // and e.Root. It returns the opened note for the cosignature check.
+//
+// SPEC(design.md 9)
+// SPEC(design.md 12.2 step 2.1)
 func verifyCheckpoint(p *Params, e *Epoch) (*note.Note, error) {
 	cp, n, err := log.ParseCheckpoint(e.Checkpoint, p.Origin, p.LogVerifier)
 	if err != nil {
@@ -239,6 +244,8 @@ func verifyCheckpoint(p *Params, e *Epoch) (*note.Note, error) {
 // classifyCheckpointError tells a malformed checkpoint from one the log did
 // not sign (or signed for another origin). It runs only on failure, so the
 // successful path verifies the log signature once.
+//
+// SPEC(design.md 12.2 step 2.1)
 func classifyCheckpointError(p *Params, raw []byte, err error) error {
 	n, openErr := note.Open(raw, note.VerifierList(p.LogVerifier))
 	var unverified *note.UnverifiedNoteError
@@ -259,6 +266,8 @@ func classifyCheckpointError(p *Params, raw []byte, err error) error {
 
 // verifyCosignatures applies the witness policy (step 2.2) and sets
 // e.Cosignatures and e.QuorumTime.
+//
+// SPEC(design.md 12.2 step 2.2)
 func verifyCosignatures(p *Params, n *note.Note, e *Epoch, now time.Time) error {
 	if p.Witnesses == nil || p.Witnesses.QuorumNone() {
 		return nil // allowed by Validate only with InsecureNoWitnesses
@@ -282,6 +291,8 @@ func verifyCosignatures(p *Params, n *note.Note, e *Epoch, now time.Time) error 
 }
 
 // checkFreshness is step 2.5.
+//
+// SPEC(design.md 12.2 step 2.5)
 func checkFreshness(p *Params, t *Trusted, e *Epoch, now time.Time) error {
 	bound := p.maxAge() + p.skew()
 	ts := e.Time()
@@ -300,6 +311,7 @@ func checkFreshness(p *Params, t *Trusted, e *Epoch, now time.Time) error {
 	return nil
 }
 
+// SPEC(design.md 12.2 step 2.3)
 func inconsistency(t *Trusted, e *Epoch, cons [][]byte, reason string) *InconsistencyError {
 	var pr [][]byte
 	for _, h := range cons {

@@ -64,6 +64,8 @@ type LookupResult struct {
 // handle) and the new trusted state; on failure the error is a
 // [*VerifyError] wrapping one of the package's sentinel errors, and the
 // caller must not use any key from the answer.
+//
+// SPEC(design.md 12.2)
 func VerifyLookup(p *Params, t *Trusted, handle string, resp *ktpb.LookupResponse, now time.Time, pinned ed25519.PublicKey) (*LookupResult, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -118,6 +120,8 @@ type parsedLookup struct {
 }
 
 // parseLookup is step 1 for the handle's parts.
+//
+// SPEC(design.md 12.2 step 1)
 func parseLookup(handle string, resp *ktpb.LookupResponse, pinned ed25519.PublicKey) (*parsedLookup, error) {
 	canon, err := api.NormalizeHandle(handle)
 	if err != nil {
@@ -161,6 +165,12 @@ func parseLookup(handle string, resp *ktpb.LookupResponse, pinned ed25519.Public
 }
 
 // verifyLookupIn is steps 3 to 9 against a verified epoch.
+//
+// SPEC(design.md 12.2 step 3)
+// SPEC(design.md 12.2 step 4)
+// SPEC(design.md 12.2 step 5)
+// SPEC(design.md 12.2 step 7)
+// SPEC(design.md 12.2 step 9)
 func verifyLookupIn(p *Params, e *Epoch, pl *parsedLookup) (*LookupResult, error) {
 	// Step 3: VRF.
 	index, err := p.VRFKey.Verify(api.VRFInput(pl.handle), pl.vrfProof)
@@ -221,6 +231,8 @@ func verifyLookupIn(p *Params, e *Epoch, pl *parsedLookup) (*LookupResult, error
 }
 
 // openCommitment runs api.OpenCommitment and maps its failures.
+//
+// SPEC(design.md 12.2 step 6)
 func openCommitment(r *api.ChangeRecord, opening [32]byte, value []byte) (*api.DeviceSet, error) {
 	set, err := api.OpenCommitment(r, opening, value)
 	var authErr *api.AuthError
@@ -239,6 +251,9 @@ func openCommitment(r *api.ChangeRecord, opening [32]byte, value []byte) (*api.D
 // recipients deserializes every HPKE key of set with its suite (design.md
 // 4.2: "Senders MUST deserialize every key before encrypting and fail (never
 // skip a device) if one does not deserialize").
+//
+// SPEC(design.md 4.2)
+// SPEC(design.md 12.2 step 8)
 func recipients(set *api.DeviceSet) ([]Recipient, error) {
 	if len(set.Devices) == 0 {
 		return nil, nil

@@ -213,7 +213,7 @@ type parsedChange struct {
 // Neither state nor t is modified. [VerifyObserved] runs the same checks
 // without the owner's state.
 //
-// SPEC(design.md 13 steps 1 to 6)
+// SPEC(design.md 13)
 func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.MonitorResponse, own OwnKeys, now time.Time) (*MonitorResult, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -281,7 +281,9 @@ func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.Monito
 // epoch record and after its predecessor, and verifies the map proof for
 // the last one. Errors are [*VerifyError] values.
 //
-// SPEC(design.md 13 steps 1 to 3)
+// SPEC(design.md 13 step 1)
+// SPEC(design.md 13 step 2)
+// SPEC(design.md 13 step 3)
 func verifyChain(p *Params, index [32]byte, version uint64, leaf [32]byte, resp *ktpb.MonitorResponse, epoch func(*ktpb.EpochPart) (*Epoch, error)) (*Epoch, []parsedChange, error) {
 	if resp == nil {
 		return nil, nil, fail(StepParse, ErrMalformed, nil, "no response")
@@ -366,7 +368,7 @@ func verifyChain(p *Params, index [32]byte, version uint64, leaf [32]byte, resp 
 // apply checks one change against s (the state before it), classifies it
 // from the owner's point of view and advances s.
 //
-// SPEC(design.md 13 steps 4 to 6)
+// SPEC(design.md 13 step 5)
 func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change, error) {
 	c, violated, err := s.check(p, pc)
 	if err != nil {
@@ -427,6 +429,8 @@ func (s *MonitorState) apply(p *Params, pc *parsedChange, own *OwnKeys) (*Change
 // does not open is an error. check also compares the device set with s's.
 // It does not modify s.
 //
+// SPEC(design.md 13 step 5): "any change of the account ID or the account
+// key is reported".
 // SPEC(design.md 13 step 4): "api.CheckChange against the previous state
 // and api.OpenCommitment; a failure is an alert".
 func (s *MonitorState) check(p *Params, pc *parsedChange) (c *Change, violated bool, err error) {

@@ -41,7 +41,8 @@ type Observation struct {
 // and [VerifyEpoch]. Authorization rule failures of logged records are
 // AlertRuleViolation alerts in the changes, not errors.
 //
-// SPEC(design.md 13 steps 1 to 4, for an observer)
+// SPEC(design.md 13): an observer "verifies an answer from k = 0 with
+// the same steps 1–4".
 func VerifyObserved(p *Params, index [32]byte, resp *ktpb.MonitorResponse, now time.Time) (*Observation, error) {
 	if err := p.validate(true); err != nil {
 		return nil, err

@@ -78,6 +78,8 @@ func (d *Directory) head(index [32]byte) (headState, bool, error) {
 // prepare re-checks the requests of group, answers those that fail, and
 // syncs the payloads of the others to the store, adding them to d.next.
 // An error is a store failure; the group's requests are answered.
+//
+// SPEC(design.md 16)
 func (d *Directory) prepare(group []*request) error {
 	var ok []*request
 	var records [][]byte
@@ -159,6 +161,8 @@ func (d *Directory) launch() {
 // land waits for the flight (if any), checks its indices, stores the
 // handle state and answers its callers. An error stops the sequencer; the
 // flight's callers are answered either way.
+//
+// SPEC(design.md 17)
 func (d *Directory) land() error {
 	b := d.flying
 	if b == nil {

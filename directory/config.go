@@ -270,6 +270,8 @@ func (c *TokenCredentials) IssueToken(handle string) string {
 }
 
 // Verify implements [Credentials].
+//
+// SPEC(design.md 6.1 R4)
 func (c *TokenCredentials) Verify(_ context.Context, handle, credential string) error {
 	rest, ok := strings.CutPrefix(credential, "kt1.")
 	if !ok {

@@ -202,6 +202,8 @@ func (d *Directory) logSize(ctx context.Context) (uint64, error) {
 }
 
 // recover brings the store and the map up to date with the log (see New).
+//
+// SPEC(design.md 16)
 func (d *Directory) recover(ctx context.Context) error {
 	applied, _, err := d.st.getU64(keyApplied)
 	if err != nil {
@@ -402,7 +404,9 @@ type replayer struct {
 // entry processes entry j. With apply false it only parses (the entry is
 // already reflected in the map and the chain).
 //
-// SPEC(design.md 7, 14 steps 1, 3): the directory replays its log with the
+// SPEC(design.md 7)
+// SPEC(design.md 14 step 1)
+// SPEC(design.md 14 step 3): the directory replays its log with the
 // auditor's epoch rules (api.CheckEpoch) and stops at the first violation.
 func (rp *replayer) entry(j uint64, e []byte, apply bool) (api.Entry, error) {
 	ent, err := api.ParseEntry(e)

@@ -63,6 +63,8 @@ func (d *Directory) current() (*epoch, error) {
 // part returns the epoch part for a client whose trusted epoch checkpoint
 // has size known: nil if that is this epoch's (omit is true), the full part
 // with a consistency proof from known otherwise (design.md 12.1).
+//
+// SPEC(design.md 12.1)
 func (d *Directory) part(ctx context.Context, ep *epoch, known uint64, omit bool) (*ktpb.EpochPart, error) {
 	switch {
 	case known == ep.size && omit:
@@ -118,6 +120,8 @@ func (d *Directory) GetEpoch(ctx context.Context, req *ktpb.GetEpochRequest) (*k
 }
 
 // Lookup implements [ktpb.DirectoryServer] (design.md 12.1).
+//
+// SPEC(design.md 12.1)
 func (d *Directory) Lookup(ctx context.Context, req *ktpb.LookupRequest) (*ktpb.LookupResponse, error) {
 	ep, err := d.current()
 	if err != nil {
@@ -165,6 +169,8 @@ func (d *Directory) BatchLookup(ctx context.Context, req *ktpb.BatchLookupReques
 }
 
 // lookup builds the handle-specific part of a lookup answer.
+//
+// SPEC(design.md 12.1)
 func (d *Directory) lookup(ep *epoch, input string) (*ktpb.LookupResponse, error) {
 	handle, err := normalize(input)
 	if err != nil {
@@ -212,6 +218,8 @@ func (d *Directory) payloadOf(leaf [32]byte) (*payload, error) {
 // Monitor implements [ktpb.DirectoryServer] (design.md 13): the epoch part,
 // the map proof of the index, and every version after known_version up to
 // the latest as of the epoch, with inclusion proofs in the epoch checkpoint.
+//
+// SPEC(design.md 13)
 func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.MonitorResponse, error) {
 	if len(req.GetIndex()) != 32 {
 		return nil, errorf(ErrInvalidArgument, "index of %d bytes, want 32", len(req.GetIndex()))

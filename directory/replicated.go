@@ -216,6 +216,8 @@ func (d *Directory) WriterAddress() string {
 
 // refuseWrite returns the error a change request gets on an instance that
 // does not sequence changes, nil on the writer and without replication.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) refuseWrite() error {
 	if d.repl == nil {
 		return nil
@@ -258,6 +260,8 @@ func (e *NotWriterError) Unwrap() error { return ErrUnavailable }
 // behind is the error for a client whose trusted checkpoint is beyond the
 // served epoch: a lagging reader answers ErrUnavailable (ask another
 // instance, or retry once it caught up), a writer ErrOutOfRange.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) behind(known, size uint64) error {
 	if d.repl != nil && d.Role() != RoleWriter {
 		return errorf(ErrUnavailable, "this replica serves the epoch checkpoint of size %d, behind the known size %d; retry", size, known)
@@ -291,6 +295,9 @@ func (d *Directory) startReplicated() error {
 
 // replicate follows the log until this instance gets the lease, then
 // takes over and runs the sequencer.
+//
+// SPEC(design.md 17.1)
+// SPEC(design.md 17.1 step 5)
 func (d *Directory) replicate() {
 	r := d.repl
 	acquired := make(chan *lease.Lease, 1)
@@ -338,6 +345,8 @@ func (d *Directory) replicate() {
 // campaign tries to acquire the lease until it succeeds or the directory
 // closes, recording the current holder's address; once acquired it keeps
 // renewing it.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) campaign(acquired chan<- *lease.Lease) {
 	r := d.repl
 	for d.ctx.Err() == nil {
@@ -368,6 +377,8 @@ func (d *Directory) campaign(acquired chan<- *lease.Lease) {
 // renew renews l every third of its duration until the directory closes
 // or the lease is lost: renewal fails with lease.ErrLost, or no renewal
 // succeeds before the deadline.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) renew(l *lease.Lease) {
 	r := d.repl
 	every := r.cfg.Lease.Duration / 3
@@ -395,6 +406,8 @@ func (d *Directory) renew(l *lease.Lease) {
 }
 
 // leaseLost stops writing: appends are cancelled, requests refused.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) leaseLost(err error) {
 	r := d.repl
 	r.loseLease()
@@ -410,6 +423,11 @@ func (d *Directory) leaseLost(err error) {
 
 // takeover runs steps 1 to 4 of design.md 17.1 with the lease just
 // acquired; the caller then starts the sequencer (step 5).
+//
+// SPEC(design.md 17.1 step 1)
+// SPEC(design.md 17.1 step 2)
+// SPEC(design.md 17.1 step 3)
+// SPEC(design.md 17.1 step 4)
 func (d *Directory) takeover(l *lease.Lease) error {
 	r := d.repl
 	r.setRole(RoleTakeover)
@@ -468,6 +486,8 @@ func (d *Directory) takeover(l *lease.Lease) error {
 // appendContext is the context of an Append: in the replicated mode it is
 // cancelled when the lease is lost and carries the lease's deadline as
 // the log's queue deadline, and it is refused past that deadline.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) appendContext() (context.Context, error) {
 	if d.repl == nil {
 		return context.WithoutCancel(d.ctx), nil
@@ -487,6 +507,8 @@ func (d *Directory) appendContext() (context.Context, error) {
 // by the lease (replicated mode only). reqErr is what the requests are
 // answered with when it fails; fatal is non-nil when the lease is gone,
 // which stops the sequencer.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) sharePayloads(group []*request) (reqErr, fatal error) {
 	if d.repl == nil {
 		return nil, nil
@@ -517,6 +539,8 @@ func (d *Directory) sharePayloads(group []*request) (reqErr, fatal error) {
 // for the readers (replicated mode only). Only a fenced write is an error
 // (it stops the sequencer); otherwise readers serve the epoch when the
 // log's checkpoint has exactly its size, or the next epoch.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) shareEpoch(m *epochMeta) error {
 	if d.repl == nil {
 		return nil
@@ -539,6 +563,8 @@ func (d *Directory) shareEpoch(m *epochMeta) error {
 
 // releaseLease ends a writer's term at Close, once nothing is appending,
 // so that a reader takes over at once; it waits for the lease goroutines.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) releaseLease(ctx context.Context) {
 	if d.repl == nil {
 		return
@@ -571,6 +597,8 @@ func (d *Directory) cacheVRF(handle string, v *vrfEntry) {
 // fetchPayload copies the payload of leaf from the shared table into b
 // (replicated mode only): true if it did. A missing or corrupt payload is
 // logged and reported as false; a database error is returned.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) fetchPayload(ctx context.Context, leaf [32]byte, b *pebble.Batch) ([]byte, error) {
 	if d.repl == nil {
 		return nil, nil
@@ -602,6 +630,8 @@ func (d *Directory) storeFetched(leaf [32]byte, p *payloadstore.Payload, err err
 // last applied epoch once its checkpoint is known. fatal reports that the
 // log does not follow from the view (a divergence, or a store failure):
 // following cannot continue.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) tail(ctx context.Context) (fatal bool, err error) {
 	r := d.repl
 	n, err := d.logSize(ctx)
@@ -625,6 +655,8 @@ const fetchParallelism = 8
 
 // applyTail applies entries [d.size, n). On a transient error the entries
 // applied so far are committed and the view stays consistent.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) applyTail(ctx context.Context, n uint64) (fatal bool, err error) {
 	r := d.repl
 	rp := &replayer{origin: d.cfg.Origin, m: d.m, pending: d.pending, chain: api.EpochChain{Next: d.nextEpoch, Time: d.lastTS},
@@ -746,6 +778,8 @@ func (d *Directory) prefetch(ctx context.Context, es [][]byte) (map[[32]byte]fet
 // servePending serves the last applied epoch once its checkpoint is
 // known and verifies: from the shared table, or the log's own checkpoint
 // when the epoch record is the log's last entry.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) servePending(ctx context.Context) error {
 	r := d.repl
 	meta := r.pendingEpoch
@@ -798,6 +832,8 @@ func (d *Directory) servePending(ctx context.Context) error {
 // table as closeEpoch does its own: signed for this log, of size exactly
 // logIndex+1, including the epoch record, and consistent with the
 // checkpoint this instance's log serves.
+//
+// SPEC(design.md 17.1)
 func (d *Directory) checkEpochCheckpoint(ctx context.Context, m *epochMeta, raw []byte, incl [][]byte) error {
 	cp, err := d.parseCheckpoint(raw)
 	if err != nil {

@@ -150,6 +150,8 @@ func (d *Directory) wait(wait time.Duration) error {
 // untilEpoch returns how long until the next epoch is due: at once if no
 // epoch is being served, EpochInterval after the last one if changes are
 // pending, HeartbeatInterval after it otherwise.
+//
+// SPEC(design.md 7)
 func (d *Directory) untilEpoch(now time.Time) time.Duration {
 	if d.cur.Load() == nil {
 		return 0
@@ -241,6 +243,8 @@ func (d *Directory) takeGroup(exclude map[[32]byte]bool, room int) []*request {
 
 // checkDense checks that idx is a permutation of [size, size+n): the
 // backend assigned every index, and nobody else appended.
+//
+// SPEC(design.md 17)
 func checkDense(idx []uint64, size, n uint64) error {
 	if uint64(len(idx)) != n {
 		return fmt.Errorf("directory: the log returned %d indices for %d entries", len(idx), n)
@@ -283,6 +287,8 @@ func (d *Directory) recheck(r *request) error {
 
 // closeEpoch appends the next epoch record, waits for its checkpoint and
 // makes it the served epoch (design.md 7).
+//
+// SPEC(design.md 7)
 func (d *Directory) closeEpoch() error {
 	start := time.Now()
 	nChanges := len(d.pending)

@@ -186,6 +186,9 @@ func normalize(h string) (string, error) {
 // and the rules R1-R6 and the account-ID rule against the latest stored
 // state. R1 (the signature) is final; the state-dependent verdict may be
 // revised by the sequencer if the state changed meanwhile.
+//
+// SPEC(design.md 6)
+// SPEC(design.md 6.1)
 func (d *Directory) check(ctx context.Context, hc *ktpb.HandleChange, kinds []api.AuthKind) (*checked, error) {
 	if hc == nil {
 		return nil, errorf(ErrInvalidArgument, "empty change")
@@ -296,6 +299,8 @@ func (d *Directory) loadPrevAt(index [32]byte, h headState, exists bool) (*prevS
 // api.CheckChange (R1-R6, with R2 and R3 reported as ErrStaleVersion) and
 // the account-ID rule of design.md 6.1: only an enrollment or a recovery
 // may change the account ID.
+//
+// SPEC(design.md 6.1)
 func (d *Directory) checkState(c *checked, prev *prevState) error {
 	if err := api.CheckChange(d.cfg.Origin, prev.hs, c.rec, d.recovery); err != nil {
 		var ae *api.AuthError

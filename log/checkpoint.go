@@ -18,6 +18,8 @@ import (
 // SPEC(tlog-checkpoint): the note text is the origin line, the decimal tree
 // size, the base64 root hash, then optional extension lines; each line ends
 // with a newline.
+//
+// SPEC(design.md 9)
 func SignCheckpoint(signer note.Signer, origin string, size uint64, root []byte) ([]byte, error) {
 	if len(root) != 32 {
 		return nil, fmt.Errorf("checkpoint root hash has %d bytes, want 32", len(root))
@@ -29,6 +31,8 @@ func SignCheckpoint(signer note.Signer, origin string, size uint64, root []byte)
 // ParseCheckpoint parses a signed checkpoint note for origin and verifies the
 // log's signature. Cosignatures by unknown keys are kept in the returned note's
 // UnverifiedSigs; callers check witness policies separately.
+//
+// SPEC(design.md 9)
 func ParseCheckpoint(raw []byte, origin string, logVerifier note.Verifier) (*fmtlog.Checkpoint, *note.Note, error) {
 	cp, _, n, err := fmtlog.ParseCheckpoint(raw, origin, logVerifier)
 	if err != nil {

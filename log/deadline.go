@@ -15,6 +15,8 @@ type queueDeadlineKey struct{}
 // (docs/design.md section 17.1). Backends with a single writer by
 // construction (log/posix) ignore it; log/trillian bounds its QueueLeaf
 // calls by it.
+//
+// SPEC(design.md 17.1)
 func WithQueueDeadline(ctx context.Context, t time.Time) context.Context {
 	return context.WithValue(ctx, queueDeadlineKey{}, t)
 }

@@ -112,6 +112,8 @@ var (
 )
 
 // CheckEntries validates entries before any backend stores them.
+//
+// SPEC(design.md 5.1)
 func CheckEntries(entries [][]byte) error {
 	for i, e := range entries {
 		if len(e) == 0 {

@@ -47,6 +47,8 @@ var zeroHash [HashSize]byte
 
 // LeafHash returns the hash of a subtree holding exactly one leaf:
 // SHA-256(0x00 || key || value).
+//
+// SPEC(design.md 8)
 func LeafHash(key, value *[HashSize]byte) [HashSize]byte {
 	var b [1 + 2*HashSize]byte
 	b[0] = leafPrefix
@@ -57,6 +59,8 @@ func LeafHash(key, value *[HashSize]byte) [HashSize]byte {
 
 // NodeHash returns the hash of a subtree holding at least two leaves:
 // SHA-256(0x01 || left || right).
+//
+// SPEC(design.md 8)
 func NodeHash(left, right *[HashSize]byte) [HashSize]byte {
 	var b [1 + 2*HashSize]byte
 	b[0] = nodePrefix
@@ -66,6 +70,8 @@ func NodeHash(left, right *[HashSize]byte) [HashSize]byte {
 }
 
 // bit returns bit i of key, counting from the most significant bit of key[0].
+//
+// SPEC(design.md 8)
 func bit(key *[HashSize]byte, i int) int {
 	return int(key[i>>3]>>(7-uint(i&7))) & 1
 }

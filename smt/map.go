@@ -204,6 +204,8 @@ func (n *node) walk(yield func([HashSize]byte, [HashSize]byte) bool) bool {
 }
 
 // Prove returns the proof for key and, if key is present, its value.
+//
+// SPEC(design.md 8.1)
 func (s *Snapshot) Prove(key [HashSize]byte) (*Proof, *[HashSize]byte) {
 	p := &Proof{Siblings: make([][HashSize]byte, 0, 32)}
 	n := s.root
@@ -264,6 +266,8 @@ func leafTerminal(l *Leaf, key *[HashSize]byte, p *Proof) (*Proof, *[HashSize]by
 }
 
 // proveBucket continues a proof inside a bucket at bit depth depth.
+//
+// SPEC(design.md 8.1)
 func proveBucket(ls []Leaf, depth int, key *[HashSize]byte, p *Proof) (*Proof, *[HashSize]byte) {
 	for {
 		switch len(ls) {
@@ -298,6 +302,8 @@ func split(ls []Leaf, depth int) int {
 
 // subtreeHash hashes the subtree at bit depth depth holding ls (sorted,
 // unique, sharing their first depth bits).
+//
+// SPEC(design.md 8)
 func subtreeHash(ls []Leaf, depth int) [HashSize]byte {
 	switch len(ls) {
 	case 0:
@@ -333,6 +339,8 @@ func (n *node) setChild(c int) {
 }
 
 // combine recomputes heap entry i from its two children.
+//
+// SPEC(design.md 8)
 func (n *node) combine(i int) {
 	l, r := n.count[2*i], n.count[2*i+1]
 	n.count[i] = l + r

@@ -94,6 +94,9 @@ type Proof struct {
 }
 
 // check enforces the key-independent rules of a canonical proof.
+//
+// SPEC(design.md 8.2 step 1)
+// SPEC(design.md 8.2 step 2)
 func (p *Proof) check() error {
 	d := len(p.Siblings)
 	if d > MaxDepth {
@@ -125,6 +128,8 @@ func (p *Proof) MarshalBinary() ([]byte, error) {
 }
 
 // AppendBinary appends the encoding of p to b.
+//
+// SPEC(design.md 8.1)
 func (p *Proof) AppendBinary(b []byte) ([]byte, error) {
 	if err := p.check(); err != nil {
 		return nil, err
@@ -163,6 +168,9 @@ func (p *Proof) Size() int {
 
 // ParseProof decodes a proof strictly: the input must be exactly one
 // canonical encoding. Errors wrap ErrMalformedProof or ErrNotCanonical.
+//
+// SPEC(design.md 8.1)
+// SPEC(design.md 8.2 step 1)
 func ParseProof(b []byte) (*Proof, error) {
 	if len(b) < 2 {
 		return nil, fmt.Errorf("%w: truncated depth", ErrMalformedProof)
@@ -232,6 +240,8 @@ func ParseProof(b []byte) (*Proof, error) {
 // produce), ErrWrongTerminal (the proof is about something else than the
 // claim) or ErrRootMismatch (as a [*RootMismatchError], carrying the
 // computed root).
+//
+// SPEC(design.md 8.2 step 5)
 func Verify(root, key [HashSize]byte, value *[HashSize]byte, p *Proof) error {
 	if p == nil {
 		return fmt.Errorf("%w: nil proof", ErrMalformedProof)
@@ -248,6 +258,9 @@ func Verify(root, key [HashSize]byte, value *[HashSize]byte, p *Proof) error {
 
 // root checks the proof's shape against the claim and returns the root it
 // leads to.
+//
+// SPEC(design.md 8.2 step 3)
+// SPEC(design.md 8.2 step 4)
 func (p *Proof) root(key, value *[HashSize]byte) ([HashSize]byte, error) {
 	if err := p.check(); err != nil {
 		return zeroHash, err

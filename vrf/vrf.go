@@ -121,6 +121,8 @@ func (k *PrivateKey) Seed() []byte {
 // Prove evaluates the VRF on alpha and returns the index (the first 32 bytes
 // of beta) and the 80-byte proof. Proofs are deterministic (RFC 9381 nonce
 // generation).
+//
+// SPEC(design.md 4.1)
 func (k *PrivateKey) Prove(alpha []byte) (index [IndexSize]byte, proof []byte) {
 	proof = ecvrf.Prove(k.sk, alpha)
 	beta, err := ecvrf.ProofToHash(proof)
@@ -151,6 +153,8 @@ func ParsePrivateKey(s string) (*PrivateKey, error) {
 // NewPublicKey validates and returns a 32-byte encoded public key. It rejects
 // non-canonical encodings, points not on the curve and points of small order
 // (RFC 9381 Section 5.4.5, ECVRF_validate_key).
+//
+// SPEC(design.md 4)
 func NewPublicKey(b []byte) (*PublicKey, error) {
 	if len(b) != PublicKeySize {
 		return nil, fmt.Errorf("%w: public key is %d bytes, want %d", ErrInvalidKey, len(b), PublicKeySize)
@@ -176,6 +180,8 @@ func NewPublicKey(b []byte) (*PublicKey, error) {
 
 // ParsePublicKey parses the text form written by [PublicKey.MarshalText] and
 // validates the key like [NewPublicKey]. Surrounding white space is ignored.
+//
+// SPEC(design.md 4.1)
 func ParsePublicKey(s string) (*PublicKey, error) {
 	b, err := decodeText(s, publicPrefix)
 	if err != nil {
@@ -195,6 +201,8 @@ func (k *PublicKey) Equal(o *PublicKey) bool {
 }
 
 // String returns the text form, "kt-vrf-public:<base64>".
+//
+// SPEC(design.md 4.1)
 func (k *PublicKey) String() string {
 	return publicPrefix + b64.EncodeToString(k.b[:])
 }
@@ -216,6 +224,8 @@ func (k *PublicKey) UnmarshalText(text []byte) error {
 
 // Verify checks proof for alpha under k and returns the index it proves.
 // Every failure, including a proof of the wrong length, is ErrInvalidProof.
+//
+// SPEC(design.md 4.1)
 func (k *PublicKey) Verify(alpha, proof []byte) (index [IndexSize]byte, err error) {
 	if len(proof) != ProofSize {
 		return index, fmt.Errorf("%w: proof is %d bytes, want %d", ErrInvalidProof, len(proof), ProofSize)

@@ -299,6 +299,10 @@ type sigJob struct {
 // Append replays entries, which are the log's entries from index Size() on,
 // and returns the violations they contain, in index order. Entries are
 // applied whatever the violations (see the package documentation).
+//
+// SPEC(design.md 14)
+// SPEC(design.md 14 step 1)
+// SPEC(design.md 14 step 2)
 func (e *Engine) Append(entries [][]byte) []Violation {
 	var out []Violation
 	jobs, results := e.startVerifiers()
@@ -374,6 +378,8 @@ func authViolation(j uint64, err error) Violation {
 
 // checkEpoch applies api.CheckEpoch to entry j, which is not an epoch
 // record (ent is nil if it does not parse).
+//
+// SPEC(design.md 14 step 1)
 func (e *Engine) checkEpoch(j uint64, ent api.Entry, out []Violation) []Violation {
 	var errs []*api.EpochError
 	e.chain, errs = api.CheckEpoch(e.chain, j, ent, [32]byte{}, 0)
@@ -383,7 +389,8 @@ func (e *Engine) checkEpoch(j uint64, ent api.Entry, out []Violation) []Violatio
 // epoch checks the epoch record at j against the map recomputed over every
 // change record before it, and warns of a late epoch.
 //
-// SPEC(design.md 14 steps 3, 4)
+// SPEC(design.md 14 step 3)
+// SPEC(design.md 14 step 4)
 func (e *Engine) epoch(j uint64, r *api.EpochRecord, out []Violation) []Violation {
 	// Step 4, a warning (auditor policy, not a rule of the log).
 	if hb := e.cfg.Heartbeat; hb > 0 && j > 0 && e.changesSinceEpoch > 0 && r.Timestamp > e.chain.Time &&
@@ -435,6 +442,8 @@ func (e *Engine) startVerifiers() (chan<- []sigJob, <-chan []Violation) {
 	return jobs, results
 }
 
+// SPEC(design.md 6.1 R1)
+// SPEC(design.md 14 step 2)
 func (e *Engine) verify(b []sigJob) []Violation {
 	if !e.cfg.ExactSignatures {
 		bv := voied.NewBatchVerifierWithCapacity(len(b))
@@ -463,6 +472,8 @@ func (e *Engine) verify(b []sigJob) []Violation {
 // (RuleCheckpointRoot): the log signed a tree that is not its entries. On
 // success the checkpoint becomes Last, and Clean if no violation was found
 // so far.
+//
+// SPEC(design.md 14)
 func (e *Engine) Checkpoint(raw []byte) (*Checkpoint, []Violation, error) {
 	cp, _, err := log.ParseCheckpoint(raw, e.cfg.Origin, e.cfg.Verifier)
 	if err != nil {
@@ -508,6 +519,8 @@ type Source interface {
 // with the size replayed so far. It returns every violation found, in
 // order; an error means the replay stopped early (the engine stays usable
 // and can resume from Size()).
+//
+// SPEC(design.md 14)
 func (e *Engine) ReplayTo(ctx context.Context, src Source, checkpoint []byte, progress func(size uint64)) ([]Violation, error) {
 	cp, err := e.ParseCheckpoint(checkpoint)
 	if err != nil {

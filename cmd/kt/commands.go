@@ -724,6 +724,8 @@ type changeJSON struct {
 }
 
 // pollOnce polls every handle and gossips; it returns the number of alerts.
+//
+// SPEC(design.md 15)
 func (a *app) pollOnce(ctx context.Context, c *client.Client) (int, error) {
 	pctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()

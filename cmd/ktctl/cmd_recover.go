@@ -36,6 +36,7 @@ change as kind recovery, and every one of the owner's devices alerts on it.`,
 	run: runRecover,
 }
 
+// SPEC(design.md 6.1 R6)
 func runRecover(ctx context.Context, e *env) error {
 	var add []api.Device
 	for _, s := range e.args[1:] {

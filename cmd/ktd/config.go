@@ -431,6 +431,8 @@ func isLoopback(addr string) bool {
 // checks it with witness.ParsePolicy, the parser of the clients, auditors
 // and ktctl, which is stricter than Tessera's: ktd must not publish under a
 // policy its clients would reject.
+//
+// SPEC(design.md 9.1)
 func readPolicy(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil

@@ -144,6 +144,8 @@ func (e *HeldError) Unwrap() error { return ErrHeld }
 // Acquire takes the lease for a new term if it is free, expired or
 // released, and returns it; otherwise it fails with a *HeldError. The new
 // term's token is larger than every earlier term's.
+//
+// SPEC(design.md 17.1)
 func Acquire(ctx context.Context, cfg Config) (*Lease, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -187,6 +189,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// SPEC(design.md 17.1)
 func acquireOnce(ctx context.Context, cfg Config) (*Lease, error) {
 	sent := time.Now()
 	tx, err := cfg.DB.BeginTx(ctx, nil)
@@ -230,6 +233,8 @@ func isDeadlock(err error) bool {
 
 // Campaign calls Acquire until it succeeds or ctx ends, waiting between
 // attempts for the other term's remaining time (at most Duration/3).
+//
+// SPEC(design.md 17.1)
 func Campaign(ctx context.Context, cfg Config) (*Lease, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -265,6 +270,8 @@ func (l *Lease) Holder() string { return l.cfg.Holder }
 // stop starting writes that the database cannot fence (appends to the
 // log): the term's end as of the last successful acquire or renewal,
 // counted from when that request was sent, minus Config.Margin.
+//
+// SPEC(design.md 17.1)
 func (l *Lease) Deadline() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -277,6 +284,8 @@ func (l *Lease) Valid() bool { return time.Now().Before(l.Deadline()) }
 // Renew extends the term by Config.Duration from now (database clock). It
 // fails with ErrLost if the term has expired, was released, or another
 // holder took the lease; the deadline then stays where it was.
+//
+// SPEC(design.md 17.1)
 func (l *Lease) Renew(ctx context.Context) error {
 	sent := time.Now()
 	res, err := l.cfg.DB.ExecContext(ctx, `UPDATE kt_lease SET expires_at = NOW(6) + INTERVAL ? MICROSECOND
@@ -300,6 +309,8 @@ func (l *Lease) Renew(ctx context.Context) error {
 
 // Release ends the term now, so that another instance can acquire the
 // lease at once. Releasing a lost term is a no-op.
+//
+// SPEC(design.md 17.1)
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	l.deadline = time.Time{}
@@ -317,6 +328,8 @@ func (l *Lease) Release(ctx context.Context) error {
 // successor can acquire the lease before tx commits. Call it in every
 // transaction whose writes only the writer may make; it fails with
 // ErrFenced otherwise, and the transaction must then be rolled back.
+//
+// SPEC(design.md 17.1)
 func (l *Lease) Fence(ctx context.Context, tx *sql.Tx) error {
 	var (
 		holder string

@@ -94,6 +94,8 @@ type Payload struct {
 func (p *Payload) Leaf() [32]byte { return api.LeafHash(p.Record) }
 
 // check parses the record and opens its commitment.
+//
+// SPEC(design.md 17.1)
 func (p *Payload) check() error {
 	r, err := api.ParseChangeRecord(p.Record)
 	if err != nil {
@@ -118,6 +120,8 @@ func New(db *sql.DB) *Store { return &Store{db: db} }
 // that is already stored, byte for byte, is a no-op (retries are
 // idempotent); a different payload for the same record fails with
 // ErrConflict and stores nothing.
+//
+// SPEC(design.md 17.1)
 func (s *Store) Put(ctx context.Context, l *lease.Lease, ps []Payload) error {
 	for i := range ps {
 		if err := ps[i].check(); err != nil {
@@ -181,6 +185,7 @@ func (s *Store) Get(ctx context.Context, leaf [32]byte) (*Payload, error) {
 	return get(ctx, s.db, leaf)
 }
 
+// SPEC(design.md 17.1)
 func get(ctx context.Context, q *sql.DB, leaf [32]byte) (*Payload, error) {
 	var (
 		p       Payload
@@ -214,6 +219,8 @@ func get(ctx context.Context, q *sql.DB, leaf [32]byte) (*Payload, error) {
 // Storing the same again is a no-op; a different one fails with
 // ErrConflict. Nothing is checked here: readers check what they read
 // (signature, size, inclusion), see [Store.GetEpoch].
+//
+// SPEC(design.md 17.1)
 func (s *Store) PutEpoch(ctx context.Context, l *lease.Lease, logIndex uint64, checkpoint []byte, inclusion [][]byte) error {
 	incl := bytes.Join(inclusion, nil)
 	for _, h := range inclusion {
@@ -255,6 +262,8 @@ func (s *Store) PutEpoch(ctx context.Context, l *lease.Lease, logIndex uint64, c
 // checkpoint's signature, that its size is logIndex+1 and that the proof
 // includes the record. It fails with ErrNotFound, or a *CorruptError when
 // the proof is not a list of 32-byte hashes.
+//
+// SPEC(design.md 17.1)
 func (s *Store) GetEpoch(ctx context.Context, logIndex uint64) (checkpoint []byte, inclusion [][]byte, err error) {
 	var in []byte
 	err = s.db.QueryRowContext(ctx, "SELECT checkpoint, inclusion FROM kt_epoch WHERE log_index = ?", logIndex).Scan(&checkpoint, &in)

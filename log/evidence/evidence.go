@@ -101,6 +101,8 @@ var b64 = base64.StdEncoding.Strict()
 
 // Parse decodes a bundle strictly. It checks only the encoding; use
 // [Bundle.Verify] (or [Verify]) to check what it proves.
+//
+// SPEC(design.md 15)
 func Parse(raw []byte) (*Bundle, error) {
 	if len(raw) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(raw), MaxSize)
@@ -149,6 +151,8 @@ func Parse(raw []byte) (*Bundle, error) {
 }
 
 // Marshal encodes the bundle.
+//
+// SPEC(design.md 15)
 func (b *Bundle) Marshal() []byte {
 	var s strings.Builder
 	s.WriteString(Header + "\n")
@@ -163,6 +167,8 @@ func (b *Bundle) Marshal() []byte {
 
 // Verify parses raw and verifies it with the log's note verifier key,
 // whose name is the log's origin.
+//
+// SPEC(design.md 15)
 func Verify(raw []byte, logKey note.Verifier) (*Fork, error) {
 	b, err := Parse(raw)
 	if err != nil {
@@ -173,6 +179,8 @@ func Verify(raw []byte, logKey note.Verifier) (*Fork, error) {
 
 // Verify checks that b proves a fork of the log whose note verifier is
 // logKey (named by the log's origin). It needs nothing else.
+//
+// SPEC(design.md 15)
 func (b *Bundle) Verify(logKey note.Verifier) (*Fork, error) {
 	origin := logKey.Name()
 	a, err := parse(b.A, origin, logKey)
@@ -230,6 +238,8 @@ func hashChildren(l, r []byte) []byte { return rfc6962.DefaultHasher.HashChildre
 // 0 < m < n, and returns fr and sr. It fails (ErrProof) where the
 // algorithm fails other than by the final root comparisons: an empty path,
 // sn reaching 0 too early, or sn ≠ 0 at the end.
+//
+// SPEC(design.md 15)
 func roots(m, n uint64, path [][]byte) (fr, sr []byte, err error) {
 	// SPEC(RFC 9162 2.1.4.2): "If consistency_path is an empty array, stop
 	// and fail the proof verification."
@@ -294,6 +304,8 @@ type ProofSource interface {
 // checked, and Build fails with ErrProof if src serves another tree (src
 // may then be in the smaller checkpoint's view: ask the other side) and
 // ErrNoFork if x and y are consistent. The returned bundle verifies.
+//
+// SPEC(design.md 15)
 func Build(ctx context.Context, logKey note.Verifier, x, y []byte, src ProofSource) (*Bundle, error) {
 	origin := logKey.Name()
 	cx, err := parse(x, origin, logKey)
@@ -335,6 +347,8 @@ func Build(ctx context.Context, logKey note.Verifier, x, y []byte, src ProofSour
 // two below B's size: the last leaf of the subtree hashed up with the first
 // log2(m) hashes of its inclusion proof, after that proof is checked
 // against B's root.
+//
+// SPEC(design.md 15)
 func subtreeRoot(ctx context.Context, src ProofSource, m uint64, cb *fmtlog.Checkpoint) ([]byte, error) {
 	es, err := src.Entries(ctx, m-1, m)
 	if err != nil || len(es) != 1 {

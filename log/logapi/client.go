@@ -81,6 +81,8 @@ func (e *HTTPError) Error() string {
 func (e *HTTPError) Unwrap() error { return e.sentinel }
 
 // Checkpoint returns the latest checkpoint, unverified.
+//
+// SPEC(design.md 10)
 func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
 	body, err := c.get(ctx, PathCheckpoint, "", MaxCheckpointSize, "text/plain")
 	if err != nil {
@@ -94,6 +96,8 @@ func (c *Client) Checkpoint(ctx context.Context) ([]byte, error) {
 
 // Entries returns entries from [start, end): at least one, at most
 // [MaxEntriesPerRequest] (fewer if the server pages smaller).
+//
+// SPEC(design.md 10)
 func (c *Client) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {
 	if start >= end {
 		return nil, log.Errorf(log.ErrOutOfRange, "empty or inverted range [%d, %d)", start, end)
@@ -118,6 +122,8 @@ func (c *Client) Entries(ctx context.Context, start, end uint64) ([][]byte, erro
 
 // InclusionProof returns the inclusion proof for index in the tree of the
 // given size, unverified but of the right length.
+//
+// SPEC(design.md 10)
 func (c *Client) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
 	if index >= size {
 		return nil, log.Errorf(log.ErrOutOfRange, "index %d not below size %d", index, size)
@@ -132,6 +138,8 @@ func (c *Client) InclusionProof(ctx context.Context, index, size uint64) ([][]by
 
 // ConsistencyProof returns the consistency proof between the trees of sizes
 // oldSize and newSize, unverified but of the right length.
+//
+// SPEC(design.md 10)
 func (c *Client) ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([][]byte, error) {
 	if oldSize == 0 || oldSize > newSize {
 		return nil, log.Errorf(log.ErrOutOfRange, "consistency from size %d to %d", oldSize, newSize)
@@ -199,6 +207,8 @@ func (c *Client) get(ctx context.Context, path, query string, limit int64, media
 
 // responseError turns an error response back into the log package's
 // sentinel error: the inverse of the handler's writeError.
+//
+// SPEC(design.md 10)
 func responseError(resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	e := &HTTPError{

@@ -54,6 +54,8 @@ type handler struct {
 //
 // NewHandler panics on an invalid option: a misconfigured server must not
 // start.
+//
+// SPEC(design.md 10)
 func NewHandler(r log.Reader, opts ...HandlerOption) http.Handler {
 	h := &handler{
 		r:                r,
@@ -82,6 +84,7 @@ func NewHandler(r log.Reader, opts ...HandlerOption) http.Handler {
 
 const immutable = "public, max-age=31536000, immutable"
 
+// SPEC(design.md 10)
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	var serve func(w http.ResponseWriter, r *http.Request) error
@@ -108,6 +111,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// SPEC(design.md 10)
 func (h *handler) checkpoint(w http.ResponseWriter, r *http.Request) error {
 	if _, err := parseQuery(r.URL.RawQuery); err != nil {
 		return err
@@ -127,6 +131,7 @@ func (h *handler) checkpoint(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// SPEC(design.md 10)
 func (h *handler) entries(w http.ResponseWriter, r *http.Request) error {
 	v, err := parseQuery(r.URL.RawQuery, "start", "end")
 	if err != nil {
@@ -154,6 +159,7 @@ func (h *handler) entries(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// SPEC(design.md 10)
 func (h *handler) inclusion(w http.ResponseWriter, r *http.Request) error {
 	v, err := parseQuery(r.URL.RawQuery, "index", "size")
 	if err != nil {
@@ -174,6 +180,7 @@ func (h *handler) inclusion(w http.ResponseWriter, r *http.Request) error {
 	return writeProof(w, p, want)
 }
 
+// SPEC(design.md 10)
 func (h *handler) consistency(w http.ResponseWriter, r *http.Request) error {
 	v, err := parseQuery(r.URL.RawQuery, "old", "new")
 	if err != nil {
@@ -211,6 +218,8 @@ func writeProof(w http.ResponseWriter, p [][]byte, want int) error {
 
 // writeError maps an error to its response: the one place where the log
 // package's errors meet HTTP.
+//
+// SPEC(design.md 10)
 func (h *handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var bad *badRequestError
 	switch {
@@ -266,6 +275,8 @@ func badRequest(format string, args ...any) error {
 // parseQuery parses a raw query that must hold exactly the named
 // parameters, each once, each a canonical decimal uint64, in any order. It
 // returns the values in the order of names.
+//
+// SPEC(design.md 10)
 func parseQuery(raw string, names ...string) ([]uint64, error) {
 	vals := make([]uint64, len(names))
 	seen := make([]bool, len(names))
@@ -314,6 +325,8 @@ func indexOf(names []string, key string) int {
 
 // parseDecimal parses a canonical decimal uint64: digits only, no leading
 // zero except for "0" itself.
+//
+// SPEC(design.md 10)
 func parseDecimal(s string) (uint64, error) {
 	if s == "" {
 		return 0, errors.New("is empty; want a decimal number")

@@ -23,6 +23,8 @@ var ErrMalformed = errors.New("logapi: malformed response")
 //
 // SPEC(tlog-tiles): "Entry bundles are sequences of big-endian uint16
 // length-prefixed log entries."
+//
+// SPEC(design.md 10)
 func AppendEntries(b []byte, entries [][]byte) ([]byte, error) {
 	for i, e := range entries {
 		if len(e) == 0 || len(e) > log.MaxEntrySize {
@@ -38,6 +40,8 @@ func AppendEntries(b []byte, entries [][]byte) ([]byte, error) {
 // consumed exactly: a truncated length prefix or entry is an error, and so is
 // an empty entry (no log accepts one, see [log.CheckEntries]). The returned
 // entries alias b.
+//
+// SPEC(design.md 10)
 func ParseEntries(b []byte) ([][]byte, error) {
 	var entries [][]byte
 	for off := 0; off < len(b); {

@@ -230,6 +230,10 @@ type published struct {
 // once the witness policy is met. If the witnesses cannot be reached, New
 // on an empty directory takes up to WitnessTimeout longer and the log starts
 // without a checkpoint (see initTessera).
+//
+// SPEC(design.md 9)
+// SPEC(design.md 9.1)
+// SPEC(design.md 17)
 func New(ctx context.Context, cfg Config) (*Log, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -377,6 +381,8 @@ func lockDir(dir string) (*os.File, error) {
 // Indices: the entries of one call get consecutive indices, in order, but
 // for one narrow race in Tessera's queue described on feed (which batches
 // concurrent calls); Append always returns each entry's true index.
+//
+// SPEC(design.md 17)
 func (l *Log) Append(ctx context.Context, entries [][]byte) ([]uint64, error) {
 	if err := log.CheckEntries(entries); err != nil {
 		return nil, err
@@ -520,6 +526,8 @@ func resolve(group []*appendReq, futures [][]tessera.IndexFuture) {
 // Await implements [log.Appender]. It waits without spinning: a single
 // goroutine reads the checkpoint file every 5ms while any Await waits, and
 // wakes the waiters when it changes.
+//
+// SPEC(design.md 7)
 func (l *Log) Await(ctx context.Context, index uint64) ([]byte, error) {
 	for {
 		l.mu.Lock()

@@ -32,6 +32,8 @@ import (
 // charset=utf-8" and headers that "prevent caching beyond a few seconds";
 // tiles and entry bundles with "Content-Type: application/octet-stream" and
 // long-lived caching; entry bundles "SHOULD be compressed at the HTTP layer".
+//
+// SPEC(design.md 10)
 func (l *Log) TilesHandler() http.Handler {
 	return http.HandlerFunc(l.serveTiles)
 }
@@ -126,6 +128,8 @@ type tileResource struct {
 
 // parseTilePath parses a tlog-tiles tile or bundle path (without leading
 // slash) and accepts it only in canonical form.
+//
+// SPEC(design.md 10)
 func parseTilePath(p string) (tileResource, bool) {
 	rest, ok := strings.CutPrefix(p, "tile/")
 	if !ok {

@@ -65,6 +65,8 @@ type waiter struct {
 // On error, some of the entries may have been queued and will be logged
 // anyway; the caller cannot tell which. The protocol's entries are unique, so
 // appending them again is harmless: duplicates return the logged indices.
+//
+// SPEC(design.md 17)
 func (l *Log) Append(ctx context.Context, entries [][]byte) ([]uint64, error) {
 	if err := log.CheckEntries(entries); err != nil {
 		return nil, err
@@ -138,6 +140,8 @@ func (l *Log) Append(ctx context.Context, entries [][]byte) ([]uint64, error) {
 // entry it returns the waiter that learns its index, or nil when Trillian
 // already had the entry (a duplicate, whose index must be looked up). On
 // error no waiter stays registered.
+//
+// SPEC(design.md 17.1)
 func (l *Log) queue(ctx context.Context, entries [][]byte, hashes [][32]byte) ([]*waiter, error) {
 	// Register before queueing: the follower only matches leaves sequenced
 	// after registration (see runFollower).

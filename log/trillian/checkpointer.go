@@ -43,6 +43,9 @@ func (l *Log) runCheckpointer(ctx context.Context) {
 // nothing was published yet), checks it extends the published checkpoint,
 // signs a checkpoint for it and publishes it. A fork is sticky: it is
 // recorded in l.failed and returned from then on.
+//
+// SPEC(design.md 9)
+// SPEC(design.md 17)
 func (l *Log) checkpointOnce(ctx context.Context) error {
 	resp, err := l.client.GetLatestSignedLogRoot(ctx, &tpb.GetLatestSignedLogRootRequest{LogId: l.treeID})
 	if err != nil {
@@ -199,6 +202,8 @@ func (l *Log) latest() (*checkpoint, error) {
 // Close does not wait for Await calls: they return log.ErrClosed. After a
 // fork, Await returns the *ForkError unless the checkpoint published before
 // the fork already covers index.
+//
+// SPEC(design.md 7)
 func (l *Log) Await(ctx context.Context, index uint64) ([]byte, error) {
 	for {
 		l.mu.Lock()

@@ -45,6 +45,8 @@ const dialServiceConfig = `{
 // Trillian serves without --tls_cert_file; pass
 // grpc.WithTransportCredentials to override. The caller closes the
 // connection.
+//
+// SPEC(design.md 17)
 func Dial(addrs []string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("trillian: Dial needs at least one address")

@@ -20,6 +20,8 @@ import (
 // (docs/design.md section 17.1, step 2): once the deposed writer can no
 // longer queue leaves, zero unsequenced leaves means that nothing it queued
 // can still be sequenced after the new writer's first entry.
+//
+// SPEC(design.md 17.1 step 2)
 func Unsequenced(ctx context.Context, db *sql.DB, treeID int64) (int64, error) {
 	var n int64
 	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM Unsequenced WHERE TreeId = ?", treeID).Scan(&n); err != nil {
@@ -56,6 +58,8 @@ func (l *Log) Sequenced(ctx context.Context) (uint64, error) {
 // sequenced. Call it only once the previous writer can no longer queue
 // leaves (its lease deadline has passed). While no signer is master the
 // queue does not drain: Drain waits (up to the signers' election TTL).
+//
+// SPEC(design.md 17.1 step 2)
 func (l *Log) Drain(ctx context.Context, db *sql.DB, poll time.Duration) error {
 	for {
 		n, err := Unsequenced(ctx, db, l.treeID)

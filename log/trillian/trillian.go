@@ -166,6 +166,9 @@ type checkpoint struct {
 // current root, and starts the background goroutines. It fails when the tree
 // does not exist, is not an initialised, ACTIVE tree of type LOG, or Trillian
 // cannot be reached.
+//
+// SPEC(design.md 9.1)
+// SPEC(design.md 17)
 func New(ctx context.Context, cfg Config) (*Log, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err

@@ -58,6 +58,8 @@ func malformed(format string, args ...any) error {
 //
 // The checkpoint is returned verbatim and only checked to be non-empty; the
 // witness opens it as a signed note.
+//
+// SPEC(design.md 9)
 func ParseAddCheckpoint(body []byte) (*AddCheckpointRequest, error) {
 	line, rest, ok := bytes.Cut(body, []byte("\n"))
 	if !ok {
@@ -112,6 +114,8 @@ func ParseAddCheckpoint(body []byte) (*AddCheckpointRequest, error) {
 // [ErrMalformedRequest], on a request [ParseAddCheckpoint] would reject:
 // more than MaxProofLines hashes, a hash that is not 32 bytes, or an empty
 // checkpoint.
+//
+// SPEC(design.md 9)
 func (r *AddCheckpointRequest) Marshal() ([]byte, error) {
 	// SPEC(tlog-witness): "The client MUST NOT send more than 63
 	// consistency proof lines."

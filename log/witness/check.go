@@ -113,6 +113,8 @@ type verification struct {
 	others []note.Signature
 }
 
+// SPEC(design.md 9)
+// SPEC(design.md 12.2 step 2.2)
 func (p *Policy) verify(n *signedNote) *verification {
 	v := &verification{
 		best:    make([]*Cosignature, len(p.witnesses)),
@@ -199,6 +201,8 @@ func (p *Policy) CheckNote(n *note.Note) ([]Cosignature, error) {
 	return p.check(&signedNote{text: n.Text, sigs: sigs})
 }
 
+// SPEC(design.md 9.1)
+// SPEC(design.md 12.2 step 2.2)
 func (p *Policy) check(n *signedNote) ([]Cosignature, error) {
 	v := p.verify(n)
 	cs := v.cosignatures()
@@ -218,6 +222,8 @@ func (p *Policy) check(n *signedNote) ([]Cosignature, error) {
 //
 // The cosignatures must come from [Policy.Check] or [Policy.CheckNote] on
 // this policy.
+//
+// SPEC(design.md 12.2 step 2.5)
 func (p *Policy) QuorumTime(cs []Cosignature) (time.Time, bool) {
 	if p.quorum < 0 {
 		return time.Time{}, false

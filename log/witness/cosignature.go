@@ -33,6 +33,8 @@ var ErrMalformedCosignature = errors.New("witness: malformed cosignature/v1 sign
 // ML-DSA-44 (type 0x06). The key hash on the line MUST be s.Hash.
 //
 // Errors wrap [ErrMalformedCosignature].
+//
+// SPEC(design.md 9)
 func ParseCosignature(s note.Signature) (time.Time, []byte, error) {
 	raw, err := base64.StdEncoding.DecodeString(s.Base64)
 	if err != nil {

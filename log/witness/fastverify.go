@@ -44,6 +44,8 @@ func (v *ed25519CosigVerifier) KeyHash() uint32 { return v.hash }
 // SPEC(tlog-cosignature): the signed message is "cosignature/v1\ntime
 // <timestamp>\n" followed by the note text, and the signature is the
 // big-endian u64 timestamp followed by the Ed25519 signature.
+//
+// SPEC(design.md 9)
 func (v *ed25519CosigVerifier) Verify(msg, sig []byte) bool {
 	t, s, err := parseTimestampedSignature(sig)
 	if err != nil || len(s) != voi.SignatureSize || bytes.Count(msg, []byte("\n")) < 2 {

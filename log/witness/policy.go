@@ -120,6 +120,8 @@ var keywords = map[string]bool{
 
 // ParsePolicy parses a policy in the Sigsum policy format with C2SP
 // signed-note verifier keys (see the package documentation).
+//
+// SPEC(design.md 9.1)
 func ParsePolicy(text []byte) (*Policy, error) {
 	if len(text) > maxPolicyBytes {
 		return nil, &ParseError{Msg: fmt.Sprintf("policy has %d bytes, more than the limit of %d", len(text), maxPolicyBytes)}
@@ -372,6 +374,8 @@ func vkeyKey(vkey string) ([]byte, uint32) {
 // cosignatureVerifier parses a witness vkey. It accepts only the
 // cosignature/v1 signature types, and checks the vkey's key hash (which
 // formats/note does not).
+//
+// SPEC(design.md 9)
 func cosignatureVerifier(vkey string) (note.Verifier, []byte, error) {
 	raw, hash := vkeyKey(vkey)
 	if len(raw) == 0 {
@@ -425,6 +429,8 @@ func (p *Policy) Quorum() string { return p.quorumDesc }
 // satisfied evaluates the quorum given which witnesses (by index) count as
 // having cosigned. Nodes are evaluated once each, in definition order, so the
 // cost is linear in the size of the policy even when groups share members.
+//
+// SPEC(design.md 9.1)
 func (p *Policy) satisfied(cosigned func(w int) bool) bool {
 	if p.quorum < 0 {
 		return true

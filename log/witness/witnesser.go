@@ -189,6 +189,8 @@ func NewWitnesser(p *Policy, opts WitnesserOpts) (*Witnesser, error) {
 //
 // When the policy cannot be satisfied it returns a [*PolicyError] whose
 // Failures say why each failing witness failed.
+//
+// SPEC(design.md 9)
 func (w *Witnesser) Witness(ctx context.Context, signed []byte, proof ProofFunc) ([]byte, error) {
 	n, err := parseNote(signed)
 	if err != nil {
@@ -303,6 +305,8 @@ func (c *proofCache) get(oldSize uint64) ([][]byte, error) {
 }
 
 // update runs the add-checkpoint exchange with one witness.
+//
+// SPEC(design.md 9)
 func (w *Witnesser) update(ctx context.Context, t *target, signed []byte, text string, size uint64, proofs *proofCache) (*Cosignature, *WitnessError) {
 	ctx, cancel := context.WithTimeout(ctx, w.timeout)
 	defer cancel()
@@ -451,6 +455,8 @@ func (w *Witnesser) post(ctx context.Context, u string, body []byte) (int, http.
 // MUST ignore any cosignatures from unknown keys. To parse the response, the
 // client MAY concatenate it to the checkpoint, and use a note verification
 // function configured with the witness keys it trusts."
+//
+// SPEC(design.md 9)
 func (t *target) parseCosignature(text string, resp []byte) (*Cosignature, error) {
 	if len(resp) == 0 {
 		return nil, fmt.Errorf("%w: empty 200 response", ErrBadResponse)

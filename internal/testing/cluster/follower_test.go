@@ -149,7 +149,9 @@ func (f *Follower) Head() (root [32]byte, mapSize, logSize uint64) {
 // apply processes entry j with the log's epoch rules (api.CheckEpoch), as
 // the directory's replay does.
 //
-// SPEC(design.md 7, 14 steps 1, 3)
+// SPEC(design.md 7)
+// SPEC(design.md 14 step 1)
+// SPEC(design.md 14 step 3)
 func (f *Follower) apply(j uint64, e []byte) error {
 	ent, err := api.ParseEntry(e)
 	if err != nil {

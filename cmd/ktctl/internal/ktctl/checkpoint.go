@@ -89,6 +89,8 @@ func FetchCheckpoint(ctx context.Context, r klog.Reader, k *Keys) (*Checkpoint, 
 // witness. A bad log signature, an invalid cosignature by a policy witness,
 // or an unmet quorum is a [*VerifyError]; in the latter two cases the
 // returned Checkpoint is complete, so that callers can show what was found.
+//
+// SPEC(design.md 9)
 func VerifyCheckpoint(raw []byte, k *Keys) (*Checkpoint, error) {
 	cp, n, err := klog.ParseCheckpoint(raw, k.Origin, k.LogVerifier)
 	if err != nil {

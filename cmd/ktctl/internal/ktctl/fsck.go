@@ -86,6 +86,8 @@ type FsckOptions struct {
 //
 // When ctx is cancelled mid-run, the position reached is saved and the
 // context's error returned.
+//
+// SPEC(design.md 14)
 func Fsck(ctx context.Context, r klog.Reader, cp *Checkpoint, k *Keys, opts FsckOptions) (*FsckResult, error) {
 	start := time.Now()
 	cfg := replay.Config{Origin: k.Origin, Verifier: k.LogVerifier, RecoveryKey: opts.RecoveryKey, ExactSignatures: opts.ExactSignatures}
@@ -215,6 +217,8 @@ func Fsck(ctx context.Context, r klog.Reader, cp *Checkpoint, k *Keys, opts Fsck
 
 // checkExtends checks with the log's consistency proof that cp extends
 // last.
+//
+// SPEC(design.md 14)
 func checkExtends(ctx context.Context, r klog.Reader, last *replay.Checkpoint, cp *Checkpoint) error {
 	if cp.Size == last.Size {
 		if !bytes.Equal(cp.Root, last.Root[:]) {

@@ -57,6 +57,8 @@ func (t *TilesReader) Checkpoint(ctx context.Context) ([]byte, error) {
 
 // Entries implements [klog.Reader]: it returns the entries of [start, end)
 // in the bundle that holds start.
+//
+// SPEC(design.md 10)
 func (t *TilesReader) Entries(ctx context.Context, start, end uint64) ([][]byte, error) {
 	if start >= end || end > t.Size {
 		return nil, klog.Errorf(klog.ErrOutOfRange, "entries [%d, %d) in a tree of size %d", start, end, t.Size)
