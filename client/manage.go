@@ -78,12 +78,9 @@ func (c *Client) Init(ctx context.Context, suite api.HPKESuite) (*DeviceKeys, er
 func (c *Client) Enroll(ctx context.Context, handle, credential string, accountKey bool) (*Submitted, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.load(ctx)
+	st, err := c.loadDevice(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
 	}
 	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
 	if err != nil {
@@ -205,12 +202,9 @@ func NewChange(origin string, res *LookupResult, set *api.DeviceSet, kind api.Au
 func (c *Client) Join(ctx context.Context, handle string) (*LookupResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.load(ctx)
+	st, err := c.loadDevice(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
 	}
 	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
 	if err != nil {
@@ -280,12 +274,9 @@ func (c *Client) RemoveDevice(ctx context.Context, id [16]byte) ([]*Submitted, e
 // The new keys are stored before the change is sent and replace the old
 // ones once the directory accepts it.
 func (c *Client) Rekey(ctx context.Context) ([]*Submitted, error) {
-	st, err := c.State(ctx)
+	st, err := c.loadDevice(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
 	}
 	nk, err := st.Device.rekeyed(c.cfg.Now())
 	if err != nil {
@@ -340,12 +331,9 @@ type changeOpts struct {
 func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.DeviceSet) error) ([]*Submitted, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.load(ctx)
+	st, err := c.loadDevice(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
 	}
 	handles := st.sortedHandles()
 	if o.handles != nil {
