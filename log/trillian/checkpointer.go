@@ -44,15 +44,10 @@ func (l *Log) runCheckpointer(ctx context.Context) {
 // signs a checkpoint for it and publishes it. A fork is sticky: it is
 // recorded in l.failed and returned from then on.
 func (l *Log) checkpointOnce(ctx context.Context) error {
-	resp, err := l.client.GetLatestSignedLogRoot(ctx, &tpb.GetLatestSignedLogRootRequest{LogId: l.treeID})
-	if err != nil {
-		return grpcError("GetLatestSignedLogRoot", err)
-	}
-	root, err := parseRoot(resp.SignedLogRoot)
+	root, err := l.latestRoot(ctx)
 	if err != nil {
 		return err
 	}
-	l.observeSize(root.TreeSize)
 
 	l.mu.Lock()
 	prev, failed := l.published, l.failed
