@@ -78,11 +78,7 @@ func (c *Client) Init(ctx context.Context, suite api.HPKESuite) (*DeviceKeys, er
 func (c *Client) Enroll(ctx context.Context, handle, credential string, accountKey bool) (*Submitted, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.loadDevice(ctx)
-	if err != nil {
-		return nil, err
-	}
-	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	st, res, err := c.deviceLookup(ctx, handle)
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +140,21 @@ func (c *Client) Enroll(ctx context.Context, handle, credential string, accountK
 	return submitted(res, version, hc, cr, 0), nil
 }
 
+// deviceLookup loads the state of a device that has keys and looks handle
+// up, verified (with retries): the start of Enroll and Join. The caller
+// holds c.mu.
+func (c *Client) deviceLookup(ctx context.Context, handle string) (*State, *LookupResult, error) {
+	st, err := c.loadDevice(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, res, nil
+}
+
 // definitive reports whether a failed RPC certainly did not apply the
 // change (the directory answered with a rejection).
 func definitive(err error) bool {
@@ -202,11 +213,7 @@ func NewChange(origin string, res *LookupResult, set *api.DeviceSet, kind api.Au
 func (c *Client) Join(ctx context.Context, handle string) (*LookupResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.loadDevice(ctx)
-	if err != nil {
-		return nil, err
-	}
-	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	st, res, err := c.deviceLookup(ctx, handle)
 	if err != nil {
 		return nil, err
 	}
