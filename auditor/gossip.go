@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -204,7 +203,7 @@ func (a *Auditor) exchange(ctx context.Context, ls *logState, p Peer) string {
 	if mine == nil {
 		return "nothing to gossip yet"
 	}
-	status, body, err := a.post(ctx, p.URL, mine)
+	status, body, err := evidence.Post(ctx, a.cfg.HTTPClient, p.URL, mine)
 	if err != nil {
 		return err.Error()
 	}
@@ -214,7 +213,7 @@ func (a *Auditor) exchange(ctx context.Context, ls *logState, p Peer) string {
 		if fe, ok := errors.AsType[*ForkError](err); ok {
 			// Tell the peer, which may not be able to build the bundle
 			// (it holds the smaller tree).
-			if st, _, err := a.post(ctx, p.URL, fe.Bundle); err != nil || st != http.StatusConflict {
+			if st, _, err := evidence.Post(ctx, a.cfg.HTTPClient, p.URL, fe.Bundle); err != nil || st != http.StatusConflict {
 				a.log.Warn("peer did not take the evidence", "peer", p.Name, "status", st, "err", err)
 			}
 			return "evidence"
@@ -234,25 +233,4 @@ func (a *Auditor) exchange(ctx context.Context, ls *logState, p Peer) string {
 	default:
 		return fmt.Sprintf("HTTP %d: %s", status, strings.TrimSpace(string(body[:min(len(body), 200)])))
 	}
-}
-
-func (a *Auditor) post(ctx context.Context, base string, body []byte) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(base, "/")+PathGossip, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	resp, err := a.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(evidence.MaxSize)+1))
-	if err != nil {
-		return 0, nil, err
-	}
-	if len(b) > evidence.MaxSize {
-		return 0, nil, errors.New("peer answer too large")
-	}
-	return resp.StatusCode, b, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keytrans/kt/log/evidence"
 )
 
 // HTTP paths served by [Auditor.Handler].
@@ -19,7 +21,7 @@ const (
 	// named by the origin query parameter (optional with a single log).
 	PathCheckpoint = "/kt/v1/checkpoint"
 	// PathGossip takes a checkpoint note or an evidence bundle.
-	PathGossip = "/kt/v1/gossip"
+	PathGossip = evidence.PathGossip
 	// PathEvidence lists the evidence bundles of a log (one id per line);
 	// PathEvidence/<id> serves one.
 	PathEvidence = "/kt/v1/evidence"

@@ -69,12 +69,9 @@ func (c *Client) RecoverWithAccountKey(ctx context.Context, handles []string, re
 	if len(handles) == 0 {
 		return nil, ErrNoHandles
 	}
-	st, err := c.State(ctx)
+	st, err := c.loadDevice(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
 	}
 	self := st.Device.Device()
 	hs := make([]string, len(handles))

@@ -105,6 +105,19 @@ func (c *Client) State(ctx context.Context) (*State, error) {
 	return c.load(ctx)
 }
 
+// loadDevice loads the state of a device that has keys: it fails with
+// [ErrNoDevice] before [Client.Init].
+func (c *Client) loadDevice(ctx context.Context) (*State, error) {
+	st, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Device == nil {
+		return nil, ErrNoDevice
+	}
+	return st, nil
+}
+
 func (c *Client) load(ctx context.Context) (*State, error) {
 	b, err := c.store.Load(ctx)
 	if err != nil {
@@ -398,12 +411,9 @@ var ErrNoDevice = errors.New("client: this device has no keys yet")
 //
 // SPEC(design.md 12.3)
 func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelope, error) {
-	st, err := c.load(ctx)
+	st, err := c.loadDevice(ctx)
 	if err != nil {
 		return nil, nil, err
-	}
-	if st.Device == nil {
-		return nil, nil, ErrNoDevice
 	}
 	e, err := ParseEnvelope(envelope)
 	if err != nil {

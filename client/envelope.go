@@ -96,14 +96,7 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 	bad := func(format string, args ...any) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: %s", ErrEnvelope, fmt.Sprintf(format, args...))
 	}
-	take := func(n int) []byte {
-		if n < 0 || len(b) < n {
-			return nil
-		}
-		r := b[:n]
-		b = b[n:]
-		return r
-	}
+	take := func(n int) []byte { return cutPrefix(&b, n) }
 	head := take(1 + 6 + 16)
 	if head == nil {
 		return bad("truncated")

@@ -1,13 +1,10 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -68,9 +65,6 @@ type GossipResult struct {
 	Err error
 }
 
-// maxGossipBody bounds an auditor's answer.
-const maxGossipBody = 1 << 20
-
 // Gossip posts the trusted epoch checkpoint to every configured auditor
 // (design.md 15) and checks each answer: a 200 carries the auditor's
 // latest audited checkpoint, which must be signed by the log and
@@ -119,7 +113,7 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		res.Err = fmt.Errorf("%w: %s: %s", ErrGossip, auditor, fmt.Sprintf(format, args...))
 		return res
 	}
-	code, body, err := c.post(ctx, auditor, t.Checkpoint)
+	code, body, err := evidence.Post(ctx, c.cfg.HTTPClient, auditor, t.Checkpoint)
 	if err != nil {
 		return bad("%v", err)
 	}
@@ -147,7 +141,7 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 			// SPEC(design.md 15): "The body may also be an evidence
 			// bundle, which the auditor verifies offline and records
 			// (409, echoing it)." The auditor could not build this one.
-			if code, _, err := c.post(ctx, auditor, ev); err != nil || code != http.StatusConflict {
+			if code, _, err := evidence.Post(ctx, c.cfg.HTTPClient, auditor, ev); err != nil || code != http.StatusConflict {
 				c.log.WarnContext(ctx, "gossip: the auditor did not record the evidence", "auditor", auditor, "status", code, "err", err)
 			}
 		}
@@ -196,30 +190,6 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		return conflict(fmt.Sprintf("the log cannot prove size %d consistent with size %d: %v", oldSize, newSize, err), ev)
 	}
 	return res
-}
-
-// post sends body to the auditor's gossip endpoint and returns the status
-// and the answer (at most maxGossipBody bytes).
-func (c *Client) post(ctx context.Context, auditor string, body []byte) (int, []byte, error) {
-	url := strings.TrimSuffix(auditor, "/") + "/kt/v1/gossip"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	resp, err := c.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	ans, err := io.ReadAll(io.LimitReader(resp.Body, maxGossipBody+1))
-	if err != nil {
-		return 0, nil, fmt.Errorf("reading the answer: %w", err)
-	}
-	if len(ans) > maxGossipBody {
-		return 0, nil, fmt.Errorf("answer larger than %d bytes", maxGossipBody)
-	}
-	return resp.StatusCode, ans, nil
 }
 
 // Evidence encodes checkpoint notes a and b and the proof lines as a

@@ -81,14 +81,7 @@ func (c *Client) Init(ctx context.Context, suite api.HPKESuite) (*DeviceKeys, er
 func (c *Client) Enroll(ctx context.Context, handle, credential string, accountKey bool) (*Submitted, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.load(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
-	}
-	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	st, res, err := c.deviceLookup(ctx, handle)
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +141,21 @@ func (c *Client) Enroll(ctx context.Context, handle, credential string, accountK
 		return nil, fmt.Errorf("client: enroll %s: %w", res.Handle, err)
 	}
 	return submitted(res, version, hc, cr, 0), nil
+}
+
+// deviceLookup loads the state of a device that has keys and looks handle
+// up, verified (with retries): the start of Enroll and Join. The caller
+// holds c.mu.
+func (c *Client) deviceLookup(ctx context.Context, handle string) (*State, *LookupResult, error) {
+	st, err := c.loadDevice(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, res, nil
 }
 
 // definitive reports whether a failed RPC certainly did not apply the
@@ -212,14 +220,7 @@ func NewChange(origin string, res *LookupResult, set *api.DeviceSet, kind api.Au
 func (c *Client) Join(ctx context.Context, handle string) (*LookupResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.load(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
-	}
-	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	st, res, err := c.deviceLookup(ctx, handle)
 	if err != nil {
 		return nil, err
 	}
@@ -291,12 +292,9 @@ func (c *Client) RemoveDevice(ctx context.Context, id [16]byte) ([]*Submitted, e
 //
 // SPEC(design.md 13.1)
 func (c *Client) Rekey(ctx context.Context) ([]*Submitted, error) {
-	st, err := c.State(ctx)
+	st, err := c.loadDevice(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
 	}
 	nk, err := st.Device.rekeyed(c.cfg.Now())
 	if err != nil {
@@ -357,12 +355,9 @@ type changeOpts struct {
 func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.DeviceSet) error) ([]*Submitted, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.load(ctx)
+	st, err := c.loadDevice(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
 	}
 	handles := st.sortedHandles()
 	if o.handles != nil {

@@ -41,12 +41,9 @@ type MonitorReport struct {
 func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.load(ctx)
+	st, err := c.loadDevice(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if st.Device == nil {
-		return nil, ErrNoDevice
 	}
 	var out []*MonitorReport
 	for _, h := range st.sortedHandles() {

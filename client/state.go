@@ -160,19 +160,24 @@ func (s *MonitorState) MarshalBinary() ([]byte, error) {
 	return b, nil
 }
 
+// cutPrefix removes the first n bytes from *b and returns them, or
+// returns nil and leaves *b alone if it holds fewer (or n < 0). The
+// strict decoders of the client's state and envelopes read with it.
+func cutPrefix(b *[]byte, n int) []byte {
+	if n < 0 || len(*b) < n {
+		return nil
+	}
+	r := (*b)[:n]
+	*b = (*b)[n:]
+	return r
+}
+
 // UnmarshalBinary decodes what MarshalBinary wrote, strictly.
 func (s *MonitorState) UnmarshalBinary(b []byte) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: monitor state: %s", ErrState, fmt.Sprintf(format, args...))
 	}
-	take := func(n int) []byte {
-		if n < 0 || len(b) < n {
-			return nil
-		}
-		r := b[:n]
-		b = b[n:]
-		return r
-	}
+	take := func(n int) []byte { return cutPrefix(&b, n) }
 	v := take(1)
 	if v == nil || v[0] != monitorVersion {
 		return bad("missing or unknown version")

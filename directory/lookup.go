@@ -51,13 +51,18 @@ func (d *Directory) newEpoch(m *epochMeta, snap *smt.Snapshot) (*epoch, error) {
 	}, nil
 }
 
-// current returns the served epoch.
-func (d *Directory) current() (*epoch, error) {
+// current returns the served epoch and its part for a client whose
+// trusted epoch checkpoint has size known (see part).
+func (d *Directory) current(ctx context.Context, known uint64, omit bool) (*epoch, *ktpb.EpochPart, error) {
 	ep := d.cur.Load()
 	if ep == nil {
-		return nil, errorf(ErrUnavailable, "no epoch is published yet")
+		return nil, nil, errorf(ErrUnavailable, "no epoch is published yet")
 	}
-	return ep, nil
+	part, err := d.part(ctx, ep, known, omit)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ep, part, nil
 }
 
 // part returns the epoch part for a client whose trusted epoch checkpoint
@@ -112,22 +117,15 @@ func (d *Directory) GetParameters(context.Context, *ktpb.GetParametersRequest) (
 
 // GetEpoch implements [ktpb.DirectoryServer]: always the full epoch part.
 func (d *Directory) GetEpoch(ctx context.Context, req *ktpb.GetEpochRequest) (*ktpb.EpochPart, error) {
-	ep, err := d.current()
-	if err != nil {
-		return nil, err
-	}
-	return d.part(ctx, ep, req.GetKnownSize(), false)
+	_, part, err := d.current(ctx, req.GetKnownSize(), false)
+	return part, err
 }
 
 // Lookup implements [ktpb.DirectoryServer] (design.md 12.1).
 //
 // SPEC(design.md 12.1)
 func (d *Directory) Lookup(ctx context.Context, req *ktpb.LookupRequest) (*ktpb.LookupResponse, error) {
-	ep, err := d.current()
-	if err != nil {
-		return nil, err
-	}
-	part, err := d.part(ctx, ep, req.GetKnownSize(), true)
+	ep, part, err := d.current(ctx, req.GetKnownSize(), true)
 	if err != nil {
 		return nil, err
 	}
@@ -150,11 +148,7 @@ func (d *Directory) BatchLookup(ctx context.Context, req *ktpb.BatchLookupReques
 	case len(hs) > MaxBatchLookup:
 		return nil, errorf(ErrResourceExhausted, "%d handles in one batch, at most %d", len(hs), MaxBatchLookup)
 	}
-	ep, err := d.current()
-	if err != nil {
-		return nil, err
-	}
-	part, err := d.part(ctx, ep, req.GetKnownSize(), true)
+	ep, part, err := d.current(ctx, req.GetKnownSize(), true)
 	if err != nil {
 		return nil, err
 	}
@@ -225,11 +219,7 @@ func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktp
 		return nil, errorf(ErrInvalidArgument, "index of %d bytes, want 32", len(req.GetIndex()))
 	}
 	index := [32]byte(req.GetIndex())
-	ep, err := d.current()
-	if err != nil {
-		return nil, err
-	}
-	part, err := d.part(ctx, ep, req.GetKnownSize(), true)
+	ep, part, err := d.current(ctx, req.GetKnownSize(), true)
 	if err != nil {
 		return nil, err
 	}

@@ -100,6 +100,14 @@ func nargs(args []string, n int, form string) error {
 	return nil
 }
 
+// nargsThen runs f if there are n args, else fails with the usage form.
+func nargsThen(args []string, n int, form string, f func() error) error {
+	if err := nargs(args, n, form); err != nil {
+		return err
+	}
+	return f()
+}
+
 func (a *app) dispatch(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usagef("no command")
@@ -112,10 +120,7 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 	}
 	switch cmd {
 	case "init":
-		if err := nargs(args, 0, "init [--suite x25519|hybrid]"); err != nil {
-			return err
-		}
-		return a.init(ctx)
+		return nargsThen(args, 0, "init [--suite x25519|hybrid]", func() error { return a.init(ctx) })
 	case "register":
 		if err := nargs(args, 1, "register HANDLE --token TOKEN [--account-key]"); err != nil {
 			return err
@@ -125,10 +130,7 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		}
 		return a.register(ctx, args[0])
 	case "join":
-		if err := nargs(args, 1, "join HANDLE"); err != nil {
-			return err
-		}
-		return a.join(ctx, args[0])
+		return nargsThen(args, 1, "join HANDLE", func() error { return a.join(ctx, args[0]) })
 	case "device":
 		if len(args) == 0 {
 			return usagef("usage: kt device export|add|remove|rekey")
@@ -136,10 +138,7 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		sub, args := args[0], args[1:]
 		switch sub {
 		case "export":
-			if err := nargs(args, 0, "device export"); err != nil {
-				return err
-			}
-			return a.deviceExport(ctx)
+			return nargsThen(args, 0, "device export", func() error { return a.deviceExport(ctx) })
 		case "add":
 			if err := nargs(args, 1, "device add DESCRIPTOR"); err != nil {
 				return err
@@ -159,10 +158,9 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 			}
 			return a.submit(ctx, "removed device "+args[0], func(c *client.Client) ([]*client.Submitted, error) { return c.RemoveDevice(ctx, [16]byte(id)) })
 		case "rekey":
-			if err := nargs(args, 0, "device rekey"); err != nil {
-				return err
-			}
-			return a.submit(ctx, "re-keyed this device", func(c *client.Client) ([]*client.Submitted, error) { return c.Rekey(ctx) })
+			return nargsThen(args, 0, "device rekey", func() error {
+				return a.submit(ctx, "re-keyed this device", func(c *client.Client) ([]*client.Submitted, error) { return c.Rekey(ctx) })
+			})
 		default:
 			return usagef("unknown command %q", "device "+sub)
 		}
@@ -195,30 +193,15 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 			return c.RecoverWithAccountKey(ctx, args, a.flags.replace)
 		})
 	case "lookup":
-		if err := nargs(args, 1, "lookup HANDLE"); err != nil {
-			return err
-		}
-		return a.lookup(ctx, args[0])
+		return nargsThen(args, 1, "lookup HANDLE", func() error { return a.lookup(ctx, args[0]) })
 	case "encrypt":
-		if err := nargs(args, 1, "encrypt HANDLE [--in FILE] [--out FILE]"); err != nil {
-			return err
-		}
-		return a.encrypt(ctx, args[0])
+		return nargsThen(args, 1, "encrypt HANDLE [--in FILE] [--out FILE]", func() error { return a.encrypt(ctx, args[0]) })
 	case "decrypt":
-		if err := nargs(args, 0, "decrypt [--in FILE] [--out FILE]"); err != nil {
-			return err
-		}
-		return a.decrypt(ctx)
+		return nargsThen(args, 0, "decrypt [--in FILE] [--out FILE]", func() error { return a.decrypt(ctx) })
 	case "monitor":
-		if err := nargs(args, 0, "monitor [--once]"); err != nil {
-			return err
-		}
-		return a.monitor(ctx)
+		return nargsThen(args, 0, "monitor [--once]", func() error { return a.monitor(ctx) })
 	case "status":
-		if err := nargs(args, 0, "status"); err != nil {
-			return err
-		}
-		return a.status(ctx)
+		return nargsThen(args, 0, "status", func() error { return a.status(ctx) })
 	default:
 		return usagef("unknown command %q", cmd)
 	}
@@ -490,6 +473,11 @@ type deviceJSON struct {
 	Created    uint64 `json:"created"`
 }
 
+// newDeviceJSON is how kt shows a device, in JSON and in text.
+func newDeviceJSON(d api.Device) deviceJSON {
+	return deviceJSON{hex.EncodeToString(d.ID[:]), suiteName(d.Suite), hex.EncodeToString(d.SigningKey[:]), d.Created}
+}
+
 func suiteName(s api.HPKESuite) string {
 	switch s {
 	case api.SuiteX25519:
@@ -530,7 +518,7 @@ func (a *app) lookup(ctx context.Context, handle string) error {
 	var devs []deviceJSON
 	if res.DeviceSet != nil {
 		for _, d := range res.DeviceSet.Devices {
-			devs = append(devs, deviceJSON{hex.EncodeToString(d.ID[:]), suiteName(d.Suite), hex.EncodeToString(d.SigningKey[:]), d.Created})
+			devs = append(devs, newDeviceJSON(d))
 		}
 	}
 	kind := ""
@@ -735,10 +723,10 @@ func (a *app) pollOnce(ctx context.Context, c *client.Client) (int, error) {
 		for _, ch := range r.Changes {
 			j := changeJSON{Handle: r.Handle, Version: ch.Version, By: ch.By.String()}
 			for _, d := range ch.Added {
-				j.Added = append(j.Added, deviceJSON{hex.EncodeToString(d.ID[:]), suiteName(d.Suite), hex.EncodeToString(d.SigningKey[:]), d.Created})
+				j.Added = append(j.Added, newDeviceJSON(d))
 			}
 			for _, d := range ch.Removed {
-				j.Removed = append(j.Removed, deviceJSON{hex.EncodeToString(d.ID[:]), suiteName(d.Suite), hex.EncodeToString(d.SigningKey[:]), d.Created})
+				j.Removed = append(j.Removed, newDeviceJSON(d))
 			}
 			for _, al := range ch.Alerts {
 				j.Alerts = append(j.Alerts, al.Kind.String()+": "+al.Message)

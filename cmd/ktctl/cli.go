@@ -280,6 +280,15 @@ func (e *env) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
+// printJSONThen writes v as indented JSON and returns err, the outcome of
+// the verification v reports, unless writing fails.
+func (e *env) printJSONThen(v any, err error) error {
+	if jerr := e.printJSON(v); jerr != nil {
+		return jerr
+	}
+	return err
+}
+
 // short abbreviates a hash or key for tables unless --full.
 func (e *env) short(h ktctl.Hex) string {
 	s := h.String()

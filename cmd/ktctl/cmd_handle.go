@@ -128,10 +128,7 @@ func runHistory(ctx context.Context, e *env) error {
 	}
 	res.Handle = handle
 	if e.cfg.JSON {
-		if jerr := e.printJSON(res); jerr != nil {
-			return jerr
-		}
-		return err
+		return e.printJSONThen(res, err)
 	}
 	kv := []string{"index", res.Index.String()}
 	if handle != "" {

@@ -30,10 +30,7 @@ func runCheckpoint(ctx context.Context, e *env) error {
 		return err
 	}
 	if e.cfg.JSON {
-		if jerr := e.printJSON(cp); jerr != nil {
-			return jerr
-		}
-		return err
+		return e.printJSONThen(cp, err)
 	}
 	quorum := "not checked (no --policy)"
 	if q := cp.Quorum; q != nil {
@@ -111,13 +108,10 @@ func runEntries(ctx context.Context, e *env) error {
 		return err
 	}
 	if e.cfg.JSON {
-		if jerr := e.printJSON(struct {
+		return e.printJSONThen(struct {
 			CheckpointSize uint64         `json:"checkpoint_size"`
 			Entries        []*ktctl.Entry `json:"entries"`
-		}{cp.Size, es}); jerr != nil {
-			return jerr
-		}
-		return err
+		}{cp.Size, es}, err)
 	}
 	var rows [][]string
 	for _, en := range es {
@@ -186,14 +180,7 @@ func runInclusion(ctx context.Context, e *env) error {
 		return err
 	}
 	if e.cfg.JSON {
-		if jerr := e.printJSON(res); jerr != nil {
-			return jerr
-		}
-		return err
-	}
-	status := "verified"
-	if err != nil {
-		status = "FAILED"
+		return e.printJSONThen(res, err)
 	}
 	kv := []string{
 		"entry", fmt.Sprintf("%d (%s)", res.Index, res.Entry.Type),
@@ -205,12 +192,18 @@ func runInclusion(ctx context.Context, e *env) error {
 	if res.Size != res.CheckpointSize {
 		kv = append(kv, proofLines("consistency to checkpoint", res.ConsistencyProof)...)
 	}
-	kv = append(kv,
-		"checkpoint", fmt.Sprintf("size %d root %s", res.CheckpointSize, res.CheckpointRoot),
-		"result", status,
-	)
-	fields(e.stdout, kv...)
+	fields(e.stdout, append(kv, proofResult(res.CheckpointSize, res.CheckpointRoot, err)...)...)
 	return err
+}
+
+// proofResult ends the fields of a proof command: the checkpoint the
+// proofs lead to and whether they verified.
+func proofResult(size uint64, root ktctl.Hex, err error) []string {
+	status := "verified"
+	if err != nil {
+		status = "FAILED"
+	}
+	return []string{"checkpoint", fmt.Sprintf("size %d root %s", size, root), "result", status}
 }
 
 func proofLines(name string, p []ktctl.Hex) []string {
@@ -262,14 +255,7 @@ func runConsistency(ctx context.Context, e *env) error {
 		return err
 	}
 	if e.cfg.JSON {
-		if jerr := e.printJSON(res); jerr != nil {
-			return jerr
-		}
-		return err
-	}
-	status := "verified"
-	if err != nil {
-		status = "FAILED"
+		return e.printJSONThen(res, err)
 	}
 	kv := []string{
 		"old", fmt.Sprintf("size %d root %s", res.Old, res.OldRoot),
@@ -279,10 +265,6 @@ func runConsistency(ctx context.Context, e *env) error {
 	if res.New != res.CheckpointSize {
 		kv = append(kv, proofLines("new to checkpoint", res.NewToCheckpoint)...)
 	}
-	kv = append(kv,
-		"checkpoint", fmt.Sprintf("size %d root %s", res.CheckpointSize, res.CheckpointRoot),
-		"result", status,
-	)
-	fields(e.stdout, kv...)
+	fields(e.stdout, append(kv, proofResult(res.CheckpointSize, res.CheckpointRoot, err)...)...)
 	return err
 }

@@ -114,6 +114,21 @@ type Store struct {
 // (CreateTable) and, for Put, kt_lease.
 func New(db *sql.DB) *Store { return &Store{db: db} }
 
+// begin starts a transaction fenced by the writer's lease l
+// ([lease.Lease.Fence]): it fails with lease.ErrFenced unless l's term is
+// current. The caller commits the transaction or rolls it back.
+func (s *Store) begin(ctx context.Context, l *lease.Lease) (*sql.Tx, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("payloadstore: %w", err)
+	}
+	if err := l.Fence(ctx, tx); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	return tx, nil
+}
+
 // Put stores payloads in one transaction fenced by the writer's lease: it
 // fails with lease.ErrFenced, storing nothing, unless l's term is current.
 // Each payload must check out (ErrInvalid otherwise). Storing a payload
@@ -131,14 +146,11 @@ func (s *Store) Put(ctx context.Context, l *lease.Lease, ps []Payload) error {
 	if len(ps) == 0 {
 		return nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx, l)
 	if err != nil {
-		return fmt.Errorf("payloadstore: %w", err)
-	}
-	defer tx.Rollback()
-	if err := l.Fence(ctx, tx); err != nil {
 		return err
 	}
+	defer tx.Rollback()
 	var (
 		q    strings.Builder
 		args []any
@@ -228,14 +240,11 @@ func (s *Store) PutEpoch(ctx context.Context, l *lease.Lease, logIndex uint64, c
 			return fmt.Errorf("%w: inclusion proof hash of %d bytes", ErrInvalid, len(h))
 		}
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx, l)
 	if err != nil {
-		return fmt.Errorf("payloadstore: %w", err)
-	}
-	defer tx.Rollback()
-	if err := l.Fence(ctx, tx); err != nil {
 		return err
 	}
+	defer tx.Rollback()
 	res, err := tx.ExecContext(ctx, "INSERT IGNORE INTO kt_epoch (log_index, checkpoint, inclusion, token) VALUES (?, ?, ?, ?)", logIndex, checkpoint, incl, l.Token())
 	if err != nil {
 		return fmt.Errorf("payloadstore: %w", err)

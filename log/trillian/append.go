@@ -429,14 +429,8 @@ func (l *Log) indexOfHash(ctx context.Context, hash []byte) (uint64, error) {
 			return 0, err
 		}
 		delay = min(2*delay, l.cfg.MaxPollInterval)
-		resp, err := l.client.GetLatestSignedLogRoot(ctx, &tpb.GetLatestSignedLogRootRequest{LogId: l.treeID})
-		if err != nil {
-			return 0, grpcError("GetLatestSignedLogRoot", err)
-		}
-		root, err := parseRoot(resp.SignedLogRoot)
-		if err != nil {
+		if _, err := l.latestRoot(ctx); err != nil {
 			return 0, err
 		}
-		l.observeSize(root.TreeSize)
 	}
 }

@@ -47,15 +47,10 @@ func (l *Log) runCheckpointer(ctx context.Context) {
 // SPEC(design.md 9)
 // SPEC(design.md 17)
 func (l *Log) checkpointOnce(ctx context.Context) error {
-	resp, err := l.client.GetLatestSignedLogRoot(ctx, &tpb.GetLatestSignedLogRootRequest{LogId: l.treeID})
-	if err != nil {
-		return grpcError("GetLatestSignedLogRoot", err)
-	}
-	root, err := parseRoot(resp.SignedLogRoot)
+	root, err := l.latestRoot(ctx)
 	if err != nil {
 		return err
 	}
-	l.observeSize(root.TreeSize)
 
 	l.mu.Lock()
 	prev, failed := l.published, l.failed

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	tpb "github.com/google/trillian"
 )
 
 // Unsequenced returns how many leaves are queued in the tree and not yet
@@ -39,15 +37,10 @@ var ErrQueueDeadline = errors.New("trillian: queue deadline reached")
 // the queue is drained, for a checkpoint of this size (Await(size-1))
 // before it replays the log's tail.
 func (l *Log) Sequenced(ctx context.Context) (uint64, error) {
-	resp, err := l.client.GetLatestSignedLogRoot(ctx, &tpb.GetLatestSignedLogRootRequest{LogId: l.treeID})
-	if err != nil {
-		return 0, grpcError("GetLatestSignedLogRoot", err)
-	}
-	root, err := parseRoot(resp.SignedLogRoot)
+	root, err := l.latestRoot(ctx)
 	if err != nil {
 		return 0, err
 	}
-	l.observeSize(root.TreeSize)
 	return root.TreeSize, nil
 }
 

@@ -375,6 +375,21 @@ func (l *Log) observeSize(size uint64) {
 	l.mu.Unlock()
 }
 
+// latestRoot returns Trillian's latest log root, which may be ahead of
+// the published checkpoint, and records its size (observeSize).
+func (l *Log) latestRoot(ctx context.Context) (*types.LogRootV1, error) {
+	resp, err := l.client.GetLatestSignedLogRoot(ctx, &tpb.GetLatestSignedLogRootRequest{LogId: l.treeID})
+	if err != nil {
+		return nil, grpcError("GetLatestSignedLogRoot", err)
+	}
+	root, err := parseRoot(resp.SignedLogRoot)
+	if err != nil {
+		return nil, err
+	}
+	l.observeSize(root.TreeSize)
+	return root, nil
+}
+
 // parseRoot decodes the root inside a SignedLogRoot.
 func parseRoot(slr *tpb.SignedLogRoot) (*types.LogRootV1, error) {
 	if slr == nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 
@@ -116,6 +117,21 @@ func (e *ParseError) Error() string {
 var keywords = map[string]bool{
 	"log": true, "witness": true, "group": true, "quorum": true,
 	"any": true, "all": true, "none": true,
+}
+
+// ReadPolicyFile reads the policy file at path and parses it with
+// [ParsePolicy]. Errors name the file: "witness policy: " and the read
+// error, or "witness policy PATH: " and the [*ParseError].
+func ReadPolicyFile(path string) (*Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	p, err := ParsePolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy %s: %w", path, err)
+	}
+	return p, nil
 }
 
 // ParsePolicy parses a policy in the Sigsum policy format with C2SP

@@ -137,15 +137,7 @@ func parseRecoveryText(s string) ([32]byte, error) {
 	return [32]byte(b), nil
 }
 
-// LoadPolicy reads a witness policy file.
+// LoadPolicy reads a witness policy file with [witness.ReadPolicyFile].
 func LoadPolicy(path string) (*witness.Policy, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("witness policy: %w", err)
-	}
-	p, err := witness.ParsePolicy(b)
-	if err != nil {
-		return nil, fmt.Errorf("witness policy %s: %w", path, err)
-	}
-	return p, nil
+	return witness.ReadPolicyFile(path)
 }
