@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/auditor"
@@ -141,7 +140,8 @@ var options = []option{
 	{Key: "max_body_bytes", Default: int64(auditor.DefaultMaxBodyBytes), Usage: "largest request body"},
 }
 
-func envName(key string) string { return cliconfig.EnvName("KTAUDITOR", key) }
+// command is ktauditor's configuration table for cliconfig.
+var command = &cliconfig.Command{Name: "ktauditor", Prefix: "KTAUDITOR", Options: options, Usage: usageHeader, KeyInHelp: true}
 
 const usageHeader = `ktauditor audits key transparency logs, witnesses their checkpoints and
 gossips them with other auditors.
@@ -163,30 +163,17 @@ file.
 Flags:
 `
 
+// loadConfig reads the configuration from defaults, file, environment and
+// the command line args, and validates it. It returns the positional
+// arguments left after the flags; when help was asked for, it prints the
+// usage to out and returns pflag.ErrHelp.
 func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
-	fs := pflag.NewFlagSet("ktauditor", pflag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.SortFlags = false
-	fs.Usage = func() {
-		fmt.Fprint(out, usageHeader)
-		fmt.Fprint(out, fs.FlagUsages())
-	}
-	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
-	for _, o := range options {
-		usage := fmt.Sprintf("%s (%s, %s)", o.Usage, o.Key, envName(o.Key))
-		cliconfig.AddFlag(fs, o, usage)
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
-	}
 	var c Config
-	if err := cliconfig.Load(fs, "KTAUDITOR", options, *configFile, &c); err != nil {
+	rest, err := command.Parse(args, out, &c, c.validate)
+	if err != nil {
 		return nil, nil, err
 	}
-	if err := c.validate(); err != nil {
-		return nil, nil, fmt.Errorf("configuration: %w", err)
-	}
-	return &c, fs.Args(), nil
+	return &c, rest, nil
 }
 
 func (c *Config) validate() error {
@@ -277,19 +264,6 @@ func parseRecoveryKey(s string) ([32]byte, error) {
 		return [32]byte{}, errors.New(`want "kt-recovery-public:<base64>" or the base64 of a 32-byte Ed25519 key`)
 	}
 	return [32]byte(b), nil
-}
-
-// isLoopback reports whether addr (host:port) binds only to loopback.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // readPolicy reads and parses a witness policy file.

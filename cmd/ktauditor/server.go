@@ -19,6 +19,7 @@ import (
 
 	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/internal/keyfile"
+	"github.com/keytrans/kt/internal/ops"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/logapi"
 )
@@ -164,24 +165,14 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
 		}
 		bound.Metrics = mln.Addr().String()
-		msrv = &http.Server{Handler: m.handler(isLoopback(cfg.MetricsListen)), ReadHeaderTimeout: 10 * time.Second}
+		msrv = ops.MetricsServer(m.reg, cfg.MetricsListen, logger)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return ops.Serve(srv, ln) })
 	if msrv != nil {
-		g.Go(func() error {
-			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
+		g.Go(func() error { return ops.Serve(msrv, mln) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/spf13/pflag"
 
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
@@ -20,6 +19,7 @@ import (
 	"github.com/keytrans/kt/log/witness"
 
 	"github.com/keytrans/kt/internal/cliconfig"
+	"github.com/keytrans/kt/internal/ops"
 )
 
 // Config is ktd's configuration. Each field is set, from lowest to highest
@@ -271,7 +271,8 @@ var options = []option{
 	{Key: "cluster.poll_interval", Default: directory.DefaultPollInterval, Usage: "how often a reader looks for new log entries"},
 }
 
-func envName(key string) string { return cliconfig.EnvName("KTD", key) }
+// command is ktd's configuration table for cliconfig.
+var command = &cliconfig.Command{Name: "ktd", Prefix: "KTD", Options: options, Usage: usageHeader, KeyInHelp: true}
 
 const usageHeader = `ktd is the key transparency directory daemon.
 
@@ -292,30 +293,12 @@ Flags:
 // arguments left after the flags; when help was asked for, it prints the
 // usage to out and returns pflag.ErrHelp.
 func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
-	fs := pflag.NewFlagSet("ktd", pflag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.SortFlags = false
-	fs.Usage = func() {
-		fmt.Fprint(out, usageHeader)
-		fmt.Fprint(out, fs.FlagUsages())
-	}
-	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
-	for _, o := range options {
-		usage := fmt.Sprintf("%s (%s, %s)", o.Usage, o.Key, envName(o.Key))
-		cliconfig.AddFlag(fs, o, usage)
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
-	}
-
 	var c Config
-	if err := cliconfig.Load(fs, "KTD", options, *configFile, &c); err != nil {
+	rest, err := command.Parse(args, out, &c, c.validate)
+	if err != nil {
 		return nil, nil, err
 	}
-	if err := c.validate(); err != nil {
-		return nil, nil, fmt.Errorf("configuration: %w", err)
-	}
-	return &c, fs.Args(), nil
+	return &c, rest, nil
 }
 
 // validate checks the configuration and fills in the paths that default to
@@ -343,7 +326,7 @@ func (c *Config) validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		add("tls.cert_file and tls.key_file must be set together")
 	}
-	if c.OperatorListen != "" && !isLoopback(c.OperatorListen) && c.Operator.ClientCAFile == "" {
+	if c.OperatorListen != "" && !ops.IsLoopback(c.OperatorListen) && c.Operator.ClientCAFile == "" {
 		add("operator_listen %q is not a loopback address: set operator.client_ca_file (and tls.cert_file, tls.key_file) to require client certificates", c.OperatorListen)
 	}
 	if c.Operator.ClientCAFile != "" && c.TLS.CertFile == "" {
@@ -412,19 +395,6 @@ func (c *Config) validate() error {
 	def(&c.Directory.RecoveryKeyFile, "recovery.key")
 	def(&c.Enrollment.TokenKeyFile, "enroll-token.key")
 	return errors.Join(errs...)
-}
-
-// isLoopback reports whether addr (host:port) binds only to loopback.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // readPolicy reads the witness policy file (nil when path is empty) and

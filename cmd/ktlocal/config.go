@@ -7,10 +7,9 @@ import (
 	"net"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/internal/cliconfig"
+	"github.com/keytrans/kt/internal/ops"
 )
 
 // Config is ktlocal's configuration. Each field is set, from lowest to
@@ -78,7 +77,8 @@ var options = []option{
 	{Key: "start_timeout", Default: 60 * time.Second, Usage: "how long the daemons may take to come up"},
 }
 
-func envName(key string) string { return cliconfig.EnvName("KTLOCAL", key) }
+// command is ktlocal's configuration table for cliconfig.
+var command = &cliconfig.Command{Name: "ktlocal", Prefix: "KTLOCAL", Options: options, Usage: usageHeader, NoArgs: true}
 
 const usageHeader = `ktlocal runs a complete local kt deployment in one command: the directory
 (ktd, embedded backend) and two auditors (ktauditor) that are the
@@ -96,31 +96,14 @@ Usage:
 Flags:
 `
 
+// loadConfig reads the configuration from defaults, file, environment and
+// the command line args, and validates it. It refuses positional
+// arguments; when help was asked for, it prints the usage to out and
+// returns pflag.ErrHelp.
 func loadConfig(args []string, out io.Writer) (*Config, error) {
-	fs := pflag.NewFlagSet("ktlocal", pflag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.SortFlags = false
-	fs.Usage = func() {
-		fmt.Fprint(out, usageHeader)
-		fmt.Fprint(out, fs.FlagUsages())
-	}
-	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
-	for _, o := range options {
-		usage := fmt.Sprintf("%s (%s)", o.Usage, envName(o.Key))
-		cliconfig.AddFlag(fs, o, usage)
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q (see ktlocal --help)", fs.Args())
-	}
 	var c Config
-	if err := cliconfig.Load(fs, "KTLOCAL", options, *configFile, &c); err != nil {
+	if _, err := command.Parse(args, out, &c, c.validate); err != nil {
 		return nil, err
-	}
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("configuration: %w", err)
 	}
 	return &c, nil
 }
@@ -138,12 +121,11 @@ func (c *Config) validate() error {
 		add("auditor_listen: want exactly two addresses, got %d", len(c.AuditorListen))
 	}
 	for _, a := range append([]string{c.GRPCListen, c.HTTPListen, c.OperatorListen}, c.AuditorListen...) {
-		host, _, err := net.SplitHostPort(a)
-		if err != nil {
+		if _, _, err := net.SplitHostPort(a); err != nil {
 			add("address %q: want host:port", a)
 			continue
 		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !ops.IsLoopback(a) {
 			add("address %q: ktlocal serves on loopback only", a)
 		}
 	}
