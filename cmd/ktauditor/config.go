@@ -4,11 +4,9 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -16,7 +14,6 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/auditor"
-	"github.com/keytrans/kt/log/witness"
 
 	"github.com/keytrans/kt/internal/cliconfig"
 )
@@ -153,12 +150,8 @@ Usage:
                                             (daemon stopped; evidence is kept)
   ktauditor reset-witness [flags] ORIGIN    forget the checkpoint last cosigned for ORIGIN
 
-Every flag is also a configuration key: in the file given by --config
-(YAML, TOML or JSON; the key in parentheses, nested at the dots) and in the
-environment (the variable in parentheses). Flags override the environment,
-which overrides the file, which overrides the defaults. The lists "logs"
-(origin, vkey, url, recovery_key) and "peers" (name, url) are set in the
-file.
+` + cliconfig.SourcesHelp + `The lists "logs" (origin, vkey, url, recovery_key) and "peers" (name,
+url) are set in the file.
 
 Flags:
 `
@@ -168,17 +161,12 @@ Flags:
 // arguments left after the flags; when help was asked for, it prints the
 // usage to out and returns pflag.ErrHelp.
 func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
-	var c Config
-	rest, err := command.Parse(args, out, &c, c.validate)
-	if err != nil {
-		return nil, nil, err
-	}
-	return &c, rest, nil
+	return cliconfig.ParseConfig(command, args, out, (*Config).validate)
 }
 
 func (c *Config) validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var problems cliconfig.Problems
+	add := problems.Add
 	if c.DataDir == "" {
 		add("data_dir must be set")
 	}
@@ -228,7 +216,7 @@ func (c *Config) validate() error {
 			}
 		}
 		if l.WitnessPolicyFile != "" {
-			if _, err := readPolicy(l.WitnessPolicyFile); err != nil {
+			if _, err := cliconfig.ReadPolicy(l.WitnessPolicyFile); err != nil {
 				add("logs[%d] (%s): %v", i, l.Origin, err)
 			}
 		}
@@ -252,7 +240,7 @@ func (c *Config) validate() error {
 	if c.EvidenceDir == "" {
 		c.EvidenceDir = filepath.Join(c.DataDir, "evidence")
 	}
-	return errors.Join(errs...)
+	return problems.Err()
 }
 
 // parseRecoveryKey accepts ktd's public recovery key file form or bare
@@ -264,17 +252,4 @@ func parseRecoveryKey(s string) ([32]byte, error) {
 		return [32]byte{}, errors.New(`want "kt-recovery-public:<base64>" or the base64 of a 32-byte Ed25519 key`)
 	}
 	return [32]byte(b), nil
-}
-
-// readPolicy reads and parses a witness policy file.
-func readPolicy(path string) (*witness.Policy, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("witness policy: %w", err)
-	}
-	p, err := witness.ParsePolicy(b)
-	if err != nil {
-		return nil, fmt.Errorf("witness policy %s: %w", path, err)
-	}
-	return p, nil
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/keytrans/kt/auditor"
+	"github.com/keytrans/kt/internal/cliconfig"
 	"github.com/keytrans/kt/internal/keyfile"
 	"github.com/keytrans/kt/internal/ops"
 	"github.com/keytrans/kt/log"
@@ -129,7 +130,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 			lc.Heartbeat = *l.Heartbeat
 		}
 		if l.WitnessPolicyFile != "" {
-			if lc.WitnessPolicy, err = readPolicy(l.WitnessPolicyFile); err != nil {
+			if lc.WitnessPolicy, err = cliconfig.ReadPolicy(l.WitnessPolicyFile); err != nil {
 				return err
 			}
 			lc.Skew = l.Skew

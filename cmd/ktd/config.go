@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -280,11 +279,7 @@ Usage:
   ktd [flags]                      serve
   ktd issue-token [flags] HANDLE   print an enrollment token for HANDLE
 
-Every flag is also a configuration key: in the file given by --config
-(YAML, TOML or JSON; the key in parentheses, nested at the dots) and in the
-environment (the variable in parentheses). Flags override the environment,
-which overrides the file, which overrides the defaults.
-
+` + cliconfig.SourcesHelp + `
 Flags:
 `
 
@@ -293,19 +288,14 @@ Flags:
 // arguments left after the flags; when help was asked for, it prints the
 // usage to out and returns pflag.ErrHelp.
 func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
-	var c Config
-	rest, err := command.Parse(args, out, &c, c.validate)
-	if err != nil {
-		return nil, nil, err
-	}
-	return &c, rest, nil
+	return cliconfig.ParseConfig(command, args, out, (*Config).validate)
 }
 
 // validate checks the configuration and fills in the paths that default to
 // the data directory.
 func (c *Config) validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var problems cliconfig.Problems
+	add := problems.Add
 	if c.DataDir == "" {
 		add("data_dir must be set")
 	}
@@ -394,7 +384,7 @@ func (c *Config) validate() error {
 	def(&c.Directory.VRFKeyFile, "vrf.key")
 	def(&c.Directory.RecoveryKeyFile, "recovery.key")
 	def(&c.Enrollment.TokenKeyFile, "enroll-token.key")
-	return errors.Join(errs...)
+	return problems.Err()
 }
 
 // readPolicy reads the witness policy file (nil when path is empty) and

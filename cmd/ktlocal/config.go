@@ -1,8 +1,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"time"
@@ -101,16 +99,13 @@ Flags:
 // arguments; when help was asked for, it prints the usage to out and
 // returns pflag.ErrHelp.
 func loadConfig(args []string, out io.Writer) (*Config, error) {
-	var c Config
-	if _, err := command.Parse(args, out, &c, c.validate); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	c, _, err := cliconfig.ParseConfig(command, args, out, (*Config).validate)
+	return c, err
 }
 
 func (c *Config) validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var problems cliconfig.Problems
+	add := problems.Add
 	if c.DataDir == "" {
 		add("data_dir must be set")
 	}
@@ -135,5 +130,5 @@ func (c *Config) validate() error {
 	if c.GossipInterval <= 0 || c.StartTimeout <= 0 {
 		add("gossip_interval and start_timeout must be positive")
 	}
-	return errors.Join(errs...)
+	return problems.Err()
 }

@@ -12,11 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/keytrans/kt/log/witness"
 )
 
 // Option is one configuration key with its default and help. The type of
@@ -200,4 +203,51 @@ func Exit(name string, err error, w io.Writer) (status int, exit bool) {
 		fmt.Fprintf(w, "%s: %v\n", name, err)
 		return 2, true
 	}
+}
+
+// ParseConfig is [Command.Parse] into a new T validated by validate (a
+// method expression such as (*Config).validate; nil: none).
+func ParseConfig[T any](c *Command, args []string, w io.Writer, validate func(*T) error) (*T, []string, error) {
+	cfg := new(T)
+	var v func() error
+	if validate != nil {
+		v = func() error { return validate(cfg) }
+	}
+	rest, err := c.Parse(args, w, cfg, v)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, rest, nil
+}
+
+// SourcesHelp is the paragraph of a binary's usage text that says where
+// each key is set, for a Command with KeyInHelp.
+const SourcesHelp = `Every flag is also a configuration key: in the file given by --config
+(YAML, TOML or JSON; the key in parentheses, nested at the dots) and in the
+environment (the variable in parentheses). Flags override the environment,
+which overrides the file, which overrides the defaults.
+`
+
+// Problems collects what is wrong with a configuration, so that its
+// validation reports every problem at once.
+type Problems []error
+
+// Add records the problem fmt.Errorf(format, args...).
+func (p *Problems) Add(format string, args ...any) { *p = append(*p, fmt.Errorf(format, args...)) }
+
+// Err joins the problems (errors.Join); nil when there are none.
+func (p Problems) Err() error { return errors.Join(p...) }
+
+// ReadPolicy reads and parses the witness policy file at path with
+// witness.ParsePolicy, the parser of the clients, auditors and ktctl.
+func ReadPolicy(path string) (*witness.Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	p, err := witness.ParsePolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy %s: %w", path, err)
+	}
+	return p, nil
 }

@@ -182,3 +182,69 @@ func TestExit(t *testing.T) {
 		t.Errorf("Exit printed %q", out.String())
 	}
 }
+
+type validated struct {
+	A string        `mapstructure:"a"`
+	B time.Duration `mapstructure:"b"`
+	N struct {
+		C []string `mapstructure:"c"`
+		D bool     `mapstructure:"d_e"`
+	} `mapstructure:"n"`
+}
+
+// validate refuses an empty a and fills in a default that depends on it.
+func (v *validated) validate() error {
+	var p Problems
+	if v.A == "" {
+		p.Add("a must be set")
+	}
+	if v.B <= 0 {
+		p.Add("b %v: want positive", v.B)
+	}
+	if len(v.N.C) == 0 {
+		v.N.C = []string{v.A + "-c"}
+	}
+	return p.Err()
+}
+
+func TestParseConfig(t *testing.T) {
+	c, rest, err := ParseConfig(testCommand, []string{"--a", "x", "--n-c=", "y"}, io.Discard, (*validated).validate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.A != "x" || c.B != time.Second || len(c.N.C) != 1 || c.N.C[0] != "x-c" || len(rest) != 1 || rest[0] != "y" {
+		t.Errorf("ParseConfig: %+v, %q", c, rest)
+	}
+	// Every problem is reported, as the configuration's.
+	_, _, err = ParseConfig(testCommand, []string{"--a=", "--b=0s"}, io.Discard, (*validated).validate)
+	if err == nil || err.Error() != "configuration: a must be set\nb 0s: want positive" {
+		t.Errorf("ParseConfig of a bad configuration: %v", err)
+	}
+	if _, _, err := ParseConfig[validated](testCommand, []string{"--a="}, io.Discard, nil); err != nil {
+		t.Errorf("ParseConfig without validation: %v", err)
+	}
+	var none Problems
+	if err := none.Err(); err != nil {
+		t.Errorf("no problems: %v", err)
+	}
+}
+
+func TestReadPolicy(t *testing.T) {
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good"), filepath.Join(dir, "bad")
+	if err := os.WriteFile(good, []byte("quorum none\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("quorum\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ReadPolicy(good); err != nil || p == nil {
+		t.Errorf("ReadPolicy of a valid policy: %v, %v", p, err)
+	}
+	if _, err := ReadPolicy(bad); err == nil || !strings.HasPrefix(err.Error(), "witness policy "+bad+": ") {
+		t.Errorf("ReadPolicy of an invalid policy: %v, want an error naming the file", err)
+	}
+	if _, err := ReadPolicy(filepath.Join(dir, "missing")); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadPolicy of a missing file: %v", err)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/witness"
 	"github.com/keytrans/kt/vrf"
+
+	"github.com/keytrans/kt/internal/cliconfig"
 )
 
 // Keys are the pinned keys every check starts from.
@@ -138,14 +140,4 @@ func parseRecoveryText(s string) ([32]byte, error) {
 }
 
 // LoadPolicy reads a witness policy file.
-func LoadPolicy(path string) (*witness.Policy, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("witness policy: %w", err)
-	}
-	p, err := witness.ParsePolicy(b)
-	if err != nil {
-		return nil, fmt.Errorf("witness policy %s: %w", path, err)
-	}
-	return p, nil
-}
+func LoadPolicy(path string) (*witness.Policy, error) { return cliconfig.ReadPolicy(path) }
