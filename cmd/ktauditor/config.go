@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
-	"net"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -156,10 +155,8 @@ url) are set in the file.
 Flags:
 `
 
-// loadConfig reads the configuration from defaults, file, environment and
-// the command line args, and validates it. It returns the positional
-// arguments left after the flags; when help was asked for, it prints the
-// usage to out and returns pflag.ErrHelp.
+// loadConfig is ktauditor's configuration from its command line args,
+// environment and file, validated; cliconfig.ParseConfig says how.
 func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
 	return cliconfig.ParseConfig(command, args, out, (*Config).validate)
 }
@@ -167,21 +164,10 @@ func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
 func (c *Config) validate() error {
 	var problems cliconfig.Problems
 	add := problems.Add
-	if c.DataDir == "" {
-		add("data_dir must be set")
-	}
-	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"metrics_listen", c.MetricsListen}} {
-		if l.addr == "" && l.key == "listen" {
-			add("listen must be set")
-			continue
-		}
-		if l.addr == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(l.addr); err != nil {
-			add("%s %q: want host:port", l.key, l.addr)
-		}
-	}
+	problems.Require("data_dir", c.DataDir)
+	problems.Require("listen", c.Listen)
+	problems.HostPort("listen", c.Listen)
+	problems.HostPort("metrics_listen", c.MetricsListen)
 	if c.PollInterval <= 0 || c.GossipInterval <= 0 || c.ProgressInterval <= 0 {
 		add("poll_interval, gossip_interval and progress_interval must be positive")
 	}

@@ -283,10 +283,9 @@ Usage:
 Flags:
 `
 
-// loadConfig reads the configuration from defaults, file, environment and
-// the command line args, and validates it. It returns the positional
-// arguments left after the flags; when help was asked for, it prints the
-// usage to out and returns pflag.ErrHelp.
+// loadConfig loads ktd's Config from args (the flags, then the positional
+// arguments it returns), the environment and the file, and validates it
+// (see cliconfig.ParseConfig; pflag.ErrHelp after --help).
 func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
 	return cliconfig.ParseConfig(command, args, out, (*Config).validate)
 }
@@ -296,23 +295,12 @@ func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
 func (c *Config) validate() error {
 	var problems cliconfig.Problems
 	add := problems.Add
-	if c.DataDir == "" {
-		add("data_dir must be set")
-	}
-	if c.GRPCListen == "" {
-		add("grpc_listen must be set")
-	}
-	for _, l := range []struct{ key, addr string }{
-		{"http_listen", c.HTTPListen}, {"grpc_listen", c.GRPCListen},
-		{"operator_listen", c.OperatorListen}, {"metrics_listen", c.MetricsListen},
-	} {
-		if l.addr == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(l.addr); err != nil {
-			add("%s %q: want host:port", l.key, l.addr)
-		}
-	}
+	problems.Require("data_dir", c.DataDir)
+	problems.Require("grpc_listen", c.GRPCListen)
+	problems.HostPort("http_listen", c.HTTPListen)
+	problems.HostPort("grpc_listen", c.GRPCListen)
+	problems.HostPort("operator_listen", c.OperatorListen)
+	problems.HostPort("metrics_listen", c.MetricsListen)
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		add("tls.cert_file and tls.key_file must be set together")
 	}

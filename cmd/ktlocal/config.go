@@ -106,9 +106,7 @@ func loadConfig(args []string, out io.Writer) (*Config, error) {
 func (c *Config) validate() error {
 	var problems cliconfig.Problems
 	add := problems.Add
-	if c.DataDir == "" {
-		add("data_dir must be set")
-	}
+	problems.Require("data_dir", c.DataDir)
 	if c.BinDir == "" && c.Source == "" {
 		add("set bin_dir or source")
 	}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -234,6 +235,24 @@ type Problems []error
 
 // Add records the problem fmt.Errorf(format, args...).
 func (p *Problems) Add(format string, args ...any) { *p = append(*p, fmt.Errorf(format, args...)) }
+
+// Require records "KEY must be set" when value is empty.
+func (p *Problems) Require(key, value string) {
+	if value == "" {
+		p.Add("%s must be set", key)
+	}
+}
+
+// HostPort records "KEY "ADDR": want host:port" when addr, the listen
+// address of key, is neither empty (disabled) nor host:port.
+func (p *Problems) HostPort(key, addr string) {
+	if addr == "" {
+		return
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		p.Add("%s %q: want host:port", key, addr)
+	}
+}
 
 // Err joins the problems (errors.Join); nil when there are none.
 func (p Problems) Err() error { return errors.Join(p...) }

@@ -248,3 +248,16 @@ func TestReadPolicy(t *testing.T) {
 		t.Errorf("ReadPolicy of a missing file: %v", err)
 	}
 }
+
+func TestProblemsRequireHostPort(t *testing.T) {
+	var p Problems
+	p.Require("a", "")
+	p.Require("b", "set")
+	p.HostPort("c", "")
+	p.HostPort("d", "127.0.0.1:1")
+	p.HostPort("e", "8443")
+	want := "a must be set\ne \"8443\": want host:port"
+	if err := p.Err(); err == nil || err.Error() != want {
+		t.Errorf("problems %v, want %q", err, want)
+	}
+}
