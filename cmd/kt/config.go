@@ -81,7 +81,8 @@ var options = []option{
 	{Key: "timeout", Default: 30 * time.Second, Usage: "timeout of each command's network calls"},
 }
 
-func envName(key string) string { return cliconfig.EnvName("KT", key) }
+// command is kt's configuration table for cliconfig.
+var command = &cliconfig.Command{Name: "kt", Prefix: "KT", Options: options, Usage: usage, KeyInHelp: true}
 
 const usage = `kt is the key transparency client: it verifies the directory's answers
 before encrypting, and monitors this device's own handles.
@@ -141,18 +142,7 @@ var cmdFlagUse = map[string][]string{
 }
 
 func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, error) {
-	fs := pflag.NewFlagSet("kt", pflag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.SortFlags = false
-	fs.Usage = func() {
-		fmt.Fprint(out, usage)
-		fmt.Fprint(out, fs.FlagUsages())
-	}
-	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
-	for _, o := range options {
-		u := fmt.Sprintf("%s (%s, %s)", o.Usage, o.Key, envName(o.Key))
-		cliconfig.AddFlag(fs, o, u)
-	}
+	fs := command.FlagSet(out, nil)
 	cf := &cmdFlags{}
 	fs.StringVar(&cf.suite, "suite", "x25519", "kt init: HPKE suite, x25519 or hybrid (MLKEM768-X25519)")
 	fs.StringVar(&cf.token, "token", "", "kt register: the enrollment token the operator issued")
@@ -180,7 +170,7 @@ func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, err
 	}
 
 	var c Config
-	if err := cliconfig.Load(fs, "KT", options, *configFile, &c); err != nil {
+	if err := command.Load(fs, &c); err != nil {
 		return nil, nil, nil, err
 	}
 	if c.StateFile == "" {

@@ -4,22 +4,18 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/auditor"
-	"github.com/keytrans/kt/log/witness"
 
 	"github.com/keytrans/kt/internal/cliconfig"
+	"github.com/keytrans/kt/log/witness"
 )
 
 // Config is ktauditor's configuration. Each scalar field is set, from
@@ -141,7 +137,8 @@ var options = []option{
 	{Key: "max_body_bytes", Default: int64(auditor.DefaultMaxBodyBytes), Usage: "largest request body"},
 }
 
-func envName(key string) string { return cliconfig.EnvName("KTAUDITOR", key) }
+// command is ktauditor's configuration table for cliconfig.
+var command = &cliconfig.Command{Name: "ktauditor", Prefix: "KTAUDITOR", Options: options, Usage: usageHeader, KeyInHelp: true}
 
 const usageHeader = `ktauditor audits key transparency logs, witnesses their checkpoints and
 gossips them with other auditors.
@@ -153,60 +150,25 @@ Usage:
                                             (daemon stopped; evidence is kept)
   ktauditor reset-witness [flags] ORIGIN    forget the checkpoint last cosigned for ORIGIN
 
-Every flag is also a configuration key: in the file given by --config
-(YAML, TOML or JSON; the key in parentheses, nested at the dots) and in the
-environment (the variable in parentheses). Flags override the environment,
-which overrides the file, which overrides the defaults. The lists "logs"
-(origin, vkey, url, recovery_key) and "peers" (name, url) are set in the
-file.
+` + cliconfig.SourcesHelp + `The lists "logs" (origin, vkey, url, recovery_key) and "peers" (name,
+url) are set in the file.
 
 Flags:
 `
 
+// loadConfig is ktauditor's configuration from its command line args,
+// environment and file, validated; cliconfig.ParseConfig says how.
 func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
-	fs := pflag.NewFlagSet("ktauditor", pflag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.SortFlags = false
-	fs.Usage = func() {
-		fmt.Fprint(out, usageHeader)
-		fmt.Fprint(out, fs.FlagUsages())
-	}
-	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
-	for _, o := range options {
-		usage := fmt.Sprintf("%s (%s, %s)", o.Usage, o.Key, envName(o.Key))
-		cliconfig.AddFlag(fs, o, usage)
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
-	}
-	var c Config
-	if err := cliconfig.Load(fs, "KTAUDITOR", options, *configFile, &c); err != nil {
-		return nil, nil, err
-	}
-	if err := c.validate(); err != nil {
-		return nil, nil, fmt.Errorf("configuration: %w", err)
-	}
-	return &c, fs.Args(), nil
+	return cliconfig.ParseConfig(command, args, out, (*Config).validate)
 }
 
 func (c *Config) validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.DataDir == "" {
-		add("data_dir must be set")
-	}
-	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"metrics_listen", c.MetricsListen}} {
-		if l.addr == "" && l.key == "listen" {
-			add("listen must be set")
-			continue
-		}
-		if l.addr == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(l.addr); err != nil {
-			add("%s %q: want host:port", l.key, l.addr)
-		}
-	}
+	var problems cliconfig.Problems
+	add := problems.Add
+	problems.Require("data_dir", c.DataDir)
+	problems.Require("listen", c.Listen)
+	problems.HostPort("listen", c.Listen)
+	problems.HostPort("metrics_listen", c.MetricsListen)
 	if c.PollInterval <= 0 || c.GossipInterval <= 0 || c.ProgressInterval <= 0 {
 		add("poll_interval, gossip_interval and progress_interval must be positive")
 	}
@@ -241,7 +203,7 @@ func (c *Config) validate() error {
 			}
 		}
 		if l.WitnessPolicyFile != "" {
-			if _, err := readPolicy(l.WitnessPolicyFile); err != nil {
+			if _, err := witness.ReadPolicyFile(l.WitnessPolicyFile); err != nil {
 				add("logs[%d] (%s): %v", i, l.Origin, err)
 			}
 		}
@@ -265,7 +227,7 @@ func (c *Config) validate() error {
 	if c.EvidenceDir == "" {
 		c.EvidenceDir = filepath.Join(c.DataDir, "evidence")
 	}
-	return errors.Join(errs...)
+	return problems.Err()
 }
 
 // parseRecoveryKey accepts ktd's public recovery key file form or bare
@@ -277,30 +239,4 @@ func parseRecoveryKey(s string) ([32]byte, error) {
 		return [32]byte{}, errors.New(`want "kt-recovery-public:<base64>" or the base64 of a 32-byte Ed25519 key`)
 	}
 	return [32]byte(b), nil
-}
-
-// isLoopback reports whether addr (host:port) binds only to loopback.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// readPolicy reads and parses a witness policy file.
-func readPolicy(path string) (*witness.Policy, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("witness policy: %w", err)
-	}
-	p, err := witness.ParsePolicy(b)
-	if err != nil {
-		return nil, fmt.Errorf("witness policy %s: %w", path, err)
-	}
-	return p, nil
 }

@@ -15,14 +15,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/spf13/pflag"
+	"github.com/keytrans/kt/internal/cliconfig"
+	"github.com/keytrans/kt/internal/ops"
 )
 
 func main() {
@@ -40,12 +38,8 @@ func cli(args []string, logger *slog.Logger) int {
 		}
 	}
 	cfg, rest, err := loadConfig(args, os.Stderr)
-	switch {
-	case errors.Is(err, pflag.ErrHelp):
-		return 0
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "ktauditor: %v\n", err)
-		return 2
+	if status, exit := cliconfig.Exit("ktauditor", err, os.Stderr); exit {
+		return status
 	}
 	switch cmd {
 	case "vkey":
@@ -71,16 +65,5 @@ func cli(args []string, logger *slog.Logger) int {
 		fmt.Fprintf(os.Stderr, "ktauditor: unexpected arguments %q (see ktauditor --help)\n", rest)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal kills at once
-	}()
-	if err := run(ctx, cfg, logger, nil); err != nil {
-		logger.Error("ktauditor stopped", "err", err)
-		return 1
-	}
-	logger.Info("ktauditor stopped")
-	return 0
+	return ops.Run("ktauditor", logger, func(ctx context.Context) error { return run(ctx, cfg, logger, nil) })
 }

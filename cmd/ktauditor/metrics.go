@@ -1,14 +1,11 @@
 package main
 
 import (
-	"net/http"
-	"net/http/pprof"
-	"runtime/debug"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/keytrans/kt/internal/ops"
 )
 
 // metrics implements auditor.Metrics with Prometheus collectors in their
@@ -26,22 +23,7 @@ type metrics struct {
 }
 
 func newMetrics() *metrics {
-	reg := prometheus.NewRegistry()
-	version, revision, goVersion := "unknown", "unknown", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		version, goVersion = bi.Main.Version, bi.GoVersion
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				revision = s.Value
-			}
-		}
-	}
-	bi := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "ktauditor_build_info",
-		Help:        "Build information; always 1.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
-	})
-	bi.Set(1)
+	reg := ops.NewRegistry("ktauditor") // ktauditor_build_info, Go and process collectors
 	m := &metrics{
 		reg: reg,
 		target: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ktauditor_log_size",
@@ -61,8 +43,7 @@ func newMetrics() *metrics {
 		gossip: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_gossip_total",
 			Help: "Gossip exchanges with peers by result."}, []string{"peer", "result"}),
 	}
-	for _, c := range []prometheus.Collector{bi, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.target, m.audited, m.entries, m.violations, m.warnings, m.evidence, m.witness, m.gossip} {
+	for _, c := range []prometheus.Collector{m.target, m.audited, m.entries, m.violations, m.warnings, m.evidence, m.witness, m.gossip} {
 		reg.MustRegister(c)
 	}
 	return m
@@ -78,17 +59,3 @@ func (m *metrics) WitnessRequest(o string, code int) {
 	m.witness.WithLabelValues(o, strconv.Itoa(code)).Inc()
 }
 func (m *metrics) Gossip(peer, result string) { m.gossip.WithLabelValues(peer, result).Inc() }
-
-// handler serves /metrics, and pprof when withPprof.
-func (m *metrics) handler(withPprof bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	return mux
-}

@@ -19,8 +19,10 @@ import (
 
 	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/internal/keyfile"
+	"github.com/keytrans/kt/internal/ops"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/logapi"
+	"github.com/keytrans/kt/log/witness"
 )
 
 // shutdownTimeout bounds graceful shutdown.
@@ -128,7 +130,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 			lc.Heartbeat = *l.Heartbeat
 		}
 		if l.WitnessPolicyFile != "" {
-			if lc.WitnessPolicy, err = readPolicy(l.WitnessPolicyFile); err != nil {
+			if lc.WitnessPolicy, err = witness.ReadPolicyFile(l.WitnessPolicyFile); err != nil {
 				return err
 			}
 			lc.Skew = l.Skew
@@ -164,24 +166,14 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
 		}
 		bound.Metrics = mln.Addr().String()
-		msrv = &http.Server{Handler: m.handler(isLoopback(cfg.MetricsListen)), ReadHeaderTimeout: 10 * time.Second}
+		msrv = ops.MetricsServer(m.reg, cfg.MetricsListen, logger)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.Run(gctx) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return ops.Serve(srv, ln) })
 	if msrv != nil {
-		g.Go(func() error {
-			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
+		g.Go(func() error { return ops.Serve(msrv, mln) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()

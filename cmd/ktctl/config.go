@@ -134,7 +134,9 @@ var options = []option{
 	{Key: "quiet", Default: false, Usage: "no progress bar"},
 }
 
-func envName(key string) string { return cliconfig.EnvName("KTCTL", key) }
+// loader is ktctl's configuration table for cliconfig; each command
+// defines the flags of the keys it uses.
+var loader = &cliconfig.Command{Name: "ktctl", Prefix: "KTCTL", Options: options}
 
 // errUsage marks errors that exit with status 2.
 var errUsage = errors.New("usage")
@@ -147,23 +149,13 @@ func usageErr(format string, args ...any) error {
 // plus --config and --help) and reads the configuration file and the
 // environment. It returns the positional arguments.
 func loadConfig(c *command, args []string, out io.Writer) (*Config, []string, error) {
-	fs := pflag.NewFlagSet("ktctl "+c.name, pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.SortFlags = false
-	fs.SetInterspersed(true)
-	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
-	help := fs.BoolP("help", "h", false, "show this help")
 	keys := append([]string{"json"}, c.keys...)
 	if c.network {
 		keys = append(keys, "timeout")
 	}
-	for _, o := range options {
-		if !slices.Contains(keys, o.Key) {
-			continue
-		}
-		usage := fmt.Sprintf("%s (%s)", o.Usage, envName(o.Key))
-		cliconfig.AddFlag(fs, o, usage)
-	}
+	fs := loader.FlagSet(io.Discard, func(key string) bool { return slices.Contains(keys, key) })
+	fs.SetInterspersed(true)
+	help := fs.BoolP("help", "h", false, "show this help")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, usageErr("%v (see ktctl help %s)", err, c.name)
 	}
@@ -172,7 +164,7 @@ func loadConfig(c *command, args []string, out io.Writer) (*Config, []string, er
 		return nil, nil, pflag.ErrHelp
 	}
 	var cfg Config
-	if err := cliconfig.Load(fs, "KTCTL", options, *configFile, &cfg); err != nil {
+	if err := loader.Load(fs, &cfg); err != nil {
 		return nil, nil, usageErr("%v", err)
 	}
 	if cfg.Timeout <= 0 {

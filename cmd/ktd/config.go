@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/spf13/pflag"
 
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/directory/grpcserver"
@@ -20,6 +18,7 @@ import (
 	"github.com/keytrans/kt/log/witness"
 
 	"github.com/keytrans/kt/internal/cliconfig"
+	"github.com/keytrans/kt/internal/ops"
 )
 
 // Config is ktd's configuration. Each field is set, from lowest to highest
@@ -271,7 +270,8 @@ var options = []option{
 	{Key: "cluster.poll_interval", Default: directory.DefaultPollInterval, Usage: "how often a reader looks for new log entries"},
 }
 
-func envName(key string) string { return cliconfig.EnvName("KTD", key) }
+// command is ktd's configuration table for cliconfig.
+var command = &cliconfig.Command{Name: "ktd", Prefix: "KTD", Options: options, Usage: usageHeader, KeyInHelp: true}
 
 const usageHeader = `ktd is the key transparency directory daemon.
 
@@ -279,71 +279,32 @@ Usage:
   ktd [flags]                      serve
   ktd issue-token [flags] HANDLE   print an enrollment token for HANDLE
 
-Every flag is also a configuration key: in the file given by --config
-(YAML, TOML or JSON; the key in parentheses, nested at the dots) and in the
-environment (the variable in parentheses). Flags override the environment,
-which overrides the file, which overrides the defaults.
-
+` + cliconfig.SourcesHelp + `
 Flags:
 `
 
-// loadConfig reads the configuration from defaults, file, environment and
-// the command line args, and validates it. It returns the positional
-// arguments left after the flags; when help was asked for, it prints the
-// usage to out and returns pflag.ErrHelp.
+// loadConfig loads ktd's Config from args (the flags, then the positional
+// arguments it returns), the environment and the file, and validates it
+// (see cliconfig.ParseConfig; pflag.ErrHelp after --help).
 func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
-	fs := pflag.NewFlagSet("ktd", pflag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.SortFlags = false
-	fs.Usage = func() {
-		fmt.Fprint(out, usageHeader)
-		fmt.Fprint(out, fs.FlagUsages())
-	}
-	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
-	for _, o := range options {
-		usage := fmt.Sprintf("%s (%s, %s)", o.Usage, o.Key, envName(o.Key))
-		cliconfig.AddFlag(fs, o, usage)
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
-	}
-
-	var c Config
-	if err := cliconfig.Load(fs, "KTD", options, *configFile, &c); err != nil {
-		return nil, nil, err
-	}
-	if err := c.validate(); err != nil {
-		return nil, nil, fmt.Errorf("configuration: %w", err)
-	}
-	return &c, fs.Args(), nil
+	return cliconfig.ParseConfig(command, args, out, (*Config).validate)
 }
 
 // validate checks the configuration and fills in the paths that default to
 // the data directory.
 func (c *Config) validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.DataDir == "" {
-		add("data_dir must be set")
-	}
-	if c.GRPCListen == "" {
-		add("grpc_listen must be set")
-	}
-	for _, l := range []struct{ key, addr string }{
-		{"http_listen", c.HTTPListen}, {"grpc_listen", c.GRPCListen},
-		{"operator_listen", c.OperatorListen}, {"metrics_listen", c.MetricsListen},
-	} {
-		if l.addr == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(l.addr); err != nil {
-			add("%s %q: want host:port", l.key, l.addr)
-		}
-	}
+	var problems cliconfig.Problems
+	add := problems.Add
+	problems.Require("data_dir", c.DataDir)
+	problems.Require("grpc_listen", c.GRPCListen)
+	problems.HostPort("http_listen", c.HTTPListen)
+	problems.HostPort("grpc_listen", c.GRPCListen)
+	problems.HostPort("operator_listen", c.OperatorListen)
+	problems.HostPort("metrics_listen", c.MetricsListen)
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		add("tls.cert_file and tls.key_file must be set together")
 	}
-	if c.OperatorListen != "" && !isLoopback(c.OperatorListen) && c.Operator.ClientCAFile == "" {
+	if c.OperatorListen != "" && !ops.IsLoopback(c.OperatorListen) && c.Operator.ClientCAFile == "" {
 		add("operator_listen %q is not a loopback address: set operator.client_ca_file (and tls.cert_file, tls.key_file) to require client certificates", c.OperatorListen)
 	}
 	if c.Operator.ClientCAFile != "" && c.TLS.CertFile == "" {
@@ -411,20 +372,7 @@ func (c *Config) validate() error {
 	def(&c.Directory.VRFKeyFile, "vrf.key")
 	def(&c.Directory.RecoveryKeyFile, "recovery.key")
 	def(&c.Enrollment.TokenKeyFile, "enroll-token.key")
-	return errors.Join(errs...)
-}
-
-// isLoopback reports whether addr (host:port) binds only to loopback.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return problems.Err()
 }
 
 // readPolicy reads the witness policy file (nil when path is empty) and

@@ -31,15 +31,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
+
+	"github.com/keytrans/kt/internal/cliconfig"
+	"github.com/keytrans/kt/internal/ops"
 )
 
 func main() {
@@ -52,12 +51,8 @@ func main() {
 		args = args[1:]
 	}
 	cfg, rest, err := loadConfig(args, os.Stderr)
-	switch {
-	case errors.Is(err, pflag.ErrHelp):
-		os.Exit(0)
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "ktd: %v\n", err)
-		os.Exit(2)
+	if status, exit := cliconfig.Exit("ktd", err, os.Stderr); exit {
+		os.Exit(status)
 	}
 	if issue {
 		if len(rest) != 1 {
@@ -76,15 +71,5 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ktd: unexpected arguments %q (see ktd --help)\n", rest)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal kills at once
-	}()
-	if err := run(ctx, cfg, logger, nil); err != nil {
-		logger.Error("ktd stopped", "err", err)
-		os.Exit(1)
-	}
-	logger.Info("ktd stopped")
+	os.Exit(ops.Run("ktd", logger, func(ctx context.Context) error { return run(ctx, cfg, logger, nil) }))
 }

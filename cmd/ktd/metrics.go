@@ -2,17 +2,13 @@ package main
 
 import (
 	"errors"
-	"net/http"
-	"net/http/pprof"
-	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/codes"
 
 	"github.com/keytrans/kt/directory"
+	"github.com/keytrans/kt/internal/ops"
 )
 
 // metrics holds ktd's Prometheus collectors in their own registry. It
@@ -33,29 +29,9 @@ type metrics struct {
 }
 
 func newMetrics() *metrics {
-	reg := prometheus.NewRegistry()
+	reg := ops.NewRegistry("ktd") // ktd_build_info, Go and process collectors
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &metrics{reg: reg}
-
-	version, revision := "unknown", "unknown"
-	goVersion := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		version, goVersion = bi.Main.Version, bi.GoVersion
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				revision = s.Value
-			}
-		}
-	}
-	bi := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "ktd_build_info",
-		Help:        "Build information; always 1.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
-	})
-	bi.Set(1)
-	f(bi)
-	f(collectors.NewGoCollector())
-	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ktd_grpc_requests_total", Help: "gRPC requests by method and code.",
@@ -167,18 +143,4 @@ func (m *metrics) watchDirectory(d *directory.Directory) {
 		}
 		return float64(size - applied)
 	}))
-}
-
-// handler serves /metrics and, when withPprof, /debug/pprof/.
-func (m *metrics) handler(withPprof bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	return mux
 }

@@ -32,6 +32,8 @@ import (
 	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/posix"
 	"github.com/keytrans/kt/log/trillian"
+
+	"github.com/keytrans/kt/internal/ops"
 )
 
 // shutdownTimeout bounds graceful shutdown: in-flight requests get this
@@ -166,19 +168,11 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 	var ms *http.Server
 	var mln net.Listener
 	if cfg.MetricsListen != "" {
-		withPprof := isLoopback(cfg.MetricsListen)
-		ms = &http.Server{
-			Handler:           s.metrics.handler(withPprof),
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		}
 		if mln, err = lns.listen("metrics_listen", cfg.MetricsListen); err != nil {
 			return err
 		}
 		bound.Metrics = mln.Addr().String()
-		if !withPprof {
-			logger.Info("pprof disabled: metrics_listen is not a loopback address")
-		}
+		ms = ops.MetricsServer(s.metrics.reg, cfg.MetricsListen, logger)
 	}
 
 	scheme := "http"
@@ -201,7 +195,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		"replicated", cfg.Cluster.DSN != "",
 		"role", s.d.Role())
 	for _, l := range []struct{ key, addr string }{{"grpc_listen", bound.GRPC}, {"http_listen", bound.HTTP}} {
-		if l.addr != "" && publicTLS == nil && !isLoopback(l.addr) {
+		if l.addr != "" && publicTLS == nil && !ops.IsLoopback(l.addr) {
 			logger.Warn("public listener without TLS: terminate TLS in front of ktd or set tls.cert_file", "listener", l.key, "addr", l.addr)
 		}
 	}
@@ -213,10 +207,10 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		g.Go(func() error { return operator.Serve(oln) })
 	}
 	if hs != nil {
-		g.Go(func() error { return serveHTTP(hs, hln) })
+		g.Go(func() error { return ops.Serve(hs, hln) })
 	}
 	if ms != nil {
-		g.Go(func() error { return serveHTTP(ms, mln) })
+		g.Go(func() error { return ops.Serve(ms, mln) })
 	}
 	if ready != nil {
 		ready <- bound
@@ -260,13 +254,6 @@ func urlOf(scheme, addr string) string {
 		return ""
 	}
 	return scheme + "://" + addr
-}
-
-func serveHTTP(s *http.Server, ln net.Listener) error {
-	if err := s.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
 }
 
 // stopGRPC lets in-flight calls finish until ctx is done, then cuts them.

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/internal/cliconfig"
+	"github.com/keytrans/kt/internal/ops"
 )
 
 // Config is ktlocal's configuration. Each field is set, from lowest to
@@ -78,7 +75,8 @@ var options = []option{
 	{Key: "start_timeout", Default: 60 * time.Second, Usage: "how long the daemons may take to come up"},
 }
 
-func envName(key string) string { return cliconfig.EnvName("KTLOCAL", key) }
+// command is ktlocal's configuration table for cliconfig.
+var command = &cliconfig.Command{Name: "ktlocal", Prefix: "KTLOCAL", Options: options, Usage: usageHeader, NoArgs: true}
 
 const usageHeader = `ktlocal runs a complete local kt deployment in one command: the directory
 (ktd, embedded backend) and two auditors (ktauditor) that are the
@@ -96,41 +94,19 @@ Usage:
 Flags:
 `
 
+// loadConfig reads the configuration from defaults, file, environment and
+// the command line args, and validates it. It refuses positional
+// arguments; when help was asked for, it prints the usage to out and
+// returns pflag.ErrHelp.
 func loadConfig(args []string, out io.Writer) (*Config, error) {
-	fs := pflag.NewFlagSet("ktlocal", pflag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.SortFlags = false
-	fs.Usage = func() {
-		fmt.Fprint(out, usageHeader)
-		fmt.Fprint(out, fs.FlagUsages())
-	}
-	configFile := fs.String("config", "", "configuration file (YAML, TOML or JSON)")
-	for _, o := range options {
-		usage := fmt.Sprintf("%s (%s)", o.Usage, envName(o.Key))
-		cliconfig.AddFlag(fs, o, usage)
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q (see ktlocal --help)", fs.Args())
-	}
-	var c Config
-	if err := cliconfig.Load(fs, "KTLOCAL", options, *configFile, &c); err != nil {
-		return nil, err
-	}
-	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("configuration: %w", err)
-	}
-	return &c, nil
+	c, _, err := cliconfig.ParseConfig(command, args, out, (*Config).validate)
+	return c, err
 }
 
 func (c *Config) validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.DataDir == "" {
-		add("data_dir must be set")
-	}
+	var problems cliconfig.Problems
+	add := problems.Add
+	problems.Require("data_dir", c.DataDir)
 	if c.BinDir == "" && c.Source == "" {
 		add("set bin_dir or source")
 	}
@@ -138,12 +114,11 @@ func (c *Config) validate() error {
 		add("auditor_listen: want exactly two addresses, got %d", len(c.AuditorListen))
 	}
 	for _, a := range append([]string{c.GRPCListen, c.HTTPListen, c.OperatorListen}, c.AuditorListen...) {
-		host, _, err := net.SplitHostPort(a)
-		if err != nil {
+		if _, _, err := net.SplitHostPort(a); err != nil {
 			add("address %q: want host:port", a)
 			continue
 		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !ops.IsLoopback(a) {
 			add("address %q: ktlocal serves on loopback only", a)
 		}
 	}
@@ -153,5 +128,5 @@ func (c *Config) validate() error {
 	if c.GossipInterval <= 0 || c.StartTimeout <= 0 {
 		add("gossip_interval and start_timeout must be positive")
 	}
-	return errors.Join(errs...)
+	return problems.Err()
 }

@@ -26,15 +26,12 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/spf13/pflag"
+	"github.com/keytrans/kt/internal/cliconfig"
+	"github.com/keytrans/kt/internal/ops"
 )
 
 func main() {
@@ -44,16 +41,12 @@ func main() {
 		args = args[1:]
 	}
 	cfg, err := loadConfig(args, os.Stderr)
-	switch {
-	case errors.Is(err, pflag.ErrHelp):
-		os.Exit(0)
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "ktlocal: %v\n", err)
-		os.Exit(2)
+	if status, exit := cliconfig.Exit("ktlocal", err, os.Stderr); exit {
+		os.Exit(status)
 	}
 	ignoreSIGPIPE()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := ops.StopContext()
 	defer stop()
 	if split {
 		if err := splitView(ctx, cfg, os.Stdout); err != nil {

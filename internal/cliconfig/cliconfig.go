@@ -9,7 +9,10 @@
 package cliconfig
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -91,3 +94,162 @@ func Load(fs *pflag.FlagSet, prefix string, opts []Option, configFile string, ou
 	}
 	return nil
 }
+
+// Command is one binary's configuration table: what its loadConfig needs
+// to define its flags and read its file and environment. The binary keeps
+// its own Config struct, option table, usage text and validation.
+type Command struct {
+	// Name is the binary's name (the flag set's, and "see NAME --help").
+	Name string
+	// Prefix starts the binary's environment variables (for example "KTD").
+	Prefix string
+	// Options is the binary's option table.
+	Options []Option
+	// Usage is printed before the flags' help by --help. Empty: pflag's
+	// default.
+	Usage string
+	// KeyInHelp names each flag's key as well as its environment variable
+	// in its help: "(log.origin, KTD_LOG_ORIGIN)" instead of
+	// "(KTD_LOG_ORIGIN)".
+	KeyInHelp bool
+	// NoArgs refuses positional arguments, before the configuration is
+	// loaded.
+	NoArgs bool
+}
+
+// configFlag is the flag naming the configuration file.
+const configFlag = "config"
+
+// FlagSet returns a flag set that writes its errors and help to out and
+// defines --config, then the flag of each option of c for which flag(key)
+// is true (every option when flag is nil), in table order. The caller may
+// add its own flags before parsing; [Command.Load] reads the result.
+func (c *Command) FlagSet(out io.Writer, flag func(key string) bool) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(c.Name, pflag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.SortFlags = false
+	if c.Usage != "" {
+		fs.Usage = func() {
+			fmt.Fprint(out, c.Usage)
+			fmt.Fprint(out, fs.FlagUsages())
+		}
+	}
+	fs.String(configFlag, "", "configuration file (YAML, TOML or JSON)")
+	for _, o := range c.Options {
+		if flag != nil && !flag(o.Key) {
+			continue
+		}
+		AddFlag(fs, o, c.help(o))
+	}
+	return fs
+}
+
+// help is the help text of o's flag: its usage and where else it is set.
+func (c *Command) help(o Option) string {
+	if c.KeyInHelp {
+		return fmt.Sprintf("%s (%s, %s)", o.Usage, o.Key, EnvName(c.Prefix, o.Key))
+	}
+	return fmt.Sprintf("%s (%s)", o.Usage, EnvName(c.Prefix, o.Key))
+}
+
+// Load fills out from the defaults of c's options, the file named by fs's
+// --config, the environment and the flags of fs (parsed), as the package
+// Load does.
+func (c *Command) Load(fs *pflag.FlagSet, out any) error {
+	file := ""
+	if f := fs.Lookup(configFlag); f != nil {
+		file = f.Value.String()
+	}
+	return Load(fs, c.Prefix, c.Options, file, out)
+}
+
+// Parse parses args with c's flag set (every option; output and help to
+// out), loads the configuration into out, and validates it with validate
+// (if not nil), whose error is returned as "configuration: ...". It
+// returns the positional arguments. When help was asked for, it prints the
+// usage to out and returns pflag.ErrHelp.
+func (c *Command) Parse(args []string, w io.Writer, out any, validate func() error) ([]string, error) {
+	fs := c.FlagSet(w, nil)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if c.NoArgs && fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (see %s --help)", fs.Args(), c.Name)
+	}
+	if err := c.Load(fs, out); err != nil {
+		return nil, err
+	}
+	if validate != nil {
+		if err := validate(); err != nil {
+			return nil, fmt.Errorf("configuration: %w", err)
+		}
+	}
+	return fs.Args(), nil
+}
+
+// Exit maps the error of a binary's loadConfig to its exit status: after
+// --help (pflag.ErrHelp) 0; after another error, printed to w as
+// "NAME: error", 2 (a usage error). exit is false when err is nil and the
+// binary goes on.
+func Exit(name string, err error, w io.Writer) (status int, exit bool) {
+	switch {
+	case err == nil:
+		return 0, false
+	case errors.Is(err, pflag.ErrHelp):
+		return 0, true
+	default:
+		fmt.Fprintf(w, "%s: %v\n", name, err)
+		return 2, true
+	}
+}
+
+// ParseConfig is [Command.Parse] into a new T validated by validate (a
+// method expression such as (*Config).validate; nil: none).
+func ParseConfig[T any](c *Command, args []string, w io.Writer, validate func(*T) error) (*T, []string, error) {
+	cfg := new(T)
+	var v func() error
+	if validate != nil {
+		v = func() error { return validate(cfg) }
+	}
+	rest, err := c.Parse(args, w, cfg, v)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, rest, nil
+}
+
+// SourcesHelp is the paragraph of a binary's usage text that says where
+// each key is set, for a Command with KeyInHelp.
+const SourcesHelp = `Every flag is also a configuration key: in the file given by --config
+(YAML, TOML or JSON; the key in parentheses, nested at the dots) and in the
+environment (the variable in parentheses). Flags override the environment,
+which overrides the file, which overrides the defaults.
+`
+
+// Problems collects what is wrong with a configuration, so that its
+// validation reports every problem at once.
+type Problems []error
+
+// Add records the problem fmt.Errorf(format, args...).
+func (p *Problems) Add(format string, args ...any) { *p = append(*p, fmt.Errorf(format, args...)) }
+
+// Require records "KEY must be set" when value is empty.
+func (p *Problems) Require(key, value string) {
+	if value == "" {
+		p.Add("%s must be set", key)
+	}
+}
+
+// HostPort records "KEY "ADDR": want host:port" when addr, the listen
+// address of key, is neither empty (disabled) nor host:port.
+func (p *Problems) HostPort(key, addr string) {
+	if addr == "" {
+		return
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		p.Add("%s %q: want host:port", key, addr)
+	}
+}
+
+// Err joins the problems (errors.Join); nil when there are none.
+func (p Problems) Err() error { return errors.Join(p...) }
