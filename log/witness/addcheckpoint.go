@@ -71,11 +71,11 @@ func ParseAddCheckpoint(body []byte) (*AddCheckpointRequest, error) {
 	// zero, in which case the encoding MUST be 0)."
 	num, ok := bytes.CutPrefix(line, []byte("old "))
 	if !ok || !canonicalDecimal(num) {
-		return nil, malformed("malformed old size line %s", quote(line))
+		return nil, malformed("malformed old size line %s", snippet(line))
 	}
 	old, err := strconv.ParseUint(string(num), 10, 64)
 	if err != nil {
-		return nil, malformed("old size %s out of range", quote(num))
+		return nil, malformed("old size %s out of range", snippet(num))
 	}
 	r := &AddCheckpointRequest{OldSize: old}
 	for {
@@ -98,7 +98,7 @@ func ParseAddCheckpoint(body []byte) (*AddCheckpointRequest, error) {
 		// encoding of the hash it decodes to.
 		h, err := base64.StdEncoding.Strict().DecodeString(string(line))
 		if err != nil || len(h) != hashSize || base64.StdEncoding.EncodeToString(h) != string(line) {
-			return nil, malformed("proof line %d %s is not a base64 %d-byte hash", len(r.Proof)+1, quote(line), hashSize)
+			return nil, malformed("proof line %d %s is not a base64 %d-byte hash", len(r.Proof)+1, snippet(line), hashSize)
 		}
 		r.Proof = append(r.Proof, h)
 	}
@@ -157,13 +157,4 @@ func canonicalDecimal(s []byte) bool {
 		}
 	}
 	return true
-}
-
-// quote quotes at most 100 bytes of b for an error message.
-func quote(b []byte) string {
-	const max = 100
-	if len(b) > max {
-		return strconv.Quote(string(b[:max])) + "..."
-	}
-	return strconv.Quote(string(b))
 }

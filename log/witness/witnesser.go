@@ -488,8 +488,8 @@ func (t *target) parseCosignature(text string, resp []byte) (*Cosignature, error
 // parseSize parses a text/x.tlog.size body: a decimal size and a newline.
 func parseSize(b []byte) (uint64, error) {
 	s, ok := strings.CutSuffix(string(b), "\n")
-	if !ok || s == "" || len(s) > 20 || (len(s) > 1 && s[0] == '0') {
-		return 0, fmt.Errorf("malformed size %q", snippet(b))
+	if !ok || !canonicalDecimal([]byte(s)) {
+		return 0, fmt.Errorf("malformed size %s", snippet(b))
 	}
 	return strconv.ParseUint(s, 10, 64)
 }
