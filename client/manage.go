@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -34,6 +35,10 @@ var (
 	// set (a device added twice, an unknown device removed, the last device
 	// removed).
 	ErrDeviceSet = errors.New("client: invalid device set change")
+	// ErrNotVisible: a change the directory accepted is not what verified
+	// lookups show at its version, or did not show within the caller's
+	// deadline ([Client.AwaitVisible]).
+	ErrNotVisible = errors.New("client: accepted change not visible")
 )
 
 // Submitted is a change the directory accepted: durable in the log, and
@@ -44,6 +49,42 @@ type Submitted struct {
 	LogIndex uint64
 	// Record is the signed change record as sent.
 	Record []byte
+}
+
+// AwaitVisible waits until verified lookups show every change of subs:
+// the handle at the change's version with the change's record, or at a
+// later version. It returns the lookup that showed each, in order. It
+// polls, from every 100 ms up to every second, until ctx ends; then, or if
+// the version shows another record, the error wraps [ErrNotVisible].
+//
+// A change is durable once accepted, but lookups serve it only from the
+// next epoch (design.md 7), so a caller that acts on its own change next (a
+// command line tool, say, whose user adds a device right after
+// registering) waits for it here rather than reading the state before it.
+func (c *Client) AwaitVisible(ctx context.Context, subs ...*Submitted) ([]*LookupResult, error) {
+	out := make([]*LookupResult, 0, len(subs))
+	for _, s := range subs {
+		leaf := api.LeafHash(s.Record)
+		for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+			res, err := c.Lookup(ctx, s.Handle)
+			if err != nil {
+				return out, err
+			}
+			if res.Version > s.Version || res.Version == s.Version && res.LeafHash == leaf {
+				out = append(out, res)
+				break
+			}
+			if res.Version == s.Version {
+				return out, fmt.Errorf("%w: %s version %d is another record than the one logged at index %d", ErrNotVisible, s.Handle, s.Version, s.LogIndex)
+			}
+			select {
+			case <-ctx.Done():
+				return out, fmt.Errorf("%w: %s version %d (logged at index %d): lookups still show version %d: %w", ErrNotVisible, s.Handle, s.Version, s.LogIndex, res.Version, ctx.Err())
+			case <-time.After(wait):
+			}
+		}
+	}
+	return out, nil
 }
 
 // Init generates this device's keys (suite zero means X25519) and stores

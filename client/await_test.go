@@ -1,0 +1,61 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/keytrans/kt/client"
+)
+
+// TestAwaitVisible: a change returns from AwaitVisible once lookups show
+// it, so that the device's next change, made at once, builds on it; a
+// version that lookups show with another record, or do not reach before
+// the deadline, is ErrNotVisible.
+func TestAwaitVisible(t *testing.T) {
+	e := newNetEnv(t)
+	ctx := t.Context()
+	bob1, bob2, bob3 := e.device(client.Config{}), e.device(client.Config{}), e.device(client.Config{})
+	e.enroll(bob1, "bob@example.com", false)
+
+	// Two changes back to back, each awaited: the second builds on the
+	// first, which without the wait it could not see yet.
+	var last *client.Submitted
+	for _, nc := range []*client.Client{bob2, bob3} {
+		st, err := nc.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs, err := bob1.AddDevice(ctx, st.Device.Device())
+		if err != nil {
+			t.Fatalf("AddDevice: %v", err)
+		}
+		seen, err := bob1.AwaitVisible(ctx, subs...)
+		if err != nil {
+			t.Fatalf("AwaitVisible: %v", err)
+		}
+		if len(seen) != 1 || seen[0].Version != subs[0].Version || seen[0].Epoch.Record.LogSize <= subs[0].LogIndex {
+			t.Fatalf("AwaitVisible of version %d at index %d returned %+v", subs[0].Version, subs[0].LogIndex, seen)
+		}
+		last = subs[0]
+	}
+	if last.Version != 3 {
+		t.Fatalf("second change at version %d, want 3", last.Version)
+	}
+
+	other := *last
+	other.Record = append([]byte(nil), last.Record...)
+	other.Record[len(other.Record)-1] ^= 1
+	if _, err := bob1.AwaitVisible(ctx, &other); !errors.Is(err, client.ErrNotVisible) {
+		t.Errorf("another record at the visible version: %v, want ErrNotVisible", err)
+	}
+
+	future := *last
+	future.Version++
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := bob1.AwaitVisible(short, &future); !errors.Is(err, client.ErrNotVisible) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a version lookups never reach: %v, want ErrNotVisible and the deadline", err)
+	}
+}
