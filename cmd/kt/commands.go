@@ -342,23 +342,31 @@ func (a *app) register(ctx context.Context, handle string) error {
 	if err != nil {
 		return err
 	}
-	return a.printSubmitted("registered "+s.Handle, []*client.Submitted{s})
+	return a.printSubmitted(ctx, c, "registered "+s.Handle, []*client.Submitted{s})
 }
 
-func (a *app) printSubmitted(what string, subs []*client.Submitted) error {
+// printSubmitted waits until lookups show the accepted changes, so that the
+// next command sees them (the user adds a device right after registering),
+// and prints them with the epoch that made each visible.
+func (a *app) printSubmitted(ctx context.Context, c *client.Client, what string, subs []*client.Submitted) error {
+	seen, err := c.AwaitVisible(ctx, subs...)
+	if err != nil {
+		return fmt.Errorf("%s, but: %w", what, err)
+	}
 	type out struct {
 		Handle   string `json:"handle"`
 		Version  uint64 `json:"version"`
 		LogIndex uint64 `json:"log_index"`
+		Epoch    uint64 `json:"epoch"`
 	}
 	var js []out
-	for _, s := range subs {
-		js = append(js, out{s.Handle, s.Version, s.LogIndex})
+	for i, s := range subs {
+		js = append(js, out{s.Handle, s.Version, s.LogIndex, seen[i].Epoch.Record.Epoch})
 	}
 	return a.output(map[string]any{"action": what, "changes": js}, func(w io.Writer) {
 		fmt.Fprintln(w, what)
-		for _, s := range subs {
-			fmt.Fprintf(w, "  %s: version %d logged at index %d; visible with the next epoch\n", s.Handle, s.Version, s.LogIndex)
+		for _, s := range js {
+			fmt.Fprintf(w, "  %s: version %d logged at index %d, visible in epoch %d\n", s.Handle, s.Version, s.LogIndex, s.Epoch)
 		}
 	})
 }
@@ -372,7 +380,7 @@ func (a *app) submit(ctx context.Context, what string, f func(*client.Client) ([
 	if err != nil {
 		return err
 	}
-	return a.printSubmitted(what, subs)
+	return a.printSubmitted(ctx, c, what, subs)
 }
 
 func (a *app) join(ctx context.Context, handle string) error {

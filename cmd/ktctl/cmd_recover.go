@@ -115,15 +115,21 @@ func runRecover(ctx context.Context, e *env) error {
 		return fmt.Errorf("recover: %d log indices in the answer, want 1", len(resp.GetLogIndices()))
 	}
 	idx := resp.GetLogIndices()[0]
+	// Wait until lookups show it, so that the next command sees it.
+	seen, err := c.AwaitVisible(ctx, &client.Submitted{Handle: res.Handle, Version: res.Version + 1, LogIndex: idx, Record: hc.GetChangeRecord()})
+	if err != nil {
+		return fmt.Errorf("recovered %s at log index %d, but: %w", res.Handle, idx, err)
+	}
+	epoch := seen[0].Epoch.Record.Epoch
 	var ids []string
 	for _, d := range add {
 		ids = append(ids, hex.EncodeToString(d.ID[:]))
 	}
 	if e.cfg.JSON {
 		return e.printJSON(map[string]any{"handle": res.Handle, "version": res.Version + 1, "kind": "recovery",
-			"log_index": idx, "added": ids, "devices": len(set.Devices), "replaced": e.cfg.Replace})
+			"log_index": idx, "epoch": epoch, "added": ids, "devices": len(set.Devices), "replaced": e.cfg.Replace})
 	}
-	fmt.Fprintf(e.stdout, "recovered %s through the recovery path: version %d (recovery) logged at index %d; visible with the next epoch\n", res.Handle, res.Version+1, idx)
+	fmt.Fprintf(e.stdout, "recovered %s through the recovery path: version %d (recovery) logged at index %d, visible in epoch %d\n", res.Handle, res.Version+1, idx, epoch)
 	for _, id := range ids {
 		fmt.Fprintf(e.stdout, "  added device %s\n", id)
 	}
