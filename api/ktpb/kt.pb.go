@@ -76,8 +76,11 @@ type Parameters struct {
 	// Epoch and heartbeat intervals, milliseconds (informational).
 	EpochIntervalMs     uint64 `protobuf:"varint,6,opt,name=epoch_interval_ms,json=epochIntervalMs,proto3" json:"epoch_interval_ms,omitempty"`
 	HeartbeatIntervalMs uint64 `protobuf:"varint,7,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Audit policy text (design.md 14.1): the auditors whose audit
+	// statements the served epochs carry; empty if none.
+	AuditPolicy   string `protobuf:"bytes,8,opt,name=audit_policy,json=auditPolicy,proto3" json:"audit_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Parameters) Reset() {
@@ -157,6 +160,13 @@ func (x *Parameters) GetHeartbeatIntervalMs() uint64 {
 		return x.HeartbeatIntervalMs
 	}
 	return 0
+}
+
+func (x *Parameters) GetAuditPolicy() string {
+	if x != nil {
+		return x.AuditPolicy
+	}
+	return ""
 }
 
 // EpochPart proves the latest epoch (design.md 12.1, 7).
@@ -544,7 +554,11 @@ type MonitorRequest struct {
 	// Latest version the client has verified (0 if none).
 	KnownVersion uint64 `protobuf:"varint,2,opt,name=known_version,json=knownVersion,proto3" json:"known_version,omitempty"`
 	// Size of the client's trusted epoch checkpoint, 0 if none.
-	KnownSize     uint64 `protobuf:"varint,3,opt,name=known_size,json=knownSize,proto3" json:"known_size,omitempty"`
+	KnownSize uint64 `protobuf:"varint,3,opt,name=known_size,json=knownSize,proto3" json:"known_size,omitempty"`
+	// Only the change records, their log indices and inclusion proofs: no
+	// openings or device sets (design.md 13.3, contact monitoring). What is
+	// left is public in the log.
+	RecordsOnly   bool `protobuf:"varint,4,opt,name=records_only,json=recordsOnly,proto3" json:"records_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -598,6 +612,13 @@ func (x *MonitorRequest) GetKnownSize() uint64 {
 		return x.KnownSize
 	}
 	return 0
+}
+
+func (x *MonitorRequest) GetRecordsOnly() bool {
+	if x != nil {
+		return x.RecordsOnly
+	}
+	return false
 }
 
 type MonitorResponse struct {
@@ -1286,7 +1307,7 @@ var File_kt_v1_kt_proto protoreflect.FileDescriptor
 const file_kt_v1_kt_proto_rawDesc = "" +
 	"\n" +
 	"\x0ekt/v1/kt.proto\x12\x05kt.v1\"\x16\n" +
-	"\x14GetParametersRequest\"\xa7\x02\n" +
+	"\x14GetParametersRequest\"\xca\x02\n" +
 	"\n" +
 	"Parameters\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12$\n" +
@@ -1295,7 +1316,8 @@ const file_kt_v1_kt_proto_rawDesc = "" +
 	"\x13recovery_public_key\x18\x04 \x01(\fR\x11recoveryPublicKey\x12%\n" +
 	"\x0ewitness_policy\x18\x05 \x01(\tR\rwitnessPolicy\x12*\n" +
 	"\x11epoch_interval_ms\x18\x06 \x01(\x04R\x0fepochIntervalMs\x122\n" +
-	"\x15heartbeat_interval_ms\x18\a \x01(\x04R\x13heartbeatIntervalMs\"\xa4\x01\n" +
+	"\x15heartbeat_interval_ms\x18\a \x01(\x04R\x13heartbeatIntervalMs\x12!\n" +
+	"\faudit_policy\x18\b \x01(\tR\vauditPolicy\"\xa4\x01\n" +
 	"\tEpochPart\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
@@ -1325,12 +1347,13 @@ const file_kt_v1_kt_proto_rawDesc = "" +
 	"known_size\x18\x02 \x01(\x04R\tknownSize\"n\n" +
 	"\x13BatchLookupResponse\x12&\n" +
 	"\x05epoch\x18\x01 \x01(\v2\x10.kt.v1.EpochPartR\x05epoch\x12/\n" +
-	"\aresults\x18\x02 \x03(\v2\x15.kt.v1.LookupResponseR\aresults\"j\n" +
+	"\aresults\x18\x02 \x03(\v2\x15.kt.v1.LookupResponseR\aresults\"\x8d\x01\n" +
 	"\x0eMonitorRequest\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\fR\x05index\x12#\n" +
 	"\rknown_version\x18\x02 \x01(\x04R\fknownVersion\x12\x1d\n" +
 	"\n" +
-	"known_size\x18\x03 \x01(\x04R\tknownSize\"\x88\x01\n" +
+	"known_size\x18\x03 \x01(\x04R\tknownSize\x12!\n" +
+	"\frecords_only\x18\x04 \x01(\bR\vrecordsOnly\"\x88\x01\n" +
 	"\x0fMonitorResponse\x12&\n" +
 	"\x05epoch\x18\x01 \x01(\v2\x10.kt.v1.EpochPartR\x05epoch\x12\x1b\n" +
 	"\tmap_proof\x18\x02 \x01(\fR\bmapProof\x120\n" +

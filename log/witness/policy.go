@@ -115,7 +115,7 @@ func (e *ParseError) Error() string {
 
 // keywords cannot be used as witness or group names.
 var keywords = map[string]bool{
-	"log": true, "witness": true, "group": true, "quorum": true,
+	"log": true, "witness": true, "auditor": true, "group": true, "quorum": true,
 	"any": true, "all": true, "none": true,
 }
 
@@ -138,7 +138,56 @@ func ReadPolicyFile(path string) (*Policy, error) {
 // signed-note verifier keys (see the package documentation).
 //
 // SPEC(design.md 9.1)
-func ParsePolicy(text []byte) (*Policy, error) {
+func ParsePolicy(text []byte) (*Policy, error) { return parsePolicy(text, "witness") }
+
+// ReadAuditPolicyFile reads the audit policy file at path and parses it
+// with [ParseAuditPolicy]. Errors name the file as [ReadPolicyFile]'s do.
+func ReadAuditPolicyFile(path string) (*Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit policy: %w", err)
+	}
+	p, err := ParseAuditPolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("audit policy %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// ParseAuditPolicy parses an audit policy: the grammar of [ParsePolicy]
+// with "auditor NAME VKEY [URL]" member lines in place of "witness" lines
+// (a witness line is an error here, and an auditor line in a witness
+// policy), so that the two files cannot be swapped by mistake. The
+// members' keys sign audit statements (tlog-cosignature/v1 by a key that
+// makes only that statement); URL is the auditor's base URL, to which a
+// directory posts /kt/v1/audit. The result's Witnesses are the auditors
+// and [Policy.Check] counts audit statements.
+//
+// SPEC(design.md 14.1)
+func ParseAuditPolicy(text []byte) (*Policy, error) { return parsePolicy(text, "auditor") }
+
+// CheckDisjoint returns an error if a key of audit is also a key of
+// witnesses: a witness cosignature states consistency only, and one key
+// must make one kind of statement (design.md 14.1).
+func CheckDisjoint(witnesses, audit *Policy) error {
+	if witnesses == nil || audit == nil {
+		return nil
+	}
+	keys := make(map[string]string)
+	for _, w := range witnesses.witnesses {
+		raw, _ := vkeyKey(w.VerifierKey)
+		keys[string(raw)] = w.Name
+	}
+	for _, a := range audit.witnesses {
+		raw, _ := vkeyKey(a.VerifierKey)
+		if w, ok := keys[string(raw)]; ok {
+			return fmt.Errorf("auditor %s uses the public key of witness %s: an audit key must not be a witness key", a.Name, w)
+		}
+	}
+	return nil
+}
+
+func parsePolicy(text []byte, member string) (*Policy, error) {
 	if len(text) > maxPolicyBytes {
 		return nil, &ParseError{Msg: fmt.Sprintf("policy has %d bytes, more than the limit of %d", len(text), maxPolicyBytes)}
 	}
@@ -208,10 +257,13 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			}
 			p.logs = append(p.logs, l)
 
-		case "witness":
-			// witness <name> <vkey> [<url>]
+		case "witness", "auditor":
+			// witness|auditor <name> <vkey> [<url>]
+			if fields[0] != member {
+				return nil, errf("%q line in %s policy (want %q lines)", fields[0], map[string]string{"witness": "a witness", "auditor": "an audit"}[member], member)
+			}
 			if len(fields) < 3 || len(fields) > 4 {
-				return nil, errf("want \"witness NAME VKEY [URL]\", got %d items", len(fields))
+				return nil, errf("want \"%s NAME VKEY [URL]\", got %d items", member, len(fields))
 			}
 			name := fields[1]
 			if err := p.checkNewName(name); err != nil {
@@ -222,7 +274,7 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			}
 			v, raw, err := cosignatureVerifier(fields[2])
 			if err != nil {
-				return nil, errf("witness %s: %w", name, err)
+				return nil, errf("%s %s: %w", member, name, err)
 			}
 			// SPEC(sigsum policy): "Duplicate witnesses, i.e., multiple
 			// witness lines with the same public key, are not allowed."
@@ -230,13 +282,13 @@ func ParsePolicy(text []byte) (*Policy, error) {
 			// commit to the key name, so one key listed under two names
 			// would let one witness count twice.
 			if prev, ok := witKeys[string(raw)]; ok {
-				return nil, errf("witness %s has the same public key as the witness on line %d", name, prev)
+				return nil, errf("%s %s has the same public key as the %s on line %d", member, name, member, prev)
 			}
 			witKeys[string(raw)] = lineNo
 			w := &Witness{Name: name, VerifierKey: fields[2], verifier: v, index: len(p.witnesses)}
 			if len(fields) == 4 {
 				if err := checkURL(fields[3]); err != nil {
-					return nil, errf("witness %s URL: %w", name, err)
+					return nil, errf("%s %s URL: %w", member, name, err)
 				}
 				w.URL = fields[3]
 			}

@@ -1,0 +1,46 @@
+package witness
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseAuditPolicy(t *testing.T) {
+	a1, a2 := testVKey(t, "auditor1.example/audit"), testVKey(t, "auditor2.example/audit")
+	text := "auditor a1 " + a1 + " https://a1.example/\nauditor a2 " + a2 + "\ngroup auditors 2 a1 a2\nquorum auditors\n"
+	p, err := ParseAuditPolicy([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws := p.Witnesses(); len(ws) != 2 || ws[0].URL != "https://a1.example/" || ws[1].Name != "a2" {
+		t.Fatalf("auditors = %+v", ws)
+	}
+	// The two kinds of file cannot be swapped.
+	if _, err := ParsePolicy([]byte(text)); err == nil || !strings.Contains(err.Error(), `"auditor" line in a witness policy`) {
+		t.Errorf("ParsePolicy of an audit policy: %v", err)
+	}
+	wtext := strings.ReplaceAll(text, "auditor ", "witness ")
+	if _, err := ParseAuditPolicy([]byte(wtext)); err == nil || !strings.Contains(err.Error(), `"witness" line in an audit policy`) {
+		t.Errorf("ParseAuditPolicy of a witness policy: %v", err)
+	}
+	// "auditor" is a keyword, not a name.
+	if _, err := ParseAuditPolicy([]byte("auditor auditor " + a1 + "\nquorum auditor\n")); err == nil {
+		t.Error("a member named auditor was accepted")
+	}
+	w, err := ParsePolicy([]byte(wtext))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckDisjoint(w, p); err == nil || !strings.Contains(err.Error(), "must not be a witness key") {
+		t.Errorf("CheckDisjoint with shared keys: %v", err)
+	}
+	other, err := ParsePolicy([]byte("witness w " + testVKey(t, "w.example") + "\nquorum w\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckDisjoint(other, p); err != nil {
+		t.Errorf("CheckDisjoint with distinct keys: %v", err)
+	}
+}
+
+func testVKey(t *testing.T, name string) string { return newCosigner(t, name).VKey() }
