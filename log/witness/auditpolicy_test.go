@@ -1,14 +1,16 @@
-package witness
+package witness_test
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/keytrans/kt/log/witness"
 )
 
 func TestParseAuditPolicy(t *testing.T) {
 	a1, a2 := testVKey(t, "auditor1.example/audit"), testVKey(t, "auditor2.example/audit")
 	text := "auditor a1 " + a1 + " https://a1.example/\nauditor a2 " + a2 + "\ngroup auditors 2 a1 a2\nquorum auditors\n"
-	p, err := ParseAuditPolicy([]byte(text))
+	p, err := witness.ParseAuditPolicy([]byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -16,29 +18,29 @@ func TestParseAuditPolicy(t *testing.T) {
 		t.Fatalf("auditors = %+v", ws)
 	}
 	// The two kinds of file cannot be swapped.
-	if _, err := ParsePolicy([]byte(text)); err == nil || !strings.Contains(err.Error(), `"auditor" line in a witness policy`) {
+	if _, err := witness.ParsePolicy([]byte(text)); err == nil || !strings.Contains(err.Error(), `"auditor" line in a witness policy`) {
 		t.Errorf("ParsePolicy of an audit policy: %v", err)
 	}
 	wtext := strings.ReplaceAll(text, "auditor ", "witness ")
-	if _, err := ParseAuditPolicy([]byte(wtext)); err == nil || !strings.Contains(err.Error(), `"witness" line in an audit policy`) {
+	if _, err := witness.ParseAuditPolicy([]byte(wtext)); err == nil || !strings.Contains(err.Error(), `"witness" line in an audit policy`) {
 		t.Errorf("ParseAuditPolicy of a witness policy: %v", err)
 	}
 	// "auditor" is a keyword, not a name.
-	if _, err := ParseAuditPolicy([]byte("auditor auditor " + a1 + "\nquorum auditor\n")); err == nil {
+	if _, err := witness.ParseAuditPolicy([]byte("auditor auditor " + a1 + "\nquorum auditor\n")); err == nil {
 		t.Error("a member named auditor was accepted")
 	}
-	w, err := ParsePolicy([]byte(wtext))
+	w, err := witness.ParsePolicy([]byte(wtext))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckDisjoint(w, p); err == nil || !strings.Contains(err.Error(), "must not be a witness key") {
+	if err := witness.CheckDisjoint(w, p); err == nil || !strings.Contains(err.Error(), "must not be a witness key") {
 		t.Errorf("CheckDisjoint with shared keys: %v", err)
 	}
-	other, err := ParsePolicy([]byte("witness w " + testVKey(t, "w.example") + "\nquorum w\n"))
+	other, err := witness.ParsePolicy([]byte("witness w " + testVKey(t, "w.example") + "\nquorum w\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckDisjoint(other, p); err != nil {
+	if err := witness.CheckDisjoint(other, p); err != nil {
 		t.Errorf("CheckDisjoint with distinct keys: %v", err)
 	}
 }
