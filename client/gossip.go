@@ -121,10 +121,19 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 	case http.StatusOK:
 	case http.StatusConflict:
 		// SPEC(design.md 15): "409 with an evidence bundle if not".
-		if _, err := VerifyEvidence(c.p, body); err != nil {
+		kind, what, needsReplay, err := checkEvidence(c.p, body)
+		if err != nil {
 			return bad("409 with evidence that does not verify: %v", err)
 		}
-		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Evidence: body, Reason: "the auditor sent evidence of a fork"}
+		if needsReplay {
+			return bad("409 with %s evidence, which needs a replay of the log to be believed", kind)
+		}
+		// SPEC(design.md 12.2): the client stores verified evidence and
+		// refuses the log from then on.
+		if err := c.storeRefusal(ctx, kind, what, body); err != nil {
+			c.log.ErrorContext(ctx, "gossip: storing the refusal of the log", "auditor", auditor, "err", err)
+		}
+		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Evidence: body, Reason: "the auditor sent evidence of " + what}
 		return res
 	default:
 		return bad("HTTP %d: %.200s", code, body)
@@ -138,6 +147,13 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 	conflict := func(reason string, ev []byte) GossipResult {
 		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Theirs: body, Evidence: ev, Reason: reason}
 		if ev != nil {
+			// SPEC(design.md 12.2): evidence the client built itself
+			// refuses the log too, once it verifies.
+			if kind, what, needsReplay, err := checkEvidence(c.p, ev); err == nil && !needsReplay {
+				if err := c.storeRefusal(ctx, kind, what, ev); err != nil {
+					c.log.ErrorContext(ctx, "gossip: storing the refusal of the log", "auditor", auditor, "err", err)
+				}
+			}
 			// SPEC(design.md 15): "The body may also be an evidence
 			// bundle, which the auditor verifies offline and records
 			// (409, echoing it)." The auditor could not build this one.
