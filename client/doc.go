@@ -110,8 +110,11 @@
 //
 // # Refusing a log
 //
-// Evidence that the log misbehaved, verified offline with the log key
-// alone ([VerifyEvidence]), is stored durably in the client's state, per
+// Evidence that the log misbehaved, verified offline with the log's
+// parameters alone ([CheckEvidence]: a kt-evidence/v1 fork, or a
+// kt-evidence/v2 records, map-regression or version-conflict bundle; a
+// map-root bundle needs a replay and does not count), is stored durably in
+// the client's state, per
 // log (origin and log key hash, [State.Refused]): from then on every
 // lookup, encryption, monitoring poll and change of any [Client] on that
 // store fails with [ErrLogRefused] (a [*LogRefusedError] naming the

@@ -3,11 +3,11 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/keytrans/kt/log/evidence"
 )
 
 // ErrLogRefused reports that this client holds verified evidence that its
@@ -40,9 +40,11 @@ func (e *LogRefusedError) Unwrap() error { return ErrLogRefused }
 // evidence bundle that proves its misbehaviour, verified before it was
 // stored.
 type Refusal struct {
-	// Kind is the bundle's kind ("fork" for kt-evidence/v1).
+	// Kind is the bundle's kind (an evidence.Kind: "fork" for
+	// kt-evidence/v1, "records", "map-regression" or "version-conflict").
 	Kind string
-	// ID is the hex SHA-256 of Bundle (the auditors' evidence id).
+	// ID is evidence.ID(Bundle), the hex SHA-256 by which auditors name
+	// the bundle.
 	ID string
 	// What says, in one line, what the bundle proves.
 	What string
@@ -50,13 +52,6 @@ type Refusal struct {
 	Bundle []byte
 	// Time is when the client stored it.
 	Time time.Time
-}
-
-// evidenceID is the id of a bundle: the hex SHA-256 of its bytes, as
-// auditors name the bundles they record.
-func evidenceID(bundle []byte) string {
-	h := sha256.Sum256(bundle)
-	return hex.EncodeToString(h[:])
 }
 
 // refusalKey is the key of a log's refusal in [State.Refused]: its origin
@@ -83,27 +78,36 @@ func (s *State) refused(p *Params) error {
 	return &LogRefusedError{Origin: p.Origin, KeyHash: p.LogVerifier.KeyHash(), Refusal: r}
 }
 
-// checkEvidence verifies a bundle against p offline and returns its kind,
-// what it proves, and whether it needs a replay of the log to be believed
-// (such a bundle proves nothing to a client). It is the one place the
-// client decides what evidence is; [VerifyEvidence] does the work.
+// CheckEvidence verifies an evidence bundle of either version
+// (kt-evidence/v1 fork, or a kt-evidence/v2 kind) against the log of p,
+// offline, with the shared evidence.Check, and returns its kind, a
+// one-line description of what it proves, and whether it needs a replay of
+// the log to be believed (map-root: such a bundle does not make a client
+// refuse the log). The error wraps both [ErrEvidence] and the evidence
+// package's typed error (evidence.ErrMalformed, ErrSignature, ErrProof,
+// ErrNotEvidence). It is the one place the client decides what evidence
+// is.
 //
 // SPEC(design.md 15)
-func checkEvidence(p *Params, bundle []byte) (kind, what string, needsReplay bool, err error) {
-	f, err := VerifyEvidence(p, bundle)
-	if err != nil {
-		return "", "", false, err
+// SPEC(design.md 15.1)
+func CheckEvidence(p *Params, bundle []byte) (kind evidence.Kind, what string, needsReplay bool, err error) {
+	if p.LogVerifier == nil || p.LogVerifier.Name() != p.Origin {
+		return "", "", false, fmt.Errorf("%w: the log verifier is not named by the origin %q", ErrEvidence, p.Origin)
 	}
-	return "fork", f.String(), false, nil
+	kind, what, needsReplay, err = evidence.Check(evidence.Params{Origin: p.Origin, LogVerifier: p.LogVerifier, RecoveryKey: p.RecoveryKey}, bundle)
+	if err != nil {
+		return kind, "", false, fmt.Errorf("%w: %w", ErrEvidence, err)
+	}
+	return kind, what, needsReplay, nil
 }
 
 // ReportEvidence verifies an evidence bundle against this client's log,
-// offline with the log key alone, and, when it proves misbehaviour on its
-// own, stores it durably: from then on every lookup, encryption,
+// offline with the log's parameters alone ([CheckEvidence]), and, when it
+// proves misbehaviour on its own, stores it durably: from then on every lookup, encryption,
 // monitoring poll and change of this client, and of any later client on
 // the same [Store] with these parameters, fails with [ErrLogRefused]. A
 // bundle that does not verify ([ErrEvidence]), or that needs a replay of
-// the log to be believed, is not stored. Reporting evidence for a log
+// the log to be believed (map-root, also [ErrEvidence]), is not stored. Reporting evidence for a log
 // already refused keeps the first bundle and returns nil.
 //
 // Apps call it with bundles they learn of out of band (an auditor's
@@ -113,11 +117,13 @@ func checkEvidence(p *Params, bundle []byte) (kind, what string, needsReplay boo
 // SPEC(design.md 12.2)
 // SPEC(design.md 15.1)
 func (c *Client) ReportEvidence(ctx context.Context, bundle []byte) error {
-	kind, what, needsReplay, err := checkEvidence(c.p, bundle)
+	kind, what, needsReplay, err := CheckEvidence(c.p, bundle)
 	if err != nil {
 		return err
 	}
 	if needsReplay {
+		// SPEC(design.md 15.1): "Clients do not refuse a log on a map-root
+		// bundle alone (they cannot replay)."
 		return fmt.Errorf("%w: a %s bundle is not self-verifying (it needs a replay of the log); not refusing the log on it", ErrEvidence, kind)
 	}
 	return c.storeRefusal(ctx, kind, what, bundle)
@@ -127,8 +133,8 @@ func (c *Client) ReportEvidence(ctx context.Context, bundle []byte) error {
 // log, unless one is stored already.
 //
 // SPEC(design.md 12.2)
-func (c *Client) storeRefusal(ctx context.Context, kind, what string, bundle []byte) error {
-	r := &Refusal{Kind: kind, ID: evidenceID(bundle), What: what, Bundle: bytes.Clone(bundle), Time: c.cfg.Now()}
+func (c *Client) storeRefusal(ctx context.Context, kind evidence.Kind, what string, bundle []byte) error {
+	r := &Refusal{Kind: string(kind), ID: evidence.ID(bundle), What: what, Bundle: bytes.Clone(bundle), Time: c.cfg.Now()}
 	err := c.update(ctx, func(s *State) error {
 		key := c.p.refusalKey()
 		if s.Refused[key] != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/evidence"
 )
 
 // countingDir counts the Directory calls a client makes.
@@ -182,4 +184,64 @@ func TestGossipRefusal(t *testing.T) {
 	}
 	_, err = restarted.Lookup(ctx, "bob@example.com")
 	checkRefused(t, "Lookup after gossip", err, bundle)
+}
+
+// TestReportEvidenceV2: kt-evidence/v2 bundles go through the same check
+// (evidence.Check): a records bundle proving a rule violation refuses the
+// log; a map-root bundle (which only a replay can judge) and a records
+// bundle of an honest record are not stored.
+func TestReportEvidenceV2(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	alice0 := f.s.handle(alice).versions[0]
+	// An enrollment signed by a key that is not in the new set (R1).
+	mallory := newDevice(t, "m", api.SuiteX25519)
+	bad := f.s.logChange(f.s.record(carol, set(mallory), api.AuthEnroll, f.b1.sign, nil))
+	f.s.closeEpoch(epochOpts{ts: t0.Add(2 * time.Second)})
+	ep := f.s.ep()
+	build := func(kind string, e evidence.Entry) []byte {
+		t.Helper()
+		var b []byte
+		var err error
+		if kind == "map-root" {
+			b, err = evidence.BuildMapRoot(ctx, f.s.log, ep.checkpoint, ep.size, e)
+		} else {
+			b, err = evidence.BuildRecords(ctx, f.s.log, ep.checkpoint, ep.size, &e, nil)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	violation := build("records", evidence.Entry{Index: bad.logIndex, Data: bad.bytes})
+	honest := build("records", evidence.Entry{Index: alice0.logIndex, Data: alice0.bytes})
+	mapRoot := build("map-root", evidence.Entry{Index: ep.size - 1, Data: ep.recordBytes})
+
+	store := &client.MemStore{}
+	start := func() *client.Client {
+		c, err := client.New(nilDir{}, f.p, store, client.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := start()
+	if err := c.ReportEvidence(ctx, honest); !errors.Is(err, client.ErrEvidence) || !errors.Is(err, evidence.ErrNotEvidence) {
+		t.Fatalf("honest record: %v", err)
+	}
+	if err := c.ReportEvidence(ctx, mapRoot); !errors.Is(err, client.ErrEvidence) || !strings.Contains(err.Error(), "replay") {
+		t.Fatalf("map-root bundle: %v", err)
+	}
+	if b, _ := store.Load(ctx); b != nil {
+		t.Fatalf("a bundle that proves nothing to a client was stored: %s", b)
+	}
+	if err := c.ReportEvidence(ctx, violation); err != nil {
+		t.Fatalf("records bundle: %v", err)
+	}
+	_, err := start().Lookup(ctx, bob)
+	var re *client.LogRefusedError
+	if !errors.As(err, &re) || re.Kind != "records" || re.ID != evidence.ID(violation) || !strings.Contains(re.What, "R") {
+		t.Fatalf("lookup after a records bundle: %v", err)
+	}
+	t.Logf("refused: %v", err)
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/log/evidence"
 )
 
 // Store persists a [Client]'s state. Implementations must make Update
@@ -370,7 +371,7 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	for k, r := range j.Refused {
 		// SPEC(design.md 12.2): the refusal is durable; a damaged one is
 		// an error, never a silent return to trusting the log.
-		if k == "" || r.Kind == "" || len(r.Bundle) == 0 || r.ID != evidenceID(r.Bundle) {
+		if k == "" || r.Kind == "" || len(r.Bundle) == 0 || r.ID != evidence.ID(r.Bundle) {
 			return bad("refusal of %q is incomplete or its id does not match its bundle", k)
 		}
 		if out.Refused == nil {
