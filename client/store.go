@@ -186,6 +186,9 @@ type State struct {
 	// FormerKeys are this device's signing keys before its re-keys, so
 	// that monitoring reports the changes they signed as this device's.
 	FormerKeys [][32]byte
+	// Contacts are the contacts this device encrypted to, by canonical
+	// handle, as last verified (contact monitoring, design.md 13.3).
+	Contacts map[string]*Contact
 }
 
 // stateVersion is the "version" of the persisted encoding.
@@ -205,6 +208,7 @@ type stateJSON struct {
 	PendingDev []byte            `json:"pending_device,omitempty"`
 	PendingAcc []byte            `json:"pending_account,omitempty"`
 	FormerKeys [][]byte          `json:"former_keys,omitempty"`
+	Contacts   map[string][]byte `json:"contacts,omitempty"`
 }
 
 // MarshalBinary encodes s for a [Store].
@@ -253,6 +257,14 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	}
 	for _, k := range s.FormerKeys {
 		j.FormerKeys = append(j.FormerKeys, bytes.Clone(k[:]))
+	}
+	if len(s.Contacts) > 0 {
+		j.Contacts = map[string][]byte{}
+		for h, c := range s.Contacts {
+			if j.Contacts[h], err = c.MarshalBinary(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return json.MarshalIndent(j, "", "  ")
 }
@@ -346,6 +358,19 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 		out.FormerKeys = append(out.FormerKeys, [32]byte(k))
 	}
+	for h, b := range j.Contacts {
+		if c, err := api.NormalizeHandle(h); err != nil || c != h {
+			return bad("contact %q is not canonical", h)
+		}
+		c := new(Contact)
+		if err := c.UnmarshalBinary(b); err != nil {
+			return err
+		}
+		if out.Contacts == nil {
+			out.Contacts = map[string]*Contact{}
+		}
+		out.Contacts[h] = c
+	}
 	*s = out
 	return nil
 }
@@ -358,6 +383,7 @@ func (s *State) clone() *State {
 	c.Pins = maps.Clone(s.Pins)
 	c.OwnDevices = slices.Clone(s.OwnDevices)
 	c.FormerKeys = slices.Clone(s.FormerKeys)
+	c.Contacts = maps.Clone(s.Contacts)
 	return &c
 }
 
