@@ -11,6 +11,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/smt"
 )
 
@@ -36,12 +37,6 @@ var (
 	ErrContactChain = errors.New("client: a contact's change chain does not verify")
 )
 
-// Evidence kinds of a [ContactChangedError] (kt-evidence/v2 kinds).
-const (
-	KindMapRegression   = "map-regression"
-	KindVersionConflict = "version-conflict"
-)
-
 // ContactChangedError is a contact monitoring alert with evidence
 // (design.md 13.3). It wraps [ErrContactChanged]. Nothing is encrypted to
 // the contact.
@@ -52,9 +47,9 @@ type ContactChangedError struct {
 	// version the directory shows now (0 and Absent when it shows none).
 	Remembered, Current uint64
 	Absent              bool
-	// Kind is the evidence kind: [KindMapRegression] or
-	// [KindVersionConflict].
-	Kind string
+	// Kind is the evidence kind: evidence.KindMapRegression or
+	// evidence.KindVersionConflict.
+	Kind evidence.Kind
 	// Reason says what contradicts what, in words.
 	Reason string
 	// Evidence is the kt-evidence/v2 bundle of Kind, already checked with
@@ -311,7 +306,7 @@ func (c *Client) ForgetContact(ctx context.Context, handle string) error {
 //
 // SPEC(design.md 13.3)
 func (c *Client) checkContact(ctx context.Context, old *Contact, res *LookupResult, resp *ktpb.LookupResponse) (*Contact, *Trusted, error) {
-	alert := &ContactChangedError{Handle: res.Handle, Remembered: old.Version, Current: res.Version, Absent: !res.Registered, Kind: KindMapRegression}
+	alert := &ContactChangedError{Handle: res.Handle, Remembered: old.Version, Current: res.Version, Absent: !res.Registered, Kind: evidence.KindMapRegression}
 	switch {
 	case !res.Registered:
 		// SPEC(design.md 13.3): "the handle absent now: alert with
@@ -382,7 +377,7 @@ func (c *Client) checkContactChain(ctx context.Context, old *Contact, res *Looku
 	}
 	conflict := func(with *Contact, got *parsedChange, what string) error {
 		alert := &ContactChangedError{
-			Handle: h, Remembered: old.Version, Current: res.Version, Kind: KindVersionConflict,
+			Handle: h, Remembered: old.Version, Current: res.Version, Kind: evidence.KindVersionConflict,
 			Reason: fmt.Sprintf("%s: version %d is record %x, but the log holds record %x at that version (log index %d)",
 				what, got.record.Version, with.LeafHash[:8], got.leaf[:8], got.logIndex),
 		}

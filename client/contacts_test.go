@@ -21,6 +21,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/smt"
 )
 
@@ -261,7 +262,7 @@ func TestContactHonest(t *testing.T) {
 // the given kind, remembered and current versions, in CheckContacts,
 // Lookup and Encrypt, storing nothing and producing no envelope, and
 // returns the alert.
-func (e *contactEnv) alert(kind string, remembered, current uint64, absent bool) *client.ContactChangedError {
+func (e *contactEnv) alert(kind evidence.Kind, remembered, current uint64, absent bool) *client.ContactChangedError {
 	e.t.Helper()
 	ctx := e.t.Context()
 	before, _ := e.store.Load(ctx)
@@ -338,7 +339,7 @@ func TestContactMapRegression(t *testing.T) {
 			e.epoch() // an honest epoch in between
 			tc.regress(e, e.s.handle(bob))
 			e.epoch()
-			e.alert(client.KindMapRegression, 2, tc.current, tc.absent)
+			e.alert(evidence.KindMapRegression, 2, tc.current, tc.absent)
 			e.remembered(2, v2.leaf)
 		})
 	}
@@ -363,7 +364,7 @@ func TestContactVersionConflict(t *testing.T) {
 		e.change(e.b1, newDevice(t, "mallory", api.SuiteX25519))
 		e.change(e.b1)
 		e.epoch()
-		e.alert(client.KindVersionConflict, 2, 3, false)
+		e.alert(evidence.KindVersionConflict, 2, 3, false)
 	})
 	t.Run("looked-up version", func(t *testing.T) {
 		e := newContactEnv(t)
@@ -386,7 +387,7 @@ func TestContactVersionConflict(t *testing.T) {
 		e.dir.lookupAt = e.s.ep()
 		e.change(e.b1)
 		e.epoch()
-		e.alert(client.KindVersionConflict, 1, 2, false)
+		e.alert(evidence.KindVersionConflict, 1, 2, false)
 	})
 }
 
@@ -560,4 +561,28 @@ func FuzzUnmarshalContact(f *testing.F) {
 			t.Fatalf("re-encoding differs: %v", err)
 		}
 	})
+}
+
+// TestContactAlertWithoutLog: without a Log service to fetch the
+// remembered epoch's inclusion proof the alert stands, without evidence,
+// saying why.
+func TestContactAlertWithoutLog(t *testing.T) {
+	e := newContactEnv(t)
+	v2 := e.change(e.b1, newDevice(t, "b2", api.SuiteX25519))
+	e.epoch()
+	e.encrypt()
+	h := e.s.handle(bob)
+	e.s.pending = append(e.s.pending, smt.Update{Key: h.index, Value: h.versions[0].leaf})
+	e.s.latest[h.index] = h.versions[0]
+	e.epoch()
+	c, err := client.New(e.dir, e.k.params(t), e.store, client.Config{Now: func() time.Time { return e.now.Add(time.Second) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Encrypt(t.Context(), bob, []byte("hi"))
+	var cc *client.ContactChangedError
+	if !errors.As(err, &cc) || cc.Evidence != nil || cc.EvidenceErr == nil || cc.Kind != evidence.KindMapRegression {
+		t.Fatalf("Encrypt: %v (%+v), want a map-regression alert without evidence", err, cc)
+	}
+	e.remembered(2, v2.leaf)
 }

@@ -930,7 +930,7 @@ func (a *app) printContactReports(reps []client.ContactReport) (int, error) {
 		var cc *client.ContactChangedError
 		if errors.As(r.Err, &cc) && cc.Evidence != nil {
 			var err error
-			if path, err = a.writeEvidence(cc.Kind, cc.Evidence); err != nil {
+			if path, err = a.writeEvidence(string(cc.Kind), cc.Evidence); err != nil {
 				return alerts, fmt.Errorf("writing the evidence about %s: %w", r.Handle, err)
 			}
 			j["evidence_kind"], j["evidence"] = cc.Kind, path

@@ -24,6 +24,7 @@ import (
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/internal/testing/attacks/adversary"
 	"github.com/keytrans/kt/internal/testing/fixture"
+	"github.com/keytrans/kt/log/evidence"
 )
 
 const origin = "kt-cmd-test.example/kt"
@@ -485,7 +486,7 @@ func TestContactAlertEvidenceFile(t *testing.T) {
 		bundle := []byte("kt-evidence/v2\nkind map-regression\n")
 		reps := []client.ContactReport{
 			{Handle: "mailto:bob@example.com", Remembered: 2, Current: 1, Err: &client.ContactChangedError{
-				Handle: "mailto:bob@example.com", Remembered: 2, Current: 1, Kind: client.KindMapRegression, Reason: "older", Evidence: bundle}},
+				Handle: "mailto:bob@example.com", Remembered: 2, Current: 1, Kind: evidence.KindMapRegression, Reason: "older", Evidence: bundle}},
 			{Handle: "mailto:carol@example.com", Remembered: 1, Err: fmt.Errorf("%w: carol", client.ErrContactChain)},
 			{Handle: "mailto:dave@example.com", Remembered: 1, Err: errors.New("unreachable")},
 			{Handle: "mailto:erin@example.com", Remembered: 1, Current: 1},
