@@ -53,9 +53,11 @@ type ContactChangedError struct {
 	// Reason says what contradicts what, in words.
 	Reason string
 	// Evidence is the kt-evidence/v2 bundle of Kind, already checked with
-	// evidence.Check, or nil when it could not be built (EvidenceErr says
-	// why: for example no Log service to fetch an inclusion proof from).
+	// evidence.Check, and Proves what evidence.Check says it proves; nil
+	// when it could not be built (EvidenceErr says why: for example no Log
+	// service to fetch an inclusion proof from).
 	Evidence    []byte
+	Proves      string
 	EvidenceErr error
 }
 
@@ -332,7 +334,7 @@ func (c *Client) checkContact(ctx context.Context, old *Contact, res *LookupResu
 	if res.Registered {
 		curRecord = resp.GetChangeRecord()
 	}
-	alert.Evidence, alert.EvidenceErr = c.mapRegressionEvidence(ctx, old, res.Epoch, resp.GetMapProof(), curRecord)
+	alert.Evidence, alert.Proves, alert.EvidenceErr = c.mapRegressionEvidence(ctx, old, res.Epoch, resp.GetMapProof(), curRecord)
 	return nil, nil, c.contactAlert(ctx, alert)
 }
 
@@ -381,7 +383,7 @@ func (c *Client) checkContactChain(ctx context.Context, old *Contact, res *Looku
 			Reason: fmt.Sprintf("%s: version %d is record %x, but the log holds record %x at that version (log index %d)",
 				what, got.record.Version, with.LeafHash[:8], got.leaf[:8], got.logIndex),
 		}
-		alert.Evidence, alert.EvidenceErr = c.versionConflictEvidence(ctx, with, e, got)
+		alert.Evidence, alert.Proves, alert.EvidenceErr = c.versionConflictEvidence(ctx, with, e, got)
 		return c.contactAlert(ctx, alert)
 	}
 	// SPEC(design.md 13.3): "A record at v with another leaf: alert with
@@ -410,8 +412,8 @@ func (c *Client) checkContactChain(ctx context.Context, old *Contact, res *Looku
 // returns it.
 func (c *Client) contactAlert(ctx context.Context, alert *ContactChangedError) error {
 	if alert.Evidence != nil {
-		c.log.WarnContext(ctx, "contact monitoring: evidence of misbehaviour", "handle", alert.Handle, "kind", alert.Kind)
-		c.refuseLog(ctx, alert.Evidence)
+		c.log.WarnContext(ctx, "contact monitoring: evidence of misbehaviour", "handle", alert.Handle, "kind", alert.Kind, "proves", alert.Proves)
+		c.refuseLog(ctx, alert.Kind, alert.Proves, alert.Evidence)
 	} else {
 		c.log.WarnContext(ctx, "contact monitoring: alert without evidence", "handle", alert.Handle, "kind", alert.Kind, "err", alert.EvidenceErr)
 	}

@@ -18,21 +18,21 @@ import (
 // record + map proof + record; E2 = the current one; inclusion proofs of
 // both epoch records under the current checkpoint, E1's fetched from the
 // Log service by index)".
-func (c *Client) mapRegressionEvidence(ctx context.Context, old *Contact, cur *Epoch, curProof, curRecord []byte) ([]byte, error) {
+func (c *Client) mapRegressionEvidence(ctx context.Context, old *Contact, cur *Epoch, curProof, curRecord []byte) (raw []byte, what string, err error) {
 	if c.cfg.Log == nil {
-		return nil, errors.New("no Log service (Config.Log) to fetch the inclusion proof of the remembered epoch")
+		return nil, "", errors.New("no Log service (Config.Log) to fetch the inclusion proof of the remembered epoch")
 	}
 	rec, err := cur.Record.MarshalBinary()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	raw, err := evidence.BuildMapRegression(ctx, LogReader{c.cfg.Log}, cur.Checkpoint, cur.Size,
+	raw, err = evidence.BuildMapRegression(ctx, LogReader{c.cfg.Log}, cur.Checkpoint, cur.Size,
 		evidence.Entry{Index: old.Size - 1, Data: old.EpochRecord},
 		evidence.Entry{Index: cur.Size - 1, Data: rec},
 		evidence.MapValue{Proof: old.MapProof, Record: old.Record},
 		evidence.MapValue{Proof: curProof, Record: curRecord})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	return c.checkBundle(raw, evidence.KindMapRegression)
 }
@@ -44,33 +44,35 @@ func (c *Client) mapRegressionEvidence(ctx context.Context, old *Contact, cur *E
 //
 // SPEC(design.md 13.3): "A record at v with another leaf: alert with
 // version-conflict evidence".
-func (c *Client) versionConflictEvidence(ctx context.Context, with *Contact, e *Epoch, got *parsedChange) ([]byte, error) {
+func (c *Client) versionConflictEvidence(ctx context.Context, with *Contact, e *Epoch, got *parsedChange) (raw []byte, what string, err error) {
 	if c.cfg.Log == nil {
-		return nil, errors.New("no Log service (Config.Log) to fetch the inclusion proof of the remembered epoch")
+		return nil, "", errors.New("no Log service (Config.Log) to fetch the inclusion proof of the remembered epoch")
 	}
-	raw, err := evidence.BuildVersionConflict(ctx, LogReader{c.cfg.Log}, e.Checkpoint, e.Size,
+	raw, err = evidence.BuildVersionConflict(ctx, LogReader{c.cfg.Log}, e.Checkpoint, e.Size,
 		evidence.Entry{Index: with.Size - 1, Data: with.EpochRecord},
 		evidence.MapValue{Proof: with.MapProof, Record: with.Record},
 		evidence.Entry{Index: got.logIndex, Data: got.recordBytes, Inclusion: got.inclusion})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	return c.checkBundle(raw, evidence.KindVersionConflict)
 }
 
-// checkBundle returns raw if evidence.Check accepts it as a bundle of kind
-// for this log: an alert never carries evidence that does not verify.
-func (c *Client) checkBundle(raw []byte, want evidence.Kind) ([]byte, error) {
-	kind, _, replay, err := evidence.Check(evidence.Params{Origin: c.p.Origin, LogVerifier: c.p.LogVerifier, RecoveryKey: c.p.RecoveryKey}, raw)
+// checkBundle returns raw and what it proves if evidence.Check accepts it
+// as a bundle of kind for this log: an alert never carries evidence that
+// does not verify.
+func (c *Client) checkBundle(raw []byte, want evidence.Kind) ([]byte, string, error) {
+	kind, what, replay, err := evidence.Check(evidence.Params{Origin: c.p.Origin, LogVerifier: c.p.LogVerifier, RecoveryKey: c.p.RecoveryKey}, raw)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("the %s bundle does not verify: %w", want, err)
+		return nil, "", fmt.Errorf("the %s bundle does not verify: %w", want, err)
 	case kind != want || replay:
-		return nil, fmt.Errorf("the bundle checks as %s, not %s", kind, want)
+		return nil, "", fmt.Errorf("the bundle checks as %s, not %s", kind, want)
 	}
-	return raw, nil
+	return raw, what, nil
 }
 
-// refuseLog is where evidence found by contact monitoring triggers the
-// log refusal of design.md 12.2 (ErrLogRefused, on branch i13-client).
-func (c *Client) refuseLog(ctx context.Context, bundle []byte) {}
+// refuseLog is where checked evidence found by contact monitoring triggers
+// the log refusal of design.md 12.2 (ErrLogRefused: branch i13-client's
+// storeRefusal(ctx, kind, what, bundle) belongs here once merged).
+func (c *Client) refuseLog(ctx context.Context, kind evidence.Kind, what string, bundle []byte) {}

@@ -24,7 +24,7 @@ func checkContactEvidence(t *testing.T, k *keys, cc *client.ContactChangedError)
 	}
 	p := evidence.Params{Origin: testOrigin, LogVerifier: v, RecoveryKey: [32]byte(k.recovery.Public().(ed25519.PublicKey))}
 	kind, what, replay, err := evidence.Check(p, cc.Evidence)
-	if err != nil || kind != cc.Kind || replay || what == "" {
+	if err != nil || kind != cc.Kind || replay || what == "" || what != cc.Proves {
 		t.Fatalf("evidence.Check: kind %s (want %s), replay %v, %q, %v", kind, cc.Kind, replay, what, err)
 	}
 	t.Logf("%s: %s", kind, what)

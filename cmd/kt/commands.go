@@ -933,7 +933,7 @@ func (a *app) printContactReports(reps []client.ContactReport) (int, error) {
 			if path, err = a.writeEvidence(string(cc.Kind), cc.Evidence); err != nil {
 				return alerts, fmt.Errorf("writing the evidence about %s: %w", r.Handle, err)
 			}
-			j["evidence_kind"], j["evidence"] = cc.Kind, path
+			j["evidence_kind"], j["evidence"], j["evidence_proves"] = cc.Kind, path, cc.Proves
 		}
 		switch {
 		case alert:
@@ -947,7 +947,7 @@ func (a *app) printContactReports(reps []client.ContactReport) (int, error) {
 			case alert:
 				fmt.Fprintf(w, "contact %s ALERT %v\n", r.Handle, r.Err)
 				if path != "" {
-					fmt.Fprintf(w, "  %s evidence written to %s\n", cc.Kind, path)
+					fmt.Fprintf(w, "  %s evidence written to %s\n  it proves: %s\n", cc.Kind, path, cc.Proves)
 				}
 			case r.Err != nil:
 				fmt.Fprintf(w, "contact %s: not checked: %v\n", r.Handle, r.Err)
