@@ -212,8 +212,11 @@ func (d *Directory) payloadOf(leaf [32]byte) (*payload, error) {
 // Monitor implements [ktpb.DirectoryServer] (design.md 13): the epoch part,
 // the map proof of the index, and every version after known_version up to
 // the latest as of the epoch, with inclusion proofs in the epoch checkpoint.
+// With records_only (contact monitoring, design.md 13.3) each change
+// carries only its record, log index and inclusion proof.
 //
 // SPEC(design.md 13)
+// SPEC(design.md 13.3)
 func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.MonitorResponse, error) {
 	if len(req.GetIndex()) != 32 {
 		return nil, errorf(ErrInvalidArgument, "index of %d bytes, want 32", len(req.GetIndex()))
@@ -266,13 +269,17 @@ func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktp
 		if err != nil {
 			return nil, logErr(err, "inclusion proof")
 		}
-		res.Changes = append(res.Changes, &ktpb.MonitoredChange{
+		mc := &ktpb.MonitoredChange{
 			ChangeRecord:   pl.record,
 			LogIndex:       h.logIndex,
 			InclusionProof: incl,
-			Opening:        pl.opening[:],
-			DeviceSet:      pl.deviceSet,
-		})
+		}
+		if !req.GetRecordsOnly() {
+			mc.Opening, mc.DeviceSet = pl.opening[:], pl.deviceSet
+		}
+		// SPEC(design.md 13.3): records_only answers carry no opening and
+		// no device set, only what is public in the log.
+		res.Changes = append(res.Changes, mc)
 	}
 	return res, nil
 }
