@@ -607,4 +607,3 @@ func TestContactAlertWithoutLog(t *testing.T) {
 	}
 	e.remembered(2, v2.leaf)
 }
-

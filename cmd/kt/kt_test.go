@@ -26,8 +26,8 @@ import (
 	"github.com/keytrans/kt/internal/testing/attacks/adversary"
 	"github.com/keytrans/kt/internal/testing/fixture"
 	"github.com/keytrans/kt/internal/testing/testonly"
-	"github.com/keytrans/kt/log/witness"
 	"github.com/keytrans/kt/log/evidence"
+	"github.com/keytrans/kt/log/witness"
 )
 
 const origin = "kt-cmd-test.example/kt"
