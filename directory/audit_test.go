@@ -77,7 +77,9 @@ func newFakeAuditor(t *testing.T, name string, logV note.Verifier) *fakeAuditor 
 	return a
 }
 
-func (a *fakeAuditor) line() string { return fmt.Sprintf("auditor %s %s %s\n", a.name, a.vkey, a.srv.URL) }
+func (a *fakeAuditor) line() string {
+	return fmt.Sprintf("auditor %s %s %s\n", a.name, a.vkey, a.srv.URL)
+}
 
 func (a *fakeAuditor) count(status int) int {
 	a.mu.Lock()
