@@ -21,6 +21,7 @@ import (
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testing/testonly"
@@ -668,4 +669,43 @@ func TestAuditReplicated(t *testing.T) {
 	}
 	checkAudited(t, r, policy, "a1")
 	checkAudited(t, w, policy, "a1")
+}
+
+// FuzzAuditStatement feeds arbitrary answers to checkStatement: it never
+// panics, and what it accepts is exactly one signature line, a valid
+// statement by the auditor asked, on the checkpoint asked about.
+func FuzzAuditStatement(f *testing.F) {
+	_, _, logS, _ := testkit.NoteKey(f, testOrigin)
+	signed, err := note.Sign(&note.Note{Text: testOrigin + "\n2\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"}, logS)
+	if err != nil {
+		f.Fatal(err)
+	}
+	c1, c2 := testonly.NewCosigner(f, "a1/audit"), testonly.NewCosigner(f, "a2/audit")
+	p, err := CheckAuditPolicy([]byte("auditor a1 "+c1.VKey()+" http://a1\nauditor a2 "+c2.VKey()+" http://a2\ngroup g 2 a1 a2\nquorum g\n"), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Now()
+	d := &Directory{audit: &auditState{policy: p}}
+	ep := &epoch{record: &api.EpochRecord{Timestamp: uint64(now.UnixMilli())}, full: &ktpb.EpochPart{Checkpoint: signed}}
+	text := testOrigin + "\n2\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+	good := c1.Sign(text, uint64(now.Unix()))
+	f.Add([]byte(good))
+	f.Add([]byte(good + good))
+	f.Add([]byte(c2.Sign(text, uint64(now.Unix()))))
+	f.Add([]byte("— a1/audit AAAA\n"))
+	f.Add([]byte(""))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, err := d.checkStatement(ep, "a1", body)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(out, append(bytes.Clone(signed), body...)) || bytes.Count(body, []byte("\n")) != 1 {
+			t.Fatalf("accepted %q", body)
+		}
+		cs, _ := p.Check(out)
+		if len(cs) != 1 || cs[0].Witness != "a1" {
+			t.Fatalf("accepted %q: statements %v", body, cs)
+		}
+	})
 }
