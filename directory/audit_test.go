@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,165 +12,49 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/testing/testauditor"
 	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/internal/testing/testonly"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/witness"
 )
 
-// fakeAuditor serves POST /kt/v1/audit as design.md 14.2 says an auditor
-// does, for the sizes up to its limit: 200 with one audit statement
-// (tlog-cosignature/v1 by its audit key), 503 with Retry-After beyond it.
-// Its mode makes it misbehave.
+// fakeAuditor is a testauditor served on loopback.
 type fakeAuditor struct {
-	name   string // in the audit policy
-	skey   string
-	signer note.Signer
-	vkey   string // cosignature/v1 verifier key
-	srv    *httptest.Server
-	logV   atomic.Pointer[note.Verifier] // of the log it audits
-
-	limit    atomic.Int64 // largest size vouched for; -1: no limit
-	refuse   atomic.Int64 // when > 0: the number of 503 answers still to give, whatever the size
-	mode     atomic.Value // string: "", "hang", "corrupt", "otherkey", "twolines", "garbage", "status:N"
-	release  chan struct{}
-	mu       sync.Mutex
-	statuses map[int]int
-	sizes    []uint64 // the sizes asked about
+	*testauditor.Auditor
+	name string // in the audit policy
+	srv  *httptest.Server
 }
 
 func newFakeAuditor(t *testing.T, name string, logV note.Verifier) *fakeAuditor {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, name+"/audit")
+	ta, err := testauditor.New(name + "/audit")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := fnote.NewSignerForCosignatureV1(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cv, err := fnote.VKeyToCosignatureV1(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &fakeAuditor{name: name, skey: skey, signer: s, vkey: cv, release: make(chan struct{}), statuses: make(map[int]int)}
-	a.limit.Store(-1)
-	a.mode.Store("")
 	if logV != nil {
-		a.logV.Store(&logV)
+		ta.SetLog(logV)
 	}
-	a.srv = httptest.NewServer(a)
+	a := &fakeAuditor{Auditor: ta, name: name, srv: httptest.NewServer(ta)}
 	t.Cleanup(func() {
-		close(a.release)
+		ta.Close()
 		a.srv.Close()
 	})
 	return a
 }
 
 func (a *fakeAuditor) line() string {
-	return fmt.Sprintf("auditor %s %s %s\n", a.name, a.vkey, a.srv.URL)
+	return fmt.Sprintf("auditor %s %s %s\n", a.name, a.VerifierKey(), a.srv.URL)
 }
 
-func (a *fakeAuditor) count(status int) int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.statuses[status]
-}
-
-// statement signs text (a checkpoint note's text) with signer, as a note
-// signature line.
-func statement(signer note.Signer, text string) []byte {
-	sig, err := signer.Sign([]byte(text))
-	if err != nil {
-		panic(err)
-	}
-	keyed := binary.BigEndian.AppendUint32(nil, signer.KeyHash())
-	return fmt.Appendf(nil, "— %s %s\n", signer.Name(), base64.StdEncoding.EncodeToString(append(keyed, sig...)))
-}
-
-func (a *fakeAuditor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	status, body := a.answer(w, r)
-	a.mu.Lock()
-	a.statuses[status]++
-	a.mu.Unlock()
-	w.WriteHeader(status)
-	w.Write(body)
-}
-
-func (a *fakeAuditor) answer(w http.ResponseWriter, r *http.Request) (int, []byte) {
-	if r.Method != http.MethodPost || r.URL.Path != AuditPath {
-		return http.StatusNotFound, nil
-	}
-	raw, err := readAll(r)
-	if err != nil {
-		return http.StatusBadRequest, nil
-	}
-	v := *a.logV.Load()
-	n, err := note.Open(raw, note.VerifierList(v))
-	if err != nil {
-		return http.StatusForbidden, nil
-	}
-	cp, _, err := log.ParseCheckpoint(raw, v.Name(), v)
-	if err != nil {
-		return http.StatusBadRequest, nil
-	}
-	a.mu.Lock()
-	a.sizes = append(a.sizes, cp.Size)
-	a.mu.Unlock()
-	mode := a.mode.Load().(string)
-	if s, ok := strings.CutPrefix(mode, "status:"); ok {
-		var st int
-		fmt.Sscan(s, &st)
-		return st, []byte("refused\n")
-	}
-	if mode == "hang" {
-		select {
-		case <-r.Context().Done():
-		case <-a.release:
-		}
-		return http.StatusServiceUnavailable, nil
-	}
-	if a.refuse.Add(-1) >= 0 {
-		w.Header().Set("Retry-After", "0")
-		return http.StatusServiceUnavailable, []byte("audited up to 0\n")
-	}
-	if l := a.limit.Load(); l >= 0 && cp.Size > uint64(l) {
-		w.Header().Set("Retry-After", "0")
-		return http.StatusServiceUnavailable, fmt.Appendf(nil, "audited up to %d\n", l)
-	}
-	line := statement(a.signer, n.Text)
-	switch mode {
-	case "corrupt":
-		s, _ := strings.CutSuffix(string(line), "\n")
-		b, _ := base64.StdEncoding.DecodeString(s[strings.LastIndexByte(s, ' ')+1:])
-		b[len(b)-1] ^= 1
-		line = fmt.Appendf(nil, "— %s %s\n", a.signer.Name(), base64.StdEncoding.EncodeToString(b))
-	case "otherkey":
-		skey, _, _ := note.GenerateKey(rand.Reader, a.signer.Name())
-		s, _ := fnote.NewSignerForCosignatureV1(skey)
-		line = statement(s, n.Text)
-	case "twolines":
-		line = append(line, line...)
-	case "garbage":
-		line = []byte("vouched\n")
-	}
-	return http.StatusOK, line
-}
-
-func readAll(r *http.Request) ([]byte, error) {
-	var b bytes.Buffer
-	_, err := b.ReadFrom(http.MaxBytesReader(nil, r.Body, 64<<10))
-	return b.Bytes(), err
-}
+var statement = testauditor.Statement
 
 // auditPolicy is a policy naming the auditors, with quorum line q (for
 // example "group g 2 a1 a2\nquorum g").
@@ -274,7 +156,7 @@ func TestAuditServesOnceAudited(t *testing.T) {
 	var policy []byte
 	e := newAuditEnv(t, func(v note.Verifier) []byte {
 		a1, a2 = newFakeAuditor(t, "a1", v), newFakeAuditor(t, "a2", v)
-		a2.limit.Store(0) // a2 has audited nothing yet: 503
+		a2.SetLimit(0) // a2 has audited nothing yet: 503
 		policy = auditPolicy("group g 2 a1 a2\nquorum g", a1, a2)
 		return policy
 	}, nil)
@@ -284,7 +166,7 @@ func TestAuditServesOnceAudited(t *testing.T) {
 		t.Fatalf("GetParameters: audit_policy %q, %v", pb.GetAuditPolicy(), err)
 	}
 
-	waitFor(t, "a1 vouched and a2 answered 503 twice", func() bool { return a1.count(200) > 0 && a2.count(503) > 1 })
+	waitFor(t, "a1 vouched and a2 answered 503 twice", func() bool { return a1.Count(200) > 0 && a2.Count(503) > 1 })
 	_, err = e.d.Lookup(ctx, &ktpb.LookupRequest{Handle: "alice@example.com"})
 	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "no epoch audited by the audit policy yet (waiting for a2)") {
 		t.Fatalf("Lookup before the quorum: %v", err)
@@ -299,7 +181,7 @@ func TestAuditServesOnceAudited(t *testing.T) {
 		t.Errorf("AuditLag before the first audited epoch: %v", e.d.AuditLag())
 	}
 
-	a2.limit.Store(-1)
+	a2.SetLimit(-1)
 	waitFor(t, "an audited epoch", func() bool { return servedSize(e.d) > 0 })
 	checkAudited(t, e, policy, "a1", "a2")
 	alice := newHandle(t, e.k, "alice@example.com")
@@ -318,12 +200,12 @@ func TestAuditRetries503(t *testing.T) {
 	var policy []byte
 	e := newAuditEnv(t, func(v note.Verifier) []byte {
 		a1 = newFakeAuditor(t, "a1", v)
-		a1.refuse.Store(3)
+		a1.Refuse(3)
 		policy = auditPolicy("quorum a1", a1)
 		return policy
 	}, nil)
 	waitFor(t, "an audited epoch", func() bool { return servedSize(e.d) > 0 })
-	if n := a1.count(503); n != 3 {
+	if n := a1.Count(503); n != 3 {
 		t.Errorf("%d answers 503, want 3", n)
 	}
 	checkAudited(t, e, policy, "a1")
@@ -343,7 +225,7 @@ func TestAuditHungAuditor(t *testing.T) {
 	}, func(c *Config) { c.AuditHTTPClient = &http.Client{Timeout: 300 * time.Millisecond} })
 	ctx := ctxT(t)
 	waitFor(t, "an audited epoch", func() bool { return servedSize(e.d) > 0 })
-	a2.mode.Store("hang")
+	a2.SetMode(testauditor.ModeHang)
 	time.Sleep(50 * time.Millisecond) // requests in flight finish
 	served := servedSize(e.d)
 
@@ -368,7 +250,7 @@ func TestAuditHungAuditor(t *testing.T) {
 		t.Errorf("AuditLag = %v while an auditor hangs", e.d.AuditLag())
 	}
 
-	a2.mode.Store("")
+	a2.SetMode(testauditor.ModeOK)
 	if res := e.lookup(alice.handle, i); !res.Registered {
 		t.Fatal("not registered once audited")
 	}
@@ -388,15 +270,15 @@ func mustCheckpointSize(t *testing.T, e *env, raw []byte) uint64 {
 // its valid statement is ignored (its line is not on the served note) and
 // counted; the others' statements make the quorum.
 func TestAuditBadStatements(t *testing.T) {
-	for _, mode := range []string{"corrupt", "otherkey", "twolines", "garbage"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []testauditor.Mode{testauditor.ModeCorrupt, testauditor.ModeOtherKey, testauditor.ModeTwoLines, testauditor.ModeGarbage} {
+		t.Run(string(mode), func(t *testing.T) {
 			var a1, a2, a3 *fakeAuditor
 			var policy []byte
 			m := &auditCounter{}
 			e := newAuditEnv(t, func(v note.Verifier) []byte {
 				a1, a2, a3 = newFakeAuditor(t, "a1", v), newFakeAuditor(t, "a2", v), newFakeAuditor(t, "a3", v)
-				a3.mode.Store(mode)
-				a2.limit.Store(0) // until a3 has answered
+				a3.SetMode(mode)
+				a2.SetLimit(0) // until a3 has answered
 				policy = auditPolicy("group g 2 a1 a2 a3\nquorum g", a1, a2, a3)
 				return policy
 			}, func(c *Config) { c.Metrics = m })
@@ -404,7 +286,7 @@ func TestAuditBadStatements(t *testing.T) {
 			if servedSize(e.d) != 0 {
 				t.Fatal("served with one valid statement")
 			}
-			a2.limit.Store(-1)
+			a2.SetLimit(-1)
 			waitFor(t, "an audited epoch", func() bool { return servedSize(e.d) > 0 })
 			checkAudited(t, e, policy, "a1", "a2")
 			if m.get("a3", AuditOK) != 0 || m.get("a1", AuditOK) == 0 || m.get("a2", AuditUnavailable) == 0 {
@@ -457,7 +339,7 @@ func TestAuditCheckStatement(t *testing.T) {
 	waitFor(t, "an audited epoch", func() bool { return servedSize(e.d) > 0 })
 	ep := e.d.pub.Load()
 	text := string(ep.full.Checkpoint[:bytes.Index(ep.full.Checkpoint, []byte("\n\n"))+1])
-	good := statement(a1.signer, text)
+	good := statement(a1.Signer(), text)
 
 	// a1's key, signing at a chosen time.
 	at := func(ts time.Time) []byte { return []byte(a1.timed(t).Sign(text, uint64(ts.Unix()))) }
@@ -473,7 +355,7 @@ func TestAuditCheckStatement(t *testing.T) {
 		{"not a signature line", "a1", []byte("ok\n"), errStatementSyntax},
 		{"another auditor's line for a1", "a2", good, errStatementInvalid},
 		{"unknown key", "a1", []byte(testonly.NewCosigner(t, "a1/audit").Sign(text, uint64(time.Now().Unix()))), errStatementInvalid},
-		{"another text", "a1", statement(a1.signer, strings.Replace(text, "\n", "x\n", 1)), errStatementInvalid},
+		{"another text", "a1", statement(a1.Signer(), strings.Replace(text, "\n", "x\n", 1)), errStatementInvalid},
 		{"future", "a1", at(time.Now().Add(time.Minute)), errStatementTime},
 		{"before the epoch", "a1", at(time.UnixMilli(int64(ep.record.Timestamp)).Add(-time.Minute)), errStatementTime},
 	} {
@@ -490,14 +372,15 @@ func TestAuditCheckStatement(t *testing.T) {
 // a chosen time.
 func (a *fakeAuditor) timed(t *testing.T) *testonly.Cosigner {
 	t.Helper()
-	parts := strings.Split(a.skey, "+")
-	raw, err := base64.StdEncoding.DecodeString(parts[len(parts)-1])
+	// PRIVATE+KEY+name+hash+base64(0x01 || seed); the base64 may hold '+'.
+	parts := strings.SplitN(a.SignerKey(), "+", 5)
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
 	if err != nil {
 		t.Fatal(err)
 	}
 	priv := ed25519.NewKeyFromSeed(raw[1:])
-	c := &testonly.Cosigner{Name: a.signer.Name(), Priv: priv, Pub: priv.Public().(ed25519.PublicKey)}
-	if c.KeyHash() != a.signer.KeyHash() {
+	c := &testonly.Cosigner{Name: a.Signer().Name(), Priv: priv, Pub: priv.Public().(ed25519.PublicKey)}
+	if c.KeyHash() != a.Signer().KeyHash() {
 		t.Fatal("key hash mismatch")
 	}
 	return c
@@ -518,7 +401,7 @@ func TestAuditNeverBackwards(t *testing.T) {
 	served := e.d.cur.Load()
 
 	text := string(old.full.Checkpoint[:bytes.Index(old.full.Checkpoint, []byte("\n\n"))+1])
-	signed, err := e.d.checkStatement(old, "a1", statement(a1.signer, text))
+	signed, err := e.d.checkStatement(old, "a1", statement(a1.Signer(), text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +430,7 @@ func TestAuditUnservedBounded(t *testing.T) {
 	var a1 *fakeAuditor
 	e := newAuditEnv(t, func(v note.Verifier) []byte {
 		a1 = newFakeAuditor(t, "a1", v)
-		a1.limit.Store(0)
+		a1.SetLimit(0)
 		return auditPolicy("quorum a1", a1)
 	}, func(c *Config) { c.EpochInterval, c.HeartbeatInterval = time.Millisecond, time.Millisecond })
 	waitFor(t, "more epochs than the bound", func() bool {
@@ -563,7 +446,7 @@ func TestAuditUnservedBounded(t *testing.T) {
 	if last-first != MaxUnservedEpochs-1 {
 		t.Errorf("kept epochs %d..%d, not the newest %d in a row", first, last, MaxUnservedEpochs)
 	}
-	a1.limit.Store(-1)
+	a1.SetLimit(-1)
 	waitFor(t, "an audited epoch", func() bool { return servedSize(e.d) > 0 })
 	if e.d.cur.Load().record.Epoch < first {
 		t.Errorf("served epoch %d, older than the kept ones", e.d.cur.Load().record.Epoch)
@@ -583,13 +466,13 @@ func TestAuditRestart(t *testing.T) {
 	waitFor(t, "an audited epoch", func() bool { return servedSize(e.d) > 0 })
 	before := servedSize(e.d)
 	e.stop()
-	a1.limit.Store(0)
+	a1.SetLimit(0)
 	e.start()
 	ctx := ctxT(t)
 	if _, err := e.d.GetEpoch(ctx, &ktpb.GetEpochRequest{}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("GetEpoch after a restart, before any statement: %v", err)
 	}
-	a1.limit.Store(-1)
+	a1.SetLimit(-1)
 	waitFor(t, "an audited epoch", func() bool { return servedSize(e.d) >= before })
 	checkAudited(t, e, policy, "a1")
 }
@@ -642,14 +525,14 @@ func TestCheckAuditPolicy(t *testing.T) {
 // what the writer logged becomes visible there.
 func TestAuditReplicated(t *testing.T) {
 	a1 := newFakeAuditor(t, "a1", nil)
-	a1.limit.Store(0)
+	a1.SetLimit(0)
 	policy := auditPolicy("quorum a1", a1)
 	w, r, _ := replicatedPairTuned(t, func(c *Config) {
 		v, err := note.NewVerifier(c.LogVerifierKey)
 		if err != nil {
 			t.Fatal(err)
 		}
-		a1.logV.Store(&v)
+		a1.SetLog(v)
 		c.AuditPolicy = policy
 	})
 	ctx := ctxT(t)
@@ -657,7 +540,7 @@ func TestAuditReplicated(t *testing.T) {
 	if _, err := r.d.GetEpoch(ctx, &ktpb.GetEpochRequest{}); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "no epoch audited") {
 		t.Fatalf("reader's GetEpoch before any statement: %v", err)
 	}
-	a1.limit.Store(-1)
+	a1.SetLimit(-1)
 	waitFor(t, "the reader serves an audited epoch", func() bool { return servedSize(r.d) > 0 })
 	checkAudited(t, r, policy, "a1")
 
