@@ -551,6 +551,7 @@ func TestAuditReplicated(t *testing.T) {
 		t.Fatalf("reader's lookup: %+v", res)
 	}
 	checkAudited(t, r, policy, "a1")
+	waitFor(t, "the writer serves an audited epoch", func() bool { return servedSize(w.d) > 0 })
 	checkAudited(t, w, policy, "a1")
 }
 
