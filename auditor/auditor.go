@@ -3,7 +3,9 @@
 // (docs/design.md section 14, with [github.com/keytrans/kt/auditor/replay]),
 // serves the C2SP tlog-witness add-checkpoint call and cosigns
 // (tlog-cosignature/v1) only checkpoints consistent with everything it has
-// seen, gossips checkpoints with peer auditors and clients (section 15),
+// seen, makes audit statements with a separate audit key on the
+// checkpoints it audited ([Auditor.Audit], POST /kt/v1/audit, section
+// 14.2), gossips checkpoints with peer auditors and clients (section 15),
 // and turns a split view into a kt-evidence/v1 bundle
 // ([github.com/keytrans/kt/log/evidence]) that it stores, serves, logs,
 // counts and posts to a webhook. After evidence for a log it stops

@@ -39,6 +39,9 @@ type testLog struct {
 	// failAfter, when positive, makes entry reads fail after that many
 	// more succeed.
 	failAfter atomic.Int64
+	// noProofs makes consistency proofs fail (a log that stopped
+	// answering them).
+	noProofs atomic.Bool
 	// cosign, when set, adds cosignature lines to every checkpoint served.
 	cosign func(cp []byte) []byte
 }
@@ -103,6 +106,9 @@ func (l *testLog) InclusionProof(ctx context.Context, index, size uint64) ([][]b
 }
 
 func (l *testLog) ConsistencyProof(ctx context.Context, o, n uint64) ([][]byte, error) {
+	if l.noProofs.Load() {
+		return nil, log.ErrPushback
+	}
 	return l.current().ConsistencyProof(ctx, o, n)
 }
 

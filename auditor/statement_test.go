@@ -387,3 +387,28 @@ func TestAuditBadRequests(t *testing.T) {
 		t.Fatal("bad requests left evidence")
 	}
 }
+
+// TestAuditProofUnavailable: below the audited size the statement needs
+// the log's consistency proof; while the log does not give it, 503 with
+// Retry-After (and no evidence); at the audited size none is needed.
+func TestAuditProofUnavailable(t *testing.T) {
+	l, _, n, small, cp := auditedLog(t, nodeOpts{})
+	l.noProofs.Store(true)
+	a := postAudit(t, n, small)
+	if a.code != http.StatusServiceUnavailable || a.retryAfter != "1" || !strings.Contains(a.body, "consistency proof") {
+		t.Fatalf("%+v", a)
+	}
+	if _, err := n.a.Audit(context.Background(), small); !errors.Is(err, auditor.ErrNotYetAudited) {
+		t.Fatal(err)
+	}
+	if a := postAudit(t, n, cp); a.code != http.StatusOK {
+		t.Fatalf("control: %+v", a)
+	}
+	if evs, _ := n.a.Evidence(origin); len(evs) != 0 {
+		t.Fatal("evidence without a fork")
+	}
+	l.noProofs.Store(false)
+	if a := postAudit(t, n, small); a.code != http.StatusOK {
+		t.Fatalf("with proofs again: %+v", a)
+	}
+}
