@@ -249,6 +249,15 @@ func TestAuditHungAuditor(t *testing.T) {
 	if e.d.AuditLag() <= 0 {
 		t.Errorf("AuditLag = %v while an auditor hangs", e.d.AuditLag())
 	}
+	// A client that trusts a published, not yet audited, checkpoint is
+	// asked to retry; one beyond the log is out of range.
+	pub := publishedSize(e.d)
+	if _, err := e.d.Lookup(ctx, &ktpb.LookupRequest{Handle: alice.handle, KnownSize: pub}); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "not yet audited") {
+		t.Errorf("Lookup with the published size %d known: %v", pub, err)
+	}
+	if _, err := e.d.Lookup(ctx, &ktpb.LookupRequest{Handle: alice.handle, KnownSize: 1 << 40}); !errors.Is(err, ErrOutOfRange) {
+		t.Errorf("Lookup with a size beyond the log known: %v", err)
+	}
 
 	a2.SetMode(testauditor.ModeOK)
 	if res := e.lookup(alice.handle, i); !res.Registered {
