@@ -56,6 +56,9 @@ func (d *Directory) newEpoch(m *epochMeta, snap *smt.Snapshot) (*epoch, error) {
 func (d *Directory) current(ctx context.Context, known uint64, omit bool) (*epoch, *ktpb.EpochPart, error) {
 	ep := d.cur.Load()
 	if ep == nil {
+		if d.audit != nil && d.pub.Load() != nil {
+			return nil, nil, d.notAudited()
+		}
 		return nil, nil, errorf(ErrUnavailable, "no epoch is published yet")
 	}
 	part, err := d.part(ctx, ep, known, omit)
@@ -110,6 +113,7 @@ func (d *Directory) GetParameters(context.Context, *ktpb.GetParametersRequest) (
 		VrfPublicKey:        d.cfg.VRFKey.Public().String(),
 		RecoveryPublicKey:   d.recovery[:],
 		WitnessPolicy:       d.cfg.WitnessPolicy,
+		AuditPolicy:         string(d.cfg.AuditPolicy),
 		EpochIntervalMs:     uint64(d.cfg.EpochInterval.Milliseconds()),
 		HeartbeatIntervalMs: uint64(d.cfg.HeartbeatInterval.Milliseconds()),
 	}, nil
