@@ -76,6 +76,10 @@ type AuditMetrics interface {
 	// AuditStatement counts one answer of the auditor named auditor (its
 	// name in the audit policy) with one of the Audit* results.
 	AuditStatement(auditor, result string)
+	// EpochServed reports that an epoch became the served one, wait after
+	// it was published: the time its audit statements took (an epoch
+	// superseded before it was served is not reported).
+	EpochServed(epoch uint64, wait time.Duration)
 }
 
 // ErrAuditPolicy is wrapped by the errors of [CheckAuditPolicy].
@@ -130,6 +134,7 @@ type auditState struct {
 // auditEpoch is a published epoch waiting for its audit statements.
 type auditEpoch struct {
 	ep      *epoch
+	at      time.Time         // when it was published
 	stmts   map[string][]byte // valid statement notes (checkpoint + one line), by auditor
 	refused map[string]bool   // auditors not to ask again about it
 	gone    bool              // served, superseded by a served epoch, or dropped
@@ -176,7 +181,7 @@ func (d *Directory) publish(ep *epoch) {
 	if n := len(a.pending); n > 0 && a.pending[n-1].ep.size >= ep.size {
 		return
 	}
-	a.pending = append(a.pending, &auditEpoch{ep: ep, stmts: make(map[string][]byte), refused: make(map[string]bool)})
+	a.pending = append(a.pending, &auditEpoch{ep: ep, at: time.Now(), stmts: make(map[string][]byte), refused: make(map[string]bool)})
 	// SPEC(design.md 14.3): at most the newest MaxUnservedEpochs unserved
 	// epochs keep their map snapshot.
 	for len(a.pending) > MaxUnservedEpochs {
@@ -438,6 +443,9 @@ func (d *Directory) addStatement(ae *auditEpoch, name string, signed []byte) {
 		return
 	}
 	d.cur.Store(ae.ep.withCheckpoint(merged))
+	if m, ok := d.cfg.Metrics.(AuditMetrics); ok {
+		m.EpochServed(ae.ep.record.Epoch, time.Since(ae.at))
+	}
 	keep := a.pending[:0]
 	for _, p := range a.pending {
 		if p.ep.size <= ae.ep.size {

@@ -321,6 +321,8 @@ func (c *auditCounter) AuditStatement(auditor, result string) {
 	c.n[auditor+" "+result]++
 }
 
+func (c *auditCounter) EpochServed(uint64, time.Duration) {}
+
 func (c *auditCounter) get(auditor, result string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -28,6 +28,7 @@ type metrics struct {
 	lookups  prometheus.Counter
 
 	auditStatements *prometheus.CounterVec
+	auditWait       prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -70,7 +71,12 @@ func newMetrics() *metrics {
 		Name: "ktd_audit_statements_total",
 		Help: "Answers of auditors to requests for audit statements, by auditor (its name in the audit policy) and result (ok, invalid, unavailable, refused, error).",
 	}, []string{"auditor", "result"})
-	for _, c := range []prometheus.Collector{m.rpcs, m.rpcErrors, m.rpcLatency, m.changes, m.rejected, m.epochs, m.epoch, m.epochDur, m.lookups, m.auditStatements} {
+	m.auditWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ktd_epoch_audit_seconds",
+		Help:    "Time from an epoch's publication until it was served with a quorum of audit statements (audit mode).",
+		Buckets: []float64{.025, .05, .1, .25, .5, 1, 2, 5, 10, 30},
+	})
+	for _, c := range []prometheus.Collector{m.rpcs, m.rpcErrors, m.rpcLatency, m.changes, m.rejected, m.epochs, m.epoch, m.epochDur, m.lookups, m.auditStatements, m.auditWait} {
 		f(c)
 	}
 	return m
@@ -125,6 +131,9 @@ func (m *metrics) Lookups(n int) { m.lookups.Add(float64(n)) }
 func (m *metrics) AuditStatement(auditor, result string) {
 	m.auditStatements.WithLabelValues(auditor, result).Inc()
 }
+
+// EpochServed implements directory.AuditMetrics.
+func (m *metrics) EpochServed(_ uint64, wait time.Duration) { m.auditWait.Observe(wait.Seconds()) }
 
 // watchDirectory adds the directory's gauges: with an audit policy, the
 // audit lag; replicated, the role (1 for the current one) and, for a
