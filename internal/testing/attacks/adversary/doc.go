@@ -12,10 +12,12 @@
 //     rewrites its answers: a ghost device injected into a lookup (A1), a
 //     stale device set served after a revocation (A3), a frozen view served
 //     forever (A9).
+//
 //   - [Log] wraps the directory's [log.Log] backend and substitutes entries
 //     on their way into the log: a change record the map never saw (A6), a
 //     replayed or removed-device change forced past the directory's checks
 //     (A8).
+//
 //   - [ForgeRecovery] and [ForgeChange] build change records with the
 //     operator's or a stolen device's key.
 //
