@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Sentinel errors of verification. Every verification failure is a
@@ -26,6 +27,12 @@ var (
 	// witness policy, one of them does not verify, or one is dated in the
 	// future (12.2 step 2.2).
 	ErrWitnessQuorum = errors.New("client: witness quorum not satisfied")
+	// ErrAuditQuorum: in audit mode, the checkpoint's audit statements do
+	// not satisfy the audit policy, one of them does not verify, or too
+	// few are dated between the epoch's timestamp − skew and now + skew
+	// (12.2 step 2.2a). Errors wrapping it are [*AuditQuorumError]
+	// values naming the auditors that did and did not vouch.
+	ErrAuditQuorum = errors.New("client: audit quorum not satisfied")
 	// ErrRollback: the checkpoint is smaller than the trusted one
 	// (12.2 step 2.3).
 	ErrRollback = errors.New("client: checkpoint smaller than the trusted checkpoint")
@@ -43,6 +50,10 @@ var (
 	// future, or older than the latest epoch already verified
 	// (12.2 step 2.5).
 	ErrStale = errors.New("client: epoch is stale")
+	// ErrAuditLag: in audit mode, the epoch is older than MaxAuditLag +
+	// Skew (12.2 step 2.5a). Errors wrapping it are [*AuditLagError]
+	// values.
+	ErrAuditLag = errors.New("client: audited epoch is older than the audit lag bound")
 	// ErrVRF: the VRF proof does not verify for the handle under the
 	// pinned VRF key (12.2 step 3).
 	ErrVRF = errors.New("client: VRF proof does not verify")
@@ -77,6 +88,8 @@ const (
 	StepHandle      = "handle"
 	StepCheckpoint  = "checkpoint signature"
 	StepWitnesses   = "witness quorum"
+	StepAudit       = "audit quorum"
+	StepAuditLag    = "audit lag"
 	StepConsistency = "consistency"
 	StepEpochRecord = "epoch record"
 	StepFreshness   = "freshness"
@@ -153,3 +166,71 @@ func (e *InconsistencyError) Error() string {
 
 // Unwrap returns [ErrInconsistent].
 func (e *InconsistencyError) Unwrap() error { return ErrInconsistent }
+
+// AuditQuorumError reports that an epoch checkpoint is not vouched for by
+// a quorum of the audit policy (design.md 12.2 step 2.2a). It wraps
+// [ErrAuditQuorum] and, when the policy check itself failed, the
+// witness.PolicyError.
+type AuditQuorumError struct {
+	// Quorum describes what the audit policy needs.
+	Quorum string
+	// Vouched lists, in policy order, the auditors whose valid statement
+	// was counted.
+	Vouched []string
+	// Missing lists, in policy order, the auditors without a counted
+	// statement (none, invalid, or rejected for its date).
+	Missing []string
+	// Invalid lists the auditors with a statement line that does not
+	// verify.
+	Invalid []string
+	// Rejected says, per auditor, why a valid statement was not counted
+	// (dated after now + skew, or before the epoch's timestamp − skew).
+	Rejected []string
+	// Cause is the audit policy's error, if it failed the note.
+	Cause error
+}
+
+func (e *AuditQuorumError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v: quorum %s", ErrAuditQuorum, e.Quorum)
+	list := func(what string, names []string) {
+		if len(names) > 0 {
+			fmt.Fprintf(&b, "; %s: %s", what, strings.Join(names, ", "))
+		}
+	}
+	if len(e.Vouched) == 0 {
+		b.WriteString("; vouched by no auditor")
+	}
+	list("vouched by", e.Vouched)
+	list("not vouched by", e.Missing)
+	list("invalid statement from", e.Invalid)
+	for _, r := range e.Rejected {
+		fmt.Fprintf(&b, "; %s", r)
+	}
+	return b.String()
+}
+
+// Unwrap returns [ErrAuditQuorum] and Cause.
+func (e *AuditQuorumError) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{ErrAuditQuorum}
+	}
+	return []error{ErrAuditQuorum, e.Cause}
+}
+
+// AuditLagError reports, in audit mode, an epoch older than the audit lag
+// bound (design.md 12.2 step 2.5a). It wraps [ErrAuditLag].
+type AuditLagError struct {
+	// Epoch is the epoch number and Time its timestamp.
+	Epoch uint64
+	Time  time.Time
+	// Age is the clock minus Time; Bound is MaxAuditLag + Skew.
+	Age, Bound time.Duration
+}
+
+func (e *AuditLagError) Error() string {
+	return fmt.Sprintf("%v: epoch %d is dated %v, %v old, more than %v", ErrAuditLag, e.Epoch, e.Time.UTC().Format(time.RFC3339), e.Age.Round(time.Millisecond), e.Bound)
+}
+
+// Unwrap returns [ErrAuditLag].
+func (e *AuditLagError) Unwrap() error { return ErrAuditLag }

@@ -22,6 +22,10 @@ const (
 	// DefaultSkew is the clock skew allowed between client, directory and
 	// witnesses (design.md 12.2).
 	DefaultSkew = 10 * time.Second
+	// DefaultMaxAuditLag is the audit lag bound: in audit mode, the oldest
+	// epoch a client accepts, shorter than DefaultMaxAge because the
+	// directory serves only audited epochs (design.md 12.2 step 2.5a).
+	DefaultMaxAuditLag = 30 * time.Second
 )
 
 // Params are the directory parameters a client pins (design.md 11). Build
@@ -57,6 +61,17 @@ type Params struct {
 	// Skew is the clock skew tolerated in both directions. Zero means
 	// DefaultSkew.
 	Skew time.Duration
+	// Audit is the audit policy (design.md 14.1, parsed by
+	// witness.ParseAuditPolicy from Parameters.audit_policy): a quorum of
+	// its auditors must have signed an audit statement on every accepted
+	// epoch checkpoint ([ErrAuditQuorum]). nil means no audit mode. Its
+	// keys must not be keys of Witnesses, and "quorum none" is refused.
+	Audit *witness.Policy
+	// MaxAuditLag bounds, in audit mode, the age of an accepted epoch:
+	// its timestamp must be within MaxAuditLag + Skew of the clock
+	// ([ErrAuditLag]). Zero means DefaultMaxAuditLag. Unused without
+	// Audit.
+	MaxAuditLag time.Duration
 }
 
 // Options are the client-side settings of [NewParams]: what the directory
@@ -66,6 +81,8 @@ type Options struct {
 	MaxAge, Skew time.Duration
 	// InsecureNoWitnesses: see [Params].
 	InsecureNoWitnesses bool
+	// MaxAuditLag: see [Params]. Zero means the default.
+	MaxAuditLag time.Duration
 }
 
 // NewParams builds and validates Params from the directory's published
@@ -86,6 +103,7 @@ func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
 		MaxAge:              opts.MaxAge,
 		Skew:                opts.Skew,
 		InsecureNoWitnesses: opts.InsecureNoWitnesses,
+		MaxAuditLag:         opts.MaxAuditLag,
 	}
 	v, err := note.NewVerifier(pb.GetLogPublicKey())
 	if err != nil {
@@ -108,6 +126,12 @@ func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
 	if text := pb.GetWitnessPolicy(); text != "" {
 		if p.Witnesses, err = witness.ParsePolicy([]byte(text)); err != nil {
 			return nil, fail(StepParams, ErrInvalidParams, err, "")
+		}
+	}
+	if text := pb.GetAuditPolicy(); text != "" {
+		// SPEC(design.md 14.1)
+		if p.Audit, err = witness.ParseAuditPolicy([]byte(text)); err != nil {
+			return nil, fail(StepParams, ErrInvalidParams, err, "audit policy")
 		}
 	}
 	// SPEC(design.md 4): "Keys of different roles MUST be distinct keys."
@@ -174,8 +198,22 @@ func (p *Params) validate(observer bool) error {
 		return bad("no VRF key")
 	case p.RecoveryKey == [32]byte{} && !observer:
 		return bad("no recovery key")
-	case p.MaxAge < 0 || p.Skew < 0:
-		return bad("negative MaxAge or Skew")
+	case p.MaxAge < 0 || p.Skew < 0 || p.MaxAuditLag < 0:
+		return bad("negative MaxAge, Skew or MaxAuditLag")
+	}
+	if p.Audit != nil {
+		// SPEC(design.md 14.1): "An audit key must never be a witness key."
+		if err := witness.CheckDisjoint(p.Witnesses, p.Audit); err != nil {
+			return fail(StepParams, ErrInvalidParams, err, "")
+		}
+		// SPEC(design.md 14.1): an audit policy that requires no statement
+		// would vouch for nothing.
+		if p.Audit.QuorumNone() {
+			return bad("the audit policy requires no audit statement (quorum none)")
+		}
+		if err := p.checkLogs("audit", p.Audit); err != nil {
+			return err
+		}
 	}
 	if p.Witnesses == nil || p.Witnesses.QuorumNone() {
 		// SPEC(design.md 9.1): "quorum none is for tests; clients MUST
@@ -185,19 +223,24 @@ func (p *Params) validate(observer bool) error {
 		}
 		return nil
 	}
-	if logs := p.Witnesses.Logs(); len(logs) > 0 {
-		found := false
-		for _, l := range logs {
-			v := l.Verifier()
-			if v.Name() == p.LogVerifier.Name() && v.KeyHash() == p.LogVerifier.KeyHash() {
-				found = true
-			}
-		}
-		if !found {
-			return bad("the witness policy lists logs, but not this log's key")
+	return p.checkLogs("witness", p.Witnesses)
+}
+
+// checkLogs fails when policy lists logs but not this log's key.
+//
+// SPEC(design.md 9.1)
+func (p *Params) checkLogs(kind string, policy *witness.Policy) error {
+	logs := policy.Logs()
+	if len(logs) == 0 {
+		return nil
+	}
+	for _, l := range logs {
+		v := l.Verifier()
+		if v.Name() == p.LogVerifier.Name() && v.KeyHash() == p.LogVerifier.KeyHash() {
+			return nil
 		}
 	}
-	return nil
+	return fail(StepParams, ErrInvalidParams, nil, "the %s policy lists logs, but not this log's key", kind)
 }
 
 func (p *Params) maxAge() time.Duration {
@@ -205,6 +248,13 @@ func (p *Params) maxAge() time.Duration {
 		return DefaultMaxAge
 	}
 	return p.MaxAge
+}
+
+func (p *Params) maxAuditLag() time.Duration {
+	if p.MaxAuditLag == 0 {
+		return DefaultMaxAuditLag
+	}
+	return p.MaxAuditLag
 }
 
 func (p *Params) skew() time.Duration {

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"time"
 
@@ -35,6 +36,12 @@ type Epoch struct {
 	// QuorumTime is the latest time as of which a quorum of witnesses had
 	// cosigned (witness.Policy.QuorumTime); zero without a witness policy.
 	QuorumTime time.Time
+	// AuditStatements are, in audit mode (Params.Audit), the verified audit
+	// statements of policy auditors that were counted for the audit
+	// quorum (design.md 14.1): each says its auditor replayed the log up
+	// to this checkpoint and every rule held. nil without an audit policy,
+	// and when the epoch was reused from the trusted state.
+	AuditStatements []witness.Cosignature
 	// Reused is true when the response carried no epoch part and the
 	// client's trusted epoch was used.
 	Reused bool
@@ -69,13 +76,18 @@ func (e *Epoch) Trusted() *Trusted {
 //     ([ErrCheckpointSignature]);
 //  2. its cosignatures satisfy the witness policy, none is invalid and none
 //     is dated after now + skew ([ErrWitnessQuorum]);
+//     2a. in audit mode, its audit statements satisfy the audit policy,
+//     none is invalid, and only those dated between the epoch's timestamp
+//     − skew and now + skew count ([ErrAuditQuorum]);
 //  3. it is not smaller than t ([ErrRollback]) and is consistent with t
 //     ([ErrInconsistent], as an [*InconsistencyError]);
 //  4. the epoch record's log size is size − 1 ([ErrNotLatestEpoch]) and the
 //     record is included at that index ([ErrEpochInclusion]);
-//  5. the epoch timestamp and the witness quorum time are within MaxAge +
-//     Skew of now, the timestamp not after now + Skew, and the epoch number
-//     not below t's ([ErrStale]).
+//  5. in audit mode, the epoch timestamp is within MaxAuditLag + Skew of
+//     now ([ErrAuditLag], step 2.5a); then the epoch timestamp and the
+//     witness quorum time are within MaxAge + Skew of now, the timestamp
+//     not after now + Skew, and the epoch number not below t's
+//     ([ErrStale]).
 //
 // A nil part reuses t (which must then exist) and checks step 5 only.
 // Malformed parts fail with [ErrMalformed] before any check. VerifyEpoch does
@@ -116,7 +128,8 @@ func VerifyEpoch(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time) (*E
 
 // verifyEpochPart runs steps 1 and 2.1 to 2.4 of design.md 12.2 on an
 // epoch part: everything but freshness, which observers do not check
-// (see [VerifyObserved]). now bounds the cosignature timestamps (step 2.2).
+// (see [VerifyObserved]). now bounds the cosignature and audit statement
+// timestamps (steps 2.2 and 2.2a).
 //
 // SPEC(design.md 12.2 step 1)
 // SPEC(design.md 12.2 step 2.3)
@@ -138,15 +151,19 @@ func verifyEpochPart(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time)
 	if t != nil && bytes.Equal(part.GetCheckpoint(), t.Checkpoint) {
 		// The very note the client already verified and stored: its
 		// signatures and cosignatures were checked when it was accepted
-		// (design.md 12.2: "verified once per epoch and cached").
+		// (design.md 12.2: "verified once per epoch and cached"); so were
+		// its audit statements (step 2.2a).
 		e.Size, e.Root, e.QuorumTime = t.Size, t.Root, t.QuorumTime
 	} else {
-		// Steps 2.1 and 2.2.
+		// Steps 2.1, 2.2 and 2.2a.
 		n, err := verifyCheckpoint(p, e)
 		if err != nil {
 			return nil, err
 		}
 		if err := verifyCosignatures(p, n, e, now); err != nil {
+			return nil, err
+		}
+		if err := verifyAudit(p, n, e, now); err != nil {
 			return nil, err
 		}
 	}
@@ -290,10 +307,79 @@ func verifyCosignatures(p *Params, n *note.Note, e *Epoch, now time.Time) error 
 	return nil
 }
 
-// checkFreshness is step 2.5.
+// verifyAudit applies the audit policy (step 2.2a) and sets
+// e.AuditStatements. It runs after the witness quorum, on the note whose
+// log signature verified; e.Record is the parsed (not yet proved) epoch
+// record, whose timestamp bounds the statements from below.
+//
+// SPEC(design.md 12.2 step 2.2a)
+// SPEC(design.md 14.1)
+func verifyAudit(p *Params, n *note.Note, e *Epoch, now time.Time) error {
+	if p.Audit == nil {
+		return nil
+	}
+	cs, err := p.Audit.CheckNote(n)
+	qe := &AuditQuorumError{Quorum: p.Audit.Quorum(), Cause: err}
+	var pe *witness.PolicyError
+	if errors.As(err, &pe) {
+		qe.Invalid = pe.Invalid
+	}
+	// A statement dated in the future, or before the epoch it vouches
+	// for was closed, is not counted.
+	upper, lower := now.Add(p.skew()), e.Time().Add(-p.skew())
+	var counted []witness.Cosignature
+	for _, c := range cs {
+		switch {
+		case c.Time.After(upper):
+			qe.Rejected = append(qe.Rejected, fmt.Sprintf("statement by %s dated %v, after now + skew (%v)", c.Witness, c.Time.UTC().Format(time.RFC3339), upper.UTC().Format(time.RFC3339)))
+		case c.Time.Before(lower):
+			qe.Rejected = append(qe.Rejected, fmt.Sprintf("statement by %s dated %v, before the epoch's timestamp − skew (%v)", c.Witness, c.Time.UTC().Format(time.RFC3339), lower.UTC().Format(time.RFC3339)))
+		default:
+			counted = append(counted, c)
+		}
+	}
+	// QuorumTime answers false exactly when the statements do not satisfy
+	// the quorum ("quorum none" is refused by Validate).
+	if _, ok := p.Audit.QuorumTime(counted); ok && err == nil {
+		e.AuditStatements = counted
+		return nil
+	}
+	vouched := make(map[string]bool, len(counted))
+	for _, c := range counted {
+		vouched[c.Witness] = true
+	}
+	for _, a := range p.Audit.Witnesses() {
+		if vouched[a.Name] {
+			qe.Vouched = append(qe.Vouched, a.Name)
+		} else {
+			qe.Missing = append(qe.Missing, a.Name)
+		}
+	}
+	return &VerifyError{Step: StepAudit, Err: qe}
+}
+
+// checkAuditLag is step 2.5a: in audit mode, the served epoch may lag the
+// clock by at most MaxAuditLag + Skew.
+//
+// SPEC(design.md 12.2 step 2.5a)
+func checkAuditLag(p *Params, e *Epoch, now time.Time) error {
+	if p.Audit == nil {
+		return nil
+	}
+	bound := p.maxAuditLag() + p.skew()
+	if age := now.Sub(e.Time()); age > bound {
+		return &VerifyError{Step: StepAuditLag, Err: &AuditLagError{Epoch: e.Record.Epoch, Time: e.Time(), Age: age, Bound: bound}}
+	}
+	return nil
+}
+
+// checkFreshness is steps 2.5a and 2.5.
 //
 // SPEC(design.md 12.2 step 2.5)
 func checkFreshness(p *Params, t *Trusted, e *Epoch, now time.Time) error {
+	if err := checkAuditLag(p, e, now); err != nil {
+		return err
+	}
 	bound := p.maxAge() + p.skew()
 	ts := e.Time()
 	switch {

@@ -38,6 +38,7 @@ var sentinels = []error{
 	client.ErrVRF, client.ErrMapProof, client.ErrRecordMismatch,
 	client.ErrCommitment, client.ErrAuthorizers, client.ErrStrict,
 	client.ErrUnusableKey, client.ErrMonitorGap,
+	client.ErrAuditQuorum, client.ErrAuditLag,
 }
 
 // checkErr fails unless err is a *VerifyError matching want and no other
