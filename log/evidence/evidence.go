@@ -1,11 +1,14 @@
-// Package evidence is the kt-evidence/v1 split-view evidence bundle of
-// docs/design.md section 15: two checkpoints signed by one log key that
-// cannot both be views of one append-only log, with the proof that shows
-// it. Anyone can check a bundle offline with the log's verifier key alone
-// ([Verify]); an auditor, or anyone holding the larger tree's entries,
-// builds one from two checkpoints and a proof source ([Build]).
+// Package evidence is the evidence of a key transparency log's
+// misbehaviour (docs/design.md sections 15 and 15.1) in two formats: the
+// kt-evidence/v1 split-view (fork) bundle, and the kt-evidence/v2 bundle of
+// log entries that break the rules of the log. Anyone can check a bundle
+// offline with the log's parameters alone ([Check], both versions); an
+// auditor, a client or ktctl builds one from what it holds and a proof
+// source ([Build] for v1, [BuildRecords], [BuildMapRegression],
+// [BuildVersionConflict] and [BuildMapRoot] for v2). [Parse] reads both
+// versions into a [Bundle]; its Marshal writes them back byte for byte.
 //
-// # Format
+// # kt-evidence/v1 (kind fork)
 //
 //	kt-evidence/v1
 //	checkpoint <base64 of checkpoint note A>
@@ -28,6 +31,50 @@
 // sr = B.root makes the proof's hashes genuine nodes of tree B (collision
 // resistance), so fr is tree B's root at size A.size, which differs from
 // A's root: the log signed two trees of which neither extends the other.
+//
+// # kt-evidence/v2
+//
+//	kt-evidence/v2
+//	kind <records|map-regression|version-conflict|map-root>
+//	checkpoint <base64 note C>           (exactly one; signed by the log key)
+//	entry <log index> <base64 entry>     (one or more, increasing log index)
+//	inclusion <base64 hash>              (its inclusion proof in C, 0-129 lines)
+//	map-proof <base64 smt proof>         (after an epoch entry, for the kinds with maps)
+//	value <base64 change record>|absent  (the value the map proof proves)
+//
+// The same line rules as v1; the index is canonical decimal; at most
+// [MaxSizeV2] bytes in all, [MaxCheckpointSize] for C and [MaxItemSize]
+// for an entry, a map proof or a value. Either every epoch entry of a
+// bundle has a map-proof (then value) line or none has. The verifier
+// checks C's log signature, every entry's inclusion proof in C, and every
+// map proof against the map root of the epoch record it follows, at the
+// key x, the VRF index of the first value's record (a map value is
+// LeafHash of the record). Then, per kind:
+//
+//   - records: one or two change records of one VRF index. One record A
+//     proves a violation iff api.CheckChange fails for it with no previous
+//     state when A.Version = 1; for a later version only the rules that
+//     need no previous record count (R1 signature, R6 recovery signed by a
+//     key that is not the recovery key, R4 kind). Two records A (earlier)
+//     and B prove one iff B.Version ≤ A.Version (two records for one
+//     version, or a version going back), or B.Version = A.Version + 1 and
+//     api.CheckChange(A.State, B) fails (which includes B.Prev ≠ LeafHash(A)).
+//   - map-regression: epoch records E1 < E2 with map proofs for x. Proves
+//     misbehaviour iff value1 is a record R1 (of index x) and value2 is
+//     absent, a record of another index, an earlier version, or another
+//     record of the same version: a later map must hold, for every key,
+//     the same record or a later version.
+//   - version-conflict: an epoch record E whose map holds R1 at x, and a
+//     logged change record R2 (any log index) of index x and R1's version
+//     with another leaf hash: either two records for one version are
+//     logged, or E's map is not derived from the log.
+//   - map-root: one epoch record E at index j. It claims that E's map root
+//     or size is not the map of entries [0, j); Check verifies only the
+//     signature and inclusion and reports that a replay is needed (ktctl
+//     evidence verify replays). Clients do not refuse a log on it alone.
+//
+// A bundle that verifies but shows no misbehaviour (an honest history, or
+// one that only a replay could judge) is ErrNotEvidence.
 package evidence
 
 import (
@@ -79,11 +126,30 @@ var (
 	ErrNoFork = errors.New("evidence: checkpoints are consistent")
 )
 
-// Bundle is a decoded bundle. Proof holds the proof lines as they appear.
+// Bundle is a decoded bundle of either version. A kt-evidence/v1 (fork)
+// bundle uses A, B and Proof (Kind is "" or [KindFork]); a kt-evidence/v2
+// bundle uses Kind, Checkpoint, Entries and Maps.
 type Bundle struct {
-	A, B  []byte // signed checkpoint notes, as signed (with cosignatures)
+	// A and B are the signed checkpoint notes of a fork bundle, as signed
+	// (with cosignatures); Proof holds its proof lines as they appear.
+	A, B  []byte
 	Proof [][]byte
+
+	// Kind is the kind of a kt-evidence/v2 bundle.
+	Kind Kind
+	// Checkpoint is the v2 bundle's checkpoint note C, signed by the log.
+	Checkpoint []byte
+	// Entries are the log entries, in increasing log index, each with its
+	// inclusion proof in C.
+	Entries []Entry
+	// Maps holds one map proof and value per epoch entry, in the order of
+	// the epoch entries, for the kinds that carry map proofs (none for the
+	// others).
+	Maps []MapValue
 }
+
+// isV2 reports whether b is a kt-evidence/v2 bundle.
+func (b *Bundle) isV2() bool { return b.Kind != "" && b.Kind != KindFork }
 
 // Fork is what a valid bundle proves.
 type Fork struct {
@@ -99,11 +165,21 @@ func (f *Fork) String() string {
 
 var b64 = base64.StdEncoding.Strict()
 
-// Parse decodes a bundle strictly. It checks only the encoding; use
-// [Bundle.Verify] (or [Verify]) to check what it proves.
+// Parse decodes a bundle of either version strictly, by its first line.
+// It checks only the encoding; use [Check] (either version) or
+// [Bundle.Verify] (v1) to check what it proves.
 //
 // SPEC(design.md 15)
+// SPEC(design.md 15.1)
 func Parse(raw []byte) (*Bundle, error) {
+	if bytes.HasPrefix(raw, []byte(HeaderV2+"\n")) {
+		return parseV2(raw)
+	}
+	return parseV1(raw)
+}
+
+// SPEC(design.md 15)
+func parseV1(raw []byte) (*Bundle, error) {
 	if len(raw) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(raw), MaxSize)
 	}
@@ -120,7 +196,7 @@ func Parse(raw []byte) (*Bundle, error) {
 	if len(lines)-3 > MaxProofHashes {
 		return nil, fmt.Errorf("%w: more than %d proof lines", ErrMalformed, MaxProofHashes)
 	}
-	b := &Bundle{}
+	b := &Bundle{Kind: KindFork}
 	for i, l := range lines[1:] {
 		word, val, ok := strings.Cut(l, " ")
 		want := "proof"
@@ -150,10 +226,17 @@ func Parse(raw []byte) (*Bundle, error) {
 	return b, nil
 }
 
-// Marshal encodes the bundle.
+// Marshal encodes the bundle: as kt-evidence/v2 when Kind is a v2 kind,
+// else as kt-evidence/v1. It encodes what it is given; a v2 bundle whose
+// maps do not match its epoch entries (see [Bundle]) encodes to bytes that
+// [Parse] rejects.
 //
 // SPEC(design.md 15)
+// SPEC(design.md 15.1)
 func (b *Bundle) Marshal() []byte {
+	if b.isV2() {
+		return b.marshalV2()
+	}
 	var s strings.Builder
 	s.WriteString(Header + "\n")
 	for _, n := range [][]byte{b.A, b.B} {
@@ -182,6 +265,9 @@ func Verify(raw []byte, logKey note.Verifier) (*Fork, error) {
 //
 // SPEC(design.md 15)
 func (b *Bundle) Verify(logKey note.Verifier) (*Fork, error) {
+	if b.isV2() {
+		return nil, fmt.Errorf("%w: a %s bundle is not a fork bundle (use Check)", ErrMalformed, b.Kind)
+	}
 	origin := logKey.Name()
 	a, err := parse(b.A, origin, logKey)
 	if err != nil {

@@ -262,6 +262,10 @@ func FuzzParse(f *testing.F) {
 		f.Add(b.Marshal())
 	}
 	f.Add([]byte("kt-evidence/v1\n"))
+	// kt-evidence/v2 (Parse reads both versions).
+	for _, s := range goldenSeeds(f) {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		b, err := evidence.Parse(in)
 		if err != nil {

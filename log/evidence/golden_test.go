@@ -17,7 +17,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 // fixedKey is a log key from a fixed seed, so that signatures (Ed25519 is
 // deterministic) and therefore bundles are reproducible.
-func fixedKey(t *testing.T) key {
+func fixedKey(t testing.TB) key {
 	skey, vkey, err := note.GenerateKey(bytes.NewReader(bytes.Repeat([]byte{7}, 32)), origin)
 	if err != nil {
 		t.Fatal(err)
