@@ -326,6 +326,10 @@ func TestDirectoryAudit(t *testing.T) {
 	if cs, err := pol.Check(part.Checkpoint); err != nil || len(cs) != 2 {
 		t.Fatalf("served note: %d statements, %v", len(cs), err)
 	}
+	sender := td.device(t)
+	if res, err := sender.Lookup(ctx, "bob@example.com"); err != nil || len(res.Epoch.AuditStatements) != 2 {
+		t.Fatalf("a client of the audit policy: %v (%+v)", err, res)
+	}
 
 	a2.allow.Store(false)
 	ep1 := td.closeEpoch(t)
@@ -349,6 +353,9 @@ func TestDirectoryAudit(t *testing.T) {
 	}
 	if size, _ := checkpointSize(part.Checkpoint); size != ep1.Size() {
 		t.Fatalf("forced epoch of size %d, want %d", size, ep1.Size())
+	}
+	if _, err := sender.Lookup(ctx, "bob@example.com"); !errors.Is(err, client.ErrAuditQuorum) {
+		t.Fatalf("a client of the audit policy on the forced epoch: %v, want ErrAuditQuorum", err)
 	}
 
 	// A bad statement line is ignored.
