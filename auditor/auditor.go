@@ -4,10 +4,13 @@
 // serves the C2SP tlog-witness add-checkpoint call and cosigns
 // (tlog-cosignature/v1) only checkpoints consistent with everything it has
 // seen, gossips checkpoints with peer auditors and clients (section 15),
-// and turns a split view into a kt-evidence/v1 bundle
-// ([github.com/keytrans/kt/log/evidence]) that it stores, serves, logs,
-// counts and posts to a webhook. After evidence for a log it stops
-// cosigning that log until an operator acts ([Store.Unfreeze]).
+// and turns a split view into a kt-evidence/v1 bundle and each rule
+// violation its replay finds into a kt-evidence/v2 bundle (section 15.1,
+// [github.com/keytrans/kt/log/evidence]) that it stores, serves, logs,
+// counts, gossips and posts to a webhook. After split-view evidence for a
+// log it stops cosigning that log until an operator acts
+// ([Store.Unfreeze]); after any evidence it answers every gossiped
+// checkpoint of the log with a bundle.
 //
 // # Goroutines and locks
 //
@@ -164,6 +167,9 @@ type Auditor struct {
 	bgClosed bool
 	peerMu   sync.Mutex // guards peers
 	peers    map[string]*PeerStatus
+	// gossiped holds origin, peer and evidence id (NUL-separated) of each
+	// bundle a peer took (gossipBundles).
+	gossiped sync.Map
 }
 
 type logState struct {
@@ -437,7 +443,7 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 		}
 		if pg.err != nil {
 			err := fmt.Errorf("reading entries from %d: %w", e.Size(), pg.err)
-			return errors.Join(err, a.saveState(ls, pending, raw))
+			return errors.Join(err, a.saveAndProve(ctx, ls, pending, raw))
 		}
 		ents := pg.entries
 		vs := e.Append(ents)
@@ -455,7 +461,7 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 			ls.mu.Lock()
 			ls.rate = rate
 			ls.mu.Unlock()
-			if err := a.saveState(ls, pending, raw); err != nil {
+			if err := a.saveAndProve(ctx, ls, pending, raw); err != nil {
 				return err
 			}
 			pending = nil
@@ -467,7 +473,7 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 		ls.rate = float64(e.Size()-startSize) / d
 		ls.mu.Unlock()
 	}
-	if err := a.saveState(ls, pending, raw); err != nil {
+	if err := a.saveAndProve(ctx, ls, pending, raw); err != nil {
 		return err
 	}
 	return a.finishCheckpoint(ls, raw)
@@ -698,11 +704,13 @@ func (noProofs) ConsistencyProof(context.Context, uint64, uint64) ([][]byte, err
 	return nil, errNoProofs
 }
 
-// recordEvidence stores a verified bundle for ls (once), freezes the log,
-// writes the bundle to EvidenceDir, logs it, counts it and posts it to the
-// webhook.
+// recordEvidence stores a verified bundle for ls (once), writes it to
+// EvidenceDir, logs it, counts it and posts it to the webhook. A fork
+// (kt-evidence/v1) bundle also freezes the log; a kt-evidence/v2 bundle
+// (a rule violation) does not: the replay goes on.
 //
 // SPEC(design.md 15)
+// SPEC(design.md 15.1)
 func (a *Auditor) recordEvidence(ls *logState, bundle []byte) error {
 	id := evidenceID(bundle)
 	ls.mu.Lock()
@@ -712,13 +720,20 @@ func (a *Auditor) recordEvidence(ls *logState, bundle []byte) error {
 			return nil
 		}
 	}
-	reason := "split-view evidence " + id
-	if err := a.cfg.Store.write(key(kindEvidence, ls.cfg.Origin, []byte(id)), bundle, key(kindFrozen, ls.cfg.Origin), []byte(reason)); err != nil {
-		return err
+	if isFork(bundle) {
+		reason := "split-view evidence " + id
+		if err := a.cfg.Store.write(key(kindEvidence, ls.cfg.Origin, []byte(id)), bundle, key(kindFrozen, ls.cfg.Origin), []byte(reason)); err != nil {
+			return err
+		}
+		ls.frozen = reason
+		a.log.Error("split view: the log signed two inconsistent checkpoints; cosigning stopped", "origin", ls.cfg.Origin, "evidence", id, "bundle", string(bundle))
+	} else {
+		if err := a.cfg.Store.write(key(kindEvidence, ls.cfg.Origin, []byte(id)), bundle); err != nil {
+			return err
+		}
+		a.log.Error("evidence of a rule violation", "origin", ls.cfg.Origin, "evidence", id, "bundle", string(bundle))
 	}
 	ls.evidence = append(ls.evidence, id)
-	ls.frozen = reason
-	a.log.Error("split view: the log signed two inconsistent checkpoints; cosigning stopped", "origin", ls.cfg.Origin, "evidence", id, "bundle", string(bundle))
 	a.m.Evidence(ls.cfg.Origin)
 	if d := a.cfg.EvidenceDir; d != "" {
 		name := filepath.Join(d, safeName(ls.cfg.Origin)+"-"+id[:16]+".txt")

@@ -19,14 +19,20 @@ var (
 	ErrNoView = errors.New("auditor: no checkpoint of the log yet")
 )
 
-// ForkError is the answer to a gossiped checkpoint or bundle that shows a
-// split view; Bundle is the kt-evidence/v1 bundle (409).
+// ForkError is the answer to a gossiped checkpoint or bundle of a log the
+// auditor holds evidence against (409): Bundle is a kt-evidence/v1 bundle
+// (a split view) or a kt-evidence/v2 bundle (a rule violation).
 type ForkError struct {
 	Origin string
 	Bundle []byte
 }
 
-func (e *ForkError) Error() string { return "auditor: split view of " + e.Origin }
+func (e *ForkError) Error() string {
+	if isFork(e.Bundle) {
+		return "auditor: split view of " + e.Origin
+	}
+	return "auditor: evidence against " + e.Origin
+}
 
 // view returns the checkpoint the auditor vouches for: the latest audited
 // one for an audited log, the latest cosigned one for a witnessed log.
@@ -61,12 +67,15 @@ func (a *Auditor) Latest(origin string) ([]byte, error) {
 
 // Gossip handles a POST /kt/v1/gossip body: a checkpoint note, compared
 // with the auditor's view (it returns the auditor's latest checkpoint if
-// consistent, a *ForkError with the bundle if not), or a kt-evidence/v1
-// bundle, verified offline and recorded (a *ForkError echoing it).
+// consistent, a *ForkError with the bundle if not, and a *ForkError with a
+// stored bundle whenever the auditor holds evidence against the log), or
+// an evidence bundle (kt-evidence/v1 or v2), verified and recorded (a
+// *ForkError echoing it).
 //
 // SPEC(design.md 15)
+// SPEC(design.md 15.1)
 func (a *Auditor) Gossip(ctx context.Context, body []byte) ([]byte, error) {
-	if bytes.HasPrefix(body, []byte(evidence.Header+"\n")) {
+	if bytes.HasPrefix(body, []byte(evidence.Header+"\n")) || bytes.HasPrefix(body, []byte(evidence.HeaderV2+"\n")) {
 		return nil, a.gossipEvidence(body)
 	}
 	origin, _, _ := strings.Cut(string(body), "\n")
@@ -81,6 +90,11 @@ func (a *Auditor) Gossip(ctx context.Context, body []byte) ([]byte, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	// SPEC(design.md 15.1): "once the log has any evidence every POST
+	// /kt/v1/gossip for it answers 409 with a bundle"
+	if b := a.answerBundle(ls); b != nil {
+		return nil, &ForkError{Origin: origin, Bundle: b}
 	}
 	ls.mu.Lock()
 	latest := ls.latest
@@ -120,6 +134,9 @@ func forkOr(origin string, b []byte, err error) error {
 
 // SPEC(design.md 15)
 func (a *Auditor) gossipEvidence(body []byte) error {
+	if bytes.HasPrefix(body, []byte(evidence.HeaderV2+"\n")) {
+		return a.gossipEvidenceV2(body)
+	}
 	b, err := evidence.Parse(body)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -199,6 +216,7 @@ func (a *Auditor) GossipRound(ctx context.Context, origin string) {
 
 // SPEC(design.md 15)
 func (a *Auditor) exchange(ctx context.Context, ls *logState, p Peer) string {
+	a.gossipBundles(ctx, ls, p)
 	mine := ls.view()
 	if mine == nil {
 		return "nothing to gossip yet"

@@ -60,4 +60,35 @@ func TestStateGolden(t *testing.T) {
 	if n, first, _ := r.Violations(); n != 1 || first != b.Len()-1 {
 		t.Fatalf("restored violations %d at %d", n, first)
 	}
+	if j, ok := r.HandleEntry(ktlog.Index("h1")); !ok || j != b.Len()-1 {
+		t.Fatalf("restored position of h1: %d %v", j, ok)
+	}
+
+	// The kt-replay-state/v1 encoding (before the positions were kept)
+	// restores to the same state with the positions unknown, and a
+	// violation after it has no Prev until the index has a new record.
+	old, err := os.ReadFile(filepath.Join("testdata", "state-v1.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, err := replay.Restore(replay.Config{Origin: origin, Verifier: v}, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Size() != r.Size() || r1.Root() != r.Root() || r1.Handles() != r.Handles() {
+		t.Fatal("the v1 state restores to another state")
+	}
+	if _, ok := r1.HandleEntry(ktlog.Index("h1")); ok {
+		t.Fatal("a v1 state knows a position")
+	}
+	y := ktlog.Key("y") // not an authorizer: an R5 violation
+	b.Change(ktlog.Index("h1"), api.AuthDevice, y, ktlog.Devices(y))
+	vs := r1.Append(b.Entries()[r1.Size():])
+	if len(vs) != 1 || vs[0].Prev != nil {
+		t.Fatalf("violation after a v1 restore: %+v", vs)
+	}
+	vs = r.Append(b.Entries()[r.Size():])
+	if len(vs) != 1 || vs[0].Prev == nil || *vs[0].Prev != b.Len()-2 {
+		t.Fatalf("violation after a v2 restore: %+v", vs)
+	}
 }

@@ -103,6 +103,13 @@ type Violation struct {
 	Err error
 	// Checkpoint is the signed checkpoint note, for RuleCheckpointRoot.
 	Checkpoint []byte `json:",omitempty"`
+	// Prev is, for the authorization rules, the log index of the previous
+	// change record of the same VRF index, when there is one and the
+	// engine knows it (a state restored from the kt-replay-state/v1
+	// encoding does not know where the records before it are). With it
+	// the violation can be shown by the two records alone (a
+	// kt-evidence/v2 records bundle, design.md 15.1).
+	Prev *uint64 `json:",omitempty"`
 }
 
 func (v *Violation) Error() string {
@@ -189,6 +196,9 @@ type Engine struct {
 	size    uint64
 	rng     *compact.Range
 	handles map[[32]byte]*api.HandleState
+	// at is the log index of the latest change record of each index
+	// (unknownAt when restored from a state that did not record it).
+	at      map[[32]byte]uint64
 	m       *smt.Map
 	pending []smt.Update
 
@@ -217,7 +227,26 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, rng: rangeFactory.NewEmptyRange(0), handles: map[[32]byte]*api.HandleState{}, m: m}, nil
+	return &Engine{cfg: cfg, rng: rangeFactory.NewEmptyRange(0), handles: map[[32]byte]*api.HandleState{}, at: map[[32]byte]uint64{}, m: m}, nil
+}
+
+// unknownAt marks an index whose latest record's position is not known.
+const unknownAt = ^uint64(0)
+
+// HandleEntry returns the log index of the latest change record of index,
+// and false if there is none or its position is unknown (a state restored
+// from the kt-replay-state/v1 encoding).
+func (e *Engine) HandleEntry(index [32]byte) (uint64, bool) {
+	j, ok := e.at[index]
+	return j, ok && j != unknownAt
+}
+
+// prevOf returns the log index of the latest record of index, if known.
+func (e *Engine) prevOf(index [32]byte) *uint64 {
+	if j, ok := e.HandleEntry(index); ok {
+		return &j
+	}
+	return nil
 }
 
 // Size returns the number of entries replayed.
@@ -291,6 +320,7 @@ func (e *Engine) flushMap() {
 
 type sigJob struct {
 	index uint64
+	prev  *uint64
 	pub   [32]byte
 	sig   [64]byte
 	msg   []byte
@@ -324,13 +354,17 @@ func (e *Engine) Append(entries [][]byte) []Violation {
 		case *api.ChangeRecord:
 			out = e.checkEpoch(j, r, out)
 			prev := e.handles[r.Index]
+			prevAt := e.prevOf(r.Index)
 			if err := api.CheckChangeUnsigned(prev, r, e.cfg.RecoveryKey); err != nil {
-				out = append(out, authViolation(j, err))
+				v := authViolation(j, err)
+				v.Prev = prevAt
+				out = append(out, v)
 			}
 			e.handles[r.Index] = &api.HandleState{Version: r.Version, LeafHash: lh, Authorizers: r.Authorizers}
+			e.at[r.Index] = j
 			e.pending = append(e.pending, smt.Update{Key: r.Index, Value: lh})
 			e.changesSinceEpoch++
-			batch = append(batch, sigJob{index: j, pub: r.Signer, sig: r.Signature, msg: api.ChangeStatement(e.cfg.Origin, r)})
+			batch = append(batch, sigJob{index: j, prev: prevAt, pub: r.Signer, sig: r.Signature, msg: api.ChangeStatement(e.cfg.Origin, r)})
 			if len(batch) == sigBatch {
 				jobs <- batch
 				batch = make([]sigJob, 0, sigBatch)
@@ -458,7 +492,9 @@ func (e *Engine) verify(b []sigJob) []Violation {
 	for i := range b {
 		if !ed25519.Verify(b[i].pub[:], b[i].msg, b[i].sig[:]) {
 			err := &api.AuthError{Rule: api.RuleSignature, Reason: "the signature does not verify under the signer key", Err: api.ErrBadSignature}
-			out = append(out, authViolation(b[i].index, err))
+			v := authViolation(b[i].index, err)
+			v.Prev = b[i].prev
+			out = append(out, v)
 		}
 	}
 	return out

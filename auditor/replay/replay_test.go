@@ -511,3 +511,33 @@ func TestLateEpochWarning(t *testing.T) {
 		t.Fatal("warnings not cleared")
 	}
 }
+
+// TestViolationPrev: an authorization violation names the log index of the
+// index's previous record (Prev), for the R1 failures found in batches as
+// for the others, and none for an index's first record.
+func TestViolationPrev(t *testing.T) {
+	k := newLogKey(t)
+	for _, exact := range []bool{false, true} {
+		b := ktlog.New(origin)
+		d, x := ktlog.Key("d"), ktlog.Key("x")
+		h := ktlog.Index("h")
+		first := b.Change(h, api.AuthDevice, d, ktlog.Devices(d)) // R5 with no previous record
+		b.Epoch()
+		prev := b.Change(ktlog.Index("h"), api.AuthDevice, x, ktlog.Devices(x)) // R5 after first
+		r := b.Record(h, api.AuthDevice, ktlog.Devices(d))
+		r.Sign(origin, x)
+		r.Signature[0] ^= 1
+		bad := b.AppendRecord(r) // R1 after prev
+		vs := newEngine(t, k, b, exact).Append(b.Entries())
+		want := map[uint64]*uint64{first: nil, prev: &first, bad: &prev}
+		if len(vs) != 3 {
+			t.Fatalf("%+v", vs)
+		}
+		for _, v := range vs {
+			w, ok := want[v.Index]
+			if !ok || (w == nil) != (v.Prev == nil) || (w != nil && *w != *v.Prev) {
+				t.Errorf("exact %v: violation %d (%s) has Prev %v", exact, v.Index, v.Rule, v.Prev)
+			}
+		}
+	}
+}

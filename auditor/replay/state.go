@@ -6,14 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/smt"
 )
 
 // stateMagic starts every encoded engine state; the version in it changes
-// with the encoding.
-const stateMagic = "kt-replay-state/v1\n"
+// with the encoding. stateMagicV1, the encoding without the log index of
+// each index's latest record, is still restored.
+const (
+	stateMagic   = "kt-replay-state/v2\n"
+	stateMagicV1 = "kt-replay-state/v1\n"
+)
 
 // ErrState reports an encoded state that does not decode or is not for the
 // configured log.
@@ -29,7 +34,9 @@ var ErrState = errors.New("replay: invalid saved state")
 // timestamp; violations; first violation; last and clean checkpoints
 // (uint32 length, note; length 0 for none); handle count (uint64), then per
 // index in increasing order: index (32), version (8), leaf hash (32),
-// authorizer count (1), authorizers (role 1, digest 32).
+// authorizer count (1), authorizers (role 1, digest 32), log index of the
+// latest record (8; all ones when unknown). The kt-replay-state/v1
+// encoding is the same without that last field.
 func (e *Engine) MarshalBinary() ([]byte, error) {
 	b := []byte(stateMagic)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(e.cfg.Origin)))
@@ -68,6 +75,11 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 			b = append(b, byte(a.Role))
 			b = append(b, a.Digest[:]...)
 		}
+		at, ok := e.at[k]
+		if !ok {
+			at = unknownAt
+		}
+		b = binary.BigEndian.AppendUint64(b, at)
 	}
 	return b, nil
 }
@@ -97,19 +109,23 @@ func (r *reader) u64() uint64 { return binary.BigEndian.Uint64(r.take(8)) }
 // [Engine.MarshalBinary]), for the log cfg describes. The saved
 // checkpoints are verified again with cfg.Verifier, and the compact range
 // and the map are rebuilt, so a state for another log, or one whose range
-// does not match its size, is refused.
+// does not match its size, is refused. A kt-replay-state/v1 state (before
+// the engine kept the log index of each index's latest record) restores
+// with those positions unknown: violations then carry no Prev until the
+// index has a new record.
 func Restore(cfg Config, b []byte) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if !bytes.HasPrefix(b, []byte(stateMagic)) {
-		return nil, fmt.Errorf("%w: not a replay state", ErrState)
+	v1 := bytes.HasPrefix(b, []byte(stateMagicV1))
+	if !v1 && !bytes.HasPrefix(b, []byte(stateMagic)) {
+		return nil, fmt.Errorf("%w: not a replay state (neither %q nor %q)", ErrState, strings.TrimSpace(stateMagic), strings.TrimSpace(stateMagicV1))
 	}
-	r := &reader{b: b[len(stateMagic):]}
+	r := &reader{b: b[len(stateMagic):]} // both magics have one length
 	if origin := string(r.take(r.u16())); r.err == nil && origin != cfg.Origin {
 		return nil, fmt.Errorf("%w: state is for origin %q, not %q", ErrState, origin, cfg.Origin)
 	}
-	e := &Engine{cfg: cfg, handles: map[[32]byte]*api.HandleState{}}
+	e := &Engine{cfg: cfg, handles: map[[32]byte]*api.HandleState{}, at: map[[32]byte]uint64{}}
 	e.size = r.u64()
 	nh := r.u16()
 	hs := make([][]byte, nh)
@@ -125,7 +141,11 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 		notes[i] = bytes.Clone(r.take(r.u32()))
 	}
 	n := r.u64()
-	if r.err == nil && n > uint64(len(r.b))/73 {
+	minHandle := uint64(32 + 8 + 32 + 1 + 8)
+	if v1 {
+		minHandle -= 8
+	}
+	if r.err == nil && n > uint64(len(r.b))/minHandle {
 		return nil, fmt.Errorf("%w: %d handles cannot fit", ErrState, n)
 	}
 	leaves := make([]smt.Leaf, 0, n)
@@ -142,13 +162,21 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 			h.Authorizers[i].Role = api.Role(r.u8())
 			copy(h.Authorizers[i].Digest[:], r.take(32))
 		}
+		at := unknownAt
+		if !v1 {
+			at = r.u64()
+		}
 		if r.err != nil {
 			break
+		}
+		if at != unknownAt && at >= e.size {
+			return nil, fmt.Errorf("%w: a record at index %d beyond the replayed size", ErrState, at)
 		}
 		if _, dup := e.handles[k]; dup {
 			return nil, fmt.Errorf("%w: index listed twice", ErrState)
 		}
 		e.handles[k] = h
+		e.at[k] = at
 		leaves = append(leaves, smt.Leaf{Key: k, Value: h.LeafHash})
 	}
 	if r.err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -117,10 +118,10 @@ var evidenceInspectCmd = &command{
 	name:  "evidence inspect",
 	args:  "FILE",
 	usage: "evidence inspect FILE",
-	help: `Decode a kt-evidence/v1 bundle without verifying it.
-Shows both checkpoints (origin, size, root, signature lines) and the proof.
-Use "evidence verify" to check what it proves. Exit status 1 if FILE is
-not a well-formed bundle.`,
+	help: `Decode an evidence bundle (kt-evidence/v1 or kt-evidence/v2) without
+verifying it. Shows its kind, checkpoints (origin, size, root, signature
+lines) and the proof or entries. Use "evidence verify" to check what it
+proves. Exit status 1 if FILE is not a well-formed bundle.`,
 	maxArgs: 1, minArgs: 1,
 	run: runEvidence(false),
 }
@@ -128,14 +129,26 @@ not a well-formed bundle.`,
 var evidenceVerifyCmd = &command{
 	name:  "evidence verify",
 	args:  "FILE",
-	usage: "evidence verify FILE [--log-key KEY | --data-dir DIR] [--policy FILE]",
-	help: `Verify a kt-evidence/v1 bundle offline with the log key alone.
-Exit status 0 means the bundle proves a fork of the log: two checkpoints
-signed by the log key of which neither extends the other (design.md 15).
-With --policy, the witnesses that cosigned both are named. Exit status 1
-if it does not prove a fork.`,
-	keys:    []string{"log_key", "data_dir", "policy"},
-	maxArgs: 1, minArgs: 1,
+	usage: "evidence verify FILE [--log-key KEY | --data-dir DIR] [--recovery-key KEY] [--policy FILE] [--log-url URL | --tiles DIR|URL]",
+	help: `Verify an evidence bundle offline with the pinned log key and print its
+kind and what it proves (design.md 15, 15.1):
+  fork              two checkpoints of which neither extends the other
+                    (kt-evidence/v1; with --policy the witnesses that
+                    cosigned both are named)
+  records           change records that break the authorization rules
+                    (R6 verdicts need the recovery key)
+  map-regression    a later epoch's map that lost or rolled back a record
+  version-conflict  an epoch's map and a logged record that disagree
+  map-root          the claim that an epoch's map root/size is not the map
+                    of the entries before it: not self-verifying. With
+                    --log-url (given explicitly), --tiles, or --data-dir
+                    (DATA_DIR/log), entries [0, j) are replayed with the
+                    auditor's engine and checked to be the bundle's tree;
+                    without, the range to replay is printed.
+Exit status 0 means the bundle proves misbehaviour; 1 that it does not (or
+that a map-root claim was not or could not be replayed).`,
+	keys:    []string{"log_key", "data_dir", "policy", "recovery_key", "log_url", "tiles"},
+	network: true, maxArgs: 1, minArgs: 1,
 	run: runEvidence(true),
 }
 
@@ -152,6 +165,9 @@ func runEvidence(verify bool) func(context.Context, *env) error {
 				return kerr
 			}
 			info, err = ktctl.VerifyEvidence(raw, k)
+			if err == nil && info.NeedsReplay {
+				info, err = e.replayMapRoot(ctx, raw, k, info)
+			}
 		} else {
 			info, err = ktctl.InspectEvidence(raw)
 		}
@@ -161,12 +177,9 @@ func runEvidence(verify bool) func(context.Context, *env) error {
 		if e.cfg.JSON {
 			return errors.Join(err, e.printJSON(info))
 		}
-		for _, c := range []struct {
-			name string
-			cp   *ktctl.EvidenceCheckpoint
-		}{{"A", &info.A}, {"B", &info.B}} {
-			var sigs []string
-			for _, s := range c.cp.Signatures {
+		sigs := func(c *ktctl.EvidenceCheckpoint) string {
+			var ss []string
+			for _, s := range c.Signatures {
 				n := s.KeyName + "+" + s.KeyHash
 				if s.Witness != "" {
 					n = s.Witness + " (" + n + ")"
@@ -174,12 +187,49 @@ func runEvidence(verify bool) func(context.Context, *env) error {
 				if verify {
 					n += " " + s.Status
 				}
-				sigs = append(sigs, n)
+				ss = append(ss, n)
 			}
-			fields(e.stdout, "checkpoint "+c.name, fmt.Sprintf("%s size %d root %s", c.cp.Origin, c.cp.Size, c.cp.Root),
-				"  signatures", strings.Join(sigs, ", "))
+			return strings.Join(ss, ", ")
 		}
-		kv := proofLines("proof", info.Proof)
+		kv := []string{"kind", info.Kind}
+		if info.Kind != "fork" {
+			kv = append(kv, "checkpoint C", fmt.Sprintf("%s size %d root %s", info.Checkpoint.Origin, info.Checkpoint.Size, info.Checkpoint.Root),
+				"  signatures", sigs(info.Checkpoint))
+			for _, en := range info.Entries {
+				kv = append(kv, fmt.Sprintf("entry %d", en.Index), fmt.Sprintf("%s record: %s (%d inclusion hashes)", en.Type, en.Summary, en.Inclusion))
+				if en.Map != "" {
+					kv = append(kv, "  map value", en.Map)
+				}
+			}
+			if rr := info.Replay; rr != nil {
+				kv = append(kv, "replayed", fmt.Sprintf("entries [0, %d) from %s", rr.Index, rr.Source),
+					"recomputed map", fmt.Sprintf("root %s size %d", rr.RecomputedRoot, rr.RecomputedSize),
+					"published map", fmt.Sprintf("root %s size %d (epoch %d, entry %d)", rr.PublishedRoot, rr.PublishedSize, rr.Epoch, rr.Index))
+			}
+			switch {
+			case !verify:
+				kv = append(kv, "result", "well-formed (not verified; use ktctl evidence verify)")
+			case errors.As(err, new(*ktctl.VerifyError)):
+				kv = append(kv, "result", "does not prove misbehaviour")
+			case err != nil:
+				kv = append(kv, "result", "not decided: "+err.Error())
+			case info.Replay != nil:
+				kv = append(kv, "result", "PROVEN by replay: the published map is not the map of the entries before it")
+			default:
+				kv = append(kv, "result", "PROVEN: "+info.What)
+			}
+			fields(e.stdout, kv...)
+			return err
+		}
+		for _, c := range []struct {
+			name string
+			cp   *ktctl.EvidenceCheckpoint
+		}{{"A", info.A}, {"B", info.B}} {
+			kv = append(kv, "checkpoint "+c.name, fmt.Sprintf("%s size %d root %s", c.cp.Origin, c.cp.Size, c.cp.Root),
+				"  signatures", sigs(c.cp))
+		}
+		fields(e.stdout, kv...)
+		kv = proofLines("proof", info.Proof)
 		switch {
 		case info.Fork != nil:
 			both := "none"
@@ -197,4 +247,46 @@ func runEvidence(verify bool) func(context.Context, *env) error {
 		fields(e.stdout, kv...)
 		return err
 	}
+}
+
+// replayMapRoot checks a verified map-root bundle's claim by replaying
+// entries [0, j) from --tiles, --log-url (given explicitly) or
+// DATA_DIR/log; without any, it says which range needs a replay.
+//
+// SPEC(design.md 15.1 map-root)
+func (e *env) replayMapRoot(ctx context.Context, raw []byte, k *ktctl.Keys, info *ktctl.EvidenceInfo) (*ktctl.EvidenceInfo, error) {
+	var r klog.Reader
+	var source string
+	switch {
+	case e.cfg.Tiles != "":
+		source = e.cfg.Tiles
+	case e.cfg.given["log_url"]:
+		lr, err := e.logReader()
+		if err != nil {
+			return info, err
+		}
+		r, source = lr, "the read API at "+e.cfg.LogURL
+	case e.cfg.DataDir != "" && dirExists(filepath.Join(e.cfg.DataDir, "log")):
+		source = filepath.Join(e.cfg.DataDir, "log")
+	default:
+		return info, &ktctl.VerifyError{What: "evidence", Detail: fmt.Sprintf("%s: a replay is needed: replay entries [0, %d) of the log (give --log-url, --tiles or --data-dir)", info.What, info.Entries[0].Index)}
+	}
+	if r == nil {
+		tr, err := ktctl.NewTilesReader(source, nil)
+		if err != nil {
+			return info, err
+		}
+		tr.Size = info.Checkpoint.Size
+		r, source = tr, "the tiles at "+source
+	}
+	var progress ktctl.Progress
+	if e.progress {
+		progress = (&progressBar{w: e.stderr, verb: "replaying"}).update
+	}
+	return ktctl.VerifyMapRoot(ctx, raw, k, r, source, progress)
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }

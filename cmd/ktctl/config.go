@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"time"
 
@@ -99,6 +100,10 @@ type Config struct {
 	EvidenceOut string `mapstructure:"evidence_out"`
 	// Quiet turns off `verify`'s progress bar.
 	Quiet bool `mapstructure:"quiet"`
+
+	// given says which keys were set by a flag or the environment rather
+	// than left at their defaults.
+	given map[string]bool
 }
 
 // option is one configuration key with its default and help.
@@ -169,6 +174,11 @@ func loadConfig(c *command, args []string, out io.Writer) (*Config, []string, er
 	}
 	if cfg.Timeout <= 0 {
 		return nil, nil, usageErr("--timeout must be positive")
+	}
+	cfg.given = map[string]bool{}
+	for _, o := range options {
+		f := fs.Lookup(cliconfig.FlagName(o.Key))
+		cfg.given[o.Key] = (f != nil && f.Changed) || os.Getenv(cliconfig.EnvName(loader.Prefix, o.Key)) != ""
 	}
 	return &cfg, fs.Args(), nil
 }
