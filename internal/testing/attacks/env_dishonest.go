@@ -180,23 +180,30 @@ func (dd *Dishonest) Enroll(ctx context.Context, c *Device, handle string) (*cli
 	return AwaitVersion(ctx, c, handle, s.Version)
 }
 
-// auditAnswers describes the auditors' answers about ep.
+// auditAnswers describes the auditors' answers about ep, naming together
+// the auditors that gave the same answer.
 func auditAnswers(ep *adversary.Epoch) string {
-	var b strings.Builder
-	for i, a := range ep.Audit {
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		body := strings.TrimSpace(a.Body)
+	var order []string
+	who := map[string][]string{}
+	for _, a := range ep.Audit {
+		body := strings.Join(strings.Fields(a.Body), " ")
 		if a.Status == 200 {
 			body = "statement"
 			if !a.Valid {
 				body = "statement that does not verify"
 			}
 		}
-		fmt.Fprintf(&b, "%s: %d %s", a.Auditor, a.Status, body)
+		k := fmt.Sprintf("%d %s", a.Status, body)
+		if _, ok := who[k]; !ok {
+			order = append(order, k)
+		}
+		who[k] = append(who[k], a.Auditor)
 	}
-	return b.String()
+	var parts []string
+	for _, k := range order {
+		parts = append(parts, strings.Join(who[k], " and ")+": "+k)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // serveGRPC serves s on a loopback port until the world closes and

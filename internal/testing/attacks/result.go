@@ -119,7 +119,7 @@ func Scenarios() []Scenario {
 		{"A11", "forged change logged for Bob (R5) and mapped in one epoch", "the operator's own directory: logs a change that breaks the rules and edits the map", runA11},
 		{"A11M", "map root pointing Bob at a record the log does not hold", "the operator's own directory: edits the map", runA11MapNotFromLog},
 		{"A11C", "forged change shown in epoch N, Bob's record restored in N+1, no auditors", "the operator's own directory, clients without an audit policy", runA11ContactMonitoring},
-		{"A14", "auditors cut off: the served epoch ages", "withholds epochs from the auditors (network)", runA14},
+		{"A14", "auditors cut off: the served epoch ages", "cuts the directory off from its auditors (withheld epochs, stalled auditors)", runA14},
 	}
 }
 

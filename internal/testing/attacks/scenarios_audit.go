@@ -418,7 +418,10 @@ func runA11ContactMonitoring(ctx context.Context, w *World, r *Result) error {
 	if err != nil {
 		return err
 	}
-	r.Control = fmt.Sprintf("the sender encrypts to Bob (version 1), Bob re-keys (version 2); two epochs later the sender's contact check is clean (%d contacts) and its lookup shows version 2", len(reps))
+	if len(reps) != 1 || reps[0].Err != nil {
+		return fmt.Errorf("control: contact reports %+v", reps)
+	}
+	r.Control = "the sender encrypts to Bob (version 1), Bob re-keys (version 2); two epochs later the sender's contact check follows the chain (records-only Monitor) and is clean, and its lookup shows version 2"
 
 	hc, err := ghostChange(res, api.AuthDevice, nil)
 	if err != nil {
