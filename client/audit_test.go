@@ -215,6 +215,11 @@ func TestAuditParams(t *testing.T) {
 	if q := f.auditParams(t, auditPolicy(as, 2), client.Options{MaxAuditLag: time.Minute}); q.MaxAuditLag != time.Minute {
 		t.Fatalf("Options.MaxAuditLag not applied: %v", q.MaxAuditLag)
 	}
+	// Config.MaxAuditLag overrides the parameters' bound, as MaxAge does.
+	c, err := client.New(nilDir{}, f.auditParams(t, auditPolicy(as, 2), client.Options{MaxAuditLag: time.Minute}), &client.MemStore{}, client.Config{MaxAuditLag: 5 * time.Second})
+	if err != nil || c.Params().MaxAuditLag != 5*time.Second {
+		t.Fatalf("Config.MaxAuditLag: %v", err)
+	}
 }
 
 // TestAuditLag: step 2.5a bounds the epoch's age by MaxAuditLag + Skew

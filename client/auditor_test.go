@@ -186,13 +186,32 @@ func TestGossipRealAuditorFork(t *testing.T) {
 	}
 	check("auditor ahead", ahead, true)
 
-	// Alice's state shown directory B (without witness checks, whose
-	// policies differ here): the lookup fails with an InconsistencyError,
-	// from which directory B's Log service (the larger tree) builds a
-	// bundle that log/evidence verifies; directory A's (the smaller) cannot.
+	// The verified bundles refused the log: Alice's client asks directory
+	// A nothing more.
+	var refused *client.LogRefusedError
+	if _, err := alice.Lookup(ctx, "bob@example.com"); !errors.As(err, &refused) || refused.Kind != "fork" {
+		t.Fatalf("lookup after gossip found evidence: %v", err)
+	}
+
+	// Alice's state (without the refusal) shown directory B (without
+	// witness checks, whose policies differ here): the lookup fails with an
+	// InconsistencyError, from which directory B's Log service (the larger
+	// tree) builds a bundle that log/evidence verifies; directory A's (the
+	// smaller) cannot.
 	np := *a.params
 	np.Witnesses, np.InsecureNoWitnesses = nil, true
-	ab, err := client.New(b.dir, &np, store, client.Config{})
+	stAlice, err := alice.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stAlice.Refused = nil
+	raw, err := stAlice.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unrefused := &client.MemStore{}
+	unrefused.Update(ctx, func([]byte) ([]byte, error) { return raw, nil })
+	ab, err := client.New(b.dir, &np, unrefused, client.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +252,8 @@ func TestGossipRealAuditorFork(t *testing.T) {
 	if _, err := carol.Lookup(ctx, "bob@example.com"); !errors.As(err, &sv) || sv.Evidence == nil {
 		t.Fatalf("lookup with gossip on a fork: %v", err)
 	}
-	if _, err := carol.Encrypt(ctx, "bob@example.com", []byte("x")); !errors.Is(err, client.ErrSplitView) {
+	// The auditor's 409 bundle verified: Carol's client refuses the log.
+	if _, err := carol.Encrypt(ctx, "bob@example.com", []byte("x")); !errors.Is(err, client.ErrLogRefused) {
 		t.Fatalf("encrypt with gossip on a fork: %v", err)
 	}
 	if b, _ := cstore.Load(ctx); b != nil {

@@ -23,6 +23,10 @@ type Config struct {
 	// MaxAge, when non-zero, overrides Params.MaxAge: the oldest epoch
 	// (and witness quorum) a lookup or monitoring poll accepts.
 	MaxAge time.Duration
+	// MaxAuditLag, when non-zero, overrides Params.MaxAuditLag: in audit
+	// mode, the oldest epoch a lookup or monitoring poll accepts
+	// ([ErrAuditLag]).
+	MaxAuditLag time.Duration
 	// Strict turns on strict mode for every contact (design.md 12.2 step
 	// 7): a contact's device set must be signed by its account key, which
 	// is pinned on first use; a later set under another account key fails
@@ -80,6 +84,9 @@ func New(dir ktpb.DirectoryClient, p *Params, store Store, cfg Config) (*Client,
 	pc := *p
 	if cfg.MaxAge != 0 {
 		pc.MaxAge = cfg.MaxAge
+	}
+	if cfg.MaxAuditLag != 0 {
+		pc.MaxAuditLag = cfg.MaxAuditLag
 	}
 	if err := pc.Validate(); err != nil {
 		return nil, err
@@ -152,6 +159,11 @@ func (c *Client) commit(ctx context.Context, base *Trusted, mutate func(*State) 
 		}
 		if !sameTrusted(cur.Trusted, base) {
 			return nil, errStateMoved
+		}
+		// SPEC(design.md 12.2): evidence stored meanwhile (by gossip in
+		// another process) stops this answer from being trusted too.
+		if err := cur.refused(c.p); err != nil {
+			return nil, err
 		}
 		if err := mutate(cur); err != nil {
 			return nil, err
@@ -237,6 +249,10 @@ func (c *Client) lookup(ctx context.Context, handle string) (*LookupResult, erro
 	}
 	st, err := c.load(ctx)
 	if err != nil {
+		return nil, err
+	}
+	// SPEC(design.md 12.2): refused logs are not asked.
+	if err := st.refused(c.p); err != nil {
 		return nil, err
 	}
 	resp, err := c.dir.Lookup(ctx, &ktpb.LookupRequest{Handle: canon, KnownSize: knownSize(st.Trusted)})
@@ -348,6 +364,10 @@ func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) (
 	defer c.mu.Unlock()
 	st, err := c.load(ctx)
 	if err != nil {
+		return nil, err
+	}
+	// SPEC(design.md 12.2)
+	if err := st.refused(c.p); err != nil {
 		return nil, err
 	}
 	to, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })

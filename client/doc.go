@@ -42,7 +42,9 @@
 //     a [*SplitViewError] carrying evidence on a conflict: a kt-evidence/v1
 //     bundle of [github.com/keytrans/kt/log/evidence], checked with
 //     [VerifyEvidence];
-//   - [Client.Watch] runs Monitor and Gossip every monitoring interval.
+//   - [Client.Watch] runs Monitor and Gossip every monitoring interval;
+//   - [Client.ReportEvidence] verifies an evidence bundle an app learnt of
+//     and, if it proves the log misbehaved, refuses the log (below).
 //
 // In strict mode ([Config.Strict]) a contact's account key is pinned on
 // first use and a set not signed by it fails with [ErrStrict]; a validly
@@ -52,7 +54,8 @@
 // # Parameters and state
 //
 // [Params] are what a client pins (section 11): origin, log key, VRF key,
-// recovery key, witness policy and freshness bounds. [Trusted] is the
+// recovery key, witness policy, freshness bounds and, in audit mode, the
+// audit policy and the audit lag bound (section 14.1). [Trusted] is the
 // client's trusted epoch checkpoint and latest verified epoch (section 16);
 // [MonitorState] is what an owner's device knows about one of its handles.
 // Verification never modifies the state it is given; it returns the new
@@ -81,6 +84,13 @@
 //   - every HPKE key deserializes with its suite: the sender encrypts to all
 //     devices or fails, never silently skipping one.
 //
+// In audit mode ([Params.Audit], from the directory's audit_policy), a
+// quorum of the audit policy's auditors has also vouched for the epoch
+// checkpoint with audit statements dated between the epoch and now (each
+// auditor replayed the log up to it and every rule held; step 2.2a,
+// [Epoch.AuditStatements]), and the epoch is at most MaxAuditLag + Skew old
+// (step 2.5a).
+//
 // A lookup does not check how a change was authorized (R1 to R6): auditors
 // replay the log for that, and the owner's monitor reports every change.
 // [LookupResult.Kind] still tells a sender that the latest change was a
@@ -98,21 +108,41 @@
 // path, or an unknown key; the last two, and any rule violation, are
 // [Alert] values (P5).
 //
+// # Refusing a log
+//
+// Evidence that the log misbehaved, verified offline with the log's
+// parameters alone ([CheckEvidence]: a kt-evidence/v1 fork, or a
+// kt-evidence/v2 records, map-regression or version-conflict bundle; a
+// map-root bundle needs a replay and does not count), is stored durably in
+// the client's state, per
+// log (origin and log key hash, [State.Refused]): from then on every
+// lookup, encryption, monitoring poll and change of any [Client] on that
+// store fails with [ErrLogRefused] (a [*LogRefusedError] naming the
+// bundle's kind and id) without asking the directory. The bundles come
+// from [Client.ReportEvidence] and from gossip (an auditor's 409 answer,
+// or a bundle the client built itself). Nothing undoes a refusal: the user
+// checks the evidence and re-pins the directory with new parameters.
+//
 // # Errors
 //
-// Every failure is a [*VerifyError] naming the step of design.md 12.2 or 13
-// that failed, wrapping one sentinel ([ErrMalformed], [ErrCheckpointSignature],
-// [ErrWitnessQuorum], [ErrRollback], [ErrInconsistent], [ErrNotLatestEpoch],
-// [ErrEpochInclusion], [ErrStale], [ErrVRF], [ErrMapProof],
+// Every verification failure is a [*VerifyError] naming the step of
+// design.md 12.2 or 13 that failed, wrapping one sentinel ([ErrMalformed],
+// [ErrCheckpointSignature], [ErrWitnessQuorum], [ErrAuditQuorum],
+// [ErrRollback], [ErrInconsistent], [ErrNotLatestEpoch],
+// [ErrEpochInclusion], [ErrAuditLag], [ErrStale], [ErrVRF], [ErrMapProof],
 // [ErrRecordMismatch], [ErrCommitment], [ErrAuthorizers], [ErrStrict],
-// [ErrUnusableKey], [ErrMonitorGap]) and the underlying error. A failure is
-// never downgraded to a warning and there is no fallback to unverified keys.
+// [ErrUnusableKey], [ErrMonitorGap]) and the underlying error; the audit
+// errors carry their detail ([*AuditQuorumError]: which auditors did and did
+// not vouch; [*AuditLagError]: the epoch, its age and the bound). A refused
+// log fails with [ErrLogRefused] before any verification. A failure is never
+// downgraded to a warning and there is no fallback to unverified keys.
 //
 // # Cost
 //
 // Verifying a lookup within an epoch the client already trusts costs one
 // ECVRF verification and about a hundred SHA-256 compressions. The first
-// lookup in a new epoch also verifies the log signature and the
-// cosignatures (one Ed25519 verification each); an epoch part carrying the
-// very checkpoint already trusted is not verified again.
+// lookup in a new epoch also verifies the log signature, the
+// cosignatures and the audit statements (one Ed25519 verification each); an
+// epoch part carrying the very checkpoint already trusted is not verified
+// again.
 package client

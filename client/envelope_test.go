@@ -132,6 +132,7 @@ func FuzzUnmarshalState(f *testing.F) {
 	b, _ := (&client.State{Device: k, Pins: map[string][32]byte{"mailto:b@example.com": {1}}}).MarshalBinary()
 	f.Add(b)
 	f.Add([]byte(`{"version":1}`))
+	f.Add([]byte(`{"version":1,"refused":{"o+01020304":{"kind":"fork","id":"2c77502576a3334539e59c5a019ce155172c1e843ba6d2ec626b0a825884b40f","what":"","bundle":"a3QtZXZpZGVuY2UvdjEK","time":"2023-11-14T22:13:20Z"}}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var s client.State
 		if err := s.UnmarshalBinary(b); err != nil {

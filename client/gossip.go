@@ -121,10 +121,19 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 	case http.StatusOK:
 	case http.StatusConflict:
 		// SPEC(design.md 15): "409 with an evidence bundle if not".
-		if _, err := VerifyEvidence(c.p, body); err != nil {
+		kind, what, needsReplay, err := CheckEvidence(c.p, body)
+		if err != nil {
 			return bad("409 with evidence that does not verify: %v", err)
 		}
-		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Evidence: body, Reason: "the auditor sent evidence of a fork"}
+		if needsReplay {
+			return bad("409 with %s evidence, which needs a replay of the log to be believed", kind)
+		}
+		// SPEC(design.md 12.2): the client stores verified evidence and
+		// refuses the log from then on.
+		if err := c.storeRefusal(ctx, kind, what, body); err != nil {
+			c.log.ErrorContext(ctx, "gossip: storing the refusal of the log", "auditor", auditor, "err", err)
+		}
+		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Evidence: body, Reason: "the auditor sent evidence of " + what}
 		return res
 	default:
 		return bad("HTTP %d: %.200s", code, body)
@@ -138,6 +147,13 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 	conflict := func(reason string, ev []byte) GossipResult {
 		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Theirs: body, Evidence: ev, Reason: reason}
 		if ev != nil {
+			// SPEC(design.md 12.2): evidence the client built itself
+			// refuses the log too, once it verifies.
+			if kind, what, needsReplay, err := CheckEvidence(c.p, ev); err == nil && !needsReplay {
+				if err := c.storeRefusal(ctx, kind, what, ev); err != nil {
+					c.log.ErrorContext(ctx, "gossip: storing the refusal of the log", "auditor", auditor, "err", err)
+				}
+			}
 			// SPEC(design.md 15): "The body may also be an evidence
 			// bundle, which the auditor verifies offline and records
 			// (409, echoing it)." The auditor could not build this one.
@@ -236,16 +252,19 @@ func (e *InconsistencyError) Evidence(ctx context.Context, p *Params, l ktpb.Log
 	return b.Marshal(), nil
 }
 
-// ErrEvidence reports a kt-evidence/v1 bundle that is malformed or does not
-// prove a fork. Errors wrapping it also wrap the [evidence] package's
-// typed error (evidence.ErrMalformed, ErrCheckpoint, ErrOrder, ErrProof or
-// ErrNoFork).
+// ErrEvidence reports an evidence bundle that is malformed or does not
+// prove what it claims (for [VerifyEvidence], a kt-evidence/v1 bundle that
+// does not prove a fork). Errors wrapping it also wrap the [evidence]
+// package's typed error (evidence.ErrMalformed, ErrCheckpoint, ErrOrder,
+// ErrProof or ErrNoFork from VerifyEvidence; evidence.ErrMalformed,
+// ErrSignature, ErrProof or ErrNotEvidence from [CheckEvidence]).
 var ErrEvidence = errors.New("client: evidence does not prove a fork")
 
-// VerifyEvidence checks that bundle proves a fork of the log of p
-// (design.md 15), offline, with the log key alone, using the shared
-// [evidence.Verify], and returns what it proves. The error wraps both
-// [ErrEvidence] and the evidence package's typed error.
+// VerifyEvidence checks that bundle is a kt-evidence/v1 bundle that proves
+// a fork of the log of p (design.md 15), offline, with the log key alone,
+// using the shared [evidence.Verify], and returns what it proves. The
+// error wraps both [ErrEvidence] and the evidence package's typed error.
+// [CheckEvidence] accepts every kind of both versions.
 //
 // SPEC(design.md 15)
 func VerifyEvidence(p *Params, bundle []byte) (*evidence.Fork, error) {

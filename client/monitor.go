@@ -45,6 +45,10 @@ func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	// SPEC(design.md 12.2)
+	if err := st.refused(c.p); err != nil {
+		return nil, err
+	}
 	var out []*MonitorReport
 	for _, h := range st.sortedHandles() {
 		rep, err := retry(func() (*MonitorReport, error) { return c.monitor(ctx, h) })
@@ -62,6 +66,10 @@ func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, error) {
 	st, err := c.load(ctx)
 	if err != nil {
+		return nil, err
+	}
+	// SPEC(design.md 12.2)
+	if err := st.refused(c.p); err != nil {
 		return nil, err
 	}
 	ms := st.Handles[handle]

@@ -153,6 +153,10 @@ func TestStateGolden(t *testing.T) {
 			Primary: "mailto:alice@example.com",
 			Pins:    map[string][32]byte{"mailto:bob@example.com": {7}},
 		}},
+		{"client-state-refused.golden", &client.State{
+			Trusted: goldenTrusted(t),
+			Refused: map[string]*client.Refusal{"example.com/kt+01020304": testRefusal()},
+		}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			got := hex.EncodeToString(mustMarshal(t, tc.v)) + "\n"

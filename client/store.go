@@ -13,8 +13,10 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/keytrans/kt/api"
+	"github.com/keytrans/kt/log/evidence"
 )
 
 // Store persists a [Client]'s state. Implementations must make Update
@@ -155,8 +157,9 @@ func writeFileAtomic(path string, b []byte) error {
 
 // State is everything a [Client] persists (design.md 16): the trusted epoch
 // checkpoint, this device's private keys, the account key if this device
-// holds it, the owner's handles with their monitoring positions, and the
-// strict-mode pins of contacts' account keys.
+// holds it, the owner's handles with their monitoring positions, the
+// strict-mode pins of contacts' account keys, and the evidence against
+// refused logs.
 type State struct {
 	// Trusted is the trusted epoch checkpoint and epoch; nil before the
 	// first verified answer.
@@ -186,6 +189,9 @@ type State struct {
 	// FormerKeys are this device's signing keys before its re-keys, so
 	// that monitoring reports the changes they signed as this device's.
 	FormerKeys [][32]byte
+	// Refused maps a refused log, "origin+hhhhhhhh" (its origin and log
+	// key hash), to the verified evidence against it ([ErrLogRefused]).
+	Refused map[string]*Refusal
 }
 
 // stateVersion is the "version" of the persisted encoding.
@@ -194,17 +200,27 @@ const stateVersion = 1
 // stateJSON is the persisted encoding of State: JSON with a version, binary
 // parts in base64 (encoding/json's []byte).
 type stateJSON struct {
-	Version    int               `json:"version"`
-	Trusted    []byte            `json:"trusted,omitempty"`
-	Device     []byte            `json:"device,omitempty"`
-	Account    []byte            `json:"account,omitempty"` // Ed25519 seed
-	Handles    map[string][]byte `json:"handles,omitempty"`
-	Primary    string            `json:"primary,omitempty"`
-	Pins       map[string][]byte `json:"pins,omitempty"`
-	OwnDevices [][]byte          `json:"own_devices,omitempty"`
-	PendingDev []byte            `json:"pending_device,omitempty"`
-	PendingAcc []byte            `json:"pending_account,omitempty"`
-	FormerKeys [][]byte          `json:"former_keys,omitempty"`
+	Version    int                    `json:"version"`
+	Trusted    []byte                 `json:"trusted,omitempty"`
+	Device     []byte                 `json:"device,omitempty"`
+	Account    []byte                 `json:"account,omitempty"` // Ed25519 seed
+	Handles    map[string][]byte      `json:"handles,omitempty"`
+	Primary    string                 `json:"primary,omitempty"`
+	Pins       map[string][]byte      `json:"pins,omitempty"`
+	OwnDevices [][]byte               `json:"own_devices,omitempty"`
+	PendingDev []byte                 `json:"pending_device,omitempty"`
+	PendingAcc []byte                 `json:"pending_account,omitempty"`
+	FormerKeys [][]byte               `json:"former_keys,omitempty"`
+	Refused    map[string]refusalJSON `json:"refused,omitempty"`
+}
+
+// refusalJSON is the persisted encoding of a [Refusal].
+type refusalJSON struct {
+	Kind   string    `json:"kind"`
+	ID     string    `json:"id"`
+	What   string    `json:"what"`
+	Bundle []byte    `json:"bundle"`
+	Time   time.Time `json:"time"`
 }
 
 // MarshalBinary encodes s for a [Store].
@@ -253,6 +269,12 @@ func (s *State) MarshalBinary() ([]byte, error) {
 	}
 	for _, k := range s.FormerKeys {
 		j.FormerKeys = append(j.FormerKeys, bytes.Clone(k[:]))
+	}
+	if len(s.Refused) > 0 {
+		j.Refused = map[string]refusalJSON{}
+		for k, r := range s.Refused {
+			j.Refused[k] = refusalJSON{Kind: r.Kind, ID: r.ID, What: r.What, Bundle: r.Bundle, Time: r.Time}
+		}
 	}
 	return json.MarshalIndent(j, "", "  ")
 }
@@ -346,6 +368,17 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 		out.FormerKeys = append(out.FormerKeys, [32]byte(k))
 	}
+	for k, r := range j.Refused {
+		// SPEC(design.md 12.2): the refusal is durable; a damaged one is
+		// an error, never a silent return to trusting the log.
+		if k == "" || r.Kind == "" || len(r.Bundle) == 0 || r.ID != evidence.ID(r.Bundle) {
+			return bad("refusal of %q is incomplete or its id does not match its bundle", k)
+		}
+		if out.Refused == nil {
+			out.Refused = map[string]*Refusal{}
+		}
+		out.Refused[k] = &Refusal{Kind: r.Kind, ID: r.ID, What: r.What, Bundle: r.Bundle, Time: r.Time}
+	}
 	*s = out
 	return nil
 }
@@ -358,6 +391,7 @@ func (s *State) clone() *State {
 	c.Pins = maps.Clone(s.Pins)
 	c.OwnDevices = slices.Clone(s.OwnDevices)
 	c.FormerKeys = slices.Clone(s.FormerKeys)
+	c.Refused = maps.Clone(s.Refused)
 	return &c
 }
 

@@ -3,6 +3,8 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -32,7 +34,16 @@ func testState(t *testing.T) *client.State {
 		Primary:       "mailto:a@example.com",
 		Pins:          map[string][32]byte{"mailto:b@example.com": {2}},
 		OwnDevices:    [][32]byte{{3}},
+		Refused:       map[string]*client.Refusal{"example.com/kt+01020304": testRefusal()},
 	}
+}
+
+// testRefusal is a refusal record (its bundle proves nothing; the state
+// encoding does not verify it).
+func testRefusal() *client.Refusal {
+	b := []byte("kt-evidence/v1\n")
+	h := sha256.Sum256(b)
+	return &client.Refusal{Kind: "fork", ID: hex.EncodeToString(h[:]), What: "fork of example.com/kt", Bundle: b, Time: time.Unix(1700000000, 0).UTC()}
 }
 
 func TestStateRoundTrip(t *testing.T) {
@@ -67,6 +78,12 @@ func TestStateCorrupt(t *testing.T) {
 		"non-canonical":   bytes.Replace(good, []byte(`mailto:a@example.com`), []byte(`A@example.com`), 1),
 		"trailing":        append(bytes.Clone(good), "{}"...),
 		"primary missing": bytes.Replace(good, []byte(`"primary": "mailto:a`), []byte(`"primary": "mailto:c`), 1),
+		// A damaged refusal is an error, never a silent return to trusting
+		// the log.
+		"refusal id":     bytes.Replace(good, []byte(`"id": "`), []byte(`"id": "0`), 1),
+		"refusal bundle": bytes.Replace(good, []byte(`"bundle": "`), []byte(`"bundle": "AA`), 1),
+		"refusal kind":   bytes.Replace(good, []byte(`"kind": "fork"`), []byte(`"kind": ""`), 1),
+		"refusal field":  bytes.Replace(good, []byte(`"kind": "fork"`), []byte(`"kind": "fork", "x": 1`), 1),
 	} {
 		var s client.State
 		if err := s.UnmarshalBinary(b); !errors.Is(err, client.ErrState) {

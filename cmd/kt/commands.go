@@ -249,7 +249,7 @@ func (a *app) client() (*client.Client, error) {
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(b, &pb); err != nil {
 		return nil, fmt.Errorf("pinned parameters %s: %w", a.cfg.ParamsFile, err)
 	}
-	p, err := client.NewParams(&pb, client.Options{MaxAge: a.cfg.MaxAge, InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
+	p, err := client.NewParams(&pb, client.Options{MaxAge: a.cfg.MaxAge, MaxAuditLag: a.cfg.MaxAuditLag, InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
 	if err != nil {
 		return nil, fmt.Errorf("pinned parameters %s: %w", a.cfg.ParamsFile, err)
 	}
@@ -298,7 +298,8 @@ func (a *app) init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fetching the directory's parameters: %w", err)
 	}
-	if _, err := client.NewParams(pb, client.Options{InsecureNoWitnesses: a.cfg.InsecureNoWitnesses}); err != nil {
+	np, err := client.NewParams(pb, client.Options{InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
+	if err != nil {
 		return fmt.Errorf("the directory's parameters: %w", err)
 	}
 	if old, err := os.ReadFile(a.cfg.ParamsFile); err == nil {
@@ -326,9 +327,13 @@ func (a *app) init(ctx context.Context) error {
 	return a.output(map[string]any{
 		"device_id": hex.EncodeToString(k.ID[:]), "suite": a.flags.suite, "descriptor": k.Descriptor(),
 		"origin": pb.GetOrigin(), "log_public_key": pb.GetLogPublicKey(), "witness_policy": pb.GetWitnessPolicy(),
+		"audit_policy": pb.GetAuditPolicy(),
 	}, func(w io.Writer) {
 		fmt.Fprintf(w, "device %x created (%s)\n", k.ID, a.flags.suite)
 		fmt.Fprintf(w, "pinned directory %s, log key %s\n", pb.GetOrigin(), pb.GetLogPublicKey())
+		if np.Audit != nil {
+			fmt.Fprintf(w, "audit mode: every epoch must carry audit statements of quorum %s\n", np.Audit.Quorum())
+		}
 		fmt.Fprintf(w, "compare these with the operator's published parameters before relying on them\n")
 	})
 }
@@ -516,6 +521,15 @@ func (a *app) lookup(ctx context.Context, handle string) error {
 	} else {
 		verified = append(verified, "log signature", fmt.Sprintf("witness quorum (%d cosignatures)", len(e.Cosignatures)), "consistency with the trusted checkpoint")
 	}
+	audited := auditedBy(c.Params(), e)
+	if c.Params().Audit != nil {
+		if e.Reused || e.AuditStatements == nil {
+			verified = append(verified, "audit quorum verified when the checkpoint was first accepted")
+		} else {
+			verified = append(verified, fmt.Sprintf("audit quorum %s (%d audit statements)", c.Params().Audit.Quorum(), len(e.AuditStatements)))
+		}
+		verified = append(verified, fmt.Sprintf("audit lag: epoch %s old, within %s", time.Since(e.Time()).Round(time.Millisecond), auditLag(c.Params())))
+	}
 	verified = append(verified, fmt.Sprintf("fresh: epoch %s old", time.Since(e.Time()).Round(time.Millisecond)))
 	if res.Registered {
 		verified = append(verified, "commitment opens to the device set; authorizers match (R7)", "every HPKE key deserializes")
@@ -536,6 +550,7 @@ func (a *app) lookup(ctx context.Context, handle string) error {
 	return a.output(map[string]any{
 		"handle": res.Handle, "registered": res.Registered, "version": res.Version, "kind": kind,
 		"devices": devs, "epoch": e.Record.Epoch, "checkpoint_size": e.Size, "verified": verified,
+		"audited_by": audited,
 	}, func(w io.Writer) {
 		if !res.Registered {
 			fmt.Fprintf(w, "%s is not registered\n", res.Handle)
@@ -552,7 +567,54 @@ func (a *app) lookup(ctx context.Context, handle string) error {
 		for _, v := range verified {
 			fmt.Fprintf(w, "  ✓ %s\n", v)
 		}
+		printAudited(w, audited)
 	})
+}
+
+// auditJSON is one audit statement on the epoch checkpoint.
+type auditJSON struct {
+	Auditor string    `json:"auditor"`
+	Key     string    `json:"key"`
+	Time    time.Time `json:"time"`
+}
+
+// auditedBy lists the audit statements of e: the verified ones, or, for
+// an epoch reused from the trusted state (verified when it was first
+// accepted), those on its checkpoint note. nil without an audit policy.
+//
+// SPEC(design.md 12.2 step 2.2a)
+func auditedBy(p *client.Params, e *client.Epoch) []auditJSON {
+	if p.Audit == nil {
+		return nil
+	}
+	cs := e.AuditStatements
+	if cs == nil {
+		cs, _ = p.Audit.Check(e.Checkpoint)
+	}
+	out := make([]auditJSON, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, auditJSON{Auditor: c.Witness, Key: c.Signature.Name, Time: c.Time.UTC()})
+	}
+	return out
+}
+
+// printAudited prints one line per audit statement.
+func printAudited(w io.Writer, audited []auditJSON) {
+	for _, s := range audited {
+		fmt.Fprintf(w, "audited by  %s (%s) at %s\n", s.Auditor, s.Key, s.Time.Format(time.RFC3339))
+	}
+}
+
+func auditLag(p *client.Params) time.Duration {
+	lag := p.MaxAuditLag
+	if lag == 0 {
+		lag = client.DefaultMaxAuditLag
+	}
+	skew := p.Skew
+	if skew == 0 {
+		skew = client.DefaultSkew
+	}
+	return lag + skew
 }
 
 func (a *app) openIn() (io.ReadCloser, error) {
@@ -824,7 +886,17 @@ func (a *app) status(ctx context.Context) error {
 		out["checkpoint_size"] = st.Trusted.Size
 		out["epoch"] = st.Trusted.Epoch.Epoch
 	}
+	var refused []string
+	for log, r := range st.Refused {
+		refused = append(refused, fmt.Sprintf("log %s refused: %s evidence %s: %s", log, r.Kind, r.ID, r.What))
+	}
+	if refused != nil {
+		out["refused"] = refused
+	}
 	return a.output(out, func(w io.Writer) {
+		for _, r := range refused {
+			fmt.Fprintf(w, "REFUSED %s\n", r)
+		}
 		if st.Device == nil {
 			fmt.Fprintln(w, "no device keys (kt init)")
 		} else {

@@ -44,6 +44,9 @@ type Config struct {
 	Strict bool `mapstructure:"strict"`
 	// MaxAge is the oldest epoch accepted (0: client.DefaultMaxAge, 60 s).
 	MaxAge time.Duration `mapstructure:"max_age"`
+	// MaxAuditLag is, when the pinned parameters have an audit policy, the
+	// oldest (audited) epoch accepted (0: client.DefaultMaxAuditLag, 30 s).
+	MaxAuditLag time.Duration `mapstructure:"max_audit_lag"`
 	// Auditors are auditor base URLs to gossip with during `kt monitor`.
 	Auditors []string `mapstructure:"auditors"`
 	// GossipOnLookup also gossips each newly trusted checkpoint with the
@@ -73,6 +76,7 @@ var options = []option{
 	{Key: "tls_ca_file", Default: "", Usage: "PEM CA bundle for the directory (implies --tls)"},
 	{Key: "strict", Default: false, Usage: "strict mode: require contacts' account signatures, pinned on first use"},
 	{Key: "max_age", Default: time.Duration(0), Usage: "oldest epoch accepted (0: the client's default, " + client.DefaultMaxAge.String() + ")"},
+	{Key: "max_audit_lag", Default: time.Duration(0), Usage: "with an audit policy: oldest audited epoch accepted (0: the client's default, " + client.DefaultMaxAuditLag.String() + ")"},
 	{Key: "auditors", Default: []string(nil), Usage: "auditor base URLs to gossip with (comma-separated)"},
 	{Key: "gossip_on_lookup", Default: false, Usage: "gossip each new checkpoint with the auditors before a lookup trusts it"},
 	{Key: "monitor_interval", Default: 60 * time.Second, Usage: "kt monitor polling interval"},
@@ -186,8 +190,8 @@ func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, err
 	if c.Directory == "" {
 		return nil, nil, nil, fmt.Errorf("configuration: directory must be set")
 	}
-	if c.MonitorInterval <= 0 || c.Timeout <= 0 || c.MaxAge < 0 {
-		return nil, nil, nil, fmt.Errorf("configuration: monitor_interval and timeout must be positive, max_age not negative")
+	if c.MonitorInterval <= 0 || c.Timeout <= 0 || c.MaxAge < 0 || c.MaxAuditLag < 0 {
+		return nil, nil, nil, fmt.Errorf("configuration: monitor_interval and timeout must be positive, max_age and max_audit_lag not negative")
 	}
 	return &c, cf, rest, nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/internal/testing/fixture"
+	"github.com/keytrans/kt/internal/testing/testonly"
+	"github.com/keytrans/kt/log/witness"
 )
 
 const origin = "kt-cmd-test.example/kt"
@@ -374,6 +377,7 @@ func TestBadArguments(t *testing.T) {
 		{"bad descriptor", []string{"device", "add", "kt-device:AAAA"}, 2, "descriptor"},
 		{"bad duration", []string{"--timeout", "soon", "status"}, 2, "invalid argument"},
 		{"negative timeout", []string{"--timeout", "-1s", "status"}, 2, "positive"},
+		{"negative max audit lag", []string{"--max-audit-lag", "-1s", "status"}, 2, "max_audit_lag"},
 		{"unknown config key", []string{"--config", cfgFile, "status"}, 2, "bogus_key"},
 		{"missing config file", []string{"--config", "/nonexistent/kt.yaml", "status"}, 2, "configuration file"},
 		{"lookup before init", []string{"lookup", "a@example.com"}, 1, "kt init"},
@@ -394,5 +398,42 @@ func TestBadArguments(t *testing.T) {
 	t.Setenv("KT_TIMEOUT", "never")
 	if _, errs, code := d.kt("", "status"); code != 2 || !strings.Contains(errs, "timeout") {
 		t.Fatalf("bad KT_TIMEOUT: %d %q", code, errs)
+	}
+}
+
+// TestAuditedBy: kt lookup prints one line per audit statement, the
+// verified ones or, for an epoch reused from the trusted state, those on
+// its note; --max-audit-lag reaches the client's parameters.
+func TestAuditedBy(t *testing.T) {
+	aud := testonly.NewCosigner(t, "localhost/auditor-1/audit")
+	pol, err := witness.ParseAuditPolicy([]byte("auditor auditor-1 " + aud.VKey() + "\nquorum auditor-1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &client.Params{Audit: pol}
+	at := time.Date(2026, 12, 7, 23, 59, 30, 0, time.UTC)
+	text := "example.com/kt\n5\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+	cp := []byte(text + "\n" + aud.Sign(text, uint64(at.Unix())))
+	cs, err := pol.Check(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "audited by  auditor-1 (localhost/auditor-1/audit) at 2026-12-07T23:59:30Z\n"
+	for name, e := range map[string]*client.Epoch{
+		"verified": {Checkpoint: cp, AuditStatements: cs},
+		"reused":   {Checkpoint: cp, Reused: true},
+	} {
+		var b bytes.Buffer
+		printAudited(&b, auditedBy(p, e))
+		if b.String() != want {
+			t.Errorf("%s: printed %q, want %q", name, b.String(), want)
+		}
+	}
+	if got := auditedBy(&client.Params{}, &client.Epoch{Checkpoint: cp}); got != nil {
+		t.Errorf("statements listed without an audit policy: %v", got)
+	}
+	cfg, _, _, err := loadConfig([]string{"--max-audit-lag", "45s", "--state-file", filepath.Join(t.TempDir(), "s.json"), "status"}, io.Discard)
+	if err != nil || cfg.MaxAuditLag != 45*time.Second {
+		t.Fatalf("--max-audit-lag: %v, %v", err, cfg)
 	}
 }
