@@ -3,7 +3,9 @@
 // (docs/design.md section 14, with [github.com/keytrans/kt/auditor/replay]),
 // serves the C2SP tlog-witness add-checkpoint call and cosigns
 // (tlog-cosignature/v1) only checkpoints consistent with everything it has
-// seen, gossips checkpoints with peer auditors and clients (section 15),
+// seen, makes audit statements with a separate audit key on the
+// checkpoints it audited ([Auditor.Audit], POST /kt/v1/audit, section
+// 14.2), gossips checkpoints with peer auditors and clients (section 15),
 // and turns a split view into a kt-evidence/v1 bundle and each rule
 // violation its replay finds into a kt-evidence/v2 bundle (section 15.1,
 // [github.com/keytrans/kt/log/evidence]) that it stores, serves, logs,
@@ -60,6 +62,8 @@ const (
 	DefaultGossipInterval = 30 * time.Second
 	// DefaultProgressInterval is the default Config.ProgressInterval.
 	DefaultProgressInterval = 10 * time.Second
+	// DefaultAuditWait is the default Config.AuditWait.
+	DefaultAuditWait = 5 * time.Second
 	// DefaultMaxBodyBytes is the default Config.MaxBodyBytes.
 	DefaultMaxBodyBytes = 64 << 10
 	// DefaultSkew is the default LogConfig.Skew: the client's default
@@ -119,12 +123,17 @@ type Config struct {
 	// (formats/note.NewSignerForCosignatureV1). nil disables the witness
 	// endpoint (404).
 	Cosigner note.Signer
-	// CosignAudited makes the witness cosign only checkpoints up to the
-	// latest one audited with no violation (the auditor statement of
-	// design.md section 9). A log that waits for this auditor's
-	// cosignature before publishing can then never be audited, so leave
-	// it false for a witness in a log's publication policy.
-	CosignAudited bool
+	// AuditSigner signs audit statements (design.md 14.1): a
+	// tlog-cosignature/v1 signer (formats/note.NewSignerForCosignatureV1)
+	// of the auditor's audit key, which must not be its witness key
+	// (Cosigner). Its statements answer POST /kt/v1/audit ([Auditor.Audit])
+	// and are added to the latest audited checkpoint served at GET
+	// /kt/v1/checkpoint. nil disables them (404).
+	AuditSigner note.Signer
+	// AuditWait bounds how long POST /kt/v1/audit waits for the audit of
+	// a checkpoint beyond the audited size (default DefaultAuditWait;
+	// the request's context bounds it too) before answering 503.
+	AuditWait time.Duration
 	// Peers are the auditors to gossip with every GossipInterval.
 	Peers []Peer
 	// PollInterval is how often each audited log's checkpoint is polled
@@ -178,6 +187,9 @@ type logState struct {
 
 	audit  sync.Mutex // serialises audit steps; guards engine
 	engine *replay.Engine
+	// kick asks the follower (Run) for an audit step now; its buffer of
+	// one coalesces requests that arrive during a step.
+	kick chan struct{}
 
 	mu         sync.Mutex // guards the fields below
 	latest     *replay.Checkpoint
@@ -194,6 +206,21 @@ type logState struct {
 	cosigned   []byte // latest note cosigned as a witness
 	cosSize    uint64
 	cosRoot    []byte
+	stated     []byte        // latest plus our audit statement, nil without one
+	changed    chan struct{} // closed (and replaced) when the audited view changes
+}
+
+// notify wakes the requests waiting for the audited view to change. The
+// caller holds ls.mu.
+func (ls *logState) notify() {
+	close(ls.changed)
+	ls.changed = make(chan struct{})
+}
+
+// violationBelow reports whether the replay found a violation at an index
+// below n. The caller holds ls.mu.
+func (ls *logState) violationBelow(n uint64) bool {
+	return ls.violations > 0 && ls.firstBad < n
 }
 
 // New returns an auditor, restoring each log's state from the store.
@@ -219,7 +246,10 @@ func New(cfg Config) (*Auditor, error) {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if cfg.PollInterval < 0 || cfg.GossipInterval < 0 || cfg.ProgressInterval < 0 || cfg.MaxBodyBytes < 0 {
+	if cfg.AuditWait == 0 {
+		cfg.AuditWait = DefaultAuditWait
+	}
+	if cfg.PollInterval < 0 || cfg.GossipInterval < 0 || cfg.ProgressInterval < 0 || cfg.MaxBodyBytes < 0 || cfg.AuditWait < 0 {
 		return nil, errors.New("auditor: negative interval or size")
 	}
 	if cfg.Metrics == nil {
@@ -260,7 +290,7 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 	if v.Name() != lc.Origin {
 		return nil, fmt.Errorf("auditor: log %q: verifier key is named %q", lc.Origin, v.Name())
 	}
-	ls := &logState{cfg: lc, verifier: v}
+	ls := &logState{cfg: lc, verifier: v, kick: make(chan struct{}, 1), changed: make(chan struct{})}
 	st := a.cfg.Store
 	rcfg := replay.Config{Origin: lc.Origin, Verifier: v, RecoveryKey: lc.RecoveryKey, Heartbeat: lc.Heartbeat}
 	if lc.Reader != nil {
@@ -301,6 +331,9 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 	}
 	for _, e := range evs {
 		ls.evidence = append(ls.evidence, evidenceID(e))
+	}
+	if ls.frozen == "" {
+		ls.stated = a.stateLatest(ls, ls.latest, ls.violations, ls.firstBad)
 	}
 	return ls, nil
 }
@@ -358,6 +391,7 @@ func (a *Auditor) follow(ctx context.Context, ls *logState) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-ls.kick: // SPEC(design.md 14.2): an audit request triggers a step
 		}
 	}
 }
@@ -599,10 +633,23 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 		a.log.Error("log violates the protocol", "origin", ls.cfg.Origin, "index", v.Index, "rule", v.Rule, "detail", v.Detail)
 		a.m.Violation(ls.cfg.Origin, string(v.Rule))
 	}
+	// Only the holder of ls.audit (us) moves ls.latest.
+	nv, first, _ := e.Violations()
 	ls.mu.Lock()
+	moved, frozen := ls.latest != e.Last(), ls.frozen != ""
+	ls.mu.Unlock()
+	var stated []byte
+	if moved && !frozen {
+		stated = a.stateLatest(ls, e.Last(), nv, first)
+	}
+	ls.mu.Lock()
+	if moved {
+		ls.stated = stated
+	}
 	ls.latest, ls.clean = e.Last(), e.Clean()
 	ls.replayed = e.Size()
-	ls.violations, ls.firstBad, _ = e.Violations()
+	ls.violations, ls.firstBad = nv, first
+	ls.notify()
 	ls.mu.Unlock()
 	if l := e.Last(); l != nil {
 		a.m.Audited(ls.cfg.Origin, l.Size)
@@ -726,6 +773,8 @@ func (a *Auditor) recordEvidence(ls *logState, bundle []byte) error {
 			return err
 		}
 		ls.frozen = reason
+		ls.stated = nil // SPEC(design.md 14.2): no statement for a frozen log
+		ls.notify()
 		a.log.Error("split view: the log signed two inconsistent checkpoints; cosigning stopped", "origin", ls.cfg.Origin, "evidence", id, "bundle", string(bundle))
 	} else {
 		if err := a.cfg.Store.write(key(kindEvidence, ls.cfg.Origin, []byte(id)), bundle); err != nil {
@@ -885,6 +934,11 @@ type Metrics interface {
 	Evidence(origin string)
 	// WitnessRequest: an add-checkpoint answered with status.
 	WitnessRequest(origin string, status int)
+	// AuditRequest: a POST /kt/v1/audit answered with status.
+	AuditRequest(origin string, status int)
+	// AuditStatement: an audit statement signed (an answer to POST
+	// /kt/v1/audit, or the one on the latest audited checkpoint).
+	AuditStatement(origin string)
 	// Gossip: one exchange with a peer and its result ("ok", "evidence",
 	// "error").
 	Gossip(peer, result string)
@@ -898,5 +952,7 @@ func (nopMetrics) Entries(string, int)        {}
 func (nopMetrics) Violation(string, string)   {}
 func (nopMetrics) Evidence(string)            {}
 func (nopMetrics) WitnessRequest(string, int) {}
+func (nopMetrics) AuditRequest(string, int)   {}
+func (nopMetrics) AuditStatement(string)      {}
 func (nopMetrics) Gossip(string, string)      {}
 func (nopMetrics) Warning(string, string)     {}

@@ -25,6 +25,7 @@ import (
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/posix"
+	"github.com/keytrans/kt/log/witness"
 	"github.com/keytrans/kt/vrf"
 )
 
@@ -242,5 +243,52 @@ func TestDefaultsMatchTheirOwners(t *testing.T) {
 	}
 	if auditor.DefaultHeartbeat != directory.DefaultHeartbeatInterval {
 		t.Errorf("auditor.DefaultHeartbeat %v != directory.DefaultHeartbeatInterval %v", auditor.DefaultHeartbeat, directory.DefaultHeartbeatInterval)
+	}
+}
+
+// TestWitnessAndAuditorNoDeadlock: one auditor is the only witness of a
+// directory's publication policy and, with its separate audit key, the
+// auditor of its audit policy. The directory publishes (the witness
+// cosigns without waiting for the audit), and the auditor then audits the
+// published checkpoint on request (POST /kt/v1/audit) with a statement
+// that satisfies the audit policy. Publication needs witnesses only and
+// serving needs auditors: nothing waits for itself (design.md 14.2).
+func TestWitnessAndAuditorNoDeadlock(t *testing.T) {
+	ctx := context.Background()
+	skey, vkey, rk := dirKeys(t)
+	readAPI := &lateHandler{}
+	ra := httptest.NewServer(readAPI)
+	defer ra.Close()
+	n := newNode(t, "auditor.example", nodeOpts{logs: []auditor.LogConfig{dirLogConfig(vkey, rk, ra.URL)},
+		auditKey: auditKey(t, "auditor.example"), run: true})
+	policy := fmt.Sprintf("witness ours %s %s\nquorum ours\n", n.vkey, n.url)
+	d, params := witnessedDirectory(t, skey, rk, []byte(policy), readAPI)
+	enrollAndLookup(t, d, params, "alice")
+	ap, err := witness.ParseAuditPolicy([]byte(fmt.Sprintf("log %s\nauditor ours %s %s\nquorum ours\n", vkey, n.auditVKey, n.url)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := witness.CheckDisjoint(params.Witnesses, ap); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := logapi.NewClient(ra.URL, nil).Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := params.Witnesses.Check(cp); err != nil {
+		t.Fatalf("the published checkpoint: %v", err)
+	}
+	a := postAudit(t, n, cp)
+	if a.code != http.StatusOK {
+		t.Fatalf("audit: %+v", a)
+	}
+	cs, err := ap.Check(append(cp, a.body...))
+	if err != nil || len(cs) != 1 || cs[0].Witness != "ours" {
+		t.Fatalf("the statement under the audit policy: %v %+v", err, cs)
+	}
+	// The statement is not a cosignature: the publication policy ignores it
+	// and still counts the witness's.
+	if _, err := params.Witnesses.Check(append(cp, a.body...)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -49,14 +49,23 @@ func (ls *logState) view() []byte {
 }
 
 // Latest returns the checkpoint the auditor vouches for (GET
-// /kt/v1/checkpoint): the latest audited one, or for a log it only
-// witnesses the latest cosigned one.
+// /kt/v1/checkpoint): the latest audited one, with the auditor's audit
+// statement appended when it has an audit key (Config.AuditSigner) and
+// found no violation below it, or for a log it only witnesses the latest
+// cosigned one.
 //
+// SPEC(design.md 14.2)
 // SPEC(design.md 15)
 func (a *Auditor) Latest(origin string) ([]byte, error) {
 	ls, ok := a.logs[origin]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownLog, origin)
+	}
+	ls.mu.Lock()
+	stated := ls.stated
+	ls.mu.Unlock()
+	if stated != nil {
+		return stated, nil
 	}
 	v := ls.view()
 	if v == nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -38,6 +39,9 @@ type testLog struct {
 	// failAfter, when positive, makes entry reads fail after that many
 	// more succeed.
 	failAfter atomic.Int64
+	// noProofs makes consistency proofs fail (a log that stopped
+	// answering them).
+	noProofs atomic.Bool
 	// cosign, when set, adds cosignature lines to every checkpoint served.
 	cosign func(cp []byte) []byte
 }
@@ -102,6 +106,9 @@ func (l *testLog) InclusionProof(ctx context.Context, index, size uint64) ([][]b
 }
 
 func (l *testLog) ConsistencyProof(ctx context.Context, o, n uint64) ([][]byte, error) {
+	if l.noProofs.Load() {
+		return nil, log.ErrPushback
+	}
 	return l.current().ConsistencyProof(ctx, o, n)
 }
 
@@ -135,19 +142,25 @@ type node struct {
 	cos   note.Verifier
 	vkey  string // cosignature/v1 vkey
 	srv   *httptest.Server
+	// auditVKey is the cosignature/v1 vkey of the audit key ("" without).
+	auditVKey string
+	m         *countingMetrics
+	stop      func() // ends Run (nil unless nodeOpts.run)
 }
 
 type nodeOpts struct {
-	logs          []auditor.LogConfig
-	peers         []auditor.Peer
-	cosignAudited bool
-	skey          string // cosigner key; generated if empty
-	dir           string // store directory; temporary if empty
-	webhook       string
-	evidenceDir   string
-	poll, gossip  time.Duration
-	progress      time.Duration
-	logger        *slog.Logger
+	logs         []auditor.LogConfig
+	peers        []auditor.Peer
+	skey         string // cosigner key; generated if empty
+	auditKey     string // audit key (note signer key); none if empty
+	auditWait    time.Duration
+	run          bool   // run the follower and gossip loops (Run) until cleanup
+	dir          string // store directory; temporary if empty
+	webhook      string
+	evidenceDir  string
+	poll, gossip time.Duration
+	progress     time.Duration
+	logger       *slog.Logger
 }
 
 // newNode starts an auditor with its HTTP endpoints on 127.0.0.1.
@@ -174,15 +187,48 @@ func newNode(t testing.TB, name string, o nodeOpts) *node {
 	if o.logger == nil {
 		o.logger = quiet()
 	}
-	a, err := auditor.New(auditor.Config{Logs: o.logs, Store: st, Cosigner: cos, CosignAudited: o.cosignAudited,
+	var auditSigner note.Signer
+	if o.auditKey != "" {
+		if auditSigner, err = fnote.NewSignerForCosignatureV1(o.auditKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &countingMetrics{}
+	a, err := auditor.New(auditor.Config{Logs: o.logs, Store: st, Cosigner: cos, AuditSigner: auditSigner, AuditWait: o.auditWait,
 		Peers: o.peers, Logger: o.logger, ProgressInterval: o.progress, WebhookURL: o.webhook, EvidenceDir: o.evidenceDir,
-		PollInterval: o.poll, GossipInterval: o.gossip})
+		PollInterval: o.poll, GossipInterval: o.gossip, Metrics: m})
 	if err != nil {
 		st.Close()
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(a.Handler())
-	vk, err := log.VerifierKey(o.skey)
+	cvk := cosignatureVKey(t, o.skey)
+	cv, err := fnote.NewVerifierForCosignatureV1(cvk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{a: a, store: st, dir: o.dir, url: srv.URL, cos: cv, vkey: cvk, srv: srv, m: m}
+	if o.auditKey != "" {
+		n.auditVKey = cosignatureVKey(t, o.auditKey)
+	}
+	t.Cleanup(n.close)
+	if o.run {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			a.Run(ctx)
+			close(done)
+		}()
+		n.stop = func() { cancel(); <-done }
+	}
+	return n
+}
+
+// cosignatureVKey is the tlog-cosignature/v1 verifier key of the note
+// signer key skey.
+func cosignatureVKey(t testing.TB, skey string) string {
+	t.Helper()
+	vk, err := log.VerifierKey(skey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,16 +236,51 @@ func newNode(t testing.TB, name string, o nodeOpts) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cv, err := fnote.NewVerifierForCosignatureV1(cvk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &node{a: a, store: st, dir: o.dir, url: srv.URL, cos: cv, vkey: cvk, srv: srv}
-	t.Cleanup(n.close)
-	return n
+	return cvk
 }
 
+// countingMetrics counts the audit measurements and ignores the others.
+type countingMetrics struct {
+	mu         sync.Mutex
+	statements int
+	requests   map[int]int
+}
+
+func (m *countingMetrics) counts() (statements int, requests map[int]int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.statements, maps.Clone(m.requests)
+}
+
+func (m *countingMetrics) AuditRequest(_ string, status int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.requests == nil {
+		m.requests = map[int]int{}
+	}
+	m.requests[status]++
+}
+
+func (m *countingMetrics) AuditStatement(string) {
+	m.mu.Lock()
+	m.statements++
+	m.mu.Unlock()
+}
+
+func (*countingMetrics) Target(string, uint64)      {}
+func (*countingMetrics) Audited(string, uint64)     {}
+func (*countingMetrics) Entries(string, int)        {}
+func (*countingMetrics) Violation(string, string)   {}
+func (*countingMetrics) Warning(string, string)     {}
+func (*countingMetrics) Evidence(string)            {}
+func (*countingMetrics) WitnessRequest(string, int) {}
+func (*countingMetrics) Gossip(string, string)      {}
+
 func (n *node) close() {
+	if n.stop != nil {
+		n.stop()
+		n.stop = nil
+	}
 	if n.srv != nil {
 		n.srv.Close()
 		n.srv = nil

@@ -20,6 +20,9 @@ const (
 	// PathCheckpoint returns the latest audited checkpoint of the log
 	// named by the origin query parameter (optional with a single log).
 	PathCheckpoint = "/kt/v1/checkpoint"
+	// PathAudit takes a checkpoint note of an audited log and answers
+	// with the auditor's audit statement on it ([Auditor.Audit]).
+	PathAudit = "/kt/v1/audit"
 	// PathGossip takes a checkpoint note or an evidence bundle.
 	PathGossip = evidence.PathGossip
 	// PathEvidence lists the evidence bundles of a log (one id per line);
@@ -36,6 +39,7 @@ func (a *Auditor) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+PathAddCheckpoint, a.serveAddCheckpoint)
 	mux.HandleFunc("GET "+PathCheckpoint, a.serveCheckpoint)
+	mux.HandleFunc("POST "+PathAudit, a.serveAudit)
 	mux.HandleFunc("POST "+PathGossip, a.serveGossip)
 	mux.HandleFunc("GET "+PathEvidence, a.serveEvidenceList)
 	mux.HandleFunc("GET "+PathEvidence+"/{id}", a.serveEvidence)
@@ -67,7 +71,7 @@ func (a *Auditor) writeError(w http.ResponseWriter, err error) int {
 			return http.StatusConflict
 		}
 		status = http.StatusConflict
-	case errors.Is(err, ErrUnknownLog):
+	case errors.Is(err, ErrUnknownLog), errors.Is(err, ErrNotAudited), errors.Is(err, ErrNoAuditKey):
 		status = http.StatusNotFound
 	case errors.Is(err, ErrTooLarge):
 		status = http.StatusRequestEntityTooLarge
@@ -111,6 +115,27 @@ func (a *Auditor) serveAddCheckpoint(w http.ResponseWriter, r *http.Request) {
 	a.m.WitnessRequest(origin, http.StatusOK)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write(sigs)
+}
+
+// SPEC(design.md 14.2)
+func (a *Auditor) serveAudit(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(r, a.cfg.MaxBodyBytes)
+	var line []byte
+	if err == nil {
+		line, err = a.Audit(r.Context(), body)
+	}
+	origin, _, _ := strings.Cut(string(body), "\n")
+	if _, known := a.logs[origin]; !known {
+		origin = "unknown"
+	}
+	if err != nil {
+		a.m.AuditRequest(origin, a.writeError(w, err))
+		return
+	}
+	a.m.AuditRequest(origin, http.StatusOK)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(line)
 }
 
 func (a *Auditor) originParam(r *http.Request) (string, error) {

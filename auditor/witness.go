@@ -37,11 +37,9 @@ var (
 	// ErrBadProof: the consistency proof does not verify (422).
 	ErrBadProof = errors.New("auditor: consistency proof does not verify")
 	// ErrViolation: the replay found a rule violation in the log below the
-	// checkpoint's size; no checkpoint that contains it is cosigned (403).
+	// checkpoint's size; no checkpoint that contains it is cosigned, nor
+	// audited (403).
 	ErrViolation = errors.New("auditor: the log violates the protocol below this size")
-	// ErrNotYetAudited: CosignAudited is set and the checkpoint is beyond
-	// what was audited clean (503, Retry-After).
-	ErrNotYetAudited = errors.New("auditor: checkpoint not audited yet")
 )
 
 // ConflictError: the old size is not the size of the latest cosigned
@@ -98,7 +96,7 @@ func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	// The audited view, read before taking ls.mu for the witness update:
 	// a fork against it is evidence whatever the witness state.
 	ls.mu.Lock()
-	frozen, latest, clean := ls.frozen, ls.latest, ls.clean
+	frozen, latest := ls.frozen, ls.latest
 	bad, firstBad := ls.violations > 0, ls.firstBad
 	ls.mu.Unlock()
 	if frozen != "" {
@@ -122,21 +120,6 @@ func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 			return nil, &ConflictError{Reason: "inconsistent with the audited checkpoint"}
 		}
 	}
-	if a.cfg.CosignAudited {
-		if clean == nil || cp.Size > clean.Size {
-			return nil, ErrNotYetAudited
-		}
-		if cp.Size == clean.Size && !bytes.Equal(clean.Root[:], cp.Hash) {
-			return nil, &ConflictError{Reason: "differs from the audited checkpoint"}
-		}
-		if cp.Size < clean.Size && cp.Size > 0 {
-			p, err := ls.cfg.Reader.ConsistencyProof(ctx, cp.Size, clean.Size)
-			if err != nil || proof.VerifyConsistency(rfc6962.DefaultHasher, cp.Size, clean.Size, p, cp.Hash, clean.Root[:]) != nil {
-				return nil, fmt.Errorf("%w: not provably consistent with the audited checkpoint", ErrBadProof)
-			}
-		}
-	}
-
 	ls.mu.Lock()
 	defer ls.mu.Unlock() // the check and the durable update are atomic
 	if ls.frozen != "" {
@@ -185,7 +168,7 @@ func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 			return nil, fmt.Errorf("%w: %w", ErrBadProof, err)
 		}
 	}
-	sig, err := a.cfg.Cosigner.Sign(text)
+	line, err := signatureLine(a.cfg.Cosigner, text)
 	if err != nil {
 		return nil, fmt.Errorf("auditor: cosigning: %w", err)
 	}
@@ -195,12 +178,22 @@ func (a *Auditor) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 		return nil, err
 	}
 	ls.cosigned, ls.cosSize, ls.cosRoot = bytes.Clone(cpRaw), cp.Size, bytes.Clone(cp.Hash)
-	// SPEC(tlog-witness): "The response body MUST be a sequence of one or
-	// more note signature lines, each starting with the — character
-	// (U+2014) and ending with a newline character (U+000A)."
-	keyed := binary.BigEndian.AppendUint32(nil, a.cfg.Cosigner.KeyHash())
+	return line, nil
+}
+
+// signatureLine signs text with s and returns the note signature line.
+//
+// SPEC(tlog-witness): "The response body MUST be a sequence of one or
+// more note signature lines, each starting with the — character
+// (U+2014) and ending with a newline character (U+000A)."
+func signatureLine(s note.Signer, text []byte) ([]byte, error) {
+	sig, err := s.Sign(text)
+	if err != nil {
+		return nil, err
+	}
+	keyed := binary.BigEndian.AppendUint32(nil, s.KeyHash())
 	keyed = append(keyed, sig...)
-	return fmt.Appendf(nil, "— %s %s\n", a.cfg.Cosigner.Name(), base64.StdEncoding.EncodeToString(keyed)), nil
+	return fmt.Appendf(nil, "— %s %s\n", s.Name(), base64.StdEncoding.EncodeToString(keyed)), nil
 }
 
 // readBody reads at most limit bytes of r's body (ErrTooLarge beyond).

@@ -13,7 +13,6 @@ import (
 
 	"github.com/keytrans/kt/auditor"
 	"github.com/keytrans/kt/internal/testing/conformance"
-	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/witness"
 )
@@ -250,45 +249,6 @@ func TestWitnesserInterop(t *testing.T) {
 	w2, _ := witness.NewWitnesser(p, witness.WitnesserOpts{Logger: quiet()})
 	if _, err := w2.Witness(ctx, []byte(f.cps[9]), proofs); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestCosignAudited: in audited mode the witness cosigns only what it has
-// replayed without violation.
-func TestCosignAudited(t *testing.T) {
-	ctx := context.Background()
-	l := newTestLog(t)
-	b := ktlog.New(origin)
-	b.Honest(5, 2)
-	l.appendAll(t, b)
-	audited, _ := l.Checkpoint(ctx)
-	b.Honest(2, 2)
-	l.appendAll(t, b)
-	ahead, _ := l.Checkpoint(ctx)
-	// The auditor sees only the first part.
-	l2 := newTestLogWithKey(t, l.skey, l.vkey, l.signer, l.verifier)
-	l2.replace(conformance.NewMemoryLog(origin, l.signer))
-	b1 := ktlog.New(origin)
-	b1.Honest(5, 2)
-	l2.appendAll(t, b1)
-	n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(l2, b1)}, cosignAudited: true})
-	if code, _ := post(t, n.url+auditor.PathAddCheckpoint, "old 0\n\n"+string(audited)); code != http.StatusServiceUnavailable {
-		t.Fatalf("before the audit: %d", code)
-	}
-	if err := n.a.AuditOnce(ctx, origin); err != nil {
-		t.Fatal(err)
-	}
-	if code, body := post(t, n.url+auditor.PathAddCheckpoint, "old 0\n\n"+string(audited)); code != http.StatusOK {
-		t.Fatalf("audited: %d %s", code, body)
-	}
-	c, _, _ := log.ParseCheckpoint(audited, origin, l.verifier)
-	p, _ := l.ConsistencyProof(ctx, c.Size, b.Len())
-	var ps strings.Builder
-	for _, h := range p {
-		ps.WriteString(base64.StdEncoding.EncodeToString(h) + "\n")
-	}
-	if code, _ := post(t, n.url+auditor.PathAddCheckpoint, fmt.Sprintf("old %d\n%s\n%s", c.Size, ps.String(), ahead)); code != http.StatusServiceUnavailable {
-		t.Fatalf("beyond the audit: %d", code)
 	}
 }
 

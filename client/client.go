@@ -233,16 +233,28 @@ func (e *AccountKeyChangedError) Unwrap() error { return ErrStrict }
 // verifies the answer (design.md 12.2), and stores the new trusted state
 // (and, in strict mode, a first-use pin) before returning. A verification
 // failure is a [*VerifyError]; nothing is stored then. Transport errors are
-// returned wrapped.
+// returned wrapped. A contact remembered by [Client.Encrypt] is checked
+// against what was remembered (design.md 13.3, see [Client.CheckContacts]):
+// an alert is a [*ContactChangedError] or an error wrapping
+// [ErrContactChain], and nothing is stored then either.
 func (c *Client) Lookup(ctx context.Context, handle string) (*LookupResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
 }
 
+func (c *Client) lookup(ctx context.Context, handle string) (*LookupResult, error) {
+	return c.lookupAs(ctx, handle, false)
+}
+
+// lookupAs is a verified lookup of handle. A remembered contact is checked
+// (design.md 13.3); with remember (Encrypt's recipient) a contact that is
+// not one of the owner's handles is remembered. The contact's entry is
+// stored in the write that stores the trusted state.
+//
 // SPEC(design.md 12.2)
 // SPEC(design.md 12.2 step 7)
-func (c *Client) lookup(ctx context.Context, handle string) (*LookupResult, error) {
+func (c *Client) lookupAs(ctx context.Context, handle string, remember bool) (*LookupResult, error) {
 	canon, err := api.NormalizeHandle(handle)
 	if err != nil {
 		return nil, &VerifyError{Step: StepHandle, Err: err}
@@ -302,13 +314,37 @@ func (c *Client) lookup(ctx context.Context, handle string) (*LookupResult, erro
 		}
 		newPin = true
 	}
-	if c.cfg.GossipOnLookup && len(c.cfg.Auditors) > 0 && (st.Trusted == nil || res.Trusted.Size != st.Trusted.Size || res.Trusted.Root != st.Trusted.Root) {
-		if _, err := c.gossipAll(ctx, res.Trusted); err != nil {
+	// SPEC(design.md 13.3): "the sender's client remembers, per contact
+	// handle it encrypted to (store, durably, with the same write that
+	// stores T)", and checks a remembered contact in every lookup.
+	trusted := res.Trusted
+	old := st.Contacts[canon]
+	var contact *Contact
+	switch {
+	case own:
+	case old != nil:
+		if contact, trusted, err = c.checkContact(ctx, old, res, resp); err != nil {
+			return nil, err
+		}
+	case remember && res.Registered:
+		if contact, err = contactOf(res, resp); err != nil {
+			return nil, fmt.Errorf("client: remembering %s: %w", canon, err)
+		}
+	}
+	if c.cfg.GossipOnLookup && len(c.cfg.Auditors) > 0 && (st.Trusted == nil || trusted.Size != st.Trusted.Size || trusted.Root != st.Trusted.Root) {
+		if _, err := c.gossipAll(ctx, trusted); err != nil {
 			return nil, err
 		}
 	}
 	err = c.commit(ctx, st.Trusted, func(s *State) error {
-		s.Trusted = res.Trusted
+		s.Trusted = trusted
+		if contact != nil {
+			if !sameContact(s.Contacts[canon], old) {
+				return errStateMoved
+			}
+			s.Contacts = cloneMap(s.Contacts)
+			s.Contacts[canon] = contact
+		}
 		if newPin {
 			if s.Pins == nil {
 				s.Pins = map[string][32]byte{}
@@ -353,7 +389,10 @@ var ErrNoDevices = errors.New("client: the handle has no devices")
 // primary handle) and encrypts plaintext to every device of both except
 // this one: one [Envelope] per device, recipient's devices first. Nothing
 // is returned unless every verification and every HPKE operation
-// succeeded; there is no fallback to unverified keys.
+// succeeded; there is no fallback to unverified keys. The recipient is
+// remembered as a contact (design.md 13.3) in the write that stores the
+// trusted state, and a remembered recipient is checked first: an alert
+// ([ErrContactChanged], [ErrContactChain]) produces no envelope.
 //
 // SPEC(design.md 12.3)
 func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) ([]*Envelope, error) {
@@ -370,7 +409,7 @@ func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) (
 	if err := st.refused(c.p); err != nil {
 		return nil, err
 	}
-	to, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	to, err := retry(func() (*LookupResult, error) { return c.lookupAs(ctx, handle, true) })
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,16 @@
 //     key to the account with account-key-signed changes;
 //   - [Client.Monitor] polls the device's own handles and reports every
 //     change with who authorized it, and alerts;
+//   - contact monitoring (design.md 13.3): [Client.Encrypt] remembers each
+//     recipient ([Contact]: version, leaf hash, and the epoch record, map
+//     proof and record to build evidence from) in the write that stores
+//     the trusted checkpoint; every later lookup of a remembered contact,
+//     and [Client.CheckContacts], checks the directory's current answer
+//     against it, with a records-only chain of the changes in between. A
+//     map that went back or a second record for a verified version is a
+//     [*ContactChangedError] carrying a kt-evidence/v2 bundle
+//     (map-regression or version-conflict); a chain that does not verify
+//     is [ErrContactChain]. Either way nothing is encrypted to the contact;
 //   - [Client.Gossip] posts the trusted checkpoint to auditors and returns
 //     a [*SplitViewError] carrying evidence on a conflict: a kt-evidence/v1
 //     bundle of [github.com/keytrans/kt/log/evidence], checked with

@@ -192,6 +192,9 @@ type State struct {
 	// Refused maps a refused log, "origin+hhhhhhhh" (its origin and log
 	// key hash), to the verified evidence against it ([ErrLogRefused]).
 	Refused map[string]*Refusal
+	// Contacts are the contacts this device encrypted to, by canonical
+	// handle, as last verified (contact monitoring, design.md 13.3).
+	Contacts map[string]*Contact
 }
 
 // stateVersion is the "version" of the persisted encoding.
@@ -212,6 +215,7 @@ type stateJSON struct {
 	PendingAcc []byte                 `json:"pending_account,omitempty"`
 	FormerKeys [][]byte               `json:"former_keys,omitempty"`
 	Refused    map[string]refusalJSON `json:"refused,omitempty"`
+	Contacts   map[string][]byte      `json:"contacts,omitempty"`
 }
 
 // refusalJSON is the persisted encoding of a [Refusal].
@@ -274,6 +278,14 @@ func (s *State) MarshalBinary() ([]byte, error) {
 		j.Refused = map[string]refusalJSON{}
 		for k, r := range s.Refused {
 			j.Refused[k] = refusalJSON{Kind: r.Kind, ID: r.ID, What: r.What, Bundle: r.Bundle, Time: r.Time}
+		}
+	}
+	if len(s.Contacts) > 0 {
+		j.Contacts = map[string][]byte{}
+		for h, c := range s.Contacts {
+			if j.Contacts[h], err = c.MarshalBinary(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return json.MarshalIndent(j, "", "  ")
@@ -379,6 +391,19 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 		out.Refused[k] = &Refusal{Kind: r.Kind, ID: r.ID, What: r.What, Bundle: r.Bundle, Time: r.Time}
 	}
+	for h, b := range j.Contacts {
+		if c, err := api.NormalizeHandle(h); err != nil || c != h {
+			return bad("contact %q is not canonical", h)
+		}
+		c := new(Contact)
+		if err := c.UnmarshalBinary(b); err != nil {
+			return err
+		}
+		if out.Contacts == nil {
+			out.Contacts = map[string]*Contact{}
+		}
+		out.Contacts[h] = c
+	}
 	*s = out
 	return nil
 }
@@ -392,6 +417,7 @@ func (s *State) clone() *State {
 	c.OwnDevices = slices.Clone(s.OwnDevices)
 	c.FormerKeys = slices.Clone(s.FormerKeys)
 	c.Refused = maps.Clone(s.Refused)
+	c.Contacts = maps.Clone(s.Contacts)
 	return &c
 }
 

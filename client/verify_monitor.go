@@ -227,7 +227,7 @@ func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.Monito
 	if (state.Version == 0) != (state.DeviceSet == nil) || state.Version == 0 && state.LeafHash != [32]byte{} {
 		return nil, fail(StepParams, ErrInvalidParams, nil, "monitor state at version %d does not match its record fields", state.Version)
 	}
-	e, changes, err := verifyChain(p, state.Index, state.Version, state.LeafHash, resp, func(part *ktpb.EpochPart) (*Epoch, error) {
+	e, changes, err := verifyChain(p, state.Index, state.Version, state.LeafHash, resp, false, func(part *ktpb.EpochPart) (*Epoch, error) {
 		return VerifyEpoch(p, t, part, now)
 	})
 	if err != nil {
@@ -279,12 +279,14 @@ func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.Monito
 // its epoch part with epoch, checks that the changes are the complete
 // chain of versions after version, each included in the log below the
 // epoch record and after its predecessor, and verifies the map proof for
-// the last one. Errors are [*VerifyError] values.
+// the last one. Errors are [*VerifyError] values. With recordsOnly (a
+// records_only answer: contact monitoring, design.md 13.3) the changes
+// carry no opening and no device set, and the parsed changes have none.
 //
 // SPEC(design.md 13 step 1)
 // SPEC(design.md 13 step 2)
 // SPEC(design.md 13 step 3)
-func verifyChain(p *Params, index [32]byte, version uint64, leaf [32]byte, resp *ktpb.MonitorResponse, epoch func(*ktpb.EpochPart) (*Epoch, error)) (*Epoch, []parsedChange, error) {
+func verifyChain(p *Params, index [32]byte, version uint64, leaf [32]byte, resp *ktpb.MonitorResponse, recordsOnly bool, epoch func(*ktpb.EpochPart) (*Epoch, error)) (*Epoch, []parsedChange, error) {
 	if resp == nil {
 		return nil, nil, fail(StepParse, ErrMalformed, nil, "no response")
 	}
@@ -306,11 +308,19 @@ func verifyChain(p *Params, index [32]byte, version uint64, leaf [32]byte, resp 
 		if pc.record, err = api.ParseChangeRecord(c.GetChangeRecord()); err != nil {
 			return nil, nil, fail(StepParse, ErrMalformed, err, "change %d record", i)
 		}
-		if len(c.GetOpening()) != 32 {
+		switch {
+		case recordsOnly:
+			// SPEC(design.md 13.3): "each MonitoredChange carries only
+			// change_record, log_index and inclusion_proof".
+			if len(c.GetOpening()) != 0 || len(c.GetDeviceSet()) != 0 {
+				return nil, nil, fail(StepParse, ErrMalformed, nil, "change %d of a records-only answer has an opening or a device set", i)
+			}
+		case len(c.GetOpening()) != 32:
 			return nil, nil, fail(StepParse, ErrMalformed, nil, "change %d opening has %d bytes, want 32", i, len(c.GetOpening()))
-		}
-		if _, err := api.ParseDeviceSet(c.GetDeviceSet()); err != nil {
-			return nil, nil, fail(StepParse, ErrMalformed, err, "change %d device set", i)
+		default:
+			if _, err := api.ParseDeviceSet(c.GetDeviceSet()); err != nil {
+				return nil, nil, fail(StepParse, ErrMalformed, err, "change %d device set", i)
+			}
 		}
 		if err := checkProof("change inclusion proof", c.GetInclusionProof()); err != nil {
 			return nil, nil, err

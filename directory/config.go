@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -104,6 +105,19 @@ type Config struct {
 	// WitnessPolicy is the witness policy text published in the
 	// parameters (informational here; the log enforces it).
 	WitnessPolicy string
+
+	// AuditPolicy, when not empty, is the audit policy text
+	// (log/witness.ParseAuditPolicy; design.md 14.3): the directory then
+	// serves the latest epoch whose checkpoint carries audit statements
+	// satisfying it, which it collects from the auditors' URLs (see
+	// audit.go), and publishes it in the parameters. New refuses a policy
+	// that CheckAuditPolicy refuses. Empty: every published epoch is
+	// served at once.
+	AuditPolicy []byte
+
+	// AuditHTTPClient sends the requests for audit statements (default: a
+	// client with DefaultAuditTimeout).
+	AuditHTTPClient *http.Client
 
 	// EpochInterval is how long after the previous epoch the next one
 	// closes when changes are pending (default DefaultEpochInterval).

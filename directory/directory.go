@@ -49,9 +49,16 @@ type Directory struct {
 	logger   *slog.Logger
 	repl     *replState // nil unless Config.Replication is set (replicated.go)
 
-	// cur is the epoch that lookups are served from; nil until the first
-	// epoch checkpoint is known.
+	// pub is the latest published epoch (closeEpoch, recover, a
+	// replicated reader's servePending); nil until the first epoch
+	// checkpoint is known. The sequencer and the replication use it.
+	pub atomic.Pointer[epoch]
+	// cur is the epoch that lookups are served from: pub without an audit
+	// policy, the latest audited epoch with one (audit.go); nil until
+	// there is one.
 	cur atomic.Pointer[epoch]
+	// audit is the audit collector; nil without Config.AuditPolicy.
+	audit *auditState
 
 	// queueMu guards queue, queued, closing and closed.
 	queueMu sync.Mutex
@@ -137,6 +144,11 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 		checks:   make(chan *checkJob),
 	}
 	d.repl = newRepl(&cfg, bg)
+	if d.audit, err = newAudit(&cfg); err != nil {
+		cancel()
+		st.close()
+		return nil, err
+	}
 	if err := d.recover(ctx); err != nil {
 		cancel()
 		st.close()
@@ -149,8 +161,10 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 			st.close()
 			return nil, err
 		}
+		d.startAudit()
 		return d, nil
 	}
+	d.startAudit()
 	go d.run()
 	return d, nil
 }
@@ -172,6 +186,7 @@ func (d *Directory) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("directory: waiting for the sequencer: %w", ctx.Err())
 	}
+	d.stopAudit()
 	d.releaseLease(ctx)
 	return d.st.close()
 }
@@ -384,7 +399,7 @@ func (d *Directory) recover(ctx context.Context) error {
 	if err := d.st.db.Set(keyEpoch, encodeEpochMeta(meta), pebble.Sync); err != nil {
 		return fmt.Errorf("directory: store: %w", err)
 	}
-	d.cur.Store(ep)
+	d.publish(ep)
 	d.logger.Info("directory: serving", "epoch", ep.record.Epoch, "log_size", n, "handles", ep.snap.Len(), "pending_changes", len(d.pending))
 	return nil
 }

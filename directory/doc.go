@@ -39,6 +39,21 @@
 // after which nothing more is prepared), so the epoch covers every change
 // already acknowledged or synced.
 //
+// # Audit mode
+//
+// With Config.AuditPolicy (audit.go, design.md 14.3) the directory keeps
+// two epochs: the published one, which the sequencer (or a replicated
+// reader's replay) produces as above, and the served one, which lookups,
+// monitoring and GetEpoch answer from. An audit collector posts each
+// published epoch checkpoint to the auditors of the policy (POST
+// URL/kt/v1/audit), verifies their audit statements with the policy, and
+// once a quorum vouched for an epoch serves it, with the statement lines
+// appended to its checkpoint note. The served epoch only moves forward;
+// until the first one, lookups fail with ErrUnavailable naming the
+// auditors waited for. Up to MaxUnservedEpochs published epochs wait for
+// statements with their map snapshots. Without an audit policy every
+// published epoch is served at once.
+//
 // # Replicated mode
 //
 // With Config.Replication (replicated.go, design.md 17.1) several

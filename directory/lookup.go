@@ -56,6 +56,9 @@ func (d *Directory) newEpoch(m *epochMeta, snap *smt.Snapshot) (*epoch, error) {
 func (d *Directory) current(ctx context.Context, known uint64, omit bool) (*epoch, *ktpb.EpochPart, error) {
 	ep := d.cur.Load()
 	if ep == nil {
+		if d.audit != nil && d.pub.Load() != nil {
+			return nil, nil, d.notAudited()
+		}
 		return nil, nil, errorf(ErrUnavailable, "no epoch is published yet")
 	}
 	part, err := d.part(ctx, ep, known, omit)
@@ -110,6 +113,7 @@ func (d *Directory) GetParameters(context.Context, *ktpb.GetParametersRequest) (
 		VrfPublicKey:        d.cfg.VRFKey.Public().String(),
 		RecoveryPublicKey:   d.recovery[:],
 		WitnessPolicy:       d.cfg.WitnessPolicy,
+		AuditPolicy:         string(d.cfg.AuditPolicy),
 		EpochIntervalMs:     uint64(d.cfg.EpochInterval.Milliseconds()),
 		HeartbeatIntervalMs: uint64(d.cfg.HeartbeatInterval.Milliseconds()),
 	}, nil
@@ -212,8 +216,11 @@ func (d *Directory) payloadOf(leaf [32]byte) (*payload, error) {
 // Monitor implements [ktpb.DirectoryServer] (design.md 13): the epoch part,
 // the map proof of the index, and every version after known_version up to
 // the latest as of the epoch, with inclusion proofs in the epoch checkpoint.
+// With records_only (contact monitoring, design.md 13.3) each change
+// carries only its record, log index and inclusion proof.
 //
 // SPEC(design.md 13)
+// SPEC(design.md 13.3)
 func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.MonitorResponse, error) {
 	if len(req.GetIndex()) != 32 {
 		return nil, errorf(ErrInvalidArgument, "index of %d bytes, want 32", len(req.GetIndex()))
@@ -266,13 +273,17 @@ func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktp
 		if err != nil {
 			return nil, logErr(err, "inclusion proof")
 		}
-		res.Changes = append(res.Changes, &ktpb.MonitoredChange{
+		mc := &ktpb.MonitoredChange{
 			ChangeRecord:   pl.record,
 			LogIndex:       h.logIndex,
 			InclusionProof: incl,
-			Opening:        pl.opening[:],
-			DeviceSet:      pl.deviceSet,
-		})
+		}
+		if !req.GetRecordsOnly() {
+			mc.Opening, mc.DeviceSet = pl.opening[:], pl.deviceSet
+		}
+		// SPEC(design.md 13.3): records_only answers carry no opening and
+		// no device set, only what is public in the log.
+		res.Changes = append(res.Changes, mc)
 	}
 	return res, nil
 }

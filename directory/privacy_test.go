@@ -10,8 +10,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
@@ -163,5 +166,72 @@ func TestLogRevealsNoHandleOrKeyMaterial(t *testing.T) {
 				t.Error("the log contains the email domain")
 			}
 		})
+	}
+}
+
+// TestMonitorRecordsOnly checks records_only monitoring (design.md 13.3):
+// the same epoch part, map proof, records, log indices and inclusion proofs
+// as a full answer, but no opening and no device set anywhere in the answer
+// (a sender monitoring a contact learns only what the log publishes). The
+// control is the full answer, which does carry them.
+func TestMonitorRecordsOnly(t *testing.T) {
+	e := newEnv(t, backends[0])
+	var account [16]byte
+	rand.Read(account[:])
+	alice := newHandle(t, e.k, "alice@example.com")
+	a1, a2 := testkit.NewDevice(), testkit.NewDevice()
+	var secrets [][]byte // openings and device sets
+	track := func(hc *ktpb.HandleChange) *ktpb.HandleChange {
+		secrets = append(secrets, hc.Opening, hc.DeviceSet)
+		return hc
+	}
+	hc := track(alice.change(api.AuthEnroll, a1.Sign, testkit.Set(account, a1), nil))
+	if _, err := e.d.Enroll(ctxT(t), &ktpb.EnrollRequest{Change: hc, Credential: e.k.token.IssueToken(alice.handle)}); err != nil {
+		t.Fatal(err)
+	}
+	alice.accepted(hc)
+	e.apply(alice, track(alice.change(api.AuthDevice, a1.Sign, testkit.Set(account, a1, a2), nil)))
+	last := e.apply(alice, track(alice.change(api.AuthDevice, a2.Sign, testkit.Set(account, a2), nil)))
+	ep := e.waitEpoch(last)
+
+	for known := uint64(0); known <= 3; known++ {
+		full, err := e.d.Monitor(ctxT(t), &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: known})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ro, err := e.d.Monitor(ctxT(t), &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: known, RecordsOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(full.GetEpoch().GetCheckpoint(), ep.GetCheckpoint()) || !bytes.Equal(ro.GetEpoch().GetCheckpoint(), ep.GetCheckpoint()) {
+			t.Fatal("the epoch moved during the test")
+		}
+		if !bytes.Equal(ro.GetMapProof(), full.GetMapProof()) || len(ro.GetChanges()) != int(3-known) || len(full.GetChanges()) != len(ro.GetChanges()) {
+			t.Fatalf("known %d: %d changes records-only, %d full, want %d; same map proof %v", known, len(ro.GetChanges()), len(full.GetChanges()), 3-known, bytes.Equal(ro.GetMapProof(), full.GetMapProof()))
+		}
+		for i, c := range ro.GetChanges() {
+			f := full.GetChanges()[i]
+			if !bytes.Equal(c.GetChangeRecord(), f.GetChangeRecord()) || c.GetLogIndex() != f.GetLogIndex() || !slices.EqualFunc(c.GetInclusionProof(), f.GetInclusionProof(), bytes.Equal) {
+				t.Errorf("known %d change %d: records-only record, log index or inclusion proof differs from the full answer", known, i)
+			}
+			if len(c.GetOpening()) != 0 || len(c.GetDeviceSet()) != 0 {
+				t.Errorf("known %d change %d: records-only answer has an opening (%d bytes) or a device set (%d bytes)", known, i, len(c.GetOpening()), len(c.GetDeviceSet()))
+			}
+		}
+		roBytes, err := proto.Marshal(ro)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fullBytes, _ := proto.Marshal(full)
+		for i, s := range secrets {
+			if bytes.Contains(roBytes, s) {
+				t.Errorf("known %d: the records-only answer contains opening or device set %d", known, i)
+			}
+			// Control: the full answer carries those of the versions it
+			// returns (secrets 2v-2, 2v-1 belong to version v).
+			if v := uint64(i/2 + 1); v > known && !bytes.Contains(fullBytes, s) {
+				t.Errorf("known %d: the full answer lacks opening or device set %d: the search cannot be trusted", known, i)
+			}
+		}
 	}
 }

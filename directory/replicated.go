@@ -266,6 +266,11 @@ func (d *Directory) behind(known, size uint64) error {
 	if d.repl != nil && d.Role() != RoleWriter {
 		return errorf(ErrUnavailable, "this replica serves the epoch checkpoint of size %d, behind the known size %d; retry", size, known)
 	}
+	// SPEC(design.md 14.3): the served epoch is audited; a published one
+	// beyond it is served once audited.
+	if pub := d.pub.Load(); d.audit != nil && pub != nil && known <= pub.size {
+		return errorf(ErrUnavailable, "the audited epoch checkpoint served has size %d, behind the known size %d (published, not yet audited); retry", size, known)
+	}
 	return errorf(ErrOutOfRange, "known size %d is beyond the current epoch checkpoint's size %d", known, size)
 }
 
@@ -283,7 +288,7 @@ func (d *Directory) startReplicated() error {
 			return err
 		}
 		r.lastEpochIndex, r.haveEpoch = meta.logIndex, true
-		if cur := d.cur.Load(); cur == nil || cur.logIndex < meta.logIndex {
+		if cur := d.pub.Load(); cur == nil || cur.logIndex < meta.logIndex {
 			r.pendingEpoch, r.pendingSnap = meta, d.m.Snapshot()
 		}
 	}
@@ -471,14 +476,14 @@ func (d *Directory) takeover(l *lease.Lease) error {
 	r.lease.Store(l)
 	r.setRole(RoleWriter)
 	// 4. An epoch record, with its checkpoint served, ends the log.
-	cur := d.cur.Load()
+	cur := d.pub.Load()
 	if cur == nil || !r.haveEpoch || d.size != r.lastEpochIndex+1 || cur.logIndex != r.lastEpochIndex {
 		if err := d.closeEpoch(); err != nil {
 			return err
 		}
 	}
 	r.pendingEpoch, r.pendingSnap = nil, nil
-	d.logger.Info("directory: took over as the writer", "token", l.Token(), "log_size", d.size, "epoch", d.cur.Load().record.Epoch,
+	d.logger.Info("directory: took over as the writer", "token", l.Token(), "log_size", d.size, "epoch", d.pub.Load().record.Epoch,
 		"drained_after", drained.Round(time.Millisecond), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -786,7 +791,7 @@ func (d *Directory) servePending(ctx context.Context) error {
 	if meta == nil {
 		return nil
 	}
-	if cur := d.cur.Load(); cur != nil && cur.logIndex >= meta.logIndex {
+	if cur := d.pub.Load(); cur != nil && cur.logIndex >= meta.logIndex {
 		r.pendingEpoch, r.pendingSnap = nil, nil
 		return nil
 	}
@@ -822,7 +827,7 @@ func (d *Directory) servePending(ctx context.Context) error {
 	if err := d.st.db.Set(keyEpoch, encodeEpochMeta(full), pebble.NoSync); err != nil {
 		return fmt.Errorf("directory: store: %w", err)
 	}
-	d.cur.Store(ep)
+	d.publish(ep)
 	r.pendingEpoch, r.pendingSnap = nil, nil
 	d.logger.Debug("directory: serving epoch", "epoch", ep.record.Epoch, "log_size", ep.size)
 	return nil

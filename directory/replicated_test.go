@@ -24,6 +24,13 @@ import (
 // payload tables in a fresh MariaDB database.
 func replicatedPair(t *testing.T) (a, b *env, db *sql.DB) {
 	t.Helper()
+	return replicatedPairTuned(t, nil)
+}
+
+// replicatedPairTuned is replicatedPair with tune applied to both
+// instances' configurations.
+func replicatedPairTuned(t *testing.T, tune func(*Config)) (a, b *env, db *sql.DB) {
+	t.Helper()
 	db, err := sql.Open("mysql", trilliantest.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +54,9 @@ func replicatedPair(t *testing.T) (a, b *env, db *sql.DB) {
 				Payloads:     payloadstore.New(db),
 				Drain:        func(context.Context) error { return nil }, // the memory log has no queue
 				PollInterval: 20 * time.Millisecond,
+			}
+			if tune != nil {
+				tune(c)
 			}
 		}
 		e.start()

@@ -153,7 +153,7 @@ func (d *Directory) wait(wait time.Duration) error {
 //
 // SPEC(design.md 7)
 func (d *Directory) untilEpoch(now time.Time) time.Duration {
-	if d.cur.Load() == nil {
+	if d.pub.Load() == nil {
 		return 0
 	}
 	next := d.lastEpochAt.Add(d.cfg.HeartbeatInterval)
@@ -286,7 +286,8 @@ func (d *Directory) recheck(r *request) error {
 }
 
 // closeEpoch appends the next epoch record, waits for its checkpoint and
-// makes it the served epoch (design.md 7).
+// publishes it: it is served at once, or once audited with an audit
+// policy (design.md 7, 14.3).
 //
 // SPEC(design.md 7)
 func (d *Directory) closeEpoch() error {
@@ -370,7 +371,7 @@ func (d *Directory) closeEpoch() error {
 	if err != nil {
 		return err
 	}
-	d.cur.Store(ep)
+	d.publish(ep)
 	if err := d.shareEpoch(meta); err != nil {
 		return fmt.Errorf("directory: storing epoch %d in the shared table: %w", rec.Epoch, err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -12,8 +13,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,7 +49,8 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
 
-// errAlert reports that kt monitor --once raised alerts (exit status 3).
+// errAlert reports that kt monitor --once or kt contacts check raised
+// alerts (exit status 3).
 var errAlert = errors.New("alerts raised")
 
 // app is one invocation of kt.
@@ -202,6 +206,14 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		return nargsThen(args, 0, "monitor [--once]", func() error { return a.monitor(ctx) })
 	case "status":
 		return nargsThen(args, 0, "status", func() error { return a.status(ctx) })
+	case "contacts":
+		if len(args) == 0 {
+			return a.contacts(ctx)
+		}
+		if args[0] != "check" {
+			return usagef("unknown command %q", "contacts "+args[0])
+		}
+		return nargsThen(args[1:], 0, "contacts check", func() error { return a.contactsCheck(ctx) })
 	default:
 		return usagef("unknown command %q", cmd)
 	}
@@ -839,6 +851,16 @@ func (a *app) pollOnce(ctx context.Context, c *client.Client) (int, error) {
 	if err != nil {
 		return alerts, err
 	}
+	// SPEC(design.md 13.3): "kt monitor runs it too".
+	creps, cerr := c.CheckContacts(pctx)
+	calerts, werr := a.printContactReports(creps)
+	alerts += calerts
+	if werr != nil {
+		return alerts, werr
+	}
+	if calerts > 0 {
+		cerr = nil // reported as alerts
+	}
 	if len(a.cfg.Auditors) > 0 {
 		rs, gerr := c.Gossip(pctx)
 		for _, r := range rs {
@@ -861,7 +883,7 @@ func (a *app) pollOnce(ctx context.Context, c *client.Client) (int, error) {
 			a.output(map[string]any{"alert": gerr.Error()}, func(w io.Writer) { fmt.Fprintf(w, "ALERT %v\n", gerr) })
 		}
 	}
-	return alerts, nil
+	return alerts, cerr
 }
 
 func (a *app) status(ctx context.Context) error {
@@ -909,4 +931,120 @@ func (a *app) status(ctx context.Context) error {
 			fmt.Fprintf(w, "trusted checkpoint: size %d, epoch %d\n", st.Trusted.Size, st.Trusted.Epoch.Epoch)
 		}
 	})
+}
+
+// contacts lists the remembered contacts (design.md 13.3).
+func (a *app) contacts(ctx context.Context) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	cs, err := c.Contacts(ctx)
+	if err != nil {
+		return err
+	}
+	type contactJSON struct {
+		Handle         string `json:"handle"`
+		Version        uint64 `json:"version"`
+		LeafHash       string `json:"leaf_hash"`
+		Epoch          uint64 `json:"epoch"`
+		CheckpointSize uint64 `json:"checkpoint_size"`
+	}
+	js := []contactJSON{}
+	for _, h := range slices.Sorted(maps.Keys(cs)) {
+		ct := cs[h]
+		j := contactJSON{Handle: h, Version: ct.Version, LeafHash: hex.EncodeToString(ct.LeafHash[:]), CheckpointSize: ct.Size}
+		if er, err := ct.Epoch(); err == nil {
+			j.Epoch = er.Epoch
+		}
+		js = append(js, j)
+	}
+	return a.output(map[string]any{"contacts": js}, func(w io.Writer) {
+		if len(js) == 0 {
+			fmt.Fprintln(w, "no contacts remembered yet (kt encrypt remembers its recipients)")
+		}
+		for _, j := range js {
+			fmt.Fprintf(w, "%s  version %d  record %s…  verified in epoch %d (checkpoint size %d)\n", j.Handle, j.Version, j.LeafHash[:16], j.Epoch, j.CheckpointSize)
+		}
+	})
+}
+
+// contactsCheck checks every remembered contact: exit status 3 on an
+// alert, with the evidence written to a file whose path is printed.
+//
+// SPEC(design.md 13.3)
+func (a *app) contactsCheck(ctx context.Context) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	reps, err := c.CheckContacts(ctx)
+	alerts, werr := a.printContactReports(reps)
+	switch {
+	case werr != nil:
+		return werr
+	case alerts > 0:
+		return errAlert
+	}
+	return err
+}
+
+// printContactReports prints the contact check's reports, writes the
+// evidence of each alert that has some, and returns the number of alerts.
+// Failures that are not alerts (the directory unreachable, say) are
+// printed and left to the caller's error.
+func (a *app) printContactReports(reps []client.ContactReport) (int, error) {
+	alerts := 0
+	for _, r := range reps {
+		j := map[string]any{"contact": r.Handle, "remembered": r.Remembered, "current": r.Current}
+		alert := errors.Is(r.Err, client.ErrContactChanged) || errors.Is(r.Err, client.ErrContactChain)
+		path := ""
+		var cc *client.ContactChangedError
+		if errors.As(r.Err, &cc) && cc.Evidence != nil {
+			var err error
+			if path, err = a.writeEvidence(string(cc.Kind), cc.Evidence); err != nil {
+				return alerts, fmt.Errorf("writing the evidence about %s: %w", r.Handle, err)
+			}
+			j["evidence_kind"], j["evidence"], j["evidence_proves"] = cc.Kind, path, cc.Proves
+		}
+		switch {
+		case alert:
+			alerts++
+			j["alert"] = r.Err.Error()
+		case r.Err != nil:
+			j["error"] = r.Err.Error()
+		}
+		a.output(j, func(w io.Writer) {
+			switch {
+			case alert:
+				fmt.Fprintf(w, "contact %s ALERT %v\n", r.Handle, r.Err)
+				if path != "" {
+					fmt.Fprintf(w, "  %s evidence written to %s\n  it proves: %s\n", cc.Kind, path, cc.Proves)
+				}
+			case r.Err != nil:
+				fmt.Fprintf(w, "contact %s: not checked: %v\n", r.Handle, r.Err)
+			case r.Current == r.Remembered:
+				fmt.Fprintf(w, "contact %s: version %d, unchanged\n", r.Handle, r.Current)
+			default:
+				fmt.Fprintf(w, "contact %s: version %d to %d, chain verified\n", r.Handle, r.Remembered, r.Current)
+			}
+		})
+	}
+	return alerts, nil
+}
+
+// writeEvidence writes an evidence bundle to the evidence directory next
+// to the state file, named by its kind and hash, and returns the path.
+func (a *app) writeEvidence(kind string, bundle []byte) (string, error) {
+	dir := filepath.Join(filepath.Dir(a.cfg.StateFile), "evidence")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(bundle)
+	path := filepath.Join(dir, fmt.Sprintf("%s-%x.txt", kind, sum[:8]))
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, bundle, 0o600); err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp, path)
 }

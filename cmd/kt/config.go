@@ -111,11 +111,16 @@ Usage:
   kt encrypt HANDLE [--in FILE] [--out FILE]
                                          encrypt to every verified device: one envelope per line
   kt decrypt [--in FILE] [--out FILE]    decrypt the envelope for this device
-  kt monitor [--once]                    poll this device's handles, print changes and alerts
+  kt monitor [--once]                    poll this device's handles, print changes and alerts;
+                                         check the remembered contacts too
+  kt contacts                            list the contacts remembered (each kt encrypt recipient)
+  kt contacts check                      check each remembered contact against the directory's
+                                         current answer; alerts write evidence next to the state file
   kt status                              show this device, its handles and the trusted checkpoint
 
 Exit status: 0 on success, 1 on a failure (including a verification
-failure), 2 on bad arguments, 3 when kt monitor --once raised an alert.
+failure), 2 on bad arguments, 3 when kt monitor --once or kt contacts
+check raised an alert.
 
 Every flag below is also a configuration key: in the file given by
 --config (YAML, TOML or JSON) and in the environment (the variable in

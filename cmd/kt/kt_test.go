@@ -5,20 +5,28 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/directory"
+	"github.com/keytrans/kt/internal/testing/attacks/adversary"
 	"github.com/keytrans/kt/internal/testing/fixture"
 	"github.com/keytrans/kt/internal/testing/testonly"
+	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/log/witness"
 )
 
@@ -435,5 +443,111 @@ func TestAuditedBy(t *testing.T) {
 	cfg, _, _, err := loadConfig([]string{"--max-audit-lag", "45s", "--state-file", filepath.Join(t.TempDir(), "s.json"), "status"}, io.Discard)
 	if err != nil || cfg.MaxAuditLag != 45*time.Second {
 		t.Fatalf("--max-audit-lag: %v, %v", err, cfg)
+	}
+}
+
+// refuseChain is a directory front that refuses records-only monitoring
+// (contact monitoring's chain request) and forwards everything else.
+type refuseChain struct{ *adversary.Proxy }
+
+func (r refuseChain) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.MonitorResponse, error) {
+	if req.GetRecordsOnly() {
+		return nil, status.Error(codes.Unavailable, "the chain is not available")
+	}
+	return r.Proxy.Monitor(ctx, req)
+}
+
+// TestContactsCommands: kt encrypt remembers its recipient, kt contacts
+// lists it; after Bob's change, kt contacts check through a directory
+// front that refuses the chain exits with status 3 and an alert, and
+// through the real directory verifies the chain (records-only Monitor) and
+// advances the contact; kt monitor --once checks contacts too.
+func TestContactsCommands(t *testing.T) {
+	td := startDirectory(t)
+	alice, bob := td.device(t), td.device(t)
+	alice.ok("init")
+	bob.ok("init")
+	if out := alice.ok("contacts"); !strings.Contains(out, "no contacts") {
+		t.Fatalf("contacts before any: %q", out)
+	}
+	bob.ok("register", "bob@example.com", "--token", td.token.IssueToken("mailto:bob@example.com"))
+	alice.awaitVersion("bob@example.com", 1)
+	if _, errs, code := alice.kt("hi", "encrypt", "bob@example.com", "--out", filepath.Join(t.TempDir(), "m")); code != 0 {
+		t.Fatalf("encrypt: %d %s", code, errs)
+	}
+	if out := alice.ok("contacts"); !strings.Contains(out, "mailto:bob@example.com  version 1") {
+		t.Fatalf("contacts: %q", out)
+	}
+	bob.ok("device", "rekey")
+	bob.awaitVersion("bob@example.com", 2)
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := grpc.NewServer()
+	ktpb.RegisterDirectoryServer(front, refuseChain{adversary.NewProxy(td.dir)})
+	go front.Serve(lis)
+	t.Cleanup(front.Stop)
+	out, errs, code := alice.kt("", "--directory", lis.Addr().String(), "contacts", "check")
+	if code != 3 || !strings.Contains(out, "contact mailto:bob@example.com ALERT") || !strings.Contains(out, "change chain does not verify") {
+		t.Fatalf("contacts check, chain refused: exit %d\n%s%s", code, out, errs)
+	}
+	if out := alice.ok("contacts"); !strings.Contains(out, "version 1") {
+		t.Fatalf("the alert advanced the contact: %q", out)
+	}
+	if out := alice.ok("contacts", "check"); !strings.Contains(out, "version 1 to 2, chain verified") {
+		t.Fatalf("contacts check: %q", out)
+	}
+	var list struct {
+		Contacts []struct {
+			Handle  string `json:"handle"`
+			Version uint64 `json:"version"`
+		} `json:"contacts"`
+	}
+	if err := json.Unmarshal([]byte(alice.ok("--json", "contacts")), &list); err != nil || len(list.Contacts) != 1 || list.Contacts[0].Version != 2 {
+		t.Fatalf("contacts --json: %v %+v", err, list)
+	}
+	if out := alice.ok("monitor", "--once"); !strings.Contains(out, "contact mailto:bob@example.com: version 2, unchanged") {
+		t.Fatalf("monitor: %q", out)
+	}
+	if _, errs, code := alice.kt("", "contacts", "frob"); code != 2 || !strings.Contains(errs, "unknown command") {
+		t.Fatalf("contacts frob: %d %q", code, errs)
+	}
+}
+
+// TestContactAlertEvidenceFile: an alert with evidence is written to the
+// evidence directory next to the state file (mode 0600) and its path
+// printed; alerts are counted, other failures are not.
+func TestContactAlertEvidenceFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, js := range []bool{false, true} {
+		var out bytes.Buffer
+		a := &app{cfg: &Config{StateFile: filepath.Join(dir, "state.json"), JSON: js}, stdout: &out}
+		bundle := []byte("kt-evidence/v2\nkind map-regression\n")
+		reps := []client.ContactReport{
+			{Handle: "mailto:bob@example.com", Remembered: 2, Current: 1, Err: &client.ContactChangedError{
+				Handle: "mailto:bob@example.com", Remembered: 2, Current: 1, Kind: evidence.KindMapRegression, Reason: "older", Evidence: bundle}},
+			{Handle: "mailto:carol@example.com", Remembered: 1, Err: fmt.Errorf("%w: carol", client.ErrContactChain)},
+			{Handle: "mailto:dave@example.com", Remembered: 1, Err: errors.New("unreachable")},
+			{Handle: "mailto:erin@example.com", Remembered: 1, Current: 1},
+		}
+		n, err := a.printContactReports(reps)
+		if err != nil || n != 2 {
+			t.Fatalf("json %v: %d alerts, %v", js, n, err)
+		}
+		es, _ := filepath.Glob(filepath.Join(dir, "evidence", "map-regression-*.txt"))
+		if len(es) != 1 {
+			t.Fatalf("evidence files %v", es)
+		}
+		if b, err := os.ReadFile(es[0]); err != nil || !bytes.Equal(b, bundle) {
+			t.Fatalf("evidence file: %q %v", b, err)
+		}
+		if fi, _ := os.Stat(es[0]); fi.Mode().Perm() != 0o600 {
+			t.Fatalf("evidence file mode %v", fi.Mode())
+		}
+		if !strings.Contains(out.String(), es[0]) || !strings.Contains(out.String(), "dave") {
+			t.Fatalf("json %v output:\n%s", js, out.String())
+		}
 	}
 }

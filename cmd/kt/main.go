@@ -1,7 +1,8 @@
 // Command kt is the key transparency client: it sets up a device,
 // registers handles, adds and removes devices, looks handles up showing
 // what was verified, encrypts to every verified device of a handle,
-// decrypts, and monitors this device's own handles with alerts. All logic
+// decrypts, monitors this device's own handles with alerts, and checks
+// the contacts it encrypted to (kt contacts check). All logic
 // is in package client; this command only parses arguments and prints.
 // See `kt --help` and Config for every setting.
 package main

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -35,9 +36,9 @@ type Config struct {
 	// evidence files (DataDir/evidence). Created if missing.
 	DataDir string `mapstructure:"data_dir"`
 	// Listen is the HTTP address of the public endpoints: C2SP tlog-witness
-	// POST /add-checkpoint, GET /kt/v1/checkpoint, POST /kt/v1/gossip,
-	// GET /kt/v1/evidence and the status page at /. Default
-	// 127.0.0.1:8480.
+	// POST /add-checkpoint, POST /kt/v1/audit, GET /kt/v1/checkpoint,
+	// POST /kt/v1/gossip, GET /kt/v1/evidence and the status page at /.
+	// Default 127.0.0.1:8480.
 	Listen string `mapstructure:"listen"`
 	// MetricsListen is the address of the Prometheus endpoint (/metrics,
 	// including ktauditor_build_info); pprof is served there too when the
@@ -54,12 +55,24 @@ type Config struct {
 	KeyFile string `mapstructure:"key_file"`
 	// Witness enables the add-checkpoint endpoint. Default true.
 	Witness bool `mapstructure:"witness"`
-	// CosignAudited cosigns only checkpoints up to the latest one replayed
-	// without violation (design.md section 9's auditor statement). Do not
-	// set it on an auditor that is a witness in a log's publication policy:
-	// that log waits for the cosignature before publishing, so the auditor
-	// could never read the entries. Default false.
-	CosignAudited bool `mapstructure:"cosign_audited"`
+	// AuditKey is the audit key file, in the format of KeyFile: the key
+	// that signs audit statements (design.md 14.1), the answers of POST
+	// /kt/v1/audit, which directories collect before serving an epoch.
+	// Created when missing, named after the cosigning key: NAME/audit.
+	// It must not be the cosigning key (a key makes one kind of
+	// statement). `ktauditor audit-vkey` prints its verifier key, which
+	// goes into audit policies as `auditor NAME VKEY URL`. Empty (the
+	// default): no audit statements (POST /kt/v1/audit answers 404).
+	AuditKey string `mapstructure:"audit_key"`
+	// AuditWait is how long POST /kt/v1/audit waits for the audit of a
+	// checkpoint beyond the audited size (it starts an audit step at once)
+	// before answering 503 with Retry-After. Default 5s.
+	AuditWait time.Duration `mapstructure:"audit_wait"`
+	// CosignAudited is the removed option cosign_audited (cosign only
+	// audited checkpoints): a log that needed that cosignature to publish
+	// could never be audited. Setting it, to any value, is an error that
+	// says to use audit_key instead.
+	CosignAudited *bool `mapstructure:"cosign_audited"`
 	// PollInterval is how often each log's checkpoint is polled. Default 2s.
 	PollInterval time.Duration `mapstructure:"poll_interval"`
 	// GossipInterval is how often checkpoints are exchanged with each peer.
@@ -128,7 +141,8 @@ var options = []option{
 	{Key: "name", Default: "localhost/ktauditor", Usage: "cosigning key name (used when the key is created)"},
 	{Key: "key_file", Default: "", Usage: "cosigning key file (default DATA_DIR/auditor.key, created if missing)"},
 	{Key: "witness", Default: true, Usage: "serve C2SP tlog-witness add-checkpoint"},
-	{Key: "cosign_audited", Default: false, Usage: "cosign only checkpoints audited without violation"},
+	{Key: "audit_key", Default: "", Usage: "audit key file: signs audit statements (POST /kt/v1/audit); created if missing; empty disables"},
+	{Key: "audit_wait", Default: auditor.DefaultAuditWait, Usage: "how long POST /kt/v1/audit waits for an audit beyond the audited size"},
 	{Key: "poll_interval", Default: auditor.DefaultPollInterval, Usage: "how often each log's checkpoint is polled"},
 	{Key: "gossip_interval", Default: auditor.DefaultGossipInterval, Usage: "how often checkpoints are exchanged with each peer"},
 	{Key: "progress_interval", Default: auditor.DefaultProgressInterval, Usage: "how often a catch-up logs progress and saves state"},
@@ -146,6 +160,9 @@ gossips them with other auditors.
 Usage:
   ktauditor [flags]                         serve
   ktauditor vkey [flags]                    print the cosignature verifier key
+                                            (creates key_file if missing)
+  ktauditor audit-vkey [flags]              print the audit verifier key
+                                            (creates audit_key if missing)
   ktauditor unfreeze [flags] ORIGIN         resume cosigning ORIGIN after evidence
                                             (daemon stopped; evidence is kept)
   ktauditor reset-witness [flags] ORIGIN    forget the checkpoint last cosigned for ORIGIN
@@ -162,9 +179,23 @@ func loadConfig(args []string, out io.Writer) (*Config, []string, error) {
 	return cliconfig.ParseConfig(command, args, out, (*Config).validate)
 }
 
+// removedCosignAudited is the error for a configuration that still sets
+// cosign_audited.
+const removedCosignAudited = "cosign_audited was removed: audit statements are now made by a separate key; " +
+	"set audit_key (a key file, created if missing), put its verifier key (ktauditor audit-vkey) in the directory's audit policy, " +
+	"and keep this auditor's cosigning key in the witness policy, where it cosigns as any witness"
+
 func (c *Config) validate() error {
 	var problems cliconfig.Problems
 	add := problems.Add
+	// SPEC(design.md 14.2): "a config that still sets cosign_audited fails
+	// at start with a message telling to use audit_key".
+	if _, env := os.LookupEnv(cliconfig.EnvName(command.Prefix, "cosign_audited")); c.CosignAudited != nil || env {
+		add(removedCosignAudited)
+	}
+	if c.AuditWait <= 0 {
+		add("audit_wait must be positive")
+	}
 	problems.Require("data_dir", c.DataDir)
 	problems.Require("listen", c.Listen)
 	problems.HostPort("listen", c.Listen)
@@ -223,6 +254,9 @@ func (c *Config) validate() error {
 	}
 	if c.KeyFile == "" {
 		c.KeyFile = filepath.Join(c.DataDir, "auditor.key")
+	}
+	if c.AuditKey != "" && filepath.Clean(c.AuditKey) == filepath.Clean(c.KeyFile) {
+		add("audit_key %q is the cosigning key file (key_file): an audit key must not be a witness key", c.AuditKey)
 	}
 	if c.EvidenceDir == "" {
 		c.EvidenceDir = filepath.Join(c.DataDir, "evidence")

@@ -21,6 +21,7 @@ import (
 	"github.com/keytrans/kt/internal/testing/conformance"
 	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/log/logapi"
+	"github.com/keytrans/kt/log/witness"
 )
 
 const origin = "example.com/kt"
@@ -260,4 +261,127 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestRemovedCosignAudited: a configuration that still sets
+// cosign_audited, in the file (to any value) or the environment, does not
+// start, and the message says to use audit_key; so does an audit_key that
+// is the cosigning key file.
+func TestRemovedCosignAudited(t *testing.T) {
+	l := newTestLog(t)
+	dir := t.TempDir()
+	for _, v := range []string{"true", "false"} {
+		cfgFile := writeConfig(t, dir, l, "cosign_audited: "+v+"\n")
+		_, _, err := loadConfig([]string{"--config", cfgFile}, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "cosign_audited was removed") || !strings.Contains(err.Error(), "audit_key") {
+			t.Fatalf("cosign_audited: %s: %v", v, err)
+		}
+	}
+	cfgFile := writeConfig(t, dir, l, "")
+	if _, _, err := loadConfig([]string{"--config", cfgFile}, io.Discard); err != nil {
+		t.Fatalf("control: %v", err)
+	}
+	if _, _, err := loadConfig([]string{"--config", cfgFile, "--audit-key", filepath.Join(dir, "auditor.key")}, io.Discard); err == nil || !strings.Contains(err.Error(), "must not be a witness key") {
+		t.Fatalf("audit_key = key_file: %v", err)
+	}
+	t.Setenv("KTAUDITOR_COSIGN_AUDITED", "true")
+	if _, _, err := loadConfig([]string{"--config", cfgFile}, io.Discard); err == nil || !strings.Contains(err.Error(), "audit_key") {
+		t.Fatalf("KTAUDITOR_COSIGN_AUDITED: %v", err)
+	}
+}
+
+// TestAuditKey: with audit_key, ktauditor makes the key (named after the
+// cosigning key, NAME/audit) on first use, audit-vkey prints its verifier
+// key, and the daemon answers POST /kt/v1/audit with a statement that
+// satisfies an audit policy naming that key; GET /kt/v1/checkpoint carries
+// its statement, and both are counted. The cosigning key itself is
+// refused as audit key.
+func TestAuditKey(t *testing.T) {
+	l := newTestLog(t)
+	l.grow(t, func(b *ktlog.Builder) { b.Honest(8, 3) })
+	dir := t.TempDir()
+	cfgFile := writeConfig(t, dir, l, "audit_key: "+filepath.Join(dir, "audit.key")+"\n")
+	cfg, _, err := loadConfig([]string{"--config", cfgFile}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := captureStdout(t, func() {
+		if code := cli([]string{"audit-vkey", "--config", cfgFile}, quiet()); code != 0 {
+			t.Fatalf("audit-vkey: exit %d", code)
+		}
+	})
+	avk := strings.TrimSpace(out)
+	if !strings.HasPrefix(avk, "auditor.test/audit+") {
+		t.Fatalf("audit vkey %q", avk)
+	}
+	_, wvk, err := loadKey(cfg)
+	if err != nil || wvk == avk {
+		t.Fatalf("witness vkey %q, %v", wvk, err)
+	}
+	d := start(t, cfgFile)
+	base := "http://" + d.addrs.HTTP
+	cp, _ := l.mem.Checkpoint(context.Background())
+	policy, err := witness.ParseAuditPolicy([]byte("auditor a " + avk + " " + base + "\nquorum a\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(base+"/kt/v1/audit", "text/plain", strings.NewReader(string(cp)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("audit: %d %s", resp.StatusCode, line)
+	}
+	if _, err := policy.Check(append(cp, line...)); err != nil {
+		t.Fatalf("statement: %v", err)
+	}
+	var served string
+	waitFor(t, "the stated checkpoint", func() bool {
+		var code int
+		code, served = fetch(t, base+"/kt/v1/checkpoint")
+		return code == 200 && strings.HasPrefix(served, string(cp))
+	})
+	if _, err := policy.Check([]byte(served)); err != nil {
+		t.Fatalf("GET checkpoint: %v", err)
+	}
+	_, m := fetch(t, "http://"+d.addrs.Metrics+"/metrics")
+	for _, s := range []string{`ktauditor_audit_requests_total{code="200",origin="example.com/kt"} 1`, `ktauditor_audit_statements_total{origin="example.com/kt"} 2`} {
+		if !strings.Contains(m, s) {
+			t.Errorf("metrics lack %q:\n%s", s, grepLines(m, "ktauditor_audit"))
+		}
+	}
+	d.stop(t)
+
+	// The cosigning key as audit key: refused at start.
+	key, _ := os.ReadFile(filepath.Join(dir, "auditor.key"))
+	os.WriteFile(filepath.Join(dir, "audit.key"), key, 0o600)
+	err = run(context.Background(), cfg, quiet(), nil)
+	if err == nil || !strings.Contains(err.Error(), "must not be a witness key") {
+		t.Fatalf("same key: %v", err)
+	}
+	if code := cli([]string{"audit-vkey", "--config", cfgFile}, quiet()); code != 1 {
+		t.Fatalf("audit-vkey with the cosigning key: exit %d", code)
+	}
+}
+
+// captureStdout returns what f writes to os.Stdout.
+func captureStdout(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = w
+	done := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		done <- string(b)
+	}()
+	f()
+	os.Stdout = old
+	w.Close()
+	return <-done
 }

@@ -1,14 +1,16 @@
 // Command ktauditor is the key transparency auditor daemon: it follows
 // directories' logs through their read API and replays them
 // (docs/design.md section 14), serves C2SP tlog-witness add-checkpoint,
-// gossips checkpoints with peer auditors and clients, and records
-// split-view evidence (section 15). See Config for every setting and
-// auditor/README.md for operations.
+// makes audit statements with a separate audit key (POST /kt/v1/audit,
+// section 14.2), gossips checkpoints with peer auditors and clients, and
+// records split-view evidence (section 15). See Config for every setting
+// and auditor/README.md for operations.
 //
 // Usage:
 //
 //	ktauditor [--config FILE] [flags]              serve
 //	ktauditor vkey [--config FILE] [flags]         print the cosignature vkey
+//	ktauditor audit-vkey [--config FILE] [flags]   print the audit vkey (audit_key)
 //	ktauditor unfreeze [--config FILE] ORIGIN      resume cosigning after evidence
 //	ktauditor reset-witness [--config FILE] ORIGIN forget the last cosigned checkpoint
 package main
@@ -33,7 +35,7 @@ func cli(args []string, logger *slog.Logger) int {
 	cmd := ""
 	if len(args) > 0 {
 		switch args[0] {
-		case "vkey", "unfreeze", "reset-witness":
+		case "vkey", "audit-vkey", "unfreeze", "reset-witness":
 			cmd, args = args[0], args[1:]
 		}
 	}
@@ -44,6 +46,14 @@ func cli(args []string, logger *slog.Logger) int {
 	switch cmd {
 	case "vkey":
 		_, vkey, err := loadKey(cfg)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "ktauditor: %v\n", err)
+			return 1
+		}
+		fmt.Println(vkey)
+		return 0
+	case "audit-vkey":
+		_, vkey, err := loadAuditKey(cfg)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "ktauditor: %v\n", err)
 			return 1

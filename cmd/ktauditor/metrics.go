@@ -19,6 +19,8 @@ type metrics struct {
 	warnings   *prometheus.CounterVec
 	evidence   *prometheus.CounterVec
 	witness    *prometheus.CounterVec
+	audit      *prometheus.CounterVec
+	statements *prometheus.CounterVec
 	gossip     *prometheus.CounterVec
 }
 
@@ -40,10 +42,14 @@ func newMetrics() *metrics {
 			Help: "Split-view evidence bundles recorded."}, []string{"origin"}),
 		witness: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_witness_requests_total",
 			Help: "add-checkpoint requests by HTTP status."}, []string{"origin", "code"}),
+		audit: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_audit_requests_total",
+			Help: "POST /kt/v1/audit requests by HTTP status."}, []string{"origin", "code"}),
+		statements: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_audit_statements_total",
+			Help: "Audit statements signed (answers to POST /kt/v1/audit and the one on the latest audited checkpoint)."}, []string{"origin"}),
 		gossip: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ktauditor_gossip_total",
 			Help: "Gossip exchanges with peers by result."}, []string{"peer", "result"}),
 	}
-	for _, c := range []prometheus.Collector{m.target, m.audited, m.entries, m.violations, m.warnings, m.evidence, m.witness, m.gossip} {
+	for _, c := range []prometheus.Collector{m.target, m.audited, m.entries, m.violations, m.warnings, m.evidence, m.witness, m.audit, m.statements, m.gossip} {
 		reg.MustRegister(c)
 	}
 	return m
@@ -58,4 +64,8 @@ func (m *metrics) Evidence(o string)          { m.evidence.WithLabelValues(o).In
 func (m *metrics) WitnessRequest(o string, code int) {
 	m.witness.WithLabelValues(o, strconv.Itoa(code)).Inc()
 }
+func (m *metrics) AuditRequest(o string, code int) {
+	m.audit.WithLabelValues(o, strconv.Itoa(code)).Inc()
+}
+func (m *metrics) AuditStatement(o string)    { m.statements.WithLabelValues(o).Inc() }
 func (m *metrics) Gossip(peer, result string) { m.gossip.WithLabelValues(peer, result).Inc() }

@@ -36,28 +36,68 @@ type addrs struct {
 // loadKey loads or creates the cosigning key and returns the signer and
 // its tlog-cosignature/v1 verifier key.
 func loadKey(cfg *Config) (note.Signer, string, error) {
-	if err := os.MkdirAll(filepath.Dir(cfg.KeyFile), 0o700); err != nil {
+	return loadSigner(cfg.KeyFile, cfg.Name, "cosigning key")
+}
+
+// loadAuditKey loads or creates the audit key (cfg.AuditKey, which must be
+// set), named after the cosigning key (design.md 14.1: NAME/audit), and
+// returns the signer and its verifier key. It refuses an audit key that is
+// the cosigning key.
+//
+// SPEC(design.md 14.1)
+func loadAuditKey(cfg *Config) (note.Signer, string, error) {
+	if cfg.AuditKey == "" {
+		return nil, "", errors.New("audit_key is not set")
+	}
+	w, wvk, err := loadKey(cfg)
+	if err != nil {
 		return nil, "", err
 	}
-	text, _, err := keyfile.LoadOrCreate(cfg.KeyFile, func() (string, error) {
-		skey, _, err := note.GenerateKey(rand.Reader, cfg.Name)
+	s, avk, err := loadSigner(cfg.AuditKey, w.Name()+"/audit", "audit key")
+	if err != nil {
+		return nil, "", err
+	}
+	// SPEC(design.md 14.1): ktauditor calls witness.CheckDisjoint on its
+	// own two keys.
+	wp, err := witness.ParsePolicy([]byte("witness w " + wvk + "\nquorum w\n"))
+	if err != nil {
+		return nil, "", err
+	}
+	ap, err := witness.ParseAuditPolicy([]byte("auditor a " + avk + "\nquorum a\n"))
+	if err != nil {
+		return nil, "", err
+	}
+	if err := witness.CheckDisjoint(wp, ap); err != nil {
+		return nil, "", fmt.Errorf("audit key %s is the cosigning key %s (%w); move %s away: a new audit key is made at the next start", cfg.AuditKey, cfg.KeyFile, err, cfg.AuditKey)
+	}
+	return s, avk, nil
+}
+
+// loadSigner loads the note signer key at path, or creates it named name,
+// and returns it as a tlog-cosignature/v1 signer with its verifier key.
+func loadSigner(path, name, what string) (note.Signer, string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, "", err
+	}
+	text, _, err := keyfile.LoadOrCreate(path, func() (string, error) {
+		skey, _, err := note.GenerateKey(rand.Reader, name)
 		return skey, err
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("cosigning key %s: %w", cfg.KeyFile, err)
+		return nil, "", fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	skey := strings.TrimSpace(text)
 	s, err := fnote.NewSignerForCosignatureV1(skey)
 	if err != nil {
-		return nil, "", fmt.Errorf("cosigning key %s: %w", cfg.KeyFile, err)
+		return nil, "", fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	vk, err := log.VerifierKey(skey)
 	if err != nil {
-		return nil, "", fmt.Errorf("cosigning key %s: %w", cfg.KeyFile, err)
+		return nil, "", fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	cvk, err := fnote.VKeyToCosignatureV1(vk)
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	return s, cvk, nil
 }
@@ -108,6 +148,13 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 	if err != nil {
 		return err
 	}
+	var auditSigner note.Signer
+	auditVKey := ""
+	if cfg.AuditKey != "" {
+		if auditSigner, auditVKey, err = loadAuditKey(cfg); err != nil {
+			return err
+		}
+	}
 	st, err := auditor.OpenStore(storeDir(cfg))
 	if err != nil {
 		return err
@@ -116,7 +163,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 	m := newMetrics()
 	hc := &http.Client{Timeout: 30 * time.Second}
 	acfg := auditor.Config{
-		Store: st, CosignAudited: cfg.CosignAudited,
+		Store: st, AuditSigner: auditSigner, AuditWait: cfg.AuditWait,
 		PollInterval: cfg.PollInterval, GossipInterval: cfg.GossipInterval, ProgressInterval: cfg.ProgressInterval,
 		HTTPClient: hc, EvidenceDir: cfg.EvidenceDir, WebhookURL: cfg.WebhookURL, MaxBodyBytes: cfg.MaxBodyBytes,
 		Metrics: m, Logger: logger,
@@ -148,7 +195,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 	if err != nil {
 		return err
 	}
-	logger.Info("ktauditor starting", "cosignature_vkey", vkey, "logs", len(cfg.Logs), "peers", len(cfg.Peers), "witness", cfg.Witness, "cosign_audited", cfg.CosignAudited)
+	logger.Info("ktauditor starting", "cosignature_vkey", vkey, "audit_vkey", auditVKey, "logs", len(cfg.Logs), "peers", len(cfg.Peers), "witness", cfg.Witness)
 
 	var bound addrs
 	ln, err := net.Listen("tcp", cfg.Listen)

@@ -55,6 +55,17 @@ type Config struct {
 	// when the address is loopback, never otherwise. Default
 	// 127.0.0.1:9464. Empty disables it.
 	MetricsListen string `mapstructure:"metrics_listen"`
+	// AuditPolicy is the path of an audit policy file (auditor, group and
+	// quorum lines: log/witness.ParseAuditPolicy; docs/design.md 14.3).
+	// When set, ktd serves lookups only from epochs whose checkpoint a
+	// quorum of its auditors vouched for (it asks each auditor's URL,
+	// POST /kt/v1/audit) and publishes the policy in the parameters, so
+	// that clients require the statements; publication still needs the
+	// witness policy only. ktd refuses to start, before it creates
+	// anything, with a policy that does not parse, an auditor without a
+	// URL, "quorum none", or an auditor key that is also a key of the
+	// witness policy. Empty: every published epoch is served at once.
+	AuditPolicy string `mapstructure:"audit_policy"`
 
 	TLS        TLSConfig        `mapstructure:"tls"`
 	Operator   OperatorConfig   `mapstructure:"operator"`
@@ -237,6 +248,7 @@ var options = []option{
 	{Key: "grpc_listen", Default: "127.0.0.1:8443", Usage: "public gRPC address (Directory and Log services)"},
 	{Key: "operator_listen", Default: "127.0.0.1:8444", Usage: "private gRPC address of the Operator service; empty disables; non-loopback needs operator.client_ca_file"},
 	{Key: "metrics_listen", Default: "127.0.0.1:9464", Usage: "Prometheus /metrics address (pprof too when loopback); empty disables"},
+	{Key: "audit_policy", Default: "", Usage: "audit policy file (auditor lines with URLs); serve only epochs a quorum of auditors vouched for; empty: serve every published epoch"},
 	{Key: "tls.cert_file", Default: "", Usage: "PEM certificate chain for the public listeners (empty: plaintext)"},
 	{Key: "tls.key_file", Default: "", Usage: "PEM private key for tls.cert_file"},
 	{Key: "operator.client_ca_file", Default: "", Usage: "PEM CA bundle for operator client certificates (enables mutual TLS)"},
@@ -394,6 +406,25 @@ func readPolicy(path string) ([]byte, error) {
 	// rejects".
 	if _, err := witness.ParsePolicy(b); err != nil {
 		return nil, fmt.Errorf("witness.policy_file %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// readAuditPolicy reads the audit policy file (nil when path is empty)
+// and checks it as the directory does (directory.CheckAuditPolicy)
+// against the witness policy, before anything is created.
+//
+// SPEC(design.md 14.3)
+func readAuditPolicy(path string, witnessPolicy []byte) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit_policy: %w", err)
+	}
+	if _, err := directory.CheckAuditPolicy(b, witnessPolicy); err != nil {
+		return nil, fmt.Errorf("audit_policy %s: %w", path, err)
 	}
 	return b, nil
 }

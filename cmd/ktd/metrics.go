@@ -26,6 +26,8 @@ type metrics struct {
 	epoch    prometheus.Gauge
 	epochDur prometheus.Histogram
 	lookups  prometheus.Counter
+
+	auditStatements *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -64,7 +66,11 @@ func newMetrics() *metrics {
 	m.lookups = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ktd_directory_lookups_total", Help: "Handles looked up.",
 	})
-	for _, c := range []prometheus.Collector{m.rpcs, m.rpcErrors, m.rpcLatency, m.changes, m.rejected, m.epochs, m.epoch, m.epochDur, m.lookups} {
+	m.auditStatements = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ktd_audit_statements_total",
+		Help: "Answers of auditors to requests for audit statements, by auditor (its name in the audit policy) and result (ok, invalid, unavailable, refused, error).",
+	}, []string{"auditor", "result"})
+	for _, c := range []prometheus.Collector{m.rpcs, m.rpcErrors, m.rpcLatency, m.changes, m.rejected, m.epochs, m.epoch, m.epochDur, m.lookups, m.auditStatements} {
 		f(c)
 	}
 	return m
@@ -115,9 +121,22 @@ func (m *metrics) EpochClosed(epoch uint64, _ int, took time.Duration) {
 // Lookups implements directory.Metrics.
 func (m *metrics) Lookups(n int) { m.lookups.Add(float64(n)) }
 
-// watchDirectory adds the directory's replication gauges: the role (1 for
-// the current one) and, for a reader, how many log entries its view lags.
-func (m *metrics) watchDirectory(d *directory.Directory) {
+// AuditStatement implements directory.AuditMetrics.
+func (m *metrics) AuditStatement(auditor, result string) {
+	m.auditStatements.WithLabelValues(auditor, result).Inc()
+}
+
+// watchDirectory adds the directory's gauges: with an audit policy, the
+// audit lag; replicated, the role (1 for the current one) and, for a
+// reader, how many log entries its view lags.
+func (m *metrics) watchDirectory(d *directory.Directory, audit bool) {
+	if audit {
+		// SPEC(design.md 14.3)
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ktd_audit_lag_seconds",
+			Help: "Timestamp of the latest published epoch minus that of the served (audited) one; before the first audited epoch, the time since start.",
+		}, func() float64 { return d.AuditLag().Seconds() }))
+	}
 	if d.Role() == directory.RoleStandalone {
 		return
 	}

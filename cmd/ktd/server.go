@@ -193,6 +193,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		"enrollment", cfg.Enrollment.Mode,
 		"data_dir", cfg.DataDir,
 		"replicated", cfg.Cluster.DSN != "",
+		"audit_policy", cfg.AuditPolicy,
 		"role", s.d.Role())
 	for _, l := range []struct{ key, addr string }{{"grpc_listen", bound.GRPC}, {"http_listen", bound.HTTP}} {
 		if l.addr != "" && publicTLS == nil && !ops.IsLoopback(l.addr) {
@@ -323,6 +324,10 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 	if err != nil {
 		return nil, err
 	}
+	auditPolicy, err := readAuditPolicy(cfg.AuditPolicy, policy)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
@@ -421,6 +426,7 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 		Credentials:       creds,
 		StateDir:          filepath.Join(cfg.DataDir, "state"),
 		WitnessPolicy:     string(policy),
+		AuditPolicy:       auditPolicy,
 		EpochInterval:     cfg.Directory.EpochInterval,
 		HeartbeatInterval: cfg.Directory.HeartbeatInterval,
 		CacheSize:         cfg.Directory.CacheSize,
@@ -432,7 +438,7 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 		return nil, fmt.Errorf("opening the directory: %w", err)
 	}
 	s.dir, s.d = d, d
-	s.metrics.watchDirectory(d)
+	s.metrics.watchDirectory(d, len(auditPolicy) > 0)
 	s.closers = append(s.closers, d.Close)
 	return s, nil
 }

@@ -56,6 +56,14 @@ type Config struct {
 	// StartTimeout bounds how long the daemons may take to serve a
 	// cosigned checkpoint at start. Default 60s.
 	StartTimeout time.Duration `mapstructure:"start_timeout"`
+	// Audit runs the directory in audit mode (docs/design.md 14.3), the
+	// default: each auditor gets an audit key besides its cosigning key
+	// (DataDir/auditor-N/audit.key, named localhost/auditor-N/audit,
+	// ktauditor's audit_key), ktlocal writes the audit policy
+	// DataDir/audit-policy (both auditors must vouch) and ktd serves only
+	// epochs both auditors vouched for (ktd's audit_policy), which clients
+	// then require. False: the auditors are witnesses only.
+	Audit bool `mapstructure:"audit"`
 }
 
 // option is one configuration key with its default and help.
@@ -73,6 +81,7 @@ var options = []option{
 	{Key: "heartbeat_interval", Default: directory.DefaultHeartbeatInterval, Usage: "directory epoch interval when idle"},
 	{Key: "gossip_interval", Default: 10 * time.Second, Usage: "how often the auditors gossip with each other"},
 	{Key: "start_timeout", Default: 60 * time.Second, Usage: "how long the daemons may take to come up"},
+	{Key: "audit", Default: true, Usage: "audit mode: the directory serves only epochs both auditors vouched for (audit keys, DATA_DIR/audit-policy)"},
 }
 
 // command is ktlocal's configuration table for cliconfig.
@@ -81,7 +90,9 @@ var command = &cliconfig.Command{Name: "ktlocal", Prefix: "KTLOCAL", Options: op
 const usageHeader = `ktlocal runs a complete local kt deployment in one command: the directory
 (ktd, embedded backend) and two auditors (ktauditor) that are the
 directory's witnesses under a 2-of-2 policy, so every published checkpoint
-is cosigned by both. Everything lives in --data-dir. Ctrl-C stops it; a
+is cosigned by both, and (audit mode, the default) its auditors under a
+2-of-2 audit policy, so lookups are served only from epochs both vouched
+for. Everything lives in --data-dir. Ctrl-C stops it; a
 restart on the same data directory continues. The walk-through is in
 docs/quickstart.md.
 

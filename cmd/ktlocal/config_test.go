@@ -17,7 +17,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if c.DataDir != "./data" || c.GRPCListen != "127.0.0.1:8443" || c.HTTPListen != "127.0.0.1:8080" ||
 		c.OperatorListen != "127.0.0.1:8444" || strings.Join(c.AuditorListen, ",") != "127.0.0.1:8481,127.0.0.1:8482" ||
-		c.EpochInterval != time.Second || c.HeartbeatInterval != 10*time.Second || c.Source != "." || c.BinDir != "" {
+		c.EpochInterval != time.Second || c.HeartbeatInterval != 10*time.Second || c.Source != "." || c.BinDir != "" || !c.Audit {
 		t.Errorf("defaults: %+v", c)
 	}
 	t.Setenv("KTLOCAL_DATA_DIR", "/tmp/x")

@@ -2,13 +2,18 @@
 // the quickstart (docs/quickstart.md): the directory daemon ktd on its
 // embedded default and two auditor daemons (ktauditor) that audit its log
 // and are its witnesses under a 2-of-2 policy, so that every checkpoint the
-// directory publishes carries both auditors' cosignatures.
+// directory publishes carries both auditors' cosignatures. By default
+// (--audit) the directory runs in audit mode (docs/design.md 14.3): it
+// serves lookups only from epochs both auditors vouched for with their
+// audit keys, under the audit policy DATA_DIR/audit-policy, which it
+// publishes to clients.
 //
 // ktlocal runs the real binaries as child processes, built from this
 // module (or taken from --bin-dir), with configurations it writes into the
-// data directory on first start: the auditors' cosigning keys, the
-// directory's log and recovery keys (the rest ktd creates itself), the
-// witness policy, and each auditor's configuration file. It prints every
+// data directory on first start: the auditors' cosigning keys and audit
+// keys, the directory's log and recovery keys (the rest ktd creates
+// itself), the witness and audit policies, and each auditor's
+// configuration file. It prints every
 // listener and key and the next commands to type. Ctrl-C (or SIGTERM)
 // stops the directory, then the auditors; a restart on the same data
 // directory continues the same log.

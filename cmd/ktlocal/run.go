@@ -41,6 +41,7 @@ const stopTimeout = 40 * time.Second
 type auditor struct {
 	name, dir, listen, config string
 	vkey                      string // tlog-cosignature/v1 verifier key
+	auditKey, auditVKey       string // audit mode: the audit key file and its verifier key
 }
 
 // deployment is the laid-out data directory.
@@ -49,6 +50,7 @@ type deployment struct {
 	bin         string
 	ktdDir      string
 	policy      string
+	auditPolicy string // "" without audit mode
 	logs        string
 	logVKey     string
 	recoveryPub ed25519.PublicKey
@@ -60,6 +62,9 @@ type deployment struct {
 func run(ctx context.Context, cfg *Config, logger *slog.Logger, out io.Writer) error {
 	d := &deployment{cfg: cfg, ktdDir: filepath.Join(cfg.DataDir, "ktd"),
 		policy: filepath.Join(cfg.DataDir, "witness-policy"), logs: filepath.Join(cfg.DataDir, "logs")}
+	if cfg.Audit {
+		d.auditPolicy = filepath.Join(cfg.DataDir, "audit-policy")
+	}
 	for _, dir := range []string{cfg.DataDir, d.ktdDir, d.logs} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
@@ -95,7 +100,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, out io.Writer) e
 		}
 		procs = append(procs, p)
 	}
-	p, err := d.start("ktd", exited, "ktd",
+	args := []string{
 		"--data-dir", d.ktdDir,
 		"--grpc-listen", cfg.GRPCListen,
 		"--http-listen", cfg.HTTPListen,
@@ -103,7 +108,12 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, out io.Writer) e
 		"--metrics-listen=",
 		"--witness-policy-file", d.policy,
 		"--directory-epoch-interval", cfg.EpochInterval.String(),
-		"--directory-heartbeat-interval", cfg.HeartbeatInterval.String())
+		"--directory-heartbeat-interval", cfg.HeartbeatInterval.String(),
+	}
+	if d.auditPolicy != "" {
+		args = append(args, "--audit-policy", d.auditPolicy)
+	}
+	p, err := d.start("ktd", exited, "ktd", args...)
 	if err != nil {
 		return err
 	}
@@ -187,9 +197,10 @@ func goTool() string {
 }
 
 // keys creates, on first start, the keys other daemons must know before
-// they start: the auditors' cosigning keys (for the witness policy) and
-// the directory's log and recovery keys (for the auditors). ktd creates
-// its VRF and enrollment-token keys itself.
+// they start: the auditors' cosigning keys (for the witness policy) and,
+// in audit mode, their audit keys (for the audit policy), and the
+// directory's log and recovery keys (for the auditors). ktd creates its
+// VRF and enrollment-token keys itself.
 func (d *deployment) keys() error {
 	for i, listen := range d.cfg.AuditorListen {
 		name := fmt.Sprintf("auditor-%d", i+1)
@@ -198,19 +209,17 @@ func (d *deployment) keys() error {
 		if err := os.MkdirAll(a.dir, 0o700); err != nil {
 			return err
 		}
-		text, _, err := keyfile.LoadOrCreate(filepath.Join(a.dir, "auditor.key"), func() (string, error) {
-			skey, _, err := note.GenerateKey(rand.Reader, "localhost/"+name)
-			return skey, err
-		})
-		if err != nil {
+		var err error
+		if a.vkey, err = cosignerKey(filepath.Join(a.dir, "auditor.key"), "localhost/"+name); err != nil {
 			return fmt.Errorf("%s key: %w", name, err)
 		}
-		vk, err := log.VerifierKey(text)
-		if err != nil {
-			return fmt.Errorf("%s key: %w", name, err)
-		}
-		if a.vkey, err = fnote.VKeyToCosignatureV1(vk); err != nil {
-			return fmt.Errorf("%s key: %w", name, err)
+		if d.cfg.Audit {
+			// SPEC(design.md 14.1): the audit key is distinct from the
+			// witness key, named after it + "/audit".
+			a.auditKey = filepath.Join(a.dir, "audit.key")
+			if a.auditVKey, err = cosignerKey(a.auditKey, "localhost/"+name+"/audit"); err != nil {
+				return fmt.Errorf("%s audit key: %w", name, err)
+			}
 		}
 		d.auditors = append(d.auditors, a)
 	}
@@ -256,8 +265,27 @@ func (d *deployment) keys() error {
 	return nil
 }
 
-// writeConfigs writes the witness policy and the auditors' configuration
-// files, at every start (the addresses may have changed; the keys do not).
+// cosignerKey loads the note signer key file at path, creating it named
+// name when missing (the format of ktauditor's key_file and audit_key),
+// and returns its tlog-cosignature/v1 verifier key.
+func cosignerKey(path, name string) (string, error) {
+	text, _, err := keyfile.LoadOrCreate(path, func() (string, error) {
+		skey, _, err := note.GenerateKey(rand.Reader, name)
+		return skey, err
+	})
+	if err != nil {
+		return "", err
+	}
+	vk, err := log.VerifierKey(text)
+	if err != nil {
+		return "", err
+	}
+	return fnote.VKeyToCosignatureV1(vk)
+}
+
+// writeConfigs writes the witness policy, the audit policy and the
+// auditors' configuration files, at every start (the addresses may have
+// changed; the keys do not).
 func (d *deployment) writeConfigs() error {
 	var p strings.Builder
 	fmt.Fprintf(&p, "# Written by ktlocal: the directory publishes a checkpoint only once both\n# auditors cosigned it, and clients accept only such checkpoints.\n")
@@ -270,6 +298,18 @@ func (d *deployment) writeConfigs() error {
 	fmt.Fprintf(&p, "group auditors 2 %s\nquorum auditors\n", strings.Join(members, " "))
 	if err := os.WriteFile(d.policy, []byte(p.String()), 0o644); err != nil {
 		return err
+	}
+	if d.auditPolicy != "" {
+		// SPEC(design.md 14.3)
+		var ap strings.Builder
+		fmt.Fprintf(&ap, "# Written by ktlocal: the directory serves an epoch only once both auditors\n# vouched for it (audit statements), and clients accept only such epochs.\n")
+		for _, a := range d.auditors {
+			fmt.Fprintf(&ap, "auditor %s %s http://%s\n", a.name, a.auditVKey, a.listen)
+		}
+		fmt.Fprintf(&ap, "group auditors 2 %s\nquorum auditors\n", strings.Join(members, " "))
+		if err := os.WriteFile(d.auditPolicy, []byte(ap.String()), 0o644); err != nil {
+			return err
+		}
 	}
 	for _, a := range d.auditors {
 		type logCfg struct {
@@ -304,6 +344,9 @@ func (d *deployment) writeConfigs() error {
 			}
 		}
 		c["peers"] = peers
+		if a.auditKey != "" {
+			c["audit_key"] = a.auditKey
+		}
 		b, err := json.MarshalIndent(c, "", "  ")
 		if err != nil {
 			return err
@@ -444,8 +487,15 @@ func (d *deployment) banner(w io.Writer, params *ktpb.Parameters, continuing boo
 		fmt.Fprintf(bw, "%s (ktauditor, data %s, log %s)\n", a.name, a.dir, filepath.Join(d.logs, a.name+".log"))
 		fmt.Fprintf(bw, "  HTTP              http://%s  (status page; witness, gossip and evidence endpoints)\n", a.listen)
 		fmt.Fprintf(bw, "  cosigning key     %s\n", a.vkey)
+		if a.auditVKey != "" {
+			fmt.Fprintf(bw, "  audit key         %s\n", a.auditVKey)
+		}
 	}
-	fmt.Fprintf(bw, "witness policy      %s: checkpoints need both auditors' cosignatures\n\n", d.policy)
+	fmt.Fprintf(bw, "witness policy      %s: checkpoints need both auditors' cosignatures\n", d.policy)
+	if d.auditPolicy != "" {
+		fmt.Fprintf(bw, "audit policy        %s: lookups are served from epochs both auditors vouched for\n", d.auditPolicy)
+	}
+	fmt.Fprintln(bw)
 	fmt.Fprintf(bw, "Next, in another terminal in this directory (walk-through: docs/quickstart.md):\n\n")
 	bin := d.bin
 	if !filepath.IsAbs(bin) {
