@@ -107,6 +107,12 @@ type Options struct {
 	// MaxAge and Skew are the clients' freshness bound and clock skew
 	// (default 60 s and 10 s, the defaults of package client).
 	MaxAge, Skew time.Duration
+	// Auditors, when non-zero, runs the directory in audit mode
+	// (design.md 14.3) with that many auditors (fixture Options.Audit),
+	// all of which must vouch; MaxAuditLag is the clients' audit lag
+	// bound (default that of package client).
+	Auditors    int
+	MaxAuditLag time.Duration
 }
 
 // Deployment is one running directory on the embedded log, reached over
@@ -131,6 +137,8 @@ type Deployment struct {
 	// LogHandler is the read API's handler (what LogURL serves).
 	LogHandler http.Handler
 	Params     *client.Params
+	// Auditors are the auditors of the audit policy (Options.Auditors).
+	Auditors []*fixture.Auditor
 
 	fx *fixture.Deployment
 }
@@ -148,7 +156,8 @@ func (w *World) Deploy(ctx context.Context, o Options) (*Deployment, error) {
 		Witness: o.Witness, WitnessKey: o.WitnessKey, NoWitness: o.NoWitness,
 		EpochInterval: EpochInterval, HeartbeatInterval: HeartbeatInterval,
 		WrapLog: func(l log.Log) log.Log { adv = adversary.NewLog(l); return adv },
-		Client:  client.Options{MaxAge: o.MaxAge, Skew: o.Skew},
+		Audit:   o.Auditors > 0, Auditors: o.Auditors,
+		Client: client.Options{MaxAge: o.MaxAge, Skew: o.Skew, MaxAuditLag: o.MaxAuditLag},
 	})
 	if err != nil {
 		return nil, err
@@ -158,6 +167,7 @@ func (w *World) Deploy(ctx context.Context, o Options) (*Deployment, error) {
 		fx: fd, Keys: fd.Keys, Policy: fd.Policy, Log: adv, Directory: fd.Directory,
 		Honest: fd.Dir, LogRPC: fd.LogRPC, Operator: fd.Operator,
 		DirAddr: fd.Addr, LogURL: fd.LogURL, LogHandler: fd.LogHandler, Params: fd.Params,
+		Auditors: fd.Auditors,
 	}
 	if len(fd.Witnesses) > 0 {
 		d.Witness = fd.Witnesses[0]
@@ -237,6 +247,9 @@ type AuditorOptions struct {
 	Gossip time.Duration
 	// Cosign enables the tlog-witness endpoint.
 	Cosign bool
+	// Audit gives the auditor an audit key (design.md 14.1): it answers
+	// POST /kt/v1/audit with statements.
+	Audit bool
 }
 
 // NewAuditorURL reserves a URL for an auditor started later with
@@ -262,7 +275,7 @@ func (w *World) StartAuditorAt(ctx context.Context, name, url string, sw *Switch
 	a, err := fixture.StartAuditor(ctx, fixture.AuditorOptions{
 		Name: name, Origin: Origin, LogVKey: k.LogVKey, RecoveryKey: k.Recovery.Public().(ed25519.PublicKey),
 		LogURL: logURL, Dir: dir, Switch: sw, URL: url,
-		Peers: o.Peers, Gossip: o.Gossip, Cosign: o.Cosign, Run: true,
+		Peers: o.Peers, Gossip: o.Gossip, Cosign: o.Cosign, Audit: o.Audit, Run: true,
 	})
 	if err != nil {
 		return nil, err
