@@ -133,7 +133,14 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		if err := c.storeRefusal(ctx, kind, what, body); err != nil {
 			c.log.ErrorContext(ctx, "gossip: storing the refusal of the log", "auditor", auditor, "err", err)
 		}
-		res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Evidence: body, Reason: "the auditor sent evidence of " + what}
+		if kind == evidence.KindFork {
+			res.Err = &SplitViewError{Auditor: auditor, Ours: t.Checkpoint, Evidence: body, Reason: "the auditor sent evidence of " + what}
+			return res
+		}
+		// SPEC(design.md 15.1): evidence of a broken rule, not of two
+		// histories: the log is refused, and the answer says why.
+		res.Err = &LogRefusedError{Origin: c.p.Origin, KeyHash: c.p.LogVerifier.KeyHash(),
+			Refusal: &Refusal{Kind: string(kind), ID: evidence.ID(body), What: what, Bundle: body, Time: c.cfg.Now()}}
 		return res
 	default:
 		return bad("HTTP %d: %.200s", code, body)
@@ -254,11 +261,11 @@ func (e *InconsistencyError) Evidence(ctx context.Context, p *Params, l ktpb.Log
 
 // ErrEvidence reports an evidence bundle that is malformed or does not
 // prove what it claims (for [VerifyEvidence], a kt-evidence/v1 bundle that
-// does not prove a fork). Errors wrapping it also wrap the [evidence]
+// does not prove misbehaviour). Errors wrapping it also wrap the [evidence]
 // package's typed error (evidence.ErrMalformed, ErrCheckpoint, ErrOrder,
 // ErrProof or ErrNoFork from VerifyEvidence; evidence.ErrMalformed,
 // ErrSignature, ErrProof or ErrNotEvidence from [CheckEvidence]).
-var ErrEvidence = errors.New("client: evidence does not prove a fork")
+var ErrEvidence = errors.New("client: evidence does not prove misbehaviour")
 
 // VerifyEvidence checks that bundle is a kt-evidence/v1 bundle that proves
 // a fork of the log of p (design.md 15), offline, with the log key alone,

@@ -325,8 +325,11 @@ func verifyAudit(p *Params, n *note.Note, e *Epoch, now time.Time) error {
 		qe.Invalid = pe.Invalid
 	}
 	// A statement dated in the future, or before the epoch it vouches
-	// for was closed, is not counted.
-	upper, lower := now.Add(p.skew()), e.Time().Add(-p.skew())
+	// for was closed, is not counted. Statements carry whole seconds
+	// (tlog-cosignature), so the epoch's time is truncated to the second
+	// before the skew is taken off: a statement made in the epoch's own
+	// second is never too early, whatever the skew.
+	upper, lower := now.Add(p.skew()), e.Time().Truncate(time.Second).Add(-p.skew())
 	var counted []witness.Cosignature
 	for _, c := range cs {
 		switch {

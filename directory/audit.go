@@ -405,7 +405,7 @@ func (d *Directory) checkStatement(ep *epoch, name string, body []byte) ([]byte,
 		return nil, fmt.Errorf("%w: %s", errStatementInvalid, snippet(body))
 	}
 	epochTime := time.UnixMilli(int64(ep.record.Timestamp))
-	if now := time.Now(); c.Time.After(now.Add(auditSkew)) || c.Time.Before(epochTime.Add(-auditSkew)) {
+	if now := time.Now(); c.Time.After(now.Add(auditSkew)) || c.Time.Before(epochTime.Truncate(time.Second).Add(-auditSkew)) {
 		return nil, fmt.Errorf("%w: signed at %v, epoch timestamp %v, now %v", errStatementTime, c.Time.UTC(), epochTime.UTC(), now.UTC())
 	}
 	return signed, nil
