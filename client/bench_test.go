@@ -24,7 +24,10 @@ import (
 //   - trusted-epoch: the client already holds the epoch; VRF and map proof
 //     only;
 //   - trusted-epoch-hybrid: the same for a handle with an X25519 and an
-//     MLKEM768-X25519 device.
+//     MLKEM768-X25519 device;
+//   - epoch-part-audited, trusted-epoch-audited: audit mode, the brief's
+//     shape: the epoch checkpoint with two cosignatures and two audit
+//     statements (2-of-2 audit policy), first contact and within the epoch.
 //
 // Besides ns/op (wall clock), it reports cpu-ns/op: the process's user and
 // system CPU time per verification, which stays meaningful on a machine
@@ -69,20 +72,35 @@ func BenchmarkVerifyLookup(b *testing.B) {
 		}
 		b.ReportMetric(float64(int64(testkit.CPUTime())-cpu0)/float64(b.N), "cpu-ns/op")
 	})
+	// Audit mode (design.md 12.2 step 2.2), the brief's shape: the same
+	// answer with two witness cosignatures (the third dropped; the policy
+	// is 2 of 3) and two audit statements under a 2-of-2 audit policy.
+	as := newAuditors(b, 2)
+	pa := f.auditParams(b, auditPolicy(as, 2), client.Options{})
+	audited := proto.Clone(first).(*ktpb.LookupResponse)
+	audited.Epoch.Checkpoint = editSigs(audited.Epoch.Checkpoint, func(l []string) []string { return l[:len(l)-1] })
+	audited.Epoch.Checkpoint = vouch(audited.Epoch.Checkpoint, t0.Add(2*time.Second), as...)
+	resA, err := client.VerifyLookup(pa, nil, bob, audited, now, nil)
+	if err != nil || len(resA.Epoch.AuditStatements) != 2 || len(resA.Epoch.Cosignatures) != 2 {
+		b.Fatal("audited bundle: ", err)
+	}
 	for _, bc := range []struct {
 		name   string
+		p      *client.Params
 		handle string
 		tr     *client.Trusted
 		resp   *ktpb.LookupResponse
 	}{
-		{"epoch-part", bob, nil, first},
-		{"trusted-epoch", bob, tr, within},
-		{"trusted-epoch-hybrid", alice, tr, hybrid},
+		{"epoch-part", f.p, bob, nil, first},
+		{"trusted-epoch", f.p, bob, tr, within},
+		{"trusted-epoch-hybrid", f.p, alice, tr, hybrid},
+		{"epoch-part-audited", pa, bob, nil, audited},
+		{"trusted-epoch-audited", pa, bob, resA.Trusted, within},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			cpu0 := int64(testkit.CPUTime())
 			for b.Loop() {
-				res, err := client.VerifyLookup(f.p, bc.tr, bc.handle, bc.resp, now, nil)
+				res, err := client.VerifyLookup(bc.p, bc.tr, bc.handle, bc.resp, now, nil)
 				if err != nil {
 					b.Fatal(err)
 				}
