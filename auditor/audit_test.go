@@ -421,3 +421,42 @@ func TestFutureEpochWarning(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowerDefersStateSaves: while the follower drives the steps, the
+// replay state is written at most every ProgressInterval (here: only the
+// first step's), and stopping the follower writes it: a restart resumes
+// at the last audited checkpoint, not at the first save.
+func TestFollowerDefersStateSaves(t *testing.T) {
+	l := newTestLog(t)
+	b := ktlog.New(origin)
+	b.Honest(50, 10)
+	l.appendAll(t, b)
+	dir := t.TempDir()
+	n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(l, b)}, dir: dir, run: true, poll: 10 * time.Millisecond, progress: time.Hour})
+	awaitAudited := func(n *node, size uint64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if st := n.a.Status()[0]; st.Latest != nil && st.Latest.Size >= size {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not audited to %d: %+v", size, n.a.Status()[0])
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	awaitAudited(n, b.Len())
+	first := b.Len()
+	b.Honest(50, 10)
+	l.appendAll(t, b)
+	awaitAudited(n, b.Len())
+	if first >= b.Len() {
+		t.Fatal("the log did not grow")
+	}
+	n.close() // stops the follower, which writes the state
+	n2 := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(l, b)}, dir: dir})
+	if st := n2.a.Status()[0]; st.Replayed != b.Len() || st.Latest == nil || st.Latest.Size != b.Len() {
+		t.Fatalf("restored at %d (latest %+v), want %d", st.Replayed, st.Latest, b.Len())
+	}
+}

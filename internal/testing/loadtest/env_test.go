@@ -141,8 +141,13 @@ func (s *server) start(cfg envConfig) error {
 	}
 	// The library's defaults where the configuration leaves them zero.
 	epoch := cmp.Or(cfg.epochInterval, directory.DefaultEpochInterval)
+	// KT_BENCH_AUDITORS=n (n > 0): audit mode (design.md 14.3), the brief's
+	// shape: two witnesses (2 of 2) and n auditors in the process, all of
+	// whose statements an epoch needs before it is served.
+	auditors := envInt("KT_BENCH_AUDITORS", 0)
 	s.dep, err = fixture.Start(context.Background(), fixture.Options{
-		Origin: origin, Keys: k, DataDir: cfg.dir, NoWitness: true,
+		Origin: origin, Keys: k, DataDir: cfg.dir, NoWitness: auditors == 0,
+		Witnesses: 2, Quorum: 2, Audit: auditors > 0, Auditors: auditors,
 		EpochInterval:      epoch,
 		HeartbeatInterval:  max(epoch, directory.DefaultHeartbeatInterval),
 		CheckpointInterval: cmp.Or(cfg.ckptInterval, posix.DefaultCheckpointInterval),
@@ -209,7 +214,29 @@ type epochRecorder struct {
 	mu      sync.Mutex
 	n       int
 	closed  time.Duration
-	changes int // accepted
+	changes int             // accepted
+	waits   []time.Duration // audit mode: publication to serving, per epoch served
+}
+
+// AuditStatement implements directory.AuditMetrics.
+func (*epochRecorder) AuditStatement(string, string) {}
+
+// EpochServed implements directory.AuditMetrics.
+func (e *epochRecorder) EpochServed(_ uint64, wait time.Duration) {
+	e.mu.Lock()
+	e.waits = append(e.waits, wait)
+	e.mu.Unlock()
+}
+
+// auditWaits returns and forgets the audit waits recorded since the last
+// call, sorted.
+func (e *epochRecorder) auditWaits() []time.Duration {
+	e.mu.Lock()
+	w := e.waits
+	e.waits = nil
+	e.mu.Unlock()
+	slices.Sort(w)
+	return w
 }
 
 func (e *epochRecorder) ChangesAccepted(n int) {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keytrans/kt/api/ktpb"
@@ -40,10 +41,14 @@ func envInt(name string, def int) int {
 }
 
 var (
-	benchHandles  = envInt("KT_BENCH_HANDLES", 100_000)
-	benchCallers  = envInt("KT_BENCH_CALLERS", 256)
-	lookupCallers = envInt("KT_LOOKUP_CALLERS", 32)
-	benchConns    = envInt("KT_BENCH_CONNS", 4)
+	// KT_BENCH_UPDATE_RATE: BenchmarkGRPCUpdates offers its changes at
+	// this rate (changes/s over all callers) instead of as fast as the
+	// callers go; 0: unpaced.
+	benchUpdateRate = envInt("KT_BENCH_UPDATE_RATE", 0)
+	benchHandles    = envInt("KT_BENCH_HANDLES", 100_000)
+	benchCallers    = envInt("KT_BENCH_CALLERS", 256)
+	lookupCallers   = envInt("KT_LOOKUP_CALLERS", 32)
+	benchConns      = envInt("KT_BENCH_CONNS", 4)
 	// KT_BENCH_CACHE_MB: the state store's block cache (ktd's cache_size);
 	// 0 keeps directory.DefaultCacheSize.
 	benchCacheMB = envInt("KT_BENCH_CACHE_MB", 0)
@@ -209,8 +214,15 @@ func BenchmarkServe(b *testing.B) {
 			perChange = fmt.Sprintf(", %d changes accepted (%.1f CPU-us per change since the last report)", n, float64((cpu-lastCPU).Microseconds())/float64(n))
 		}
 		lastCPU, lastChanges = cpu, changes
-		logf("%s: %d handles, heap in use %.0f MiB, Go total from OS %.0f MiB, RSS %.0f MiB, GC cycles %d, CPU %.1fs%s",
-			when, benchHandles, float64(m.HeapInuse)/(1<<20), float64(m.Sys)/(1<<20), rssMiB(), m.NumGC, cpu.Seconds(), perChange)
+		// Audit mode: how long each epoch served since the last report
+		// waited for its audit statements after publication.
+		audit := ""
+		if w := s.epochs.auditWaits(); len(w) > 0 {
+			audit = fmt.Sprintf(", %d epochs served after audit (wait p50 %.0f ms, p99 %.0f ms, max %.0f ms)",
+				len(w), ms(percentile(w, 50)), ms(percentile(w, 99)), ms(w[len(w)-1]))
+		}
+		logf("%s: %d handles, heap in use %.0f MiB, Go total from OS %.0f MiB, RSS %.0f MiB, GC cycles %d, CPU %.1fs%s%s",
+			when, benchHandles, float64(m.HeapInuse)/(1<<20), float64(m.Sys)/(1<<20), rssMiB(), m.NumGC, cpu.Seconds(), perChange, audit)
 	}
 	report("loaded")
 	runtime.GC()
@@ -366,7 +378,16 @@ func BenchmarkGRPCUpdates(b *testing.B) {
 	b.ResetTimer()
 	start, cpu0 := time.Now(), testkit.CPUTime()
 	ep0, epTook0 := s.epochs.total()
+	var lim *rate.Limiter
+	if benchUpdateRate > 0 {
+		lim = rate.NewLimiter(rate.Limit(benchUpdateRate), max(1, benchUpdateRate/100))
+	}
 	lats, err := runQueues(queues, func(g int, u update) (time.Duration, error) {
+		if lim != nil {
+			if err := lim.Wait(context.Background()); err != nil {
+				return 0, err
+			}
+		}
 		t0 := time.Now()
 		resp, err := s.client(g).Change(context.Background(), u.req)
 		if err != nil {
