@@ -162,6 +162,11 @@ type LogConfig struct {
 	// posix.DefaultCheckpointInterval); with witnesses, each sees up to one
 	// request per interval under a sustained write load.
 	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
+	// FullCheck (posix backend): at start, recompute every hash tile from
+	// the entries and compare it with the stored one, reading the whole
+	// log, instead of checking only the right edge the next checkpoints
+	// are built on (posix.Config.FullCheck).
+	FullCheck bool `mapstructure:"full_check"`
 	// Trillian configures the Trillian backend.
 	Trillian TrillianConfig `mapstructure:"trillian"`
 }
@@ -268,6 +273,7 @@ var options = []option{
 	{Key: "log.backend", Default: "posix", Usage: `log backend: "posix" (embedded) or "trillian"`},
 	{Key: "log.key_file", Default: "", Usage: "log signing key file (default DATA_DIR/log.key, created if missing)"},
 	{Key: "log.checkpoint_interval", Default: posix.DefaultCheckpointInterval, Usage: "how often to publish a checkpoint when the log grew"},
+	{Key: "log.full_check", Default: false, Usage: "posix backend: at start, check every stored hash tile against the entries (reads the whole log), not only the right edge"},
 	{Key: "log.trillian.address", Default: "", Usage: "trillian_log_server gRPC address (host:port)"},
 	{Key: "log.trillian.tree_id", Default: int64(0), Usage: "Trillian tree ID"},
 	{Key: "log.trillian.create_tree", Default: false, Usage: "create a Trillian tree when tree_id is 0"},
