@@ -28,8 +28,9 @@ import (
 	"github.com/keytrans/kt/vrf"
 )
 
-// ktdBin is the ktd binary the tests run, built once by TestMain.
-var ktdBin string
+// ktdBin and ktctlBin are the binaries the tests run, built once by
+// TestMain.
+var ktdBin, ktctlBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "kt-faults-")
@@ -38,14 +39,18 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	ktdBin = filepath.Join(dir, "ktd")
-	args := []string{"build", "-o", ktdBin}
+	args := []string{"build"}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	if out, err := exec.Command("go", append(args, "github.com/keytrans/kt/cmd/ktd")...).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build ./cmd/ktd: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(2)
+	ktctlBin = filepath.Join(dir, "ktctl")
+	for _, b := range []struct{ out, pkg string }{{ktdBin, "ktd"}, {ktctlBin, "ktctl"}} {
+		a := append(append([]string(nil), args...), "-o", b.out, "github.com/keytrans/kt/cmd/"+b.pkg)
+		if out, err := exec.Command("go", a...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build ./cmd/%s: %v\n%s", b.pkg, err, out)
+			os.RemoveAll(dir)
+			os.Exit(2)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
