@@ -198,3 +198,22 @@ func (g *guardSigner) check(msg []byte) error {
 	g.last = &treeHead{cp.Size, bytes.Clone(cp.Hash)}
 	return nil
 }
+
+// IntegratedSize implements [log.Integrator]: the size in Tessera's tree
+// state, which covers every acknowledged entry (see Append) and which its
+// publisher signs next, within a CheckpointInterval.
+func (l *Log) IntegratedSize(ctx context.Context) (uint64, error) {
+	raw, err := os.ReadFile(filepath.Join(l.cfg.Dir, treeStatePath))
+	if err != nil {
+		return 0, fmt.Errorf("posix log: %w", err)
+	}
+	var ts struct {
+		Size uint64 `json:"size"`
+	}
+	if err := json.Unmarshal(raw, &ts); err != nil {
+		return 0, &tilecheck.CorruptError{Files: []string{treeStatePath}, Detail: err.Error()}
+	}
+	return ts.Size, nil
+}
+
+var _ log.Integrator = (*Log)(nil)
