@@ -110,6 +110,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		RateLimit:      cfg.Limits.RequestsPerSecond,
 		RateBurst:      cfg.Limits.Burst,
 		MaxPeers:       cfg.Limits.MaxPeers,
+		RecvTimeout:    cfg.Limits.RecvTimeout,
 		TLS:            publicTLS,
 		Metrics:        s.metrics,
 		Logger:         logger,
@@ -123,6 +124,10 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		return err
 	}
 	bound.GRPC = gln.Addr().String()
+	// Half-open calls (headers, no request) are bounded per connection
+	// (MaxConcurrentStreams), in time (RecvTimeout) and in connections
+	// per peer here (issue 17).
+	gln = grpcserver.LimitConnsPerPeer(gln, cfg.Limits.MaxConnsPerPeer)
 
 	// Operator gRPC.
 	var operator *grpc.Server
