@@ -236,7 +236,23 @@ func (d *Directory) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if want := max(applied, inflight); n < want {
+	want := max(applied, inflight)
+	if ig, ok := d.log.(log.Integrator); ok && n < want {
+		// The embedded backend: what the killed process had not
+		// integrated (its in-flight Append) can never appear, so waiting
+		// for it would only keep the directory down for StartupWait
+		// (issue 17). Wait for what the backend will publish: its
+		// integrated tree, which covers every acknowledged entry
+		// (applied). A replicated (Trillian) log does not implement
+		// Integrator: there, entries queued before the stop may still be
+		// integrated, and the wait below is for them.
+		if s, err := ig.IntegratedSize(ctx); err == nil {
+			want = max(min(want, s), applied)
+		} else {
+			d.logger.Warn("directory: reading the log's integrated size", "err", err)
+		}
+	}
+	if n < want {
 		wctx, cancel := context.WithTimeout(ctx, d.cfg.StartupWait)
 		_, err := d.log.Await(wctx, want-1)
 		cancel()

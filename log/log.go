@@ -90,6 +90,23 @@ type Log interface {
 	Close(ctx context.Context) error
 }
 
+// Integrator is implemented by a backend that knows, after a restart,
+// every entry it will ever publish without another Append: the embedded
+// backend integrates entries into its tree state before acknowledging
+// them, and entries of an Append that a killed process had not integrated
+// are gone (nothing else holds them). A caller that recorded an Append in
+// flight at the last stop then waits only for IntegratedSize, not for the
+// entries that can never appear. (The Trillian backend does not implement
+// it: Trillian's signer integrates queued leaves after a restart, so
+// entries in flight may still appear there, and waiting for them is
+// useful.)
+type Integrator interface {
+	// IntegratedSize returns the size of the durable tree the backend
+	// publishes next: at least the published size, and covering every
+	// acknowledged entry.
+	IntegratedSize(ctx context.Context) (uint64, error)
+}
+
 // MaxEntrySize is the largest entry a log accepts: what a C2SP tlog-tiles
 // entry bundle can frame (a 16-bit length). Directory entries are far
 // smaller; the bound also keeps hostile input from exhausting memory.

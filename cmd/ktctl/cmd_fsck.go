@@ -20,7 +20,9 @@ var verifyCmd = &command{
 	help: `Verify the whole log, fsck-style, with the auditor's replay engine.
 Replays every entry (rules R1 to R6, epoch numbers, log sizes, timestamps,
 map roots recomputed, design.md 14) and checks the checkpoint's root
-against the entries. Reads the read API (--log-url) or a tlog-tiles log
+against the entries. With --tiles it also recomputes every hash tile from
+the entries and compares it with the stored one (proofs are served from
+the tiles), naming the first damaged file. Reads the read API (--log-url) or a tlog-tiles log
 (--tiles: ktd's DATA_DIR/log, or ktd's HTTP root). With --position FILE the
 replay state is saved there and the next run resumes from it, after
 checking that the new checkpoint extends the one verified before (if not,
@@ -67,6 +69,15 @@ func runVerify(ctx context.Context, e *env) error {
 	if res == nil {
 		return err
 	}
+	if tiles != nil && ctx.Err() == nil {
+		// An fsck of the stored hash tiles, which proofs are built from.
+		if terr := tiles.CheckTiles(ctx, cp, progress); terr != nil {
+			res.Tiles = terr.Error()
+			err = errors.Join(err, terr)
+		} else {
+			res.Tiles = "ok: every hash tile recomputed from the entries matches"
+		}
+	}
 	if res.Evidence != "" && e.cfg.EvidenceOut != "" {
 		if werr := os.WriteFile(e.cfg.EvidenceOut, []byte(res.Evidence), 0o644); werr != nil {
 			return errors.Join(err, fmt.Errorf("writing the evidence: %w", werr))
@@ -81,19 +92,26 @@ func runVerify(ctx context.Context, e *env) error {
 		status = fmt.Sprintf("VIOLATIONS: %d, the first at entry %d", res.TotalViolations, *res.FirstViolation)
 	case err != nil:
 		status = "FAILED"
+		if errors.Is(err, ktctl.ErrVerification) && res.Tiles != "" && !strings.HasPrefix(res.Tiles, "ok") {
+			status = "FAILED: damaged hash tiles"
+		}
 	}
 	from := "entry 0"
 	if res.From > 0 {
 		from = fmt.Sprintf("entry %d (resumed from %s)", res.From, e.cfg.Position)
 	}
-	fields(e.stdout,
+	kv := []string{
 		"checkpoint", fmt.Sprintf("%s size %d root %s", cp.Origin, cp.Size, cp.Root),
 		"replayed", fmt.Sprintf("%d entries from %s to %d in %s (%.0f entries/s)", res.Size-res.From, from, res.Size, res.Elapsed, res.Rate),
 		"handles", strconv.Itoa(res.Handles),
 		"epochs", strconv.FormatUint(res.NextEpoch, 10),
 		"map", fmt.Sprintf("root %s, %d leaves (recomputed)", res.MapRoot, res.MapSize),
 		"result", status,
-	)
+	}
+	if res.Tiles != "" {
+		kv = append(kv, "tiles", res.Tiles)
+	}
+	fields(e.stdout, kv...)
 	if len(res.Violations) > 0 {
 		fmt.Fprintln(e.stdout)
 		var rows [][]string

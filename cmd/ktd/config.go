@@ -107,6 +107,13 @@ type LimitsConfig struct {
 	Burst int `mapstructure:"burst"`
 	// MaxPeers bounds the peers tracked for rate limiting. Default 65536.
 	MaxPeers int `mapstructure:"max_peers"`
+	// MaxConnsPerPeer bounds a peer address's open gRPC connections
+	// (grpcserver.LimitConnsPerPeer); further ones are closed at once.
+	// Default 32; 0 or negative disables (behind a proxy).
+	MaxConnsPerPeer int `mapstructure:"max_conns_per_peer"`
+	// RecvTimeout bounds the time from a call's headers to its complete
+	// request (grpcserver.Options.RecvTimeout). Default 10s.
+	RecvTimeout time.Duration `mapstructure:"recv_timeout"`
 }
 
 // DirectoryConfig configures the directory.
@@ -162,6 +169,11 @@ type LogConfig struct {
 	// posix.DefaultCheckpointInterval); with witnesses, each sees up to one
 	// request per interval under a sustained write load.
 	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
+	// FullCheck (posix backend): at start, recompute every hash tile from
+	// the entries and compare it with the stored one, reading the whole
+	// log, instead of checking only the right edge the next checkpoints
+	// are built on (posix.Config.FullCheck).
+	FullCheck bool `mapstructure:"full_check"`
 	// Trillian configures the Trillian backend.
 	Trillian TrillianConfig `mapstructure:"trillian"`
 }
@@ -256,6 +268,8 @@ var options = []option{
 	{Key: "limits.requests_per_second", Default: float64(grpcserver.DefaultRateLimit), Usage: "sustained requests per second per peer address; negative disables"},
 	{Key: "limits.burst", Default: grpcserver.DefaultRateBurst, Usage: "requests a peer may make at once"},
 	{Key: "limits.max_peers", Default: grpcserver.DefaultMaxPeers, Usage: "peers tracked for rate limiting"},
+	{Key: "limits.max_conns_per_peer", Default: 32, Usage: "open gRPC connections per peer address; 0 disables"},
+	{Key: "limits.recv_timeout", Default: grpcserver.DefaultRecvTimeout, Usage: "time a gRPC call may take to send its request after its headers"},
 	{Key: "directory.epoch_interval", Default: directory.DefaultEpochInterval, Usage: "epoch interval when changes are pending"},
 	{Key: "directory.heartbeat_interval", Default: directory.DefaultHeartbeatInterval, Usage: "epoch interval when idle (clients' staleness bound)"},
 	{Key: "directory.vrf_key_file", Default: "", Usage: "VRF private key file (default DATA_DIR/vrf.key, created if missing)"},
@@ -268,6 +282,7 @@ var options = []option{
 	{Key: "log.backend", Default: "posix", Usage: `log backend: "posix" (embedded) or "trillian"`},
 	{Key: "log.key_file", Default: "", Usage: "log signing key file (default DATA_DIR/log.key, created if missing)"},
 	{Key: "log.checkpoint_interval", Default: posix.DefaultCheckpointInterval, Usage: "how often to publish a checkpoint when the log grew"},
+	{Key: "log.full_check", Default: false, Usage: "posix backend: at start, check every stored hash tile against the entries (reads the whole log), not only the right edge"},
 	{Key: "log.trillian.address", Default: "", Usage: "trillian_log_server gRPC address (host:port)"},
 	{Key: "log.trillian.tree_id", Default: int64(0), Usage: "Trillian tree ID"},
 	{Key: "log.trillian.create_tree", Default: false, Usage: "create a Trillian tree when tree_id is 0"},

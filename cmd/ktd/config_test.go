@@ -36,7 +36,7 @@ func TestConfigDefaults(t *testing.T) {
 		GRPCListen:     "127.0.0.1:8443",
 		OperatorListen: "127.0.0.1:8444",
 		MetricsListen:  "127.0.0.1:9464",
-		Limits:         LimitsConfig{MaxRequestBytes: 256 << 10, RequestsPerSecond: 50, Burst: 100, MaxPeers: 65536},
+		Limits:         LimitsConfig{MaxRequestBytes: 256 << 10, RequestsPerSecond: 50, Burst: 100, MaxPeers: 65536, MaxConnsPerPeer: 32, RecvTimeout: 10 * time.Second},
 		Directory: DirectoryConfig{
 			EpochInterval:     time.Second,
 			HeartbeatInterval: 10 * time.Second,

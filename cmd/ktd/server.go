@@ -62,6 +62,13 @@ type server struct {
 	closers []func(context.Context) error
 }
 
+// faultingLog is a log backend that can stop signing for good (the
+// embedded backend, on damaged storage: posix.Log.Faulted).
+type faultingLog interface {
+	Faulted() <-chan struct{}
+	Fault() error
+}
+
 // service is what ktd serves from the directory core.
 type service interface {
 	ktpb.DirectoryServer
@@ -103,6 +110,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		RateLimit:      cfg.Limits.RequestsPerSecond,
 		RateBurst:      cfg.Limits.Burst,
 		MaxPeers:       cfg.Limits.MaxPeers,
+		RecvTimeout:    cfg.Limits.RecvTimeout,
 		TLS:            publicTLS,
 		Metrics:        s.metrics,
 		Logger:         logger,
@@ -116,6 +124,10 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		return err
 	}
 	bound.GRPC = gln.Addr().String()
+	// Half-open calls (headers, no request) are bounded per connection
+	// (MaxConcurrentStreams), in time (RecvTimeout) and in connections
+	// per peer here (issue 17).
+	gln = grpcserver.LimitConnsPerPeer(gln, cfg.Limits.MaxConnsPerPeer)
 
 	// Operator gRPC.
 	var operator *grpc.Server
@@ -215,6 +227,21 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 	}
 	if ready != nil {
 		ready <- bound
+	}
+	if fl, ok := s.log.(faultingLog); ok {
+		// The log refused to sign a checkpoint that does not extend the
+		// last one (damaged storage): nothing will be published, so exit
+		// rather than serve stale answers and ask clients to retry.
+		g.Go(func() error {
+			select {
+			case <-fl.Faulted():
+				err := fmt.Errorf("the log stopped signing: %w; repair or restore the data directory (docs/operations.md, Faults)", fl.Fault())
+				logger.Error("ktd: " + err.Error())
+				return err
+			case <-gctx.Done():
+				return nil
+			}
+		})
 	}
 	if stopped := s.d.Stopped(); stopped != nil {
 		// Replicated: an instance that stopped writing (lease lost) or
@@ -333,7 +360,7 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 	}
 
 	// Keys.
-	signer, _, err := log.LoadOrCreateSigner(cfg.Log.KeyFile, cfg.Log.Origin)
+	signer, verifier, err := log.LoadOrCreateSigner(cfg.Log.KeyFile, cfg.Log.Origin)
 	if err != nil {
 		return nil, err
 	}
@@ -371,11 +398,15 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 			Dir:                filepath.Join(cfg.DataDir, "log"),
 			Origin:             cfg.Log.Origin,
 			Signer:             signer,
+			Verifier:           verifier,
+			FullCheck:          cfg.Log.FullCheck,
 			WitnessPolicy:      policy,
 			WitnessTimeout:     cfg.Witness.Timeout,
 			CheckpointInterval: cfg.Log.CheckpointInterval,
 		})
 		if err != nil {
+			// SPEC(design.md 17): refuse to start on storage that does not
+			// reproduce the last signed checkpoint; the error names the files.
 			return nil, fmt.Errorf("opening the embedded log: %w", err)
 		}
 		s.log, s.tiles = l, l.TilesHandler()
@@ -512,6 +543,10 @@ func (s *server) handler() http.Handler {
 // serves an epoch, 503 otherwise (with the reason, which holds nothing
 // secret: the domain error's message).
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+	if fl, ok := s.log.(faultingLog); ok && fl.Fault() != nil {
+		http.Error(w, "log storage corrupt: signing stopped", http.StatusServiceUnavailable)
+		return
+	}
 	if _, err := s.log.Checkpoint(r.Context()); err != nil {
 		http.Error(w, "log not ready", http.StatusServiceUnavailable)
 		s.logger.Debug("healthz: log not ready", "err", err)

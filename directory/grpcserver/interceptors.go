@@ -191,8 +191,15 @@ func peerKey(ctx context.Context) string {
 	if !ok || p.Addr == nil {
 		return "unknown"
 	}
+	return addrKey(p.Addr)
+}
+
+// addrKey is the peer key of a remote address: the IPv4 address, or the
+// IPv6 /64 prefix. The rate limiter and the connection limit (conns.go)
+// share it.
+func addrKey(addr net.Addr) string {
 	var ip net.IP
-	switch a := p.Addr.(type) {
+	switch a := addr.(type) {
 	case *net.TCPAddr:
 		ip = a.IP
 	default:

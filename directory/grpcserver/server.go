@@ -63,6 +63,7 @@ const (
 	DefaultRateBurst            = 100
 	DefaultMaxPeers             = 1 << 16
 	DefaultMaxConcurrentStreams = 100
+	DefaultRecvTimeout          = 10 * time.Second
 )
 
 // Options configures a server. The zero value is valid: every zero field
@@ -93,6 +94,11 @@ type Options struct {
 	// MaxConcurrentStreams bounds the concurrent calls on one connection.
 	// Default 100.
 	MaxConcurrentStreams uint32
+	// RecvTimeout bounds the time from a call's headers to its complete
+	// request message; a call that takes longer is cancelled (its stream
+	// reset) and its goroutine freed. Default 10s. Connections per peer
+	// are bounded by wrapping the listener with LimitConnsPerPeer.
+	RecvTimeout time.Duration
 	// TLS, when set, serves TLS with this configuration; nil serves
 	// plaintext (for loopback and tests only).
 	TLS *tls.Config
@@ -119,6 +125,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.MaxConcurrentStreams == 0 {
 		o.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
+	if o.RecvTimeout == 0 {
+		o.RecvTimeout = DefaultRecvTimeout
+	}
 	if o.Metrics == nil {
 		o.Metrics = nopMetrics{}
 	}
@@ -131,6 +140,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.RateLimit > 0 && o.RateBurst < 1 {
 		errs = append(errs, fmt.Errorf("RateBurst %d must be at least 1", o.RateBurst))
+	}
+	if o.RecvTimeout < 0 {
+		errs = append(errs, fmt.Errorf("RecvTimeout %v is negative", o.RecvTimeout))
 	}
 	if o.MaxPeers < 1 {
 		errs = append(errs, fmt.Errorf("MaxPeers %d must be at least 1", o.MaxPeers))
@@ -208,7 +220,8 @@ func newServer(opts Options) (*grpc.Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: 5 * time.Minute,
 		}),
-		grpc.ChainUnaryInterceptor(e.observe, e.recoverPanic, e.rateLimit, codec.rejectUndecodable, e.rejectUnknown, e.mapErrors),
+		grpc.InTapHandle(recvTap(opts.RecvTimeout)),
+		grpc.ChainUnaryInterceptor(received, e.observe, e.recoverPanic, e.rateLimit, codec.rejectUndecodable, e.rejectUnknown, e.mapErrors),
 		// A fixed pool of goroutines serves calls, so a lookup runs on a
 		// stack already grown by earlier ones rather than growing a fresh
 		// goroutine's stack (a Pebble Get needs several KiB; growing cost

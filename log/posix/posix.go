@@ -132,6 +132,18 @@ type Config struct {
 	// HTTPClient is used to reach witnesses (default: a new http.Client;
 	// each attempt is bounded by WitnessTimeout).
 	HTTPClient *http.Client
+
+	// Verifier, when set, is the log's checkpoint verifier: New then also
+	// verifies the signature of the published checkpoint it checks the
+	// stored tiles against (see FullCheck).
+	Verifier note.Verifier
+
+	// FullCheck makes New recompute every hash tile from the entries and
+	// compare it with the stored one (tilecheck.CheckAll), reading the
+	// whole log, before it starts. Without it New checks the right edge
+	// only: O(log n) tiles and the last entry bundle, which is all that
+	// new checkpoints are built on.
+	FullCheck bool
 }
 
 func (c *Config) validate() error {
@@ -212,6 +224,38 @@ type Log struct {
 	pub      published
 	wake     chan struct{} // cap 1: tells l.watch that someone waits
 	done     chan struct{} // closed when Close stops the log
+
+	// faultOnce sets fault and closes faulted when the guard refused to
+	// sign (guard.go).
+	faultOnce sync.Once
+	fault     error
+	faulted   chan struct{}
+}
+
+// setFault records that the log refused to sign a checkpoint.
+func (l *Log) setFault(err error) {
+	l.faultOnce.Do(func() {
+		l.fault = err
+		close(l.faulted)
+	})
+}
+
+// Faulted is closed when the log refused to sign a checkpoint that does
+// not extend the last one it signed (its storage is damaged): it then
+// publishes nothing more and refuses Appends. A server should report it
+// (health, exit) so that an operator repairs the data directory; see
+// docs/operations.md, Faults.
+func (l *Log) Faulted() <-chan struct{} { return l.faulted }
+
+// Fault returns the error that stopped the log (matching ErrCorrupt), or
+// nil.
+func (l *Log) Fault() error {
+	select {
+	case <-l.faulted:
+		return l.fault
+	default:
+		return nil
+	}
 }
 
 // published is the latest checkpoint read from Dir/checkpoint.
@@ -226,6 +270,13 @@ type published struct {
 // New opens the log in cfg.Dir, creating it if needed, and starts
 // sequencing and publishing.
 //
+// Before it starts Tessera, New checks that the directory reproduces the
+// last signed checkpoint (checkStorage): the stored right edge of the tree
+// gives its root, and Tessera's tree state extends it. Otherwise it fails
+// with an error matching ErrCorrupt that names the damaged files, and
+// signs nothing. The signer Tessera gets checks every later checkpoint the
+// same way before signing it (guardSigner).
+//
 // A new log publishes its first (empty) checkpoint like any other: only
 // once the witness policy is met. If the witnesses cannot be reached, New
 // on an empty directory takes up to WitnessTimeout longer and the log starts
@@ -238,8 +289,9 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	guard := &guardSigner{Signer: cfg.Signer, origin: cfg.Origin, tiles: client.FileFetcher{Root: cfg.Dir}}
 	opts := tessera.NewAppendOptions().
-		WithCheckpointSigner(cfg.Signer).
+		WithCheckpointSigner(guard).
 		WithCheckpointInterval(cfg.CheckpointInterval).
 		WithCheckpointRepublishInterval(cfg.RepublishInterval).
 		WithBatching(cfg.BatchMaxSize, cfg.BatchMaxAge).
@@ -274,6 +326,10 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
+	if guard.last, err = checkStorage(ctx, &cfg); err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
 
 	// Tessera's background work must outlive the caller's ctx: it runs
 	// until Close.
@@ -286,7 +342,9 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		wake:     make(chan struct{}, 1),
 		feedWake: make(chan struct{}, 1),
 		done:     make(chan struct{}),
+		faulted:  make(chan struct{}),
 	}
+	guard.fault = l.setFault
 	l.pub.changed = make(chan struct{})
 	if err := l.initTessera(opts); err != nil {
 		cancel()
@@ -385,6 +443,9 @@ func lockDir(dir string) (*os.File, error) {
 // SPEC(design.md 17)
 func (l *Log) Append(ctx context.Context, entries [][]byte) ([]uint64, error) {
 	if err := log.CheckEntries(entries); err != nil {
+		return nil, err
+	}
+	if err := l.Fault(); err != nil {
 		return nil, err
 	}
 	l.mu.Lock()
@@ -774,6 +835,11 @@ func (l *Log) Close(ctx context.Context) error {
 	go func() { l.inflight.Wait(); close(drained) }()
 	select {
 	case <-drained:
+		if err := l.Fault(); err != nil {
+			// Nothing will be published: do not wait for it.
+			errs = append(errs, err)
+			break
+		}
 		if err := l.shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("posix log: waiting for the final checkpoint: %w", err))
 		}

@@ -50,6 +50,9 @@ type FsckResult struct {
 	// Evidence is a kt-evidence/v1 bundle, when the checkpoint is not
 	// consistent with the one the position file recorded.
 	Evidence string `json:"evidence,omitempty"`
+	// Tiles is the outcome of the hash tile check (verify --tiles only):
+	// "ok" or the damage found.
+	Tiles string `json:"tiles,omitempty"`
 	// Elapsed is how long the run took and Rate its entries per second.
 	Elapsed string  `json:"elapsed"`
 	Rate    float64 `json:"entries_per_second"`

@@ -2,6 +2,7 @@ package ktctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"github.com/transparency-dev/tessera/client"
 
 	klog "github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/tilecheck"
 )
 
 // TilesReader reads a C2SP tlog-tiles log, such as the directory of ktd's
@@ -114,4 +116,21 @@ func (t *TilesReader) ConsistencyProof(ctx context.Context, oldSize, newSize uin
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return pb.ConsistencyProof(ctx, oldSize, newSize)
+}
+
+// CheckTiles recomputes every hash tile of the tree of cp's size from the
+// entry bundles and compares it with the stored tile, and the root with
+// cp's (tilecheck.CheckAll, the check ktd's embedded backend runs at start
+// with log.full_check). A replay checks the entries against the root, but
+// proofs are served from the stored tiles: a damaged tile passes a replay
+// while clients reject the proofs built from it. A mismatch is a
+// [*VerifyError] "hash tiles" wrapping a *tilecheck.CorruptError that
+// names the file.
+func (t *TilesReader) CheckTiles(ctx context.Context, cp *Checkpoint, progress Progress) error {
+	f := tilecheck.Tiles{F: t.f, Latest: cp.Size}
+	err := tilecheck.CheckAll(ctx, f, cp.Size, cp.Root, tilecheck.Progress(progress))
+	if errors.Is(err, tilecheck.ErrCorrupt) {
+		return verifyErr("hash tiles", err, "the stored tiles do not match the entries")
+	}
+	return err
 }
