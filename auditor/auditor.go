@@ -635,13 +635,14 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 	// loaded machine) into the time each epoch waits to be served. A
 	// restart resumes from the last save and replays the rest again, which
 	// finds the same.
-	if !ls.following || len(vs) > 0 || ls.stateSaved.IsZero() || time.Since(ls.stateSaved) >= a.cfg.ProgressInterval {
+	due := !ls.following || len(vs) > 0 || ls.stateSaved.IsZero() || time.Since(ls.stateSaved) >= a.cfg.ProgressInterval
+	if len(vs) > 0 {
 		st, err := e.MarshalBinary()
 		if err != nil {
 			return err
 		}
 		kvs = append(kvs, key(kindReplay, ls.cfg.Origin), st)
-		defer func() { ls.stateSaved = time.Now() }()
+		ls.stateSaved = time.Now()
 	}
 	covering := target
 	for _, v := range vs {
@@ -690,8 +691,15 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 	if l := e.Last(); l != nil {
 		a.m.Audited(ls.cfg.Origin, l.Size)
 	}
-	if len(kvs) > 0 {
-		return a.cfg.Store.write(kvs...)
+	if due && len(vs) == 0 {
+		st, err := e.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		if err := a.cfg.Store.write(key(kindReplay, ls.cfg.Origin), st); err != nil {
+			return err
+		}
+		ls.stateSaved = time.Now()
 	}
 	return nil
 }
