@@ -423,7 +423,7 @@ func TestFutureEpochWarning(t *testing.T) {
 }
 
 // TestFollowerDefersStateSaves: while the follower drives the steps, the
-// replay state is written at most every ProgressInterval (here: only the
+// replay state is written at most every SaveInterval (here: only the
 // first step's), and stopping the follower writes it: a restart resumes
 // at the last audited checkpoint, not at the first save.
 func TestFollowerDefersStateSaves(t *testing.T) {
@@ -432,7 +432,7 @@ func TestFollowerDefersStateSaves(t *testing.T) {
 	b.Honest(50, 10)
 	l.appendAll(t, b)
 	dir := t.TempDir()
-	n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(l, b)}, dir: dir, run: true, poll: 10 * time.Millisecond, progress: time.Hour})
+	n := newNode(t, "a.example", nodeOpts{logs: []auditor.LogConfig{logConfig(l, b)}, dir: dir, run: true, poll: 10 * time.Millisecond})
 	awaitAudited := func(n *node, size uint64) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)

@@ -62,6 +62,8 @@ const (
 	DefaultGossipInterval = 30 * time.Second
 	// DefaultProgressInterval is the default Config.ProgressInterval.
 	DefaultProgressInterval = 10 * time.Second
+	// DefaultSaveInterval is the default Config.SaveInterval.
+	DefaultSaveInterval = 5 * time.Minute
 	// DefaultAuditWait is the default Config.AuditWait.
 	DefaultAuditWait = 5 * time.Second
 	// DefaultMaxBodyBytes is the default Config.MaxBodyBytes.
@@ -142,9 +144,17 @@ type Config struct {
 	// GossipInterval is how often checkpoints are exchanged with each peer
 	// (default DefaultGossipInterval).
 	GossipInterval time.Duration
-	// ProgressInterval is how often a long catch-up logs its progress and
-	// the replay state is saved (default DefaultProgressInterval).
+	// ProgressInterval is how often a long catch-up logs its progress and,
+	// unless Run follows the log (SaveInterval), saves the replay state
+	// (default DefaultProgressInterval).
 	ProgressInterval time.Duration
+	// SaveInterval is how often the whole replay state is saved while Run
+	// follows the logs (default DefaultSaveInterval), besides when
+	// violations are found and when Run stops. A restart after a crash
+	// replays at most this much of the log again. Saving rewrites about
+	// 110 bytes per handle and holds up the audit steps (and so the
+	// audit statements that epochs wait for) while it runs.
+	SaveInterval time.Duration
 	// HTTPClient is used for peers and the webhook (default: a client with
 	// a 10s timeout).
 	HTTPClient *http.Client
@@ -238,6 +248,9 @@ func New(cfg Config) (*Auditor, error) {
 	}
 	if cfg.GossipInterval == 0 {
 		cfg.GossipInterval = DefaultGossipInterval
+	}
+	if cfg.SaveInterval == 0 {
+		cfg.SaveInterval = DefaultSaveInterval
 	}
 	if cfg.ProgressInterval == 0 {
 		cfg.ProgressInterval = DefaultProgressInterval
@@ -627,7 +640,7 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 	e := ls.engine
 	var kvs [][]byte
 	// The whole replay state (about 110 bytes per handle) is rewritten at
-	// most every ProgressInterval, when violations are found, and when the
+	// most every SaveInterval, when violations are found, and when the
 	// follower stops, while the follower (Run) drives the steps (a caller
 	// of AuditOnce alone gets it saved at every step). With audit
 	// statements in the path of every epoch (design.md 14.3), rewriting it
@@ -635,7 +648,7 @@ func (a *Auditor) saveState(ls *logState, vs []replay.Violation, target []byte) 
 	// loaded machine) into the time each epoch waits to be served. A
 	// restart resumes from the last save and replays the rest again, which
 	// finds the same.
-	due := !ls.following || len(vs) > 0 || ls.stateSaved.IsZero() || time.Since(ls.stateSaved) >= a.cfg.ProgressInterval
+	due := !ls.following || len(vs) > 0 || ls.stateSaved.IsZero() || time.Since(ls.stateSaved) >= a.cfg.SaveInterval
 	if len(vs) > 0 {
 		st, err := e.MarshalBinary()
 		if err != nil {
