@@ -309,10 +309,10 @@ func TestJSONDirectory(t *testing.T) {
 		good = append([]byte(nil), good...)
 		wire, _ := proto.Marshal(req)
 		type flaw struct {
-			name       string
-			json       []byte
-			grpcBody   []byte // nil: no gRPC counterpart
-			want       codes.Code
+			name     string
+			json     []byte
+			grpcBody []byte // nil: no gRPC counterpart
+			want     codes.Code
 		}
 		unknownJSON := append([]byte(`{"surprise":1`), good[1:]...)
 		if string(good) == "{}" {
