@@ -203,4 +203,3 @@ func fieldSchema(fd protoreflect.FieldDescriptor) obj {
 	}
 	return s
 }
-
