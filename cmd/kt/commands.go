@@ -30,6 +30,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/internal/cliconfig"
 )
 
 // Exit statuses.
@@ -410,7 +411,7 @@ func (a *app) join(ctx context.Context, handle string) error {
 		return err
 	}
 	return a.output(map[string]any{"handle": res.Handle, "version": res.Version}, func(w io.Writer) {
-		fmt.Fprintf(w, "joined %s at version %d (%d devices); monitoring from here\n", res.Handle, res.Version, len(res.DeviceSet.Devices))
+		fmt.Fprintf(w, "joined %s at version %d (%s); monitoring from here\n", res.Handle, res.Version, cliconfig.Count(len(res.DeviceSet.Devices), "device"))
 	})
 }
 
@@ -567,7 +568,7 @@ func (a *app) lookup(ctx context.Context, handle string) error {
 		if !res.Registered {
 			fmt.Fprintf(w, "%s is not registered\n", res.Handle)
 		} else {
-			fmt.Fprintf(w, "%s: version %d (%s), %d devices\n", res.Handle, res.Version, kind, len(devs))
+			fmt.Fprintf(w, "%s: version %d (%s), %s\n", res.Handle, res.Version, kind, cliconfig.Count(len(devs), "device"))
 			if res.Kind == api.AuthRecovery {
 				fmt.Fprintln(w, "  WARNING: the latest change was made by the directory's recovery path")
 			}
