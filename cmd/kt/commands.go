@@ -262,7 +262,7 @@ func (a *app) client() (*client.Client, error) {
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(b, &pb); err != nil {
 		return nil, fmt.Errorf("pinned parameters %s: %w", a.cfg.ParamsFile, err)
 	}
-	p, err := client.NewParams(&pb, client.Options{MaxAge: a.cfg.MaxAge, MaxAuditLag: a.cfg.MaxAuditLag, InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
+	p, err := client.NewParams(&pb, client.Options{MaxAge: a.cfg.MaxAge, Skew: a.cfg.Skew, MaxAuditLag: a.cfg.MaxAuditLag, InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
 	if err != nil {
 		return nil, fmt.Errorf("pinned parameters %s: %w", a.cfg.ParamsFile, err)
 	}
@@ -311,7 +311,7 @@ func (a *app) init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fetching the directory's parameters: %w", err)
 	}
-	np, err := client.NewParams(pb, client.Options{InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
+	np, err := client.NewParams(pb, client.Options{Skew: a.cfg.Skew, InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
 	if err != nil {
 		return fmt.Errorf("the directory's parameters: %w", err)
 	}
@@ -367,6 +367,9 @@ func (a *app) register(ctx context.Context, handle string) error {
 // next command sees them (the user adds a device right after registering),
 // and prints them with the epoch that made each visible.
 func (a *app) printSubmitted(ctx context.Context, c *client.Client, what string, subs []*client.Submitted) error {
+	if a.flags.noWait {
+		return a.printAccepted(what, subs)
+	}
 	seen, err := c.AwaitVisible(ctx, subs...)
 	if err != nil {
 		return fmt.Errorf("%s, but: %w", what, err)
@@ -385,6 +388,26 @@ func (a *app) printSubmitted(ctx context.Context, c *client.Client, what string,
 		fmt.Fprintln(w, what)
 		for _, s := range js {
 			fmt.Fprintf(w, "  %s: version %d logged at index %d, visible in epoch %d\n", s.Handle, s.Version, s.LogIndex, s.Epoch)
+		}
+	})
+}
+
+// printAccepted prints changes the directory accepted without waiting for
+// them to be visible (--no-wait).
+func (a *app) printAccepted(what string, subs []*client.Submitted) error {
+	type out struct {
+		Handle   string `json:"handle"`
+		Version  uint64 `json:"version"`
+		LogIndex uint64 `json:"log_index"`
+	}
+	var js []out
+	for _, s := range subs {
+		js = append(js, out{s.Handle, s.Version, s.LogIndex})
+	}
+	return a.output(map[string]any{"action": what, "changes": js, "visible": false}, func(w io.Writer) {
+		fmt.Fprintln(w, what)
+		for _, s := range js {
+			fmt.Fprintf(w, "  %s: version %d logged at index %d, visible from the next epoch (not waited for: --no-wait)\n", s.Handle, s.Version, s.LogIndex)
 		}
 	})
 }
