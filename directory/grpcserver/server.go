@@ -23,6 +23,18 @@
 // Requests larger than [Options.MaxRecvMsgSize] are refused by gRPC itself
 // with codes.ResourceExhausted before they are decoded.
 //
+// # HTTP/JSON
+//
+// [NewWithJSON] also returns an http.Handler serving the Directory service
+// as HTTP/JSON (design.md 10.1): `POST /kt.v1.Directory/<Method>` with the
+// request as protobuf JSON, answered with the response as protobuf JSON
+// or {"code", "message"} (the Connect protocol's unary form). Each call
+// runs the generated method handler through the same interceptor chain,
+// with the caller's address as its peer: one rate limiter for both
+// protocols, the same error mapping, and bodies that do not decode or
+// carry unknown fields refused with InvalidArgument before any handler.
+// The size limit applies to the decoded message.
+//
 // # Error codes
 //
 // Handlers return domain errors (the sentinels of package directory, and
