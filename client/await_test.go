@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +58,35 @@ func TestAwaitVisible(t *testing.T) {
 	defer cancel()
 	if _, err := bob1.AwaitVisible(short, &future); !errors.Is(err, client.ErrNotVisible) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("a version lookups never reach: %v, want ErrNotVisible and the deadline", err)
+	}
+}
+
+// TestChangeBeforeEnrollmentVisible: a change made right after an
+// enrollment, before lookups show it, fails with ErrNotOwnDevice saying
+// that the registration was accepted but is not visible yet; after the
+// wait it succeeds.
+func TestChangeBeforeEnrollmentVisible(t *testing.T) {
+	e := newNetEnvWith(t, newNetKeys(t), 5*time.Second)
+	ctx := t.Context()
+	c, nc := e.device(client.Config{}), e.device(client.Config{})
+	// Epochs close every netEpoch (100 ms): the change is made well
+	// before the enrollment's epoch closes, or the test skips.
+	s, err := c.Enroll(ctx, "late@example.com", e.token.IssueToken("mailto:late@example.com"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := nc.State(ctx)
+	_, err = c.AddDevice(ctx, st.Device.Device())
+	if err == nil {
+		t.Skip("the enrollment became visible before the change was made")
+	}
+	if !errors.Is(err, client.ErrNotOwnDevice) || !strings.Contains(err.Error(), "not registered yet") || !strings.Contains(err.Error(), "next epoch") {
+		t.Fatalf("change before the enrollment is visible: %v", err)
+	}
+	if _, err := c.AwaitVisible(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddDevice(ctx, st.Device.Device()); err != nil {
+		t.Fatalf("after the wait: %v", err)
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -202,7 +200,7 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 	if err := checkProof("consistency proof", pr.GetHashes()); err != nil {
 		return bad("%v", err)
 	}
-	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, oldSize, newSize, pr.GetHashes(), oldRoot[:], newRoot[:]); err != nil {
+	if err := log.VerifyConsistency(oldSize, newSize, pr.GetHashes(), oldRoot[:], newRoot[:]); err != nil {
 		// When the Log service serves the larger tree (ours, with the
 		// auditor behind on another branch), its proofs build a bundle
 		// that anyone can check; otherwise the two notes are all we have.

@@ -418,6 +418,11 @@ func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.De
 			return nil, err
 		}
 		if !res.Registered {
+			if m := st.Handles[res.Handle]; m != nil && m.Version == 0 {
+				// This device enrolled the handle, and lookups do not
+				// show it yet.
+				return nil, fmt.Errorf("%w: %s is not registered yet: its registration was accepted, but lookups show it only from the next epoch (wait for it, as kt register does unless --no-wait)", ErrNotOwnDevice, res.Handle)
+			}
 			return nil, fmt.Errorf("%w: %s is not registered", ErrNotOwnDevice, res.Handle)
 		}
 		if o.handles == nil && !slices.ContainsFunc(res.DeviceSet.Devices, func(d api.Device) bool { return d.SigningKey == self }) {

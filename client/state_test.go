@@ -223,6 +223,17 @@ func TestUnmarshalMonitorStateRejects(t *testing.T) {
 	}
 }
 
+// TestNoWitnessesMessage: refusing a policy without witnesses names the
+// kt flag that accepts it, not only the Go field.
+func TestNoWitnessesMessage(t *testing.T) {
+	pb := newKeys(t).parameters()
+	pb.WitnessPolicy = "quorum none\n"
+	_, err := client.NewParams(pb, client.Options{})
+	if !errors.Is(err, client.ErrInvalidParams) || !strings.Contains(err.Error(), "--insecure-no-witnesses") {
+		t.Fatalf("got %v, want ErrInvalidParams naming --insecure-no-witnesses", err)
+	}
+}
+
 func TestNewParams(t *testing.T) {
 	k := newKeys(t)
 	// The log's raw Ed25519 key, from its vkey "name+hash+base64(0x01 ||

@@ -219,7 +219,7 @@ func (p *Params) validate(observer bool) error {
 		// SPEC(design.md 9.1): "quorum none is for tests; clients MUST
 		// refuse it unless explicitly run insecurely."
 		if !p.InsecureNoWitnesses {
-			return bad("the witness policy requires no cosignatures; refusing (set InsecureNoWitnesses only in tests)")
+			return bad("the witness policy requires no cosignatures, so nothing stops the directory from showing different users different logs; refusing (for development only: kt --insecure-no-witnesses, or client.Options.InsecureNoWitnesses)")
 		}
 		return nil
 	}

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	fmtlog "github.com/transparency-dev/formats/log"
-	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api"
@@ -185,7 +183,7 @@ func verifyEpochPart(p *Params, t *Trusted, part *ktpb.EpochPart, now time.Time)
 			return nil, fail(StepParse, ErrMalformed, nil, "non-empty consistency proof between equal sizes")
 		}
 	default:
-		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, t.Size, e.Size, cons, t.Root[:], e.Root[:]); err != nil {
+		if err := log.VerifyConsistency(t.Size, e.Size, cons, t.Root[:], e.Root[:]); err != nil {
 			return nil, &VerifyError{Step: StepConsistency, Err: inconsistency(t, e, cons, "consistency proof: "+err.Error())}
 		}
 	}
@@ -233,7 +231,7 @@ func checkEpochRecord(rec *api.EpochRecord, leaf [32]byte, logIndex, size uint64
 	if rec.LogSize != logIndex || logIndex >= size {
 		return fail(StepEpochRecord, ErrNotLatestEpoch, nil, "epoch record at log index %d has log size %d (tree size %d)", logIndex, rec.LogSize, size)
 	}
-	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, logIndex, size, leaf[:], inclusion, root[:]); err != nil {
+	if err := log.VerifyInclusion(logIndex, size, leaf[:], inclusion, root[:]); err != nil {
 		return fail(StepEpochRecord, ErrEpochInclusion, err, "epoch record at index %d", logIndex)
 	}
 	return nil

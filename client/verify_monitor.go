@@ -7,11 +7,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
-
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/smt"
 )
 
@@ -357,7 +355,7 @@ func verifyChain(p *Params, index [32]byte, version uint64, leaf [32]byte, resp 
 			// SPEC(design.md 13 step 3): versions are logged in order.
 			return nil, nil, fail(StepChain, ErrMonitorGap, nil, "version %d at log index %d, not after version %d at %d", r.Version, pc.logIndex, version, changes[i-1].logIndex)
 		}
-		if err := proof.VerifyInclusion(rfc6962.DefaultHasher, pc.logIndex, e.Size, pc.leaf[:], pc.inclusion, e.Root[:]); err != nil {
+		if err := log.VerifyInclusion(pc.logIndex, e.Size, pc.leaf[:], pc.inclusion, e.Root[:]); err != nil {
 			return nil, nil, fail(StepChain, ErrMonitorGap, err, "version %d not included at log index %d", r.Version, pc.logIndex)
 		}
 		version, leaf = r.Version, pc.leaf

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates api/ktpb from api/proto. Needs protoc (Debian: protobuf-compiler)
+# Regenerates api/ktpb from api/proto, and the OpenAPI document of the
+# Directory's HTTP/JSON API (api/openapi, docs/design.md 10.1) from the same
+# file. Needs protoc (Debian: protobuf-compiler)
 # and the plugins at the versions pinned below (installed with go install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,3 +26,9 @@ PATH="$bin:$PATH" protoc -I api/proto \
 # Flatten kt/v1/ into api/ktpb.
 mv api/ktpb/kt/v1/*.go api/ktpb/
 rm -rf api/ktpb/kt
+# The OpenAPI document, from a descriptor set with the .proto's comments.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+protoc -I api/proto --include_source_info --descriptor_set_out="$tmp/kt.pb" kt/v1/kt.proto
+mkdir -p api/openapi
+go run ./internal/genopenapi -in "$tmp/kt.pb" -out api/openapi/kt.v1.directory.json

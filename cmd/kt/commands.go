@@ -30,6 +30,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/internal/cliconfig"
 )
 
 // Exit statuses.
@@ -261,7 +262,7 @@ func (a *app) client() (*client.Client, error) {
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(b, &pb); err != nil {
 		return nil, fmt.Errorf("pinned parameters %s: %w", a.cfg.ParamsFile, err)
 	}
-	p, err := client.NewParams(&pb, client.Options{MaxAge: a.cfg.MaxAge, MaxAuditLag: a.cfg.MaxAuditLag, InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
+	p, err := client.NewParams(&pb, client.Options{MaxAge: a.cfg.MaxAge, Skew: a.cfg.Skew, MaxAuditLag: a.cfg.MaxAuditLag, InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
 	if err != nil {
 		return nil, fmt.Errorf("pinned parameters %s: %w", a.cfg.ParamsFile, err)
 	}
@@ -310,7 +311,7 @@ func (a *app) init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fetching the directory's parameters: %w", err)
 	}
-	np, err := client.NewParams(pb, client.Options{InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
+	np, err := client.NewParams(pb, client.Options{Skew: a.cfg.Skew, InsecureNoWitnesses: a.cfg.InsecureNoWitnesses})
 	if err != nil {
 		return fmt.Errorf("the directory's parameters: %w", err)
 	}
@@ -366,6 +367,9 @@ func (a *app) register(ctx context.Context, handle string) error {
 // next command sees them (the user adds a device right after registering),
 // and prints them with the epoch that made each visible.
 func (a *app) printSubmitted(ctx context.Context, c *client.Client, what string, subs []*client.Submitted) error {
+	if a.flags.noWait {
+		return a.printAccepted(what, subs)
+	}
 	seen, err := c.AwaitVisible(ctx, subs...)
 	if err != nil {
 		return fmt.Errorf("%s, but: %w", what, err)
@@ -384,6 +388,26 @@ func (a *app) printSubmitted(ctx context.Context, c *client.Client, what string,
 		fmt.Fprintln(w, what)
 		for _, s := range js {
 			fmt.Fprintf(w, "  %s: version %d logged at index %d, visible in epoch %d\n", s.Handle, s.Version, s.LogIndex, s.Epoch)
+		}
+	})
+}
+
+// printAccepted prints changes the directory accepted without waiting for
+// them to be visible (--no-wait).
+func (a *app) printAccepted(what string, subs []*client.Submitted) error {
+	type out struct {
+		Handle   string `json:"handle"`
+		Version  uint64 `json:"version"`
+		LogIndex uint64 `json:"log_index"`
+	}
+	var js []out
+	for _, s := range subs {
+		js = append(js, out{s.Handle, s.Version, s.LogIndex})
+	}
+	return a.output(map[string]any{"action": what, "changes": js, "visible": false}, func(w io.Writer) {
+		fmt.Fprintln(w, what)
+		for _, s := range js {
+			fmt.Fprintf(w, "  %s: version %d logged at index %d, visible from the next epoch (not waited for: --no-wait)\n", s.Handle, s.Version, s.LogIndex)
 		}
 	})
 }
@@ -410,7 +434,7 @@ func (a *app) join(ctx context.Context, handle string) error {
 		return err
 	}
 	return a.output(map[string]any{"handle": res.Handle, "version": res.Version}, func(w io.Writer) {
-		fmt.Fprintf(w, "joined %s at version %d (%d devices); monitoring from here\n", res.Handle, res.Version, len(res.DeviceSet.Devices))
+		fmt.Fprintf(w, "joined %s at version %d (%s); monitoring from here\n", res.Handle, res.Version, cliconfig.Count(len(res.DeviceSet.Devices), "device"))
 	})
 }
 
@@ -567,7 +591,7 @@ func (a *app) lookup(ctx context.Context, handle string) error {
 		if !res.Registered {
 			fmt.Fprintf(w, "%s is not registered\n", res.Handle)
 		} else {
-			fmt.Fprintf(w, "%s: version %d (%s), %d devices\n", res.Handle, res.Version, kind, len(devs))
+			fmt.Fprintf(w, "%s: version %d (%s), %s\n", res.Handle, res.Version, kind, cliconfig.Count(len(devs), "device"))
 			if res.Kind == api.AuthRecovery {
 				fmt.Fprintln(w, "  WARNING: the latest change was made by the directory's recovery path")
 			}

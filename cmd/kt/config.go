@@ -55,6 +55,9 @@ type Config struct {
 	GossipOnLookup bool `mapstructure:"gossip_on_lookup"`
 	// MonitorInterval is how often `kt monitor` polls. Default 60s.
 	MonitorInterval time.Duration `mapstructure:"monitor_interval"`
+	// Skew is the clock skew allowed between this machine and the
+	// directory and witnesses (0: client.DefaultSkew).
+	Skew time.Duration `mapstructure:"skew"`
 	// InsecureNoWitnesses accepts checkpoints without witness cosignatures
 	// (development directories only).
 	InsecureNoWitnesses bool `mapstructure:"insecure_no_witnesses"`
@@ -75,7 +78,8 @@ var options = []option{
 	{Key: "tls", Default: false, Usage: "connect with TLS (system roots)"},
 	{Key: "tls_ca_file", Default: "", Usage: "PEM CA bundle for the directory (implies --tls)"},
 	{Key: "strict", Default: false, Usage: "strict mode: require contacts' account signatures, pinned on first use"},
-	{Key: "max_age", Default: time.Duration(0), Usage: "oldest epoch accepted (0: the client's default, " + client.DefaultMaxAge.String() + ")"},
+	{Key: "max_age", Default: time.Duration(0), Usage: "oldest epoch accepted (0: the client's default, " + client.DefaultMaxAge.String() + "); an epoch is fresh while at most max_age + skew old"},
+	{Key: "skew", Default: time.Duration(0), Usage: "clock skew allowed with the directory and witnesses (0: the client's default, " + client.DefaultSkew.String() + "); added to max_age and max_audit_lag"},
 	{Key: "max_audit_lag", Default: time.Duration(0), Usage: "with an audit policy: oldest audited epoch accepted (0: the client's default, " + client.DefaultMaxAuditLag.String() + ")"},
 	{Key: "auditors", Default: []string(nil), Usage: "auditor base URLs to gossip with (comma-separated)"},
 	{Key: "gossip_on_lookup", Default: false, Usage: "gossip each new checkpoint with the auditors before a lookup trusts it"},
@@ -138,6 +142,7 @@ type cmdFlags struct {
 	in, out    string
 	once       bool
 	replace    bool
+	noWait     bool
 }
 
 var cmdFlagUse = map[string][]string{
@@ -148,6 +153,7 @@ var cmdFlagUse = map[string][]string{
 	"out":         {"encrypt", "decrypt", "account-key"},
 	"once":        {"monitor"},
 	"replace":     {"recover"},
+	"no-wait":     {"register", "device", "account-key", "recover"},
 }
 
 func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, error) {
@@ -160,6 +166,7 @@ func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, err
 	fs.StringVar(&cf.out, "out", "-", "kt encrypt/decrypt/account-key export: output file (- for stdout)")
 	fs.BoolVar(&cf.once, "once", false, "kt monitor: poll once and exit (status 3 on an alert)")
 	fs.BoolVar(&cf.replace, "replace", false, "kt recover: make this device the handle's only device")
+	fs.BoolVar(&cf.noWait, "no-wait", false, "kt register/device/account-key/recover: return once the directory accepted the change, without waiting until lookups show it (the next epoch); a following command may not see it yet")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, nil, err
 	}

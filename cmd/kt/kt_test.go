@@ -551,3 +551,20 @@ func TestContactAlertEvidenceFile(t *testing.T) {
 		}
 	}
 }
+
+// TestSkewFlag: --skew is read, and --help says that the freshness bound
+// is max age plus skew.
+func TestSkewFlag(t *testing.T) {
+	cfg, _, _, err := loadConfig([]string{"--skew", "30s", "--max-age", "2m", "lookup", "x@example.com"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Skew != 30*time.Second || cfg.MaxAge != 2*time.Minute {
+		t.Errorf("skew %v, max age %v", cfg.Skew, cfg.MaxAge)
+	}
+	var help bytes.Buffer
+	loadConfig([]string{"--help"}, &help)
+	if !strings.Contains(help.String(), "max_age + skew") || !strings.Contains(help.String(), "--skew") {
+		t.Errorf("--help does not explain the freshness bound:\n%s", help.String())
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
+	"github.com/keytrans/kt/internal/cliconfig"
 	"github.com/keytrans/kt/vrf"
 )
 
@@ -246,7 +247,7 @@ func (e *env) printDiff(res *ktctl.DiffResult) {
 	side := func(name string, s *ktctl.DiffSide) []string {
 		v := "no version (not registered)"
 		if s.Version > 0 {
-			v = fmt.Sprintf("version %d, %d devices", s.Version, len(s.DeviceSet.Devices))
+			v = fmt.Sprintf("version %d, %s", s.Version, cliconfig.Count(len(s.DeviceSet.Devices), "device"))
 		}
 		return []string{name, fmt.Sprintf("epoch %d (%s, log size %d): %s", s.Epoch.Epoch, s.Epoch.Time.Format(time.RFC3339), s.Epoch.LogSize, v)}
 	}
@@ -274,10 +275,10 @@ func (e *env) printDiff(res *ktctl.DiffResult) {
 		rows = append(rows, dev("re-keyed", r.New, "was signing "+e.short(r.Old.SigningKey)+" hpke "+e.short(r.Old.HPKEKey)))
 	}
 	if len(rows) == 0 {
-		fmt.Fprintf(e.stdout, "no device changes (%d devices unchanged)\n", res.Unchanged)
+		fmt.Fprintf(e.stdout, "no device changes (%s unchanged)\n", cliconfig.Count(res.Unchanged, "device"))
 	} else {
 		table(e.stdout, []string{"CHANGE", "DEVICE ID", "SUITE", "SIGNING KEY", "HPKE KEY", "NOTE"}, rows)
-		fmt.Fprintf(e.stdout, "%d devices unchanged\n", res.Unchanged)
+		fmt.Fprintf(e.stdout, "%s unchanged\n", cliconfig.Count(res.Unchanged, "device"))
 	}
 	if len(res.Between) == 0 {
 		return

@@ -16,6 +16,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
+	"github.com/keytrans/kt/internal/cliconfig"
 )
 
 var recoverCmd = &command{
@@ -133,7 +134,7 @@ func runRecover(ctx context.Context, e *env) error {
 	for _, id := range ids {
 		fmt.Fprintf(e.stdout, "  added device %s\n", id)
 	}
-	fmt.Fprintf(e.stdout, "  %d devices now (%d before)\n", len(set.Devices), len(res.DeviceSet.Devices))
+	fmt.Fprintf(e.stdout, "  %s now (%d before)\n", cliconfig.Count(len(set.Devices), "device"), len(res.DeviceSet.Devices))
 	return nil
 }
 

@@ -525,7 +525,7 @@ func testDiff(t *testing.T, f *ktctltest.Fixture, aliceIndex string) {
 	}
 
 	runCLI(t, append([]string{"diff", "+14155550100", e(1), e(3)}, grpc...)...).want(t, exitOK, []string{
-		"handle          tel:+14155550100", "account key     added", "added", "re-keyed", "1 devices unchanged",
+		"handle          tel:+14155550100", "account key     added", "added", "re-keyed", "1 device unchanged",
 		"recovery", "changed by the directory's recovery path",
 	})
 	runCLI(t, "diff", "+14155550100", e(1), e(3), "--grpc", f.GRPCAddr, "--log-key", f.LogVkey, "--vrf-public-key", f.VRF.Public().String()).

@@ -21,11 +21,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/directory"
+	"github.com/keytrans/kt/directory/grpcserver"
 	"github.com/keytrans/kt/internal/testing/testkit"
 	"github.com/keytrans/kt/log"
 )
@@ -244,6 +246,18 @@ func TestDaemonEndToEnd(t *testing.T) {
 	if code, _ := httpGet(t, "http://"+d.addrs.HTTP+"/checkpoint"); code != http.StatusOK {
 		t.Errorf("tlog-tiles /checkpoint: %d", code)
 	}
+	// The Directory's HTTP/JSON API on the same listener: the same
+	// parameters as over gRPC.
+	resp, err := http.Post("http://"+d.addrs.HTTP+grpcserver.JSONPrefix+"GetParameters", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var jp ktpb.Parameters
+	if err := protojson.Unmarshal(jb, &jp); resp.StatusCode != http.StatusOK || err != nil || !proto.Equal(&jp, params) {
+		t.Errorf("GetParameters over HTTP/JSON: %d %v %s", resp.StatusCode, err, jb)
+	}
 
 	// The Log service over gRPC agrees with the epoch.
 	lc := ktpb.NewLogClient(grpcConn(t, d.addrs.GRPC))
@@ -280,6 +294,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 		"ktd_build_info{",
 		`ktd_grpc_requests_total{code="OK",method="/kt.v1.Directory/GetParameters"} 1`,
 		`ktd_grpc_requests_total{code="InvalidArgument",method="/kt.v1.Directory/GetEpoch"} 1`,
+		`ktd_grpc_requests_total{code="OK",method="json:/kt.v1.Directory/GetParameters"} 1`,
 		`ktd_grpc_errors_total{code="InvalidArgument",method="/kt.v1.Directory/Lookup"} 1`,
 		"ktd_grpc_request_duration_seconds_bucket{",
 		"ktd_directory_epochs_total",

@@ -44,7 +44,9 @@ import (
 func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(logger)
-	klog.SetSlogLogger(logger) // Tessera and Trillian log through klog
+	// Tessera and Trillian log through klog; quietHandler lowers the
+	// benign start-up messages that read like errors.
+	klog.SetSlogLogger(slog.New(quietHandler{logger.Handler()}))
 	args := os.Args[1:]
 	issue := len(args) > 0 && args[0] == "issue-token"
 	if issue {

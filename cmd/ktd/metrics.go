@@ -37,7 +37,7 @@ func newMetrics() *metrics {
 	m := &metrics{reg: reg}
 
 	m.rpcs = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "ktd_grpc_requests_total", Help: "gRPC requests by method and code.",
+		Name: "ktd_grpc_requests_total", Help: "Directory API requests by method and code (gRPC; HTTP/JSON calls have methods prefixed json:).",
 	}, []string{"method", "code"})
 	m.rpcErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ktd_grpc_errors_total", Help: "gRPC requests that failed, by method and code.",

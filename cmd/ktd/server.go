@@ -115,7 +115,9 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		Metrics:        s.metrics,
 		Logger:         logger,
 	}
-	public, err := grpcserver.New(gopts, s.dir, s.dir)
+	// The HTTP/JSON API (design.md 10.1) shares the public gRPC server's
+	// limits, rate limiter and error mapping.
+	public, jsonAPI, err := grpcserver.NewWithJSON(gopts, s.dir, s.dir)
 	if err != nil {
 		return err
 	}
@@ -159,7 +161,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 	var hln net.Listener
 	if cfg.HTTPListen != "" {
 		hs = &http.Server{
-			Handler:           s.handler(),
+			Handler:           s.handler(jsonAPI),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      60 * time.Second,
@@ -528,9 +530,14 @@ func issueToken(cfg *Config, logger *slog.Logger, handle string) (string, error)
 	return tc.IssueToken(h), nil
 }
 
-func (s *server) handler() http.Handler {
+// handler is the public HTTP listener's: the log's read API (and tiles),
+// the Directory's HTTP/JSON API (jsonAPI, when not nil) and /healthz.
+func (s *server) handler(jsonAPI http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/log/v1/", logapi.NewHandler(s.log))
+	if jsonAPI != nil {
+		mux.Handle(grpcserver.JSONPrefix, jsonAPI)
+	}
 	if s.tiles != nil {
 		mux.Handle("/checkpoint", s.tiles)
 		mux.Handle("/tile/", s.tiles)

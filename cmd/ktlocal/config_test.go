@@ -48,3 +48,23 @@ func TestLoadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestNextFlags: on non-default ports, the printed next commands carry the
+// flags kt and ktctl need; on the defaults, none.
+func TestNextFlags(t *testing.T) {
+	cfg := &Config{GRPCListen: defaultGRPC, HTTPListen: defaultHTTP}
+	if kt, ktctl := nextFlags(cfg); kt != "" || ktctl != "" {
+		t.Errorf("defaults: %q, %q", kt, ktctl)
+	}
+	cfg = &Config{GRPCListen: "127.0.0.1:9443", HTTPListen: "127.0.0.1:9080"}
+	kt, ktctl := nextFlags(cfg)
+	if kt != " --directory 127.0.0.1:9443" || ktctl != " --log-url http://127.0.0.1:9080" {
+		t.Errorf("other ports: %q, %q", kt, ktctl)
+	}
+	// The defaults are ktlocal's own and kt's and ktctl's.
+	for _, o := range options {
+		if o.Key == "grpc_listen" && o.Default != defaultGRPC || o.Key == "http_listen" && o.Default != defaultHTTP {
+			t.Errorf("ktlocal's %s default %v is not %s/%s", o.Key, o.Default, defaultGRPC, defaultHTTP)
+		}
+	}
+}

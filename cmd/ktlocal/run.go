@@ -501,9 +501,29 @@ func (d *deployment) banner(w io.Writer, params *ktpb.Parameters, continuing boo
 	if !filepath.IsAbs(bin) {
 		bin = "$PWD/" + filepath.ToSlash(filepath.Clean(bin))
 	}
+	ktFlags, ktctlFlags := nextFlags(d.cfg)
 	fmt.Fprintf(bw, "  export PATH=\"%s:$PATH\"\n", bin)
-	fmt.Fprintf(bw, "  kt --state-file %s init\n", filepath.Join(d.cfg.DataDir, "alice", "state.json"))
-	fmt.Fprintf(bw, "  kt --state-file %s register alice@example.com --token \"$(ktd issue-token --data-dir %s alice@example.com)\"\n", filepath.Join(d.cfg.DataDir, "alice", "state.json"), d.ktdDir)
-	fmt.Fprintf(bw, "  ktctl checkpoint --data-dir %s --policy %s\n\n", d.ktdDir, d.policy)
+	fmt.Fprintf(bw, "  kt%s --state-file %s init\n", ktFlags, filepath.Join(d.cfg.DataDir, "alice", "state.json"))
+	fmt.Fprintf(bw, "  kt%s --state-file %s register alice@example.com --token \"$(ktd issue-token --data-dir %s alice@example.com)\"\n", ktFlags, filepath.Join(d.cfg.DataDir, "alice", "state.json"), d.ktdDir)
+	fmt.Fprintf(bw, "  ktctl%s checkpoint --data-dir %s --policy %s\n\n", ktctlFlags, d.ktdDir, d.policy)
 	fmt.Fprintf(bw, "Ctrl-C stops everything; running ktlocal again continues where it stopped.\n")
+}
+
+// Addresses kt and ktctl use when given none (ktd's defaults).
+const (
+	defaultGRPC = "127.0.0.1:8443"
+	defaultHTTP = "127.0.0.1:8080"
+)
+
+// nextFlags are the flags the printed kt and ktctl commands need to reach
+// a deployment on other than the default addresses (each with a leading
+// space; empty on the defaults).
+func nextFlags(cfg *Config) (kt, ktctl string) {
+	if cfg.GRPCListen != defaultGRPC {
+		kt = " --directory " + cfg.GRPCListen
+	}
+	if cfg.HTTPListen != defaultHTTP {
+		ktctl = " --log-url http://" + cfg.HTTPListen
+	}
+	return kt, ktctl
 }

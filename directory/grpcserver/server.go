@@ -23,6 +23,18 @@
 // Requests larger than [Options.MaxRecvMsgSize] are refused by gRPC itself
 // with codes.ResourceExhausted before they are decoded.
 //
+// # HTTP/JSON
+//
+// [NewWithJSON] also returns an http.Handler serving the Directory service
+// as HTTP/JSON (design.md 10.1): `POST /kt.v1.Directory/<Method>` with the
+// request as protobuf JSON, answered with the response as protobuf JSON
+// or {"code", "message"} (the Connect protocol's unary form). Each call
+// runs the generated method handler through the same interceptor chain,
+// with the caller's address as its peer: one rate limiter for both
+// protocols, the same error mapping, and bodies that do not decode or
+// carry unknown fields refused with InvalidArgument before any handler.
+// The size limit applies to the decoded message.
+//
 // # Error codes
 //
 // Handlers return domain errors (the sentinels of package directory, and
@@ -155,8 +167,9 @@ func (o Options) withDefaults() (Options, error) {
 
 // Metrics receives one observation per call. Implementations must be safe
 // for concurrent use. The method is the full gRPC method name, such as
-// "/kt.v1.Directory/Lookup"; only registered methods are observed, so its
-// cardinality is bounded.
+// "/kt.v1.Directory/Lookup", or "json:/kt.v1.Directory/Lookup" for a call
+// over HTTP/JSON ([JSONMethodPrefix]); only registered methods are
+// observed, so its cardinality is bounded.
 type Metrics interface {
 	ObserveRPC(method string, code codes.Code, elapsed time.Duration)
 }
@@ -171,7 +184,7 @@ func New(opts Options, dir ktpb.DirectoryServer, logsrv ktpb.LogServer) (*grpc.S
 	if dir == nil || logsrv == nil {
 		return nil, errors.New("grpcserver: nil Directory or Log service")
 	}
-	s, err := newServer(opts)
+	s, _, err := newServer(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +199,7 @@ func NewOperator(opts Options, op ktpb.OperatorServer) (*grpc.Server, error) {
 	if op == nil {
 		return nil, errors.New("grpcserver: nil Operator service")
 	}
-	s, err := newServer(opts)
+	s, _, err := newServer(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -194,10 +207,13 @@ func NewOperator(opts Options, op ktpb.OperatorServer) (*grpc.Server, error) {
 	return s, nil
 }
 
-func newServer(opts Options) (*grpc.Server, error) {
+// newServer returns a server without services, and the chain of
+// interceptors it runs every call through (for the HTTP/JSON mapping,
+// which runs its calls through the same chain).
+func newServer(opts Options) (*grpc.Server, *chain, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	e := &edge{
 		metrics: opts.Metrics,
@@ -207,6 +223,13 @@ func newServer(opts Options) (*grpc.Server, error) {
 		e.limiter = newLimiter(opts.RateLimit, opts.RateBurst, opts.MaxPeers)
 	}
 	codec := newUndecodableCodec()
+	c := &chain{
+		codec:   codec,
+		maxRecv: opts.MaxRecvMsgSize,
+		interceptors: []grpc.UnaryServerInterceptor{
+			received, e.observe, e.recoverPanic, e.rateLimit, codec.rejectUndecodable, e.rejectUnknown, e.mapErrors,
+		},
+	}
 	so := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(codec),
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgSize),
@@ -221,7 +244,7 @@ func newServer(opts Options) (*grpc.Server, error) {
 			MaxConnectionIdle: 5 * time.Minute,
 		}),
 		grpc.InTapHandle(recvTap(opts.RecvTimeout)),
-		grpc.ChainUnaryInterceptor(received, e.observe, e.recoverPanic, e.rateLimit, codec.rejectUndecodable, e.rejectUnknown, e.mapErrors),
+		grpc.ChainUnaryInterceptor(c.interceptors...),
 		// A fixed pool of goroutines serves calls, so a lookup runs on a
 		// stack already grown by earlier ones rather than growing a fresh
 		// goroutine's stack (a Pebble Get needs several KiB; growing cost
@@ -233,5 +256,5 @@ func newServer(opts Options) (*grpc.Server, error) {
 	if opts.TLS != nil {
 		so = append(so, grpc.Creds(credentials.NewTLS(opts.TLS)))
 	}
-	return grpc.NewServer(so...), nil
+	return grpc.NewServer(so...), c, nil
 }

@@ -253,3 +253,11 @@ func (p *Problems) HostPort(key, addr string) {
 
 // Err joins the problems (errors.Join); nil when there are none.
 func (p Problems) Err() error { return errors.Join(p...) }
+
+// Count is n and noun, plural unless n is 1: "1 device", "2 devices".
+func Count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

@@ -241,3 +241,11 @@ func TestProblemsRequireHostPort(t *testing.T) {
 		t.Errorf("problems %v, want %q", err, want)
 	}
 }
+
+func TestCount(t *testing.T) {
+	for n, want := range map[int]string{0: "0 devices", 1: "1 device", 2: "2 devices"} {
+		if got := Count(n, "device"); got != want {
+			t.Errorf("Count(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

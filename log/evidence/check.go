@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	fmtlog "github.com/transparency-dev/formats/log"
-	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api"
@@ -205,7 +203,7 @@ func verifyInclusion(cp *fmtlog.Checkpoint, e Entry) error {
 		return fmt.Errorf("%w: entry %d is beyond the checkpoint's size %d", ErrProof, e.Index, cp.Size)
 	}
 	leaf := api.LeafHash(e.Data)
-	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, e.Index, cp.Size, leaf[:], e.Inclusion, cp.Hash); err != nil {
+	if err := log.VerifyInclusion(e.Index, cp.Size, leaf[:], e.Inclusion, cp.Hash); err != nil {
 		return fmt.Errorf("%w: entry %d is not in the checkpoint's tree: %w", ErrProof, e.Index, err)
 	}
 	return nil

@@ -1,5 +1,5 @@
 // Package testonly holds helpers shared by tests in several packages. It is
-// imported only from _test.go files.
+// imported only from _test.go files and test tooling (internal/testing).
 package testonly
 
 import (
