@@ -46,3 +46,23 @@ func TestParseAuditPolicy(t *testing.T) {
 }
 
 func testVKey(t *testing.T, name string) string { return newCosigner(t, name).VKey() }
+
+// TestAuditPolicyGolden parses the audit policy of testdata (the shape
+// ktlocal writes, with real keys) and checks what each line gave.
+func TestAuditPolicyGolden(t *testing.T) {
+	p, err := witness.ReadAuditPolicyFile("testdata/audit-policy.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := p.Witnesses()
+	if len(ws) != 2 || ws[0].Name != "auditor-1" || ws[1].URL != "http://127.0.0.1:8482" ||
+		ws[0].Verifier().Name() != "localhost/auditor-1/audit" || ws[1].Verifier().KeyHash() != 0x2604110a {
+		t.Fatalf("auditors %+v", ws)
+	}
+	if got, want := p.Quorum(), "auditors = 2 of {auditor-1, auditor-2}"; got != want {
+		t.Errorf("quorum %q, want %q", got, want)
+	}
+	if _, err := witness.ReadPolicyFile("testdata/audit-policy.txt"); err == nil {
+		t.Error("the audit policy parsed as a witness policy")
+	}
+}

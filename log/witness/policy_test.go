@@ -202,12 +202,26 @@ func FuzzParsePolicy(f *testing.F) {
 		"log " + lg.vkey + "\nwitness A " + a.VKey() + "\nwitness B " + b.VKey() + "\ngroup g 2 A B\ngroup h any g A\nquorum h\n",
 		"# comment\n\tgroup g all\nquorum g # x\n",
 		"witness A " + a.VKey() + "\ngroup g 1 A\ngroup h all g\nquorum h\nquorum h\n",
+		"auditor A " + a.VKey() + " http://127.0.0.1:8481\nauditor B " + b.VKey() + "\ngroup auditors 2 A B\nquorum auditors\n",
+		"auditor A " + a.VKey() + "\nwitness B " + b.VKey() + "\nquorum A\n",
 	} {
 		f.Add([]byte(s))
 	}
 	cp := []byte("localhost/kt\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— a.example AAAAAAAAAAAAAAAAAAAA\n")
 	f.Fuzz(func(t *testing.T, text []byte) {
+		// The two grammars differ only in their member keyword: a text
+		// both accept names no member at all.
+		ap, aerr := witness.ParseAuditPolicy(text)
+		if aerr != nil {
+			var pe *witness.ParseError
+			if !errors.As(aerr, &pe) {
+				t.Fatalf("audit policy error %v is a %T, want *ParseError", aerr, aerr)
+			}
+		}
 		p, err := witness.ParsePolicy(text)
+		if err == nil && aerr == nil && (len(p.Witnesses()) != 0 || len(ap.Witnesses()) != 0) {
+			t.Fatalf("a text with members parses as both a witness and an audit policy: %q", text)
+		}
 		if err != nil {
 			var pe *witness.ParseError
 			if !errors.As(err, &pe) {
