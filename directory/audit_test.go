@@ -298,7 +298,9 @@ func TestAuditBadStatements(t *testing.T) {
 			a2.SetLimit(-1)
 			waitFor(t, "an audited epoch", func() bool { return servedSize(e.d) > 0 })
 			checkAudited(t, e, policy, "a1", "a2")
-			if m.get("a3", AuditOK) != 0 || m.get("a1", AuditOK) == 0 || m.get("a2", AuditUnavailable) == 0 {
+			// (Whether a2 was asked while it held back is timing: only
+			// a3's statements and the quorum are checked.)
+			if m.get("a3", AuditOK) != 0 || m.get("a1", AuditOK) == 0 || m.get("a2", AuditOK) == 0 {
 				t.Errorf("metrics %v", m.snapshot())
 			}
 		})
