@@ -11,6 +11,10 @@ const H1 = (l, r) => sha256(new Uint8Array([1]), l, r);
  * @param {Uint8Array} root @param {Uint8Array} key @param {Uint8Array|null} value @param {Uint8Array} proof
  */
 export function verifyMapProof(root, key, value, proof) {
+  verifyParsedMapProof(root, key, value, parseMapProof(proof));
+}
+/** 8.2 step 1 (strict parse and canonicality). @param {Uint8Array} proof */
+export function parseMapProof(proof) {
   const r = new Reader(proof);
   let d, bitmap, sibs = [], term, ok, ov;
   try {
@@ -24,6 +28,9 @@ export function verifyMapProof(root, key, value, proof) {
     if (term === 2) { ok = r.bytes(32); ov = r.bytes(32); }
     r.done();
   } catch (e) { throw new MapProofError('malformed map proof: ' + e.message); }
+  return { d, sibs, term, ok, ov };
+}
+export function verifyParsedMapProof(root, key, value, { d, sibs, term, ok, ov }) {
   for (const s of sibs) if (s && eq(s, ZERO32)) throw new MapProofError('non-canonical: zero sibling listed');
   if (d > 0 && !sibs[d - 1]) throw new MapProofError('non-canonical: last sibling empty');
   let h;

@@ -1,0 +1,140 @@
+// design.md 12.2 (lookup verification) and 13 (monitoring chains, as an observer).
+import { VerifyError, hex, toHex, eq, ZERO32 } from './util.mjs';
+import * as enc from './encodings.mjs';
+import * as cp from './checkpoint.mjs';
+import { parseVRFPublicKey, vrfVerify, vrfInput } from './vrf.mjs';
+import { parseMapProof, verifyParsedMapProof } from './smt.mjs';
+import { normalizeHandle } from './handle.mjs';
+import { hpkeKeyUsable } from './hpke.mjs';
+
+const fail = (step, msg) => { throw new VerifyError(step, msg); };
+/** run f; any exception becomes a failure at step */
+function at(step, f) { try { return f(); } catch (e) { if (e instanceof VerifyError) throw e; fail(step, e.message); } }
+
+/**
+ * Parameters a client pins (design.md 11).
+ * @param {{origin:string,log_public_key:string,vrf_public_key:string,recovery_public_key_hex:string,witness_policy:string,max_age_ms:number,skew_ms:number}} p
+ * @param {{insecureNoWitnesses?:boolean}} [opts]
+ */
+export function parseParams(p, opts = {}) {
+  return at('params', () => {
+    const logKey = cp.parseVkey(p.log_public_key, 1);
+    if (logKey.name !== p.origin) throw new Error('log key name is not the origin');
+    const policy = cp.parsePolicy(p.witness_policy);
+    if (policy.quorum === null && !opts.insecureNoWitnesses) throw new Error('witness policy with quorum none');
+    if (policy.log && !eq(policy.log.key, logKey.key)) throw new Error('witness policy names another log key');
+    const recovery = hex(p.recovery_public_key_hex);
+    if (recovery.length !== 32) throw new Error('recovery key not 32 bytes');
+    return { origin: p.origin, logKey, vrfKey: parseVRFPublicKey(p.vrf_public_key), recovery, policy,
+      maxAge: p.max_age_ms ?? 60000, skew: p.skew_ms ?? 10000 };
+  });
+}
+
+const hexList = (l) => (l ?? []).map(h => { const b = hex(h); if (b.length !== 32) throw new Error('proof hash not 32 bytes'); return b; });
+
+/** Parse an epoch part (12.1) without verifying it. */
+export function parseEpochPart(P, e) {
+  return at('parse', () => {
+    const note = cp.parseNote(e.checkpoint);
+    const body = cp.parseCheckpointBody(note.body, P.origin);
+    const recBytes = hex(e.epoch_record_hex);
+    return { note, ...body, recBytes, record: enc.parseEpochRecord(recBytes),
+      inclusion: hexList(e.inclusion_proof_hex), consistency: hexList(e.consistency_proof_hex) };
+  });
+}
+/** Parse a trusted state: the client's own earlier verified epoch. */
+export function parseTrusted(P, t) {
+  if (!t) return null;
+  const ep = parseEpochPart(P, { checkpoint: t.checkpoint, epoch_record_hex: t.epoch_record_hex });
+  return { ...ep, quorumTime: t.quorum_time_unix };
+}
+
+/**
+ * 12.2 step 2. Returns the new trusted state. trusted may be null; e may be null (then trusted is reused).
+ * @param {ReturnType<typeof parseParams>} P
+ */
+export function verifyEpoch(P, trusted, e, nowMs, { checkFreshness = true } = {}) {
+  let st;
+  if (!e) {
+    if (!trusted) fail('parse', 'no epoch part and no trusted state');
+    st = trusted;
+  } else {
+    const ep = parseEpochPart(P, e);
+    // 2.1
+    if (!cp.verifyLogSignature(ep.note, P.logKey)) fail('checkpoint signature', 'no valid log signature');
+    // 2.2: unknown keys ignored, cosignatures after now + s not counted
+    let qt = null;
+    if (P.policy.quorum !== null) {
+      const times = at('witness quorum', () => cp.cosignatureTimes(ep.note, [...P.policy.witnesses.values()], Math.floor((nowMs + P.skew) / 1000)));
+      qt = cp.quorumTime(P.policy, times);
+      if (qt === null) fail('witness quorum', 'the witness policy is not satisfied');
+    }
+    // 2.3
+    if (trusted) {
+      if (ep.size < trusted.size) fail('consistency', `rollback from size ${trusted.size} to ${ep.size}`);
+      if (!cp.verifyConsistency(trusted.size, ep.size, trusted.root, ep.root, ep.consistency)) fail('consistency', 'inconsistent with the trusted checkpoint');
+    }
+    // 2.4
+    if (ep.record.logSize !== ep.size - 1) fail('epoch record', 'the epoch record is not the last entry');
+    if (!cp.verifyInclusion(ep.size - 1, ep.size, enc.leafHash(ep.recBytes), ep.inclusion, ep.root)) fail('epoch record', 'epoch record inclusion proof fails');
+    st = { ...ep, quorumTime: qt };
+    if (checkFreshness && trusted && st.record.epoch < trusted.record.epoch) fail('freshness', 'epoch older than the trusted one');
+  }
+  // 2.5
+  if (checkFreshness) {
+    const ts = st.record.timestamp, bound = P.maxAge + P.skew;
+    if (nowMs - ts > bound) fail('freshness', 'epoch older than max age plus skew');
+    if (ts > nowMs + P.skew) fail('freshness', 'epoch timestamp in the future');
+    if (st.quorumTime !== null && nowMs - st.quorumTime * 1000 > bound) fail('freshness', 'witness quorum older than max age plus skew');
+  }
+  return st;
+}
+
+/**
+ * Full lookup verification, 12.2 steps 1-9.
+ * @param {object} v {params, trusted, handle, response, now_unix_ms, pinned_account_key_hex}
+ */
+export function verifyLookup(v, opts = {}) {
+  const P = parseParams(v.params, opts);
+  const trusted = parseTrusted(P, v.trusted);
+  const r = v.response;
+  const handle = at('handle', () => normalizeHandle(v.handle));
+  if (r.handle !== undefined && r.handle !== handle) fail('handle', 'the answer is for another handle');
+  // 1. parse every part
+  const parts = at('parse', () => {
+    const pi = hex(r.vrf_proof_hex); if (pi.length !== 80) throw new Error('VRF proof not 80 bytes');
+    const mp = parseMapProof(hex(r.map_proof_hex));
+    const present = !!r.change_record_hex;
+    let rec = null, opening = null, value = null;
+    if (present) {
+      rec = enc.parseChangeRecord(hex(r.change_record_hex));
+      opening = hex(r.opening_hex ?? ''); if (opening.length !== 32) throw new Error('opening not 32 bytes');
+      value = hex(r.device_set_hex ?? ''); enc.parseDeviceSet(value);
+    } else if (r.opening_hex || r.device_set_hex) throw new Error('opening or device set without a change record');
+    return { pi, mp, rec, opening, value };
+  });
+  // 2. epoch part
+  const st = verifyEpoch(P, trusted, r.epoch ?? null, v.now_unix_ms);
+  // 3. VRF
+  const beta = vrfVerify(P.vrfKey, vrfInput(handle), parts.pi);
+  if (!beta) fail('vrf', 'VRF proof does not verify');
+  const index = beta.subarray(0, 32);
+  // 4. map
+  at('map proof', () => verifyParsedMapProof(st.record.mapRoot, index, parts.rec ? enc.leafHash(parts.rec.bytes) : null, parts.mp));
+  const out = { index_hex: toHex(index), epoch: st.record.epoch, trusted_size: st.size, state: st };
+  if (!parts.rec) return { ...out, registered: false };
+  // 5. record index
+  if (!eq(parts.rec.index, index)) fail('record', 'the record is for another index');
+  // 6. commitment and R7
+  const ds = at('commitment', () => enc.openCommitment(parts.rec, parts.opening, parts.value));
+  // 7. strict mode
+  if (v.pinned_account_key_hex) {
+    const K = hex(v.pinned_account_key_hex);
+    if (!ds.accountKey || !eq(ds.accountKey, K)) fail('strict mode', 'the set does not carry the pinned account key');
+    if (!enc.verifyAccount(P.origin, index, parts.rec.version, ds)) fail('strict mode', 'account signature does not verify');
+  }
+  // 8. HPKE keys
+  for (const d of ds.devices) if (!enc.KEM_SIZES[d.kem] || !hpkeKeyUsable(d.kem, d.hpkePublicKey)) fail('hpke keys', `device ${toHex(d.id)}: HPKE key does not deserialize`);
+  // 9.
+  return { ...out, registered: true, version: parts.rec.version, kind: parts.rec.kind, device_ids_hex: ds.devices.map(d => toHex(d.id)), deviceSet: ds, record: parts.rec };
+}
