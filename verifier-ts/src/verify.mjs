@@ -138,3 +138,71 @@ export function verifyLookup(v, opts = {}) {
   // 9.
   return { ...out, registered: true, version: parts.rec.version, kind: parts.rec.kind, device_ids_hex: ds.devices.map(d => toHex(d.id)), deviceSet: ds, record: parts.rec };
 }
+
+/** design.md 6.1 R1-R6 (api.CheckChange): returns the rule broken, or null. */
+export function checkChange(origin, recoveryKey, prev, rec) {
+  const has = (auths, role, key) => { const h = sha256Key(key); return auths.some(a => a.role === role && eq(a.digest, h)); };
+  if (!enc.verifyChangeSignature(origin, rec)) return 'R1 signature';
+  if (rec.version !== (prev ? prev.version + 1 : 1)) return 'R2 version';
+  if (!eq(rec.prev, prev ? enc.leafHash(prev.bytes) : ZERO32)) return 'R3 prev';
+  switch (rec.kind) {
+    case 1:
+      if (prev && prev.authorizers.length > 0) return 'R4 enroll';
+      if (!rec.authorizers.some(a => eq(a.digest, sha256Key(rec.signer)))) return 'R4 enroll';
+      break;
+    case 2: case 3:
+      if (!prev || !has(prev.authorizers, rec.kind === 2 ? 1 : 2, rec.signer)) return 'R5 device / account';
+      break;
+    case 4:
+      if (!prev || !eq(rec.signer, recoveryKey)) return 'R6 recovery';
+      break;
+  }
+  return null;
+}
+import { sha256 as sha256Key } from './util.mjs';
+
+/**
+ * Monitoring chain as an observer from version 0 (13, client.VerifyObserved): steps 1-4, no
+ * freshness, no classification. v: {params, index_hex, response, now_unix_ms}.
+ */
+export function verifyObserved(v, opts = {}) {
+  const P = parseParams(v.params, opts);
+  const r = v.response;
+  const index = at('parse', () => { const b = hex(v.index_hex); if (b.length !== 32) throw new Error('index not 32 bytes'); return b; });
+  const parsed = at('parse', () => ({
+    mp: parseMapProof(hex(r.map_proof_hex)),
+    changes: (r.changes ?? []).map(c => {
+      const rec = enc.parseChangeRecord(hex(c.change_record_hex));
+      const opening = hex(c.opening_hex); if (opening.length !== 32) throw new Error('opening not 32 bytes');
+      const value = hex(c.device_set_hex); enc.parseDeviceSet(value);
+      if (!Number.isSafeInteger(c.log_index) || c.log_index < 0) throw new Error('bad log index');
+      return { rec, opening, value, logIndex: c.log_index, inclusion: hexList(c.inclusion_proof_hex) };
+    }),
+  }));
+  // 1. epoch part, no freshness (the observer holds no trusted epoch)
+  const st = verifyEpoch(P, null, r.epoch ?? null, v.now_unix_ms, { checkFreshness: false });
+  // 3. chain
+  let prevLeaf = ZERO32, prevIdx = -1, version = 0;
+  for (const c of parsed.changes) {
+    if (!eq(c.rec.index, index)) fail('monitor chain', 'record for another index');
+    if (c.rec.version !== version + 1) fail('monitor chain', `version ${c.rec.version} after ${version}`);
+    if (!eq(c.rec.prev, prevLeaf)) fail('monitor chain', `version ${c.rec.version}: prev is not the previous record`);
+    if (c.logIndex <= prevIdx || c.logIndex >= st.record.logSize) fail('monitor chain', `version ${c.rec.version}: log index out of order or range`);
+    if (!cp.verifyInclusion(c.logIndex, st.size, enc.leafHash(c.rec.bytes), c.inclusion, st.root)) fail('monitor chain', `version ${c.rec.version}: inclusion proof fails`);
+    prevLeaf = enc.leafHash(c.rec.bytes); prevIdx = c.logIndex; version = c.rec.version;
+  }
+  // 2. map proof (checked after the chain, as the Go client does: when both fail the chain is named): membership of the last record's leaf, or absence only with no records (k = 0)
+  const last = parsed.changes.length ? parsed.changes[parsed.changes.length - 1].rec : null;
+  at('map proof', () => verifyParsedMapProof(st.record.mapRoot, index, last ? enc.leafHash(last.bytes) : null, parsed.mp));
+  // 4. rules and commitments: a broken rule is an alert; a commitment that does not open fails
+  const alerts = [];
+  let prev = null;
+  for (const c of parsed.changes) {
+    const rule = checkChange(P.origin, P.recovery, prev, c.rec);
+    if (rule) alerts.push({ version: c.rec.version, rule });
+    try { enc.openCommitment(c.rec, c.opening, c.value); }
+    catch (e) { if (e.kind === 'R7') alerts.push({ version: c.rec.version, rule: 'R7 authorizers' }); else fail('commitment', e.message); }
+    prev = c.rec;
+  }
+  return { versions: parsed.changes.map(c => c.rec.version), alerts, epoch: st.record.epoch };
+}
