@@ -20,7 +20,6 @@ export function parseVkey(text, wantType) {
 /** Split a signed note into body and signature lines (C2SP signed-note). */
 export function parseNote(text) {
   if (!text.endsWith('\n')) throw new Error('note: no final newline');
-  if (/[\u0000-\u0009\u000b-\u001f\u007f]/.test(text)) throw new Error('note: control character');
   const i = text.lastIndexOf('\n\n');
   if (i < 0) throw new Error('note: no signatures');
   const body = text.slice(0, i + 1);
@@ -38,6 +37,7 @@ export function parseNote(text) {
 
 /** C2SP tlog-checkpoint body, no extension lines (9). */
 export function parseCheckpointBody(body, origin) {
+  if (/[\u0000-\u0009\u000b-\u001f\u007f]/.test(body)) throw new Error('note: control character');
   const lines = body.split('\n');
   if (lines.length !== 4 || lines[3] !== '') throw new Error('checkpoint: want origin, size, root (no extension lines)');
   if (lines[0] !== origin) throw new Error('checkpoint: wrong origin');
