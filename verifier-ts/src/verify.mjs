@@ -36,9 +36,8 @@ const hexList = (l) => (l ?? []).map(h => { const b = hex(h); if (b.length !== 3
 export function parseEpochPart(P, e) {
   return at('parse', () => {
     const note = cp.parseNote(e.checkpoint);
-    const body = cp.parseCheckpointBody(note.body, P.origin);
     const recBytes = hex(e.epoch_record_hex);
-    return { note, ...body, recBytes, record: enc.parseEpochRecord(recBytes),
+    return { note, recBytes, record: enc.parseEpochRecord(recBytes),
       inclusion: hexList(e.inclusion_proof_hex), consistency: hexList(e.consistency_proof_hex) };
   });
 }
@@ -46,6 +45,7 @@ export function parseEpochPart(P, e) {
 export function parseTrusted(P, t) {
   if (!t) return null;
   const ep = parseEpochPart(P, { checkpoint: t.checkpoint, epoch_record_hex: t.epoch_record_hex });
+  Object.assign(ep, at('parse', () => cp.parseCheckpointBody(ep.note.body, P.origin)));
   return { ...ep, quorumTime: t.quorum_time_unix };
 }
 
@@ -62,6 +62,8 @@ export function verifyEpoch(P, trusted, e, nowMs, { checkFreshness = true } = {}
     const ep = parseEpochPart(P, e);
     // 2.1
     if (!cp.verifyLogSignature(ep.note, P.logKey)) fail('checkpoint signature', 'no valid log signature');
+    // the body is parsed after its signature verified: a changed body is a signature failure
+    Object.assign(ep, at('parse', () => cp.parseCheckpointBody(ep.note.body, P.origin)));
     // 2.2: unknown keys ignored, cosignatures after now + s not counted
     let qt = null;
     if (P.policy.quorum !== null) {
