@@ -23,6 +23,8 @@ export function parseParams(p, opts = {}) {
     const policy = cp.parsePolicy(p.witness_policy);
     if (policy.quorum === null && !opts.insecureNoWitnesses) throw new Error('witness policy with quorum none');
     if (policy.log && !eq(policy.log.key, logKey.key)) throw new Error('witness policy names another log key');
+    // Audit statements (14.1, 12.2 steps 2.2 and 2.5) are not implemented here: fail closed.
+    if (p.audit_policy) throw new Error('audit policies are not supported by this verifier');
     const recovery = hex(p.recovery_public_key_hex);
     if (recovery.length !== 32) throw new Error('recovery key not 32 bytes');
     return { origin: p.origin, logKey, vrfKey: parseVRFPublicKey(p.vrf_public_key), recovery, policy,
@@ -97,11 +99,14 @@ export function verifyEpoch(P, trusted, e, nowMs, { checkFreshness = true } = {}
  * @param {object} v {params, trusted, handle, response, now_unix_ms, pinned_account_key_hex}
  */
 export function verifyLookup(v, opts = {}) {
+  const ok = opts.onStep ?? (() => {});
   const P = parseParams(v.params, opts);
+  ok('params', `origin ${P.origin}`);
   const trusted = parseTrusted(P, v.trusted);
   const r = v.response;
   const handle = at('handle', () => normalizeHandle(v.handle));
   if (r.handle !== undefined && r.handle !== handle) fail('handle', 'the answer is for another handle');
+  ok('handle', handle);
   // 1. parse every part
   const parts = at('parse', () => {
     const pi = hex(r.vrf_proof_hex); if (pi.length !== 80) throw new Error('VRF proof not 80 bytes');
@@ -115,28 +120,36 @@ export function verifyLookup(v, opts = {}) {
     } else if (r.opening_hex || r.device_set_hex) throw new Error('opening or device set without a change record');
     return { pi, mp, rec, opening, value };
   });
+  ok('parse', 'every part parses');
   // 2. epoch part
   const st = verifyEpoch(P, trusted, r.epoch ?? null, v.now_unix_ms);
+  ok('epoch', `epoch ${st.record.epoch}: log size ${st.size}, signed by the log, witness quorum at ${st.quorumTime ?? 'none'}, consistent, epoch record included, fresh`);
   // 3. VRF
   const beta = vrfVerify(P.vrfKey, vrfInput(handle), parts.pi);
   if (!beta) fail('vrf', 'VRF proof does not verify');
   const index = beta.subarray(0, 32);
+  ok('vrf', `index ${toHex(index)}`);
   // 4. map
   at('map proof', () => verifyParsedMapProof(st.record.mapRoot, index, parts.rec ? enc.leafHash(parts.rec.bytes) : null, parts.mp));
+  ok('map proof', parts.rec ? 'the map holds the record' : 'the map holds no record: not registered');
   const out = { index_hex: toHex(index), epoch: st.record.epoch, trusted_size: st.size, state: st };
   if (!parts.rec) return { ...out, registered: false };
   // 5. record index
   if (!eq(parts.rec.index, index)) fail('record', 'the record is for another index');
   // 6. commitment and R7
+  ok('record', `version ${parts.rec.version}, kind ${parts.rec.kind}`);
   const ds = at('commitment', () => enc.openCommitment(parts.rec, parts.opening, parts.value));
+  ok('commitment', `opens to a set of ${ds.devices.length} device${ds.devices.length === 1 ? '' : 's'}; authorizers match (R7)`);
   // 7. strict mode
   if (v.pinned_account_key_hex) {
     const K = hex(v.pinned_account_key_hex);
     if (!ds.accountKey || !eq(ds.accountKey, K)) fail('strict mode', 'the set does not carry the pinned account key');
     if (!enc.verifyAccount(P.origin, index, parts.rec.version, ds)) fail('strict mode', 'account signature does not verify');
   }
+  if (v.pinned_account_key_hex) ok('strict mode', 'the pinned account key signed the set');
   // 8. HPKE keys
   for (const d of ds.devices) if (!enc.KEM_SIZES[d.kem] || !hpkeKeyUsable(d.kem, d.hpkePublicKey)) fail('hpke keys', `device ${toHex(d.id)}: HPKE key does not deserialize`);
+  ok('hpke keys', 'every device key deserializes');
   // 9.
   return { ...out, registered: true, version: parts.rec.version, kind: parts.rec.kind, device_ids_hex: ds.devices.map(d => toHex(d.id)), deviceSet: ds, record: parts.rec };
 }
