@@ -34,7 +34,7 @@ function phone(s) {
   return 'tel:+' + digits;
 }
 
-const ATEXT = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\p{L}\p{M}\p{N}]+$/u;
+const ATEXT = /^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\p{L}\p{M}\p{Nd}]+$/u;
 function email(s) {
   s = s.normalize('NFC');
   s = simpleLower(s).normalize('NFC');
@@ -59,9 +59,16 @@ function domainToASCII(d) {
   // Reject ASCII outside letters, digits, hyphen and dot before the URL parser sees it
   // (UseSTD3ASCIIRules); non-ASCII goes through UTS #46 in the WHATWG URL parser.
   if (/[\u0000-\u002c\u002f\u003a-\u0040\u005b-\u0060\u007b-\u007f]/.test(d)) bad('character not allowed in the domain');
-  let a;
-  try { a = new URL('http://' + d + '/').hostname; } catch { bad('domain does not convert with UTS #46'); }
-  a = a.toLowerCase();
+  // Label by label (UTS #46 maps the ideographic full stops to '.'), so that the URL parser's
+  // IPv4 rules never see an ASCII label such as 0x1; ASCII labels are only lowercased.
+  const a = d.split(/[.\u3002\uff0e\uff61]/).map(l => {
+    if (/^[\u0000-\u007f]*$/.test(l) && !/^xn--/i.test(l)) return l.toLowerCase();
+    let h;
+    try { h = new URL('http://' + l + '.invalid/').hostname; } catch { bad('domain does not convert with UTS #46'); }
+    if (!h.endsWith('.invalid') || h.slice(0, -8).includes('.')) bad('domain label does not convert with UTS #46');
+    return h.slice(0, -8);
+  }).join('.');
+  checkBidi(d.split(/[.\u3002\uff0e\uff61]/));
   if (a.length > 253) bad('domain longer than 253 bytes');
   const labels = a.split('.');
   if (labels.length < 2) bad('domain needs at least two labels');
@@ -73,4 +80,21 @@ function domainToASCII(d) {
   }
   if (/^[0-9]+$/.test(labels[labels.length - 1])) bad('numeric top-level label');
   return a;
+}
+
+// Part of UTS #46 CheckBidi (RFC 5893), which the WHATWG URL parser of Node and browsers does
+// not apply: in a domain with a right-to-left label, no label starts with a digit, a
+// left-to-right label holds no Arabic digits, and no label mixes European and Arabic digits.
+// Bidi classes are approximated by scripts (JavaScript regular expressions have no Bidi_Class).
+const RTL = /[\p{Script=Hebrew}\p{Script=Arabic}\p{Script=Syriac}\p{Script=Thaana}\p{Script=Nko}\p{Script=Samaritan}\p{Script=Mandaic}\p{Script=Adlam}]/u;
+const AN = /[\u0600-\u0605\u0660-\u0669\u066b\u066c\u06dd\u0890\u0891\u08e2]/u;
+function checkBidi(labels) {
+  if (!labels.some(l => RTL.test(l) || AN.test(l))) return;
+  for (const l of labels) {
+    const first = [...l][0] ?? '';
+    if (!/\p{L}/u.test(first)) bad('bidi domain label must start with a letter (CheckBidi)');
+    const rtl = RTL.test(l) || AN.test(l);
+    if (!rtl && AN.test(l)) bad('Arabic digits in a left-to-right label (CheckBidi)');
+    if (rtl && AN.test(l) && /[0-9\u06f0-\u06f9]/.test(l)) bad('European and Arabic digits mixed (CheckBidi)');
+  }
 }
