@@ -1,5 +1,6 @@
 // design.md 5: log entries, leaf hashes, device sets; 4.3 signed statements; 4.4 commitments.
 import { ed25519 } from '@noble/curves/ed25519.js';
+import { sha512 } from '@noble/hashes/sha2.js';
 import { Reader, sha256, concat, u16, u64, eq, ZERO32, toHex } from './util.mjs';
 
 export const KEM_SIZES = { 0x0010: 65, 0x0020: 32, 0x0041: 1184, 0x647a: 1216 }; // 4.2
@@ -93,9 +94,24 @@ export function changeStatement(origin, rec) { return concat('kt/v1/change', new
 export function accountStatement(origin, index, version, ds) {
   return concat('kt/v1/device-set', new Uint8Array([0]), originBytes(origin), index, u64(version), ds.unsigned);
 }
-/** Ed25519 as Go's crypto/ed25519 (cofactorless, canonical S and R, any key) - design.md 4 */
+const L = 2n ** 252n + 27742317777372353535851937790883648493n;
+const le = (b) => { let x = 0n; for (let i = b.length - 1; i >= 0; i--) x = (x << 8n) | BigInt(b[i]); return x; };
+/**
+ * Ed25519 with Go's crypto/ed25519 rules (design.md 4): S < L, the key may be non-canonical or of
+ * small order, and the cofactorless equation R = [S]B - [k]A is checked by comparing encodings
+ * (so a non-canonical R never verifies). noble's own verify is cofactored and refuses small-order
+ * keys, which would accept or refuse signatures that Go does not.
+ */
 export function verifyEd25519(pub, msg, sig) {
-  try { return ed25519.verify(sig, msg, pub, { zip215: false }); } catch { return false; }
+  if (pub.length !== 32 || sig.length !== 64) return false;
+  const S = le(sig.subarray(32));
+  if (S >= L) return false;
+  let A;
+  try { A = ed25519.Point.fromBytes(pub, true); } catch { return false; }
+  const k = le(sha512(concat(sig.subarray(0, 32), pub, msg))) % L;
+  const SB = S === 0n ? ed25519.Point.ZERO : ed25519.Point.BASE.multiply(S);
+  const kA = k === 0n ? ed25519.Point.ZERO : A.multiplyUnsafe(k);
+  return eq(SB.subtract(kA).toBytes(), sig.subarray(0, 32));
 }
 export function verifyChangeSignature(origin, rec) { return verifyEd25519(rec.signer, changeStatement(origin, rec), rec.signature); }
 export function verifyAccount(origin, index, version, ds) {
