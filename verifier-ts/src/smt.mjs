@@ -22,15 +22,17 @@ export function parseMapProof(proof) {
     if (d > 256) throw new Error('depth > 256');
     bitmap = r.bytes((d + 7) >> 3);
     for (let i = 0; i < d; i++) sibs.push(bit(bitmap, i) ? r.bytes(32) : null);
-    for (let i = d; i < bitmap.length * 8; i++) if (bit(bitmap, i)) throw new Error('non-canonical: bitmap bit beyond depth');
     term = r.u8();
     if (term > 2) throw new Error('terminal');
     if (term === 2) { ok = r.bytes(32); ov = r.bytes(32); }
     r.done();
   } catch (e) { throw new MapProofError('malformed map proof: ' + e.message); }
-  return { d, sibs, term, ok, ov };
+  return { d, bitmap, sibs, term, ok, ov };
 }
-export function verifyParsedMapProof(root, key, value, { d, sibs, term, ok, ov }) {
+// Non-canonical proofs parse (step 1 names them apart from malformed ones) and fail verification:
+// a lookup reports them at the "map proof" step, as the Go client does.
+export function verifyParsedMapProof(root, key, value, { d, bitmap, sibs, term, ok, ov }) {
+  for (let i = d; i < bitmap.length * 8; i++) if (bit(bitmap, i)) throw new MapProofError('non-canonical: bitmap bit beyond depth');
   for (const s of sibs) if (s && eq(s, ZERO32)) throw new MapProofError('non-canonical: zero sibling listed');
   if (d > 0 && !sibs[d - 1]) throw new MapProofError('non-canonical: last sibling empty');
   let h;
