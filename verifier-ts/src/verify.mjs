@@ -1,0 +1,223 @@
+// design.md 12.2 (lookup verification) and 13 (monitoring chains, as an observer).
+import { VerifyError, hex, toHex, eq, ZERO32 } from './util.mjs';
+import * as enc from './encodings.mjs';
+import * as cp from './checkpoint.mjs';
+import { parseVRFPublicKey, vrfVerify, vrfInput } from './vrf.mjs';
+import { parseMapProof, verifyParsedMapProof } from './smt.mjs';
+import { normalizeHandle } from './handle.mjs';
+import { hpkeKeyUsable } from './hpke.mjs';
+
+const fail = (step, msg) => { throw new VerifyError(step, msg); };
+/** run f; any exception becomes a failure at step */
+function at(step, f) { try { return f(); } catch (e) { if (e instanceof VerifyError) throw e; fail(step, e.message); } }
+
+/**
+ * Parameters a client pins (design.md 11).
+ * @param {{origin:string,log_public_key:string,vrf_public_key:string,recovery_public_key_hex:string,witness_policy:string,max_age_ms:number,skew_ms:number}} p
+ * @param {{insecureNoWitnesses?:boolean}} [opts]
+ */
+export function parseParams(p, opts = {}) {
+  return at('params', () => {
+    const logKey = cp.parseVkey(p.log_public_key, 1);
+    if (logKey.name !== p.origin) throw new Error('log key name is not the origin');
+    const policy = cp.parsePolicy(p.witness_policy);
+    if (policy.quorum === null && !opts.insecureNoWitnesses) throw new Error('witness policy with quorum none');
+    if (policy.log && !eq(policy.log.key, logKey.key)) throw new Error('witness policy names another log key');
+    // Audit statements (14.1, 12.2 steps 2.2 and 2.5) are not implemented here: fail closed.
+    if (p.audit_policy) throw new Error('audit policies are not supported by this verifier');
+    const recovery = hex(p.recovery_public_key_hex);
+    if (recovery.length !== 32) throw new Error('recovery key not 32 bytes');
+    return { origin: p.origin, logKey, vrfKey: parseVRFPublicKey(p.vrf_public_key), recovery, policy,
+      maxAge: p.max_age_ms ?? 60000, skew: p.skew_ms ?? 10000 };
+  });
+}
+
+const hexList = (l) => (l ?? []).map(h => { const b = hex(h); if (b.length !== 32) throw new Error('proof hash not 32 bytes'); return b; });
+
+/** Parse an epoch part (12.1) without verifying it. */
+export function parseEpochPart(P, e) {
+  return at('parse', () => {
+    const note = cp.parseNote(e.checkpoint);
+    const recBytes = hex(e.epoch_record_hex);
+    return { note, recBytes, record: enc.parseEpochRecord(recBytes),
+      inclusion: hexList(e.inclusion_proof_hex), consistency: hexList(e.consistency_proof_hex) };
+  });
+}
+/** Parse a trusted state: the client's own earlier verified epoch. */
+export function parseTrusted(P, t) {
+  if (!t) return null;
+  const ep = parseEpochPart(P, { checkpoint: t.checkpoint, epoch_record_hex: t.epoch_record_hex });
+  Object.assign(ep, at('parse', () => cp.parseCheckpointBody(ep.note.body, P.origin)));
+  return { ...ep, quorumTime: t.quorum_time_unix };
+}
+
+/**
+ * 12.2 step 2. Returns the new trusted state. trusted may be null; e may be null (then trusted is reused).
+ * @param {ReturnType<typeof parseParams>} P
+ */
+export function verifyEpoch(P, trusted, e, nowMs, { checkFreshness = true } = {}) {
+  let st;
+  if (!e) {
+    if (!trusted) fail('parse', 'no epoch part and no trusted state');
+    st = trusted;
+  } else {
+    const ep = parseEpochPart(P, e);
+    // 2.1
+    if (!cp.verifyLogSignature(ep.note, P.logKey)) fail('checkpoint signature', 'no valid log signature');
+    // the body is parsed after its signature verified: a changed body is a signature failure
+    Object.assign(ep, at('parse', () => cp.parseCheckpointBody(ep.note.body, P.origin)));
+    // 2.2: unknown keys ignored, cosignatures after now + s not counted
+    let qt = null;
+    if (P.policy.quorum !== null) {
+      const times = at('witness quorum', () => cp.cosignatureTimes(ep.note, [...P.policy.witnesses.values()], Math.floor((nowMs + P.skew) / 1000)));
+      qt = cp.quorumTime(P.policy, times);
+      if (qt === null) fail('witness quorum', 'the witness policy is not satisfied');
+    }
+    // 2.3
+    if (trusted) {
+      if (ep.size < trusted.size) fail('consistency', `rollback from size ${trusted.size} to ${ep.size}`);
+      if (!cp.verifyConsistency(trusted.size, ep.size, trusted.root, ep.root, ep.consistency)) fail('consistency', 'inconsistent with the trusted checkpoint');
+    }
+    // 2.4
+    if (ep.record.logSize !== ep.size - 1) fail('epoch record', 'the epoch record is not the last entry');
+    if (!cp.verifyInclusion(ep.size - 1, ep.size, enc.leafHash(ep.recBytes), ep.inclusion, ep.root)) fail('epoch record', 'epoch record inclusion proof fails');
+    st = { ...ep, quorumTime: qt };
+    if (checkFreshness && trusted && st.record.epoch < trusted.record.epoch) fail('freshness', 'epoch older than the trusted one');
+  }
+  // 2.5
+  if (checkFreshness) {
+    const ts = st.record.timestamp, bound = P.maxAge + P.skew;
+    if (nowMs - ts > bound) fail('freshness', 'epoch older than max age plus skew');
+    if (ts > nowMs + P.skew) fail('freshness', 'epoch timestamp in the future');
+    if (st.quorumTime !== null && nowMs - st.quorumTime * 1000 > bound) fail('freshness', 'witness quorum older than max age plus skew');
+  }
+  return st;
+}
+
+/**
+ * Full lookup verification, 12.2 steps 1-9.
+ * @param {object} v {params, trusted, handle, response, now_unix_ms, pinned_account_key_hex}
+ */
+export function verifyLookup(v, opts = {}) {
+  const ok = opts.onStep ?? (() => {});
+  const P = parseParams(v.params, opts);
+  ok('params', `origin ${P.origin}`);
+  const trusted = parseTrusted(P, v.trusted);
+  const r = v.response;
+  const handle = at('handle', () => normalizeHandle(v.handle));
+  if (r.handle !== undefined && r.handle !== handle) fail('handle', 'the answer is for another handle');
+  ok('handle', handle);
+  // 1. parse every part
+  const parts = at('parse', () => {
+    const pi = hex(r.vrf_proof_hex); if (pi.length !== 80) throw new Error('VRF proof not 80 bytes');
+    const mp = parseMapProof(hex(r.map_proof_hex));
+    const present = !!r.change_record_hex;
+    let rec = null, opening = null, value = null;
+    if (present) {
+      rec = enc.parseChangeRecord(hex(r.change_record_hex));
+      opening = hex(r.opening_hex ?? ''); if (opening.length !== 32) throw new Error('opening not 32 bytes');
+      value = hex(r.device_set_hex ?? ''); enc.parseDeviceSet(value);
+    } else if (r.opening_hex || r.device_set_hex) throw new Error('opening or device set without a change record');
+    return { pi, mp, rec, opening, value };
+  });
+  ok('parse', 'every part parses');
+  // 2. epoch part
+  const st = verifyEpoch(P, trusted, r.epoch ?? null, v.now_unix_ms);
+  ok('epoch', `epoch ${st.record.epoch}: log size ${st.size}, signed by the log, witness quorum at ${st.quorumTime ?? 'none'}, consistent, epoch record included, fresh`);
+  // 3. VRF
+  const beta = vrfVerify(P.vrfKey, vrfInput(handle), parts.pi);
+  if (!beta) fail('vrf', 'VRF proof does not verify');
+  const index = beta.subarray(0, 32);
+  ok('vrf', `index ${toHex(index)}`);
+  // 4. map
+  at('map proof', () => verifyParsedMapProof(st.record.mapRoot, index, parts.rec ? enc.leafHash(parts.rec.bytes) : null, parts.mp));
+  ok('map proof', parts.rec ? 'the map holds the record' : 'the map holds no record: not registered');
+  const out = { index_hex: toHex(index), epoch: st.record.epoch, trusted_size: st.size, state: st };
+  if (!parts.rec) return { ...out, registered: false };
+  // 5. record index
+  if (!eq(parts.rec.index, index)) fail('record', 'the record is for another index');
+  // 6. commitment and R7
+  ok('record', `version ${parts.rec.version}, kind ${parts.rec.kind}`);
+  const ds = at('commitment', () => enc.openCommitment(parts.rec, parts.opening, parts.value));
+  ok('commitment', `opens to a set of ${ds.devices.length} device${ds.devices.length === 1 ? '' : 's'}; authorizers match (R7)`);
+  // 7. strict mode
+  if (v.pinned_account_key_hex) {
+    const K = hex(v.pinned_account_key_hex);
+    if (!ds.accountKey || !eq(ds.accountKey, K)) fail('strict mode', 'the set does not carry the pinned account key');
+    if (!enc.verifyAccount(P.origin, index, parts.rec.version, ds)) fail('strict mode', 'account signature does not verify');
+  }
+  if (v.pinned_account_key_hex) ok('strict mode', 'the pinned account key signed the set');
+  // 8. HPKE keys
+  for (const d of ds.devices) if (!enc.KEM_SIZES[d.kem] || !hpkeKeyUsable(d.kem, d.hpkePublicKey)) fail('hpke keys', `device ${toHex(d.id)}: HPKE key does not deserialize`);
+  ok('hpke keys', 'every device key deserializes');
+  // 9.
+  return { ...out, registered: true, version: parts.rec.version, kind: parts.rec.kind, device_ids_hex: ds.devices.map(d => toHex(d.id)), deviceSet: ds, record: parts.rec };
+}
+
+/** design.md 6.1 R1-R6 (api.CheckChange): returns the rule broken, or null. */
+export function checkChange(origin, recoveryKey, prev, rec) {
+  const has = (auths, role, key) => { const h = sha256Key(key); return auths.some(a => a.role === role && eq(a.digest, h)); };
+  if (!enc.verifyChangeSignature(origin, rec)) return 'R1 signature';
+  if (rec.version !== (prev ? prev.version + 1 : 1)) return 'R2 version';
+  if (!eq(rec.prev, prev ? enc.leafHash(prev.bytes) : ZERO32)) return 'R3 prev';
+  switch (rec.kind) {
+    case 1:
+      if (prev && prev.authorizers.length > 0) return 'R4 enroll';
+      if (!rec.authorizers.some(a => eq(a.digest, sha256Key(rec.signer)))) return 'R4 enroll';
+      break;
+    case 2: case 3:
+      if (!prev || !has(prev.authorizers, rec.kind === 2 ? 1 : 2, rec.signer)) return 'R5 device / account';
+      break;
+    case 4:
+      if (!prev || !eq(rec.signer, recoveryKey)) return 'R6 recovery';
+      break;
+  }
+  return null;
+}
+import { sha256 as sha256Key } from './util.mjs';
+
+/**
+ * Monitoring chain as an observer from version 0 (13, client.VerifyObserved): steps 1-4, no
+ * freshness, no classification. v: {params, index_hex, response, now_unix_ms}.
+ */
+export function verifyObserved(v, opts = {}) {
+  const P = parseParams(v.params, opts);
+  const r = v.response;
+  const index = at('parse', () => { const b = hex(v.index_hex); if (b.length !== 32) throw new Error('index not 32 bytes'); return b; });
+  const parsed = at('parse', () => ({
+    mp: parseMapProof(hex(r.map_proof_hex)),
+    changes: (r.changes ?? []).map(c => {
+      const rec = enc.parseChangeRecord(hex(c.change_record_hex));
+      const opening = hex(c.opening_hex); if (opening.length !== 32) throw new Error('opening not 32 bytes');
+      const value = hex(c.device_set_hex); enc.parseDeviceSet(value);
+      if (!Number.isSafeInteger(c.log_index) || c.log_index < 0) throw new Error('bad log index');
+      return { rec, opening, value, logIndex: c.log_index, inclusion: hexList(c.inclusion_proof_hex) };
+    }),
+  }));
+  // 1. epoch part, no freshness (the observer holds no trusted epoch)
+  const st = verifyEpoch(P, null, r.epoch ?? null, v.now_unix_ms, { checkFreshness: false });
+  // 3. chain
+  let prevLeaf = ZERO32, prevIdx = -1, version = 0;
+  for (const c of parsed.changes) {
+    if (!eq(c.rec.index, index)) fail('monitor chain', 'record for another index');
+    if (c.rec.version !== version + 1) fail('monitor chain', `version ${c.rec.version} after ${version}`);
+    if (!eq(c.rec.prev, prevLeaf)) fail('monitor chain', `version ${c.rec.version}: prev is not the previous record`);
+    if (c.logIndex <= prevIdx || c.logIndex >= st.record.logSize) fail('monitor chain', `version ${c.rec.version}: log index out of order or range`);
+    if (!cp.verifyInclusion(c.logIndex, st.size, enc.leafHash(c.rec.bytes), c.inclusion, st.root)) fail('monitor chain', `version ${c.rec.version}: inclusion proof fails`);
+    prevLeaf = enc.leafHash(c.rec.bytes); prevIdx = c.logIndex; version = c.rec.version;
+  }
+  // 2. map proof (checked after the chain, as the Go client does: when both fail the chain is named): membership of the last record's leaf, or absence only with no records (k = 0)
+  const last = parsed.changes.length ? parsed.changes[parsed.changes.length - 1].rec : null;
+  at('map proof', () => verifyParsedMapProof(st.record.mapRoot, index, last ? enc.leafHash(last.bytes) : null, parsed.mp));
+  // 4. rules and commitments: a broken rule is an alert; a commitment that does not open fails
+  const alerts = [];
+  let prev = null;
+  for (const c of parsed.changes) {
+    const rule = checkChange(P.origin, P.recovery, prev, c.rec);
+    if (rule) alerts.push({ version: c.rec.version, rule });
+    try { enc.openCommitment(c.rec, c.opening, c.value); }
+    catch (e) { if (e.kind === 'R7') alerts.push({ version: c.rec.version, rule: 'R7 authorizers' }); else fail('commitment', e.message); }
+    prev = c.rec;
+  }
+  return { versions: parsed.changes.map(c => c.rec.version), alerts, epoch: st.record.epoch };
+}
