@@ -238,6 +238,9 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 			select {
 			case <-fl.Faulted():
 				err := fmt.Errorf("the log stopped signing: %w; repair or restore the data directory (docs/operations.md, Faults)", fl.Fault())
+				if errors.Is(fl.Fault(), posix.ErrUnwritable) {
+					err = fmt.Errorf("the log stopped: %w; make the data directory writable and restart ktd (docs/operations.md, Faults)", fl.Fault())
+				}
 				logger.Error("ktd: " + err.Error())
 				return err
 			case <-gctx.Done():
@@ -252,6 +255,12 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 			select {
 			case <-stopped:
 				err := fmt.Errorf("the directory stopped (%v); exiting so that a supervisor restarts this instance, which then follows the log as a reader", s.d.StopError())
+				if s.cfg.Cluster.DSN == "" {
+					// Standalone: the log refused a write (a full or
+					// read-only disk); writes cannot resume without a
+					// restart, so fail rather than ask clients to retry.
+					err = fmt.Errorf("the directory stopped writing (%w); exiting so that a supervisor restarts ktd once the data directory takes writes again (docs/operations.md, Faults)", s.d.StopError())
+				}
 				logger.Error("ktd: " + err.Error())
 				return err
 			case <-gctx.Done():
@@ -551,7 +560,17 @@ func (s *server) handler(jsonAPI http.Handler) http.Handler {
 // secret: the domain error's message).
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 	if fl, ok := s.log.(faultingLog); ok && fl.Fault() != nil {
-		http.Error(w, "log storage corrupt: signing stopped", http.StatusServiceUnavailable)
+		msg := "log storage corrupt: signing stopped"
+		if errors.Is(fl.Fault(), posix.ErrUnwritable) {
+			msg = "log storage not writable: signing stopped"
+		}
+		http.Error(w, msg, http.StatusServiceUnavailable)
+		return
+	}
+	if s.d.Role() == directory.RoleStopped {
+		// Standalone too: writes are refused until a restart, so never
+		// answer 200 (issue 17 item 2).
+		http.Error(w, "stopped: writes refused", http.StatusServiceUnavailable)
 		return
 	}
 	if _, err := s.log.Checkpoint(r.Context()); err != nil {
@@ -570,10 +589,6 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	// Replicated: the role, for load balancers and operators.
 	role := s.d.Role()
-	if role == directory.RoleStopped {
-		http.Error(w, "stopped", http.StatusServiceUnavailable)
-		return
-	}
 	fmt.Fprintln(w, "ok", role)
 }
 

@@ -241,14 +241,15 @@ func (l *Log) setFault(err error) {
 }
 
 // Faulted is closed when the log refused to sign a checkpoint that does
-// not extend the last one it signed (its storage is damaged): it then
-// publishes nothing more and refuses Appends. A server should report it
+// not extend the last one it signed (its storage is damaged: the fault
+// matches ErrCorrupt), or found its storage unwritable (ErrUnwritable,
+// writable.go): it then publishes nothing more and refuses Appends. A server should report it
 // (health, exit) so that an operator repairs the data directory; see
 // docs/operations.md, Faults.
 func (l *Log) Faulted() <-chan struct{} { return l.faulted }
 
-// Fault returns the error that stopped the log (matching ErrCorrupt), or
-// nil.
+// Fault returns the error that stopped the log (matching ErrCorrupt or
+// ErrUnwritable), or nil.
 func (l *Log) Fault() error {
 	select {
 	case <-l.faulted:
@@ -359,6 +360,7 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	go l.watch()
 	go l.feed()
+	go l.watchWritable()
 	return l, nil
 }
 
@@ -523,9 +525,27 @@ func (l *Log) feed() {
 				<-slots
 				break
 			}
+			// Never hand Tessera a batch it would panic on (writable.go).
+			if err := l.checkWritable(); err != nil {
+				l.setFault(err)
+			}
+			if err := l.Fault(); err != nil {
+				for _, r := range group {
+					r.err = fmt.Errorf("posix log: %w", err)
+					close(r.done)
+				}
+				<-slots
+				continue
+			}
 			futures := l.add(group)
 			go func() {
-				resolve(group, futures)
+				if !resolve(group, futures) {
+					// A write failed: if the storage turned unwritable,
+					// stop now rather than at the next batch.
+					if err := l.checkWritable(); err != nil {
+						l.setFault(err)
+					}
+				}
 				<-slots
 			}()
 		}
@@ -562,8 +582,9 @@ func (l *Log) add(group []*appendReq) [][]tessera.IndexFuture {
 }
 
 // resolve waits until a group is sequenced (durable) and completes its
-// Append calls.
-func resolve(group []*appendReq, futures [][]tessera.IndexFuture) {
+// Append calls. It reports whether every entry was sequenced.
+func resolve(group []*appendReq, futures [][]tessera.IndexFuture) (ok bool) {
+	ok = true
 	for gi, r := range group {
 		idx := make([]uint64, len(futures[gi]))
 		for i, f := range futures[gi] {
@@ -573,6 +594,7 @@ func resolve(group []*appendReq, futures [][]tessera.IndexFuture) {
 					err = fmt.Errorf("%w: %w", log.ErrPushback, err)
 				}
 				r.err = fmt.Errorf("posix log: entry %d: %w", i, err)
+				ok = false
 				break
 			}
 			idx[i] = in.Index
@@ -582,6 +604,7 @@ func resolve(group []*appendReq, futures [][]tessera.IndexFuture) {
 		}
 		close(r.done)
 	}
+	return ok
 }
 
 // Await implements [log.Appender]. It waits without spinning: a single
@@ -615,6 +638,9 @@ func (l *Log) Await(ctx context.Context, index uint64) ([]byte, error) {
 			err = ctx.Err()
 		case <-l.done:
 			err = log.ErrClosed
+		case <-l.faulted:
+			// Nothing more will be published.
+			err = fmt.Errorf("posix log: %w", l.Fault())
 		}
 		l.mu.Lock()
 		l.pub.waiters--
@@ -835,6 +861,9 @@ func (l *Log) Close(ctx context.Context) error {
 	go func() { l.inflight.Wait(); close(drained) }()
 	select {
 	case <-drained:
+		if err := l.checkWritable(); err != nil {
+			l.setFault(err)
+		}
 		if err := l.Fault(); err != nil {
 			// Nothing will be published: do not wait for it.
 			errs = append(errs, err)
