@@ -150,6 +150,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		if operator, err = grpcserver.NewOperator(oopts, s.dir); err != nil {
 			return err
 		}
+		operator.RegisterService(&backupServiceDesc, s)
 		if oln, err = lns.listen("operator_listen", cfg.OperatorListen); err != nil {
 			return err
 		}

@@ -230,6 +230,10 @@ type Log struct {
 	faultOnce sync.Once
 	fault     error
 	faulted   chan struct{}
+
+	// pause is read-locked by every batch from before Tessera gets it
+	// until it is resolved; Backup write-locks it.
+	pause sync.RWMutex
 }
 
 // setFault records that the log refused to sign a checkpoint.
@@ -520,8 +524,10 @@ func (l *Log) feed() {
 			case <-l.ctx.Done():
 				return
 			}
+			l.pause.RLock()
 			group := l.takeGroup()
 			if len(group) == 0 {
+				l.pause.RUnlock()
 				<-slots
 				break
 			}
@@ -534,6 +540,7 @@ func (l *Log) feed() {
 					r.err = fmt.Errorf("posix log: %w", err)
 					close(r.done)
 				}
+				l.pause.RUnlock()
 				<-slots
 				continue
 			}
@@ -546,6 +553,7 @@ func (l *Log) feed() {
 						l.setFault(err)
 					}
 				}
+				l.pause.RUnlock()
 				<-slots
 			}()
 		}
