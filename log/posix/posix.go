@@ -350,6 +350,13 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		faulted:  make(chan struct{}),
 	}
 	guard.fault = l.setFault
+	// A restored data directory may be behind what the witnesses
+	// cosigned: sign nothing until they confirm the last checkpoint.
+	startRaw, _ := os.ReadFile(filepath.Join(cfg.Dir, "checkpoint"))
+	witnessCheck := len(cfg.WitnessPolicy) > 0 && guard.last != nil && len(startRaw) > 0
+	if witnessCheck {
+		guard.hold = errWitnessCheckPending
+	}
 	l.pub.changed = make(chan struct{})
 	if err := l.initTessera(opts); err != nil {
 		cancel()
@@ -361,6 +368,23 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		cancel()
 		_ = lock.Close()
 		return nil, err
+	}
+	if witnessCheck {
+		cctx, ccancel := context.WithTimeout(ctx, cfg.WitnessTimeout+time.Second)
+		err := l.checkWitnesses(cctx, startRaw)
+		ccancel()
+		switch {
+		case err == nil:
+			guard.release()
+		case errors.Is(err, ErrBehindWitnesses):
+			cancel()
+			_ = lock.Close()
+			return nil, err
+		default:
+			// Witnesses unreachable: retry in the background; appends are
+			// durable meanwhile, and nothing is signed.
+			go l.confirmWitnesses(startRaw, guard)
+		}
 	}
 	go l.watch()
 	go l.feed()
