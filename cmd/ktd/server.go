@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
@@ -40,6 +41,10 @@ import (
 // long to finish before connections are cut.
 const shutdownTimeout = 30 * time.Second
 
+// writesFailedShutdown bounds the shutdown after the directory stopped on
+// a refused write (issue 17 item 2).
+const writesFailedShutdown = 3 * time.Second
+
 // addrs are the addresses ktd listens on; empty when disabled.
 type addrs struct {
 	HTTP, GRPC, Operator, Metrics string
@@ -58,6 +63,9 @@ type server struct {
 	dir         service
 	d           *directory.Directory
 	metrics     *metrics
+	// writesFailed is set when a standalone directory stopped on a
+	// refused write (full or read-only disk).
+	writesFailed atomic.Bool
 	// closers release what newServer opened, in reverse order.
 	closers []func(context.Context) error
 }
@@ -86,7 +94,13 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		return err
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		timeout := shutdownTimeout
+		if s.writesFailed.Load() {
+			// The disk refused a write: the final checkpoint gets a short
+			// chance only, so that a supervisor restarts ktd promptly.
+			timeout = writesFailedShutdown
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
 		err = errors.Join(err, s.close(cctx))
 	}()
@@ -260,6 +274,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 					// Standalone: the log refused a write (a full or
 					// read-only disk); writes cannot resume without a
 					// restart, so fail rather than ask clients to retry.
+					s.writesFailed.Store(true)
 					err = fmt.Errorf("the directory stopped writing (%w); exiting so that a supervisor restarts ktd once the data directory takes writes again (docs/operations.md, Faults)", s.d.StopError())
 				}
 				logger.Error("ktd: " + err.Error())
@@ -482,6 +497,7 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 	}
 	s.dir, s.d = d, d
 	s.metrics.watchDirectory(d, len(auditPolicy) > 0)
+	s.metrics.watchWrites(s)
 	s.closers = append(s.closers, d.Close)
 	return s, nil
 }
