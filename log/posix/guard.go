@@ -177,6 +177,7 @@ func (g *guardSigner) Sign(msg []byte) ([]byte, error) {
 		return nil, g.err
 	}
 	if g.hold != nil {
+		// SPEC(design.md 17): never a fork (a restored log behind its witnesses)
 		return nil, g.hold
 	}
 	if err := g.check(msg); err != nil {

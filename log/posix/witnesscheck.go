@@ -51,6 +51,8 @@ func (l *Log) checkWitnesses(ctx context.Context, raw []byte) error {
 			b.WriteString(line)
 		}
 	}
+	// SPEC(design.md 9): a witness answers 409 with its size
+	// SPEC(design.md 17): never a fork
 	_, err = w.Witness(ctx, []byte(b.String()), l.ConsistencyProof)
 	if errors.Is(err, witness.ErrConflict) {
 		size, _ := checkpointSize(raw, l.cfg.Origin)
