@@ -71,6 +71,10 @@ type Directory struct {
 	// fatal is set once the sequencer stops on an error that needs an
 	// operator (the log and the directory's view of it may disagree).
 	fatal atomic.Pointer[error]
+	// halted is closed when fatal is first set by the sequencer
+	// (Stopped without replication).
+	halted   chan struct{}
+	haltOnce sync.Once
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -140,6 +144,7 @@ func New(ctx context.Context, cfg Config) (*Directory, error) {
 		ctx:      bg,
 		cancel:   cancel,
 		done:     make(chan struct{}),
+		halted:   make(chan struct{}),
 		jobs:     make(chan func()),
 		checks:   make(chan *checkJob),
 	}

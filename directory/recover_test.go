@@ -245,6 +245,11 @@ func TestAnotherWriter(t *testing.T) {
 	e.wrap = func(l log.Log) log.Log { fl.Log = l; return fl }
 	e.restart()
 	e.waitEpoch(0)
+	select {
+	case <-e.d.Stopped():
+		t.Fatal("Stopped closed while the sequencer runs")
+	default:
+	}
 	fl.set("interleave")
 	deadline := time.Now().Add(30 * time.Second)
 	for e.d.fatal.Load() == nil {
@@ -252,6 +257,16 @@ func TestAnotherWriter(t *testing.T) {
 			t.Fatal("the sequencer did not stop")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	// Standalone too, Stopped is closed and StopError says why, for ktd to
+	// fail health and exit (issue 17 item 2).
+	select {
+	case <-e.d.Stopped():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stopped not closed after the sequencer stopped")
+	}
+	if e.d.StopError() == nil || e.d.Role() != RoleStopped {
+		t.Fatalf("StopError %v, role %s", e.d.StopError(), e.d.Role())
 	}
 	cp, _ := e.log.Checkpoint(ctxT(t))
 	size := mustSize(t, e, cp)

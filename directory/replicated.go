@@ -172,10 +172,13 @@ func (d *Directory) Role() string {
 // Stopped is closed when a replicated directory stops writing (it lost
 // its lease, or its sequencer stopped) or following the log (the log
 // diverged from its view). Only a restart brings it back, as a reader;
-// StopError says why. Nil without replication.
+// StopError says why. Without replication it is closed when the
+// sequencer stops on a fatal error (the log refused a write: a full or
+// read-only disk, see docs/operations.md, Faults): only a restart brings
+// writes back, so a server should fail health and exit.
 func (d *Directory) Stopped() <-chan struct{} {
 	if d.repl == nil {
-		return nil
+		return d.halted
 	}
 	return d.repl.stopped
 }
@@ -183,6 +186,9 @@ func (d *Directory) Stopped() <-chan struct{} {
 // StopError is why Stopped was closed (nil before).
 func (d *Directory) StopError() error {
 	if d.repl == nil {
+		if f := d.fatal.Load(); f != nil {
+			return *f
+		}
 		return nil
 	}
 	select {

@@ -181,6 +181,7 @@ func (d *Directory) stop(err error) {
 		return // Close
 	}
 	d.fatal.Store(&err)
+	d.haltOnce.Do(func() { close(d.halted) })
 	d.logger.Error("directory: SEQUENCER STOPPED; writes are refused until a restart re-reads the log", "err", err)
 }
 

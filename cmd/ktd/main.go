@@ -7,6 +7,7 @@
 //
 //	ktd [--config FILE] [flags]                  serve
 //	ktd issue-token [--config FILE] [flags] HANDLE   print an enrollment token
+//	ktd backup [--config FILE] [flags] DEST          back up the running ktd (docs/operations.md, Backups)
 //
 // It serves the public gRPC API (Directory and Log services), the public
 // HTTP endpoint (log read API, C2SP tlog-tiles, /healthz), the private
@@ -49,12 +50,24 @@ func main() {
 	klog.SetSlogLogger(slog.New(quietHandler{logger.Handler()}))
 	args := os.Args[1:]
 	issue := len(args) > 0 && args[0] == "issue-token"
-	if issue {
+	backup := len(args) > 0 && args[0] == "backup"
+	if issue || backup {
 		args = args[1:]
 	}
 	cfg, rest, err := loadConfig(args, os.Stderr)
 	if status, exit := cliconfig.Exit("ktd", err, os.Stderr); exit {
 		os.Exit(status)
+	}
+	if backup {
+		if len(rest) != 1 {
+			fmt.Fprintln(os.Stderr, "usage: ktd backup [--config FILE] [flags] DEST")
+			os.Exit(2)
+		}
+		if err := runBackup(cfg, rest[0]); err != nil {
+			fmt.Fprintf(os.Stderr, "ktd: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if issue {
 		if len(rest) != 1 {

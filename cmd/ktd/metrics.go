@@ -172,3 +172,23 @@ func (m *metrics) watchDirectory(d *directory.Directory, audit bool) {
 		return float64(size - applied)
 	}))
 }
+
+// watchWrites exports whether writes are refused until a restart (issue
+// 17 item 2): the directory's sequencer stopped (a full or read-only disk
+// refused a log write), or the log stopped (corrupt or unwritable storage,
+// behind its witnesses). ktd exits in both cases; the gauge shows it to
+// the last scrape and explains a restart loop.
+func (m *metrics) watchWrites(s *server) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ktd_writes_refused",
+		Help: "1 when writes are refused until a restart: the log's storage failed (full, read-only, corrupt) or the log is behind its witnesses; see docs/operations.md, Faults.",
+	}, func() float64 {
+		if fl, ok := s.log.(faultingLog); ok && fl.Fault() != nil {
+			return 1
+		}
+		if s.d.Role() == directory.RoleStopped {
+			return 1
+		}
+		return 0
+	}))
+}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
@@ -40,6 +41,10 @@ import (
 // long to finish before connections are cut.
 const shutdownTimeout = 30 * time.Second
 
+// writesFailedShutdown bounds the shutdown after the directory stopped on
+// a refused write (issue 17 item 2).
+const writesFailedShutdown = 3 * time.Second
+
 // addrs are the addresses ktd listens on; empty when disabled.
 type addrs struct {
 	HTTP, GRPC, Operator, Metrics string
@@ -58,6 +63,9 @@ type server struct {
 	dir         service
 	d           *directory.Directory
 	metrics     *metrics
+	// writesFailed is set when a standalone directory stopped on a
+	// refused write (full or read-only disk).
+	writesFailed atomic.Bool
 	// closers release what newServer opened, in reverse order.
 	closers []func(context.Context) error
 }
@@ -86,7 +94,13 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		return err
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		timeout := shutdownTimeout
+		if s.writesFailed.Load() {
+			// The disk refused a write: the final checkpoint gets a short
+			// chance only, so that a supervisor restarts ktd promptly.
+			timeout = writesFailedShutdown
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
 		err = errors.Join(err, s.close(cctx))
 	}()
@@ -150,6 +164,7 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 		if operator, err = grpcserver.NewOperator(oopts, s.dir); err != nil {
 			return err
 		}
+		operator.RegisterService(&backupServiceDesc, s)
 		if oln, err = lns.listen("operator_listen", cfg.OperatorListen); err != nil {
 			return err
 		}
@@ -238,6 +253,9 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 			select {
 			case <-fl.Faulted():
 				err := fmt.Errorf("the log stopped signing: %w; repair or restore the data directory (docs/operations.md, Faults)", fl.Fault())
+				if errors.Is(fl.Fault(), posix.ErrUnwritable) {
+					err = fmt.Errorf("the log stopped: %w; make the data directory writable and restart ktd (docs/operations.md, Faults)", fl.Fault())
+				}
 				logger.Error("ktd: " + err.Error())
 				return err
 			case <-gctx.Done():
@@ -252,6 +270,13 @@ func run(ctx context.Context, cfg *Config, logger *slog.Logger, ready chan<- add
 			select {
 			case <-stopped:
 				err := fmt.Errorf("the directory stopped (%v); exiting so that a supervisor restarts this instance, which then follows the log as a reader", s.d.StopError())
+				if s.cfg.Cluster.DSN == "" {
+					// Standalone: the log refused a write (a full or
+					// read-only disk); writes cannot resume without a
+					// restart, so fail rather than ask clients to retry.
+					s.writesFailed.Store(true)
+					err = fmt.Errorf("the directory stopped writing (%w); exiting so that a supervisor restarts ktd once the data directory takes writes again (docs/operations.md, Faults)", s.d.StopError())
+				}
 				logger.Error("ktd: " + err.Error())
 				return err
 			case <-gctx.Done():
@@ -472,6 +497,7 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 	}
 	s.dir, s.d = d, d
 	s.metrics.watchDirectory(d, len(auditPolicy) > 0)
+	s.metrics.watchWrites(s)
 	s.closers = append(s.closers, d.Close)
 	return s, nil
 }
@@ -551,7 +577,17 @@ func (s *server) handler(jsonAPI http.Handler) http.Handler {
 // secret: the domain error's message).
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 	if fl, ok := s.log.(faultingLog); ok && fl.Fault() != nil {
-		http.Error(w, "log storage corrupt: signing stopped", http.StatusServiceUnavailable)
+		msg := "log storage corrupt: signing stopped"
+		if errors.Is(fl.Fault(), posix.ErrUnwritable) {
+			msg = "log storage not writable: signing stopped"
+		}
+		http.Error(w, msg, http.StatusServiceUnavailable)
+		return
+	}
+	if s.d.Role() == directory.RoleStopped {
+		// Standalone too: writes are refused until a restart, so never
+		// answer 200 (issue 17 item 2).
+		http.Error(w, "stopped: writes refused", http.StatusServiceUnavailable)
 		return
 	}
 	if _, err := s.log.Checkpoint(r.Context()); err != nil {
@@ -570,10 +606,6 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	// Replicated: the role, for load balancers and operators.
 	role := s.d.Role()
-	if role == directory.RoleStopped {
-		http.Error(w, "stopped", http.StatusServiceUnavailable)
-		return
-	}
 	fmt.Fprintln(w, "ok", role)
 }
 

@@ -159,6 +159,14 @@ type guardSigner struct {
 	mu   sync.Mutex
 	last *treeHead // nil before the first signature of a new log
 	err  error     // the first refusal; every later Sign fails with it
+	hold error     // while set, Sign refuses (witnesscheck.go)
+}
+
+// release lets the guard sign (the witnesses confirmed the checkpoint).
+func (g *guardSigner) release() {
+	g.mu.Lock()
+	g.hold = nil
+	g.mu.Unlock()
 }
 
 // Sign implements note.Signer. Tessera passes the checkpoint body.
@@ -167,6 +175,10 @@ func (g *guardSigner) Sign(msg []byte) ([]byte, error) {
 	defer g.mu.Unlock()
 	if g.err != nil {
 		return nil, g.err
+	}
+	if g.hold != nil {
+		// SPEC(design.md 17): never a fork (a restored log behind its witnesses)
+		return nil, g.hold
 	}
 	if err := g.check(msg); err != nil {
 		g.err = fmt.Errorf("posix log: refusing to sign: %w", err)

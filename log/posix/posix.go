@@ -230,6 +230,10 @@ type Log struct {
 	faultOnce sync.Once
 	fault     error
 	faulted   chan struct{}
+
+	// pause is read-locked by every batch from before Tessera gets it
+	// until it is resolved; Backup write-locks it.
+	pause sync.RWMutex
 }
 
 // setFault records that the log refused to sign a checkpoint.
@@ -241,14 +245,15 @@ func (l *Log) setFault(err error) {
 }
 
 // Faulted is closed when the log refused to sign a checkpoint that does
-// not extend the last one it signed (its storage is damaged): it then
-// publishes nothing more and refuses Appends. A server should report it
+// not extend the last one it signed (its storage is damaged: the fault
+// matches ErrCorrupt), or found its storage unwritable (ErrUnwritable,
+// writable.go): it then publishes nothing more and refuses Appends. A server should report it
 // (health, exit) so that an operator repairs the data directory; see
 // docs/operations.md, Faults.
 func (l *Log) Faulted() <-chan struct{} { return l.faulted }
 
-// Fault returns the error that stopped the log (matching ErrCorrupt), or
-// nil.
+// Fault returns the error that stopped the log (matching ErrCorrupt or
+// ErrUnwritable), or nil.
 func (l *Log) Fault() error {
 	select {
 	case <-l.faulted:
@@ -345,6 +350,13 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		faulted:  make(chan struct{}),
 	}
 	guard.fault = l.setFault
+	// A restored data directory may be behind what the witnesses
+	// cosigned: sign nothing until they confirm the last checkpoint.
+	startRaw, _ := os.ReadFile(filepath.Join(cfg.Dir, "checkpoint"))
+	witnessCheck := len(cfg.WitnessPolicy) > 0 && guard.last != nil && len(startRaw) > 0
+	if witnessCheck {
+		guard.hold = errWitnessCheckPending
+	}
 	l.pub.changed = make(chan struct{})
 	if err := l.initTessera(opts); err != nil {
 		cancel()
@@ -357,8 +369,26 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		_ = lock.Close()
 		return nil, err
 	}
+	if witnessCheck {
+		cctx, ccancel := context.WithTimeout(ctx, cfg.WitnessTimeout+time.Second)
+		err := l.checkWitnesses(cctx, startRaw)
+		ccancel()
+		switch {
+		case err == nil:
+			guard.release()
+		case errors.Is(err, ErrBehindWitnesses):
+			cancel()
+			_ = lock.Close()
+			return nil, err
+		default:
+			// Witnesses unreachable: retry in the background; appends are
+			// durable meanwhile, and nothing is signed.
+			go l.confirmWitnesses(startRaw, guard)
+		}
+	}
 	go l.watch()
 	go l.feed()
+	go l.watchWritable()
 	return l, nil
 }
 
@@ -518,14 +548,36 @@ func (l *Log) feed() {
 			case <-l.ctx.Done():
 				return
 			}
+			l.pause.RLock()
 			group := l.takeGroup()
 			if len(group) == 0 {
+				l.pause.RUnlock()
 				<-slots
 				break
 			}
+			// Never hand Tessera a batch it would panic on (writable.go).
+			if err := l.checkWritable(); err != nil {
+				l.setFault(err)
+			}
+			if err := l.Fault(); err != nil {
+				for _, r := range group {
+					r.err = fmt.Errorf("posix log: %w", err)
+					close(r.done)
+				}
+				l.pause.RUnlock()
+				<-slots
+				continue
+			}
 			futures := l.add(group)
 			go func() {
-				resolve(group, futures)
+				if !resolve(group, futures) {
+					// A write failed: if the storage turned unwritable,
+					// stop now rather than at the next batch.
+					if err := l.checkWritable(); err != nil {
+						l.setFault(err)
+					}
+				}
+				l.pause.RUnlock()
 				<-slots
 			}()
 		}
@@ -562,8 +614,9 @@ func (l *Log) add(group []*appendReq) [][]tessera.IndexFuture {
 }
 
 // resolve waits until a group is sequenced (durable) and completes its
-// Append calls.
-func resolve(group []*appendReq, futures [][]tessera.IndexFuture) {
+// Append calls. It reports whether every entry was sequenced.
+func resolve(group []*appendReq, futures [][]tessera.IndexFuture) (ok bool) {
+	ok = true
 	for gi, r := range group {
 		idx := make([]uint64, len(futures[gi]))
 		for i, f := range futures[gi] {
@@ -573,6 +626,7 @@ func resolve(group []*appendReq, futures [][]tessera.IndexFuture) {
 					err = fmt.Errorf("%w: %w", log.ErrPushback, err)
 				}
 				r.err = fmt.Errorf("posix log: entry %d: %w", i, err)
+				ok = false
 				break
 			}
 			idx[i] = in.Index
@@ -582,6 +636,7 @@ func resolve(group []*appendReq, futures [][]tessera.IndexFuture) {
 		}
 		close(r.done)
 	}
+	return ok
 }
 
 // Await implements [log.Appender]. It waits without spinning: a single
@@ -615,6 +670,9 @@ func (l *Log) Await(ctx context.Context, index uint64) ([]byte, error) {
 			err = ctx.Err()
 		case <-l.done:
 			err = log.ErrClosed
+		case <-l.faulted:
+			// Nothing more will be published.
+			err = fmt.Errorf("posix log: %w", l.Fault())
 		}
 		l.mu.Lock()
 		l.pub.waiters--
@@ -835,6 +893,9 @@ func (l *Log) Close(ctx context.Context) error {
 	go func() { l.inflight.Wait(); close(drained) }()
 	select {
 	case <-drained:
+		if err := l.checkWritable(); err != nil {
+			l.setFault(err)
+		}
 		if err := l.Fault(); err != nil {
 			// Nothing will be published: do not wait for it.
 			errs = append(errs, err)

@@ -4,7 +4,9 @@
 // state and the state store), SIGKILL under write load, and checks that no
 // checkpoint that does not extend the last signed one is ever signed, that
 // every acknowledged change survives, and that ktd serves again within 3s
-// of a restart. Half-open gRPC calls are tested in directory/grpcserver.
+// of a restart; a read-only log directory, a full disk (a small tmpfs,
+// root only), `ktd backup` under load and a restored backup behind its
+// witness. Half-open gRPC calls are tested in directory/grpcserver.
 //
 // The package has no code of its own; everything is in its _test.go files.
 package faults
