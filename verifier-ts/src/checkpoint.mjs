@@ -126,10 +126,14 @@ export function satisfied(p, name, have) {
   const g = p.groups.get(name);
   return g.members.filter(m => satisfied(p, m, have)).length >= g.k;
 }
-/** Earliest time at which the cosignatures satisfy the quorum, or null. */
+/**
+ * The witness quorum time (design.md 12.2 step 2.5): the latest time T
+ * such that the cosignatures dated T or later satisfy the quorum on their
+ * own (for k of n witnesses, the k-th latest timestamp), or null.
+ */
 export function quorumTime(p, times) {
   if (p.quorum === null) return null;
-  const sorted = [...times.entries()].sort((a, b) => a[1] - b[1]);
+  const sorted = [...times.entries()].sort((a, b) => b[1] - a[1]);
   const have = new Set();
   for (const [n, t] of sorted) { have.add(n); if (satisfied(p, p.quorum, have)) return t; }
   return null;
