@@ -313,8 +313,14 @@ func TestHalfOpenCallsThroughKtd(t *testing.T) {
 		if after.goroutines > before.goroutines+10*attackPerPeer {
 			t.Errorf("%d goroutines after the half-open calls were cut, %d before", after.goroutines, before.goroutines)
 		}
-		if after.rssKiB > before.rssKiB+64*1024 {
-			t.Errorf("RSS %d MiB after the half-open calls were cut, %d MiB before", after.rssKiB/1024, before.rssKiB/1024)
+		// 800 held calls took 33 to 42 MiB, 74 to 136 MiB under the race
+		// detector (its shadow memory).
+		slack := 64 * 1024
+		if raceEnabled {
+			slack *= 4
+		}
+		if after.rssKiB > before.rssKiB+slack {
+			t.Errorf("RSS %d MiB after the half-open calls were cut, %d MiB before (allowed %d MiB more)", after.rssKiB/1024, before.rssKiB/1024, slack/1024)
 		}
 		if err := h.lookup(); err != nil {
 			t.Errorf("honest lookup after the attack: %v", err)
