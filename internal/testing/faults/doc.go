@@ -6,7 +6,10 @@
 // every acknowledged change survives, and that ktd serves again within 3s
 // of a restart; a read-only log directory, a full disk (a small tmpfs,
 // root only), `ktd backup` under load and a restored backup behind its
-// witness. Half-open gRPC calls are tested in directory/grpcserver.
+// witness; half-open gRPC calls (HEADERS and no request) from more
+// connections than limits.max_conns_per_peer, cut after
+// limits.recv_timeout while another peer is served (the listener and the
+// receive timer themselves are tested in directory/grpcserver).
 //
 // The package has no code of its own; everything is in its _test.go files.
 package faults
