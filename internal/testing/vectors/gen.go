@@ -730,7 +730,11 @@ func (w *world) genLookups() File[LookupVector] {
 	f := File[LookupVector]{Description: "Full lookup verification (design.md 12.2, steps 1 to 9): handle is the input as the user typed it; " +
 		"response is the directory's answer (12.1; epoch null when omitted). expect.ok with what was verified, or expect.failure " +
 		"with the step that fails (client step names: parse, handle, checkpoint signature, witness quorum, consistency, epoch record, " +
-		"freshness, vrf, map proof, record, commitment, strict mode, hpke keys, params). Each tampered vector changes one part of an honest answer."}
+		"freshness, vrf, map proof, record, commitment, strict mode, hpke keys, params, and in audit mode audit quorum and audit lag). " +
+		"Each tampered vector changes one part of an honest answer. Vectors whose params have an audit_policy (14.1) run in audit mode: " +
+		"the checkpoint carries audit statements (tlog-cosignature/v1 lines by auditor keys) that must satisfy the audit policy, each dated " +
+		"at most now + skew and at least the epoch timestamp truncated to the second − skew (12.2 step 2.2a), and the epoch must be at most " +
+		"max_audit_lag_ms (default 30000) + skew old, checked before the other freshness checks (step 2.5a)."}
 	now := w.now.UnixMilli()
 	t1 := trustedJSON(w.t1)
 	add := func(name string, t *Trusted, handle string, r *ktpb.LookupResponse, pinned []byte) {
@@ -789,6 +793,34 @@ func (w *world) genLookups() File[LookupVector] {
 	add("strict mode: another pinned account key", nil, alice, honest(alice), []byte(ed25519.NewKeyFromSeed(seed("not alice's")).Public().(ed25519.PublicKey)))
 	add("strict mode: pinned key, set without an account key", nil, bob, honest(bob), acctPub)
 	add("hpke keys: a device key that does not deserialize", nil, carol, honest(carol), nil)
+
+	// Audit mode (design.md 12.2 steps 2.2a and 2.5a, 14.1): params with
+	// the 2-of-2 audit policy of a1 and a2; the statements are appended
+	// to the epoch checkpoint like cosignatures.
+	ap := w.p
+	ap.AuditPolicy = w.k.auditPolicy()
+	ts := time.UnixMilli(int64(w.e2.record.Timestamp))
+	stmt := ts.Add(time.Second)
+	audited := func(who []int, at ...time.Time) *ktpb.LookupResponse {
+		return tamper(alice, func(r *ktpb.LookupResponse) { r.Epoch.Checkpoint = w.k.auditStatements(r.Epoch.Checkpoint, who, at) })
+	}
+	addAudit := func(name string, p Params, r *ktpb.LookupResponse, now int64) {
+		f.Vectors = append(f.Vectors, LookupVector{Name: name, Params: p, Handle: alice, Response: lookupJSON(r), NowMS: now}.Run())
+	}
+	both := audited([]int{0, 1}, stmt, stmt)
+	addAudit("audit: statements by both auditors of a 2-of-2 audit policy", ap, both, now)
+	addAudit("audit: the epoch is older than the audit lag bound, within the skew", ap, both, ts.UnixMilli()+40_000)
+	addAudit("audit: statements in the checkpoint of a client not in audit mode (ignored)", w.p, both, now)
+	addAudit("audit quorum: one statement missing", ap, audited([]int{0}, stmt), now)
+	addAudit("audit quorum: no statements", ap, honest(alice), now)
+	addAudit("audit quorum: the second statement is by a key not in the audit policy", ap, audited([]int{0, 2}, stmt, stmt), now)
+	addAudit("audit quorum: a statement dated after now plus skew", ap, audited([]int{0, 1}, stmt, w.now.Add(11*time.Second)), now)
+	addAudit("audit quorum: a statement dated before the epoch timestamp minus skew", ap, audited([]int{0, 1}, stmt, ts.Add(-11*time.Second)), now)
+	addAudit("audit quorum: a statement that does not verify", ap, tamper(alice, func(r *ktpb.LookupResponse) {
+		r.Epoch.Checkpoint = editSigs(w.k.auditStatements(r.Epoch.Checkpoint, []int{0, 1}, []time.Time{stmt, stmt}),
+			func(l []string) []string { l[len(l)-1] = corrupt(l[len(l)-1]); return l })
+	}), now)
+	addAudit("audit lag: the epoch is older than the audit lag bound plus skew, within max age", ap, both, ts.UnixMilli()+40_001)
 	return f
 }
 

@@ -61,6 +61,11 @@ type Params struct {
 	WitnessPolicy     string `json:"witness_policy"`
 	MaxAgeMS          int64  `json:"max_age_ms"`
 	SkewMS            int64  `json:"skew_ms"`
+	// AuditPolicy, when set, puts the client in audit mode (design.md
+	// 14.1; the witness-policy grammar with "auditor NAME VKEY [URL]"
+	// lines); MaxAuditLagMS is then its audit lag bound (12.2 step 2.5a).
+	AuditPolicy   string `json:"audit_policy,omitempty"`
+	MaxAuditLagMS int64  `json:"max_audit_lag_ms,omitempty"`
 }
 
 func paramsJSON(pb *ktpb.Parameters) Params {
@@ -74,8 +79,9 @@ func paramsJSON(pb *ktpb.Parameters) Params {
 func (p Params) client() (*client.Params, error) {
 	return client.NewParams(&ktpb.Parameters{
 		Origin: p.Origin, LogPublicKey: p.LogPublicKey, VrfPublicKey: p.VRFPublicKey,
-		RecoveryPublicKey: p.RecoveryPublicKey, WitnessPolicy: p.WitnessPolicy,
-	}, client.Options{MaxAge: time.Duration(p.MaxAgeMS) * time.Millisecond, Skew: time.Duration(p.SkewMS) * time.Millisecond})
+		RecoveryPublicKey: p.RecoveryPublicKey, WitnessPolicy: p.WitnessPolicy, AuditPolicy: p.AuditPolicy,
+	}, client.Options{MaxAge: time.Duration(p.MaxAgeMS) * time.Millisecond, Skew: time.Duration(p.SkewMS) * time.Millisecond,
+		MaxAuditLag: time.Duration(p.MaxAuditLagMS) * time.Millisecond})
 }
 
 // Trusted is a client's trusted epoch (design.md 12.2 state T and E).

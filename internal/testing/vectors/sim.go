@@ -61,6 +61,9 @@ type keys struct {
 	vrf              *vrf.PrivateKey
 	recovery         ed25519.PrivateKey
 	witnesses        []*testonly.Cosigner
+	// auditors are a1 and a2 of the 2-of-2 audit policy, and a3, whose
+	// key is in no policy.
+	auditors []*testonly.Cosigner
 }
 
 func newKeys(label string) *keys {
@@ -77,6 +80,11 @@ func newKeys(label string) *keys {
 		priv := ed25519.NewKeyFromSeed(seed(label + " witness " + name))
 		k.witnesses = append(k.witnesses, &testonly.Cosigner{Name: name, Priv: priv, Pub: priv.Public().(ed25519.PublicKey)})
 	}
+	for i := range 3 {
+		name := fmt.Sprintf("a%d.example", i+1)
+		priv := ed25519.NewKeyFromSeed(seed(label + " auditor " + name))
+		k.auditors = append(k.auditors, &testonly.Cosigner{Name: name, Priv: priv, Pub: priv.Public().(ed25519.PublicKey)})
+	}
 	return k
 }
 
@@ -89,6 +97,30 @@ func (k *keys) policy() string {
 	}
 	b.WriteString("group wits 2 w1 w2 w3\nquorum wits\n")
 	return b.String()
+}
+
+// auditPolicy is the 2-of-2 audit policy of auditors a1 and a2
+// (design.md 14.1).
+func (k *keys) auditPolicy() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "log %s\n", k.logVKey)
+	for i, a := range k.auditors[:2] {
+		fmt.Fprintf(&b, "auditor a%d %s https://a%d.example\n", i+1, a.VKey(), i+1)
+	}
+	b.WriteString("group auditors all a1 a2\nquorum auditors\n")
+	return b.String()
+}
+
+// auditStatements appends to the epoch checkpoint cp an audit statement
+// (a tlog-cosignature/v1 line, design.md 14.1) by each auditor of who at
+// the matching time.
+func (k *keys) auditStatements(cp []byte, who []int, at []time.Time) []byte {
+	text := string(cp[:bytes.Index(cp, []byte("\n\n"))+1])
+	out := bytes.Clone(cp)
+	for i, a := range who {
+		out = append(out, k.auditors[a].Sign(text, uint64(at[i].Unix()))...)
+	}
+	return out
 }
 
 func (k *keys) parameters() *ktpb.Parameters {

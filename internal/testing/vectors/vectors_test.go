@@ -92,8 +92,8 @@ func TestVectorsRun(t *testing.T) {
 }
 
 // TestVectorsCoverSteps: the lookup vectors fail at every lookup step of
-// the client package but the audit ones (no audit policy here) and the
-// monitor chain, each at least once, and each file has valid and invalid
+// the client package but the monitor chain (audit mode included), each at
+// least once, and each file has valid and invalid
 // vectors.
 func TestVectorsCoverSteps(t *testing.T) {
 	b, err := Read(dir)
@@ -114,7 +114,7 @@ func TestVectorsCoverSteps(t *testing.T) {
 		}
 	}
 	for _, s := range []string{"parse", "handle", "checkpoint signature", "witness quorum", "consistency", "epoch record",
-		"freshness", "vrf", "map proof", "record", "commitment", "strict mode", "hpke keys"} {
+		"freshness", "vrf", "map proof", "record", "commitment", "strict mode", "hpke keys", "audit quorum", "audit lag"} {
 		if !steps[s] {
 			t.Errorf("no lookup vector fails at step %q", s)
 		}
