@@ -21,10 +21,10 @@ export async function call(base, method, body, fetchImpl = fetch) {
 }
 
 /** Parameters (kt.v1.Parameters) in the shape of the vectors' params. */
-export function paramsFromAPI(p, { maxAgeMs = 60000, skewMs = 10000 } = {}) {
+export function paramsFromAPI(p, { maxAgeMs = 60000, skewMs = 10000, maxAuditLagMs = 30000 } = {}) {
   return { origin: p.origin, log_public_key: p.logPublicKey, vrf_public_key: p.vrfPublicKey,
     recovery_public_key_hex: b64hex(p.recoveryPublicKey), witness_policy: p.witnessPolicy,
-    audit_policy: p.auditPolicy ?? '', max_age_ms: maxAgeMs, skew_ms: skewMs };
+    audit_policy: p.auditPolicy ?? '', max_age_ms: maxAgeMs, skew_ms: skewMs, max_audit_lag_ms: maxAuditLagMs };
 }
 
 /** kt.v1.EpochPart → vectors' epoch part */

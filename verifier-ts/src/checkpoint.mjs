@@ -62,8 +62,12 @@ export function verifyLogSignature(note, logKey) {
 }
 
 export class BadCosignatureError extends Error {}
-/** Valid cosignature timestamps (seconds) by witness name; unknown keys ignored, bad ones not counted. */
-export function cosignatureTimes(note, witnesses, maxTimeSec) {
+/**
+ * Valid cosignature timestamps (seconds) by witness name; unknown keys ignored; a signature line
+ * of a policy key that does not verify throws. Cosignatures dated after maxTimeSec, or (audit
+ * statements, 12.2 step 2.2a) before minTimeMs, are not counted.
+ */
+export function cosignatureTimes(note, witnesses, maxTimeSec, minTimeMs) {
   const times = new Map();
   for (const w of witnesses) {
     for (const s of note.sigs) {
@@ -75,14 +79,19 @@ export function cosignatureTimes(note, witnesses, maxTimeSec) {
       // witness key's cosignature does not verify (note.Open semantics), rather than not counting it.
       if (!verifyEd25519(w.key.key, msg, s.sig.subarray(8))) throw new BadCosignatureError(`invalid cosignature by ${w.name}`);
       if (maxTimeSec !== undefined && t > BigInt(maxTimeSec)) continue;
+      if (minTimeMs !== undefined && Number(t) * 1000 < minTimeMs) continue;
       times.set(w.name, Number(t));
     }
   }
   return times;
 }
 
-/** 9.1 witness policy, Sigsum format with C2SP vkeys. */
-export function parsePolicy(text) {
+/**
+ * 9.1 witness policy, Sigsum format with C2SP vkeys. member 'auditor' parses an audit policy
+ * (14.1): the same grammar with "auditor NAME VKEY [URL]" lines in place of "witness" lines
+ * (each kind of line is refused in the other kind of policy); the auditors are in p.witnesses.
+ */
+export function parsePolicy(text, member = 'witness') {
   const p = { log: null, witnesses: new Map(), groups: new Map(), quorum: undefined };
   const defined = (n) => p.witnesses.has(n) || p.groups.has(n);
   for (let line of text.split('\n')) {
@@ -93,10 +102,11 @@ export function parsePolicy(text) {
       case 'log':
         if (f.length < 2 || f.length > 3 || p.log) throw new Error('policy: bad log line');
         p.log = parseVkey(f[1], 1); break;
-      case 'witness': {
-        if (f.length < 3 || f.length > 4 || defined(f[1])) throw new Error('policy: bad witness line');
+      case 'witness': case 'auditor': {
+        if (f[0] !== member) throw new Error(`policy: ${f[0]} line in a${member === 'auditor' ? 'n audit' : ' witness'} policy`);
+        if (f.length < 3 || f.length > 4 || defined(f[1])) throw new Error(`policy: bad ${member} line`);
         const key = parseVkey(f[2], 4);
-        for (const w of p.witnesses.values()) if (eq(w.key.key, key.key)) throw new Error('policy: one key for two witnesses');
+        for (const w of p.witnesses.values()) if (eq(w.key.key, key.key)) throw new Error(`policy: one key for two ${member}s`);
         p.witnesses.set(f[1], { name: f[1], key }); break;
       }
       case 'group': {

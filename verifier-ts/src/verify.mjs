@@ -13,7 +13,9 @@ function at(step, f) { try { return f(); } catch (e) { if (e instanceof VerifyEr
 
 /**
  * Parameters a client pins (design.md 11).
- * @param {{origin:string,log_public_key:string,vrf_public_key:string,recovery_public_key_hex:string,witness_policy:string,max_age_ms:number,skew_ms:number}} p
+ * With audit_policy (14.1) the client is in audit mode: 12.2 steps 2.2a and 2.5a apply, with the
+ * audit lag bound max_audit_lag_ms (0 or absent: 30000).
+ * @param {{origin:string,log_public_key:string,vrf_public_key:string,recovery_public_key_hex:string,witness_policy:string,max_age_ms:number,skew_ms:number,audit_policy?:string,max_audit_lag_ms?:number}} p
  * @param {{insecureNoWitnesses?:boolean}} [opts]
  */
 export function parseParams(p, opts = {}) {
@@ -23,12 +25,21 @@ export function parseParams(p, opts = {}) {
     const policy = cp.parsePolicy(p.witness_policy);
     if (policy.quorum === null && !opts.insecureNoWitnesses) throw new Error('witness policy with quorum none');
     if (policy.log && !eq(policy.log.key, logKey.key)) throw new Error('witness policy names another log key');
-    // Audit statements (14.1, 12.2 steps 2.2 and 2.5) are not implemented here: fail closed.
-    if (p.audit_policy) throw new Error('audit policies are not supported by this verifier');
+    // 14.1: the audit policy, its auditors' keys none of the witnesses' keys, requiring a statement.
+    let audit = null;
+    if (p.audit_policy) {
+      audit = cp.parsePolicy(p.audit_policy, 'auditor');
+      if (audit.quorum === null) throw new Error('audit policy with quorum none');
+      if (audit.log && !eq(audit.log.key, logKey.key)) throw new Error('audit policy names another log key');
+      for (const a of audit.witnesses.values())
+        for (const w of policy.witnesses.values()) if (eq(a.key.key, w.key.key)) throw new Error(`auditor ${a.name} uses the key of witness ${w.name}`);
+    }
+    const maxAuditLag = p.max_audit_lag_ms || 30000;
+    if (maxAuditLag < 0 || (p.max_age_ms ?? 0) < 0 || (p.skew_ms ?? 0) < 0) throw new Error('negative max age, skew or max audit lag');
     const recovery = hex(p.recovery_public_key_hex);
     if (recovery.length !== 32) throw new Error('recovery key not 32 bytes');
-    return { origin: p.origin, logKey, vrfKey: parseVRFPublicKey(p.vrf_public_key), recovery, policy,
-      maxAge: p.max_age_ms ?? 60000, skew: p.skew_ms ?? 10000 };
+    return { origin: p.origin, logKey, vrfKey: parseVRFPublicKey(p.vrf_public_key), recovery, policy, audit,
+      maxAge: p.max_age_ms ?? 60000, skew: p.skew_ms ?? 10000, maxAuditLag };
   });
 }
 
@@ -73,6 +84,14 @@ export function verifyEpoch(P, trusted, e, nowMs, { checkFreshness = true } = {}
       qt = cp.quorumTime(P.policy, times);
       if (qt === null) fail('witness quorum', 'the witness policy is not satisfied');
     }
+    // 2.2a: in audit mode, audit statements (tlog-cosignature/v1 by auditor keys) satisfy the audit
+    // policy; one dated after now + s, or before the epoch timestamp truncated to the second − s,
+    // is not counted; one by a policy key that does not verify fails.
+    if (P.audit) {
+      const lower = Math.floor(ep.record.timestamp / 1000) * 1000 - P.skew;
+      const times = at('audit quorum', () => cp.cosignatureTimes(ep.note, [...P.audit.witnesses.values()], Math.floor((nowMs + P.skew) / 1000), lower));
+      if (!cp.satisfied(P.audit, P.audit.quorum, new Set(times.keys()))) fail('audit quorum', 'the audit policy is not satisfied');
+    }
     // 2.3
     if (trusted) {
       if (ep.size < trusted.size) fail('consistency', `rollback from size ${trusted.size} to ${ep.size}`);
@@ -82,14 +101,16 @@ export function verifyEpoch(P, trusted, e, nowMs, { checkFreshness = true } = {}
     if (ep.record.logSize !== ep.size - 1) fail('epoch record', 'the epoch record is not the last entry');
     if (!cp.verifyInclusion(ep.size - 1, ep.size, enc.leafHash(ep.recBytes), ep.inclusion, ep.root)) fail('epoch record', 'epoch record inclusion proof fails');
     st = { ...ep, quorumTime: qt };
-    if (checkFreshness && trusted && st.record.epoch < trusted.record.epoch) fail('freshness', 'epoch older than the trusted one');
   }
   // 2.5
   if (checkFreshness) {
     const ts = st.record.timestamp, bound = P.maxAge + P.skew;
+    // 2.5a, before the other freshness checks: in audit mode the epoch is at most max audit lag + s old.
+    if (P.audit && nowMs - ts > P.maxAuditLag + P.skew) fail('audit lag', 'epoch older than the audit lag bound plus skew');
     if (nowMs - ts > bound) fail('freshness', 'epoch older than max age plus skew');
     if (ts > nowMs + P.skew) fail('freshness', 'epoch timestamp in the future');
     if (st.quorumTime !== null && nowMs - st.quorumTime * 1000 > bound) fail('freshness', 'witness quorum older than max age plus skew');
+    if (trusted && st.record.epoch < trusted.record.epoch) fail('freshness', 'epoch older than the trusted one');
   }
   return st;
 }

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { load } from './vectors.mjs';
-import { hex, toHex } from '../src/util.mjs';
+import { hex, toHex, b64, toB64, sha256 } from '../src/util.mjs';
 import * as enc from '../src/encodings.mjs';
 import { verifyMapProof } from '../src/smt.mjs';
 import { verifyLookup } from '../src/verify.mjs';
@@ -18,9 +18,51 @@ test('adversarial: quorum none refused without the insecure option', () => {
   v.params.witness_policy = v.params.witness_policy.replace('quorum wits', 'quorum none');
   assert.equal(stepOf(v), 'params');
 });
-test('adversarial: parameters with an audit policy are refused (not implemented: fail closed)', () => {
+test('adversarial: an audit policy with quorum none is refused', () => {
   const v = clone(honest); v.params.audit_policy = 'quorum none\n';
   assert.equal(stepOf(v), 'params');
+});
+// Audit mode (14.1, 12.2 steps 2.2a and 2.5a): the parameters' checks, each broken alone.
+const audited = lookups.find(v => v.name === 'audit: statements by both auditors of a 2-of-2 audit policy');
+test('adversarial: audit control verifies', () => assert.equal(stepOf(audited), 'ok'));
+test('adversarial: a witness line in the audit policy is refused', () => {
+  const v = clone(audited); v.params.audit_policy = v.params.audit_policy.replace(/^auditor a2 /m, 'witness a2 ');
+  assert.equal(stepOf(v), 'params');
+});
+test('adversarial: an auditor line in the witness policy is refused', () => {
+  const v = clone(audited); v.params.witness_policy = v.params.witness_policy.replace(/^witness w3 /m, 'auditor w3 ');
+  assert.equal(stepOf(v), 'params');
+});
+test('adversarial: an auditor with a witness key is refused', () => {
+  const v = clone(audited);
+  const wkey = /^witness w1 (\S+)/m.exec(v.params.witness_policy)[1];
+  v.params.audit_policy = v.params.audit_policy.replace(/^auditor a2 \S+/m, 'auditor a2 ' + wkey);
+  assert.equal(stepOf(v), 'params');
+});
+test('adversarial: an audit policy naming another log is refused', () => {
+  const v = clone(audited);
+  // A well-formed log vkey for another key: the log key with its last byte flipped.
+  const [, name, , k] = /^([^+]+)\+([^+]+)\+(.+)$/.exec(v.params.log_public_key);
+  const kb = b64(k); kb[32] ^= 1;
+  const other = `${name}+${toHex(sha256(name, '\n', kb).subarray(0, 4))}+${toB64(kb)}`;
+  v.params.audit_policy = v.params.audit_policy.replace(/^log \S+/m, 'log ' + other);
+  assert.equal(stepOf(v), 'params');
+  v.params.witness_policy = v.params.witness_policy.replace(/^log \S+/m, 'log ' + v.params.log_public_key);
+  v.params.audit_policy = v.params.audit_policy.replace(/^log \S+/m, 'log ' + v.params.log_public_key);
+  assert.equal(stepOf(v), 'ok'); // control
+});
+test('adversarial: a negative audit lag bound is refused', () => {
+  const v = clone(audited); v.params.max_audit_lag_ms = -1;
+  assert.equal(stepOf(v), 'params');
+});
+test('adversarial: the audit lag bound from the parameters', () => {
+  const v = clone(audited);
+  v.params.max_audit_lag_ms = 5000;
+  const ts = enc.parseEpochRecord(hex(v.response.epoch.epoch_record_hex)).timestamp;
+  v.now_unix_ms = ts + 5000 + v.params.skew_ms;
+  assert.equal(stepOf(v), 'ok');
+  v.now_unix_ms += 1;
+  assert.equal(stepOf(v), 'audit lag');
 });
 test('adversarial: a log key whose name is not the origin', () => {
   const v = clone(honest); v.params.origin = 'other.example/kt';
