@@ -55,6 +55,15 @@ test('adversarial: a negative audit lag bound is refused', () => {
   const v = clone(audited); v.params.max_audit_lag_ms = -1;
   assert.equal(stepOf(v), 'params');
 });
+test('adversarial: audit lag of a reused trusted epoch (no epoch part)', () => {
+  const v = clone(lookups.find(x => x.name.startsWith('registered, epoch part omitted')));
+  v.params.audit_policy = audited.params.audit_policy;
+  const ts = enc.parseEpochRecord(hex(v.trusted.epoch_record_hex)).timestamp;
+  v.now_unix_ms = ts + 30000 + v.params.skew_ms;
+  assert.equal(stepOf(v), 'ok'); // control
+  v.now_unix_ms += 1;
+  assert.equal(stepOf(v), 'audit lag');
+});
 test('adversarial: the audit lag bound from the parameters', () => {
   const v = clone(audited);
   v.params.max_audit_lag_ms = 5000;
