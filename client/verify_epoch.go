@@ -323,21 +323,14 @@ func verifyAudit(p *Params, n *note.Note, e *Epoch, now time.Time) error {
 		qe.Invalid = pe.Invalid
 	}
 	// A statement dated in the future, or before the epoch it vouches
-	// for was closed, is not counted. Statements carry whole seconds
-	// (tlog-cosignature), so the epoch's time is truncated to the second
-	// before the skew is taken off: a statement made in the epoch's own
-	// second is never too early, whatever the skew.
-	upper, lower := now.Add(p.skew()), e.Time().Truncate(time.Second).Add(-p.skew())
+	// for was closed, is not counted.
 	var counted []witness.Cosignature
 	for _, c := range cs {
-		switch {
-		case c.Time.After(upper):
-			qe.Rejected = append(qe.Rejected, fmt.Sprintf("statement by %s dated %v, after now + skew (%v)", c.Witness, c.Time.UTC().Format(time.RFC3339), upper.UTC().Format(time.RFC3339)))
-		case c.Time.Before(lower):
-			qe.Rejected = append(qe.Rejected, fmt.Sprintf("statement by %s dated %v, before the epoch's timestamp − skew (%v)", c.Witness, c.Time.UTC().Format(time.RFC3339), lower.UTC().Format(time.RFC3339)))
-		default:
-			counted = append(counted, c)
+		if err := witness.CheckStatementTime(c.Time, e.Time(), now, p.skew()); err != nil {
+			qe.Rejected = append(qe.Rejected, fmt.Sprintf("statement by %s %v", c.Witness, err))
+			continue
 		}
+		counted = append(counted, c)
 	}
 	// QuorumTime answers false exactly when the statements do not satisfy
 	// the quorum ("quorum none" is refused by Validate).

@@ -404,9 +404,8 @@ func (d *Directory) checkStatement(ep *epoch, name string, body []byte) ([]byte,
 	if c == nil {
 		return nil, fmt.Errorf("%w: %s", errStatementInvalid, snippet(body))
 	}
-	epochTime := time.UnixMilli(int64(ep.record.Timestamp))
-	if now := time.Now(); c.Time.After(now.Add(auditSkew)) || c.Time.Before(epochTime.Truncate(time.Second).Add(-auditSkew)) {
-		return nil, fmt.Errorf("%w: signed at %v, epoch timestamp %v, now %v", errStatementTime, c.Time.UTC(), epochTime.UTC(), now.UTC())
+	if err := witness.CheckStatementTime(c.Time, time.UnixMilli(int64(ep.record.Timestamp)), time.Now(), auditSkew); err != nil {
+		return nil, fmt.Errorf("%w: %w", errStatementTime, err)
 	}
 	return signed, nil
 }

@@ -3,6 +3,7 @@ package witness_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keytrans/kt/log/witness"
 )
@@ -64,5 +65,27 @@ func TestAuditPolicyGolden(t *testing.T) {
 	}
 	if _, err := witness.ReadPolicyFile("testdata/audit-policy.txt"); err == nil {
 		t.Error("the audit policy parsed as a witness policy")
+	}
+}
+
+// TestCheckStatementTime: the two bounds of a statement's date, the lower
+// one on the epoch's second.
+func TestCheckStatementTime(t *testing.T) {
+	epoch := time.Date(2026, 1, 1, 12, 0, 1, 900e6, time.UTC) // 12:00:01.900
+	now := epoch.Add(time.Second)
+	skew := 100 * time.Millisecond
+	for _, c := range []struct {
+		at   time.Time
+		want string // "" when counted
+	}{
+		{epoch.Truncate(time.Second), ""},
+		{now.Truncate(time.Second), ""},
+		{now.Add(time.Second), "after now + skew"},
+		{epoch.Truncate(time.Second).Add(-time.Second), "before the epoch's timestamp"},
+	} {
+		err := witness.CheckStatementTime(c.at, epoch, now, skew)
+		if (c.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.want) {
+			t.Errorf("statement at %v: %v, want %q", c.at, err, c.want)
+		}
 	}
 }

@@ -330,3 +330,21 @@ func (p *Policy) Strip(signed []byte, keep ...note.Verifier) ([]byte, error) {
 	}
 	return out.bytes(), nil
 }
+
+// CheckStatementTime reports whether an audit statement dated t may be
+// counted for an epoch stamped epoch, at time now with clock skew skew:
+// not after now + skew, and not before the epoch's time − skew. Statements
+// carry whole seconds (tlog-cosignature), so the epoch's time is truncated
+// to the second first: a statement made in the epoch's own second is never
+// too early, whatever the skew. The error says which bound t broke.
+//
+// SPEC(design.md 12.2 step 2.2)
+func CheckStatementTime(t, epoch, now time.Time, skew time.Duration) error {
+	if upper := now.Add(skew); t.After(upper) {
+		return fmt.Errorf("dated %v, after now + skew (%v)", t.UTC().Format(time.RFC3339), upper.UTC().Format(time.RFC3339))
+	}
+	if lower := epoch.Truncate(time.Second).Add(-skew); t.Before(lower) {
+		return fmt.Errorf("dated %v, before the epoch's timestamp − skew (%v)", t.UTC().Format(time.RFC3339), lower.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
