@@ -1,19 +1,15 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -49,6 +45,7 @@ func buildKtd(t *testing.T) string {
 
 // ktdProc is a running ktd process.
 type ktdProc struct {
+	d              *testkit.Daemon
 	cmd            *exec.Cmd
 	grpc, operator string // bound addresses, from its startup log line
 	logs           *testkit.SyncBuffer
@@ -64,72 +61,19 @@ var (
 // which names the bound listeners.
 func startKtd(t *testing.T, bin string, flags []string) *ktdProc {
 	t.Helper()
-	cmd := exec.Command(bin, flags...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
+	d, ok, err := testkit.Launch(t, bin, flags, `msg="ktd serving"`)
+	if !ok {
+		t.Fatalf("ktd exited at startup: %v\n%s", err, d.Logs)
 	}
-	p := &ktdProc{cmd: cmd, logs: &testkit.SyncBuffer{}, exited: make(chan error, 1)}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting ktd: %v", err)
+	g, o := grpcAddrRE.FindStringSubmatch(d.Line), operatorAddrRE.FindStringSubmatch(d.Line)
+	if g == nil || o == nil {
+		t.Fatalf("ktd's serving line names no gRPC or operator address: %s", d.Line)
 	}
-	serving := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(p.logs, line)
-			if strings.Contains(line, `msg="ktd serving"`) {
-				select {
-				case serving <- line:
-				default:
-				}
-			}
-		}
-		io.Copy(p.logs, stderr)
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("ktd logs:\n%s", p.logs)
-		}
-	})
-	select {
-	case line := <-serving:
-		g, o := grpcAddrRE.FindStringSubmatch(line), operatorAddrRE.FindStringSubmatch(line)
-		if g == nil || o == nil {
-			t.Fatalf("ktd's serving line names no gRPC or operator address: %s", line)
-		}
-		p.grpc, p.operator = g[1], o[1]
-	case err := <-p.exited:
-		p.exited <- err
-		t.Fatalf("ktd exited at startup: %v\n%s", err, p.logs)
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("ktd did not start within 2 minutes\n%s", p.logs)
-	}
-	return p
+	return &ktdProc{d: d, cmd: d.Cmd, logs: d.Logs, exited: d.Exited, grpc: g[1], operator: o[1]}
 }
 
 // stop sends SIGTERM, as an init system would, and expects a clean exit.
-func (p *ktdProc) stop(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
-	select {
-	case err := <-p.exited:
-		if err != nil {
-			t.Fatalf("ktd exited with %v after SIGTERM\n%s", err, p.logs)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("ktd did not stop within a minute of SIGTERM\n%s", p.logs)
-	}
-}
+func (p *ktdProc) stop(t *testing.T) { p.d.Stop(t) }
 
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()

@@ -1,17 +1,14 @@
 package faults
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,6 +74,7 @@ func flags(dataDir string, extra ...string) []string {
 
 // proc is a running ktd.
 type proc struct {
+	d      *testkit.Daemon
 	cmd    *exec.Cmd
 	grpc   string
 	http   string
@@ -95,57 +93,17 @@ var (
 // or exits (serving false, with the exit error in err).
 func launch(t *testing.T, args []string) (p *proc, serving bool, err error) {
 	t.Helper()
-	cmd := exec.Command(ktdBin, args...)
-	stderr, perr := cmd.StderrPipe()
-	if perr != nil {
-		t.Fatal(perr)
-	}
-	p = &proc{cmd: cmd, logs: &testkit.SyncBuffer{}, exited: make(chan error, 1), start: time.Now()}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting ktd: %v", err)
-	}
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			l := sc.Text()
-			fmt.Fprintln(p.logs, l)
-			if strings.Contains(l, `msg="ktd serving"`) {
-				select {
-				case line <- l:
-				default:
-				}
-			}
-		}
-		io.Copy(p.logs, stderr)
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("ktd logs:\n%s", p.logs)
-		}
-	})
-	select {
-	case l := <-line:
-		p.ready = time.Now()
-		g, h := grpcAddrRE.FindStringSubmatch(l), httpAddrRE.FindStringSubmatch(l)
-		if g == nil || h == nil {
-			t.Fatalf("serving line names no gRPC or HTTP address: %s", l)
-		}
-		p.grpc, p.http = g[1], h[1]
-		return p, true, nil
-	case err := <-p.exited:
-		p.exited <- err
+	d, ok, err := testkit.Launch(t, ktdBin, args, `msg="ktd serving"`)
+	p = &proc{d: d, cmd: d.Cmd, logs: d.Logs, exited: d.Exited, start: d.Start, ready: d.Ready}
+	if !ok {
 		return p, false, err
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("ktd neither served nor exited within 2 minutes\n%s", p.logs)
 	}
-	return nil, false, nil
+	g, h := grpcAddrRE.FindStringSubmatch(d.Line), httpAddrRE.FindStringSubmatch(d.Line)
+	if g == nil || h == nil {
+		t.Fatalf("serving line names no gRPC or HTTP address: %s", d.Line)
+	}
+	p.grpc, p.http = g[1], h[1]
+	return p, true, nil
 }
 
 // startKtd launches ktd and fails the test unless it serves.
@@ -159,20 +117,7 @@ func startKtd(t *testing.T, args []string) *proc {
 }
 
 // stop sends SIGTERM and expects a clean exit.
-func (p *proc) stop(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
-	select {
-	case err := <-p.exited:
-		if err != nil {
-			t.Fatalf("ktd exited with %v after SIGTERM\n%s", err, p.logs)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("ktd did not stop within a minute of SIGTERM\n%s", p.logs)
-	}
-}
+func (p *proc) stop(t *testing.T) { p.d.Stop(t) }
 
 // kill sends SIGKILL and waits for the process to be gone.
 func (p *proc) kill(t *testing.T) {
