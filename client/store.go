@@ -195,6 +195,10 @@ type State struct {
 	// Contacts are the contacts this device encrypted to, by canonical
 	// handle, as last verified (contact monitoring, design.md 13.3).
 	Contacts map[string]*Contact
+	// Verified are the contacts whose verification code the user
+	// confirmed, by canonical handle, with the pinned identity
+	// (per-contact strict mode, design.md 13.5).
+	Verified map[string]*VerifiedPin
 }
 
 // stateVersion is the "version" of the persisted encoding.
@@ -216,6 +220,9 @@ type stateJSON struct {
 	FormerKeys [][]byte               `json:"former_keys,omitempty"`
 	Refused    map[string]refusalJSON `json:"refused,omitempty"`
 	Contacts   map[string][]byte      `json:"contacts,omitempty"`
+
+	// Verified: the verification pins (design.md 13.5).
+	Verified map[string]verifiedJSON `json:"verified,omitempty"`
 }
 
 // refusalJSON is the persisted encoding of a [Refusal].
@@ -288,6 +295,7 @@ func (s *State) MarshalBinary() ([]byte, error) {
 			}
 		}
 	}
+	j.Verified = marshalVerified(s.Verified)
 	return json.MarshalIndent(j, "", "  ")
 }
 
@@ -404,6 +412,10 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 		out.Contacts[h] = c
 	}
+	var err error
+	if out.Verified, err = unmarshalVerified(j.Verified); err != nil {
+		return err
+	}
 	*s = out
 	return nil
 }
@@ -418,6 +430,7 @@ func (s *State) clone() *State {
 	c.FormerKeys = slices.Clone(s.FormerKeys)
 	c.Refused = maps.Clone(s.Refused)
 	c.Contacts = maps.Clone(s.Contacts)
+	c.Verified = maps.Clone(s.Verified)
 	return &c
 }
 
