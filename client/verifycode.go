@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/keytrans/kt/api"
@@ -184,9 +185,13 @@ func (c *Client) verification(ctx context.Context, handle string) (*Verification
 }
 
 // ownIdentity is the identity of the verified own set own, which must be
-// this device's: it carries the account key the device holds (current or
-// pending), or, when the device holds none, it holds this device's
-// signing key (current or pending).
+// the owner's as this device knows it: an account-key identity must be a
+// key this device holds (current or pending) or has learnt to be the
+// owner's (MonitorState.Known: at enrollment or joining, and along
+// monitored chains from sets the owner wrote); a device-set identity must
+// hold this device, every device in it must be this device, one it added,
+// or one learnt to be the owner's, and a device that holds an account key
+// refuses it (the set dropped the key).
 //
 // SPEC(design.md 13.5): "The owner's own side must be this device's".
 func ownIdentity(origin string, st *State, own *LookupResult) (api.Identity, error) {
@@ -198,29 +203,41 @@ func ownIdentity(origin string, st *State, own *LookupResult) (api.Identity, err
 	if err != nil {
 		return api.Identity{}, fmt.Errorf("%w: %s: %w", ErrOwnIdentity, h, err)
 	}
-	var accounts [][32]byte
+	var held [][32]byte
 	for _, k := range []ed25519.PrivateKey{st.Account, st.PendingAccount} {
 		if k != nil {
-			accounts = append(accounts, [32]byte(k.Public().(ed25519.PublicKey)))
+			held = append(held, [32]byte(k.Public().(ed25519.PublicKey)))
 		}
 	}
-	if len(accounts) > 0 {
-		for _, k := range accounts {
-			if id.Kind() == api.IdentityAccountKey && [32]byte(id[1:]) == k {
-				return id, nil
-			}
-		}
-		return api.Identity{}, fmt.Errorf("%w: %s is logged with %s, not the account key %x… this device holds", ErrOwnIdentity, h, id, accounts[0][:8])
+	var learnt [][32]byte
+	if ms := st.Handles[h]; ms != nil {
+		learnt = ms.Known
 	}
+	var this [][32]byte
 	for _, k := range []*DeviceKeys{st.Device, st.PendingDevice} {
-		if k == nil {
-			continue
-		}
-		for _, d := range own.DeviceSet.Devices {
-			if d.SigningKey == k.SigningPublic() {
-				return id, nil
-			}
+		if k != nil {
+			this = append(this, k.SigningPublic())
 		}
 	}
-	return api.Identity{}, fmt.Errorf("%w: the logged set of %s does not hold this device", ErrOwnIdentity, h)
+	known := func(k [32]byte) bool {
+		return slices.Contains(held, k) || slices.Contains(learnt, k) || slices.Contains(this, k) || slices.Contains(st.OwnDevices, k)
+	}
+	if id.Kind() == api.IdentityAccountKey {
+		if k := [32]byte(id[1:]); !known(k) {
+			return api.Identity{}, fmt.Errorf("%w: %s is logged with %s, which is not an account key this device holds or has seen you set (run kt monitor)", ErrOwnIdentity, h, id)
+		}
+		return id, nil
+	}
+	if len(held) > 0 {
+		return api.Identity{}, fmt.Errorf("%w: %s is logged without the account key %x… this device holds", ErrOwnIdentity, h, held[0][:8])
+	}
+	if !slices.ContainsFunc(own.DeviceSet.Devices, func(d api.Device) bool { return slices.Contains(this, d.SigningKey) }) {
+		return api.Identity{}, fmt.Errorf("%w: the logged set of %s does not hold this device", ErrOwnIdentity, h)
+	}
+	for _, d := range own.DeviceSet.Devices {
+		if !known(d.SigningKey) {
+			return api.Identity{}, fmt.Errorf("%w: the logged set of %s holds device %x, which this device has not seen you add (run kt monitor)", ErrOwnIdentity, h, d.ID)
+		}
+	}
+	return id, nil
 }

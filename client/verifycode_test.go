@@ -257,16 +257,55 @@ func TestVerifiedContactRecoveryGhost(t *testing.T) {
 	}
 }
 
-// TestVerificationOwnIdentity: a device whose own handle the recovery path
-// moved to another account key refuses to give a code for it.
+// TestVerificationOwnIdentity: a device gives its own side of a code only
+// for a set it knows to be its owner's. A ghost the recovery path adds to
+// the own set, or an account key of the directory's own, is refused
+// (otherwise both sides would compute one code from the same forged log);
+// a device another own device added counts once this device's monitor
+// has seen it added. Each with its control.
 func TestVerificationOwnIdentity(t *testing.T) {
 	e := newNetEnv(t)
 	ctx := t.Context()
-	alice, bob := e.device(client.Config{}), e.device(client.Config{})
+	alice, bob1, bob2 := e.device(client.Config{}), e.device(client.Config{}), e.device(client.Config{})
 	e.enroll(alice, vAlice, true)
-	e.enroll(bob, vBob, false)
-	code(t, alice, vBob) // control
+	e.enroll(bob1, vBob, false)
+	e.link(bob1, bob2, vBob)
+	c0 := code(t, alice, vBob).Code
+	if code(t, bob1, vAlice).Code != c0 || code(t, bob2, vAlice).Code != c0 {
+		t.Fatal("control: the codes differ")
+	}
+
+	// bob2 adds a third device: bob1 has not seen it added yet.
+	bob3 := e.device(client.Config{})
+	e.link(bob2, bob3, vBob)
+	if _, err := bob1.VerificationCode(ctx, vAlice); !errors.Is(err, client.ErrOwnIdentity) || !strings.Contains(err.Error(), "run kt monitor") {
+		t.Fatalf("a device added by another own device, not yet monitored: %v", err)
+	}
+	if _, err := bob1.Monitor(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c1 := code(t, bob1, vAlice).Code
+	if c1 == c0 || code(t, alice, vBob).Code != c1 {
+		t.Fatalf("after the monitor saw the new device: %q (before %q)", c1, c0)
+	}
+
+	// The recovery path adds a ghost to Bob's set: both sides would
+	// derive one code from it, but Bob's devices refuse their side.
 	lax := e.device(client.Config{})
+	e.recover(lax, vBob, func(s *api.DeviceSet) { addSorted(s, ghost(t)) })
+	if code(t, alice, vBob).Code == c1 {
+		t.Fatal("the ghost did not change the code")
+	}
+	for _, b := range []*client.Client{bob1, bob2} {
+		if _, err := b.Monitor(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.VerificationCode(ctx, vAlice); !errors.Is(err, client.ErrOwnIdentity) {
+			t.Fatalf("ghost on the own handle: %v", err)
+		}
+	}
+
+	// Alice's handle under an account key of the directory's own.
 	res, err := lax.Lookup(ctx, vAlice)
 	if err != nil {
 		t.Fatal(err)
