@@ -177,7 +177,9 @@ func (c *Client) monitorAsOwner(ctx context.Context, st *State, ms *MonitorState
 // public records since its known version (a records_only answer, steps 1
 // to 3 of design.md 13) and reports them: Alerts holds an AlertRecovery
 // for each kind-4 record and an AlertUnknownSigner for each record signed
-// by a key that is not known to be the owner's. Nothing is stored: the
+// by a key that is not known to be the owner's (its own keys and those
+// learned along the chain up to the known version: keys added since
+// cannot be learned without their sets). Nothing is stored: the
 // device sets cannot be verified without their openings. It wraps
 // [ErrLockedOut] and the directory's refusal.
 type LockedOutError struct {
@@ -231,6 +233,7 @@ func (c *Client) lockedOut(ctx context.Context, st *State, handle string, ms *Mo
 	for i := range changes {
 		r := changes[i].record
 		ch := Change{Version: r.Version, LogIndex: changes[i].logIndex, Record: r}
+		known := own.contains(r.Signer) || ms.Version > 0 && slices.Contains(ms.Known, r.Signer)
 		switch {
 		case r.Kind == api.AuthRecovery:
 			ch.By = ByRecovery
@@ -238,14 +241,16 @@ func (c *Client) lockedOut(ctx context.Context, st *State, handle string, ms *Mo
 				Message: fmt.Sprintf("version %d was made by the directory's recovery path; this device's keys no longer authorize the handle", r.Version)})
 		case own.isThisDevice(r.Signer):
 			ch.By = ByThisDevice
-		case own.Account != nil && *own.Account == r.Signer:
-			ch.By = ByAccountKey
-		case own.contains(r.Signer):
-			ch.By = ByOwnDevice
-		default:
+		case !known:
+			// Keys added by the records since the known version cannot be
+			// learned without their sets.
 			ch.By = ByUnknownKey
 			out.Alerts = append(out.Alerts, Alert{Kind: AlertUnknownSigner, Version: r.Version, LogIndex: ch.LogIndex,
 				Message: fmt.Sprintf("version %d was signed by key %x, which is not known to be yours", r.Version, r.Signer[:8])})
+		case r.Kind == api.AuthAccount:
+			ch.By = ByAccountKey
+		default:
+			ch.By = ByOwnDevice
 		}
 		out.Changes = append(out.Changes, ch)
 		out.Latest = r.Version

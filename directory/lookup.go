@@ -231,6 +231,9 @@ func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktp
 	if req.GetRecordsOnly() {
 		return d.monitor(ctx, req, false, nil)
 	}
+	if len(req.GetIndex()) != 32 {
+		return nil, errorf(ErrInvalidArgument, "index of %d bytes, want 32", len(req.GetIndex()))
+	}
 	if req.GetAuth() == nil {
 		return nil, errorf(ErrUnauthenticated, "a Monitor request without records_only needs the owner's authorization (design.md 13.4); anyone may ask with records_only")
 	}
