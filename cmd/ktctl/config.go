@@ -100,6 +100,19 @@ type Config struct {
 	EvidenceOut string `mapstructure:"evidence_out"`
 	// Quiet turns off `verify`'s progress bar.
 	Quiet bool `mapstructure:"quiet"`
+	// Out is the directory `keygen` writes a deployment's keys and
+	// policies to.
+	Out string `mapstructure:"out"`
+	// Origin is the log origin `keygen` names the log key after (ktd's
+	// log.origin).
+	Origin string `mapstructure:"origin"`
+	// Auditors are the auditors of `keygen`, each NAME=URL: NAME names
+	// its keys and its lines in the policies, URL is where the directory
+	// reaches it (its witness and audit endpoints).
+	Auditors []string `mapstructure:"auditors"`
+	// Quorum is how many of the auditors the policies of `keygen`
+	// require (0: all of them).
+	Quorum int `mapstructure:"quorum"`
 
 	// given says which keys were set by a flag or the environment rather
 	// than left at their defaults.
@@ -137,6 +150,10 @@ var options = []option{
 	{Key: "exact_signatures", Default: false, Usage: "verify each signature with crypto/ed25519 instead of in batches"},
 	{Key: "evidence_out", Default: "", Usage: "file to write split-view evidence to"},
 	{Key: "quiet", Default: false, Usage: "no progress bar"},
+	{Key: "out", Default: "", Usage: "directory to write the keys and policies to"},
+	{Key: "origin", Default: "", Usage: "the log's origin (ktd's log.origin)"},
+	{Key: "auditors", Default: []string(nil), Usage: "auditors as NAME=URL, comma-separated (URL: where the directory reaches it)"},
+	{Key: "quorum", Default: 0, Usage: "auditors the policies require (0: all)"},
 }
 
 // loader is ktctl's configuration table for cliconfig; each command
