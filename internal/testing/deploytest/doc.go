@@ -14,7 +14,13 @@
 // Then kt registers a handle, looks it up from a second device with the
 // witness and audit quorums verified, and monitors it.
 //
-// TestConfigsLoad loads every ktauditor configuration of deploy/config
-// with the real ktauditor, on the keys ktctl keygen wrote (ktd's are
-// loaded by deploy's TestKtdConfigs and, for compose, started here).
+// TestSystemd starts deploy/systemd's ktd.service (ktd-embedded.yaml) and
+// ktauditor.service (ktauditor-systemd.yaml) the same way, with their
+// ExecStart, Environment and LoadCredential lines, and runs kt against
+// them. TestKubernetesAuditorConfig loads ktauditor-kubernetes.yaml with
+// a pod's environment from deploy/kubernetes/ktauditor.yaml and checks
+// that the pod uses its own keys. Every configuration file of
+// deploy/config is thus loaded by its binary here, except
+// ktd-replicated.yaml, which deploy's TestKtdConfigs loads (and
+// internal/testing/cluster runs in that mode).
 package deploytest
