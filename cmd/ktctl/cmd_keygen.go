@@ -53,16 +53,17 @@ are created mode 0600; move recovery.key offline (deploy/README.md).`,
 var paramsCmd = &command{
 	name:  "params",
 	args:  "",
-	usage: "params [--grpc ADDR] [--log-key KEY | --data-dir DIR] [--policy FILE] [--recovery-key KEY]",
+	usage: "params [--grpc ADDR] [--log-key KEY | --data-dir DIR] [--policy FILE] [--recovery-key KEY] [--vrf-public-key KEY]",
 	help: `Print the directory's client parameters, checked, for app developers.
 Fetches the parameters from the directory (GetParameters), checks that the
 log key is the pinned one (--log-key, --data-dir or the policy's log line),
-that the witness policy is the file --policy names and the recovery key
-the one --recovery-key names (when given), and that a client accepts them
+that the witness policy is the file --policy names, the recovery key the
+one --recovery-key names and the VRF key --vrf-public-key (each when
+given), and that a client accepts them
 (a witness quorum other than none). Prints them as kt pins them: save the
 output as params.json next to kt's state file before "kt init", which then
 refuses a directory whose parameters differ.`,
-	keys:    []string{"grpc", "grpc_tls", "log_key", "data_dir", "policy", "recovery_key"},
+	keys:    []string{"grpc", "grpc_tls", "log_key", "data_dir", "policy", "recovery_key", "vrf_public_key"},
 	network: true, maxArgs: 0,
 	run: runParams,
 }
@@ -283,6 +284,14 @@ func runParams(ctx context.Context, e *env) error {
 	}
 	if k.RecoveryKey != nil && string(pb.GetRecoveryPublicKey()) != string(k.RecoveryKey[:]) {
 		return fmt.Errorf("%w: the directory's recovery key is not the pinned one", ktctl.ErrVerification)
+	}
+	if v := e.cfg.VRFPublicKey; v != "" {
+		if b, err := os.ReadFile(v); err == nil {
+			v = string(b) // a file holding it, as keygen's public/vrf.pub
+		}
+		if pb.GetVrfPublicKey() != strings.TrimSpace(v) {
+			return fmt.Errorf("%w: the directory's VRF key is %q, not the pinned one", ktctl.ErrVerification, pb.GetVrfPublicKey())
+		}
 	}
 	if _, err := client.NewParams(pb, client.Options{}); err != nil {
 		return fmt.Errorf("%w: a client refuses these parameters: %v", ktctl.ErrVerification, err)

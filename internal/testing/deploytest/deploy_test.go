@@ -443,7 +443,8 @@ func TestCompose(t *testing.T) {
 	grpcAddr := kp.binds["0.0.0.0:8443"]
 	ktctl, kt := filepath.Join(ours, "ktctl"), filepath.Join(ours, "kt")
 	params := run(t, os.Environ(), ktctl, "params", "--grpc", grpcAddr, "--log-key", filepath.Join(keys, "public", "log.vkey"),
-		"--policy", filepath.Join(keys, "public", "witness-policy"), "--recovery-key", filepath.Join(keys, "public", "recovery.pub"))
+		"--policy", filepath.Join(keys, "public", "witness-policy"), "--recovery-key", filepath.Join(keys, "public", "recovery.pub"),
+		"--vrf-public-key", filepath.Join(keys, "public", "vrf.pub"))
 	ktdArgs, ktdEnv := tp.args(kp, services["ktd"])
 	token := strings.TrimSpace(run(t, ktdEnv, filepath.Join(ours, "ktd"), append([]string{"issue-token"}, append(ktdArgs, "alice@example.com")...)...))
 	device := func(name string) func(args ...string) string {
