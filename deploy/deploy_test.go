@@ -866,9 +866,9 @@ func TestKustomizeBuild(t *testing.T) {
 		dir   string
 		kinds map[string]int
 	}{
-		{"kubernetes", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 5, "ConfigMap": 2, "PodDisruptionBudget": 2}},
+		{"kubernetes", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 6, "ConfigMap": 2, "PodDisruptionBudget": 2}},
 		// The overlay adds the headless Service ktd-peers and ktd's PDB.
-		{"kubernetes/replicated", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 6, "ConfigMap": 2, "PodDisruptionBudget": 3}},
+		{"kubernetes/replicated", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 7, "ConfigMap": 2, "PodDisruptionBudget": 3}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			// ConfigMap/key -> the file its generator reads.

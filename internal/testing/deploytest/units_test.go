@@ -1,6 +1,7 @@
 package deploytest
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -243,6 +244,40 @@ func TestKubernetesAuditorConfig(t *testing.T) {
 	e := os.Environ()
 	for _, kv := range env {
 		e = append(e, tp.rewrite(p, kv))
+	}
+	// ktd is Ready only once its auditors vouched for an epoch (audit
+	// mode: /healthz needs a served epoch), and they vouch after reading
+	// the log: the Service they read it through must list not-ready pods.
+	m = regexp.MustCompile(`(?m)^\s+url: http://([a-z0-9-]+):8080`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("ktauditor-kubernetes.yaml reads no log at a Service on port 8080")
+	}
+	ktdManifest, err := os.ReadFile(filepath.Join(repo, "deploy", "kubernetes", "ktd.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	dec = yaml.NewDecoder(bytes.NewReader(ktdManifest))
+	for {
+		var svc struct {
+			Kind     string
+			Metadata struct{ Name string }
+			Spec     struct {
+				PublishNotReadyAddresses bool `yaml:"publishNotReadyAddresses"`
+			}
+		}
+		if err := dec.Decode(&svc); err != nil {
+			break
+		}
+		if svc.Kind == "Service" && svc.Metadata.Name == string(m[1]) {
+			found = true
+			if !svc.Spec.PublishNotReadyAddresses {
+				t.Errorf("the auditors read the log through Service %s, which lists only Ready ktd pods: neither would ever start", m[1])
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the auditors read the log at %s, which deploy/kubernetes/ktd.yaml does not define", m[1])
 	}
 	for i, sub := range []string{"vkey", "audit-vkey"} {
 		got := strings.TrimSpace(run(t, e, filepath.Join(ours, "ktauditor"), sub, "--config", cfg))
