@@ -195,6 +195,10 @@ type State struct {
 	// Contacts are the contacts this device encrypted to, by canonical
 	// handle, as last verified (contact monitoring, design.md 13.3).
 	Contacts map[string]*Contact
+
+	// Seen is the replay cache of accepted messages (design.md 12.3,
+	// message_state.go); nil when empty.
+	Seen *SeenMessages
 }
 
 // stateVersion is the "version" of the persisted encoding.
@@ -216,6 +220,9 @@ type stateJSON struct {
 	FormerKeys [][]byte               `json:"former_keys,omitempty"`
 	Refused    map[string]refusalJSON `json:"refused,omitempty"`
 	Contacts   map[string][]byte      `json:"contacts,omitempty"`
+
+	// Signed messages (message_state.go).
+	Messages []byte `json:"messages,omitempty"`
 }
 
 // refusalJSON is the persisted encoding of a [Refusal].
@@ -286,6 +293,11 @@ func (s *State) MarshalBinary() ([]byte, error) {
 			if j.Contacts[h], err = c.MarshalBinary(); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if s.Seen != nil {
+		if j.Messages, err = s.Seen.MarshalBinary(); err != nil {
+			return nil, err
 		}
 	}
 	return json.MarshalIndent(j, "", "  ")
@@ -403,6 +415,12 @@ func (s *State) UnmarshalBinary(b []byte) error {
 			out.Contacts = map[string]*Contact{}
 		}
 		out.Contacts[h] = c
+	}
+	if j.Messages != nil {
+		out.Seen = new(SeenMessages)
+		if err := out.Seen.UnmarshalBinary(j.Messages); err != nil {
+			return err
+		}
 	}
 	*s = out
 	return nil
