@@ -122,10 +122,12 @@ type AccountKey struct {
 // DeviceSet is the value committed to by a change record: every device of an
 // account under one handle. A device set with no devices is a tombstone.
 type DeviceSet struct {
-	// Format is the encoding's format version: 0 or [DeviceSetV1] for
-	// format 0x01 (ParseDeviceSet returns 0 for it, so that a set built
-	// without a format round-trips), [DeviceSetV2] for format 0x02. A
-	// format-0x01 set cannot carry message keys.
+	// Format is the encoding's format version: [DeviceSetV1] or
+	// [DeviceSetV2]; 0 (the zero value) means format 0x02 if any device
+	// has a message key and format 0x01 otherwise, so that a set built
+	// from another set's devices keeps their message keys. ParseDeviceSet
+	// returns 0 for format 0x01 (a set built without a format round-trips)
+	// and [DeviceSetV2] for format 0x02.
 	Format byte
 	// AccountID is assigned at random by the directory at registration.
 	AccountID [16]byte
@@ -145,10 +147,15 @@ func (d *Device) HasMessageKey() bool { return d.MessageKey != [32]byte{} }
 
 // version returns the format version byte s encodes as.
 func (s *DeviceSet) version() byte {
-	if s.Format == 0 {
-		return DeviceSetV1
+	if s.Format != 0 {
+		return s.Format
 	}
-	return s.Format
+	for i := range s.Devices {
+		if s.Devices[i].HasMessageKey() {
+			return DeviceSetV2
+		}
+	}
+	return DeviceSetV1
 }
 
 // SPEC(design.md 4.2)

@@ -210,7 +210,7 @@ func TestDeviceSetMarshalRejects(t *testing.T) {
 		{"unknown suite", func(s *DeviceSet) { s.Devices[0].Suite.AEAD = 9 }},
 		{"shared signing key", func(s *DeviceSet) { s.Devices[1].SigningKey = s.Devices[0].SigningKey }},
 		{"account key is a device key", func(s *DeviceSet) { s.Account = &AccountKey{Key: s.Devices[0].SigningKey} }},
-		{"message key in format 0x01", func(s *DeviceSet) { s.Devices[0].MessageKey = [32]byte{7} }},
+		{"message key in format 0x01", func(s *DeviceSet) { s.Format, s.Devices[0].MessageKey = DeviceSetV1, [32]byte{7} }},
 		{"unknown format 0x03", func(s *DeviceSet) { s.Format = 3 }},
 		{"message key is own signing key", func(s *DeviceSet) {
 			s.Format = DeviceSetV2

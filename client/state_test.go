@@ -128,7 +128,7 @@ func goldenDeviceKeys(t *testing.T) *client.DeviceKeys {
 func goldenEnvelope() *client.Envelope {
 	return &client.Envelope{
 		Version: client.EnvelopeV1,
-		Suite: api.SuiteHybrid, Device: [16]byte{4, 5, 6},
+		Suite:   api.SuiteHybrid, Device: [16]byte{4, 5, 6},
 		From: "mailto:alice@example.com", To: "mailto:bob@example.com", Owner: "mailto:bob@example.com",
 		Enc: bytes.Repeat([]byte{0xe}, 32), Ciphertext: []byte("ciphertext and tag"),
 	}
