@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -763,16 +764,17 @@ func (a *app) decrypt(ctx context.Context) error {
 		if e.Device != st.Device.ID {
 			continue
 		}
+		// SPEC(design.md 12.3): Decrypt authenticates the sender or
+		// refuses with a typed error, and shows no plaintext then.
 		pt, e, err := c.Decrypt(ctx, b)
 		if err != nil {
-			return fmt.Errorf("line %d: %w", n, err)
+			return fmt.Errorf("line %d: refused: %w", n, err)
 		}
 		if a.cfg.JSON {
-			return a.output(map[string]any{"from": e.From, "to": e.To, "plaintext": pt}, nil)
+			return a.output(map[string]any{"from": e.From, "from_device": hex.EncodeToString(e.SenderDevice[:]), "authenticated": true,
+				"sent": time.UnixMilli(int64(min(e.Timestamp, math.MaxInt64))).UTC(), "to": e.To, "plaintext": pt}, nil)
 		}
-		if e.From != "" {
-			fmt.Fprintf(a.stderr, "kt: from %s (unauthenticated: HPKE base mode), to %s\n", e.From, e.To)
-		}
+		fmt.Fprintf(a.stderr, "kt: from %s, device %x (authenticated: signed by a device of its verified, logged device set), to %s\n", e.From, e.SenderDevice, e.To)
 		return a.writeOut(pt)
 	}
 	if err := sc.Err(); err != nil {
