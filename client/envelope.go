@@ -271,6 +271,15 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 	return e, nil
 }
 
+// Seal encrypts plaintext to r (a device of a verified [LookupResult]),
+// filling Enc and Ciphertext; every header field must be set first, since
+// the HPKE info binds them, and a format-2 envelope is signed afterwards
+// ([Envelope.Sign]). [Client.Encrypt] does all of this; Seal is for tools
+// and tests that build envelopes themselves.
+//
+// SPEC(design.md 12.3)
+func (e *Envelope) Seal(r *Recipient, plaintext []byte) error { return e.seal(r, plaintext) }
+
 // seal encrypts plaintext to r, filling e.Enc and e.Ciphertext.
 //
 // SPEC(design.md 12.3)
