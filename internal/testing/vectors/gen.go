@@ -231,6 +231,21 @@ func genEncodings() EncodingsFile {
 	v2 := add("device set: X25519 and MLKEM768-X25519 devices, no account key", set2, 0)
 	v3 := add("device set: tombstone (no devices)", set3, 0)
 	add("device set: account signature for another version (does not verify)", set1, 2)
+	// Format 0x02 (design.md 5.3): a message-signing key per device.
+	withMsg := func(s *api.DeviceSet, labels ...string) *api.DeviceSet {
+		s.Format = api.DeviceSetV2
+		for i := range s.Devices {
+			if i < len(labels) && labels[i] != "" {
+				s.Devices[i].MessageKey = [32]byte(ed25519.NewKeyFromSeed(seed(labels[i])).Public().(ed25519.PublicKey))
+			}
+		}
+		return s
+	}
+	setV2 := withMsg(set(a, b), "enc message 0", "enc message 1")
+	setV2.SignAccount(Origin, index, 2, acct)
+	v2a := add("device set: format 0x02, X25519 and MLKEM768-X25519 devices with message-signing keys, account key signed for version 2", setV2, 2)
+	add("device set: format 0x02, the second device without a message-signing key yet (32 zero bytes)", withMsg(set(a, b), "enc message 0"), 0)
+	add("device set: format 0x02, tombstone", withMsg(&api.DeviceSet{AccountID: accountID}), 0)
 
 	mk := func(s []byte, version uint64, prev [32]byte, kind api.AuthKind, st *api.DeviceSet, signer ed25519.PrivateKey) []byte {
 		var opening [32]byte
@@ -273,6 +288,20 @@ func genEncodings() EncodingsFile {
 	// Two devices in the wrong order: swap them in the encoding.
 	sw := &api.DeviceSet{AccountID: accountID, Devices: []api.Device{set2.Devices[1], set2.Devices[0]}}
 	invalid("device set: devices not sorted by ID", "device_set", unsortedSet(sw))
+	// Format 0x02: offsets of the first device's keys (5.3).
+	first := setV2.Devices[0]
+	sigOff := 18 + 16 + 6 + 2 + len(first.HPKEKey)
+	msgOff := sigOff + 32
+	secondSig := msgOff + 32 + 8 + 16 + 6 + 2 + len(setV2.Devices[1].HPKEKey)
+	secondMsg := secondSig + 32
+	edit := func(f func(b []byte)) []byte { b := bytes.Clone(v2a); f(b); return b }
+	invalid("device set: format 0x02, a message key equal to its device's signing key", "device_set", edit(func(b []byte) { copy(b[msgOff:msgOff+32], b[sigOff:sigOff+32]) }))
+	invalid("device set: format 0x02, a message key equal to another device's signing key", "device_set", edit(func(b []byte) { copy(b[msgOff:msgOff+32], b[secondSig:secondSig+32]) }))
+	invalid("device set: format 0x02, two devices share a message key", "device_set", edit(func(b []byte) { copy(b[secondMsg:secondMsg+32], b[msgOff:msgOff+32]) }))
+	invalid("device set: format 0x02, a message key equal to the account key", "device_set", edit(func(b []byte) { copy(b[msgOff:msgOff+32], b[len(b)-96:len(b)-64]) }))
+	invalid("device set: format 0x02, truncated in the last device's message key", "device_set", edit(func(b []byte) {})[:secondMsg+16])
+	invalid("device set: format 0x01 bytes labelled format 0x02", "device_set", append([]byte{api.DeviceSetV2}, v2[1:]...))
+	invalid("device set: unknown format version 0x03", "device_set", append([]byte{0x03}, v2[1:]...))
 	return f
 }
 
@@ -988,7 +1017,7 @@ func (w *world) genEnvelopes(existing []byte) File[EnvelopeVector] {
 		base := EnvelopeVector{DeviceID: dk.keys.ID[:], KEM: d.suite.KEM, KDF: d.suite.KDF, AEAD: d.suite.AEAD, IKM: ikm,
 			Private: priv, Public: dk.dev.HPKEKey}
 		pt := []byte("hello bob, from alice (" + d.label + ")")
-		e := &client.Envelope{Suite: d.suite, Device: dk.keys.ID, From: "mailto:alice@example.com", To: "mailto:bob@example.com", Owner: "mailto:bob@example.com"}
+		e := &client.Envelope{Version: client.EnvelopeV1, Suite: d.suite, Device: dk.keys.ID, From: "mailto:alice@example.com", To: "mailto:bob@example.com", Owner: "mailto:bob@example.com"}
 		name := d.label + ": honest"
 		good := base
 		good.Name = name
@@ -1014,7 +1043,7 @@ func (w *world) genEnvelopes(existing []byte) File[EnvelopeVector] {
 		variant("owner changed", func(e *client.Envelope) []byte { e.Owner = e.From; return must(e.MarshalBinary()) })
 		variant("for another device", func(e *client.Envelope) []byte { e.Device[0] ^= 1; return must(e.MarshalBinary()) })
 		variant("trailing byte", func(e *client.Envelope) []byte { return append(must(e.MarshalBinary()), 0) })
-		variant("unknown version", func(e *client.Envelope) []byte { b := must(e.MarshalBinary()); b[0] = 2; return b })
+		variant("unknown version", func(e *client.Envelope) []byte { b := must(e.MarshalBinary()); b[0] = 3; return b })
 	}
 	return f
 }
