@@ -139,7 +139,7 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		return nargsThen(args, 1, "join HANDLE", func() error { return a.join(ctx, args[0]) })
 	case "device":
 		if len(args) == 0 {
-			return usagef("usage: kt device export|add|remove|rekey")
+			return usagef("usage: kt device export|add|remove|rekey|upgrade")
 		}
 		sub, args := args[0], args[1:]
 		switch sub {
@@ -166,6 +166,25 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		case "rekey":
 			return nargsThen(args, 0, "device rekey", func() error {
 				return a.submit(ctx, "re-keyed this device", func(c *client.Client) ([]*client.Submitted, error) { return c.Rekey(ctx) })
+			})
+		case "upgrade":
+			// SPEC(design.md 5.3): a device upgrades by a kind-2 change
+			// writing a format-0x02 set with its message-signing key.
+			return nargsThen(args, 0, "device upgrade", func() error {
+				c, err := a.client()
+				if err != nil {
+					return err
+				}
+				subs, err := c.UpgradeMessageKey(ctx)
+				if err != nil {
+					return err
+				}
+				if len(subs) == 0 {
+					return a.output(map[string]any{"upgraded": false}, func(w io.Writer) {
+						fmt.Fprintln(w, "this device's message-signing key is already in every own handle's verified device set")
+					})
+				}
+				return a.printSubmitted(ctx, c, "logged this device's message-signing key (device set format 0x02)", subs)
 			})
 		default:
 			return usagef("unknown command %q", "device "+sub)

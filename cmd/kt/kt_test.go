@@ -184,6 +184,10 @@ func TestWorkflow(t *testing.T) {
 			t.Fatalf("bob%d: no authenticated sender line: %q", i+1, errs)
 		}
 	}
+	// Alice's set already holds her message key: nothing to upgrade.
+	if out := alice.ok("device", "upgrade"); !strings.Contains(out, "already") {
+		t.Fatalf("device upgrade: %q", out)
+	}
 	// The same envelope again is a replay: refused, no plaintext.
 	if out, errs, code := bob1.kt("", "decrypt", "--in", msgFile); code != 1 || out != "" || !strings.Contains(errs, "replay") {
 		t.Fatalf("replayed decrypt: exit %d, %q, %q", code, out, errs)
