@@ -333,3 +333,47 @@ func TestReplayCache(t *testing.T) {
 	refused(t, e.bob, e.forge(t, "mailto:alice@example.com", e.a1.ID, base, randomID(), e.a1.Message), client.ErrMessageTime)
 	refused(t, e.bob, next, client.ErrMessageReplay)
 }
+
+// TestSignedMessageSuites: signed messages between devices of both HPKE
+// suites, X25519 and the hybrid MLKEM768-X25519, sender and recipient.
+func TestSignedMessageSuites(t *testing.T) {
+	e := newNetEnv(t)
+	ctx := t.Context()
+	hybrid := func() *client.Client {
+		c, _ := e.newClient(nil, client.Config{})
+		if _, err := c.Init(ctx, api.SuiteHybrid); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	alice, bob := hybrid(), e.device(client.Config{})
+	e.enroll(alice, "alice@example.com", false)
+	e.enroll(bob, "bob@example.com", false)
+	bob2 := hybrid()
+	e.link(bob, bob2, "bob@example.com")
+	awaitVersion(t, alice, "bob@example.com", 2)
+	envs, err := alice.Encrypt(ctx, "bob@example.com", []byte("pq hello"))
+	if err != nil || len(envs) != 2 {
+		t.Fatalf("Encrypt: %d envelopes, %v", len(envs), err)
+	}
+	for _, c := range []*client.Client{bob, bob2} {
+		if pt, err := decryptAll(t, c, envs); err != nil || pt != "pq hello" {
+			t.Fatalf("decrypt: %q, %v", pt, err)
+		}
+	}
+	suites := map[api.HPKESuite]bool{}
+	for _, env := range envs {
+		suites[env.Suite] = true
+	}
+	if !suites[api.SuiteX25519] || !suites[api.SuiteHybrid] {
+		t.Fatalf("suites %v", suites)
+	}
+	// And back, from the X25519 device to the hybrid sender.
+	envs, err = bob.Encrypt(ctx, "alice@example.com", []byte("reply"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := decryptAll(t, alice, envs); err != nil || pt != "reply" {
+		t.Fatalf("reply: %q, %v", pt, err)
+	}
+}
