@@ -143,7 +143,7 @@ const deviceFixedSize = 16 + 6 + 2 + 32 + 8
 // HasMessageKey reports whether the device has a message-signing key.
 //
 // SPEC(design.md 5.3)
-func (d *Device) HasMessageKey() bool { return d.MessageKey != [32]byte{} }
+func (d Device) HasMessageKey() bool { return d.MessageKey != [32]byte{} }
 
 // version returns the format version byte s encodes as.
 func (s *DeviceSet) version() byte {

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -375,5 +378,35 @@ func TestSignedMessageSuites(t *testing.T) {
 	}
 	if pt, err := decryptAll(t, alice, envs); err != nil || pt != "reply" {
 		t.Fatalf("reply: %q, %v", pt, err)
+	}
+}
+
+// TestLegacyStateLoads: a state file written before message keys (the
+// golden client state, device keys encoding version 1) loads, with no
+// message key; the next write stores the key once one is generated.
+func TestLegacyStateLoads(t *testing.T) {
+	raw, err := os.ReadFile("testdata/client-state.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hex.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st client.State
+	if err := st.UnmarshalBinary(b); err != nil {
+		t.Fatalf("a state file from before message keys does not load: %v", err)
+	}
+	if st.Device == nil || st.Device.Message != nil || st.Device.MessagePublic() != ([32]byte{}) || st.Device.Device().HasMessageKey() {
+		t.Fatalf("legacy device keys: %+v", st.Device)
+	}
+	_, st.Device.Message, _ = ed25519.GenerateKey(nil)
+	again, err := st.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st2 client.State
+	if err := st2.UnmarshalBinary(again); err != nil || !st2.Device.Message.Equal(st.Device.Message) {
+		t.Fatalf("the message key does not persist: %v", err)
 	}
 }
