@@ -952,6 +952,16 @@ type EnvelopeVector struct {
 	Owner     string `json:"owner,omitempty"`
 	Plaintext Hex    `json:"plaintext_hex,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Format 2 (12.3): the sender device's message-signing key (input),
+	// and, for an envelope that parses, its sender fields, the message
+	// statement for origin (4.3) and whether the signature verifies
+	// under that key.
+	SenderMessageKey Hex    `json:"sender_message_key_hex,omitempty"`
+	SenderDevice     Hex    `json:"sender_device_hex,omitempty"`
+	Timestamp        uint64 `json:"timestamp_ms,omitempty"`
+	MessageID        Hex    `json:"message_id_hex,omitempty"`
+	MessageStatement Hex    `json:"message_statement_hex,omitempty"`
+	SignatureValid   *bool  `json:"signature_valid,omitempty"`
 }
 
 func (v EnvelopeVector) keys() *client.DeviceKeys {
@@ -964,10 +974,17 @@ func (v EnvelopeVector) keys() *client.DeviceKeys {
 func (v EnvelopeVector) Run() EnvelopeVector {
 	out := v
 	out.From, out.To, out.Owner, out.Plaintext, out.Error = "", "", "", nil, ""
+	out.SenderDevice, out.Timestamp, out.MessageID, out.MessageStatement, out.SignatureValid = nil, 0, nil, nil, nil
 	e, err := client.ParseEnvelope(v.Envelope)
 	if err != nil {
 		out.Error = failure(err).Error
 		return out
+	}
+	if e.Version == client.EnvelopeV2 {
+		out.SenderDevice, out.Timestamp, out.MessageID = bytes.Clone(e.SenderDevice[:]), e.Timestamp, bytes.Clone(e.MessageID[:])
+		out.MessageStatement = client.MessageStatement(Origin, e)
+		ok := len(v.SenderMessageKey) == 32 && e.VerifySignature(Origin, [32]byte(v.SenderMessageKey)) == nil
+		out.SignatureValid = &ok
 	}
 	pt, err := e.Open(v.keys())
 	if err != nil {
@@ -987,6 +1004,9 @@ func sealEnvelope(e *client.Envelope, pub hpke.PublicKey, plaintext []byte) {
 	// encoding with empty enc and ciphertext, less their length fields.
 	e.Enc, e.Ciphertext = nil, nil
 	head := must(e.MarshalBinary())
+	if e.Version == client.EnvelopeV2 {
+		head = head[:len(head)-64] // the signature
+	}
 	info := append([]byte("kt/v1/envelope\x00"), head[:len(head)-6]...)
 	enc, s, err := hpke.NewSender(pub, kdf, aead, info)
 	check(err)
@@ -997,7 +1017,12 @@ func (w *world) genEnvelopes(existing []byte) File[EnvelopeVector] {
 	f := File[EnvelopeVector]{Description: "Message envelopes (design.md 12.3), opened by the recipient device: parse envelope_hex, " +
 		"check it is for this device and suite, and HPKE-open it (mode base, info = \"kt/v1/envelope\" || 0x00 || the envelope bytes " +
 		"from version to owner, empty aad): plaintext_hex with the envelope's from, to and owner, or error (ErrEnvelope). " +
-		"HPKE encryption is randomized: these envelopes were sealed once and are checked by opening them."}
+		"HPKE encryption is randomized: these envelopes were sealed once and are checked by opening them. " +
+		"Format 2 (version 0x02) adds the sender device, time and message ID to the header (and the info) and a final " +
+		"Ed25519 signature by sender_message_key_hex over the message statement for origin " + Origin + " " +
+		"(\"kt/v1/message\" || 0x00 || u16 len(origin) || origin || the envelope without the signature): " +
+		"message_statement_hex and signature_valid. A recipient accepts a format-2 envelope only if the signature verifies and it opens; " +
+		"checking that the key is the sender device's in the sender's verified device set, the time window and replays are the client's."}
 	var old File[EnvelopeVector]
 	if existing != nil {
 		_ = json.Unmarshal(existing, &old)
@@ -1044,6 +1069,54 @@ func (w *world) genEnvelopes(existing []byte) File[EnvelopeVector] {
 		variant("for another device", func(e *client.Envelope) []byte { e.Device[0] ^= 1; return must(e.MarshalBinary()) })
 		variant("trailing byte", func(e *client.Envelope) []byte { return append(must(e.MarshalBinary()), 0) })
 		variant("unknown version", func(e *client.Envelope) []byte { b := must(e.MarshalBinary()); b[0] = 3; return b })
+
+		// Format 2: signed by the sender device's message key.
+		msgKey := ed25519.NewKeyFromSeed(seed(d.label + " sender message"))
+		base2 := base
+		base2.SenderMessageKey = Hex(msgKey.Public().(ed25519.PublicKey))
+		e2 := &client.Envelope{Version: client.EnvelopeV2, Suite: d.suite, Device: dk.keys.ID, From: "mailto:alice@example.com",
+			To: "mailto:bob@example.com", Owner: "mailto:bob@example.com", Timestamp: uint64(T0.UnixMilli())}
+		copy(e2.SenderDevice[:], seed(d.label+" sender device"))
+		copy(e2.MessageID[:], seed(d.label+" message id"))
+		name2 := d.label + ": format 2, honest"
+		good2 := base2
+		good2.Name = name2
+		if r, ok := reuse[name2]; ok && bytes.Equal(r.Private, priv) && bytes.Equal(r.DeviceID, base.DeviceID) {
+			good2.Envelope = r.Envelope
+		}
+		if opened := good2.Run(); opened.Error != "" || !bytes.Equal(opened.Plaintext, pt) || opened.SignatureValid == nil || !*opened.SignatureValid {
+			sealEnvelope(e2, dk.keys.HPKE.PublicKey(), pt)
+			e2.Sign(Origin, msgKey)
+			good2.Envelope = must(e2.MarshalBinary())
+		}
+		good2 = good2.Run()
+		f.Vectors = append(f.Vectors, good2)
+		parsed2 := must(client.ParseEnvelope(good2.Envelope))
+		variant2 := func(suffix string, edit func(e *client.Envelope) []byte) {
+			c := *parsed2
+			v := base2
+			v.Name = d.label + ": format 2, " + suffix
+			v.Envelope = edit(&c)
+			f.Vectors = append(f.Vectors, v.Run())
+		}
+		variant2("signature flipped (opens, the signature does not verify)", func(e *client.Envelope) []byte { e.Signature[0] ^= 1; return must(e.MarshalBinary()) })
+		variant2("ciphertext flipped", func(e *client.Envelope) []byte { e.Ciphertext = flip(e.Ciphertext, 0); return must(e.MarshalBinary()) })
+		variant2("timestamp changed", func(e *client.Envelope) []byte { e.Timestamp++; return must(e.MarshalBinary()) })
+		variant2("sender device changed", func(e *client.Envelope) []byte { e.SenderDevice[0] ^= 1; return must(e.MarshalBinary()) })
+		variant2("message ID changed", func(e *client.Envelope) []byte { e.MessageID[0] ^= 1; return must(e.MarshalBinary()) })
+		variant2("from changed", func(e *client.Envelope) []byte { e.From = "mailto:mallory@example.com"; return must(e.MarshalBinary()) })
+		variant2("re-signed by another key", func(e *client.Envelope) []byte {
+			e.Sign(Origin, ed25519.NewKeyFromSeed(seed("another message key")))
+			return must(e.MarshalBinary())
+		})
+		variant2("truncated signature", func(e *client.Envelope) []byte { b := must(e.MarshalBinary()); return b[:len(b)-1] })
+		variant2("empty from", func(e *client.Envelope) []byte {
+			b := must(e.MarshalBinary())
+			// version, suite (6), device (16), then from: length 0x0018.
+			off := 1 + 6 + 16
+			n := int(b[off])<<8 | int(b[off+1])
+			return append(append(bytes.Clone(b[:off]), 0, 0), b[off+2+n:]...)
+		})
 	}
 	return f
 }
