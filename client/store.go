@@ -199,6 +199,10 @@ type State struct {
 	// Seen is the replay cache of accepted messages (design.md 12.3,
 	// message_state.go); nil when empty.
 	Seen *SeenMessages
+	// Verified are the contacts whose verification code the user
+	// confirmed, by canonical handle, with the pinned identity
+	// (per-contact strict mode, design.md 13.5).
+	Verified map[string]*VerifiedPin
 }
 
 // stateVersion is the "version" of the persisted encoding.
@@ -223,6 +227,8 @@ type stateJSON struct {
 
 	// Signed messages (message_state.go).
 	Messages []byte `json:"messages,omitempty"`
+	// Verified: the verification pins (design.md 13.5).
+	Verified map[string]verifiedJSON `json:"verified,omitempty"`
 }
 
 // refusalJSON is the persisted encoding of a [Refusal].
@@ -300,6 +306,7 @@ func (s *State) MarshalBinary() ([]byte, error) {
 			return nil, err
 		}
 	}
+	j.Verified = marshalVerified(s.Verified)
 	return json.MarshalIndent(j, "", "  ")
 }
 
@@ -422,6 +429,10 @@ func (s *State) UnmarshalBinary(b []byte) error {
 			return err
 		}
 	}
+	var err error
+	if out.Verified, err = unmarshalVerified(j.Verified); err != nil {
+		return err
+	}
 	*s = out
 	return nil
 }
@@ -436,6 +447,7 @@ func (s *State) clone() *State {
 	c.FormerKeys = slices.Clone(s.FormerKeys)
 	c.Refused = maps.Clone(s.Refused)
 	c.Contacts = maps.Clone(s.Contacts)
+	c.Verified = maps.Clone(s.Verified)
 	return &c
 }
 
