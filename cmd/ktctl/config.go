@@ -81,7 +81,7 @@ type Config struct {
 	// ShowDeleted lists deleted trees too (`tree list`).
 	ShowDeleted bool `mapstructure:"show_deleted"`
 	// Operator is the address of the directory's private Operator gRPC
-	// service (ktd's operator_listen), for `recover`. Default
+	// service (ktd's operator_listen), for `recover` and `diff`. Default
 	// 127.0.0.1:8444.
 	Operator string `mapstructure:"operator"`
 	// Replace makes `recover` set the device set to exactly the given
