@@ -195,6 +195,10 @@ type State struct {
 	// Contacts are the contacts this device encrypted to, by canonical
 	// handle, as last verified (contact monitoring, design.md 13.3).
 	Contacts map[string]*Contact
+
+	// Seen is the replay cache of accepted messages (design.md 12.3,
+	// message_state.go); nil when empty.
+	Seen *SeenMessages
 	// Verified are the contacts whose verification code the user
 	// confirmed, by canonical handle, with the pinned identity
 	// (per-contact strict mode, design.md 13.5).
@@ -221,6 +225,8 @@ type stateJSON struct {
 	Refused    map[string]refusalJSON `json:"refused,omitempty"`
 	Contacts   map[string][]byte      `json:"contacts,omitempty"`
 
+	// Signed messages (message_state.go).
+	Messages []byte `json:"messages,omitempty"`
 	// Verified: the verification pins (design.md 13.5).
 	Verified map[string]verifiedJSON `json:"verified,omitempty"`
 }
@@ -293,6 +299,11 @@ func (s *State) MarshalBinary() ([]byte, error) {
 			if j.Contacts[h], err = c.MarshalBinary(); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if s.Seen != nil {
+		if j.Messages, err = s.Seen.MarshalBinary(); err != nil {
+			return nil, err
 		}
 	}
 	j.Verified = marshalVerified(s.Verified)
@@ -411,6 +422,12 @@ func (s *State) UnmarshalBinary(b []byte) error {
 			out.Contacts = map[string]*Contact{}
 		}
 		out.Contacts[h] = c
+	}
+	if j.Messages != nil {
+		out.Seen = new(SeenMessages)
+		if err := out.Seen.UnmarshalBinary(j.Messages); err != nil {
+			return err
+		}
 	}
 	var err error
 	if out.Verified, err = unmarshalVerified(j.Verified); err != nil {
