@@ -131,18 +131,25 @@ func (c *Client) loadDevice(ctx context.Context) (*State, error) {
 }
 
 func (c *Client) load(ctx context.Context) (*State, error) {
+	st, _, err := c.loadRaw(ctx)
+	return st, err
+}
+
+// loadRaw is load that also returns the stored bytes the state was decoded
+// from (nil for no state), for updateFrom.
+func (c *Client) loadRaw(ctx context.Context) (*State, []byte, error) {
 	b, err := c.store.Load(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st := &State{}
 	if b == nil {
-		return st, nil
+		return st, nil, nil
 	}
 	if err := st.UnmarshalBinary(b); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return st, nil
+	return st, b, nil
 }
 
 // errStateMoved: another writer changed the trusted state between this
@@ -182,6 +189,29 @@ func (c *Client) update(ctx context.Context, mutate func(*State) error) error {
 	return c.store.Update(ctx, func(old []byte) ([]byte, error) {
 		cur := &State{}
 		if old != nil {
+			if err := cur.UnmarshalBinary(old); err != nil {
+				return nil, err
+			}
+		}
+		if err := mutate(cur); err != nil {
+			return nil, err
+		}
+		return cur.MarshalBinary()
+	})
+}
+
+// updateFrom is update for an operation that already decoded the state
+// (base, from the stored bytes raw) and whose mutate only replaces
+// top-level fields of the State it is given: when the store still holds
+// raw, mutate gets a shallow copy of base instead of a second decoding.
+func (c *Client) updateFrom(ctx context.Context, base *State, raw []byte, mutate func(*State) error) error {
+	return c.store.Update(ctx, func(old []byte) ([]byte, error) {
+		cur := &State{}
+		switch {
+		case raw != nil && bytes.Equal(old, raw):
+			cp := *base
+			cur = &cp
+		case old != nil:
 			if err := cur.UnmarshalBinary(old); err != nil {
 				return nil, err
 			}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keytrans/kt/api"
@@ -196,6 +197,49 @@ func (k *DeviceKeys) UnmarshalBinary(b []byte) error {
 	}
 	*k = out
 	return nil
+}
+
+// deviceKeysMemo keeps the last few decoded DeviceKeys by their exact
+// encoding: the client decodes its state on every operation, and deriving
+// the public halves (two Ed25519 keys and an HPKE key) was most of the cost
+// of a Decrypt. The keys are already in this process's memory; the memo
+// holds at most deviceKeysMemoSize of them and hands out copies.
+var deviceKeysMemo struct {
+	sync.Mutex
+	entries []deviceKeysMemoEntry
+}
+
+type deviceKeysMemoEntry struct {
+	raw  []byte
+	keys DeviceKeys
+}
+
+const deviceKeysMemoSize = 8
+
+// parseDeviceKeys decodes b (DeviceKeys.UnmarshalBinary), through
+// deviceKeysMemo.
+func parseDeviceKeys(b []byte) (*DeviceKeys, error) {
+	m := &deviceKeysMemo
+	m.Lock()
+	for _, e := range m.entries {
+		if bytes.Equal(e.raw, b) {
+			k := e.keys
+			m.Unlock()
+			return &k, nil
+		}
+	}
+	m.Unlock()
+	k := new(DeviceKeys)
+	if err := k.UnmarshalBinary(b); err != nil {
+		return nil, err
+	}
+	m.Lock()
+	if len(m.entries) == deviceKeysMemoSize {
+		m.entries = m.entries[1:]
+	}
+	m.entries = append(m.entries, deviceKeysMemoEntry{raw: bytes.Clone(b), keys: *k})
+	m.Unlock()
+	return k, nil
 }
 
 // Device descriptors carry a new device's public keys to an existing device

@@ -85,7 +85,7 @@ func (c *Client) senderSet(ctx context.Context, st *State, handle string) (*Look
 	}
 	if r := c.senders.res[canon]; r != nil && st.Trusted != nil && sameTrusted(r.Trusted, st.Trusted) {
 		age := c.cfg.Now().Sub(time.UnixMilli(int64(min(r.Trusted.Epoch.Timestamp, math.MaxInt64))))
-		if age <= c.p.MaxAge+c.p.Skew {
+		if age <= c.p.maxAge()+c.p.skew() {
 			return r, nil
 		}
 	}
@@ -170,9 +170,12 @@ func (c *Client) checkSender(e *Envelope, res *LookupResult, seen *SeenMessages)
 func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelope, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.loadDevice(ctx)
+	st, raw, err := c.loadRaw(ctx)
 	if err != nil {
 		return nil, nil, err
+	}
+	if st.Device == nil {
+		return nil, nil, ErrNoDevice
 	}
 	e, err := ParseEnvelope(envelope)
 	if err != nil {
@@ -210,7 +213,9 @@ func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelop
 	// plaintext is returned; checked again under the store's lock, for
 	// another process sharing the store.
 	oldest := uint64(max(c.cfg.Now().Add(-c.messageWindow()).UnixMilli(), 0))
-	err = c.update(ctx, func(s *State) error {
+	// The sender's lookup may have stored a newer trusted epoch: then the
+	// store no longer holds raw and updateFrom decodes what it holds.
+	err = c.updateFrom(ctx, st, raw, func(s *State) error {
 		if s.Seen.seen(key) {
 			return fmt.Errorf("%w: %w: message %x from device %x of %s", ErrEnvelope, ErrMessageReplay, e.MessageID, e.SenderDevice, e.From)
 		}

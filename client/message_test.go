@@ -410,3 +410,54 @@ func TestLegacyStateLoads(t *testing.T) {
 		t.Fatalf("the message key does not persist: %v", err)
 	}
 }
+
+// TestDecryptReusesSenderSet: with the default freshness bound (Params
+// leaves MaxAge zero), a second message from the same sender within the
+// trusted epoch is checked against the cached verified set, without a
+// lookup (design.md 12.3 receiving step 2); the control is the first
+// message, which looks the sender up.
+func TestDecryptReusesSenderSet(t *testing.T) {
+	e := newNetEnv(t)
+	alice := e.device(client.Config{})
+	e.enroll(alice, "alice@example.com", false)
+	dir := &countingDir{DirectoryClient: e.dir}
+	bob, _, err := e.dep.NewDevice(t.Context(), dir, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.enroll(bob, "bob@example.com", false)
+	st, err := bob.State(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs [][]byte
+	for range 2 {
+		envs, err := alice.Encrypt(t.Context(), "bob@example.com", []byte("hi"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, env := range envs {
+			if env.Device == st.Device.ID {
+				b, err := env.MarshalBinary()
+				if err != nil {
+					t.Fatal(err)
+				}
+				msgs = append(msgs, b)
+			}
+		}
+	}
+	before := dir.calls.Load()
+	if _, _, err := bob.Decrypt(t.Context(), msgs[0]); err != nil {
+		t.Fatal(err)
+	}
+	first := dir.calls.Load()
+	if first == before {
+		t.Fatal("the first message from Alice did not look her up")
+	}
+	if _, _, err := bob.Decrypt(t.Context(), msgs[1]); err != nil {
+		t.Fatal(err)
+	}
+	if n := dir.calls.Load() - first; n != 0 {
+		t.Fatalf("the second message from Alice made %d lookups; the verified set of the first should be reused", n)
+	}
+}

@@ -322,6 +322,7 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var j stateJSON
+	var err error
 	if err := dec.Decode(&j); err != nil {
 		return bad("%v", err)
 	}
@@ -339,8 +340,7 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 	}
 	if j.Device != nil {
-		out.Device = new(DeviceKeys)
-		if err := out.Device.UnmarshalBinary(j.Device); err != nil {
+		if out.Device, err = parseDeviceKeys(j.Device); err != nil {
 			return err
 		}
 	}
@@ -351,8 +351,7 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		out.Account = ed25519.NewKeyFromSeed(j.Account)
 	}
 	if j.PendingDev != nil {
-		out.PendingDevice = new(DeviceKeys)
-		if err := out.PendingDevice.UnmarshalBinary(j.PendingDev); err != nil {
+		if out.PendingDevice, err = parseDeviceKeys(j.PendingDev); err != nil {
 			return err
 		}
 	}
@@ -429,7 +428,6 @@ func (s *State) UnmarshalBinary(b []byte) error {
 			return err
 		}
 	}
-	var err error
 	if out.Verified, err = unmarshalVerified(j.Verified); err != nil {
 		return err
 	}
