@@ -49,7 +49,7 @@ func (a *Auditor) proveViolations(ctx context.Context, ls *logState, vs []replay
 	if len(vs) == 0 || ls.cfg.Reader == nil {
 		return
 	}
-	cp, _, err := log.ParseCheckpoint(target, ls.cfg.Origin, ls.verifier)
+	cp, _, err := log.ParseCheckpoint(target, ls.cfg.Origin, ls.logVerifier())
 	if err != nil {
 		return
 	}
@@ -152,7 +152,7 @@ func entryAt(ctx context.Context, r log.Reader, i uint64) (evidence.Entry, error
 
 // params are the log's parameters for evidence.Check.
 func (ls *logState) params() evidence.Params {
-	return evidence.Params{Origin: ls.cfg.Origin, LogVerifier: ls.verifier, RecoveryKey: ls.cfg.RecoveryKey}
+	return evidence.Params{Origin: ls.cfg.Origin, LogVerifier: ls.logVerifier(), RecoveryKey: ls.recoveryKey()}
 }
 
 // isFork reports whether bundle is kt-evidence/v1 (split view).

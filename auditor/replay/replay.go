@@ -578,7 +578,7 @@ type Source interface {
 //
 // SPEC(design.md 14)
 func (e *Engine) ReplayTo(ctx context.Context, src Source, checkpoint []byte, progress func(size uint64)) ([]Violation, error) {
-	cp, err := e.parseTarget(checkpoint)
+	cp, err := e.ParseTarget(checkpoint)
 	if err != nil {
 		return nil, err
 	}

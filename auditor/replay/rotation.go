@@ -151,12 +151,12 @@ func (e *Engine) parseAnyKey(raw []byte) (*fmtlog.Checkpoint, error) {
 	return nil, first
 }
 
-// parseTarget parses a checkpoint to replay up to. One that does not
+// ParseTarget parses a checkpoint to replay up to. One that does not
 // verify under the current log key but carries a signature named by the
 // origin may be signed by a key a rotation in the entries still to replay
 // introduces: its size is taken unverified, and Checkpoint verifies it
 // after the replay, under the key the replayed entries make current.
-func (e *Engine) parseTarget(raw []byte) (*fmtlog.Checkpoint, error) {
+func (e *Engine) ParseTarget(raw []byte) (*fmtlog.Checkpoint, error) {
 	cp, err := e.ParseCheckpoint(raw)
 	if err == nil {
 		return cp, nil
