@@ -12,6 +12,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/internal/testing/ktctltest"
 	"github.com/keytrans/kt/internal/testing/ktlog"
+	"github.com/keytrans/kt/log"
 )
 
 // TestRotateRecovery rotates the fixture directory's recovery key twice
@@ -69,18 +70,26 @@ func TestRotateRecovery(t *testing.T) {
 // in the log with its rule; the control, the honest rotation, passes.
 func TestVerifyForgedRotation(t *testing.T) {
 	m := newMemDeployment(t)
+	logKey, err := log.Ed25519PrivateKey(m.skey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name   string
+		kind   api.KeyKind
 		forged bool
-	}{{"control", false}, {"forged", true}} {
+	}{{"recovery control", api.KeyRecovery, false}, {"recovery forged", api.KeyRecovery, true}, {"log forged", api.KeyLog, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := ktlog.New("mem.example/kt")
 			b.Honest(2, 1)
 			old := b.Recovery
+			if tc.kind == api.KeyLog {
+				old = logKey
+			}
 			if tc.forged {
 				old = ktlog.Key("mallory")
 			}
-			r := &api.RotationRecord{Kind: api.KeyRecovery, Sequence: 1}
+			r := &api.RotationRecord{Kind: tc.kind, Sequence: 1}
 			if err := r.SignRotation(b.Origin, old, ktlog.Key("r2")); err != nil {
 				t.Fatal(err)
 			}
