@@ -285,7 +285,13 @@ func (c *Client) lookupAs(ctx context.Context, handle string, remember bool) (*L
 	var pinned ed25519.PublicKey
 	pin, hasPin := st.Pins[canon]
 	_, own := st.Handles[canon]
-	switch {
+	// SPEC(design.md 13.5): a verification pin is per-contact strict mode,
+	// whatever Config.Strict, and takes precedence over a first-use pin.
+	vpin := st.Verified[canon]
+	if own {
+		vpin = nil
+	}
+	switch vkey, vacct := verifiedAccountKey(vpin); {
 	case own:
 		// The owner's own handles are not pinned on first use: in strict
 		// mode they must carry this device's account key, if it holds one
@@ -296,12 +302,21 @@ func (c *Client) lookupAs(ctx context.Context, handle string, remember bool) (*L
 			pin = [32]byte(st.Account.Public().(ed25519.PublicKey))
 			pinned = pin[:]
 		}
+	case vpin != nil:
+		hasPin = true
+		if vacct {
+			pin = vkey
+			pinned = pin[:]
+		}
 	case c.cfg.Strict && hasPin:
 		pinned = pin[:]
 	}
 	now := c.cfg.Now()
 	res, err := VerifyLookup(c.params(), st.Trusted, canon, resp, now, pinned)
 	if err != nil {
+		if vpin != nil && errors.Is(err, ErrStrict) {
+			return nil, c.verifiedChanged(vpin, st.Trusted, canon, resp, now, err)
+		}
 		if pinned != nil && errors.Is(err, ErrStrict) {
 			// Surface a validly signed change of the account key.
 			if r2, err2 := VerifyLookup(c.params(), st.Trusted, canon, resp, now, nil); err2 == nil &&
@@ -310,6 +325,11 @@ func (c *Client) lookupAs(ctx context.Context, handle string, remember bool) (*L
 			}
 		}
 		return nil, err
+	}
+	if vpin != nil {
+		if err := c.checkVerified(vpin, res); err != nil {
+			return nil, err
+		}
 	}
 	newPin := false
 	if c.cfg.Strict && !hasPin && res.Registered && !res.DeviceSet.IsTombstone() {

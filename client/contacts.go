@@ -6,8 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
@@ -237,6 +235,10 @@ type ContactReport struct {
 	// [ErrContactChain] for an alert; another error when the lookup
 	// failed.
 	Err error
+	// Verified is set for a contact with a verification pin (design.md
+	// 13.5); a changed identity is an Err wrapping
+	// [ErrVerifiedContactChanged].
+	Verified bool
 }
 
 // Contacts returns the remembered contacts by canonical handle.
@@ -248,7 +250,8 @@ func (c *Client) Contacts(ctx context.Context) (map[string]*Contact, error) {
 	return st.Contacts, nil
 }
 
-// CheckContacts checks every remembered contact (design.md 13.3): a
+// CheckContacts checks every remembered contact (design.md 13.3), and
+// every verified contact against its verification pin (13.5): a
 // verified lookup of each, compared with what was remembered, with the
 // chain of changes in between when the version moved on. Each passed
 // check advances the contact's entry in the same write as the trusted
@@ -266,8 +269,12 @@ func (c *Client) CheckContacts(ctx context.Context) ([]ContactReport, error) {
 	}
 	var out []ContactReport
 	var errs []error
-	for _, h := range slices.Sorted(maps.Keys(st.Contacts)) {
-		rep := ContactReport{Handle: h, Remembered: st.Contacts[h].Version}
+	// SPEC(design.md 13.5): verified contacts are checked too.
+	for _, h := range st.checkedContacts() {
+		rep := ContactReport{Handle: h, Verified: st.Verified[h] != nil}
+		if ct := st.Contacts[h]; ct != nil {
+			rep.Remembered = ct.Version
+		}
 		res, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookupAs(ctx, h, false) })
 		var cc *ContactChangedError
 		switch {

@@ -61,6 +61,14 @@
 // signed change of the key is an [*AccountKeyChangedError] until
 // [Client.Repin].
 //
+// Verification codes (design.md 13.5): [Client.VerificationCode] derives
+// the code two people compare out of band from both handles' logged
+// identities; [Client.ConfirmVerification] checks the code the user typed
+// and pins the contact's identity, which makes every later lookup of that
+// contact strict for it (whatever [Config.Strict]): a change fails with a
+// [*VerifiedContactChangedError] ([ErrVerifiedContactChanged]) naming the
+// contact until [Client.Unverify] and a new code.
+//
 // # Parameters and state
 //
 // [Params] are what a client pins (section 11): origin, log key, VRF key,

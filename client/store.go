@@ -198,6 +198,10 @@ type State struct {
 	// Rotations are the key rotation records the client verified and
 	// follows (design.md 11.1), in log order.
 	Rotations []Rotation
+	// Verified are the contacts whose verification code the user
+	// confirmed, by canonical handle, with the pinned identity
+	// (per-contact strict mode, design.md 13.5).
+	Verified map[string]*VerifiedPin
 }
 
 // stateVersion is the "version" of the persisted encoding.
@@ -220,6 +224,9 @@ type stateJSON struct {
 	Refused    map[string]refusalJSON `json:"refused,omitempty"`
 	Contacts   map[string][]byte      `json:"contacts,omitempty"`
 	Rotations  []rotationJSON         `json:"rotations,omitempty"`
+
+	// Verified: the verification pins (design.md 13.5).
+	Verified map[string]verifiedJSON `json:"verified,omitempty"`
 }
 
 // refusalJSON is the persisted encoding of a [Refusal].
@@ -295,6 +302,7 @@ func (s *State) MarshalBinary() ([]byte, error) {
 			}
 		}
 	}
+	j.Verified = marshalVerified(s.Verified)
 	return json.MarshalIndent(j, "", "  ")
 }
 
@@ -421,6 +429,10 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 		out.Contacts[h] = c
 	}
+	var err error
+	if out.Verified, err = unmarshalVerified(j.Verified); err != nil {
+		return err
+	}
 	*s = out
 	return nil
 }
@@ -435,6 +447,7 @@ func (s *State) clone() *State {
 	c.FormerKeys = slices.Clone(s.FormerKeys)
 	c.Refused = maps.Clone(s.Refused)
 	c.Contacts = maps.Clone(s.Contacts)
+	c.Verified = maps.Clone(s.Verified)
 	return &c
 }
 

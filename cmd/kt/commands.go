@@ -13,10 +13,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -207,6 +205,8 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		return nargsThen(args, 0, "monitor [--once]", func() error { return a.monitor(ctx) })
 	case "status":
 		return nargsThen(args, 0, "status", func() error { return a.status(ctx) })
+	case "verify":
+		return a.verify(ctx, args)
 	case "contacts":
 		if len(args) == 0 {
 			return a.contacts(ctx)
@@ -967,28 +967,39 @@ func (a *app) contacts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	vs, err := c.Verified(ctx)
+	if err != nil {
+		return err
+	}
 	type contactJSON struct {
 		Handle         string `json:"handle"`
-		Version        uint64 `json:"version"`
-		LeafHash       string `json:"leaf_hash"`
-		Epoch          uint64 `json:"epoch"`
-		CheckpointSize uint64 `json:"checkpoint_size"`
+		Version        uint64 `json:"version,omitempty"`
+		LeafHash       string `json:"leaf_hash,omitempty"`
+		Epoch          uint64 `json:"epoch,omitempty"`
+		CheckpointSize uint64 `json:"checkpoint_size,omitempty"`
+		verifiedJSON
 	}
 	js := []contactJSON{}
-	for _, h := range slices.Sorted(maps.Keys(cs)) {
-		ct := cs[h]
-		j := contactJSON{Handle: h, Version: ct.Version, LeafHash: hex.EncodeToString(ct.LeafHash[:]), CheckpointSize: ct.Size}
-		if er, err := ct.Epoch(); err == nil {
-			j.Epoch = er.Epoch
+	for _, h := range contactHandles(cs, vs) {
+		j := contactJSON{Handle: h, verifiedJSON: newVerifiedJSON(vs[h])}
+		if ct := cs[h]; ct != nil {
+			j.Version, j.LeafHash, j.CheckpointSize = ct.Version, hex.EncodeToString(ct.LeafHash[:]), ct.Size
+			if er, err := ct.Epoch(); err == nil {
+				j.Epoch = er.Epoch
+			}
 		}
 		js = append(js, j)
 	}
 	return a.output(map[string]any{"contacts": js}, func(w io.Writer) {
 		if len(js) == 0 {
-			fmt.Fprintln(w, "no contacts remembered yet (kt encrypt remembers its recipients)")
+			fmt.Fprintln(w, "no contacts remembered yet (kt encrypt remembers its recipients, kt verify pins them)")
 		}
 		for _, j := range js {
-			fmt.Fprintf(w, "%s  version %d  record %s…  verified in epoch %d (checkpoint size %d)\n", j.Handle, j.Version, j.LeafHash[:16], j.Epoch, j.CheckpointSize)
+			fmt.Fprintf(w, "%s", j.Handle)
+			if j.LeafHash != "" {
+				fmt.Fprintf(w, "  version %d  record %s…  verified in epoch %d (checkpoint size %d)", j.Version, j.LeafHash[:16], j.Epoch, j.CheckpointSize)
+			}
+			fmt.Fprintln(w, j.verifiedJSON.text())
 		}
 	})
 }
@@ -1020,8 +1031,9 @@ func (a *app) contactsCheck(ctx context.Context) error {
 func (a *app) printContactReports(reps []client.ContactReport) (int, error) {
 	alerts := 0
 	for _, r := range reps {
-		j := map[string]any{"contact": r.Handle, "remembered": r.Remembered, "current": r.Current}
-		alert := errors.Is(r.Err, client.ErrContactChanged) || errors.Is(r.Err, client.ErrContactChain)
+		j := map[string]any{"contact": r.Handle, "remembered": r.Remembered, "current": r.Current, "verified": r.Verified}
+		alert := errors.Is(r.Err, client.ErrContactChanged) || errors.Is(r.Err, client.ErrContactChain) ||
+			errors.Is(r.Err, client.ErrVerifiedContactChanged)
 		path := ""
 		var cc *client.ContactChangedError
 		if errors.As(r.Err, &cc) && cc.Evidence != nil {
@@ -1047,6 +1059,9 @@ func (a *app) printContactReports(reps []client.ContactReport) (int, error) {
 				}
 			case r.Err != nil:
 				fmt.Fprintf(w, "contact %s: not checked: %v\n", r.Handle, r.Err)
+			case r.Verified && r.Remembered == 0:
+				// SPEC(design.md 13.5): verified, never encrypted to.
+				fmt.Fprintf(w, "contact %s: version %d, verified identity unchanged\n", r.Handle, r.Current)
 			case r.Current == r.Remembered:
 				fmt.Fprintf(w, "contact %s: version %d, unchanged\n", r.Handle, r.Current)
 			default:

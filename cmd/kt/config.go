@@ -117,9 +117,16 @@ Usage:
   kt decrypt [--in FILE] [--out FILE]    decrypt the envelope for this device
   kt monitor [--once]                    poll this device's handles, print changes and alerts;
                                          check the remembered contacts too
+  kt verify HANDLE                       print the verification code of HANDLE and you, to compare
+                                         with HANDLE's own device (in person, or on a call you trust)
+  kt verify HANDLE CODE                  confirm the code HANDLE's device shows: pin HANDLE's identity
+                                         (a later change is refused, and an alert); refused if it differs
+  kt verify --forget HANDLE              remove HANDLE's verification pin, to verify it again
   kt contacts                            list the contacts remembered (each kt encrypt recipient)
-  kt contacts check                      check each remembered contact against the directory's
-                                         current answer; alerts write evidence next to the state file
+                                         and the verified ones
+  kt contacts check                      check each remembered or verified contact against the
+                                         directory's current answer; alerts write evidence next to
+                                         the state file
   kt status                              show this device, its handles and the trusted checkpoint
 
 Exit status: 0 on success, 1 on a failure (including a verification
@@ -143,6 +150,7 @@ type cmdFlags struct {
 	once       bool
 	replace    bool
 	noWait     bool
+	forget     bool
 }
 
 var cmdFlagUse = map[string][]string{
@@ -154,6 +162,7 @@ var cmdFlagUse = map[string][]string{
 	"once":        {"monitor"},
 	"replace":     {"recover"},
 	"no-wait":     {"register", "device", "account-key", "recover"},
+	"forget":      {"verify"},
 }
 
 func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, error) {
@@ -166,6 +175,7 @@ func loadConfig(args []string, out io.Writer) (*Config, *cmdFlags, []string, err
 	fs.StringVar(&cf.out, "out", "-", "kt encrypt/decrypt/account-key export: output file (- for stdout)")
 	fs.BoolVar(&cf.once, "once", false, "kt monitor: poll once and exit (status 3 on an alert)")
 	fs.BoolVar(&cf.replace, "replace", false, "kt recover: make this device the handle's only device")
+	fs.BoolVar(&cf.forget, "forget", false, "kt verify: remove the contact's verification pin, to verify it again")
 	fs.BoolVar(&cf.noWait, "no-wait", false, "kt register/device/account-key/recover: return once the directory accepted the change, without waiting until lookups show it (the next epoch); a following command may not see it yet")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, nil, err

@@ -2,7 +2,8 @@
 // registers handles, adds and removes devices, looks handles up showing
 // what was verified, encrypts to every verified device of a handle,
 // decrypts, monitors this device's own handles with alerts, and checks
-// the contacts it encrypted to (kt contacts check). All logic
+// the contacts it encrypted to (kt contacts check) and compares
+// verification codes with contacts (kt verify). All logic
 // is in package client; this command only parses arguments and prints.
 // See `kt --help` and Config for every setting.
 package main
