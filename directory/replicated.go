@@ -834,7 +834,10 @@ func (d *Directory) servePending(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := d.st.db.Set(keyEpoch, encodeEpochMeta(full), pebble.NoSync); err != nil {
+	b := d.st.db.NewBatch()
+	b.Set(keyEpoch, encodeEpochMeta(full), nil)
+	d.handOver(full, b) // rotation.go: the rotations before it, for GetRotations
+	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("directory: store: %w", err)
 	}
 	d.publish(ep)
