@@ -3,13 +3,18 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/internal/testing/fixture"
 	"github.com/keytrans/kt/internal/testing/ktctltest"
 	"github.com/keytrans/kt/internal/testing/ktlog"
 	"github.com/keytrans/kt/log"
@@ -106,4 +111,38 @@ func TestVerifyForgedRotation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRotateLog rotates the log key with ktctl rotate log against a
+// deployment whose log signs with the current and the next key; a new key
+// the log does not sign with is refused by the directory (the control
+// for the successful rotation).
+func TestRotateLog(t *testing.T) {
+	const origin = "ktctl-rotate.test/kt"
+	keys, err := fixture.NewKeys(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.StartLogRotation(origin); err != nil {
+		t.Fatal(err)
+	}
+	d := fixture.New(t, fixture.Options{Origin: origin, Keys: keys, EpochInterval: 50 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond})
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cur, next := write("log.key", keys.LogSKey), write("next.key", keys.NextLogSKey)
+	otherSKey, _, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := write("other.key", otherSKey)
+	net := []string{"--grpc", d.Addr, "--operator", d.OperatorAddr, "--timeout", "10s"}
+	runCLI(t, append([]string{"rotate", "log", "--old-key", cur, "--new-key", other}, net...)...).want(t, exitIO, nil, "not the log's next signing key")
+	runCLI(t, append([]string{"rotate", "log", "--old-key", next, "--new-key", cur}, net...)...).want(t, exitUsage, nil, "not the directory's current log key")
+	runCLI(t, append([]string{"rotate", "log", "--old-key", cur, "--new-key", next}, net...)...).want(t, exitOK, []string{"rotated the log key: rotation 1", keys.NextLogVKey})
 }
