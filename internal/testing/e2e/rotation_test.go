@@ -574,3 +574,73 @@ func TestRecoveryRotationForgedRefusedByClient(t *testing.T) {
 		})
 	}
 }
+
+// TestOfflineAcrossRotations: a client offline during two rotations of the
+// log key and one of the recovery key catches up in one answer, each
+// handover epoch consistent with the one before; so does a new client.
+func TestOfflineAcrossRotations(t *testing.T) {
+	ctx := context.Background()
+	d := newRotationDeployment(t)
+	via := &liveDir{DirectoryClient: d.Dir}
+	alice, _, err := d.NewDevice(ctx, via, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const handle = "mailto:alice@example.com"
+	if err := d.Enroll(ctx, alice, handle, false); err != nil {
+		t.Fatal(err)
+	}
+	offline, _, err := d.NewClient(via, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := offline.Lookup(ctx, handle); err != nil {
+		t.Fatal(err)
+	}
+	rotateLog := func(seq uint64) {
+		t.Helper()
+		if err := d.Keys.StartLogRotation(origin); err != nil {
+			t.Fatal(err)
+		}
+		restart(t, ctx, d, via)
+		_, raw, err := d.Keys.LogRotation(origin, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Operator.Rotate(ctx, &ktpb.RotateRequest{Record: raw}); err != nil {
+			t.Fatalf("Rotate %d: %v", seq, err)
+		}
+		for _, w := range d.Witnesses {
+			if err := w.AddLog(origin, d.Keys.NextLogVKey); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := d.Keys.FinishLogRotation(); err != nil {
+			t.Fatal(err)
+		}
+		restart(t, ctx, d, via)
+	}
+	rotateLog(1)
+	if _, err := d.RotateRecovery(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	rotateLog(2)
+	awaitSigners(t, ctx, d, d.Keys.LogVKey)
+
+	want := keyHash(t, d.Keys.LogVKey)
+	newRecovery := [32]byte(d.Keys.Recovery.Public().(ed25519.PublicKey))
+	fresh, err := client.New(via, d.Params, &client.MemStore{}, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*client.Client{"offline": offline, "new": fresh} {
+		if _, err := c.Lookup(ctx, handle); err != nil {
+			t.Fatalf("%s client: %v", name, err)
+		}
+		st, _ := c.State(ctx)
+		if len(st.Rotations) != 3 || c.Params().LogVerifier.KeyHash() != want || c.Params().RecoveryKey != newRecovery {
+			t.Fatalf("%s client: %d rotations, log key %08x (want %08x), recovery key rotated %v",
+				name, len(st.Rotations), c.Params().LogVerifier.KeyHash(), want, c.Params().RecoveryKey == newRecovery)
+		}
+	}
+}
