@@ -60,6 +60,7 @@ func goldenCases() []goldenCase {
 		{"deviceset-tombstone", "device set with no devices (tombstone), no account key", value3, parseSet, set3},
 		{"statement-change", "ChangeStatement(\"example.com/kt\", change-enroll)", ChangeStatement(testOrigin, rec1), nil, nil},
 		{"statement-account", "AccountStatement(\"example.com/kt\", index, 1, deviceset-strict)", AccountStatement(testOrigin, index, 1, set1), nil, nil},
+		{"statement-monitor", "MonitorStatement(\"example.com/kt\", index, known version 2, known size 42, timestamp 1767225600123 ms)", MonitorStatement(testOrigin, index, 2, 42, 1767225600123), nil, nil},
 		{"commit", "Commit(opening 1, index, 1, deviceset-strict)", commit[:], nil, nil},
 		{"leafhash", "LeafHash(change-enroll)", leaf[:], nil, nil},
 		{"vrfinput", "VRFInput(\"mailto:alice@example.com\")", VRFInput("mailto:alice@example.com"), nil, nil},

@@ -163,6 +163,9 @@ func BenchmarkMonitorPoll(b *testing.B) {
 	}{{"same-epoch", same}, {"new-epoch", next}} {
 		b.Run(bc.name, func(b *testing.B) {
 			req := &ktpb.MonitorRequest{Index: st.Index[:], KnownVersion: st.Version, KnownSize: tr.Size}
+			// The owner's authorization (design.md 13.4), counted at its
+			// size: a 32-byte key, a timestamp, a 64-byte signature.
+			req.Auth = &ktpb.MonitorAuth{Signer: make([]byte, 32), TimestampMs: uint64(now.UnixMilli()), Signature: make([]byte, 64)}
 			cpu0 := int64(testkit.CPUTime())
 			for b.Loop() {
 				res, err := client.VerifyMonitor(f.p, tr, st, bc.resp, own, now)

@@ -3,10 +3,13 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keytrans/kt/api"
@@ -76,11 +79,6 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 	if ms == nil {
 		return nil, ErrNoHandles
 	}
-	req := &ktpb.MonitorRequest{Index: ms.Index[:], KnownVersion: ms.Version, KnownSize: knownSize(st.Trusted)}
-	resp, err := c.dir.Monitor(ctx, req)
-	if err != nil {
-		return nil, err
-	}
 	own := OwnKeys{Device: st.Device.SigningPublic(), Devices: slices.Clone(st.OwnDevices), Former: slices.Clone(st.FormerKeys)}
 	if st.PendingDevice != nil {
 		own.Devices = append(own.Devices, st.PendingDevice.SigningPublic())
@@ -94,6 +92,13 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 		// signed by this device); it only signs sets.
 		k := [32]byte(st.PendingAccount.Public().(ed25519.PublicKey))
 		own.Devices = append(own.Devices, k)
+	}
+	req, resp, err := c.monitorAsOwner(ctx, st, ms)
+	if errors.Is(err, errNotAuthorizer) {
+		return nil, c.lockedOut(ctx, st, handle, ms, own, err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	res, err := VerifyMonitor(c.params(), st.Trusted, ms, resp, own, c.cfg.Now())
 	if err != nil {
@@ -135,6 +140,134 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 		return nil, err
 	}
 	return &MonitorReport{Handle: handle, MonitorResult: res, RequestBytes: proto.Size(req), ResponseBytes: proto.Size(resp)}, nil
+}
+
+// errNotAuthorizer: the directory refused every key this device holds as
+// the owner's authorization of a Monitor request (PermissionDenied).
+var errNotAuthorizer = errors.New("client: no key of this device is a current authorizer of the handle")
+
+// monitorAsOwner sends the poll of one own handle with the owner's
+// authorization (design.md 13.4): signed by this device's signing key,
+// else, if the directory answers that the signer is not a current
+// authorizer, by the keys the log may name instead (a re-key in flight,
+// the account key). It returns the last request sent and the answer, or
+// an error wrapping errNotAuthorizer when every key was refused.
+//
+// SPEC(design.md 13.4)
+func (c *Client) monitorAsOwner(ctx context.Context, st *State, ms *MonitorState) (*ktpb.MonitorRequest, *ktpb.MonitorResponse, error) {
+	keys := []ed25519.PrivateKey{st.Device.Signing}
+	if st.PendingDevice != nil {
+		keys = append(keys, st.PendingDevice.Signing)
+	}
+	if st.Account != nil {
+		keys = append(keys, st.Account)
+	}
+	if st.PendingAccount != nil {
+		keys = append(keys, st.PendingAccount)
+	}
+	var denied error
+	for _, k := range keys {
+		req := &ktpb.MonitorRequest{Index: ms.Index[:], KnownVersion: ms.Version, KnownSize: knownSize(st.Trusted)}
+		ts := uint64(c.cfg.Now().UnixMilli())
+		signer, sig := api.SignMonitor(c.params().Origin, k, ms.Index, req.KnownVersion, req.KnownSize, ts)
+		req.Auth = &ktpb.MonitorAuth{Signer: signer[:], TimestampMs: ts, Signature: sig[:]}
+		resp, err := c.dir.Monitor(ctx, req)
+		if status.Code(err) == codes.PermissionDenied {
+			denied = err
+			continue
+		}
+		return req, resp, err
+	}
+	return nil, nil, fmt.Errorf("%w: %w", errNotAuthorizer, denied)
+}
+
+// LockedOutError reports that the directory no longer serves an own
+// handle's device sets to this device: none of its keys is an authorizer
+// of the handle's latest change record (design.md 13.4), because the
+// recovery path replaced the owner's keys, another device removed this
+// one, or the directory refuses wrongly. The client then verified the
+// public records since its known version (a records_only answer, steps 1
+// to 3 of design.md 13) and reports them: Alerts holds an AlertRecovery
+// for each kind-4 record and an AlertUnknownSigner for each record signed
+// by a key that is not known to be the owner's (its own keys and those
+// learned along the chain up to the known version: keys added since
+// cannot be learned without their sets). Nothing is stored: the
+// device sets cannot be verified without their openings. It wraps
+// [ErrLockedOut] and the directory's refusal.
+type LockedOutError struct {
+	Handle string
+	// Version is the last version this device verified; Latest the
+	// latest version of the verified records.
+	Version, Latest uint64
+	// Changes lists the verified records after Version, with who made
+	// each from the owner's point of view; their DeviceSet is nil.
+	Changes []Change
+	Alerts  []Alert
+	Err     error
+}
+
+// ErrLockedOut: see [LockedOutError].
+var ErrLockedOut = errors.New("client: this device is no longer an authorizer of its handle")
+
+func (e *LockedOutError) Error() string {
+	msg := fmt.Sprintf("client: %s: this device is no longer an authorizer of the handle (version %d, verified records up to %d)", e.Handle, e.Version, e.Latest)
+	for _, a := range e.Alerts {
+		msg += "; ALERT " + a.String()
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *LockedOutError) Unwrap() []error { return []error{ErrLockedOut, e.Err} }
+
+// lockedOut asks for the public records of an own handle whose device
+// sets this device may no longer read, verifies their chain from the
+// known state and returns a [*LockedOutError] naming who made each change.
+//
+// SPEC(design.md 13.4): "the owner's device then asks with records_only
+// and sees the kind-4 record, which is the alert".
+func (c *Client) lockedOut(ctx context.Context, st *State, handle string, ms *MonitorState, own OwnKeys, refusal error) error {
+	req := &ktpb.MonitorRequest{Index: ms.Index[:], KnownVersion: ms.Version, KnownSize: knownSize(st.Trusted), RecordsOnly: true}
+	resp, err := c.dir.Monitor(ctx, req)
+	if err != nil {
+		return fmt.Errorf("client: %s: refused as owner (%w), and the records-only poll failed: %w", handle, refusal, err)
+	}
+	now := c.cfg.Now()
+	_, changes, err := verifyChain(c.params(), ms.Index, ms.Version, ms.LeafHash, resp, true, func(part *ktpb.EpochPart) (*Epoch, error) {
+		return VerifyEpoch(c.params(), st.Trusted, part, now)
+	})
+	if err != nil {
+		return err
+	}
+	out := &LockedOutError{Handle: handle, Version: ms.Version, Latest: ms.Version, Err: refusal}
+	for i := range changes {
+		r := changes[i].record
+		ch := Change{Version: r.Version, LogIndex: changes[i].logIndex, Record: r}
+		known := own.contains(r.Signer) || ms.Version > 0 && slices.Contains(ms.Known, r.Signer)
+		switch {
+		case r.Kind == api.AuthRecovery:
+			ch.By = ByRecovery
+			out.Alerts = append(out.Alerts, Alert{Kind: AlertRecovery, Version: r.Version, LogIndex: ch.LogIndex,
+				Message: fmt.Sprintf("version %d was made by the directory's recovery path; this device's keys no longer authorize the handle", r.Version)})
+		case own.isThisDevice(r.Signer):
+			ch.By = ByThisDevice
+		case !known:
+			// Keys added by the records since the known version cannot be
+			// learned without their sets.
+			ch.By = ByUnknownKey
+			out.Alerts = append(out.Alerts, Alert{Kind: AlertUnknownSigner, Version: r.Version, LogIndex: ch.LogIndex,
+				Message: fmt.Sprintf("version %d was signed by key %x, which is not known to be yours", r.Version, r.Signer[:8])})
+		case r.Kind == api.AuthAccount:
+			ch.By = ByAccountKey
+		default:
+			ch.By = ByOwnDevice
+		}
+		out.Changes = append(out.Changes, ch)
+		out.Latest = r.Version
+	}
+	return out
 }
 
 func cloneMap[K comparable, V any](m map[K]V) map[K]V {

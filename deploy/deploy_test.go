@@ -146,12 +146,15 @@ func TestKtdConfigs(t *testing.T) {
 		file string
 		env  []string
 	}{
-		// Compose and Kubernetes set the tree ID in the environment.
-		{"config/ktd.yaml", []string{"KTD_LOG_TRILLIAN_TREE_ID=1"}},
+		// Compose and Kubernetes set the tree ID in the environment; the
+		// keys (at /etc/kt/keys in the containers) are test files here.
+		{"config/ktd.yaml", []string{"KTD_LOG_TRILLIAN_TREE_ID=1",
+			"KTD_LOG_KEY_FILE=" + filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE=" + filepath.Join(keys, "vrf.key"),
+			"KTD_DIRECTORY_RECOVERY_KEY_FILE=" + filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE=" + filepath.Join(keys, "enroll-token.key")}},
 		{"config/ktd-replicated.yaml", []string{"KTD_LOG_TRILLIAN_TREE_ID=1",
 			"KTD_LOG_KEY_FILE=" + filepath.Join(keys, "log.key"), "KTD_DIRECTORY_VRF_KEY_FILE=" + filepath.Join(keys, "vrf.key"),
 			"KTD_DIRECTORY_RECOVERY_KEY_FILE=" + filepath.Join(keys, "recovery.key"), "KTD_ENROLLMENT_TOKEN_KEY_FILE=" + filepath.Join(keys, "enroll-token.key")}},
-		{"config/ktd-embedded.yaml", nil},
+		{"config/ktd-embedded.yaml", []string{"KTD_ENROLLMENT_TOKEN_KEY_FILE=" + filepath.Join(keys, "enroll-token.key")}},
 		// ktd@.service: the replicated file, the instance's environment
 		// file (with a tree ID) and the credentials' key files.
 		{"config/ktd-replicated.yaml", append(envFile(t, "systemd/ktd-replicated.env.example"), "KTD_LOG_TRILLIAN_TREE_ID=1",
@@ -463,7 +466,7 @@ func TestCompose(t *testing.T) {
 		t.Fatalf("%s: %d documents", file, len(docs))
 	}
 	services, _ := docs[0]["services"].(map[string]any)
-	for _, want := range []string{"mariadb", "etcd", "trillian-log-server", "trillian-log-signer", "createtree", "ktd", "ktauditor-1", "ktauditor-2"} {
+	for _, want := range []string{"mariadb", "etcd", "trillian-log-server", "trillian-log-signer", "createtree", "keygen", "ktd", "ktauditor-1", "ktauditor-2"} {
 		if services[want] == nil {
 			t.Errorf("%s has no service %s", file, want)
 		}
@@ -497,7 +500,8 @@ func TestCompose(t *testing.T) {
 		}
 		for _, v := range list(svc, "volumes") {
 			s, _ := v.(string)
-			if src, _, _ := strings.Cut(s, ":"); strings.HasPrefix(src, ".") {
+			// ./keys is what the keygen service writes (not in the tree).
+			if src, _, _ := strings.Cut(s, ":"); strings.HasPrefix(src, ".") && src != "./keys" && !strings.HasPrefix(src, "./keys/") {
 				if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
 					t.Errorf("service %s mounts %s: %v", name, src, err)
 				}
@@ -560,15 +564,18 @@ func TestComposeReplicated(t *testing.T) {
 		}
 		for _, v := range list(svc, "volumes") {
 			s, _ := v.(string)
-			if src, _, _ := strings.Cut(s, ":"); strings.HasPrefix(src, ".") {
+			// ./keys is what the keygen service writes (not in the tree).
+			if src, _, _ := strings.Cut(s, ":"); strings.HasPrefix(src, ".") && src != "./keys" && !strings.HasPrefix(src, "./keys/") {
 				if _, err := os.Stat(filepath.Join("compose", src)); err != nil {
 					t.Errorf("service %s mounts %s: %v", name, src, err)
 				}
 			}
 		}
 	}
-	if !slices.Contains(list(services["ktd-2"], "volumes"), any("ktd:/etc/kt/keys:ro")) {
-		t.Errorf("ktd-2 does not mount ktd's keys read-only at /etc/kt/keys")
+	for _, name := range []string{"ktd", "ktd-2"} {
+		if !slices.Contains(list(services[name], "volumes"), any("./keys/ktd:/etc/kt/keys:ro")) {
+			t.Errorf("%s does not mount the keys of ktctl keygen read-only at /etc/kt/keys", name)
+		}
 	}
 	dc := requireTool(t, "docker-compose", "`apt-get install -y --no-install-recommends docker-compose`")
 	cmd := exec.Command(dc, "-f", "compose/compose.yaml", "-f", file, "config", "-q")
@@ -859,9 +866,9 @@ func TestKustomizeBuild(t *testing.T) {
 		dir   string
 		kinds map[string]int
 	}{
-		{"kubernetes", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 5, "ConfigMap": 2, "PodDisruptionBudget": 2}},
+		{"kubernetes", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 6, "ConfigMap": 2, "PodDisruptionBudget": 2}},
 		// The overlay adds the headless Service ktd-peers and ktd's PDB.
-		{"kubernetes/replicated", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 6, "ConfigMap": 2, "PodDisruptionBudget": 3}},
+		{"kubernetes/replicated", map[string]int{"Deployment": 2, "StatefulSet": 4, "Job": 1, "Service": 7, "ConfigMap": 2, "PodDisruptionBudget": 3}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			// ConfigMap/key -> the file its generator reads.

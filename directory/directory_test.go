@@ -112,11 +112,13 @@ func TestLifecycle(t *testing.T) {
 				t.Fatalf("kind %v after recovery", res.Kind)
 			}
 
-			// The owner's device A monitors from scratch and sees every
-			// change, the recovery as an alert.
+			// The owner's device A verifies the history from scratch (the
+			// recovery replaced its key, so the full answer comes from the
+			// operator's History, design.md 13.4) and sees every change,
+			// the recovery as an alert.
 			mon := func() *client.MonitorResult {
 				t.Helper()
-				mresp, err := e.d.Monitor(ctxT(t), &ktpb.MonitorRequest{Index: alice.index[:]})
+				mresp, err := e.d.History(ctxT(t), &ktpb.MonitorRequest{Index: alice.index[:]})
 				if err != nil {
 					t.Fatalf("Monitor: %v", err)
 				}

@@ -22,6 +22,12 @@ var (
 	// authorizers that do not match the device set (R7), an account ID
 	// changed outside enrollment and recovery.
 	ErrUnauthorized = errors.New("directory: unauthorized")
+	// ErrUnauthenticated: a request that needs the owner's authorization
+	// (a Monitor request without records_only, design.md 13.4) carries
+	// none, or one that is malformed, outside the freshness window or
+	// badly signed. A well-formed authorization by a key that is not a
+	// current authorizer of the index is ErrUnauthorized.
+	ErrUnauthenticated = errors.New("directory: unauthenticated")
 	// ErrStaleVersion: the change does not continue the handle's latest
 	// record (rules R2 and R3): a replay, a change built on an old
 	// version, or a version out of order. Look the handle up and rebuild

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -17,7 +18,7 @@ import (
 // the only errors a request may produce (the gRPC edge maps each to a
 // client-side code; anything else would be Internal).
 func domainError(err error) bool {
-	for _, k := range []error{ErrInvalidArgument, ErrUnauthorized, ErrStaleVersion, ErrNotFound, ErrOutOfRange, ErrResourceExhausted} {
+	for _, k := range []error{ErrInvalidArgument, ErrUnauthorized, ErrUnauthenticated, ErrStaleVersion, ErrNotFound, ErrOutOfRange, ErrResourceExhausted} {
 		if errors.Is(err, k) {
 			return true
 		}
@@ -52,6 +53,8 @@ func FuzzRequests(f *testing.F) {
 	seed(0, &ktpb.LookupRequest{Handle: "+1 415 555 0100", KnownSize: 1 << 40})
 	seed(1, &ktpb.BatchLookupRequest{Handles: []string{alice.handle, "bob@example.com", "not a handle"}})
 	seed(2, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: 7})
+	seed(2, &ktpb.MonitorRequest{Index: alice.index[:], RecordsOnly: true})
+	seed(2, signedMonitor(&ktpb.MonitorRequest{Index: alice.index[:]}, a.Sign, time.Now()))
 	seed(3, &ktpb.GetEpochRequest{})
 	seed(4, &ktpb.EnrollRequest{Change: enroll, Credential: e.k.token.IssueToken(alice.handle)}) // a replay
 	seed(5, &ktpb.ChangeRequest{Changes: []*ktpb.HandleChange{next}})

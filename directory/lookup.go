@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
@@ -222,11 +223,82 @@ func (d *Directory) payloadOf(leaf [32]byte) (*payload, error) {
 // the map proof of the index, and every version after known_version up to
 // the latest as of the epoch, with inclusion proofs in the epoch checkpoint.
 // With records_only (contact monitoring, design.md 13.3) each change
-// carries only its record, log index and inclusion proof.
+// carries only its record, log index and inclusion proof, and anyone may
+// ask. Without it the changes carry their openings and device sets, which
+// only the handle's owner may read: the request must carry an
+// authorization by a current authorizer of the index (design.md 13.4,
+// [Directory.checkMonitorAuth]).
 //
 // SPEC(design.md 13)
 // SPEC(design.md 13.3)
+// SPEC(design.md 13.4)
 func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.MonitorResponse, error) {
+	if req.GetRecordsOnly() {
+		return d.monitor(ctx, req, false, nil)
+	}
+	if len(req.GetIndex()) != 32 {
+		return nil, errorf(ErrInvalidArgument, "index of %d bytes, want 32", len(req.GetIndex()))
+	}
+	if req.GetAuth() == nil {
+		return nil, errorf(ErrUnauthenticated, "a Monitor request without records_only needs the owner's authorization (design.md 13.4); anyone may ask with records_only")
+	}
+	return d.monitor(ctx, req, true, func(latest *api.ChangeRecord) error {
+		return checkMonitorAuth(d.cfg.Origin, req, latest, time.Now())
+	})
+}
+
+// History implements [ktpb.OperatorServer]: Monitor's full answer, openings
+// and device sets included, without the owner's authorization, for the
+// operator's observer (ktctl diff, design.md 13.4). It is served on the
+// operator's private listener only.
+//
+// SPEC(design.md 13.4)
+func (d *Directory) History(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.MonitorResponse, error) {
+	return d.monitor(ctx, req, true, nil)
+}
+
+// checkMonitorAuth checks the owner's authorization of a Monitor request
+// (design.md 13.4) against the index's latest change record as of the
+// served epoch, cheapest check first, so that a caller who is not an
+// authorizer never costs a signature verification: the encoding, the
+// timestamp within [api.MonitorAuthWindow] of now, the signer among the
+// record's authorizers (a device key or the account key), and last the
+// signature of [api.MonitorStatement] over this request. A missing,
+// malformed, stale or badly signed authorization is ErrUnauthenticated; a
+// signer that is not a current authorizer is ErrUnauthorized.
+//
+// SPEC(design.md 13.4)
+func checkMonitorAuth(origin string, req *ktpb.MonitorRequest, latest *api.ChangeRecord, now time.Time) error {
+	a := req.GetAuth()
+	if len(a.GetSigner()) != 32 || len(a.GetSignature()) != 64 {
+		return errorf(ErrUnauthenticated, "monitor authorization: signer of %d bytes and signature of %d bytes, want 32 and 64", len(a.GetSigner()), len(a.GetSignature()))
+	}
+	ts := a.GetTimestampMs()
+	nowMs := now.UnixMilli()
+	window := api.MonitorAuthWindow.Milliseconds()
+	if ts > uint64(nowMs+window) {
+		return errorf(ErrUnauthenticated, "monitor authorization: timestamp %d ms is more than %v ahead of the directory's clock (%d ms)", ts, api.MonitorAuthWindow, nowMs)
+	}
+	if int64(ts) < nowMs-window {
+		return errorf(ErrUnauthenticated, "monitor authorization: timestamp %d ms is more than %v behind the directory's clock (%d ms); sign a fresh request", ts, api.MonitorAuthWindow, nowMs)
+	}
+	signer := [32]byte(a.GetSigner())
+	if !api.HasAuthorizer(latest.Authorizers, api.RoleDevice, signer) && !api.HasAuthorizer(latest.Authorizers, api.RoleAccount, signer) {
+		return errorf(ErrUnauthorized, "monitor authorization: signer %x is not a device or account key of the index's latest change record (version %d); only records_only answers are served to it", signer[:8], latest.Version)
+	}
+	msg := api.MonitorStatement(origin, latest.Index, req.GetKnownVersion(), req.GetKnownSize(), ts)
+	if !api.VerifyEd25519(signer, msg, [64]byte(a.GetSignature())) {
+		return errorf(ErrUnauthenticated, "monitor authorization: the signature does not verify under signer %x over this origin, index, known version, known size and timestamp", signer[:8])
+	}
+	return nil
+}
+
+// monitor builds a Monitor answer: with openings and device sets if full.
+// authorize, if set, is called with the index's latest change record before
+// anything about the index's history is read; an index without a record in
+// the served epoch has no history, and its answer (the absence proof) is
+// the same with or without full.
+func (d *Directory) monitor(ctx context.Context, req *ktpb.MonitorRequest, full bool, authorize func(*api.ChangeRecord) error) (*ktpb.MonitorResponse, error) {
 	if len(req.GetIndex()) != 32 {
 		return nil, errorf(ErrInvalidArgument, "index of %d bytes, want 32", len(req.GetIndex()))
 	}
@@ -256,6 +328,11 @@ func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktp
 	if err != nil {
 		return nil, wrapf(ErrUnavailable, err, "latest record")
 	}
+	if authorize != nil {
+		if err := authorize(r); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case k > r.Version:
 		return nil, errorf(ErrOutOfRange, "known version %d, but the latest in epoch %d is %d", k, ep.record.Epoch, r.Version)
@@ -283,11 +360,11 @@ func (d *Directory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktp
 			LogIndex:       h.logIndex,
 			InclusionProof: incl,
 		}
-		if !req.GetRecordsOnly() {
-			mc.Opening, mc.DeviceSet = pl.opening[:], pl.deviceSet
-		}
 		// SPEC(design.md 13.3): records_only answers carry no opening and
 		// no device set, only what is public in the log.
+		if full {
+			mc.Opening, mc.DeviceSet = pl.opening[:], pl.deviceSet
+		}
 		res.Changes = append(res.Changes, mc)
 	}
 	return res, nil

@@ -7,12 +7,15 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -195,7 +198,7 @@ func TestMonitorRecordsOnly(t *testing.T) {
 	ep := e.waitEpoch(last)
 
 	for known := uint64(0); known <= 3; known++ {
-		full, err := e.d.Monitor(ctxT(t), &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: known})
+		full, err := e.d.Monitor(ctxT(t), signedMonitor(&ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: known}, a2.Sign, time.Now()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,6 +235,190 @@ func TestMonitorRecordsOnly(t *testing.T) {
 			if v := uint64(i/2 + 1); v > known && !bytes.Contains(fullBytes, s) {
 				t.Errorf("known %d: the full answer lacks opening or device set %d: the search cannot be trusted", known, i)
 			}
+		}
+	}
+}
+
+// TestAPIRevealsNoMoreThanALookup checks P7 (design.md 18) on every
+// interface an unauthenticated caller can reach (attack A12): after a
+// history of enrollments, added, removed and re-keyed devices and an
+// account key, a caller that reads every VRF index from the log and asks
+// every public method about every index learns no handle, HPKE key,
+// device ID, account ID, opening, device set or never-used key of any
+// handle but the one it names (carol). Its full Monitor requests are
+// refused; what the refusals and the other answers carry is searched like
+// the log in TestLogRevealsNoHandleOrKeyMaterial. The control: the answers
+// do carry the named handle's device set and the public records, so the
+// search can find things.
+func TestAPIRevealsNoMoreThanALookup(t *testing.T) {
+	e := newEnv(t, backends[0])
+	var account, carolAccount [16]byte
+	rand.Read(account[:])
+	rand.Read(carolAccount[:])
+	alice := newHandle(t, e.k, "Alice.Liddell@Example.COM")
+	bob := newHandle(t, e.k, "+1 (415) 555-0100")
+	carol := newHandle(t, e.k, "carol@example.org")
+	a1, a2, b1, gone, c1 := testkit.NewDevice(), testkit.NewDevice(), testkit.NewDevice(), testkit.NewDevice(), testkit.NewDevice()
+	_, acct, _ := ed25519.GenerateKey(nil)
+
+	secret := map[string][]byte{
+		"alice's handle":       []byte(alice.handle),
+		"alice's local part":   []byte("alice.liddell"),
+		"bob's handle":         []byte(bob.handle),
+		"bob's number":         []byte("4155550100"),
+		"the account ID":       account[:],
+		"the account key":      acct.Public().(ed25519.PublicKey),
+		"a2's first key":       a2.Sign.Public().(ed25519.PublicKey),
+		"the removed device's": gone.Sign.Public().(ed25519.PublicKey),
+	}
+	for _, d := range []*testkit.Device{a1, a2, b1, gone} {
+		secret["HPKE key of "+hex.EncodeToString(d.ID[:4])] = d.HPKE
+		secret["device ID "+hex.EncodeToString(d.ID[:4])] = d.ID[:]
+	}
+	var changes [][]byte // openings and device sets of alice's and bob's changes
+	apply := func(h *handleState, kind api.AuthKind, signer ed25519.PrivateKey, set *api.DeviceSet, accountKey ed25519.PrivateKey) uint64 {
+		hc := h.change(kind, signer, set, accountKey)
+		if h != carol {
+			changes = append(changes, hc.Opening, hc.DeviceSet)
+		}
+		if kind == api.AuthEnroll {
+			res, err := e.d.Enroll(ctxT(t), &ktpb.EnrollRequest{Change: hc, Credential: e.k.token.IssueToken(h.handle)})
+			if err != nil {
+				t.Fatalf("Enroll %s: %v", h.handle, err)
+			}
+			h.accepted(hc)
+			return res.LogIndices[0]
+		}
+		return e.apply(h, hc)
+	}
+	apply(alice, api.AuthEnroll, a1.Sign, testkit.Set(account, a1), nil)
+	apply(alice, api.AuthDevice, a1.Sign, testkit.Set(account, a1, a2, gone), nil)
+	a2b := a2.Rekeyed()
+	secret["HPKE key of the re-keyed device"] = a2b.HPKE
+	secret["a2's new key"] = a2b.Sign.Public().(ed25519.PublicKey)
+	apply(alice, api.AuthDevice, a1.Sign, testkit.Set(account, a1, a2b, gone), nil) // re-key a2
+	apply(alice, api.AuthDevice, a1.Sign, testkit.Set(account, a1, a2b), acct)      // remove gone, account key
+	apply(bob, api.AuthEnroll, b1.Sign, testkit.Set(account, b1), nil)
+	apply(bob, api.AuthDevice, b1.Sign, testkit.Set(account, b1), nil)
+	last := apply(carol, api.AuthEnroll, c1.Sign, testkit.Set(carolAccount, c1), nil)
+	e.waitEpoch(last)
+	ctx := ctxT(t)
+
+	// Every answer and every error the caller gets, marshalled.
+	var seen [][]byte
+	var what []string
+	keep := func(name string, m proto.Message, err error) {
+		if m != nil && !reflect.ValueOf(m).IsNil() {
+			b, merr := proto.Marshal(m)
+			if merr != nil {
+				t.Fatal(merr)
+			}
+			seen, what = append(seen, b), append(what, name)
+		}
+		if err != nil {
+			seen, what = append(seen, []byte(err.Error())), append(what, name+" (error)")
+		}
+	}
+
+	// The caller reads the log and collects every index and version.
+	params, err := e.d.GetParameters(ctx, &ktpb.GetParametersRequest{})
+	keep("GetParameters", params, err)
+	ep, err := e.d.GetEpoch(ctx, &ktpb.GetEpochRequest{})
+	keep("GetEpoch", ep, err)
+	cp, err := e.d.GetCheckpoint(ctx, &ktpb.GetCheckpointRequest{})
+	keep("GetCheckpoint", cp, err)
+	size, err := e.d.logSize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest := map[[32]byte]uint64{}
+	for start := uint64(0); start < size; {
+		es, err := e.d.GetEntries(ctx, &ktpb.GetEntriesRequest{Start: start, End: size})
+		keep("GetEntries", es, err)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, raw := range es.GetEntries() {
+			if r, err := api.ParseChangeRecord(raw); err == nil {
+				latest[r.Index] = max(latest[r.Index], r.Version)
+			}
+		}
+		start += uint64(len(es.GetEntries()))
+	}
+	if len(latest) != 3 {
+		t.Fatalf("%d indices in the log, want 3", len(latest))
+	}
+	for i := uint64(0); i+1 < size; i++ {
+		p, err := e.d.GetInclusionProof(ctx, &ktpb.GetInclusionProofRequest{Index: i, Size: size})
+		keep("GetInclusionProof", p, err)
+	}
+	cons, err := e.d.GetConsistencyProof(ctx, &ktpb.GetConsistencyProofRequest{OldSize: 1, NewSize: size})
+	keep("GetConsistencyProof", cons, err)
+
+	// Every index, every known version, with and without records_only.
+	refused := 0
+	for index, v := range latest {
+		for known := uint64(0); known <= v; known++ {
+			for _, ro := range []bool{false, true} {
+				name := fmt.Sprintf("Monitor(%x, known %d, records_only %v)", index[:4], known, ro)
+				resp, err := e.d.Monitor(ctx, &ktpb.MonitorRequest{Index: index[:], KnownVersion: known, RecordsOnly: ro})
+				keep(name, resp, err)
+				switch {
+				case ro && err != nil:
+					t.Errorf("%s: %v", name, err)
+				case !ro && err == nil:
+					t.Errorf("%s: served without the owner's authorization", name)
+				case !ro:
+					refused++
+				}
+			}
+		}
+	}
+	if refused == 0 {
+		t.Error("no full Monitor request was refused")
+	}
+	// The one handle it names, alone and in a batch with guesses.
+	lk, err := e.d.Lookup(ctx, &ktpb.LookupRequest{Handle: carol.handle})
+	keep("Lookup(carol)", lk, err)
+	bl, err := e.d.BatchLookup(ctx, &ktpb.BatchLookupRequest{Handles: []string{carol.handle, "mallory@example.org", "+1 415 555 0199"}})
+	keep("BatchLookup(carol, guesses)", bl, err)
+	if err != nil || lk.GetDeviceSet() == nil {
+		t.Fatalf("the named handle's lookup: %v", err)
+	}
+
+	forms := func(v []byte) [][]byte {
+		return [][]byte{v, []byte(hex.EncodeToString(v)), []byte(base64.StdEncoding.EncodeToString(v)), []byte(base64.RawURLEncoding.EncodeToString(v))}
+	}
+	for name, v := range secret {
+		for _, f := range forms(v) {
+			for i, p := range seen {
+				if bytes.Contains(p, f) || bytes.Contains(bytes.ToLower(p), bytes.ToLower(f)) && len(f) >= 8 {
+					t.Errorf("the answer of %s contains %s", what[i], name)
+				}
+			}
+		}
+	}
+	for j, c := range changes {
+		for i, p := range seen {
+			if len(c) >= 32 && bytes.Contains(p, c) {
+				t.Errorf("the answer of %s contains opening or device set %d of alice or bob", what[i], j)
+			}
+		}
+	}
+
+	// The control: the search finds the named handle's device set and
+	// keys, and the public records of the others.
+	all := bytes.Join(seen, nil)
+	for name, k := range map[string][]byte{
+		"carol's HPKE key":       c1.HPKE,
+		"carol's device ID":      c1.ID[:],
+		"carol's account ID":     carolAccount[:],
+		"a1's key (a signer)":    a1.Sign.Public().(ed25519.PublicKey),
+		"alice's index":          alice.index[:],
+		"the account key digest": func() []byte { d := sha256.Sum256(acct.Public().(ed25519.PublicKey)); return d[:] }(),
+	} {
+		if !bytes.Contains(all, k) {
+			t.Errorf("no answer contains %s: the search cannot be trusted", name)
 		}
 	}
 }

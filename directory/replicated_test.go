@@ -107,7 +107,7 @@ func TestReplicated(t *testing.T) {
 		t.Fatalf("reader serves version %d, want 2", res.Version)
 	}
 	// Monitoring at the reader: the whole history.
-	mresp, err := b.d.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:]})
+	mresp, err := b.d.Monitor(ctx, signedMonitor(&ktpb.MonitorRequest{Index: alice.index[:]}, d1.Sign, time.Now()))
 	if err != nil || len(mresp.GetChanges()) != 2 {
 		t.Fatalf("Monitor at the reader: %d changes, %v", len(mresp.GetChanges()), err)
 	}

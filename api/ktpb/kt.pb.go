@@ -558,7 +558,10 @@ type MonitorRequest struct {
 	// Only the change records, their log indices and inclusion proofs: no
 	// openings or device sets (design.md 13.3, contact monitoring). What is
 	// left is public in the log.
-	RecordsOnly   bool `protobuf:"varint,4,opt,name=records_only,json=recordsOnly,proto3" json:"records_only,omitempty"`
+	RecordsOnly bool `protobuf:"varint,4,opt,name=records_only,json=recordsOnly,proto3" json:"records_only,omitempty"`
+	// The owner's authorization (design.md 13.4): required unless
+	// records_only is set.
+	Auth          *MonitorAuth `protobuf:"bytes,5,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -621,6 +624,81 @@ func (x *MonitorRequest) GetRecordsOnly() bool {
 	return false
 }
 
+func (x *MonitorRequest) GetAuth() *MonitorAuth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+// MonitorAuth proves that a Monitor request comes from a current
+// authorizer of the index (design.md 13.4): a device key or the account
+// key named by the index's latest change record.
+type MonitorAuth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Ed25519 public key (32 bytes) of the signer.
+	Signer []byte `protobuf:"bytes,1,opt,name=signer,proto3" json:"signer,omitempty"`
+	// Signing time, milliseconds since the Unix epoch; the directory accepts
+	// it within 5 minutes of its clock.
+	TimestampMs uint64 `protobuf:"varint,2,opt,name=timestamp_ms,json=timestampMs,proto3" json:"timestamp_ms,omitempty"`
+	// Ed25519 signature (64 bytes) of api.MonitorStatement(origin, index,
+	// known_version, known_size, timestamp_ms).
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MonitorAuth) Reset() {
+	*x = MonitorAuth{}
+	mi := &file_kt_v1_kt_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MonitorAuth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MonitorAuth) ProtoMessage() {}
+
+func (x *MonitorAuth) ProtoReflect() protoreflect.Message {
+	mi := &file_kt_v1_kt_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MonitorAuth.ProtoReflect.Descriptor instead.
+func (*MonitorAuth) Descriptor() ([]byte, []int) {
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *MonitorAuth) GetSigner() []byte {
+	if x != nil {
+		return x.Signer
+	}
+	return nil
+}
+
+func (x *MonitorAuth) GetTimestampMs() uint64 {
+	if x != nil {
+		return x.TimestampMs
+	}
+	return 0
+}
+
+func (x *MonitorAuth) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 type MonitorResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Epoch *EpochPart             `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -634,7 +712,7 @@ type MonitorResponse struct {
 
 func (x *MonitorResponse) Reset() {
 	*x = MonitorResponse{}
-	mi := &file_kt_v1_kt_proto_msgTypes[9]
+	mi := &file_kt_v1_kt_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +724,7 @@ func (x *MonitorResponse) String() string {
 func (*MonitorResponse) ProtoMessage() {}
 
 func (x *MonitorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[9]
+	mi := &file_kt_v1_kt_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +737,7 @@ func (x *MonitorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonitorResponse.ProtoReflect.Descriptor instead.
 func (*MonitorResponse) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{9}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MonitorResponse) GetEpoch() *EpochPart {
@@ -698,7 +776,7 @@ type MonitoredChange struct {
 
 func (x *MonitoredChange) Reset() {
 	*x = MonitoredChange{}
-	mi := &file_kt_v1_kt_proto_msgTypes[10]
+	mi := &file_kt_v1_kt_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +788,7 @@ func (x *MonitoredChange) String() string {
 func (*MonitoredChange) ProtoMessage() {}
 
 func (x *MonitoredChange) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[10]
+	mi := &file_kt_v1_kt_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +801,7 @@ func (x *MonitoredChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonitoredChange.ProtoReflect.Descriptor instead.
 func (*MonitoredChange) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{10}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MonitoredChange) GetChangeRecord() []byte {
@@ -778,7 +856,7 @@ type HandleChange struct {
 
 func (x *HandleChange) Reset() {
 	*x = HandleChange{}
-	mi := &file_kt_v1_kt_proto_msgTypes[11]
+	mi := &file_kt_v1_kt_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +868,7 @@ func (x *HandleChange) String() string {
 func (*HandleChange) ProtoMessage() {}
 
 func (x *HandleChange) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[11]
+	mi := &file_kt_v1_kt_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +881,7 @@ func (x *HandleChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandleChange.ProtoReflect.Descriptor instead.
 func (*HandleChange) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{11}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HandleChange) GetHandle() string {
@@ -846,7 +924,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_kt_v1_kt_proto_msgTypes[12]
+	mi := &file_kt_v1_kt_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +936,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[12]
+	mi := &file_kt_v1_kt_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +949,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{12}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EnrollRequest) GetChange() *HandleChange {
@@ -897,7 +975,7 @@ type ChangeRequest struct {
 
 func (x *ChangeRequest) Reset() {
 	*x = ChangeRequest{}
-	mi := &file_kt_v1_kt_proto_msgTypes[13]
+	mi := &file_kt_v1_kt_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +987,7 @@ func (x *ChangeRequest) String() string {
 func (*ChangeRequest) ProtoMessage() {}
 
 func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[13]
+	mi := &file_kt_v1_kt_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1000,7 @@ func (x *ChangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeRequest.ProtoReflect.Descriptor instead.
 func (*ChangeRequest) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{13}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ChangeRequest) GetChanges() []*HandleChange {
@@ -943,7 +1021,7 @@ type ChangeResponse struct {
 
 func (x *ChangeResponse) Reset() {
 	*x = ChangeResponse{}
-	mi := &file_kt_v1_kt_proto_msgTypes[14]
+	mi := &file_kt_v1_kt_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1033,7 @@ func (x *ChangeResponse) String() string {
 func (*ChangeResponse) ProtoMessage() {}
 
 func (x *ChangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[14]
+	mi := &file_kt_v1_kt_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1046,7 @@ func (x *ChangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeResponse.ProtoReflect.Descriptor instead.
 func (*ChangeResponse) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{14}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ChangeResponse) GetLogIndices() []uint64 {
@@ -986,7 +1064,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_kt_v1_kt_proto_msgTypes[15]
+	mi := &file_kt_v1_kt_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1076,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[15]
+	mi := &file_kt_v1_kt_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1089,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{15}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{16}
 }
 
 type Checkpoint struct {
@@ -1023,7 +1101,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_kt_v1_kt_proto_msgTypes[16]
+	mi := &file_kt_v1_kt_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1113,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[16]
+	mi := &file_kt_v1_kt_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1126,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{16}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Checkpoint) GetNote() []byte {
@@ -1068,7 +1146,7 @@ type GetEntriesRequest struct {
 
 func (x *GetEntriesRequest) Reset() {
 	*x = GetEntriesRequest{}
-	mi := &file_kt_v1_kt_proto_msgTypes[17]
+	mi := &file_kt_v1_kt_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1158,7 @@ func (x *GetEntriesRequest) String() string {
 func (*GetEntriesRequest) ProtoMessage() {}
 
 func (x *GetEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[17]
+	mi := &file_kt_v1_kt_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1171,7 @@ func (x *GetEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntriesRequest.ProtoReflect.Descriptor instead.
 func (*GetEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{17}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetEntriesRequest) GetStart() uint64 {
@@ -1119,7 +1197,7 @@ type Entries struct {
 
 func (x *Entries) Reset() {
 	*x = Entries{}
-	mi := &file_kt_v1_kt_proto_msgTypes[18]
+	mi := &file_kt_v1_kt_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1209,7 @@ func (x *Entries) String() string {
 func (*Entries) ProtoMessage() {}
 
 func (x *Entries) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[18]
+	mi := &file_kt_v1_kt_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1222,7 @@ func (x *Entries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entries.ProtoReflect.Descriptor instead.
 func (*Entries) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{18}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Entries) GetEntries() [][]byte {
@@ -1164,7 +1242,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_kt_v1_kt_proto_msgTypes[19]
+	mi := &file_kt_v1_kt_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1254,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[19]
+	mi := &file_kt_v1_kt_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1267,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{19}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetInclusionProofRequest) GetIndex() uint64 {
@@ -1216,7 +1294,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_kt_v1_kt_proto_msgTypes[20]
+	mi := &file_kt_v1_kt_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1306,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[20]
+	mi := &file_kt_v1_kt_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1319,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{20}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetConsistencyProofRequest) GetOldSize() uint64 {
@@ -1267,7 +1345,7 @@ type Proof struct {
 
 func (x *Proof) Reset() {
 	*x = Proof{}
-	mi := &file_kt_v1_kt_proto_msgTypes[21]
+	mi := &file_kt_v1_kt_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1357,7 @@ func (x *Proof) String() string {
 func (*Proof) ProtoMessage() {}
 
 func (x *Proof) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[21]
+	mi := &file_kt_v1_kt_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1370,7 @@ func (x *Proof) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proof.ProtoReflect.Descriptor instead.
 func (*Proof) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{21}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Proof) GetHashes() [][]byte {
@@ -1312,7 +1390,7 @@ type GetRotationsRequest struct {
 
 func (x *GetRotationsRequest) Reset() {
 	*x = GetRotationsRequest{}
-	mi := &file_kt_v1_kt_proto_msgTypes[22]
+	mi := &file_kt_v1_kt_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1402,7 @@ func (x *GetRotationsRequest) String() string {
 func (*GetRotationsRequest) ProtoMessage() {}
 
 func (x *GetRotationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[22]
+	mi := &file_kt_v1_kt_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1415,7 @@ func (x *GetRotationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRotationsRequest.ProtoReflect.Descriptor instead.
 func (*GetRotationsRequest) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{22}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetRotationsRequest) GetKnownSize() uint64 {
@@ -1357,7 +1435,7 @@ type Rotations struct {
 
 func (x *Rotations) Reset() {
 	*x = Rotations{}
-	mi := &file_kt_v1_kt_proto_msgTypes[23]
+	mi := &file_kt_v1_kt_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1447,7 @@ func (x *Rotations) String() string {
 func (*Rotations) ProtoMessage() {}
 
 func (x *Rotations) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[23]
+	mi := &file_kt_v1_kt_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1460,7 @@ func (x *Rotations) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rotations.ProtoReflect.Descriptor instead.
 func (*Rotations) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{23}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Rotations) GetRotations() []*Rotation {
@@ -1414,7 +1492,7 @@ type Rotation struct {
 
 func (x *Rotation) Reset() {
 	*x = Rotation{}
-	mi := &file_kt_v1_kt_proto_msgTypes[24]
+	mi := &file_kt_v1_kt_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1504,7 @@ func (x *Rotation) String() string {
 func (*Rotation) ProtoMessage() {}
 
 func (x *Rotation) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[24]
+	mi := &file_kt_v1_kt_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1517,7 @@ func (x *Rotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rotation.ProtoReflect.Descriptor instead.
 func (*Rotation) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{24}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Rotation) GetLogIndex() uint64 {
@@ -1480,7 +1558,7 @@ type RotateRequest struct {
 
 func (x *RotateRequest) Reset() {
 	*x = RotateRequest{}
-	mi := &file_kt_v1_kt_proto_msgTypes[25]
+	mi := &file_kt_v1_kt_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1570,7 @@ func (x *RotateRequest) String() string {
 func (*RotateRequest) ProtoMessage() {}
 
 func (x *RotateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[25]
+	mi := &file_kt_v1_kt_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1583,7 @@ func (x *RotateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
 func (*RotateRequest) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{25}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RotateRequest) GetRecord() []byte {
@@ -1527,7 +1605,7 @@ type RotateResponse struct {
 
 func (x *RotateResponse) Reset() {
 	*x = RotateResponse{}
-	mi := &file_kt_v1_kt_proto_msgTypes[26]
+	mi := &file_kt_v1_kt_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1617,7 @@ func (x *RotateResponse) String() string {
 func (*RotateResponse) ProtoMessage() {}
 
 func (x *RotateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kt_v1_kt_proto_msgTypes[26]
+	mi := &file_kt_v1_kt_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1630,7 @@ func (x *RotateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
 func (*RotateResponse) Descriptor() ([]byte, []int) {
-	return file_kt_v1_kt_proto_rawDescGZIP(), []int{26}
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RotateResponse) GetLogIndex() uint64 {
@@ -1614,13 +1692,18 @@ const file_kt_v1_kt_proto_rawDesc = "" +
 	"known_size\x18\x02 \x01(\x04R\tknownSize\"n\n" +
 	"\x13BatchLookupResponse\x12&\n" +
 	"\x05epoch\x18\x01 \x01(\v2\x10.kt.v1.EpochPartR\x05epoch\x12/\n" +
-	"\aresults\x18\x02 \x03(\v2\x15.kt.v1.LookupResponseR\aresults\"\x8d\x01\n" +
+	"\aresults\x18\x02 \x03(\v2\x15.kt.v1.LookupResponseR\aresults\"\xb5\x01\n" +
 	"\x0eMonitorRequest\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\fR\x05index\x12#\n" +
 	"\rknown_version\x18\x02 \x01(\x04R\fknownVersion\x12\x1d\n" +
 	"\n" +
 	"known_size\x18\x03 \x01(\x04R\tknownSize\x12!\n" +
-	"\frecords_only\x18\x04 \x01(\bR\vrecordsOnly\"\x88\x01\n" +
+	"\frecords_only\x18\x04 \x01(\bR\vrecordsOnly\x12&\n" +
+	"\x04auth\x18\x05 \x01(\v2\x12.kt.v1.MonitorAuthR\x04auth\"f\n" +
+	"\vMonitorAuth\x12\x16\n" +
+	"\x06signer\x18\x01 \x01(\fR\x06signer\x12!\n" +
+	"\ftimestamp_ms\x18\x02 \x01(\x04R\vtimestampMs\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"\x88\x01\n" +
 	"\x0fMonitorResponse\x12&\n" +
 	"\x05epoch\x18\x01 \x01(\v2\x10.kt.v1.EpochPartR\x05epoch\x12\x1b\n" +
 	"\tmap_proof\x18\x02 \x01(\fR\bmapProof\x120\n" +
@@ -1696,9 +1779,10 @@ const file_kt_v1_kt_proto_rawDesc = "" +
 	"\n" +
 	"GetEntries\x12\x18.kt.v1.GetEntriesRequest\x1a\x0e.kt.v1.Entries\x12B\n" +
 	"\x11GetInclusionProof\x12\x1f.kt.v1.GetInclusionProofRequest\x1a\f.kt.v1.Proof\x12F\n" +
-	"\x13GetConsistencyProof\x12!.kt.v1.GetConsistencyProofRequest\x1a\f.kt.v1.Proof2y\n" +
+	"\x13GetConsistencyProof\x12!.kt.v1.GetConsistencyProofRequest\x1a\f.kt.v1.Proof2\xb3\x01\n" +
 	"\bOperator\x126\n" +
-	"\aRecover\x12\x14.kt.v1.ChangeRequest\x1a\x15.kt.v1.ChangeResponse\x125\n" +
+	"\aRecover\x12\x14.kt.v1.ChangeRequest\x1a\x15.kt.v1.ChangeResponse\x128\n" +
+	"\aHistory\x12\x15.kt.v1.MonitorRequest\x1a\x16.kt.v1.MonitorResponse\x125\n" +
 	"\x06Rotate\x12\x14.kt.v1.RotateRequest\x1a\x15.kt.v1.RotateResponseB!Z\x1fgithub.com/keytrans/kt/api/ktpbb\x06proto3"
 
 var (
@@ -1713,7 +1797,7 @@ func file_kt_v1_kt_proto_rawDescGZIP() []byte {
 	return file_kt_v1_kt_proto_rawDescData
 }
 
-var file_kt_v1_kt_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_kt_v1_kt_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_kt_v1_kt_proto_goTypes = []any{
 	(*GetParametersRequest)(nil),       // 0: kt.v1.GetParametersRequest
 	(*Parameters)(nil),                 // 1: kt.v1.Parameters
@@ -1724,68 +1808,72 @@ var file_kt_v1_kt_proto_goTypes = []any{
 	(*BatchLookupRequest)(nil),         // 6: kt.v1.BatchLookupRequest
 	(*BatchLookupResponse)(nil),        // 7: kt.v1.BatchLookupResponse
 	(*MonitorRequest)(nil),             // 8: kt.v1.MonitorRequest
-	(*MonitorResponse)(nil),            // 9: kt.v1.MonitorResponse
-	(*MonitoredChange)(nil),            // 10: kt.v1.MonitoredChange
-	(*HandleChange)(nil),               // 11: kt.v1.HandleChange
-	(*EnrollRequest)(nil),              // 12: kt.v1.EnrollRequest
-	(*ChangeRequest)(nil),              // 13: kt.v1.ChangeRequest
-	(*ChangeResponse)(nil),             // 14: kt.v1.ChangeResponse
-	(*GetCheckpointRequest)(nil),       // 15: kt.v1.GetCheckpointRequest
-	(*Checkpoint)(nil),                 // 16: kt.v1.Checkpoint
-	(*GetEntriesRequest)(nil),          // 17: kt.v1.GetEntriesRequest
-	(*Entries)(nil),                    // 18: kt.v1.Entries
-	(*GetInclusionProofRequest)(nil),   // 19: kt.v1.GetInclusionProofRequest
-	(*GetConsistencyProofRequest)(nil), // 20: kt.v1.GetConsistencyProofRequest
-	(*Proof)(nil),                      // 21: kt.v1.Proof
-	(*GetRotationsRequest)(nil),        // 22: kt.v1.GetRotationsRequest
-	(*Rotations)(nil),                  // 23: kt.v1.Rotations
-	(*Rotation)(nil),                   // 24: kt.v1.Rotation
-	(*RotateRequest)(nil),              // 25: kt.v1.RotateRequest
-	(*RotateResponse)(nil),             // 26: kt.v1.RotateResponse
+	(*MonitorAuth)(nil),                // 9: kt.v1.MonitorAuth
+	(*MonitorResponse)(nil),            // 10: kt.v1.MonitorResponse
+	(*MonitoredChange)(nil),            // 11: kt.v1.MonitoredChange
+	(*HandleChange)(nil),               // 12: kt.v1.HandleChange
+	(*EnrollRequest)(nil),              // 13: kt.v1.EnrollRequest
+	(*ChangeRequest)(nil),              // 14: kt.v1.ChangeRequest
+	(*ChangeResponse)(nil),             // 15: kt.v1.ChangeResponse
+	(*GetCheckpointRequest)(nil),       // 16: kt.v1.GetCheckpointRequest
+	(*Checkpoint)(nil),                 // 17: kt.v1.Checkpoint
+	(*GetEntriesRequest)(nil),          // 18: kt.v1.GetEntriesRequest
+	(*Entries)(nil),                    // 19: kt.v1.Entries
+	(*GetInclusionProofRequest)(nil),   // 20: kt.v1.GetInclusionProofRequest
+	(*GetConsistencyProofRequest)(nil), // 21: kt.v1.GetConsistencyProofRequest
+	(*Proof)(nil),                      // 22: kt.v1.Proof
+	(*GetRotationsRequest)(nil),        // 23: kt.v1.GetRotationsRequest
+	(*Rotations)(nil),                  // 24: kt.v1.Rotations
+	(*Rotation)(nil),                   // 25: kt.v1.Rotation
+	(*RotateRequest)(nil),              // 26: kt.v1.RotateRequest
+	(*RotateResponse)(nil),             // 27: kt.v1.RotateResponse
 }
 var file_kt_v1_kt_proto_depIdxs = []int32{
 	2,  // 0: kt.v1.LookupResponse.epoch:type_name -> kt.v1.EpochPart
 	2,  // 1: kt.v1.BatchLookupResponse.epoch:type_name -> kt.v1.EpochPart
 	5,  // 2: kt.v1.BatchLookupResponse.results:type_name -> kt.v1.LookupResponse
-	2,  // 3: kt.v1.MonitorResponse.epoch:type_name -> kt.v1.EpochPart
-	10, // 4: kt.v1.MonitorResponse.changes:type_name -> kt.v1.MonitoredChange
-	11, // 5: kt.v1.EnrollRequest.change:type_name -> kt.v1.HandleChange
-	11, // 6: kt.v1.ChangeRequest.changes:type_name -> kt.v1.HandleChange
-	24, // 7: kt.v1.Rotations.rotations:type_name -> kt.v1.Rotation
-	2,  // 8: kt.v1.Rotation.epoch:type_name -> kt.v1.EpochPart
-	0,  // 9: kt.v1.Directory.GetParameters:input_type -> kt.v1.GetParametersRequest
-	4,  // 10: kt.v1.Directory.Lookup:input_type -> kt.v1.LookupRequest
-	6,  // 11: kt.v1.Directory.BatchLookup:input_type -> kt.v1.BatchLookupRequest
-	8,  // 12: kt.v1.Directory.Monitor:input_type -> kt.v1.MonitorRequest
-	3,  // 13: kt.v1.Directory.GetEpoch:input_type -> kt.v1.GetEpochRequest
-	12, // 14: kt.v1.Directory.Enroll:input_type -> kt.v1.EnrollRequest
-	13, // 15: kt.v1.Directory.Change:input_type -> kt.v1.ChangeRequest
-	22, // 16: kt.v1.Directory.GetRotations:input_type -> kt.v1.GetRotationsRequest
-	15, // 17: kt.v1.Log.GetCheckpoint:input_type -> kt.v1.GetCheckpointRequest
-	17, // 18: kt.v1.Log.GetEntries:input_type -> kt.v1.GetEntriesRequest
-	19, // 19: kt.v1.Log.GetInclusionProof:input_type -> kt.v1.GetInclusionProofRequest
-	20, // 20: kt.v1.Log.GetConsistencyProof:input_type -> kt.v1.GetConsistencyProofRequest
-	13, // 21: kt.v1.Operator.Recover:input_type -> kt.v1.ChangeRequest
-	25, // 22: kt.v1.Operator.Rotate:input_type -> kt.v1.RotateRequest
-	1,  // 23: kt.v1.Directory.GetParameters:output_type -> kt.v1.Parameters
-	5,  // 24: kt.v1.Directory.Lookup:output_type -> kt.v1.LookupResponse
-	7,  // 25: kt.v1.Directory.BatchLookup:output_type -> kt.v1.BatchLookupResponse
-	9,  // 26: kt.v1.Directory.Monitor:output_type -> kt.v1.MonitorResponse
-	2,  // 27: kt.v1.Directory.GetEpoch:output_type -> kt.v1.EpochPart
-	14, // 28: kt.v1.Directory.Enroll:output_type -> kt.v1.ChangeResponse
-	14, // 29: kt.v1.Directory.Change:output_type -> kt.v1.ChangeResponse
-	23, // 30: kt.v1.Directory.GetRotations:output_type -> kt.v1.Rotations
-	16, // 31: kt.v1.Log.GetCheckpoint:output_type -> kt.v1.Checkpoint
-	18, // 32: kt.v1.Log.GetEntries:output_type -> kt.v1.Entries
-	21, // 33: kt.v1.Log.GetInclusionProof:output_type -> kt.v1.Proof
-	21, // 34: kt.v1.Log.GetConsistencyProof:output_type -> kt.v1.Proof
-	14, // 35: kt.v1.Operator.Recover:output_type -> kt.v1.ChangeResponse
-	26, // 36: kt.v1.Operator.Rotate:output_type -> kt.v1.RotateResponse
-	23, // [23:37] is the sub-list for method output_type
-	9,  // [9:23] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	9,  // 3: kt.v1.MonitorRequest.auth:type_name -> kt.v1.MonitorAuth
+	2,  // 4: kt.v1.MonitorResponse.epoch:type_name -> kt.v1.EpochPart
+	11, // 5: kt.v1.MonitorResponse.changes:type_name -> kt.v1.MonitoredChange
+	12, // 6: kt.v1.EnrollRequest.change:type_name -> kt.v1.HandleChange
+	12, // 7: kt.v1.ChangeRequest.changes:type_name -> kt.v1.HandleChange
+	25, // 8: kt.v1.Rotations.rotations:type_name -> kt.v1.Rotation
+	2,  // 9: kt.v1.Rotation.epoch:type_name -> kt.v1.EpochPart
+	0,  // 10: kt.v1.Directory.GetParameters:input_type -> kt.v1.GetParametersRequest
+	4,  // 11: kt.v1.Directory.Lookup:input_type -> kt.v1.LookupRequest
+	6,  // 12: kt.v1.Directory.BatchLookup:input_type -> kt.v1.BatchLookupRequest
+	8,  // 13: kt.v1.Directory.Monitor:input_type -> kt.v1.MonitorRequest
+	3,  // 14: kt.v1.Directory.GetEpoch:input_type -> kt.v1.GetEpochRequest
+	13, // 15: kt.v1.Directory.Enroll:input_type -> kt.v1.EnrollRequest
+	14, // 16: kt.v1.Directory.Change:input_type -> kt.v1.ChangeRequest
+	23, // 17: kt.v1.Directory.GetRotations:input_type -> kt.v1.GetRotationsRequest
+	16, // 18: kt.v1.Log.GetCheckpoint:input_type -> kt.v1.GetCheckpointRequest
+	18, // 19: kt.v1.Log.GetEntries:input_type -> kt.v1.GetEntriesRequest
+	20, // 20: kt.v1.Log.GetInclusionProof:input_type -> kt.v1.GetInclusionProofRequest
+	21, // 21: kt.v1.Log.GetConsistencyProof:input_type -> kt.v1.GetConsistencyProofRequest
+	14, // 22: kt.v1.Operator.Recover:input_type -> kt.v1.ChangeRequest
+	8,  // 23: kt.v1.Operator.History:input_type -> kt.v1.MonitorRequest
+	26, // 24: kt.v1.Operator.Rotate:input_type -> kt.v1.RotateRequest
+	1,  // 25: kt.v1.Directory.GetParameters:output_type -> kt.v1.Parameters
+	5,  // 26: kt.v1.Directory.Lookup:output_type -> kt.v1.LookupResponse
+	7,  // 27: kt.v1.Directory.BatchLookup:output_type -> kt.v1.BatchLookupResponse
+	10, // 28: kt.v1.Directory.Monitor:output_type -> kt.v1.MonitorResponse
+	2,  // 29: kt.v1.Directory.GetEpoch:output_type -> kt.v1.EpochPart
+	15, // 30: kt.v1.Directory.Enroll:output_type -> kt.v1.ChangeResponse
+	15, // 31: kt.v1.Directory.Change:output_type -> kt.v1.ChangeResponse
+	24, // 32: kt.v1.Directory.GetRotations:output_type -> kt.v1.Rotations
+	17, // 33: kt.v1.Log.GetCheckpoint:output_type -> kt.v1.Checkpoint
+	19, // 34: kt.v1.Log.GetEntries:output_type -> kt.v1.Entries
+	22, // 35: kt.v1.Log.GetInclusionProof:output_type -> kt.v1.Proof
+	22, // 36: kt.v1.Log.GetConsistencyProof:output_type -> kt.v1.Proof
+	15, // 37: kt.v1.Operator.Recover:output_type -> kt.v1.ChangeResponse
+	10, // 38: kt.v1.Operator.History:output_type -> kt.v1.MonitorResponse
+	27, // 39: kt.v1.Operator.Rotate:output_type -> kt.v1.RotateResponse
+	25, // [25:40] is the sub-list for method output_type
+	10, // [10:25] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_kt_v1_kt_proto_init() }
@@ -1799,7 +1887,7 @@ func file_kt_v1_kt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kt_v1_kt_proto_rawDesc), len(file_kt_v1_kt_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

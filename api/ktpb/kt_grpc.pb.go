@@ -46,7 +46,9 @@ type DirectoryClient interface {
 	// BatchLookup looks up several handles against one epoch.
 	BatchLookup(ctx context.Context, in *BatchLookupRequest, opts ...grpc.CallOption) (*BatchLookupResponse, error)
 	// Monitor returns the changes of one VRF index since a version
-	// (design.md 13).
+	// (design.md 13). Openings and device sets only to the handle's owner
+	// (an authorization by a current authorizer, design.md 13.4); anyone
+	// may ask for records_only answers.
 	Monitor(ctx context.Context, in *MonitorRequest, opts ...grpc.CallOption) (*MonitorResponse, error)
 	// GetEpoch returns the latest epoch checkpoint with its epoch record and
 	// proofs, and a consistency proof from the client's size.
@@ -164,7 +166,9 @@ type DirectoryServer interface {
 	// BatchLookup looks up several handles against one epoch.
 	BatchLookup(context.Context, *BatchLookupRequest) (*BatchLookupResponse, error)
 	// Monitor returns the changes of one VRF index since a version
-	// (design.md 13).
+	// (design.md 13). Openings and device sets only to the handle's owner
+	// (an authorization by a current authorizer, design.md 13.4); anyone
+	// may ask for records_only answers.
 	Monitor(context.Context, *MonitorRequest) (*MonitorResponse, error)
 	// GetEpoch returns the latest epoch checkpoint with its epoch record and
 	// proofs, and a consistency proof from the client's size.
@@ -646,6 +650,7 @@ var Log_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Operator_Recover_FullMethodName = "/kt.v1.Operator/Recover"
+	Operator_History_FullMethodName = "/kt.v1.Operator/History"
 	Operator_Rotate_FullMethodName  = "/kt.v1.Operator/Rotate"
 )
 
@@ -658,6 +663,10 @@ const (
 // as such (kind 4).
 type OperatorClient interface {
 	Recover(ctx context.Context, in *ChangeRequest, opts ...grpc.CallOption) (*ChangeResponse, error)
+	// History is Monitor without the owner's authorization: the full answer,
+	// openings and device sets included, for the operator's observer
+	// (ktctl diff, design.md 13.4). records_only and auth are ignored.
+	History(ctx context.Context, in *MonitorRequest, opts ...grpc.CallOption) (*MonitorResponse, error)
 	// Rotate appends a key rotation record signed by the old and the new key
 	// (design.md 11.1) and closes an epoch after it.
 	Rotate(ctx context.Context, in *RotateRequest, opts ...grpc.CallOption) (*RotateResponse, error)
@@ -675,6 +684,16 @@ func (c *operatorClient) Recover(ctx context.Context, in *ChangeRequest, opts ..
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ChangeResponse)
 	err := c.cc.Invoke(ctx, Operator_Recover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorClient) History(ctx context.Context, in *MonitorRequest, opts ...grpc.CallOption) (*MonitorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MonitorResponse)
+	err := c.cc.Invoke(ctx, Operator_History_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -700,6 +719,10 @@ func (c *operatorClient) Rotate(ctx context.Context, in *RotateRequest, opts ...
 // as such (kind 4).
 type OperatorServer interface {
 	Recover(context.Context, *ChangeRequest) (*ChangeResponse, error)
+	// History is Monitor without the owner's authorization: the full answer,
+	// openings and device sets included, for the operator's observer
+	// (ktctl diff, design.md 13.4). records_only and auth are ignored.
+	History(context.Context, *MonitorRequest) (*MonitorResponse, error)
 	// Rotate appends a key rotation record signed by the old and the new key
 	// (design.md 11.1) and closes an epoch after it.
 	Rotate(context.Context, *RotateRequest) (*RotateResponse, error)
@@ -715,6 +738,9 @@ type UnimplementedOperatorServer struct{}
 
 func (UnimplementedOperatorServer) Recover(context.Context, *ChangeRequest) (*ChangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Recover not implemented")
+}
+func (UnimplementedOperatorServer) History(context.Context, *MonitorRequest) (*MonitorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method History not implemented")
 }
 func (UnimplementedOperatorServer) Rotate(context.Context, *RotateRequest) (*RotateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Rotate not implemented")
@@ -758,6 +784,24 @@ func _Operator_Recover_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MonitorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).History(ctx, req.(*MonitorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Operator_Rotate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RotateRequest)
 	if err := dec(in); err != nil {
@@ -786,6 +830,10 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Recover",
 			Handler:    _Operator_Recover_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _Operator_History_Handler,
 		},
 		{
 			MethodName: "Rotate",

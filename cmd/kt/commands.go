@@ -872,6 +872,31 @@ func (a *app) pollOnce(ctx context.Context, c *client.Client) (int, error) {
 			}
 		}
 	}
+	// SPEC(design.md 13.4): a device none of whose keys authorizes its
+	// handle any more sees the public records; being locked out is itself
+	// an alert.
+	var lo *client.LockedOutError
+	if errors.As(err, &lo) {
+		for _, ch := range lo.Changes {
+			j := changeJSON{Handle: lo.Handle, Version: ch.Version, By: ch.By.String()}
+			a.output(j, func(w io.Writer) {
+				fmt.Fprintf(w, "%s version %d by %s (records only)\n", lo.Handle, ch.Version, j.By)
+			})
+		}
+		for _, al := range append(lo.Alerts, client.Alert{Message: "this device is no longer an authorizer of the handle: the directory refuses it the device sets"}) {
+			alerts++
+			msg := al.Message
+			if al.Kind != 0 {
+				msg = al.Kind.String() + ": " + msg
+			} else {
+				msg = "locked out: " + msg
+			}
+			a.output(map[string]any{"handle": lo.Handle, "alert": msg}, func(w io.Writer) {
+				fmt.Fprintf(w, "%s ALERT %s\n", lo.Handle, msg)
+			})
+		}
+		err = nil
+	}
 	if err != nil {
 		return alerts, err
 	}

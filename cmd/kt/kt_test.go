@@ -232,6 +232,13 @@ func TestWorkflow(t *testing.T) {
 	if _, _, code := bob2.kt("", "decrypt", "--in", msgFile); code != 1 {
 		t.Fatalf("removed device decrypt: exit %d", code)
 	}
+	// The removed device may no longer read Bob's device sets (design.md
+	// 13.4): its monitor shows the public record of its removal, by
+	// another of Bob's devices, and alerts that it is locked out.
+	out, errs, code = bob2.kt("", "monitor", "--once")
+	if code != 3 || !strings.Contains(out, "version 4 by another of your devices (records only)") || !strings.Contains(out, "ALERT locked out") {
+		t.Fatalf("removed device's monitor: exit %d\n%s%s", code, out, errs)
+	}
 	if out := bob1.ok("decrypt", "--in", msgFile); out != "later" {
 		t.Fatalf("bob1: %q", out)
 	}

@@ -97,10 +97,14 @@ type Config struct {
 // LogConfig is one log.
 type LogConfig struct {
 	// Origin is the log's origin (first line of its checkpoints).
+	// Default: the name of VKey, which must equal it.
 	Origin string `mapstructure:"origin"`
 	// VKey is the log's signed-note verifier key (ktd logs it on start;
 	// name+hash+base64).
 	VKey string `mapstructure:"vkey"`
+	// VKeyFile is a file holding VKey instead (one line, e.g. log.vkey
+	// written by `ktctl keygen`). Set VKey or VKeyFile, not both.
+	VKeyFile string `mapstructure:"vkey_file"`
 	// URL is the base URL of the log's read API (ktd's http_listen, e.g.
 	// http://127.0.0.1:8080). Empty: the log is witnessed only, not
 	// audited (for logs that are not key transparency logs).
@@ -121,6 +125,37 @@ type LogConfig struct {
 	// recovery.key public form ("kt-recovery-public:<base64>") or the bare
 	// base64. Required when URL is set (rule R6).
 	RecoveryKey string `mapstructure:"recovery_key"`
+	// RecoveryKeyFile is a file holding RecoveryKey instead (its public
+	// form, e.g. recovery.pub written by `ktctl keygen`). Set RecoveryKey
+	// or RecoveryKeyFile, not both.
+	RecoveryKeyFile string `mapstructure:"recovery_key_file"`
+}
+
+// readKeyFiles replaces vkey_file and recovery_key_file by the keys they
+// hold and defaults the origin to the verifier key's name.
+func (l *LogConfig) readKeyFiles(i int, add func(string, ...any)) {
+	read := func(key, path string, val *string) {
+		if path == "" {
+			return
+		}
+		if *val != "" {
+			add("logs[%d]: set %s or %s_file, not both", i, key, key)
+			return
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			add("logs[%d]: %s_file: %v", i, key, err)
+			return
+		}
+		*val = strings.TrimSpace(string(b))
+	}
+	read("vkey", l.VKeyFile, &l.VKey)
+	read("recovery_key", l.RecoveryKeyFile, &l.RecoveryKey)
+	if l.Origin == "" {
+		if v, err := note.NewVerifier(l.VKey); err == nil {
+			l.Origin = v.Name()
+		}
+	}
 }
 
 // PeerConfig is one peer auditor.
@@ -167,7 +202,8 @@ Usage:
                                             (daemon stopped; evidence is kept)
   ktauditor reset-witness [flags] ORIGIN    forget the checkpoint last cosigned for ORIGIN
 
-` + cliconfig.SourcesHelp + `The lists "logs" (origin, vkey, url, recovery_key) and "peers" (name,
+` + cliconfig.SourcesHelp + `The lists "logs" (origin, vkey or vkey_file, url, recovery_key or
+recovery_key_file, heartbeat, witness_policy_file, skew) and "peers" (name,
 url) are set in the file.
 
 Flags:
@@ -215,6 +251,9 @@ func (c *Config) validate() error {
 		add("no logs configured (logs: in the configuration file)")
 	}
 	seen := map[string]bool{}
+	for i := range c.Logs {
+		c.Logs[i].readKeyFiles(i, add)
+	}
 	for i, l := range c.Logs {
 		if l.Origin == "" || seen[l.Origin] {
 			add("logs[%d]: empty or duplicate origin %q", i, l.Origin)

@@ -385,3 +385,39 @@ func captureStdout(t *testing.T, f func()) string {
 	w.Close()
 	return <-done
 }
+
+// TestConfigKeyFiles: vkey_file and recovery_key_file stand for vkey and
+// recovery_key, the origin defaults to the vkey's name, and a log that
+// sets a key both ways, or names a missing file, is refused.
+func TestConfigKeyFiles(t *testing.T) {
+	l := newTestLog(t)
+	dir := t.TempDir()
+	rk := l.b.RecoveryKey()
+	vkeyFile, recFile := filepath.Join(dir, "log.vkey"), filepath.Join(dir, "recovery.pub")
+	os.WriteFile(vkeyFile, []byte(l.vkey+"\n"), 0o644)
+	os.WriteFile(recFile, []byte("kt-recovery-public:"+base64.StdEncoding.EncodeToString(rk[:])+"\n"), 0o644)
+	write := func(log string) string {
+		p := filepath.Join(dir, "ktauditor.yaml")
+		os.WriteFile(p, []byte("data_dir: "+dir+"\nlogs:\n  - "+log), 0o600)
+		return p
+	}
+	good := "vkey_file: " + vkeyFile + "\n    url: " + l.url + "\n    recovery_key_file: " + recFile + "\n"
+	cfg, _, err := loadConfig([]string{"--config", write(good)}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Logs[0]; got.Origin != origin || got.VKey != l.vkey || !strings.HasSuffix(got.RecoveryKey, base64.StdEncoding.EncodeToString(rk[:])) {
+		t.Fatalf("log: %+v", got)
+	}
+	for name, log := range map[string]string{
+		"vkey twice":     "vkey: " + l.vkey + "\n    " + good,
+		"recovery twice": "recovery_key: kt-recovery-public:" + base64.StdEncoding.EncodeToString(rk[:]) + "\n    " + good,
+		"missing vkey":   "vkey_file: " + filepath.Join(dir, "nope") + "\n",
+		"missing rec":    "vkey_file: " + vkeyFile + "\n    url: " + l.url + "\n    recovery_key_file: " + filepath.Join(dir, "nope") + "\n",
+		"other origin":   "origin: other.example\n    " + good,
+	} {
+		if _, _, err := loadConfig([]string{"--config", write(log)}, io.Discard); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -64,6 +64,7 @@ func init() {
 		checkpointCmd, entriesCmd, inclusionCmd, consistencyCmd, historyCmd, diffCmd,
 		verifyCmd, evidenceInspectCmd, evidenceVerifyCmd,
 		treeCreateCmd, treeShowCmd, treeListCmd, recoverCmd, rotateCmd,
+		keygenCmd, paramsCmd,
 	}
 }
 

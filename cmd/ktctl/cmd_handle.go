@@ -168,10 +168,12 @@ func runHistory(ctx context.Context, e *env) error {
 var diffCmd = &command{
 	name:  "diff",
 	args:  "HANDLE_OR_INDEX EPOCH_A EPOCH_B",
-	usage: "diff HANDLE_OR_INDEX EPOCH_A EPOCH_B [--grpc ADDR] [--log-key KEY | --data-dir DIR] [--policy FILE]",
-	help: `Show how a handle's device set differs between two epochs.
-Asks the directory (gRPC Monitor, from version 0) for every version with
-its opening and device set, verifies the answer (epoch checkpoint, map
+	usage: "diff HANDLE_OR_INDEX EPOCH_A EPOCH_B [--operator ADDR] [--grpc ADDR] [--log-key KEY | --data-dir DIR] [--policy FILE]",
+	help: `Show how a handle's device set differs between two epochs (operators).
+Asks the directory's Operator service (--operator, ktd's operator_listen:
+gRPC History, from version 0) for every version with its opening and
+device set (the public Monitor serves those only to the handle's owner),
+reads the log over gRPC (--grpc), verifies the answer (epoch checkpoint, map
 proof, version chain, inclusion proofs, commitment openings), finds both
 epochs in the log, and compares the versions current at each: devices
 added, removed and re-keyed, account ID and account key changes, and the
@@ -180,7 +182,7 @@ or a handle, which needs the VRF private key (--data-dir or
 --vrf-key-file) or the VRF public key (--vrf-public-key: the index is then
 learnt from a lookup whose VRF proof is verified). EPOCH_B may be "latest". Exit status 1 if the answer
 does not verify.`,
-	keys:    []string{"grpc", "grpc_tls", "log_key", "data_dir", "policy", "vrf_key_file", "vrf_public_key", "full"},
+	keys:    []string{"grpc", "grpc_tls", "operator", "log_key", "data_dir", "policy", "vrf_key_file", "vrf_public_key", "full"},
 	network: true, minArgs: 3, maxArgs: 3,
 	run: runDiff,
 }
@@ -218,9 +220,14 @@ func runDiff(ctx context.Context, e *env) error {
 		return err
 	}
 	defer conn.Close()
+	oconn, err := e.dial(e.cfg.Operator, false)
+	if err != nil {
+		return err
+	}
+	defer oconn.Close()
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
 	defer cancel()
-	res, err := ktctl.Diff(ctx, ktpb.NewDirectoryClient(conn), client.LogReader{C: ktpb.NewLogClient(conn)}, k, index, a, b)
+	res, err := ktctl.Diff(ctx, ktpb.NewOperatorClient(oconn), client.LogReader{C: ktpb.NewLogClient(conn)}, k, index, a, b)
 	if err != nil {
 		return err
 	}

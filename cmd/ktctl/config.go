@@ -81,7 +81,7 @@ type Config struct {
 	// ShowDeleted lists deleted trees too (`tree list`).
 	ShowDeleted bool `mapstructure:"show_deleted"`
 	// Operator is the address of the directory's private Operator gRPC
-	// service (ktd's operator_listen), for `recover`. Default
+	// service (ktd's operator_listen), for `recover` and `diff`. Default
 	// 127.0.0.1:8444.
 	Operator string `mapstructure:"operator"`
 	// Replace makes `recover` set the device set to exactly the given
@@ -105,6 +105,19 @@ type Config struct {
 	OldKey   string `mapstructure:"old_key"`
 	NewKey   string `mapstructure:"new_key"`
 	Sequence uint64 `mapstructure:"sequence"`
+	// Out is the directory `keygen` writes a deployment's keys and
+	// policies to.
+	Out string `mapstructure:"out"`
+	// Origin is the log origin `keygen` names the log key after (ktd's
+	// log.origin).
+	Origin string `mapstructure:"origin"`
+	// Auditors are the auditors of `keygen`, each NAME=URL: NAME names
+	// its keys and its lines in the policies, URL is where the directory
+	// reaches it (its witness and audit endpoints).
+	Auditors []string `mapstructure:"auditors"`
+	// Quorum is how many of the auditors the policies of `keygen`
+	// require (0: all of them).
+	Quorum int `mapstructure:"quorum"`
 
 	// given says which keys were set by a flag or the environment rather
 	// than left at their defaults.
@@ -145,6 +158,10 @@ var options = []option{
 	{Key: "old_key", Default: "", Usage: "rotate: the current private key file (log: note signer key; recovery: kt-recovery-private)"},
 	{Key: "new_key", Default: "", Usage: "rotate: the new private key file, same form"},
 	{Key: "sequence", Default: uint64(0), Usage: "rotate: the rotation's sequence number (default: the directory's last + 1)"},
+	{Key: "out", Default: "", Usage: "directory to write the keys and policies to"},
+	{Key: "origin", Default: "", Usage: "the log's origin (ktd's log.origin)"},
+	{Key: "auditors", Default: []string(nil), Usage: "auditors as NAME=URL, comma-separated (URL: where the directory reaches it)"},
+	{Key: "quorum", Default: 0, Usage: "auditors the policies require (0: all)"},
 }
 
 // loader is ktctl's configuration table for cliconfig; each command

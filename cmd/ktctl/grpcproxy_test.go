@@ -7,23 +7,24 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/internal/testing/ktctltest"
 )
 
-// lyingDirectory serves the fixture's directory over gRPC, passing each
-// Monitor answer through edit.
+// lyingDirectory serves the fixture's Operator and Log services over gRPC,
+// passing each History answer through edit.
 type lyingDirectory struct {
-	ktpb.UnimplementedDirectoryServer
+	ktpb.UnimplementedOperatorServer
 	ktpb.UnimplementedLogServer
-	dir  ktpb.DirectoryClient
+	op   ktpb.OperatorClient
 	log  ktpb.LogClient
 	edit func(*ktpb.MonitorResponse)
 }
 
-func (l *lyingDirectory) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.MonitorResponse, error) {
-	r, err := l.dir.Monitor(ctx, req)
+func (l *lyingDirectory) History(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.MonitorResponse, error) {
+	r, err := l.op.History(ctx, req)
 	if err == nil {
 		l.edit(r)
 	}
@@ -48,9 +49,14 @@ func (l *lyingDirectory) GetConsistencyProof(ctx context.Context, req *ktpb.GetC
 
 func serveLying(t *testing.T, f *ktctltest.Fixture, edit func(*ktpb.MonitorResponse)) string {
 	t.Helper()
-	ld := &lyingDirectory{dir: ktpb.NewDirectoryClient(f.Conn), log: ktpb.NewLogClient(f.Conn), edit: edit}
+	oc, err := grpc.NewClient(f.OperatorAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { oc.Close() })
+	ld := &lyingDirectory{op: ktpb.NewOperatorClient(oc), log: ktpb.NewLogClient(f.Conn), edit: edit}
 	s := grpc.NewServer()
-	ktpb.RegisterDirectoryServer(s, ld)
+	ktpb.RegisterOperatorServer(s, ld)
 	ktpb.RegisterLogServer(s, ld)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -62,7 +68,8 @@ func serveLying(t *testing.T, f *ktctltest.Fixture, edit func(*ktpb.MonitorRespo
 }
 
 // TestDiffLyingDirectory checks that diff refuses to show a device set
-// that the directory's answer does not prove.
+// that the directory's answer (the Operator service's History) does not
+// prove.
 func TestDiffLyingDirectory(t *testing.T) {
 	f := ktctltest.Start(t)
 	for _, tc := range []struct {
@@ -78,11 +85,11 @@ func TestDiffLyingDirectory(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := serveLying(t, f, tc.edit)
-			runCLI(t, "diff", "+14155550100", "0", "latest", "--grpc", addr, "--data-dir", f.DataDir).
+			runCLI(t, "diff", "+14155550100", "0", "latest", "--grpc", addr, "--operator", addr, "--data-dir", f.DataDir).
 				want(t, exitVerify, []string{"!added"}, tc.stderr)
 		})
 	}
 	// Unchanged, the proxy's answers verify.
 	addr := serveLying(t, f, func(*ktpb.MonitorResponse) {})
-	runCLI(t, "diff", "+14155550100", "0", "latest", "--grpc", addr, "--data-dir", f.DataDir).want(t, exitOK, []string{"added"})
+	runCLI(t, "diff", "+14155550100", "0", "latest", "--grpc", addr, "--operator", addr, "--data-dir", f.DataDir).want(t, exitOK, []string{"added"})
 }

@@ -92,8 +92,8 @@ func TestNetworkErrors(t *testing.T) {
 	dead := "http://127.0.0.1:1"
 	runCLI(t, "checkpoint", "--log-url", dead, "--log-key", vkey).want(t, exitIO, nil, "fetching the checkpoint")
 	runCLI(t, "entries", "0", "--log-url", dead, "--log-key", vkey).want(t, exitIO, nil, "fetching the checkpoint")
-	runCLI(t, "diff", hex.EncodeToString(make([]byte, 32)), "0", "1", "--grpc", "127.0.0.1:1", "--log-key", vkey, "--timeout", "2s").
-		want(t, exitIO, nil, "Monitor")
+	runCLI(t, "diff", hex.EncodeToString(make([]byte, 32)), "0", "1", "--grpc", "127.0.0.1:1", "--operator", "127.0.0.1:1", "--log-key", vkey, "--timeout", "2s").
+		want(t, exitIO, nil, "Operator History")
 	runCLI(t, "tree", "list", "--trillian", "127.0.0.1:1", "--timeout", "2s").want(t, exitIO, nil, "ListTrees")
 }
 
@@ -160,7 +160,7 @@ func testCheckpoint(t *testing.T, f *ktctltest.Fixture, size uint64) {
 		for _, args := range [][]string{{"entries", "0"}, {"proof", "inclusion", "0"}, {"proof", "consistency", "1", "2"}, {"history", "--index", hex.EncodeToString(make([]byte, 32))}} {
 			runCLI(t, append(args, "--log-url", f.LogURL, "--data-dir", f.DataDir, "--policy", p)...).want(t, exitVerify, []string{"!LOG INDEX", "!verified"}, "witness policy not satisfied")
 		}
-		runCLI(t, "diff", hex.EncodeToString(make([]byte, 32)), "0", "latest", "--grpc", f.GRPCAddr, "--data-dir", f.DataDir, "--policy", p).
+		runCLI(t, "diff", hex.EncodeToString(make([]byte, 32)), "0", "latest", "--grpc", f.GRPCAddr, "--operator", f.OperatorAddr, "--data-dir", f.DataDir, "--policy", p).
 			want(t, exitVerify, nil, "witness policy not satisfied")
 	})
 	t.Run("forged cosignature", func(t *testing.T) {
@@ -479,7 +479,7 @@ func testHistory(t *testing.T, f *ktctltest.Fixture, aliceIndex string) {
 
 func testDiff(t *testing.T, f *ktctltest.Fixture, aliceIndex string) {
 	a := f.Alice.Versions
-	grpc := []string{"--grpc", f.GRPCAddr, "--data-dir", f.DataDir}
+	grpc := []string{"--grpc", f.GRPCAddr, "--operator", f.OperatorAddr, "--data-dir", f.DataDir}
 	diff := func(t *testing.T, who string, ea, eb string) (*ktctl.DiffResult, result) {
 		t.Helper()
 		r := runCLI(t, append([]string{"diff", who, ea, eb, "--json"}, grpc...)...)
@@ -528,13 +528,17 @@ func testDiff(t *testing.T, f *ktctltest.Fixture, aliceIndex string) {
 		"handle          tel:+14155550100", "account key     added", "added", "re-keyed", "1 device unchanged",
 		"recovery", "changed by the directory's recovery path",
 	})
-	runCLI(t, "diff", "+14155550100", e(1), e(3), "--grpc", f.GRPCAddr, "--log-key", f.LogVkey, "--vrf-public-key", f.VRF.Public().String()).
+	runCLI(t, "diff", "+14155550100", e(1), e(3), "--grpc", f.GRPCAddr, "--operator", f.OperatorAddr, "--log-key", f.LogVkey, "--vrf-public-key", f.VRF.Public().String()).
 		want(t, exitOK, []string{"handle          tel:+14155550100", "account key     added"})
 	runCLI(t, append([]string{"diff", aliceIndex, "0", "99"}, grpc...)...).want(t, exitUsage, nil, "epoch 99 does not exist yet")
-	runCLI(t, "diff", aliceIndex, "0", "1", "--grpc", f.GRPCAddr).want(t, exitUsage, nil, "no log key")
+	runCLI(t, "diff", aliceIndex, "0", "1", "--grpc", f.GRPCAddr, "--operator", f.OperatorAddr).want(t, exitUsage, nil, "no log key")
 	_, other, _ := note.GenerateKey(rand.Reader, ktctltest.Origin)
-	runCLI(t, "diff", aliceIndex, "0", "1", "--grpc", f.GRPCAddr, "--log-key", other).want(t, exitVerify, nil, "log signature does not verify")
-	runCLI(t, "diff", aliceIndex, "0", "1", "--grpc", f.GRPCAddr, "--log-key", f.LogVkey, "--policy", f.PolicyFile).want(t, exitOK, nil)
+	runCLI(t, "diff", aliceIndex, "0", "1", "--grpc", f.GRPCAddr, "--operator", f.OperatorAddr, "--log-key", other).want(t, exitVerify, nil, "log signature does not verify")
+	runCLI(t, "diff", aliceIndex, "0", "1", "--grpc", f.GRPCAddr, "--operator", f.OperatorAddr, "--log-key", f.LogVkey, "--policy", f.PolicyFile).want(t, exitOK, nil)
+	// The public Directory service does not stand in for the Operator
+	// service: diff pointed at it fails, and the directory's public Monitor
+	// refuses the full answer to anyone but the owner (design.md 13.4).
+	runCLI(t, "diff", aliceIndex, "0", "1", "--grpc", f.GRPCAddr, "--operator", f.GRPCAddr, "--log-key", f.LogVkey).want(t, exitIO, nil, "Unimplemented")
 }
 
 func containsDevice(ds []api.Device, id []byte) bool {

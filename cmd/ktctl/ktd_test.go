@@ -44,9 +44,9 @@ func TestRealKTD(t *testing.T) {
 		t.Fatalf("go build ./cmd/ktd: %v\n%s", err, out)
 	}
 	data := filepath.Join(dir, "data")
-	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
+	httpAddr, grpcAddr, opAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	cmd := exec.Command(bin, "--data-dir", data, "--http-listen", httpAddr, "--grpc-listen", grpcAddr,
-		"--operator-listen", "", "--metrics-listen", "", "--directory-heartbeat-interval", "200ms",
+		"--operator-listen", opAddr, "--metrics-listen", "", "--directory-heartbeat-interval", "200ms",
 		"--directory-epoch-interval", "100ms")
 	logFile, err := os.Create(filepath.Join(dir, "ktd.log"))
 	if err != nil {
@@ -107,7 +107,7 @@ func TestRealKTD(t *testing.T) {
 	r := runCLI(t, append([]string{"history", "--handle", "+14155550100", "--json"}, flags...)...)
 	var res struct{ Index string }
 	r.decode(t, &res)
-	runCLI(t, "diff", "+14155550100", "0", "latest", "--grpc", grpcAddr, "--data-dir", data).
+	runCLI(t, "diff", "+14155550100", "0", "latest", "--grpc", grpcAddr, "--operator", opAddr, "--data-dir", data).
 		want(t, exitOK, []string{"no version (not registered)"})
 
 	// The index ktctl computed is the one ktd's VRF proof gives.

@@ -26,6 +26,7 @@ func TestMain(m *testing.M) {
 // testdata/script against a running directory. Scripts see:
 //
 //	LOG_URL, GRPC     the read API and gRPC addresses
+//	OPERATOR          the Operator service's gRPC address
 //	DATA_DIR, POLICY  the data directory (ktd's layout) and witness policy
 //	LOG_VKEY          the log's verifier key
 //	OTHER_VKEY        another key for the same origin
@@ -48,6 +49,7 @@ func TestScripts(t *testing.T) {
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("LOG_URL", f.LogURL)
 			e.Setenv("GRPC", f.GRPCAddr)
+			e.Setenv("OPERATOR", f.OperatorAddr)
 			e.Setenv("DATA_DIR", f.DataDir)
 			e.Setenv("POLICY", f.PolicyFile)
 			e.Setenv("LOG_VKEY", f.LogVkey)

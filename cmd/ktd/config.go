@@ -313,6 +313,7 @@ const usageHeader = `ktd is the key transparency directory daemon.
 Usage:
   ktd [flags]                      serve
   ktd issue-token [flags] HANDLE   print an enrollment token for HANDLE
+  ktd backup [flags] DEST          back up the running ktd into DEST (docs/operations.md, Backups)
 
 ` + cliconfig.SourcesHelp + `
 Flags:

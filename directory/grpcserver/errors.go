@@ -39,6 +39,8 @@ func Code(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, directory.ErrUnauthorized):
 		return codes.PermissionDenied
+	case errors.Is(err, directory.ErrUnauthenticated):
+		return codes.Unauthenticated
 	case errors.Is(err, directory.ErrNotFound):
 		return codes.NotFound
 	case errors.Is(err, directory.ErrOutOfRange):

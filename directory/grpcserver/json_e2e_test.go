@@ -239,6 +239,16 @@ func TestJSONDirectory(t *testing.T) {
 	if err != nil || len(reps) != 1 || len(reps[0].Changes) != 2 || len(reps[0].Alerts) != 0 {
 		t.Fatalf("Monitor over JSON: %v, %+v", err, reps)
 	}
+	// Monitor's full answer needs the owner's authorization over JSON too
+	// (design.md 13.4, 10.1): 401 without it; records_only for anyone.
+	idx := reps[0].State.Index
+	if _, err := jd.Monitor(ctx, &ktpb.MonitorRequest{Index: idx[:]}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("unauthorized full Monitor over JSON: %v, want Unauthenticated", err)
+	}
+	ro, err := jd.Monitor(ctx, &ktpb.MonitorRequest{Index: idx[:], RecordsOnly: true})
+	if err != nil || len(ro.GetChanges()) != 2 || len(ro.GetChanges()[1].GetDeviceSet()) != 0 {
+		t.Fatalf("records-only Monitor over JSON: %v, %v", err, ro)
+	}
 	// BatchLookup and GetEpoch, directly.
 	br, err := jd.BatchLookup(ctx, &ktpb.BatchLookupRequest{Handles: []string{"Alice@Example.com", "nobody@example.com"}})
 	if err != nil || len(br.GetResults()) != 2 || br.GetEpoch() == nil ||

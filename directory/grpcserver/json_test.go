@@ -116,6 +116,7 @@ func TestJSONErrorMapping(t *testing.T) {
 		{&directory.Error{Kind: directory.ErrStaleVersion, Detail: "change 0"}, "aborted", 409},
 		{&directory.Error{Kind: directory.ErrInvalidArgument, Detail: "index"}, "invalid_argument", 400},
 		{&directory.Error{Kind: directory.ErrUnauthorized, Detail: "cred"}, "permission_denied", 403},
+		{&directory.Error{Kind: directory.ErrUnauthenticated, Detail: "auth"}, "unauthenticated", 401},
 		{&directory.Error{Kind: directory.ErrOutOfRange, Detail: "size"}, "out_of_range", 400},
 		{&directory.Error{Kind: directory.ErrUnavailable, Detail: "secret detail"}, "unavailable", 503},
 		{io.ErrUnexpectedEOF, "internal", 500},

@@ -46,10 +46,14 @@
 // system changed, which is wrong here. Every authorization failure
 // (directory.ErrUnauthorized: a bad signature, a signer that is not an
 // authorizer, a bad enrollment credential) maps to codes.PermissionDenied:
-// the public service has no transport-level authentication, so
-// Unauthenticated is not used. Errors the switch does not know map to
-// codes.Internal with a generic message; their detail is logged only, as
-// is the detail of codes.Unavailable.
+// the public service has no transport-level authentication. The one
+// request-level credential, the owner's authorization of a Monitor request
+// (design.md 13.4), maps to codes.Unauthenticated when it is missing,
+// malformed, stale or badly signed (directory.ErrUnauthenticated), and to
+// codes.PermissionDenied when its signer is not a current authorizer.
+// Errors the switch does not know map to codes.Internal with a generic
+// message; their detail is logged only, as is the detail of
+// codes.Unavailable.
 package grpcserver
 
 import (

@@ -174,6 +174,7 @@ func TestErrorCodes(t *testing.T) {
 		{"directory stale", &directory.Error{Kind: directory.ErrStaleVersion, Detail: "change 0", Err: &api.AuthError{Rule: "R2 version", Reason: "v"}}, codes.Aborted, "change 0", ""},
 		{"directory invalid", &directory.Error{Kind: directory.ErrInvalidArgument, Detail: "index mismatch"}, codes.InvalidArgument, "index mismatch", ""},
 		{"directory unauthorized", &directory.Error{Kind: directory.ErrUnauthorized, Detail: "bad credential"}, codes.PermissionDenied, "bad credential", ""},
+		{"directory unauthenticated", &directory.Error{Kind: directory.ErrUnauthenticated, Detail: "no owner authorization"}, codes.Unauthenticated, "no owner authorization", ""},
 		{"directory sentinel wins over its cause", &directory.Error{Kind: directory.ErrUnauthorized, Detail: "d", Err: &api.AuthError{Rule: "R3 prev"}}, codes.PermissionDenied, "", ""},
 		{"directory not found", fmt.Errorf("x: %w", directory.ErrNotFound), codes.NotFound, "", ""},
 		{"directory out of range", &directory.Error{Kind: directory.ErrOutOfRange, Detail: "known size 9 > 5"}, codes.OutOfRange, "known size 9", ""},

@@ -1,5 +1,5 @@
 // Package attacks plays the attack catalogue of the design brief (A1 to
-// A11, A14) against real clients (package client over gRPC on loopback) and
+// A12, A14) against real clients (package client over gRPC on loopback) and
 // real auditors (package auditor, following the log over its HTTP read
 // API and gossiping), with the adversary's tools of package adversary
 // wrapped around an honest directory. Each scenario first runs the same
@@ -103,7 +103,7 @@ type Scenario struct {
 	run                    func(ctx context.Context, w *World, r *Result) error
 }
 
-// Scenarios lists A1 to A11 and A14 in order (A11 in three variants).
+// Scenarios lists A1 to A12 and A14 in order (A11 in three variants).
 func Scenarios() []Scenario {
 	return []Scenario{
 		{"A1", "ghost device in a lookup response, not in the log", "rewrites lookup answers (gRPC proxy) and signs with the recovery key", runA1},
@@ -119,6 +119,7 @@ func Scenarios() []Scenario {
 		{"A11", "forged change logged for Bob (R5) and mapped in one epoch", "the operator's own directory: logs a change that breaks the rules and edits the map", runA11},
 		{"A11M", "map root pointing Bob at a record the log does not hold", "the operator's own directory: edits the map", runA11MapNotFromLog},
 		{"A11C", "forged change shown in epoch N, Bob's record restored in N+1, no auditors", "the operator's own directory, clients without an audit policy", runA11ContactMonitoring},
+		{"A12", "harvesting device sets, keys and account links by VRF index", "any network peer, reading every index from the log", runA12},
 		{"A14", "auditors cut off: the served epoch ages", "cuts the directory off from its auditors (withheld epochs, stalled auditors)", runA14},
 	}
 }

@@ -229,10 +229,11 @@ func TestDaemon(t *testing.T) {
 	bob.accepted(bobEnroll)
 	v.awaitVersion(dc, bob)
 
-	// Alice's monitor, as device 1 sees it.
-	monitor := func(state *client.MonitorState, own *testkit.Device) *client.MonitorResult {
+	// Alice's monitor, as device own sees it; the request is signed by
+	// signer, a current device (design.md 13.4).
+	monitor := func(state *client.MonitorState, own, signer *testkit.Device) *client.MonitorResult {
 		t.Helper()
-		mresp, err := dc.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: state.Version, KnownSize: v.knownSize()})
+		mresp, err := dc.Monitor(ctx, signed(origin, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: state.Version, KnownSize: v.knownSize()}, signer.Sign))
 		if err != nil {
 			t.Fatalf("Monitor: %v", err)
 		}
@@ -243,7 +244,7 @@ func TestDaemon(t *testing.T) {
 		v.trusted = mon.Trusted
 		return mon
 	}
-	mon := monitor(&client.MonitorState{Index: alice.index}, d1)
+	mon := monitor(&client.MonitorState{Index: alice.index}, d1, d2)
 	want := []summary{
 		{Version: 1, Kind: api.AuthEnroll, By: client.ByThisDevice, Added: [][32]byte{d1.Pub()}},
 		{Version: 2, Kind: api.AuthDevice, By: client.ByThisDevice, Added: [][32]byte{d2.Pub()}},
@@ -323,7 +324,20 @@ func TestDaemon(t *testing.T) {
 	if logged, err := api.ParseChangeRecord(es.GetEntries()[0]); err != nil || logged.Kind != api.AuthRecovery || logged.Version != 4 {
 		t.Fatalf("the recovery's log entry: %+v, %v; want a kind-4 record at version 4", logged, err)
 	}
-	mon = monitor(mon.State, d2)
+	// Device 2's keys no longer authorize the handle: the directory
+	// refuses it the device sets, and its records-only poll shows the
+	// kind-4 record, which is its alert (design.md 13.4).
+	if _, err := dc.Monitor(ctx, signed(origin, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: mon.State.Version, KnownSize: v.knownSize()}, d2.Sign)); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("device 2's full Monitor after the recovery: %v, want PermissionDenied", err)
+	}
+	ro, err := dc.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: mon.State.Version, KnownSize: v.knownSize(), RecordsOnly: true})
+	if err != nil || len(ro.GetChanges()) != 1 {
+		t.Fatalf("device 2's records-only Monitor after the recovery: %v, %v", ro, err)
+	}
+	if r, err := api.ParseChangeRecord(ro.GetChanges()[0].GetChangeRecord()); err != nil || r.Kind != api.AuthRecovery {
+		t.Fatalf("the record device 2 sees: %+v, %v; want kind 4", r, err)
+	}
+	mon = monitor(mon.State, d2, d3)
 	if len(mon.Changes) != 1 || mon.Changes[0].Version != 4 || mon.Changes[0].Record.Kind != api.AuthRecovery || !mon.Changes[0].AccountIDChanged || mon.Changes[0].By != client.ByRecovery {
 		t.Fatalf("monitor after recovery: %+v", summarize(mon.Changes))
 	}
@@ -354,7 +368,7 @@ func TestDaemon(t *testing.T) {
 	}
 	alice.accepted(hc)
 	v.awaitVersion(dc, alice)
-	mon = monitor(mon.State, d3)
+	mon = monitor(mon.State, d3, d3)
 	if len(mon.Changes) != 1 || mon.Changes[0].Version != 5 || mon.Changes[0].By != client.ByThisDevice {
 		t.Fatalf("monitor after restart: %+v", summarize(mon.Changes))
 	}

@@ -363,7 +363,8 @@ func scenario(t *testing.T, b backend) {
 	}
 
 	// Monitoring from version 0, as device 1 (the enrolling device) sees it.
-	mresp, err := r.Dir.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:], KnownSize: v.knownSize()})
+	// Signed by device 2's new key, a current device (design.md 13.4).
+	mresp, err := r.Dir.Monitor(ctx, signed(origin, &ktpb.MonitorRequest{Index: alice.index[:], KnownSize: v.knownSize()}, d2b.Sign))
 	if err != nil {
 		t.Fatalf("Monitor: %v", err)
 	}
@@ -425,7 +426,7 @@ func scenario(t *testing.T, b backend) {
 		t.Fatalf("after restart: keys %x", signingKeys(res.DeviceSet))
 	}
 	// Monitoring from version 4 finds the change made before the restart.
-	mresp, err = r.Dir.Monitor(ctx, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: 4, KnownSize: v2.knownSize()})
+	mresp, err = r.Dir.Monitor(ctx, signed(origin, &ktpb.MonitorRequest{Index: alice.index[:], KnownVersion: 4, KnownSize: v2.knownSize()}, current[0].Sign))
 	if err != nil {
 		t.Fatalf("Monitor after restart: %v", err)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/ed25519"
 	"slices"
+	"time"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
@@ -34,6 +35,15 @@ func (h *handleState) change(kind api.AuthKind, signer ed25519.PrivateKey, set *
 func (h *handleState) accepted(hc *ktpb.HandleChange) {
 	h.version++
 	h.leaf = api.LeafHash(hc.ChangeRecord)
+}
+
+// signed sets req's owner authorization (design.md 13.4), signed now by
+// key, a current device or account key of the index.
+func signed(origin string, req *ktpb.MonitorRequest, key ed25519.PrivateKey) *ktpb.MonitorRequest {
+	ts := uint64(time.Now().UnixMilli())
+	signer, sig := api.SignMonitor(origin, key, [32]byte(req.Index), req.KnownVersion, req.KnownSize, ts)
+	req.Auth = &ktpb.MonitorAuth{Signer: signer[:], TimestampMs: ts, Signature: sig[:]}
+	return req
 }
 
 // signingKeys returns the sorted signing keys of a set's devices.

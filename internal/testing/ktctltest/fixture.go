@@ -41,7 +41,7 @@ type Fixture struct {
 	// as C2SP tlog-tiles (as ktd does); GRPCAddr the gRPC address.
 	LogURL   string
 	GRPCAddr string
-	// OperatorAddr is the Operator service's gRPC address.
+	// OperatorAddr is the Operator service's gRPC address (ktctl diff).
 	OperatorAddr string
 	// Witness is the witness's verifier key.
 	WitnessVkey string
@@ -99,8 +99,7 @@ func Start(t testing.TB) *Fixture {
 	})
 	f.LogVkey, f.VRF, f.Recovery = keys.LogVKey, keys.VRF, keys.Recovery
 	f.WitnessVkey = dep.Witnesses[0].VerifierKey()
-	f.LogURL, f.GRPCAddr, f.Conn = dep.LogURL, dep.Addr, dep.Conn
-	f.OperatorAddr = dep.OperatorAddr
+	f.LogURL, f.GRPCAddr, f.OperatorAddr, f.Conn = dep.LogURL, dep.Addr, dep.OperatorAddr, dep.Conn
 	// The data directory as ktd's: the log and state (written by the
 	// fixture), the keys and the witness policy.
 	vrfText, _ := f.VRF.MarshalText()

@@ -28,7 +28,14 @@ type Daemon struct {
 // running, and its standard error is logged if the test failed.
 func Launch(t testing.TB, bin string, args []string, ready string) (d *Daemon, ok bool, err error) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	return LaunchCmd(t, exec.Command(bin, args...), ready)
+}
+
+// LaunchCmd is [Launch] of a prepared command (its environment, directory
+// and so on set; its standard error must not be).
+func LaunchCmd(t testing.TB, cmd *exec.Cmd, ready string) (d *Daemon, ok bool, err error) {
+	t.Helper()
+	bin := cmd.Path
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -22,10 +22,10 @@ type Etcd struct {
 	proc *process
 }
 
-// etcdBinary finds etcd: KT_ETCD_BIN, else etcd on PATH (Debian's
+// EtcdBinary finds etcd: KT_ETCD_BIN, else etcd on PATH (Debian's
 // etcd-server package). Missing, it skips the test, or fails it under
 // CI=true, where .ci/run installs it.
-func etcdBinary(tb testing.TB) string {
+func EtcdBinary(tb testing.TB) string {
 	tb.Helper()
 	if p := os.Getenv("KT_ETCD_BIN"); p != "" {
 		return p
@@ -46,7 +46,7 @@ func etcdBinary(tb testing.TB) string {
 // waits until it is healthy.
 func StartEtcd(tb testing.TB) *Etcd {
 	tb.Helper()
-	bin := etcdBinary(tb)
+	bin := EtcdBinary(tb)
 	dir := tb.TempDir()
 	client, peer := freePort(tb), freePort(tb)
 	p := startProcess(tb, dir, bin, []string{

@@ -246,14 +246,16 @@ type DiffResult struct {
 // directory's answer.
 const LatestEpoch = ^uint64(0)
 
-// Diff verifies a Monitor answer (known version 0) for index, finds the
+// Diff verifies a monitoring answer (known version 0) for index from the
+// Operator service's History (the public Monitor serves openings and
+// device sets only to the handle's owner, design.md 13.4), finds the
 // epochs a and b in the log under its epoch checkpoint, picks the version
 // current at each epoch (the last change before the epoch record), and
 // compares the two device sets.
-func Diff(ctx context.Context, dc ktpb.DirectoryClient, r klog.Reader, k *Keys, index [32]byte, a, b uint64) (*DiffResult, error) {
-	resp, err := dc.Monitor(ctx, &ktpb.MonitorRequest{Index: index[:]})
+func Diff(ctx context.Context, oc ktpb.OperatorClient, r klog.Reader, k *Keys, index [32]byte, a, b uint64) (*DiffResult, error) {
+	resp, err := oc.History(ctx, &ktpb.MonitorRequest{Index: index[:]})
 	if err != nil {
-		return nil, fmt.Errorf("Monitor: %w", err)
+		return nil, fmt.Errorf("Operator History: %w", err)
 	}
 	vh, err := VerifyMonitor(k, index, resp)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keytrans/kt/api"
@@ -55,9 +57,14 @@ func TestVerifyMonitor(t *testing.T) {
 	f := ktctltest.Start(t)
 	k := keysOf(t, f, true)
 	ctx := context.Background()
-	dc := ktpb.NewDirectoryClient(f.Conn)
+	oconn, err := grpc.NewClient(f.OperatorAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oconn.Close()
+	oc := ktpb.NewOperatorClient(oconn)
 	index := f.Alice.Index
-	good, err := dc.Monitor(ctx, &ktpb.MonitorRequest{Index: index[:]})
+	good, err := oc.History(ctx, &ktpb.MonitorRequest{Index: index[:]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +82,7 @@ func TestVerifyMonitor(t *testing.T) {
 	}
 	// The absent handle: no changes, an absence proof.
 	var nobody [32]byte
-	absent, err := dc.Monitor(ctx, &ktpb.MonitorRequest{Index: nobody[:]})
+	absent, err := oc.History(ctx, &ktpb.MonitorRequest{Index: nobody[:]})
 	if err != nil {
 		t.Fatal(err)
 	}

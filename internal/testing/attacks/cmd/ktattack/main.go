@@ -1,4 +1,4 @@
-// Command ktattack plays the attack catalogue A1-A11 and A14 (package
+// Command ktattack plays the attack catalogue A1-A12 and A14 (package
 // internal/testing/attacks) against real clients and auditors on loopback and
 // prints who detected each attack, how fast and with what evidence.
 //
@@ -71,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if len(want) != 0 {
-		fmt.Fprintf(stderr, "ktattack: unknown attack IDs %v (A1 to A10, A11, A11M, A11C, A14)\n", keys(want))
+		fmt.Fprintf(stderr, "ktattack: unknown attack IDs %v (A1 to A10, A11, A11M, A11C, A12, A14)\n", keys(want))
 		return 2
 	}
 	// Tessera logs through klog; keep the report readable.
