@@ -79,8 +79,18 @@ func (s HPKESuite) String() string {
 	return fmt.Sprintf("KEM 0x%04x, KDF 0x%04x, AEAD 0x%04x", s.KEM, s.KDF, s.AEAD)
 }
 
-// Device is one device of an account: where to encrypt to and which key
-// signs the device's changes.
+// Device set format versions (design.md 5.3).
+const (
+	// DeviceSetV1 is the first format: no message-signing keys. It still
+	// parses and is valid; its devices cannot send authenticated messages.
+	DeviceSetV1 byte = 0x01
+	// DeviceSetV2 adds a message-signing key to every device. New sets are
+	// written in it.
+	DeviceSetV2 byte = 0x02
+)
+
+// Device is one device of an account: where to encrypt to, which key
+// signs the device's changes and which key signs its messages.
 type Device struct {
 	// ID identifies the device within its account; chosen at random by the
 	// device.
@@ -92,6 +102,11 @@ type Device struct {
 	// SigningKey is the device's Ed25519 public key, which signs the
 	// changes this device authorizes.
 	SigningKey [32]byte
+	// MessageKey is the device's Ed25519 message-signing key (design.md
+	// 4, 12.3), which signs the envelopes it sends; never an authorizer.
+	// All zero means none: always in format 0x01, and in format 0x02 for
+	// a device that has not upgraded yet.
+	MessageKey [32]byte
 	// Created is when the device was added, in seconds since the Unix
 	// epoch. Informational.
 	Created uint64
@@ -107,10 +122,17 @@ type AccountKey struct {
 // DeviceSet is the value committed to by a change record: every device of an
 // account under one handle. A device set with no devices is a tombstone.
 type DeviceSet struct {
+	// Format is the encoding's format version: [DeviceSetV1] or
+	// [DeviceSetV2]; 0 (the zero value) means format 0x02 if any device
+	// has a message key and format 0x01 otherwise, so that a set built
+	// from another set's devices keeps their message keys. ParseDeviceSet
+	// returns 0 for format 0x01 (a set built without a format round-trips)
+	// and [DeviceSetV2] for format 0x02.
+	Format byte
 	// AccountID is assigned at random by the directory at registration.
 	AccountID [16]byte
-	// Devices in canonical order: sorted by ID, IDs unique, signing keys
-	// unique.
+	// Devices in canonical order: sorted by ID, IDs unique, every key
+	// (signing, message, account) unique.
 	Devices []Device
 	// Account is nil when the account has no account key.
 	Account *AccountKey
@@ -118,11 +140,32 @@ type DeviceSet struct {
 
 const deviceFixedSize = 16 + 6 + 2 + 32 + 8
 
+// HasMessageKey reports whether the device has a message-signing key.
+//
+// SPEC(design.md 5.3)
+func (d Device) HasMessageKey() bool { return d.MessageKey != [32]byte{} }
+
+// version returns the format version byte s encodes as.
+func (s *DeviceSet) version() byte {
+	if s.Format != 0 {
+		return s.Format
+	}
+	for i := range s.Devices {
+		if s.Devices[i].HasMessageKey() {
+			return DeviceSetV2
+		}
+	}
+	return DeviceSetV1
+}
+
 // SPEC(design.md 4.2)
 // SPEC(design.md 5.3)
 // SPEC(design.md 5.4)
 func (s *DeviceSet) check() error {
 	const what = "device set"
+	if v := s.version(); v != DeviceSetV1 && v != DeviceSetV2 {
+		return formatErr(what, -1, "unknown format version 0x%02x", v)
+	}
 	if len(s.Devices) > MaxDevices {
 		return formatErr(what, -1, "%d devices, more than the limit of %d", len(s.Devices), MaxDevices)
 	}
@@ -138,6 +181,9 @@ func (s *DeviceSet) check() error {
 		if i > 0 && bytes.Compare(s.Devices[i-1].ID[:], dev.ID[:]) >= 0 {
 			return formatErr(what, -1, "device %d is out of order or has a duplicate ID", i)
 		}
+		if s.version() == DeviceSetV1 && dev.HasMessageKey() {
+			return formatErr(what, -1, "device %d has a message-signing key, which format 0x01 cannot encode", i)
+		}
 	}
 	if err := s.checkKeys(); err != nil {
 		return formatErr(what, -1, "%s", err)
@@ -145,14 +191,19 @@ func (s *DeviceSet) check() error {
 	return nil
 }
 
-// checkKeys reports a signing key used twice (by two devices, or by a device
-// and the account).
+// checkKeys reports a key used twice: two devices' signing or message
+// keys, a device's signing key as a message key, or either as the account
+// key (design.md 4: keys of different roles are distinct keys).
 //
+// SPEC(design.md 4)
 // SPEC(design.md 5.3)
 func (s *DeviceSet) checkKeys() error {
-	keys := make([][32]byte, 0, len(s.Devices)+1)
+	keys := make([][32]byte, 0, 2*len(s.Devices)+1)
 	for _, dev := range s.Devices {
 		keys = append(keys, dev.SigningKey)
+		if dev.HasMessageKey() {
+			keys = append(keys, dev.MessageKey)
+		}
 	}
 	if s.Account != nil {
 		keys = append(keys, s.Account.Key)
@@ -160,7 +211,7 @@ func (s *DeviceSet) checkKeys() error {
 	slices.SortFunc(keys, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
 	for i := 1; i < len(keys); i++ {
 		if keys[i] == keys[i-1] {
-			return fmt.Errorf("signing key %x is used twice", keys[i][:8])
+			return fmt.Errorf("key %x is used twice", keys[i][:8])
 		}
 	}
 	return nil
@@ -169,7 +220,8 @@ func (s *DeviceSet) checkKeys() error {
 // appendUnsigned appends the encoding up to, not including, the account
 // signature, without validation.
 func (s *DeviceSet) appendUnsigned(b []byte) []byte {
-	b = append(b, FormatVersion)
+	v := s.version()
+	b = append(b, v)
 	b = append(b, s.AccountID[:]...)
 	b = append(b, byte(len(s.Devices)))
 	for i := range s.Devices {
@@ -181,6 +233,9 @@ func (s *DeviceSet) appendUnsigned(b []byte) []byte {
 		b = binary.BigEndian.AppendUint16(b, uint16(len(dev.HPKEKey)))
 		b = append(b, dev.HPKEKey...)
 		b = append(b, dev.SigningKey[:]...)
+		if v == DeviceSetV2 {
+			b = append(b, dev.MessageKey[:]...)
+		}
 		b = binary.BigEndian.AppendUint64(b, dev.Created)
 	}
 	if s.Account == nil {
@@ -208,7 +263,7 @@ func (s *DeviceSet) AppendBinary(b []byte) ([]byte, error) {
 func (s *DeviceSet) MarshalBinary() ([]byte, error) {
 	n := 1 + 16 + 1 + 1 + 96
 	for i := range s.Devices {
-		n += deviceFixedSize + len(s.Devices[i].HPKEKey)
+		n += deviceFixedSize + 32 + len(s.Devices[i].HPKEKey)
 	}
 	return s.AppendBinary(make([]byte, 0, n))
 }
@@ -220,11 +275,15 @@ func (s *DeviceSet) MarshalBinary() ([]byte, error) {
 // SPEC(design.md 5.4)
 func ParseDeviceSet(b []byte) (*DeviceSet, error) {
 	d := &decoder{what: "device set", b: b}
-	if v := d.u8("format version"); d.err == nil && v != FormatVersion {
+	v := d.u8("format version")
+	if d.err == nil && v != DeviceSetV1 && v != DeviceSetV2 {
 		d.off--
 		d.fail("unknown format version 0x%02x", v)
 	}
 	s := &DeviceSet{}
+	if v == DeviceSetV2 {
+		s.Format = DeviceSetV2
+	}
 	if id := d.take(16, "account ID"); id != nil {
 		copy(s.AccountID[:], id)
 	}
@@ -267,6 +326,9 @@ func ParseDeviceSet(b []byte) (*DeviceSet, error) {
 			dev.HPKEKey = slices.Clone(k)
 		}
 		d.array32(&dev.SigningKey, "signing key")
+		if v == DeviceSetV2 {
+			d.array32(&dev.MessageKey, "message-signing key")
+		}
 		dev.Created = d.u64("creation time")
 		s.Devices = append(s.Devices, dev)
 	}
@@ -300,7 +362,8 @@ func (s *DeviceSet) IsTombstone() bool { return len(s.Devices) == 0 }
 
 // Authorizers returns the authorizers that a change record committing to s
 // must list, in canonical order: every device signing key (RoleDevice) and
-// the account key (RoleAccount) if there is one.
+// the account key (RoleAccount) if there is one. Message-signing keys are
+// never authorizers (design.md 4).
 //
 // SPEC(design.md 5.3)
 func (s *DeviceSet) Authorizers() []Authorizer {

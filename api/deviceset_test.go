@@ -21,7 +21,7 @@ func goldenData(t *testing.T, name string) []byte {
 }
 
 func TestDeviceSetRoundTrip(t *testing.T) {
-	for _, name := range []string{"deviceset-strict", "deviceset-two", "deviceset-tombstone"} {
+	for _, name := range []string{"deviceset-strict", "deviceset-two", "deviceset-tombstone", "deviceset-v2", "deviceset-v2-upgrading"} {
 		t.Run(name, func(t *testing.T) {
 			b := goldenData(t, name)
 			s, err := ParseDeviceSet(b)
@@ -90,7 +90,8 @@ func TestParseDeviceSetRejects(t *testing.T) {
 		wantOff int
 	}{
 		{"empty", nil, 0},
-		{"version 0x02", mutate(strict, func(b []byte) []byte { b[0] = 2; return b }), 0},
+		{"version 0x03", mutate(strict, func(b []byte) []byte { b[0] = 3; return b }), 0},
+		{"version 0x00", mutate(strict, func(b []byte) []byte { b[0] = 0; return b }), 0},
 		{"trailing byte", append(bytes.Clone(strict), 0), len(strict)},
 		{"count over limit", mutate(strict, func(b []byte) []byte { b[17] = MaxDevices + 1; return b }), 17},
 		{"unsorted devices", mutate(two, func(b []byte) []byte {
@@ -130,6 +131,74 @@ func TestParseDeviceSetRejects(t *testing.T) {
 	}
 }
 
+// TestDeviceSetV2 checks format 0x02 (design.md 5.3): message keys round
+// trip, a format-0x01 set still parses and keeps its format, the
+// authorizers do not depend on the format or the message keys, and every
+// key of a set, message keys included, is distinct.
+func TestDeviceSetV2(t *testing.T) {
+	v2 := goldenData(t, "deviceset-v2")
+	s, err := ParseDeviceSet(v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Format != DeviceSetV2 || len(s.Devices) != 2 || !s.Devices[0].HasMessageKey() || !s.Devices[1].HasMessageKey() {
+		t.Fatalf("parsed %+v", s)
+	}
+	v1, err := ParseDeviceSet(goldenData(t, "deviceset-two"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1.Format != 0 || v1.Devices[0].HasMessageKey() {
+		t.Fatalf("format 0x01 set parsed as %+v", v1)
+	}
+	part, err := ParseDeviceSet(goldenData(t, "deviceset-v2-upgrading"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(v1.Authorizers(), part.Authorizers()); diff != "" {
+		t.Errorf("authorizers depend on the format or the message keys:\n%s", diff)
+	}
+	if n := len(part.Devices); n != 2 || part.Devices[0].HasMessageKey() == part.Devices[1].HasMessageKey() {
+		t.Fatalf("upgrading set: %+v", part)
+	}
+
+	// Layout: version, account ID (16), count, then each device: ID (16),
+	// suite (6), key length (2), HPKE key, signing key, message key,
+	// created (8).
+	a := 18
+	sig := a + 16 + 6 + 2 + len(s.Devices[0].HPKEKey)
+	msg := sig + 32
+	b := msg + 32 + 8
+	bSig := b + 16 + 6 + 2 + len(s.Devices[1].HPKEKey)
+	bMsg := bSig + 32
+	if !bytes.Equal(v2[sig:sig+32], s.Devices[0].SigningKey[:]) ||
+		!bytes.Equal(v2[msg:msg+32], s.Devices[0].MessageKey[:]) || !bytes.Equal(v2[bMsg:bMsg+32], s.Devices[1].MessageKey[:]) {
+		t.Fatalf("layout: the keys are not at the offsets of design.md 5.3")
+	}
+	acct := len(v2) - 64 - 32
+	for name, edit := range map[string]func(b []byte){
+		"message key equals own signing key":         func(b []byte) { copy(b[msg:msg+32], b[sig:sig+32]) },
+		"message key equals another's signing key":   func(b []byte) { copy(b[msg:msg+32], b[bSig:bSig+32]) },
+		"two devices share a message key":            func(b []byte) { copy(b[bMsg:bMsg+32], b[msg:msg+32]) },
+		"message key equals the account key":         func(b []byte) { copy(b[msg:msg+32], b[acct:acct+32]) },
+		"format 0x02 bytes read as 0x01":             func(b []byte) { b[0] = DeviceSetV1 },
+		"format 0x01 bytes read as 0x02 (truncated)": nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := bytes.Clone(v2)
+			if edit == nil {
+				in = bytes.Clone(goldenData(t, "deviceset-strict"))
+				in[0] = DeviceSetV2
+			} else {
+				edit(in)
+			}
+			if got, err := ParseDeviceSet(in); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("ParseDeviceSet = %+v, %v; want ErrMalformed", got, err)
+			}
+		})
+	}
+}
+
 func TestDeviceSetMarshalRejects(t *testing.T) {
 	tests := []struct {
 		name string
@@ -141,6 +210,21 @@ func TestDeviceSetMarshalRejects(t *testing.T) {
 		{"unknown suite", func(s *DeviceSet) { s.Devices[0].Suite.AEAD = 9 }},
 		{"shared signing key", func(s *DeviceSet) { s.Devices[1].SigningKey = s.Devices[0].SigningKey }},
 		{"account key is a device key", func(s *DeviceSet) { s.Account = &AccountKey{Key: s.Devices[0].SigningKey} }},
+		{"message key in format 0x01", func(s *DeviceSet) { s.Format, s.Devices[0].MessageKey = DeviceSetV1, [32]byte{7} }},
+		{"unknown format 0x03", func(s *DeviceSet) { s.Format = 3 }},
+		{"message key is own signing key", func(s *DeviceSet) {
+			s.Format = DeviceSetV2
+			s.Devices[0].MessageKey = s.Devices[0].SigningKey
+		}},
+		{"message key is another's message key", func(s *DeviceSet) {
+			s.Format = DeviceSetV2
+			s.Devices[0].MessageKey, s.Devices[1].MessageKey = [32]byte{7}, [32]byte{7}
+		}},
+		{"message key is the account key", func(s *DeviceSet) {
+			s.Format = DeviceSetV2
+			s.Devices[0].MessageKey = [32]byte{7}
+			s.Account = &AccountKey{Key: [32]byte{7}}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -44,6 +44,20 @@ func goldenCases() []goldenCase {
 	rec3, _, value3 := testRecord(set3, 3, LeafHash(entry2), AuthRecovery, recoveryPriv)
 	entry3 := mustMarshal(rec3)
 
+	// Format 0x02 (design.md 5.3): devices a and b with message-signing
+	// keys and an account key signed for version 2; and an upgrading set,
+	// where only device a has a message key yet.
+	setV2 := testSetV2(devA, devB)
+	setV2.SignAccount(testOrigin, index, 2, acctPriv)
+	valueV2 := mustMarshal(setV2)
+	setV2Partial := testSetV2(devA, devB)
+	for i := range setV2Partial.Devices {
+		if setV2Partial.Devices[i].ID == devB.ID {
+			setV2Partial.Devices[i].MessageKey = [32]byte{}
+		}
+	}
+	valuePartial := mustMarshal(setV2Partial)
+
 	epoch := &EpochRecord{Epoch: 7, Timestamp: 1767225600123, LogSize: 42, MapRoot: seeded32("map root"), MapSize: 1000}
 
 	parseChange := func(b []byte) (any, error) { return ParseChangeRecord(b) }
@@ -58,6 +72,9 @@ func goldenCases() []goldenCase {
 		{"deviceset-strict", "device set: device a (X25519 suite), account key with its signature for version 1", value1, parseSet, set1},
 		{"deviceset-two", "device set: devices a (X25519) and b (MLKEM768-X25519), no account key", value2, parseSet, set2},
 		{"deviceset-tombstone", "device set with no devices (tombstone), no account key", value3, parseSet, set3},
+		{"deviceset-v2", "device set format 0x02: devices a (X25519) and b (MLKEM768-X25519) with message-signing keys, account key with its signature for version 2", valueV2, parseSet, setV2},
+		{"deviceset-v2-upgrading", "device set format 0x02: devices a and b, only b without a message-signing key (32 zero bytes), no account key", valuePartial, parseSet, setV2Partial},
+		{"statement-account-v2", "AccountStatement(\"example.com/kt\", index, 2, deviceset-v2)", AccountStatement(testOrigin, index, 2, setV2), nil, nil},
 		{"statement-change", "ChangeStatement(\"example.com/kt\", change-enroll)", ChangeStatement(testOrigin, rec1), nil, nil},
 		{"statement-account", "AccountStatement(\"example.com/kt\", index, 1, deviceset-strict)", AccountStatement(testOrigin, index, 1, set1), nil, nil},
 		{"statement-monitor", "MonitorStatement(\"example.com/kt\", index, known version 2, known size 42, timestamp 1767225600123 ms)", MonitorStatement(testOrigin, index, 2, 42, 1767225600123), nil, nil},

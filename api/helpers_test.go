@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 )
 
 const testOrigin = "example.com/kt"
@@ -60,6 +61,17 @@ func testDevice(label string, hybrid bool) (Device, ed25519.PrivateKey) {
 func testSet(devs ...Device) *DeviceSet {
 	s := &DeviceSet{AccountID: seeded16("account"), Devices: devs}
 	sortDevices(s.Devices)
+	return s
+}
+
+// testSetV2 returns a format-0x02 set of devs, each given a deterministic
+// message-signing key.
+func testSetV2(devs ...Device) *DeviceSet {
+	s := testSet(devs...)
+	s.Format = DeviceSetV2
+	for i := range s.Devices {
+		_, s.Devices[i].MessageKey = testKey(fmt.Sprintf("message %x", s.Devices[i].ID))
+	}
 	return s
 }
 

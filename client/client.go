@@ -54,6 +54,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// Logger receives debug and warning messages. Default: discard.
 	Logger *slog.Logger
+	// MessageWindow is how old a received envelope may be, by its signed
+	// time (design.md 12.3). Default [DefaultMessageWindow] (24 h).
+	MessageWindow time.Duration
 }
 
 // Client is the network client of the directory: it fetches answers over
@@ -77,6 +80,8 @@ type Client struct {
 	log    *slog.Logger
 
 	mu sync.Mutex // serializes the operations of this Client
+
+	senders senderCache // guarded by mu (message.go)
 }
 
 // New returns a client of the directory reached through dir (a gRPC
@@ -418,7 +423,11 @@ var ErrNoDevices = errors.New("client: the handle has no devices")
 
 // Encrypt verifies handle's device set (and the sender's own, from the
 // primary handle) and encrypts plaintext to every device of both except
-// this one: one [Envelope] per device, recipient's devices first. Nothing
+// this one: one [Envelope] per device, recipient's devices first, each in
+// format 2 signed by this device's message-signing key (design.md 12.3),
+// with one random message ID. The device must have a primary handle
+// whose verified set holds its message-signing key ([ErrCannotSign]
+// otherwise; see [Client.UpgradeMessageKey]). Nothing
 // is returned unless every verification and every HPKE operation
 // succeeded; there is no fallback to unverified keys. The recipient is
 // remembered as a contact (design.md 13.3) in the write that stores the
@@ -453,6 +462,10 @@ func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) (
 		self = st.Device.ID
 	}
 	from := st.Primary
+	var fromRes *LookupResult
+	if from == to.Handle {
+		fromRes = to
+	}
 	type target struct {
 		owner string
 		r     *Recipient
@@ -470,6 +483,7 @@ func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) (
 		if err != nil {
 			return nil, fmt.Errorf("client: verifying the sender's own devices: %w", err)
 		}
+		fromRes = own
 		for i := range own.Recipients {
 			r := &own.Recipients[i]
 			if hasSelf && r.Device.ID == self {
@@ -481,12 +495,24 @@ func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) (
 	if len(targets) == 0 {
 		return nil, fmt.Errorf("%w: %s has no device but this one", ErrNoDevices, to.Handle)
 	}
+	if !hasSelf {
+		return nil, fmt.Errorf("%w: %w", ErrCannotSign, ErrNoDevice)
+	}
+	key, err := signingKey(st, fromRes)
+	if err != nil {
+		return nil, err
+	}
+	id, ts := newMessageID(), uint64(max(c.cfg.Now().UnixMilli(), 0))
 	out := make([]*Envelope, 0, len(targets))
 	for _, t := range targets {
-		e := &Envelope{Suite: t.r.Device.Suite, Device: t.r.Device.ID, From: from, To: to.Handle, Owner: t.owner}
+		e := &Envelope{Version: EnvelopeV2, Suite: t.r.Device.Suite, Device: t.r.Device.ID, From: from, To: to.Handle, Owner: t.owner,
+			SenderDevice: self, Timestamp: ts, MessageID: id}
 		if err := e.seal(t.r, plaintext); err != nil {
 			return nil, fmt.Errorf("client: encrypting to device %x of %s: %w", t.r.Device.ID, t.owner, err)
 		}
+		// SPEC(design.md 12.3): signed over everything, enc and
+		// ciphertext included.
+		e.Sign(c.params().Origin, key)
 		out = append(out, e)
 	}
 	return out, nil
@@ -495,30 +521,3 @@ func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) (
 // ErrNoDevice reports an operation that needs this device's keys before
 // [Client.Init].
 var ErrNoDevice = errors.New("client: this device has no keys yet")
-
-// Decrypt parses an envelope and decrypts it with this device's keys. The
-// envelope must be for this device and for one of its handles.
-//
-// SPEC(design.md 12.3)
-func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelope, error) {
-	st, err := c.loadDevice(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	e, err := ParseEnvelope(envelope)
-	if err != nil {
-		return nil, nil, err
-	}
-	if _, ok := st.Handles[e.Owner]; !ok {
-		return nil, nil, fmt.Errorf("%w: addressed to %q, not one of this device's handles", ErrEnvelope, e.Owner)
-	}
-	pt, err := e.Open(st.Device)
-	if err != nil && st.PendingDevice != nil {
-		// A re-key in flight: the log may already name the new key.
-		pt, err = e.Open(st.PendingDevice)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return pt, e, nil
-}

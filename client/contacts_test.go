@@ -172,12 +172,14 @@ func (e *contactEnv) contact() *client.Contact {
 	return cs[e.bob]
 }
 
-// encrypt encrypts to Bob and expects envelopes.
+// encrypt encrypts to Bob: it verifies and remembers Bob. The client has
+// no device keys or handle, so it then cannot sign (design.md 12.3):
+// ErrCannotSign, after the verification, is the expected outcome.
 func (e *contactEnv) encrypt() {
 	e.t.Helper()
 	envs, err := e.c.Encrypt(e.t.Context(), bob, []byte("hi"))
-	if err != nil || len(envs) == 0 {
-		e.t.Fatalf("Encrypt: %d envelopes, %v", len(envs), err)
+	if !errors.Is(err, client.ErrCannotSign) || envs != nil {
+		e.t.Fatalf("Encrypt: %d envelopes, %v; want ErrCannotSign after verifying Bob", len(envs), err)
 	}
 }
 

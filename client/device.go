@@ -16,8 +16,9 @@ import (
 )
 
 // DeviceKeys are one device's private keys: the Ed25519 key that signs the
-// changes it authorizes and the HPKE key messages are encrypted to. They
-// never leave the device.
+// changes it authorizes, the HPKE key messages are encrypted to, and the
+// Ed25519 key that signs the messages it sends (design.md 4). They never
+// leave the device.
 type DeviceKeys struct {
 	// ID identifies the device within its account (random).
 	ID [16]byte
@@ -30,6 +31,11 @@ type DeviceKeys struct {
 	// Created is the device's creation time, Unix seconds (informational;
 	// it is published in the device set).
 	Created uint64
+	// Message is the device's Ed25519 message-signing key (design.md 4,
+	// 12.3), distinct from Signing. Nil in keys stored before message keys
+	// existed: [Client.UpgradeMessageKey] (or the next change of the set)
+	// generates it.
+	Message ed25519.PrivateKey
 }
 
 // ErrUnsupportedSuite reports an HPKE suite this package cannot generate
@@ -64,11 +70,15 @@ func generateDevice(id [16]byte, suite api.HPKESuite, now time.Time) (*DeviceKey
 	if err != nil {
 		return nil, err
 	}
+	_, msg, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, err
+	}
 	created := uint64(0)
 	if s := now.Unix(); s > 0 {
 		created = uint64(s)
 	}
-	return &DeviceKeys{ID: id, Signing: sign, Suite: suite, HPKE: sk, Created: created}, nil
+	return &DeviceKeys{ID: id, Signing: sign, Suite: suite, HPKE: sk, Created: created, Message: msg}, nil
 }
 
 // rekeyed returns new keys for the same device ID and suite.
@@ -81,30 +91,50 @@ func (k *DeviceKeys) SigningPublic() [32]byte {
 	return [32]byte(k.Signing.Public().(ed25519.PublicKey))
 }
 
-// Device returns the device's public entry in a device set.
+// MessagePublic returns the device's message-signing public key, or zero
+// if it has none.
+func (k *DeviceKeys) MessagePublic() [32]byte {
+	if k.Message == nil {
+		return [32]byte{}
+	}
+	return [32]byte(k.Message.Public().(ed25519.PublicKey))
+}
+
+// Device returns the device's public entry in a device set, with its
+// message-signing key if it has one.
 func (k *DeviceKeys) Device() api.Device {
 	return api.Device{
 		ID:         k.ID,
 		Suite:      k.Suite,
 		HPKEKey:    k.HPKE.PublicKey().Bytes(),
 		SigningKey: k.SigningPublic(),
+		MessageKey: k.MessagePublic(),
 		Created:    k.Created,
 	}
 }
 
-// deviceKeysVersion is the first byte of encoded DeviceKeys.
-const deviceKeysVersion = 0x01
+// deviceKeysVersion is the first byte of encoded DeviceKeys: 2 with a
+// message-signing key, 1 (as written before message keys) without.
+const (
+	deviceKeysV1 = 0x01
+	deviceKeysV2 = 0x02
+)
 
 // MarshalBinary encodes the private keys:
 //
-//	u8 version (1) || ID (16) || Ed25519 seed (32) || KEM, KDF, AEAD (2 each)
+//	u8 version (1 or 2) || ID (16) || Ed25519 seed (32) || KEM, KDF, AEAD (2 each)
 //	|| u64 created || u16 length || HPKE SerializePrivateKey
+//	|| version 2 only: message-signing Ed25519 seed (32)
 func (k *DeviceKeys) MarshalBinary() ([]byte, error) {
 	sk, err := k.HPKE.Bytes()
 	if err != nil {
 		return nil, err
 	}
-	b := []byte{deviceKeysVersion}
+	v := byte(deviceKeysV1)
+	if k.Message != nil {
+		v = deviceKeysV2
+	}
+	b := []byte{v}
 	b = append(b, k.ID[:]...)
 	b = append(b, k.Signing.Seed()...)
 	b = binary.BigEndian.AppendUint16(b, k.Suite.KEM)
@@ -112,7 +142,11 @@ func (k *DeviceKeys) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint16(b, k.Suite.AEAD)
 	b = binary.BigEndian.AppendUint64(b, k.Created)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(sk)))
-	return append(b, sk...), nil
+	b = append(b, sk...)
+	if k.Message != nil {
+		b = append(b, k.Message.Seed()...)
+	}
+	return b, nil
 }
 
 // UnmarshalBinary decodes what MarshalBinary wrote; errors wrap [ErrState].
@@ -121,8 +155,15 @@ func (k *DeviceKeys) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("%w: device keys: %s", ErrState, fmt.Sprintf(format, args...))
 	}
 	const head = 1 + 16 + 32 + 6 + 8 + 2
-	if len(b) < head || b[0] != deviceKeysVersion {
+	if len(b) < head || b[0] != deviceKeysV1 && b[0] != deviceKeysV2 {
 		return bad("truncated or unknown version")
+	}
+	var msgSeed []byte
+	if b[0] == deviceKeysV2 {
+		if len(b) < head+ed25519.SeedSize {
+			return bad("truncated message key")
+		}
+		b, msgSeed = b[:len(b)-ed25519.SeedSize], b[len(b)-ed25519.SeedSize:]
 	}
 	var out DeviceKeys
 	copy(out.ID[:], b[1:17])
@@ -146,6 +187,12 @@ func (k *DeviceKeys) UnmarshalBinary(b []byte) error {
 	}
 	if out.HPKE, err = kem.NewPrivateKey(b[head:]); err != nil {
 		return bad("HPKE private key: %v", err)
+	}
+	if msgSeed != nil {
+		out.Message = ed25519.NewKeyFromSeed(msgSeed)
+		if out.MessagePublic() == out.SigningPublic() {
+			return bad("the message key is the signing key")
+		}
 	}
 	*k = out
 	return nil
@@ -176,6 +223,9 @@ var ErrDescriptor = errors.New("client: invalid device descriptor")
 // SPEC(design.md 13.1)
 func (k *DeviceKeys) Descriptor() string {
 	set := &api.DeviceSet{Devices: []api.Device{k.Device()}}
+	if k.Message != nil {
+		set.Format = api.DeviceSetV2
+	}
 	b, err := set.MarshalBinary()
 	if err != nil {
 		panic(err) // a generated device always encodes

@@ -199,6 +199,9 @@ func TestStrictMode(t *testing.T) {
 	bob := e.device(client.Config{})
 	e.enroll(bob, "bob@example.com", true)
 	alice := e.device(client.Config{Strict: true})
+	// A sender signs with a device of its handle (design.md 12.3); in
+	// strict mode her own handle carries her account key.
+	e.enroll(alice, "alice@example.com", true)
 
 	if _, err := alice.Encrypt(ctx, "bob@example.com", []byte("hi")); err != nil {
 		t.Fatalf("strict Encrypt: %v", err)
@@ -265,7 +268,6 @@ func TestStrictMode(t *testing.T) {
 	// The sender's own handle, in strict mode, must carry her account
 	// key: a ghost the recovery path adds to it (without her account
 	// signature) stops her copies, and so the whole message.
-	e.enroll(alice, "alice@example.com", true)
 	if envs, err := alice.Encrypt(ctx, "bob@example.com", []byte("hi")); err != nil || len(envs) != 1 {
 		t.Fatalf("strict sender with an own handle: %v, %d envelopes", err, len(envs))
 	}

@@ -95,7 +95,10 @@ func ExampleClient_Encrypt() {
 
 	bob := env.device(client.Config{})
 	env.enroll(bob, "bob@example.com", false)
+	// The sender needs a handle: its envelopes are signed by its device,
+	// and Bob verifies that device is in Alice's logged device set.
 	alice := env.device(client.Config{})
+	env.enroll(alice, "alice@example.com", false)
 
 	envs, err := alice.Encrypt(ctx, "bob@example.com", []byte("hello, Bob"))
 	if err != nil {
@@ -108,12 +111,12 @@ func ExampleClient_Encrypt() {
 	}
 	pt, e, err := bob.Decrypt(ctx, wire)
 	if err != nil {
-		panic(err)
+		panic(err) // forged, replayed, removed or unknown sender: a typed error, no plaintext
 	}
-	fmt.Printf("%s (to %s)\n", pt, e.To)
+	fmt.Printf("%s (to %s, from %s: authenticated)\n", pt, e.To, e.From)
 	// Output:
 	// envelopes: 1
-	// hello, Bob (to mailto:bob@example.com)
+	// hello, Bob (to mailto:bob@example.com, from mailto:alice@example.com: authenticated)
 }
 
 // Monitor your own account: every change is classified by who authorized

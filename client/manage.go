@@ -129,7 +129,12 @@ func (c *Client) Enroll(ctx context.Context, handle, credential string, accountK
 	if res.Registered && !res.DeviceSet.IsTombstone() {
 		return nil, fmt.Errorf("%w: %s", ErrAlreadyRegistered, res.Handle)
 	}
-	set := &api.DeviceSet{Devices: []api.Device{st.Device.Device()}}
+	// SPEC(design.md 5.3): new sets are format 0x02, with this device's
+	// message-signing key.
+	if st, err = c.ensureMessageKey(ctx, st); err != nil {
+		return nil, err
+	}
+	set := &api.DeviceSet{Format: api.DeviceSetV2, Devices: []api.Device{st.Device.Device()}}
 	if m := st.Handles[st.Primary]; m != nil && m.DeviceSet != nil {
 		set.AccountID = m.DeviceSet.AccountID
 	} else {
@@ -400,6 +405,10 @@ func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.De
 	if err != nil {
 		return nil, err
 	}
+	// SPEC(design.md 5.3): a device upgrades on its next change.
+	if st, err = c.ensureMessageKey(ctx, st); err != nil {
+		return nil, err
+	}
 	handles := st.sortedHandles()
 	if o.handles != nil {
 		handles = o.handles
@@ -443,6 +452,7 @@ func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.De
 		if err := edit(set); err != nil {
 			return nil, err
 		}
+		upgradeSet(set, st.Device)
 		slices.SortFunc(set.Devices, func(a, b api.Device) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 		acct := st.Account
 		switch {

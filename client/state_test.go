@@ -123,14 +123,34 @@ func goldenDeviceKeys(t *testing.T) *client.DeviceKeys {
 	}
 }
 
-// goldenEnvelope is an envelope with fixed fields (not a real ciphertext:
-// the golden file pins the framing).
+// goldenEnvelope is a format-1 envelope with fixed fields (not a real
+// ciphertext: the golden file pins the framing).
 func goldenEnvelope() *client.Envelope {
 	return &client.Envelope{
-		Suite: api.SuiteHybrid, Device: [16]byte{4, 5, 6},
+		Version: client.EnvelopeV1,
+		Suite:   api.SuiteHybrid, Device: [16]byte{4, 5, 6},
 		From: "mailto:alice@example.com", To: "mailto:bob@example.com", Owner: "mailto:bob@example.com",
 		Enc: bytes.Repeat([]byte{0xe}, 32), Ciphertext: []byte("ciphertext and tag"),
 	}
+}
+
+// goldenEnvelopeV2 is a format-2 envelope with fixed fields, signed by a
+// fixed message key for origin "example.com/kt".
+func goldenEnvelopeV2() *client.Envelope {
+	e := goldenEnvelope()
+	e.Version = client.EnvelopeV2
+	e.SenderDevice = [16]byte{7, 8, 9}
+	e.Timestamp = 1767225600123
+	e.MessageID = [16]byte{0xa, 0xb, 0xc}
+	e.Sign("example.com/kt", ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0xd}, 32)))
+	return e
+}
+
+// goldenDeviceKeysV2 are goldenDeviceKeys with a message-signing key.
+func goldenDeviceKeysV2(t *testing.T) *client.DeviceKeys {
+	k := goldenDeviceKeys(t)
+	k.Message = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{0xc}, 32))
+	return k
 }
 
 type binaryString string
@@ -147,6 +167,11 @@ func TestStateGolden(t *testing.T) {
 		{"device-keys.golden", goldenDeviceKeys(t)},
 		{"descriptor.golden", binaryString(goldenDeviceKeys(t).Descriptor())},
 		{"envelope.golden", goldenEnvelope()},
+		{"envelope-v2.golden", goldenEnvelopeV2()},
+		{"device-keys-v2.golden", goldenDeviceKeysV2(t)},
+		{"descriptor-v2.golden", binaryString(goldenDeviceKeysV2(t).Descriptor())},
+		{"message-statement.golden", binaryString(client.MessageStatement("example.com/kt", goldenEnvelopeV2()))},
+		{"seen-messages.golden", &client.SeenMessages{Mark: 5, Entries: []client.SeenMessage{{Key: [32]byte{1}, Time: 6}, {Key: [32]byte{2}, Time: 7}}}},
 		{"client-state.golden", &client.State{
 			Trusted: goldenTrusted(t), Device: goldenDeviceKeys(t),
 			Handles: map[string]*client.MonitorState{"mailto:alice@example.com": goldenMonitor()},

@@ -198,6 +198,10 @@ type State struct {
 	// Rotations are the key rotation records the client verified and
 	// follows (design.md 11.1), in log order.
 	Rotations []Rotation
+
+	// Seen is the replay cache of accepted messages (design.md 12.3,
+	// message_state.go); nil when empty.
+	Seen *SeenMessages
 	// Verified are the contacts whose verification code the user
 	// confirmed, by canonical handle, with the pinned identity
 	// (per-contact strict mode, design.md 13.5).
@@ -225,6 +229,8 @@ type stateJSON struct {
 	Contacts   map[string][]byte      `json:"contacts,omitempty"`
 	Rotations  []rotationJSON         `json:"rotations,omitempty"`
 
+	// Signed messages (message_state.go).
+	Messages []byte `json:"messages,omitempty"`
 	// Verified: the verification pins (design.md 13.5).
 	Verified map[string]verifiedJSON `json:"verified,omitempty"`
 }
@@ -300,6 +306,11 @@ func (s *State) MarshalBinary() ([]byte, error) {
 			if j.Contacts[h], err = c.MarshalBinary(); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if s.Seen != nil {
+		if j.Messages, err = s.Seen.MarshalBinary(); err != nil {
+			return nil, err
 		}
 	}
 	j.Verified = marshalVerified(s.Verified)
@@ -428,6 +439,12 @@ func (s *State) UnmarshalBinary(b []byte) error {
 			out.Contacts = map[string]*Contact{}
 		}
 		out.Contacts[h] = c
+	}
+	if j.Messages != nil {
+		out.Seen = new(SeenMessages)
+		if err := out.Seen.UnmarshalBinary(j.Messages); err != nil {
+			return err
+		}
 	}
 	var err error
 	if out.Verified, err = unmarshalVerified(j.Verified); err != nil {

@@ -307,11 +307,15 @@ func TestTamperedLookups(t *testing.T) {
 			if !bytes.Equal(before, after) {
 				t.Errorf("the failed lookup changed the stored state")
 			}
-			// The same client, untampered, encrypts.
+			// The same client, untampered, verifies the lookup; having no
+			// handle of its own, it then cannot sign (design.md 12.3).
 			td.tamper = nil
 			if c.cfg.Now == nil && !c.pin && c.handle == "" {
-				if envs, err := alice.Encrypt(ctx, handle, []byte("secret")); err != nil || len(envs) != 1 {
-					t.Fatalf("untampered Encrypt: %v, %d envelopes", err, len(envs))
+				if res, err := alice.Lookup(ctx, handle); err != nil || len(res.Recipients) != 1 {
+					t.Fatalf("untampered Lookup: %v", err)
+				}
+				if envs, err := alice.Encrypt(ctx, handle, []byte("secret")); !errors.Is(err, client.ErrCannotSign) || envs != nil {
+					t.Fatalf("untampered Encrypt without a handle: %v, %d envelopes; want ErrCannotSign", err, len(envs))
 				}
 			}
 		})

@@ -172,6 +172,7 @@ func TestVerifiedContactRecoveryGhost(t *testing.T) {
 	e.enroll(bob, vBob, true)
 	e.enroll(carol, vCarol, false)
 	lax := e.device(client.Config{})
+	e.enroll(lax, "lax@example.com", false) // a sender signs with a device of its handle (design.md 12.3)
 
 	for _, h := range []string{vBob, vCarol} {
 		if _, err := alice.ConfirmVerification(ctx, h, code(t, map[string]*client.Client{vBob: bob, vCarol: carol}[h], vAlice).Code); err != nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,7 +137,7 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		return nargsThen(args, 1, "join HANDLE", func() error { return a.join(ctx, args[0]) })
 	case "device":
 		if len(args) == 0 {
-			return usagef("usage: kt device export|add|remove|rekey")
+			return usagef("usage: kt device export|add|remove|rekey|upgrade")
 		}
 		sub, args := args[0], args[1:]
 		switch sub {
@@ -163,6 +164,25 @@ func (a *app) dispatch(ctx context.Context, args []string) error {
 		case "rekey":
 			return nargsThen(args, 0, "device rekey", func() error {
 				return a.submit(ctx, "re-keyed this device", func(c *client.Client) ([]*client.Submitted, error) { return c.Rekey(ctx) })
+			})
+		case "upgrade":
+			// SPEC(design.md 5.3): a device upgrades by a kind-2 change
+			// writing a format-0x02 set with its message-signing key.
+			return nargsThen(args, 0, "device upgrade", func() error {
+				c, err := a.client()
+				if err != nil {
+					return err
+				}
+				subs, err := c.UpgradeMessageKey(ctx)
+				if err != nil {
+					return err
+				}
+				if len(subs) == 0 {
+					return a.output(map[string]any{"upgraded": false}, func(w io.Writer) {
+						fmt.Fprintln(w, "this device's message-signing key is already in every own handle's verified device set")
+					})
+				}
+				return a.printSubmitted(ctx, c, "logged this device's message-signing key (device set format 0x02)", subs)
 			})
 		default:
 			return usagef("unknown command %q", "device "+sub)
@@ -763,16 +783,17 @@ func (a *app) decrypt(ctx context.Context) error {
 		if e.Device != st.Device.ID {
 			continue
 		}
+		// SPEC(design.md 12.3): Decrypt authenticates the sender or
+		// refuses with a typed error, and shows no plaintext then.
 		pt, e, err := c.Decrypt(ctx, b)
 		if err != nil {
-			return fmt.Errorf("line %d: %w", n, err)
+			return fmt.Errorf("line %d: refused: %w", n, err)
 		}
 		if a.cfg.JSON {
-			return a.output(map[string]any{"from": e.From, "to": e.To, "plaintext": pt}, nil)
+			return a.output(map[string]any{"from": e.From, "from_device": hex.EncodeToString(e.SenderDevice[:]), "authenticated": true,
+				"sent": time.UnixMilli(int64(min(e.Timestamp, math.MaxInt64))).UTC(), "to": e.To, "plaintext": pt}, nil)
 		}
-		if e.From != "" {
-			fmt.Fprintf(a.stderr, "kt: from %s (unauthenticated: HPKE base mode), to %s\n", e.From, e.To)
-		}
+		fmt.Fprintf(a.stderr, "kt: from %s, device %x (authenticated: signed by a device of its verified, logged device set), to %s\n", e.From, e.SenderDevice, e.To)
 		return a.writeOut(pt)
 	}
 	if err := sc.Err(); err != nil {

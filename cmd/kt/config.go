@@ -104,6 +104,8 @@ Usage:
   kt join HANDLE                         after kt device add: start using HANDLE on this device
   kt device remove DEVICE_ID             remove a device (hex ID, see kt lookup)
   kt device rekey                        replace this device's keys
+  kt device upgrade                      log this device's message-signing key (a device set
+                                         written before signed messages), so it can send
   kt account-key                         set or replace the account key, signed by this device (strict-mode senders pin it)
   kt account-key rotate                  replace the account key, signed by the current one (kind 3)
   kt account-key export [--out FILE]     write the account key, encrypted under the passphrase read
@@ -114,7 +116,8 @@ Usage:
   kt lookup HANDLE                       show HANDLE's verified devices and what was verified
   kt encrypt HANDLE [--in FILE] [--out FILE]
                                          encrypt to every verified device: one envelope per line
-  kt decrypt [--in FILE] [--out FILE]    decrypt the envelope for this device
+  kt decrypt [--in FILE] [--out FILE]    decrypt the envelope for this device, after authenticating
+                                         its sender (a device of the sender's verified device set)
   kt monitor [--once]                    poll this device's handles, print changes and alerts;
                                          check the remembered contacts too
   kt verify HANDLE                       print the verification code of HANDLE and you, to compare

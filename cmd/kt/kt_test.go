@@ -175,9 +175,22 @@ func TestWorkflow(t *testing.T) {
 		t.Fatalf("encrypt: %d %s", code, errs)
 	}
 	for i, d := range []*device{bob1, bob2} {
-		if out := d.ok("decrypt", "--in", msgFile); out != "hello bob" {
-			t.Fatalf("bob%d decrypted %q", i+1, out)
+		out, errs, code := d.kt("", "decrypt", "--in", msgFile)
+		if code != 0 || out != "hello bob" {
+			t.Fatalf("bob%d decrypted %q: exit %d %s", i+1, out, code, errs)
 		}
+		// design.md 12.3: the sender is authenticated.
+		if !strings.Contains(errs, "kt: from mailto:alice@example.com, device ") || !strings.Contains(errs, "(authenticated: signed by a device of its verified, logged device set)") {
+			t.Fatalf("bob%d: no authenticated sender line: %q", i+1, errs)
+		}
+	}
+	// Alice's set already holds her message key: nothing to upgrade.
+	if out := alice.ok("device", "upgrade"); !strings.Contains(out, "already") {
+		t.Fatalf("device upgrade: %q", out)
+	}
+	// The same envelope again is a replay: refused, no plaintext.
+	if out, errs, code := bob1.kt("", "decrypt", "--in", msgFile); code != 1 || out != "" || !strings.Contains(errs, "replay") {
+		t.Fatalf("replayed decrypt: exit %d, %q, %q", code, out, errs)
 	}
 	// Alice has no envelope for herself (her only device sent it).
 	if _, _, code := alice.kt("", "decrypt", "--in", msgFile); code != 1 {
@@ -478,7 +491,10 @@ func TestContactsCommands(t *testing.T) {
 		t.Fatalf("contacts before any: %q", out)
 	}
 	bob.ok("register", "bob@example.com", "--token", td.token.IssueToken("mailto:bob@example.com"))
+	// A sender signs with a device of its own handle (design.md 12.3).
+	alice.ok("register", "alice@example.com", "--token", td.token.IssueToken("mailto:alice@example.com"))
 	alice.awaitVersion("bob@example.com", 1)
+	alice.awaitVersion("alice@example.com", 1)
 	if _, errs, code := alice.kt("hi", "encrypt", "bob@example.com", "--out", filepath.Join(t.TempDir(), "m")); code != 0 {
 		t.Fatalf("encrypt: %d %s", code, errs)
 	}

@@ -56,7 +56,9 @@ export function parseEpochRecord(b) {
 /** 5.3 device set */
 export function parseDeviceSet(b) {
   const r = new Reader(b);
-  if (r.u8() !== 1) throw new Error('format version');
+  // 5.3: format 0x01, or 0x02 with a 32-byte message-signing key per device (all zero: none yet).
+  const format = r.u8();
+  if (format !== 1 && format !== 2) throw new Error('format version');
   const accountId = r.bytes(16);
   const d = r.u8();
   if (d > 64) throw new Error('too many devices');
@@ -66,18 +68,23 @@ export function parseDeviceSet(b) {
     const kem = r.u16(), kdf = r.u16(), aead = r.u16(), L = r.u16();
     if (!(kem in KEM_SIZES) || !KDFS.includes(kdf) || !AEADS.includes(aead)) throw new Error('unknown HPKE suite');
     if (L !== KEM_SIZES[kem]) throw new Error('HPKE key length');
-    const hpkePublicKey = r.bytes(L), signingKey = r.bytes(32), created = r.u64();
+    const hpkePublicKey = r.bytes(L), signingKey = r.bytes(32);
+    const messageKey = format === 2 ? r.bytes(32) : null;
+    const created = r.u64();
     if (i > 0 && cmpBytes(devices[i - 1].id, id) >= 0) throw new Error('device IDs not strictly increasing');
-    devices.push({ id, kem, kdf, aead, hpkePublicKey, signingKey, created });
+    devices.push({ id, kem, kdf, aead, hpkePublicKey, signingKey, messageKey, created });
   }
   const present = r.u8();
   if (present > 1) throw new Error('account key flag');
   let accountKey = null, accountSignature = null;
   if (present) { accountKey = r.bytes(32); accountSignature = r.bytes(64); }
   r.done();
-  const keys = devices.map(x => toHex(x.signingKey)); if (accountKey) keys.push(toHex(accountKey));
-  if (new Set(keys).size !== keys.length) throw new Error('signing keys not distinct');
-  return { accountId, devices, accountKey, accountSignature, bytes: b, unsigned: present ? b.subarray(0, b.length - 64) : b };
+  // 4, 5.3: every key of the set distinct, message keys (other than zero) included.
+  const keys = devices.map(x => toHex(x.signingKey));
+  for (const x of devices) if (x.messageKey && x.messageKey.some(v => v !== 0)) keys.push(toHex(x.messageKey));
+  if (accountKey) keys.push(toHex(accountKey));
+  if (new Set(keys).size !== keys.length) throw new Error('keys not distinct');
+  return { format, accountId, devices, accountKey, accountSignature, bytes: b, unsigned: present ? b.subarray(0, b.length - 64) : b };
 }
 export function cmpBytes(a, b) { for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] - b[i]; return a.length - b.length; }
 

@@ -67,7 +67,9 @@ for (const v of load('encodings.json').vectors) {
     if (v.type === 'device_set') {
       const w = v.device_set;
       assert.equal(toHex(got.accountId), w.account_id_hex);
-      assert.deepEqual(got.devices.map(d => ({ id_hex: toHex(d.id), kem: d.kem, kdf: d.kdf, aead: d.aead, hpke_public_key_hex: toHex(d.hpkePublicKey), signing_key_hex: toHex(d.signingKey), created_unix: d.created })), w.devices ?? []);
+      assert.equal(got.format, w.format ?? 1);
+      assert.deepEqual(got.devices.map(d => ({ id_hex: toHex(d.id), kem: d.kem, kdf: d.kdf, aead: d.aead, hpke_public_key_hex: toHex(d.hpkePublicKey), signing_key_hex: toHex(d.signingKey),
+        ...(d.messageKey ? { message_key_hex: toHex(d.messageKey) } : {}), created_unix: d.created })), w.devices ?? []);
       assert.equal(got.accountKey ? toHex(got.accountKey) : undefined, w.account_key_hex || undefined);
       if (v.account_statement_hex) {
         assert.equal(toHex(enc.accountStatement(ORIGIN, hex(v.account_index_hex), v.account_version, got)), v.account_statement_hex);

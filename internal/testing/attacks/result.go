@@ -1,5 +1,5 @@
 // Package attacks plays the attack catalogue of the design brief (A1 to
-// A12, A14) against real clients (package client over gRPC on loopback) and
+// A13, A14) against real clients (package client over gRPC on loopback) and
 // real auditors (package auditor, following the log over its HTTP read
 // API and gossiping), with the adversary's tools of package adversary
 // wrapped around an honest directory. Each scenario first runs the same
@@ -103,7 +103,7 @@ type Scenario struct {
 	run                    func(ctx context.Context, w *World, r *Result) error
 }
 
-// Scenarios lists A1 to A12 and A14 in order (A11 in three variants).
+// Scenarios lists A1 to A14 in order (A11 and A13 in three variants each).
 func Scenarios() []Scenario {
 	return []Scenario{
 		{"A1", "ghost device in a lookup response, not in the log", "rewrites lookup answers (gRPC proxy) and signs with the recovery key", runA1},
@@ -120,6 +120,9 @@ func Scenarios() []Scenario {
 		{"A11M", "map root pointing Bob at a record the log does not hold", "the operator's own directory: edits the map", runA11MapNotFromLog},
 		{"A11C", "forged change shown in epoch N, Bob's record restored in N+1, no auditors", "the operator's own directory, clients without an audit policy", runA11ContactMonitoring},
 		{"A12", "harvesting device sets, keys and account links by VRF index", "any network peer, reading every index from the log", runA12},
+		{"A13", "forged sender on a message", "a registered user's own keys, and whoever relays messages (re-labels, re-signs)", runA13},
+		{"A13R", "a removed device sends as its former owner", "a stolen device's keys, after the owner removed it", runA13Removed},
+		{"A13P", "a message replayed, or held back past the window", "whoever relays messages (re-delivers, delays)", runA13Replay},
 		{"A14", "auditors cut off: the served epoch ages", "cuts the directory off from its auditors (withheld epochs, stalled auditors)", runA14},
 	}
 }

@@ -195,6 +195,10 @@ func runA11(ctx context.Context, w *World, r *Result) error {
 	if err != nil {
 		return err
 	}
+	// The sender signs with a device of its handle (design.md 12.3).
+	if _, err := dd.Enroll(ctx, sender, alice); err != nil {
+		return err
+	}
 	// Control: an honest change, audited and served; the sender encrypts
 	// to Bob's devices.
 	if _, err := owner.Rekey(ctx); err != nil {
@@ -396,6 +400,10 @@ func runA11ContactMonitoring(ctx context.Context, w *World, r *Result) error {
 	}
 	sender, err := dd.NewDevice(ctx, client.Config{})
 	if err != nil {
+		return err
+	}
+	// The sender signs with a device of its handle (design.md 12.3).
+	if _, err := dd.Enroll(ctx, sender, alice); err != nil {
 		return err
 	}
 	if envs, err := sender.Encrypt(ctx, bob, []byte("hello Bob")); err != nil || len(envs) != 1 {

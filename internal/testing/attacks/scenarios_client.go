@@ -55,6 +55,10 @@ func runA1(ctx context.Context, w *World, r *Result) error {
 	if err != nil {
 		return err
 	}
+	// The sender signs with a device of its handle (design.md 12.3).
+	if err := d.Enroll(ctx, sender, alice, false); err != nil {
+		return err
+	}
 	owner, err := d.NewDevice(ctx, nil, client.Config{})
 	if err != nil {
 		return err
@@ -114,6 +118,10 @@ func runA2(ctx context.Context, w *World, r *Result) error {
 	}
 	strict, err := d.NewDevice(ctx, nil, client.Config{Strict: true})
 	if err != nil {
+		return err
+	}
+	// The sender signs with a device of its handle (design.md 12.3).
+	if err := d.Enroll(ctx, strict, alice, false); err != nil {
 		return err
 	}
 	plain, err := d.NewDevice(ctx, nil, client.Config{})

@@ -105,6 +105,10 @@ func runA10(ctx context.Context, w *World, r *Result) error {
 	if err != nil {
 		return err
 	}
+	// The sender signs with a device of its handle (design.md 12.3).
+	if err := d.Enroll(ctx, sender, alice, false); err != nil {
+		return err
+	}
 	if _, err := sender.Encrypt(ctx, bob, []byte("hi")); err != nil {
 		return fmt.Errorf("control: %w", err)
 	}

@@ -105,6 +105,10 @@ func TestWalkthrough(t *testing.T) {
 	logged := regexp.MustCompile(`logged at index (\d+), visible in epoch (\d+)`)
 	recovery := uint64(1 << 62)
 	restarted := false
+	// Every decryption names the authenticated sender (design.md 12.3):
+	// Alice's handle and the device ID of her phone, from "kt init".
+	sender := regexp.MustCompile(`^kt: from mailto:alice@example\.com, device ([0-9a-f]{32}) \(authenticated: signed by a device of its verified, logged device set\), to mailto:bob@example\.com$`)
+	aliceDevice, decrypts := "", 0
 	for _, s := range steps[1:] {
 		if strings.HasPrefix(s.cmd, "export PATH=") {
 			// The reader's shell keeps this; each command here gets
@@ -137,6 +141,18 @@ func TestWalkthrough(t *testing.T) {
 			t.Errorf("line %d: %s: output differs from docs/quickstart.md (first difference at its line %d)\n--- document:\n%s\n--- got:\n%s",
 				s.line, s.cmd, s.line+1+at, strings.Join(s.want, "\n"), strings.Join(lines, "\n"))
 		}
+		if strings.HasPrefix(s.cmd, "kt --state-file data/alice/state.json init") {
+			if m := regexp.MustCompile(`device ([0-9a-f]{32}) created`).FindStringSubmatch(out.String()); m != nil {
+				aliceDevice = m[1]
+			}
+		}
+		if strings.Contains(s.cmd, " decrypt ") {
+			decrypts++
+			m := sender.FindStringSubmatch(strings.SplitN(out.String(), "\n", 2)[0])
+			if m == nil || m[1] != aliceDevice || aliceDevice == "" {
+				t.Errorf("line %d: %s: no authenticated sender line naming Alice's device %q:\n%s", s.line, s.cmd, aliceDevice, out.String())
+			}
+		}
 		if strings.HasPrefix(s.cmd, "ktctl recover ") {
 			m := logged.FindStringSubmatch(out.String())
 			if m == nil {
@@ -168,6 +184,9 @@ func TestWalkthrough(t *testing.T) {
 		t.Log("updated docs/quickstart.md; check the diff")
 	}
 	checkReadme(t, readme, steps, got)
+	if decrypts == 0 {
+		t.Fatal("docs/quickstart.md has no decrypt step")
+	}
 	if !restarted {
 		t.Fatal("docs/quickstart.md has no split-view step")
 	}

@@ -231,6 +231,21 @@ func genEncodings() EncodingsFile {
 	v2 := add("device set: X25519 and MLKEM768-X25519 devices, no account key", set2, 0)
 	v3 := add("device set: tombstone (no devices)", set3, 0)
 	add("device set: account signature for another version (does not verify)", set1, 2)
+	// Format 0x02 (design.md 5.3): a message-signing key per device.
+	withMsg := func(s *api.DeviceSet, labels ...string) *api.DeviceSet {
+		s.Format = api.DeviceSetV2
+		for i := range s.Devices {
+			if i < len(labels) && labels[i] != "" {
+				s.Devices[i].MessageKey = [32]byte(ed25519.NewKeyFromSeed(seed(labels[i])).Public().(ed25519.PublicKey))
+			}
+		}
+		return s
+	}
+	setV2 := withMsg(set(a, b), "enc message 0", "enc message 1")
+	setV2.SignAccount(Origin, index, 2, acct)
+	v2a := add("device set: format 0x02, X25519 and MLKEM768-X25519 devices with message-signing keys, account key signed for version 2", setV2, 2)
+	add("device set: format 0x02, the second device without a message-signing key yet (32 zero bytes)", withMsg(set(a, b), "enc message 0"), 0)
+	add("device set: format 0x02, tombstone", withMsg(&api.DeviceSet{AccountID: accountID}), 0)
 
 	mk := func(s []byte, version uint64, prev [32]byte, kind api.AuthKind, st *api.DeviceSet, signer ed25519.PrivateKey) []byte {
 		var opening [32]byte
@@ -273,6 +288,20 @@ func genEncodings() EncodingsFile {
 	// Two devices in the wrong order: swap them in the encoding.
 	sw := &api.DeviceSet{AccountID: accountID, Devices: []api.Device{set2.Devices[1], set2.Devices[0]}}
 	invalid("device set: devices not sorted by ID", "device_set", unsortedSet(sw))
+	// Format 0x02: offsets of the first device's keys (5.3).
+	first := setV2.Devices[0]
+	sigOff := 18 + 16 + 6 + 2 + len(first.HPKEKey)
+	msgOff := sigOff + 32
+	secondSig := msgOff + 32 + 8 + 16 + 6 + 2 + len(setV2.Devices[1].HPKEKey)
+	secondMsg := secondSig + 32
+	edit := func(f func(b []byte)) []byte { b := bytes.Clone(v2a); f(b); return b }
+	invalid("device set: format 0x02, a message key equal to its device's signing key", "device_set", edit(func(b []byte) { copy(b[msgOff:msgOff+32], b[sigOff:sigOff+32]) }))
+	invalid("device set: format 0x02, a message key equal to another device's signing key", "device_set", edit(func(b []byte) { copy(b[msgOff:msgOff+32], b[secondSig:secondSig+32]) }))
+	invalid("device set: format 0x02, two devices share a message key", "device_set", edit(func(b []byte) { copy(b[secondMsg:secondMsg+32], b[msgOff:msgOff+32]) }))
+	invalid("device set: format 0x02, a message key equal to the account key", "device_set", edit(func(b []byte) { copy(b[msgOff:msgOff+32], b[len(b)-96:len(b)-64]) }))
+	invalid("device set: format 0x02, truncated in the last device's message key", "device_set", edit(func(b []byte) {})[:secondMsg+16])
+	invalid("device set: format 0x01 bytes labelled format 0x02", "device_set", append([]byte{api.DeviceSetV2}, v2[1:]...))
+	invalid("device set: unknown format version 0x03", "device_set", append([]byte{0x03}, v2[1:]...))
 	return f
 }
 
@@ -923,6 +952,16 @@ type EnvelopeVector struct {
 	Owner     string `json:"owner,omitempty"`
 	Plaintext Hex    `json:"plaintext_hex,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Format 2 (12.3): the sender device's message-signing key (input),
+	// and, for an envelope that parses, its sender fields, the message
+	// statement for origin (4.3) and whether the signature verifies
+	// under that key.
+	SenderMessageKey Hex    `json:"sender_message_key_hex,omitempty"`
+	SenderDevice     Hex    `json:"sender_device_hex,omitempty"`
+	Timestamp        uint64 `json:"timestamp_ms,omitempty"`
+	MessageID        Hex    `json:"message_id_hex,omitempty"`
+	MessageStatement Hex    `json:"message_statement_hex,omitempty"`
+	SignatureValid   *bool  `json:"signature_valid,omitempty"`
 }
 
 func (v EnvelopeVector) keys() *client.DeviceKeys {
@@ -935,10 +974,17 @@ func (v EnvelopeVector) keys() *client.DeviceKeys {
 func (v EnvelopeVector) Run() EnvelopeVector {
 	out := v
 	out.From, out.To, out.Owner, out.Plaintext, out.Error = "", "", "", nil, ""
+	out.SenderDevice, out.Timestamp, out.MessageID, out.MessageStatement, out.SignatureValid = nil, 0, nil, nil, nil
 	e, err := client.ParseEnvelope(v.Envelope)
 	if err != nil {
 		out.Error = failure(err).Error
 		return out
+	}
+	if e.Version == client.EnvelopeV2 {
+		out.SenderDevice, out.Timestamp, out.MessageID = bytes.Clone(e.SenderDevice[:]), e.Timestamp, bytes.Clone(e.MessageID[:])
+		out.MessageStatement = client.MessageStatement(Origin, e)
+		ok := len(v.SenderMessageKey) == 32 && e.VerifySignature(Origin, [32]byte(v.SenderMessageKey)) == nil
+		out.SignatureValid = &ok
 	}
 	pt, err := e.Open(v.keys())
 	if err != nil {
@@ -958,6 +1004,9 @@ func sealEnvelope(e *client.Envelope, pub hpke.PublicKey, plaintext []byte) {
 	// encoding with empty enc and ciphertext, less their length fields.
 	e.Enc, e.Ciphertext = nil, nil
 	head := must(e.MarshalBinary())
+	if e.Version == client.EnvelopeV2 {
+		head = head[:len(head)-64] // the signature
+	}
 	info := append([]byte("kt/v1/envelope\x00"), head[:len(head)-6]...)
 	enc, s, err := hpke.NewSender(pub, kdf, aead, info)
 	check(err)
@@ -968,7 +1017,12 @@ func (w *world) genEnvelopes(existing []byte) File[EnvelopeVector] {
 	f := File[EnvelopeVector]{Description: "Message envelopes (design.md 12.3), opened by the recipient device: parse envelope_hex, " +
 		"check it is for this device and suite, and HPKE-open it (mode base, info = \"kt/v1/envelope\" || 0x00 || the envelope bytes " +
 		"from version to owner, empty aad): plaintext_hex with the envelope's from, to and owner, or error (ErrEnvelope). " +
-		"HPKE encryption is randomized: these envelopes were sealed once and are checked by opening them."}
+		"HPKE encryption is randomized: these envelopes were sealed once and are checked by opening them. " +
+		"Format 2 (version 0x02) adds the sender device, time and message ID to the header (and the info) and a final " +
+		"Ed25519 signature by sender_message_key_hex over the message statement for origin " + Origin + " " +
+		"(\"kt/v1/message\" || 0x00 || u16 len(origin) || origin || the envelope without the signature): " +
+		"message_statement_hex and signature_valid. A recipient accepts a format-2 envelope only if the signature verifies and it opens; " +
+		"checking that the key is the sender device's in the sender's verified device set, the time window and replays are the client's."}
 	var old File[EnvelopeVector]
 	if existing != nil {
 		_ = json.Unmarshal(existing, &old)
@@ -988,7 +1042,7 @@ func (w *world) genEnvelopes(existing []byte) File[EnvelopeVector] {
 		base := EnvelopeVector{DeviceID: dk.keys.ID[:], KEM: d.suite.KEM, KDF: d.suite.KDF, AEAD: d.suite.AEAD, IKM: ikm,
 			Private: priv, Public: dk.dev.HPKEKey}
 		pt := []byte("hello bob, from alice (" + d.label + ")")
-		e := &client.Envelope{Suite: d.suite, Device: dk.keys.ID, From: "mailto:alice@example.com", To: "mailto:bob@example.com", Owner: "mailto:bob@example.com"}
+		e := &client.Envelope{Version: client.EnvelopeV1, Suite: d.suite, Device: dk.keys.ID, From: "mailto:alice@example.com", To: "mailto:bob@example.com", Owner: "mailto:bob@example.com"}
 		name := d.label + ": honest"
 		good := base
 		good.Name = name
@@ -1014,7 +1068,55 @@ func (w *world) genEnvelopes(existing []byte) File[EnvelopeVector] {
 		variant("owner changed", func(e *client.Envelope) []byte { e.Owner = e.From; return must(e.MarshalBinary()) })
 		variant("for another device", func(e *client.Envelope) []byte { e.Device[0] ^= 1; return must(e.MarshalBinary()) })
 		variant("trailing byte", func(e *client.Envelope) []byte { return append(must(e.MarshalBinary()), 0) })
-		variant("unknown version", func(e *client.Envelope) []byte { b := must(e.MarshalBinary()); b[0] = 2; return b })
+		variant("unknown version", func(e *client.Envelope) []byte { b := must(e.MarshalBinary()); b[0] = 3; return b })
+
+		// Format 2: signed by the sender device's message key.
+		msgKey := ed25519.NewKeyFromSeed(seed(d.label + " sender message"))
+		base2 := base
+		base2.SenderMessageKey = Hex(msgKey.Public().(ed25519.PublicKey))
+		e2 := &client.Envelope{Version: client.EnvelopeV2, Suite: d.suite, Device: dk.keys.ID, From: "mailto:alice@example.com",
+			To: "mailto:bob@example.com", Owner: "mailto:bob@example.com", Timestamp: uint64(T0.UnixMilli())}
+		copy(e2.SenderDevice[:], seed(d.label+" sender device"))
+		copy(e2.MessageID[:], seed(d.label+" message id"))
+		name2 := d.label + ": format 2, honest"
+		good2 := base2
+		good2.Name = name2
+		if r, ok := reuse[name2]; ok && bytes.Equal(r.Private, priv) && bytes.Equal(r.DeviceID, base.DeviceID) {
+			good2.Envelope = r.Envelope
+		}
+		if opened := good2.Run(); opened.Error != "" || !bytes.Equal(opened.Plaintext, pt) || opened.SignatureValid == nil || !*opened.SignatureValid {
+			sealEnvelope(e2, dk.keys.HPKE.PublicKey(), pt)
+			e2.Sign(Origin, msgKey)
+			good2.Envelope = must(e2.MarshalBinary())
+		}
+		good2 = good2.Run()
+		f.Vectors = append(f.Vectors, good2)
+		parsed2 := must(client.ParseEnvelope(good2.Envelope))
+		variant2 := func(suffix string, edit func(e *client.Envelope) []byte) {
+			c := *parsed2
+			v := base2
+			v.Name = d.label + ": format 2, " + suffix
+			v.Envelope = edit(&c)
+			f.Vectors = append(f.Vectors, v.Run())
+		}
+		variant2("signature flipped (opens, the signature does not verify)", func(e *client.Envelope) []byte { e.Signature[0] ^= 1; return must(e.MarshalBinary()) })
+		variant2("ciphertext flipped", func(e *client.Envelope) []byte { e.Ciphertext = flip(e.Ciphertext, 0); return must(e.MarshalBinary()) })
+		variant2("timestamp changed", func(e *client.Envelope) []byte { e.Timestamp++; return must(e.MarshalBinary()) })
+		variant2("sender device changed", func(e *client.Envelope) []byte { e.SenderDevice[0] ^= 1; return must(e.MarshalBinary()) })
+		variant2("message ID changed", func(e *client.Envelope) []byte { e.MessageID[0] ^= 1; return must(e.MarshalBinary()) })
+		variant2("from changed", func(e *client.Envelope) []byte { e.From = "mailto:mallory@example.com"; return must(e.MarshalBinary()) })
+		variant2("re-signed by another key", func(e *client.Envelope) []byte {
+			e.Sign(Origin, ed25519.NewKeyFromSeed(seed("another message key")))
+			return must(e.MarshalBinary())
+		})
+		variant2("truncated signature", func(e *client.Envelope) []byte { b := must(e.MarshalBinary()); return b[:len(b)-1] })
+		variant2("empty from", func(e *client.Envelope) []byte {
+			b := must(e.MarshalBinary())
+			// version, suite (6), device (16), then from: length 0x0018.
+			off := 1 + 6 + 16
+			n := int(b[off])<<8 | int(b[off+1])
+			return append(append(bytes.Clone(b[:off]), 0, 0), b[off+2+n:]...)
+		})
 	}
 	return f
 }

@@ -1,6 +1,7 @@
 package vectors
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -255,11 +256,16 @@ type Device struct {
 	AEAD       uint16 `json:"aead"`
 	HPKEKey    Hex    `json:"hpke_public_key_hex"`
 	SigningKey Hex    `json:"signing_key_hex"`
+	// MessageKey is the message-signing key of format 0x02 (all zero for
+	// a device without one); absent in format 0x01.
+	MessageKey Hex    `json:"message_key_hex,omitempty"`
 	Created    uint64 `json:"created_unix"`
 }
 
 // DeviceSet is api.DeviceSet (design.md 5.3).
 type DeviceSet struct {
+	// Format is 2 for format 0x02, absent for format 0x01.
+	Format           uint8    `json:"format,omitempty"`
 	AccountID        Hex      `json:"account_id_hex"`
 	Devices          []Device `json:"devices"`
 	AccountKey       Hex      `json:"account_key_hex,omitempty"`
@@ -271,9 +277,17 @@ func deviceSetJSON(s *api.DeviceSet) *DeviceSet {
 		return nil
 	}
 	out := &DeviceSet{AccountID: s.AccountID[:], Devices: []Device{}}
+	v2 := s.Format == api.DeviceSetV2
+	if v2 {
+		out.Format = 2
+	}
 	for _, d := range s.Devices {
-		out.Devices = append(out.Devices, Device{ID: d.ID[:], KEM: d.Suite.KEM, KDF: d.Suite.KDF, AEAD: d.Suite.AEAD,
-			HPKEKey: d.HPKEKey, SigningKey: d.SigningKey[:], Created: d.Created})
+		jd := Device{ID: d.ID[:], KEM: d.Suite.KEM, KDF: d.Suite.KDF, AEAD: d.Suite.AEAD,
+			HPKEKey: d.HPKEKey, SigningKey: d.SigningKey[:], Created: d.Created}
+		if v2 {
+			jd.MessageKey = bytes.Clone(d.MessageKey[:])
+		}
+		out.Devices = append(out.Devices, jd)
 	}
 	if s.Account != nil {
 		out.AccountKey, out.AccountSignature = s.Account.Key[:], s.Account.Signature[:]
