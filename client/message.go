@@ -85,11 +85,11 @@ func (c *Client) senderSet(ctx context.Context, st *State, handle string) (*Look
 	}
 	if r := c.senders.res[canon]; r != nil && st.Trusted != nil && sameTrusted(r.Trusted, st.Trusted) {
 		age := c.cfg.Now().Sub(time.UnixMilli(int64(min(r.Trusted.Epoch.Timestamp, math.MaxInt64))))
-		if age <= c.p.maxAge()+c.p.skew() {
+		if p := c.params(); age <= p.maxAge()+p.skew() {
 			return r, nil
 		}
 	}
-	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, canon) })
+	res, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookup(ctx, canon) })
 	if err != nil {
 		return nil, fmt.Errorf("client: verifying the sender %s: %w", canon, err)
 	}
@@ -135,7 +135,7 @@ func (c *Client) checkSender(e *Envelope, res *LookupResult, seen *SeenMessages)
 		}
 		return fmt.Errorf("%w: %w: device %x of %s: %s", ErrEnvelope, ErrSenderNoMessageKey, e.SenderDevice, e.From, what)
 	}
-	if err := e.VerifySignature(c.p.Origin, dev.MessageKey); err != nil {
+	if err := e.VerifySignature(c.params().Origin, dev.MessageKey); err != nil {
 		return err
 	}
 	now := c.cfg.Now()
@@ -320,7 +320,7 @@ func (c *Client) messageKeyLogged(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	for _, h := range st.sortedHandles() {
-		res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, h) })
+		res, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookup(ctx, h) })
 		if err != nil {
 			return false, err
 		}

@@ -49,12 +49,12 @@ func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 		return nil, err
 	}
 	// SPEC(design.md 12.2)
-	if err := st.refused(c.p); err != nil {
+	if err := st.refused(c.params()); err != nil {
 		return nil, err
 	}
 	var out []*MonitorReport
 	for _, h := range st.sortedHandles() {
-		rep, err := retry(func() (*MonitorReport, error) { return c.monitor(ctx, h) })
+		rep, err := withRotations(ctx, c, func() (*MonitorReport, error) { return c.monitor(ctx, h) })
 		if err != nil {
 			return out, fmt.Errorf("client: monitoring %s: %w", h, err)
 		}
@@ -72,7 +72,7 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 		return nil, err
 	}
 	// SPEC(design.md 12.2)
-	if err := st.refused(c.p); err != nil {
+	if err := st.refused(c.params()); err != nil {
 		return nil, err
 	}
 	ms := st.Handles[handle]
@@ -100,9 +100,21 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 	if err != nil {
 		return nil, err
 	}
-	res, err := VerifyMonitor(c.p, st.Trusted, ms, resp, own, c.cfg.Now())
+	res, err := VerifyMonitor(c.params(), st.Trusted, ms, resp, own, c.cfg.Now())
 	if err != nil {
 		return nil, err
+	}
+	// SPEC(design.md 11.1): a recovery change that the current recovery
+	// key did not sign may follow a rotation of the recovery key that
+	// this client has not seen: follow the rotations, then poll again.
+	if slices.ContainsFunc(res.Alerts, func(a Alert) bool { return a.Rule == api.RuleRecovery }) {
+		n, err := c.followRotations(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			return nil, errStateMoved
+		}
 	}
 	err = c.commit(ctx, st.Trusted, func(s *State) error {
 		if cur := s.Handles[handle]; cur == nil || cur.Version != ms.Version || cur.LeafHash != ms.LeafHash {
@@ -157,7 +169,7 @@ func (c *Client) monitorAsOwner(ctx context.Context, st *State, ms *MonitorState
 	for _, k := range keys {
 		req := &ktpb.MonitorRequest{Index: ms.Index[:], KnownVersion: ms.Version, KnownSize: knownSize(st.Trusted)}
 		ts := uint64(c.cfg.Now().UnixMilli())
-		signer, sig := api.SignMonitor(c.p.Origin, k, ms.Index, req.KnownVersion, req.KnownSize, ts)
+		signer, sig := api.SignMonitor(c.params().Origin, k, ms.Index, req.KnownVersion, req.KnownSize, ts)
 		req.Auth = &ktpb.MonitorAuth{Signer: signer[:], TimestampMs: ts, Signature: sig[:]}
 		resp, err := c.dir.Monitor(ctx, req)
 		if status.Code(err) == codes.PermissionDenied {
@@ -223,8 +235,8 @@ func (c *Client) lockedOut(ctx context.Context, st *State, handle string, ms *Mo
 		return fmt.Errorf("client: %s: refused as owner (%w), and the records-only poll failed: %w", handle, refusal, err)
 	}
 	now := c.cfg.Now()
-	_, changes, err := verifyChain(c.p, ms.Index, ms.Version, ms.LeafHash, resp, true, func(part *ktpb.EpochPart) (*Epoch, error) {
-		return VerifyEpoch(c.p, st.Trusted, part, now)
+	_, changes, err := verifyChain(c.params(), ms.Index, ms.Version, ms.LeafHash, resp, true, func(part *ktpb.EpochPart) (*Epoch, error) {
+		return VerifyEpoch(c.params(), st.Trusted, part, now)
 	})
 	if err != nil {
 		return err

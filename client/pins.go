@@ -94,8 +94,8 @@ func verifiedAccountKey(v *VerifiedPin) (key [32]byte, ok bool) {
 // the one now logged".
 func (c *Client) verifiedChanged(v *VerifiedPin, t *Trusted, canon string, resp *ktpb.LookupResponse, now time.Time, cause error) error {
 	alert := &VerifiedContactChangedError{Handle: canon, Pinned: v.Identity, VerifiedAt: v.Time, Cause: cause}
-	if res, err := VerifyLookup(c.p, t, canon, resp, now, nil); err == nil && res.Registered {
-		alert.Current, _ = api.IdentityOf(c.p.Origin, res.Index, res.Version, res.DeviceSet)
+	if res, err := VerifyLookup(c.params(), t, canon, resp, now, nil); err == nil && res.Registered {
+		alert.Current, _ = api.IdentityOf(c.params().Origin, res.Index, res.Version, res.DeviceSet)
 	}
 	return &VerifyError{Step: StepVerifiedContact, Err: alert}
 }
@@ -108,7 +108,7 @@ func (c *Client) verifiedChanged(v *VerifiedPin, t *Trusted, canon string, resp 
 func (c *Client) checkVerified(v *VerifiedPin, res *LookupResult) error {
 	var cur api.Identity
 	if res.Registered {
-		cur, _ = api.IdentityOf(c.p.Origin, res.Index, res.Version, res.DeviceSet)
+		cur, _ = api.IdentityOf(c.params().Origin, res.Index, res.Version, res.DeviceSet)
 	}
 	if cur == v.Identity {
 		return nil

@@ -150,18 +150,18 @@ func (c *Client) verification(ctx context.Context, handle string) (*Verification
 	if _, own := st.Handles[canon]; own {
 		return nil, fmt.Errorf("%w: %s is one of this device's own handles", api.ErrVerificationCode, canon)
 	}
-	res, err := retry(func() (*LookupResult, error) { return c.lookupAs(ctx, canon, false) })
+	res, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookupAs(ctx, canon, false) })
 	if err != nil {
 		return nil, err
 	}
 	if !res.Registered || res.DeviceSet.IsTombstone() {
 		return nil, fmt.Errorf("%w: %s: nothing to verify", ErrNoDevices, canon)
 	}
-	idC, err := api.IdentityOf(c.p.Origin, res.Index, res.Version, res.DeviceSet)
+	idC, err := api.IdentityOf(c.params().Origin, res.Index, res.Version, res.DeviceSet)
 	if err != nil {
 		return nil, fail(StepStrict, ErrStrict, err, "%s carries an account key whose signature does not verify", canon)
 	}
-	own, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, st.Primary) })
+	own, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookup(ctx, st.Primary) })
 	if err != nil {
 		return nil, fmt.Errorf("client: verifying the own handle %s: %w", st.Primary, err)
 	}
@@ -170,7 +170,7 @@ func (c *Client) verification(ctx context.Context, handle string) (*Verification
 	if st, err = c.loadDevice(ctx); err != nil {
 		return nil, err
 	}
-	idOwn, err := ownIdentity(c.p.Origin, st, own)
+	idOwn, err := ownIdentity(c.params().Origin, st, own)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +178,7 @@ func (c *Client) verification(ctx context.Context, handle string) (*Verification
 		Contact: api.VerifyParty{Handle: canon, Identity: idC}, Own: api.VerifyParty{Handle: own.Handle, Identity: idOwn},
 		ContactVersion: res.Version, OwnVersion: own.Version, Epoch: res.Epoch.Record.Epoch, Pin: st.Verified[canon],
 	}
-	if v.Code, err = api.VerificationCode(c.p.Origin, v.Contact, v.Own); err != nil {
+	if v.Code, err = api.VerificationCode(c.params().Origin, v.Contact, v.Own); err != nil {
 		return nil, err
 	}
 	return v, nil

@@ -64,6 +64,20 @@ func TestStateGolden(t *testing.T) {
 		t.Fatalf("restored position of h1: %d %v", j, ok)
 	}
 
+	// The kt-replay-state/v2 encoding (before the rotation records were
+	// kept) restores to the same state.
+	old2, err := os.ReadFile(filepath.Join("testdata", "state-v2.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := replay.Restore(replay.Config{Origin: origin, Verifier: v}, old2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2, _ := r2.MarshalBinary(); !bytes.Equal(m2, want) {
+		t.Fatal("the v2 state restores to another state")
+	}
+
 	// The kt-replay-state/v1 encoding (before the positions were kept)
 	// restores to the same state with the positions unknown, and a
 	// violation after it has no Prev until the index has a new record.

@@ -13,10 +13,12 @@ import (
 )
 
 // stateMagic starts every encoded engine state; the version in it changes
-// with the encoding. stateMagicV1, the encoding without the log index of
+// with the encoding. stateMagicV2 (without the rotation records) and
+// stateMagicV1, the encoding without the log index of
 // each index's latest record, is still restored.
 const (
-	stateMagic   = "kt-replay-state/v2\n"
+	stateMagic   = "kt-replay-state/v3\n"
+	stateMagicV2 = "kt-replay-state/v2\n"
 	stateMagicV1 = "kt-replay-state/v1\n"
 )
 
@@ -35,8 +37,11 @@ var ErrState = errors.New("replay: invalid saved state")
 // (uint32 length, note; length 0 for none); handle count (uint64), then per
 // index in increasing order: index (32), version (8), leaf hash (32),
 // authorizer count (1), authorizers (role 1, digest 32), log index of the
-// latest record (8; all ones when unknown). The kt-replay-state/v1
-// encoding is the same without that last field.
+// latest record (8; all ones when unknown); then the rotation records
+// followed (uint16 count, each uint16 length and the record; design.md
+// 11.1). kt-replay-state/v2 is the same without the rotation records (and
+// restores with none), kt-replay-state/v1 also without the log index of
+// each index's latest record.
 func (e *Engine) MarshalBinary() ([]byte, error) {
 	b := []byte(stateMagic)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(e.cfg.Origin)))
@@ -81,6 +86,12 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		}
 		b = binary.BigEndian.AppendUint64(b, at)
 	}
+	// v3: the rotation records followed (design.md 11.1).
+	b = binary.BigEndian.AppendUint16(b, uint16(len(e.rot.records)))
+	for _, r := range e.rot.records {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(r)))
+		b = append(b, r...)
+	}
 	return b, nil
 }
 
@@ -118,14 +129,15 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 		return nil, err
 	}
 	v1 := bytes.HasPrefix(b, []byte(stateMagicV1))
-	if !v1 && !bytes.HasPrefix(b, []byte(stateMagic)) {
-		return nil, fmt.Errorf("%w: not a replay state (neither %q nor %q)", ErrState, strings.TrimSpace(stateMagic), strings.TrimSpace(stateMagicV1))
+	v2 := bytes.HasPrefix(b, []byte(stateMagicV2))
+	if !v1 && !v2 && !bytes.HasPrefix(b, []byte(stateMagic)) {
+		return nil, fmt.Errorf("%w: not a replay state (%q, %q or %q)", ErrState, strings.TrimSpace(stateMagic), strings.TrimSpace(stateMagicV2), strings.TrimSpace(stateMagicV1))
 	}
 	r := &reader{b: b[len(stateMagic):]} // both magics have one length
 	if origin := string(r.take(r.u16())); r.err == nil && origin != cfg.Origin {
 		return nil, fmt.Errorf("%w: state is for origin %q, not %q", ErrState, origin, cfg.Origin)
 	}
-	e := &Engine{cfg: cfg, handles: map[[32]byte]*api.HandleState{}, at: map[[32]byte]uint64{}}
+	e := &Engine{cfg: cfg, handles: map[[32]byte]*api.HandleState{}, at: map[[32]byte]uint64{}, configured: cfg.Verifier}
 	e.size = r.u64()
 	nh := r.u16()
 	hs := make([][]byte, nh)
@@ -179,11 +191,21 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 		e.at[k] = at
 		leaves = append(leaves, smt.Leaf{Key: k, Value: h.LeafHash})
 	}
+	var rots [][]byte
+	if !v1 && !v2 {
+		nr := r.u16()
+		for range nr {
+			rots = append(rots, bytes.Clone(r.take(r.u16())))
+		}
+	}
 	if r.err != nil {
 		return nil, r.err
 	}
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%w: trailing bytes", ErrState)
+	}
+	if err := e.restoreRotations(rots); err != nil {
+		return nil, err
 	}
 	rng, err := rangeFactory.NewRange(0, e.size, hs)
 	if err != nil {
@@ -197,7 +219,7 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 		if len(nb) == 0 {
 			continue
 		}
-		cp, _, err := parseCP(cfg, nb)
+		cp, err := e.parseAnyKey(nb)
 		if err != nil {
 			return nil, fmt.Errorf("%w: saved checkpoint: %w", ErrState, err)
 		}

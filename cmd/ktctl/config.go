@@ -100,6 +100,11 @@ type Config struct {
 	EvidenceOut string `mapstructure:"evidence_out"`
 	// Quiet turns off `verify`'s progress bar.
 	Quiet bool `mapstructure:"quiet"`
+	// OldKey and NewKey are the private key files of `rotate`; Sequence,
+	// when not 0, its rotation sequence number.
+	OldKey   string `mapstructure:"old_key"`
+	NewKey   string `mapstructure:"new_key"`
+	Sequence uint64 `mapstructure:"sequence"`
 	// Out is the directory `keygen` writes a deployment's keys and
 	// policies to.
 	Out string `mapstructure:"out"`
@@ -150,6 +155,9 @@ var options = []option{
 	{Key: "exact_signatures", Default: false, Usage: "verify each signature with crypto/ed25519 instead of in batches"},
 	{Key: "evidence_out", Default: "", Usage: "file to write split-view evidence to"},
 	{Key: "quiet", Default: false, Usage: "no progress bar"},
+	{Key: "old_key", Default: "", Usage: "rotate: the current private key file (log: note signer key; recovery: kt-recovery-private)"},
+	{Key: "new_key", Default: "", Usage: "rotate: the new private key file, same form"},
+	{Key: "sequence", Default: uint64(0), Usage: "rotate: the rotation's sequence number (default: the directory's last + 1)"},
 	{Key: "out", Default: "", Usage: "directory to write the keys and policies to"},
 	{Key: "origin", Default: "", Usage: "the log's origin (ktd's log.origin)"},
 	{Key: "auditors", Default: []string(nil), Usage: "auditors as NAME=URL, comma-separated (URL: where the directory reaches it)"},

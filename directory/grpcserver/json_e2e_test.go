@@ -96,6 +96,10 @@ func (j *jsonDirectory) GetEpoch(ctx context.Context, in *ktpb.GetEpochRequest, 
 	out := new(ktpb.EpochPart)
 	return out, j.call(ctx, "GetEpoch", in, out)
 }
+func (j *jsonDirectory) GetRotations(ctx context.Context, in *ktpb.GetRotationsRequest, _ ...grpc.CallOption) (*ktpb.Rotations, error) {
+	out := new(ktpb.Rotations)
+	return out, j.call(ctx, "GetRotations", in, out)
+}
 func (j *jsonDirectory) Enroll(ctx context.Context, in *ktpb.EnrollRequest, _ ...grpc.CallOption) (*ktpb.ChangeResponse, error) {
 	out := new(ktpb.ChangeResponse)
 	return out, j.call(ctx, "Enroll", in, out)
