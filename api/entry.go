@@ -21,12 +21,15 @@ func (t EntryType) String() string {
 		return "change"
 	case TypeEpoch:
 		return "epoch"
+	case TypeRotation:
+		return "rotation"
 	default:
 		return "unknown"
 	}
 }
 
-// Entry is a log entry: a [*ChangeRecord] or an [*EpochRecord]. The set of
+// Entry is a log entry: a [*ChangeRecord], an [*EpochRecord] or a
+// [*RotationRecord]. The set of
 // implementations is closed; switch on the concrete type.
 type Entry interface {
 	// Type returns the entry's type byte.
@@ -55,6 +58,8 @@ func ParseEntry(b []byte) (Entry, error) {
 		return ParseChangeRecord(b)
 	case TypeEpoch:
 		return ParseEpochRecord(b)
+	case TypeRotation:
+		return ParseRotationRecord(b)
 	default:
 		return nil, formatErr("entry", 1, "unknown entry type 0x%02x", b[1])
 	}

@@ -103,3 +103,32 @@ func FuzzNormalizeHandle(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseRotationRecord is FuzzParseEntry for rotation records: no
+// panic, only *FormatError, canonical re-encoding, and VerifyRotation on
+// any parsed record returns nil or a typed error without panicking.
+func FuzzParseRotationRecord(f *testing.F) {
+	for _, c := range rotationGoldenCases() {
+		f.Add(c.data)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseRotationRecord(b)
+		if err != nil {
+			var fe *FormatError
+			if !errors.As(err, &fe) || !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not a *FormatError", err)
+			}
+			return
+		}
+		out, err := r.MarshalBinary()
+		if err != nil {
+			t.Fatalf("parsed record does not marshal: %v", err)
+		}
+		if !bytes.Equal(out, b) {
+			t.Fatalf("non-canonical input accepted:\n in %x\nout %x", b, out)
+		}
+		if err := VerifyRotation("example.com/kt", r, nil); err != nil && !errors.Is(err, ErrBadRotation) {
+			t.Fatalf("VerifyRotation: untyped error %v", err)
+		}
+	})
+}

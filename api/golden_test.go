@@ -50,7 +50,7 @@ func goldenCases() []goldenCase {
 	parseSet := func(b []byte) (any, error) { return ParseDeviceSet(b) }
 	commit := Commit(opening1, index, 1, value1)
 	leaf := LeafHash(entry1)
-	return []goldenCase{
+	return append([]goldenCase{
 		{"change-enroll", "change record, version 1, enroll, signed by device a; authorizers: device a, account key", entry1, parseChange, rec1},
 		{"change-device", "change record, version 2, device (signed by device a); authorizers: devices a and b", entry2, parseChange, rec2},
 		{"change-recovery", "change record, version 3, recovery (tombstone by the recovery key); no authorizers", entry3, parseChange, rec3},
@@ -63,7 +63,7 @@ func goldenCases() []goldenCase {
 		{"commit", "Commit(opening 1, index, 1, deviceset-strict)", commit[:], nil, nil},
 		{"leafhash", "LeafHash(change-enroll)", leaf[:], nil, nil},
 		{"vrfinput", "VRFInput(\"mailto:alice@example.com\")", VRFInput("mailto:alice@example.com"), nil, nil},
-	}
+	}, rotationGoldenCases()...)
 }
 
 // hexDump formats b as offset-prefixed lines of 16 bytes, so a format change
