@@ -81,6 +81,22 @@ func TestStateGolden(t *testing.T) {
 	if _, ok := r1.HandleEntry(ktlog.Index("h1")); ok {
 		t.Fatal("a v1 state knows a position")
 	}
+	// The kt-replay-state/v2 encoding (before the re-indexing state of
+	// design.md 11.2) restores to the same state, with no VRF rotation.
+	old2, err := os.ReadFile(filepath.Join("testdata", "state-v2.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := replay.Restore(replay.Config{Origin: origin, Verifier: v}, old2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq, pending := r2.Reindexing(); r2.Size() != r.Size() || r2.Root() != r.Root() || r2.Handles() != r.Handles() || seq != 0 || pending != 0 {
+		t.Fatal("the v2 state restores to another state")
+	}
+	if j, ok := r2.HandleEntry(ktlog.Index("h1")); !ok || j != b.Len()-1 {
+		t.Fatalf("position of h1 after a v2 restore: %d %v", j, ok)
+	}
 	y := ktlog.Key("y") // not an authorizer: an R5 violation
 	b.Change(ktlog.Index("h1"), api.AuthDevice, y, ktlog.Devices(y))
 	vs := r1.Append(b.Entries()[r1.Size():])

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -13,10 +14,12 @@ import (
 )
 
 // stateMagic starts every encoded engine state; the version in it changes
-// with the encoding. stateMagicV1, the encoding without the log index of
-// each index's latest record, is still restored.
+// with the encoding. stateMagicV2, the encoding without the re-indexing
+// state, and stateMagicV1, also without the log index of each index's
+// latest record, are still restored.
 const (
-	stateMagic   = "kt-replay-state/v2\n"
+	stateMagic   = "kt-replay-state/v3\n"
+	stateMagicV2 = "kt-replay-state/v2\n"
 	stateMagicV1 = "kt-replay-state/v1\n"
 )
 
@@ -35,8 +38,11 @@ var ErrState = errors.New("replay: invalid saved state")
 // (uint32 length, note; length 0 for none); handle count (uint64), then per
 // index in increasing order: index (32), version (8), leaf hash (32),
 // authorizer count (1), authorizers (role 1, digest 32), log index of the
-// latest record (8; all ones when unknown). The kt-replay-state/v1
-// encoding is the same without that last field.
+// latest record (8; all ones when unknown); then the re-indexing state
+// (design.md 11.2): the latest VRF rotation sequence (8), the pending
+// indices and the moved indices, each as a count (8) and the indices in
+// increasing order (32 each). The kt-replay-state/v2 encoding is the same
+// without the re-indexing state; v1 is v2 without the log index field.
 func (e *Engine) MarshalBinary() ([]byte, error) {
 	b := []byte(stateMagic)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(e.cfg.Origin)))
@@ -81,6 +87,14 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		}
 		b = binary.BigEndian.AppendUint64(b, at)
 	}
+	b = binary.BigEndian.AppendUint64(b, e.moves.Sequence)
+	for _, set := range []map[[32]byte]struct{}{e.moves.Pending, e.moves.Moved} {
+		ks := slices.SortedFunc(maps.Keys(set), func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+		b = binary.BigEndian.AppendUint64(b, uint64(len(ks)))
+		for _, k := range ks {
+			b = append(b, k[:]...)
+		}
+	}
 	return b, nil
 }
 
@@ -118,10 +132,11 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 		return nil, err
 	}
 	v1 := bytes.HasPrefix(b, []byte(stateMagicV1))
-	if !v1 && !bytes.HasPrefix(b, []byte(stateMagic)) {
-		return nil, fmt.Errorf("%w: not a replay state (neither %q nor %q)", ErrState, strings.TrimSpace(stateMagic), strings.TrimSpace(stateMagicV1))
+	v2 := bytes.HasPrefix(b, []byte(stateMagicV2))
+	if !v1 && !v2 && !bytes.HasPrefix(b, []byte(stateMagic)) {
+		return nil, fmt.Errorf("%w: not a replay state (none of %q, %q, %q)", ErrState, strings.TrimSpace(stateMagic), strings.TrimSpace(stateMagicV2), strings.TrimSpace(stateMagicV1))
 	}
-	r := &reader{b: b[len(stateMagic):]} // both magics have one length
+	r := &reader{b: b[len(stateMagic):]} // the magics have one length
 	if origin := string(r.take(r.u16())); r.err == nil && origin != cfg.Origin {
 		return nil, fmt.Errorf("%w: state is for origin %q, not %q", ErrState, origin, cfg.Origin)
 	}
@@ -179,6 +194,11 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 		e.at[k] = at
 		leaves = append(leaves, smt.Leaf{Key: k, Value: h.LeafHash})
 	}
+	if !v1 && !v2 && r.err == nil {
+		if err := restoreMoves(r, e); err != nil {
+			return nil, err
+		}
+	}
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -217,3 +237,36 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 	}
 	return e, nil
 }
+
+// restoreMoves reads the re-indexing state of a kt-replay-state/v3
+// encoding. Every pending or moved index must have a state.
+func restoreMoves(r *reader, e *Engine) error {
+	e.moves.Sequence = r.u64()
+	sets := []*map[[32]byte]struct{}{&e.moves.Pending, &e.moves.Moved}
+	for i, set := range sets {
+		n := r.u64()
+		if r.err == nil && n > uint64(len(r.b))/32 {
+			return fmt.Errorf("%w: %d re-indexed indices cannot fit", ErrState, n)
+		}
+		*set = make(map[[32]byte]struct{}, n)
+		for range n {
+			k := [32]byte(r.take(32))
+			if r.err != nil {
+				return r.err
+			}
+			if e.handles[k] == nil {
+				return fmt.Errorf("%w: a re-indexed index without a state", ErrState)
+			}
+			if _, dup := (*set)[k]; dup || (i == 1 && isIn(e.moves.Pending, k)) {
+				return fmt.Errorf("%w: re-indexed index listed twice", ErrState)
+			}
+			(*set)[k] = struct{}{}
+		}
+	}
+	if e.moves.Sequence == 0 && len(e.moves.Pending)+len(e.moves.Moved) > 0 {
+		return fmt.Errorf("%w: re-indexed indices without a VRF rotation", ErrState)
+	}
+	return nil
+}
+
+func isIn(m map[[32]byte]struct{}, k [32]byte) bool { _, ok := m[k]; return ok }
