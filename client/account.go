@@ -168,9 +168,9 @@ func (c *Client) ExportAccountKey(ctx context.Context, passphrase []byte) (strin
 	}
 	pt := []byte{accountExportVersion}
 	pt = append(pt, st.Account.Seed()...)
-	pt = binary.BigEndian.AppendUint16(pt, uint16(len(c.p.Origin)))
-	pt = append(pt, c.p.Origin...)
-	pt = binary.BigEndian.AppendUint32(pt, c.p.LogVerifier.KeyHash())
+	pt = binary.BigEndian.AppendUint16(pt, uint16(len(c.params().Origin)))
+	pt = append(pt, c.params().Origin...)
+	pt = binary.BigEndian.AppendUint32(pt, c.params().LogVerifier.KeyHash())
 	hs := st.sortedHandles()
 	pt = binary.BigEndian.AppendUint16(pt, uint16(len(hs)))
 	for _, h := range hs {
@@ -221,7 +221,7 @@ func (c *Client) ImportAccountKey(ctx context.Context, export string, passphrase
 	if err != nil {
 		return nil, err
 	}
-	if origin != c.p.Origin || keyHash != c.p.LogVerifier.KeyHash() {
+	if origin != c.params().Origin || keyHash != c.params().LogVerifier.KeyHash() {
 		return nil, fmt.Errorf("%w: exported for the log %q (key hash %08x), not this one", ErrAccountExport, origin, keyHash)
 	}
 	c.mu.Lock()

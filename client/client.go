@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keytrans/kt/api"
@@ -65,11 +66,15 @@ type Config struct {
 // mutex, and state changes are compare-and-swap updates of the store, so
 // several processes may share one [FileStore].
 type Client struct {
-	dir   ktpb.DirectoryClient
-	p     *Params
-	store Store
-	cfg   Config
-	log   *slog.Logger
+	dir ktpb.DirectoryClient
+	// pinned are the parameters given to New; eff are them with the key
+	// rotations the client accepted applied (rotation.go), which every
+	// verification uses.
+	pinned *Params
+	eff    atomic.Pointer[effParams]
+	store  Store
+	cfg    Config
+	log    *slog.Logger
 
 	mu sync.Mutex // serializes the operations of this Client
 }
@@ -101,11 +106,14 @@ func New(dir ktpb.DirectoryClient, p *Params, store Store, cfg Config) (*Client,
 	if lg == nil {
 		lg = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Client{dir: dir, p: &pc, store: store, cfg: cfg, log: lg}, nil
+	c := &Client{dir: dir, pinned: &pc, store: store, cfg: cfg, log: lg}
+	c.eff.Store(&effParams{p: &pc})
+	return c, nil
 }
 
-// Params returns the client's pinned parameters.
-func (c *Client) Params() *Params { return c.p }
+// Params returns the client's parameters: the pinned ones with the key
+// rotations it accepted applied (design.md 11.1).
+func (c *Client) Params() *Params { return c.params() }
 
 // State returns a copy of the client's persisted state.
 func (c *Client) State(ctx context.Context) (*State, error) {
@@ -137,6 +145,9 @@ func (c *Client) load(ctx context.Context) (*State, error) {
 	if err := st.UnmarshalBinary(b); err != nil {
 		return nil, err
 	}
+	if err := c.applyRotations(st.Rotations); err != nil {
+		return nil, err
+	}
 	return st, nil
 }
 
@@ -162,7 +173,7 @@ func (c *Client) commit(ctx context.Context, base *Trusted, mutate func(*State) 
 		}
 		// SPEC(design.md 12.2): evidence stored meanwhile (by gossip in
 		// another process) stops this answer from being trusted too.
-		if err := cur.refused(c.p); err != nil {
+		if err := cur.refused(c.params()); err != nil {
 			return nil, err
 		}
 		if err := mutate(cur); err != nil {
@@ -240,7 +251,7 @@ func (e *AccountKeyChangedError) Unwrap() error { return ErrStrict }
 func (c *Client) Lookup(ctx context.Context, handle string) (*LookupResult, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	return withRotations(ctx, c, func() (*LookupResult, error) { return c.lookup(ctx, handle) })
 }
 
 func (c *Client) lookup(ctx context.Context, handle string) (*LookupResult, error) {
@@ -264,7 +275,7 @@ func (c *Client) lookupAs(ctx context.Context, handle string, remember bool) (*L
 		return nil, err
 	}
 	// SPEC(design.md 12.2): refused logs are not asked.
-	if err := st.refused(c.p); err != nil {
+	if err := st.refused(c.params()); err != nil {
 		return nil, err
 	}
 	resp, err := c.dir.Lookup(ctx, &ktpb.LookupRequest{Handle: canon, KnownSize: knownSize(st.Trusted)})
@@ -289,12 +300,12 @@ func (c *Client) lookupAs(ctx context.Context, handle string, remember bool) (*L
 		pinned = pin[:]
 	}
 	now := c.cfg.Now()
-	res, err := VerifyLookup(c.p, st.Trusted, canon, resp, now, pinned)
+	res, err := VerifyLookup(c.params(), st.Trusted, canon, resp, now, pinned)
 	if err != nil {
 		if pinned != nil && errors.Is(err, ErrStrict) {
 			// Surface a validly signed change of the account key.
-			if r2, err2 := VerifyLookup(c.p, st.Trusted, canon, resp, now, nil); err2 == nil &&
-				r2.DeviceSet.Account != nil && r2.DeviceSet.VerifyAccount(c.p.Origin, r2.Index, r2.Version) == nil {
+			if r2, err2 := VerifyLookup(c.params(), st.Trusted, canon, resp, now, nil); err2 == nil &&
+				r2.DeviceSet.Account != nil && r2.DeviceSet.VerifyAccount(c.params().Origin, r2.Index, r2.Version) == nil {
 				return nil, &VerifyError{Step: StepStrict, Err: &AccountKeyChangedError{Handle: canon, Pinned: pin, New: r2.DeviceSet.Account.Key}}
 			}
 		}
@@ -309,7 +320,7 @@ func (c *Client) lookupAs(ctx context.Context, handle string, remember bool) (*L
 		if set.Account == nil {
 			return nil, fail(StepStrict, ErrStrict, nil, "%s has no account key", canon)
 		}
-		if err := set.VerifyAccount(c.p.Origin, res.Index, res.Version); err != nil {
+		if err := set.VerifyAccount(c.params().Origin, res.Index, res.Version); err != nil {
 			return nil, fail(StepStrict, ErrStrict, err, "")
 		}
 		newPin = true
@@ -406,10 +417,10 @@ func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) (
 		return nil, err
 	}
 	// SPEC(design.md 12.2)
-	if err := st.refused(c.p); err != nil {
+	if err := st.refused(c.params()); err != nil {
 		return nil, err
 	}
-	to, err := retry(func() (*LookupResult, error) { return c.lookupAs(ctx, handle, true) })
+	to, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookupAs(ctx, handle, true) })
 	if err != nil {
 		return nil, err
 	}
@@ -435,7 +446,7 @@ func (c *Client) Encrypt(ctx context.Context, handle string, plaintext []byte) (
 		targets = append(targets, target{to.Handle, r})
 	}
 	if from != "" && from != to.Handle {
-		own, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, from) })
+		own, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookup(ctx, from) })
 		if err != nil {
 			return nil, fmt.Errorf("client: verifying the sender's own devices: %w", err)
 		}

@@ -274,7 +274,7 @@ func (c *Client) CheckContacts(ctx context.Context) ([]ContactReport, error) {
 	var errs []error
 	for _, h := range slices.Sorted(maps.Keys(st.Contacts)) {
 		rep := ContactReport{Handle: h, Remembered: st.Contacts[h].Version}
-		res, err := retry(func() (*LookupResult, error) { return c.lookupAs(ctx, h, false) })
+		res, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookupAs(ctx, h, false) })
 		var cc *ContactChangedError
 		switch {
 		case err == nil:
@@ -382,8 +382,8 @@ func (c *Client) checkContactChain(ctx context.Context, old *Contact, res *Looku
 		}
 	}
 	now := c.cfg.Now()
-	e, changes, err := verifyChain(c.p, cur, prevIndex, old.Version-1, prev, mresp, true, func(part *ktpb.EpochPart) (*Epoch, error) {
-		return VerifyEpoch(c.p, res.Trusted, part, now)
+	e, changes, err := verifyChain(c.params(), cur, prevIndex, old.Version-1, prev, mresp, true, func(part *ktpb.EpochPart) (*Epoch, error) {
+		return VerifyEpoch(c.params(), res.Trusted, part, now)
 	})
 	if err != nil {
 		return nil, nil, chainAlert(h, err, "the chain from version %d to %d", old.Version, res.Version)

@@ -62,7 +62,7 @@ func (c *Client) versionConflictEvidence(ctx context.Context, with *Contact, e *
 // as a bundle of kind for this log: an alert never carries evidence that
 // does not verify.
 func (c *Client) checkBundle(raw []byte, want evidence.Kind) ([]byte, string, error) {
-	kind, what, replay, err := CheckEvidence(c.p, raw)
+	kind, what, replay, err := CheckEvidence(c.params(), raw)
 	switch {
 	case err != nil:
 		return nil, "", fmt.Errorf("the %s bundle does not verify: %w", want, err)

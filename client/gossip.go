@@ -119,7 +119,7 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 	case http.StatusOK:
 	case http.StatusConflict:
 		// SPEC(design.md 15): "409 with an evidence bundle if not".
-		kind, what, needsReplay, err := CheckEvidence(c.p, body)
+		kind, what, needsReplay, err := CheckEvidence(c.params(), body)
 		if err != nil {
 			return bad("409 with evidence that does not verify: %v", err)
 		}
@@ -137,13 +137,13 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		}
 		// SPEC(design.md 15.1): evidence of a broken rule, not of two
 		// histories: the log is refused, and the answer says why.
-		res.Err = &LogRefusedError{Origin: c.p.Origin, KeyHash: c.p.LogVerifier.KeyHash(),
+		res.Err = &LogRefusedError{Origin: c.params().Origin, KeyHash: c.params().LogVerifier.KeyHash(),
 			Refusal: &Refusal{Kind: string(kind), ID: evidence.ID(body), What: what, Bundle: body, Time: c.cfg.Now()}}
 		return res
 	default:
 		return bad("HTTP %d: %.200s", code, body)
 	}
-	cp, _, err := log.ParseCheckpoint(body, c.p.Origin, c.p.LogVerifier)
+	cp, _, err := log.ParseCheckpoint(body, c.params().Origin, c.params().LogVerifier)
 	if err != nil {
 		return bad("the auditor's checkpoint: %v", err)
 	}
@@ -154,7 +154,7 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		if ev != nil {
 			// SPEC(design.md 12.2): evidence the client built itself
 			// refuses the log too, once it verifies.
-			if kind, what, needsReplay, err := CheckEvidence(c.p, ev); err == nil && !needsReplay {
+			if kind, what, needsReplay, err := CheckEvidence(c.params(), ev); err == nil && !needsReplay {
 				if err := c.storeRefusal(ctx, kind, what, ev); err != nil {
 					c.log.ErrorContext(ctx, "gossip: storing the refusal of the log", "auditor", auditor, "err", err)
 				}
@@ -173,7 +173,7 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		if theirRoot != t.Root {
 			// Two notes of one size are a bundle on their own; Build puts
 			// them in the canonical order and needs no proof source.
-			b, err := evidence.Build(ctx, c.p.LogVerifier, t.Checkpoint, body, nil)
+			b, err := evidence.Build(ctx, c.params().LogVerifier, t.Checkpoint, body, nil)
 			if err != nil {
 				return bad("building evidence from two checkpoints of size %d: %v", cp.Size, err)
 			}
@@ -205,7 +205,7 @@ func (c *Client) gossipOne(ctx context.Context, auditor string, t *Trusted) Goss
 		// auditor behind on another branch), its proofs build a bundle
 		// that anyone can check; otherwise the two notes are all we have.
 		var ev []byte
-		if b, berr := evidence.Build(ctx, c.p.LogVerifier, t.Checkpoint, body, LogReader{c.cfg.Log}); berr == nil {
+		if b, berr := evidence.Build(ctx, c.params().LogVerifier, t.Checkpoint, body, LogReader{c.cfg.Log}); berr == nil {
 			ev = b.Marshal()
 		}
 		return conflict(fmt.Sprintf("the log cannot prove size %d consistent with size %d: %v", oldSize, newSize, err), ev)

@@ -141,9 +141,9 @@ func (c *Client) Enroll(ctx context.Context, handle, credential string, accountK
 	}
 	version := res.Version + 1
 	if acct != nil {
-		set.SignAccount(c.p.Origin, res.Index, version, acct)
+		set.SignAccount(c.params().Origin, res.Index, version, acct)
 	}
-	hc, err := NewChange(c.p.Origin, res, set, api.AuthEnroll, st.Device.Signing)
+	hc, err := NewChange(c.params().Origin, res, set, api.AuthEnroll, st.Device.Signing)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func (c *Client) deviceLookup(ctx context.Context, handle string) (*State, *Look
 	if err != nil {
 		return nil, nil, err
 	}
-	res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, handle) })
+	res, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookup(ctx, handle) })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -413,7 +413,7 @@ func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.De
 		ress []*LookupResult
 	)
 	for _, h := range handles {
-		res, err := retry(func() (*LookupResult, error) { return c.lookup(ctx, h) })
+		res, err := withRotations(ctx, c, func() (*LookupResult, error) { return c.lookup(ctx, h) })
 		if err != nil {
 			return nil, err
 		}
@@ -457,9 +457,9 @@ func (c *Client) changeWith(ctx context.Context, o changeOpts, edit func(*api.De
 		if acct != nil {
 			// SPEC(design.md 6): "builds the new device set, signs it with
 			// the account key if it has one".
-			set.SignAccount(c.p.Origin, res.Index, res.Version+1, acct)
+			set.SignAccount(c.params().Origin, res.Index, res.Version+1, acct)
 		}
-		hc, err := NewChange(c.p.Origin, res, set, kind, signer)
+		hc, err := NewChange(c.params().Origin, res, set, kind, signer)
 		if err != nil {
 			return nil, err
 		}

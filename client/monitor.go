@@ -46,12 +46,12 @@ func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 		return nil, err
 	}
 	// SPEC(design.md 12.2)
-	if err := st.refused(c.p); err != nil {
+	if err := st.refused(c.params()); err != nil {
 		return nil, err
 	}
 	var out []*MonitorReport
 	for _, h := range st.sortedHandles() {
-		rep, err := retry(func() (*MonitorReport, error) { return c.monitor(ctx, h) })
+		rep, err := withRotations(ctx, c, func() (*MonitorReport, error) { return c.monitor(ctx, h) })
 		if err != nil {
 			return out, fmt.Errorf("client: monitoring %s: %w", h, err)
 		}
@@ -69,7 +69,7 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 		return nil, err
 	}
 	// SPEC(design.md 12.2)
-	if err := st.refused(c.p); err != nil {
+	if err := st.refused(c.params()); err != nil {
 		return nil, err
 	}
 	ms := st.Handles[handle]
@@ -95,9 +95,21 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 		k := [32]byte(st.PendingAccount.Public().(ed25519.PublicKey))
 		own.Devices = append(own.Devices, k)
 	}
-	res, err := VerifyMonitor(c.p, st.Trusted, ms, resp, own, c.cfg.Now())
+	res, err := VerifyMonitor(c.params(), st.Trusted, ms, resp, own, c.cfg.Now())
 	if err != nil {
 		return nil, err
+	}
+	// SPEC(design.md 11.1): a recovery change that the current recovery
+	// key did not sign may follow a rotation of the recovery key that
+	// this client has not seen: follow the rotations, then poll again.
+	if slices.ContainsFunc(res.Alerts, func(a Alert) bool { return a.Rule == api.RuleRecovery }) {
+		n, err := c.followRotations(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			return nil, errStateMoved
+		}
 	}
 	err = c.commit(ctx, st.Trusted, func(s *State) error {
 		if cur := s.Handles[handle]; cur == nil || cur.Version != ms.Version || cur.LeafHash != ms.LeafHash {

@@ -117,7 +117,7 @@ func CheckEvidence(p *Params, bundle []byte) (kind evidence.Kind, what string, n
 // SPEC(design.md 12.2)
 // SPEC(design.md 15.1)
 func (c *Client) ReportEvidence(ctx context.Context, bundle []byte) error {
-	kind, what, needsReplay, err := CheckEvidence(c.p, bundle)
+	kind, what, needsReplay, err := CheckEvidence(c.params(), bundle)
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func (c *Client) ReportEvidence(ctx context.Context, bundle []byte) error {
 func (c *Client) storeRefusal(ctx context.Context, kind evidence.Kind, what string, bundle []byte) error {
 	r := &Refusal{Kind: string(kind), ID: evidence.ID(bundle), What: what, Bundle: bytes.Clone(bundle), Time: c.cfg.Now()}
 	err := c.update(ctx, func(s *State) error {
-		key := c.p.refusalKey()
+		key := c.params().refusalKey()
 		if s.Refused[key] != nil {
 			return nil
 		}
@@ -149,6 +149,6 @@ func (c *Client) storeRefusal(ctx context.Context, kind evidence.Kind, what stri
 	if err != nil {
 		return err
 	}
-	c.log.ErrorContext(ctx, "log refused: evidence of misbehaviour stored", "origin", c.p.Origin, "kind", kind, "evidence", r.ID, "what", what)
+	c.log.ErrorContext(ctx, "log refused: evidence of misbehaviour stored", "origin", c.params().Origin, "kind", kind, "evidence", r.ID, "what", what)
 	return nil
 }

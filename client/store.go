@@ -195,6 +195,9 @@ type State struct {
 	// Contacts are the contacts this device encrypted to, by canonical
 	// handle, as last verified (contact monitoring, design.md 13.3).
 	Contacts map[string]*Contact
+	// Rotations are the key rotation records the client verified and
+	// follows (design.md 11.1), in log order.
+	Rotations []Rotation
 }
 
 // stateVersion is the "version" of the persisted encoding.
@@ -216,6 +219,7 @@ type stateJSON struct {
 	FormerKeys [][]byte               `json:"former_keys,omitempty"`
 	Refused    map[string]refusalJSON `json:"refused,omitempty"`
 	Contacts   map[string][]byte      `json:"contacts,omitempty"`
+	Rotations  []rotationJSON         `json:"rotations,omitempty"`
 }
 
 // refusalJSON is the persisted encoding of a [Refusal].
@@ -232,6 +236,9 @@ type refusalJSON struct {
 // SPEC(design.md 16)
 func (s *State) MarshalBinary() ([]byte, error) {
 	j := stateJSON{Version: stateVersion, Primary: s.Primary}
+	for _, r := range s.Rotations {
+		j.Rotations = append(j.Rotations, rotationJSON{LogIndex: r.LogIndex, Record: r.Record})
+	}
 	var err error
 	if s.Trusted != nil {
 		if j.Trusted, err = s.Trusted.MarshalBinary(); err != nil {
@@ -313,6 +320,16 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		return bad("unknown state version %d", j.Version)
 	}
 	out := State{Primary: j.Primary}
+	for i, r := range j.Rotations {
+		rec, err := api.ParseRotationRecord(r.Record)
+		if err != nil {
+			return bad("rotation %d: %v", i, err)
+		}
+		if i > 0 && r.LogIndex <= out.Rotations[i-1].LogIndex {
+			return bad("rotations out of order")
+		}
+		out.Rotations = append(out.Rotations, Rotation{LogIndex: r.LogIndex, Record: bytes.Clone(r.Record), Parsed: rec})
+	}
 	if j.Trusted != nil {
 		out.Trusted = new(Trusted)
 		if err := out.Trusted.UnmarshalBinary(j.Trusted); err != nil {

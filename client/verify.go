@@ -78,6 +78,11 @@ type Params struct {
 	// ([ErrAuditLag]). Zero means DefaultMaxAuditLag. Unused without
 	// Audit.
 	MaxAuditLag time.Duration
+
+	// logKey is the raw Ed25519 log key (NewParams sets it), the start of
+	// the chain of log key rotations; rot is set by WithRotations.
+	logKey [32]byte
+	rot    *rotationState
 }
 
 // Options are the client-side settings of [NewParams]: what the directory
@@ -116,6 +121,9 @@ func NewParams(pb *ktpb.Parameters, opts Options) (*Params, error) {
 		return nil, fail(StepParams, ErrInvalidParams, err, "log public key %q", pb.GetLogPublicKey())
 	}
 	p.LogVerifier = v
+	if raw := vkeyPublicKey(pb.GetLogPublicKey()); len(raw) == 32 {
+		p.logKey = [32]byte(raw)
+	}
 	if raw := vkeyPublicKey(pb.GetLogPublicKey()); raw != nil {
 		// The same key and verdicts, with the key expanded once.
 		if fv, err := newFastVerifier(v.Name(), v.KeyHash(), raw); err == nil {
@@ -240,9 +248,15 @@ func (p *Params) checkLogs(kind string, policy *witness.Policy) error {
 	if len(logs) == 0 {
 		return nil
 	}
+	// SPEC(design.md 11.1): policies name the pinned log key; a rotated
+	// client checks them against it.
+	lv := p.LogVerifier
+	if p.rot != nil {
+		lv = p.rot.pinnedLog
+	}
 	for _, l := range logs {
 		v := l.Verifier()
-		if v.Name() == p.LogVerifier.Name() && v.KeyHash() == p.LogVerifier.KeyHash() {
+		if v.Name() == lv.Name() && v.KeyHash() == lv.KeyHash() {
 			return nil
 		}
 	}

@@ -536,7 +536,7 @@ func (s *MonitorState) check(p *Params, pc *parsedChange) (c *Change, violated b
 	if s.Version > 0 {
 		prev = &api.HandleState{Version: s.Version, LeafHash: s.LeafHash, Authorizers: s.Authorizers}
 	}
-	recovery := p.RecoveryKey
+	recovery := p.recoveryKeyAt(pc.logIndex)
 	if recovery == ([32]byte{}) && r.Kind == api.AuthRecovery {
 		// Only an observer's Params may lack the recovery key: R6 is
 		// then not checked (see VerifyObserved).

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/vrf"
 )
@@ -82,6 +83,19 @@ type Config struct {
 	// signed-note vkey form (required). The directory verifies every epoch
 	// checkpoint it serves with it.
 	LogVerifierKey string
+
+	// NextLogVerifierKey, when set, is the vkey of the key the log signs
+	// its checkpoints with in addition to LogVerifierKey's, during a
+	// rotation of the log key (design.md 11.1): Rotate accepts a log key
+	// rotation only to this key. After the rotation it is the log's
+	// current key; New accepts it as such, and the rotation finishes when
+	// the operator makes it LogVerifierKey and clears this field.
+	NextLogVerifierKey string
+
+	// VerifyVRFProof verifies the ECVRF proofs of VRF key rotation records
+	// (api.VerifyRotation); nil: the directory cannot rotate its VRF key
+	// and a VRF rotation record in its log stops New.
+	VerifyVRFProof api.VRFProofVerifier
 
 	// VRFKey is the VRF private key (required).
 	VRFKey *vrf.PrivateKey
@@ -172,6 +186,17 @@ func (c *Config) validate() (note.Verifier, error) {
 	}
 	if v.Name() != c.Origin {
 		return nil, fmt.Errorf("directory: log verifier key is for %q, origin is %q", v.Name(), c.Origin)
+	}
+	if c.NextLogVerifierKey != "" {
+		nv, err := note.NewVerifier(c.NextLogVerifierKey)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("directory: Config.NextLogVerifierKey: %w", err)
+		case nv.Name() != c.Origin:
+			return nil, fmt.Errorf("directory: next log verifier key is for %q, origin is %q", nv.Name(), c.Origin)
+		case vkeyRaw(c.NextLogVerifierKey) == [32]byte{} || vkeyRaw(c.NextLogVerifierKey) == vkeyRaw(c.LogVerifierKey):
+			return nil, errors.New("directory: Config.NextLogVerifierKey must be an Ed25519 key other than LogVerifierKey's")
+		}
 	}
 	if c.EpochInterval == 0 {
 		c.EpochInterval = DefaultEpochInterval

@@ -44,7 +44,8 @@ type Directory struct {
 	cfg      Config
 	log      log.Log
 	verifier note.Verifier
-	recovery [32]byte
+	recovery [32]byte  // the configured recovery key; see recoveryKey
+	rot      rotations // rotation.go
 	st       *store
 	logger   *slog.Logger
 	repl     *replState // nil unless Config.Replication is set (replicated.go)
@@ -325,6 +326,9 @@ func (d *Directory) recover(ctx context.Context) error {
 		b = d.st.db.NewBatch()
 		return nil
 	}
+	if err := d.loadRotations(); err != nil {
+		return err
+	}
 	missing := 0
 	var lastEpoch *api.EpochRecord
 	var lastEpochRaw []byte
@@ -355,6 +359,10 @@ func (d *Directory) recover(ctx context.Context) error {
 					b.Set(stateKey(r.Index), encodeHead(replayedHead(r, leaf, j, ds)), nil)
 					b.Set(historyKey(r.Index, r.Version), encodeHistory(historyEntry{leaf: leaf, logIndex: j}), nil)
 				}
+			case *api.RotationRecord:
+				if err := d.addRotation(j, e, b); err != nil {
+					return err
+				}
 			case *api.EpochRecord:
 				if j >= start {
 					// rp.entry applied the pending updates: store the map's
@@ -383,6 +391,9 @@ func (d *Directory) recover(ctx context.Context) error {
 	}
 	if !rp.chain.Started() && n > 0 {
 		return fmt.Errorf("directory: the log has %d entries but no epoch record", n)
+	}
+	if err := d.checkConfiguredKeys(); err != nil {
+		return err
 	}
 	if lastEpoch != nil {
 		meta = &epochMeta{record: lastEpochRaw, logIndex: rp.lastEpochIndex}
@@ -417,7 +428,10 @@ func (d *Directory) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := d.st.db.Set(keyEpoch, encodeEpochMeta(meta), pebble.Sync); err != nil {
+	hb := d.st.db.NewBatch()
+	hb.Set(keyEpoch, encodeEpochMeta(meta), nil)
+	d.handOver(meta, hb)
+	if err := hb.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("directory: store: %w", err)
 	}
 	d.publish(ep)
@@ -467,8 +481,8 @@ func (rp *replayer) entry(j uint64, e []byte, apply bool) (api.Entry, error) {
 	rp.chain = chain
 	if isEpoch {
 		rp.lastEpochIndex = j
-	} else {
-		rp.pending = append(rp.pending, smt.Update{Key: ent.(*api.ChangeRecord).Index, Value: api.LeafHash(e)})
+	} else if cr, ok := ent.(*api.ChangeRecord); ok {
+		rp.pending = append(rp.pending, smt.Update{Key: cr.Index, Value: api.LeafHash(e)})
 	}
 	return ent, nil
 }

@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -106,12 +107,16 @@ func (d *Directory) part(ctx context.Context, ep *epoch, known uint64, omit bool
 }
 
 // GetParameters implements [ktpb.DirectoryServer].
+//
+// SPEC(design.md 11.1): the parameters name the keys before any rotation;
+// clients follow the rotations from them (GetRotations).
 func (d *Directory) GetParameters(context.Context, *ktpb.GetParametersRequest) (*ktpb.Parameters, error) {
+	rec := d.genesisKey(api.KeyRecovery, d.recovery)
 	return &ktpb.Parameters{
 		Origin:              d.cfg.Origin,
-		LogPublicKey:        d.cfg.LogVerifierKey,
+		LogPublicKey:        d.genesisLogKey(),
 		VrfPublicKey:        d.cfg.VRFKey.Public().String(),
-		RecoveryPublicKey:   d.recovery[:],
+		RecoveryPublicKey:   bytes.Clone(rec[:]),
 		WitnessPolicy:       d.cfg.WitnessPolicy,
 		AuditPolicy:         string(d.cfg.AuditPolicy),
 		EpochIntervalMs:     uint64(d.cfg.EpochInterval.Milliseconds()),

@@ -722,6 +722,10 @@ func (d *Directory) applyTail(ctx context.Context, n uint64) (fatal bool, err er
 				}
 				b.Set(stateKey(rec.Index), encodeHead(replayedHead(rec, leaf, j, ds)), nil)
 				b.Set(historyKey(rec.Index, rec.Version), encodeHistory(historyEntry{leaf: leaf, logIndex: j}), nil)
+			case *api.RotationRecord:
+				if err := d.addRotation(j, e, b); err != nil {
+					return true, err
+				}
 			case *api.EpochRecord:
 				for _, u := range rp.applied {
 					b.Set(leafKey(u.Key), u.Value[:], nil)

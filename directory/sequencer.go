@@ -269,7 +269,10 @@ func (d *Directory) recheck(r *request) error {
 		if err != nil {
 			return wrapf(ErrUnavailable, err, "change %d", i)
 		}
-		if exists == c.prevExists && (!exists || h.leaf == c.prevLeaf) {
+		// A recovery is checked again in full: a rotation of the recovery
+		// key (design.md 11.1) may have been logged since its handler
+		// checked it.
+		if exists == c.prevExists && (!exists || h.leaf == c.prevLeaf) && c.rec.Kind != api.AuthRecovery {
 			if c.prevErr != nil {
 				return annotate(i, c, c.prevErr)
 			}
@@ -365,6 +368,7 @@ func (d *Directory) closeEpoch() error {
 		b.Set(leafKey(k), bytes.Clone(v[:]), nil)
 	}
 	b.Set(keyEpoch, encodeEpochMeta(meta), nil)
+	d.handOver(meta, b)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("directory: storing epoch %d: %w", rec.Epoch, err)
 	}

@@ -302,7 +302,7 @@ func (d *Directory) loadPrevAt(index [32]byte, h headState, exists bool) (*prevS
 //
 // SPEC(design.md 6.1)
 func (d *Directory) checkState(c *checked, prev *prevState) error {
-	if err := api.CheckChange(d.cfg.Origin, prev.hs, c.rec, d.recovery); err != nil {
+	if err := api.CheckChange(d.cfg.Origin, prev.hs, c.rec, d.recoveryKey()); err != nil {
 		var ae *api.AuthError
 		if errors.As(err, &ae) && (ae.Rule == api.RuleVersion || ae.Rule == api.RulePrev) {
 			return wrapf(ErrStaleVersion, err, "the change does not follow the handle's latest record")

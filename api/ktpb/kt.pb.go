@@ -1333,6 +1333,273 @@ func (x *Proof) GetHashes() [][]byte {
 	return nil
 }
 
+type GetRotationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Size of the client's trusted epoch checkpoint, 0 if none.
+	KnownSize     uint64 `protobuf:"varint,1,opt,name=known_size,json=knownSize,proto3" json:"known_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRotationsRequest) Reset() {
+	*x = GetRotationsRequest{}
+	mi := &file_kt_v1_kt_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRotationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRotationsRequest) ProtoMessage() {}
+
+func (x *GetRotationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kt_v1_kt_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRotationsRequest.ProtoReflect.Descriptor instead.
+func (*GetRotationsRequest) Descriptor() ([]byte, []int) {
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetRotationsRequest) GetKnownSize() uint64 {
+	if x != nil {
+		return x.KnownSize
+	}
+	return 0
+}
+
+// Rotations lists the log's rotation records in log order (design.md 11.1).
+type Rotations struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rotations     []*Rotation            `protobuf:"bytes,1,rep,name=rotations,proto3" json:"rotations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rotations) Reset() {
+	*x = Rotations{}
+	mi := &file_kt_v1_kt_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rotations) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rotations) ProtoMessage() {}
+
+func (x *Rotations) ProtoReflect() protoreflect.Message {
+	mi := &file_kt_v1_kt_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rotations.ProtoReflect.Descriptor instead.
+func (*Rotations) Descriptor() ([]byte, []int) {
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Rotations) GetRotations() []*Rotation {
+	if x != nil {
+		return x.Rotations
+	}
+	return nil
+}
+
+type Rotation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Log index of the rotation record.
+	LogIndex uint64 `protobuf:"varint,1,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The rotation record (design.md 5.1, type 0x03).
+	Record []byte `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	// The handover epoch: the first epoch closed after the record, whose
+	// checkpoint the log signs with the old and the new log key; its
+	// consistency proof is from the known size, or from the previous
+	// rotation's handover epoch in this answer. Absent when the record is
+	// below the known size.
+	Epoch *EpochPart `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Inclusion proof of the record at log_index in the tree of the
+	// handover epoch's checkpoint, or of the known size when epoch is
+	// absent.
+	InclusionProof [][]byte `protobuf:"bytes,4,rep,name=inclusion_proof,json=inclusionProof,proto3" json:"inclusion_proof,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Rotation) Reset() {
+	*x = Rotation{}
+	mi := &file_kt_v1_kt_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rotation) ProtoMessage() {}
+
+func (x *Rotation) ProtoReflect() protoreflect.Message {
+	mi := &file_kt_v1_kt_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rotation.ProtoReflect.Descriptor instead.
+func (*Rotation) Descriptor() ([]byte, []int) {
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Rotation) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *Rotation) GetRecord() []byte {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *Rotation) GetEpoch() *EpochPart {
+	if x != nil {
+		return x.Epoch
+	}
+	return nil
+}
+
+func (x *Rotation) GetInclusionProof() [][]byte {
+	if x != nil {
+		return x.InclusionProof
+	}
+	return nil
+}
+
+type RotateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rotation record, with both proofs.
+	Record        []byte `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRequest) Reset() {
+	*x = RotateRequest{}
+	mi := &file_kt_v1_kt_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRequest) ProtoMessage() {}
+
+func (x *RotateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kt_v1_kt_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRequest.ProtoReflect.Descriptor instead.
+func (*RotateRequest) Descriptor() ([]byte, []int) {
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RotateRequest) GetRecord() []byte {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+type RotateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Log index of the rotation record.
+	LogIndex uint64 `protobuf:"varint,1,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The handover epoch's checkpoint.
+	Checkpoint    []byte `protobuf:"bytes,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateResponse) Reset() {
+	*x = RotateResponse{}
+	mi := &file_kt_v1_kt_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateResponse) ProtoMessage() {}
+
+func (x *RotateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kt_v1_kt_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateResponse.ProtoReflect.Descriptor instead.
+func (*RotateResponse) Descriptor() ([]byte, []int) {
+	return file_kt_v1_kt_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RotateResponse) GetLogIndex() uint64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *RotateResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
 var File_kt_v1_kt_proto protoreflect.FileDescriptor
 
 const file_kt_v1_kt_proto_rawDesc = "" +
@@ -1432,7 +1699,24 @@ const file_kt_v1_kt_proto_rawDesc = "" +
 	"\bold_size\x18\x01 \x01(\x04R\aoldSize\x12\x19\n" +
 	"\bnew_size\x18\x02 \x01(\x04R\anewSize\"\x1f\n" +
 	"\x05Proof\x12\x16\n" +
-	"\x06hashes\x18\x01 \x03(\fR\x06hashes2\xa7\x03\n" +
+	"\x06hashes\x18\x01 \x03(\fR\x06hashes\"4\n" +
+	"\x13GetRotationsRequest\x12\x1d\n" +
+	"\n" +
+	"known_size\x18\x01 \x01(\x04R\tknownSize\":\n" +
+	"\tRotations\x12-\n" +
+	"\trotations\x18\x01 \x03(\v2\x0f.kt.v1.RotationR\trotations\"\x90\x01\n" +
+	"\bRotation\x12\x1b\n" +
+	"\tlog_index\x18\x01 \x01(\x04R\blogIndex\x12\x16\n" +
+	"\x06record\x18\x02 \x01(\fR\x06record\x12&\n" +
+	"\x05epoch\x18\x03 \x01(\v2\x10.kt.v1.EpochPartR\x05epoch\x12'\n" +
+	"\x0finclusion_proof\x18\x04 \x03(\fR\x0einclusionProof\"'\n" +
+	"\rRotateRequest\x12\x16\n" +
+	"\x06record\x18\x01 \x01(\fR\x06record\"M\n" +
+	"\x0eRotateResponse\x12\x1b\n" +
+	"\tlog_index\x18\x01 \x01(\x04R\blogIndex\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x02 \x01(\fR\n" +
+	"checkpoint2\xe5\x03\n" +
 	"\tDirectory\x12?\n" +
 	"\rGetParameters\x12\x1b.kt.v1.GetParametersRequest\x1a\x11.kt.v1.Parameters\x125\n" +
 	"\x06Lookup\x12\x14.kt.v1.LookupRequest\x1a\x15.kt.v1.LookupResponse\x12D\n" +
@@ -1440,15 +1724,17 @@ const file_kt_v1_kt_proto_rawDesc = "" +
 	"\aMonitor\x12\x15.kt.v1.MonitorRequest\x1a\x16.kt.v1.MonitorResponse\x124\n" +
 	"\bGetEpoch\x12\x16.kt.v1.GetEpochRequest\x1a\x10.kt.v1.EpochPart\x125\n" +
 	"\x06Enroll\x12\x14.kt.v1.EnrollRequest\x1a\x15.kt.v1.ChangeResponse\x125\n" +
-	"\x06Change\x12\x14.kt.v1.ChangeRequest\x1a\x15.kt.v1.ChangeResponse2\x8a\x02\n" +
+	"\x06Change\x12\x14.kt.v1.ChangeRequest\x1a\x15.kt.v1.ChangeResponse\x12<\n" +
+	"\fGetRotations\x12\x1a.kt.v1.GetRotationsRequest\x1a\x10.kt.v1.Rotations2\x8a\x02\n" +
 	"\x03Log\x12?\n" +
 	"\rGetCheckpoint\x12\x1b.kt.v1.GetCheckpointRequest\x1a\x11.kt.v1.Checkpoint\x126\n" +
 	"\n" +
 	"GetEntries\x12\x18.kt.v1.GetEntriesRequest\x1a\x0e.kt.v1.Entries\x12B\n" +
 	"\x11GetInclusionProof\x12\x1f.kt.v1.GetInclusionProofRequest\x1a\f.kt.v1.Proof\x12F\n" +
-	"\x13GetConsistencyProof\x12!.kt.v1.GetConsistencyProofRequest\x1a\f.kt.v1.Proof2B\n" +
+	"\x13GetConsistencyProof\x12!.kt.v1.GetConsistencyProofRequest\x1a\f.kt.v1.Proof2y\n" +
 	"\bOperator\x126\n" +
-	"\aRecover\x12\x14.kt.v1.ChangeRequest\x1a\x15.kt.v1.ChangeResponseB!Z\x1fgithub.com/keytrans/kt/api/ktpbb\x06proto3"
+	"\aRecover\x12\x14.kt.v1.ChangeRequest\x1a\x15.kt.v1.ChangeResponse\x125\n" +
+	"\x06Rotate\x12\x14.kt.v1.RotateRequest\x1a\x15.kt.v1.RotateResponseB!Z\x1fgithub.com/keytrans/kt/api/ktpbb\x06proto3"
 
 var (
 	file_kt_v1_kt_proto_rawDescOnce sync.Once
@@ -1462,7 +1748,7 @@ func file_kt_v1_kt_proto_rawDescGZIP() []byte {
 	return file_kt_v1_kt_proto_rawDescData
 }
 
-var file_kt_v1_kt_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_kt_v1_kt_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_kt_v1_kt_proto_goTypes = []any{
 	(*GetParametersRequest)(nil),       // 0: kt.v1.GetParametersRequest
 	(*Parameters)(nil),                 // 1: kt.v1.Parameters
@@ -1486,6 +1772,11 @@ var file_kt_v1_kt_proto_goTypes = []any{
 	(*GetInclusionProofRequest)(nil),   // 19: kt.v1.GetInclusionProofRequest
 	(*GetConsistencyProofRequest)(nil), // 20: kt.v1.GetConsistencyProofRequest
 	(*Proof)(nil),                      // 21: kt.v1.Proof
+	(*GetRotationsRequest)(nil),        // 22: kt.v1.GetRotationsRequest
+	(*Rotations)(nil),                  // 23: kt.v1.Rotations
+	(*Rotation)(nil),                   // 24: kt.v1.Rotation
+	(*RotateRequest)(nil),              // 25: kt.v1.RotateRequest
+	(*RotateResponse)(nil),             // 26: kt.v1.RotateResponse
 }
 var file_kt_v1_kt_proto_depIdxs = []int32{
 	2,  // 0: kt.v1.LookupResponse.epoch:type_name -> kt.v1.EpochPart
@@ -1495,35 +1786,41 @@ var file_kt_v1_kt_proto_depIdxs = []int32{
 	10, // 4: kt.v1.MonitorResponse.changes:type_name -> kt.v1.MonitoredChange
 	11, // 5: kt.v1.EnrollRequest.change:type_name -> kt.v1.HandleChange
 	11, // 6: kt.v1.ChangeRequest.changes:type_name -> kt.v1.HandleChange
-	0,  // 7: kt.v1.Directory.GetParameters:input_type -> kt.v1.GetParametersRequest
-	4,  // 8: kt.v1.Directory.Lookup:input_type -> kt.v1.LookupRequest
-	6,  // 9: kt.v1.Directory.BatchLookup:input_type -> kt.v1.BatchLookupRequest
-	8,  // 10: kt.v1.Directory.Monitor:input_type -> kt.v1.MonitorRequest
-	3,  // 11: kt.v1.Directory.GetEpoch:input_type -> kt.v1.GetEpochRequest
-	12, // 12: kt.v1.Directory.Enroll:input_type -> kt.v1.EnrollRequest
-	13, // 13: kt.v1.Directory.Change:input_type -> kt.v1.ChangeRequest
-	15, // 14: kt.v1.Log.GetCheckpoint:input_type -> kt.v1.GetCheckpointRequest
-	17, // 15: kt.v1.Log.GetEntries:input_type -> kt.v1.GetEntriesRequest
-	19, // 16: kt.v1.Log.GetInclusionProof:input_type -> kt.v1.GetInclusionProofRequest
-	20, // 17: kt.v1.Log.GetConsistencyProof:input_type -> kt.v1.GetConsistencyProofRequest
-	13, // 18: kt.v1.Operator.Recover:input_type -> kt.v1.ChangeRequest
-	1,  // 19: kt.v1.Directory.GetParameters:output_type -> kt.v1.Parameters
-	5,  // 20: kt.v1.Directory.Lookup:output_type -> kt.v1.LookupResponse
-	7,  // 21: kt.v1.Directory.BatchLookup:output_type -> kt.v1.BatchLookupResponse
-	9,  // 22: kt.v1.Directory.Monitor:output_type -> kt.v1.MonitorResponse
-	2,  // 23: kt.v1.Directory.GetEpoch:output_type -> kt.v1.EpochPart
-	14, // 24: kt.v1.Directory.Enroll:output_type -> kt.v1.ChangeResponse
-	14, // 25: kt.v1.Directory.Change:output_type -> kt.v1.ChangeResponse
-	16, // 26: kt.v1.Log.GetCheckpoint:output_type -> kt.v1.Checkpoint
-	18, // 27: kt.v1.Log.GetEntries:output_type -> kt.v1.Entries
-	21, // 28: kt.v1.Log.GetInclusionProof:output_type -> kt.v1.Proof
-	21, // 29: kt.v1.Log.GetConsistencyProof:output_type -> kt.v1.Proof
-	14, // 30: kt.v1.Operator.Recover:output_type -> kt.v1.ChangeResponse
-	19, // [19:31] is the sub-list for method output_type
-	7,  // [7:19] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	24, // 7: kt.v1.Rotations.rotations:type_name -> kt.v1.Rotation
+	2,  // 8: kt.v1.Rotation.epoch:type_name -> kt.v1.EpochPart
+	0,  // 9: kt.v1.Directory.GetParameters:input_type -> kt.v1.GetParametersRequest
+	4,  // 10: kt.v1.Directory.Lookup:input_type -> kt.v1.LookupRequest
+	6,  // 11: kt.v1.Directory.BatchLookup:input_type -> kt.v1.BatchLookupRequest
+	8,  // 12: kt.v1.Directory.Monitor:input_type -> kt.v1.MonitorRequest
+	3,  // 13: kt.v1.Directory.GetEpoch:input_type -> kt.v1.GetEpochRequest
+	12, // 14: kt.v1.Directory.Enroll:input_type -> kt.v1.EnrollRequest
+	13, // 15: kt.v1.Directory.Change:input_type -> kt.v1.ChangeRequest
+	22, // 16: kt.v1.Directory.GetRotations:input_type -> kt.v1.GetRotationsRequest
+	15, // 17: kt.v1.Log.GetCheckpoint:input_type -> kt.v1.GetCheckpointRequest
+	17, // 18: kt.v1.Log.GetEntries:input_type -> kt.v1.GetEntriesRequest
+	19, // 19: kt.v1.Log.GetInclusionProof:input_type -> kt.v1.GetInclusionProofRequest
+	20, // 20: kt.v1.Log.GetConsistencyProof:input_type -> kt.v1.GetConsistencyProofRequest
+	13, // 21: kt.v1.Operator.Recover:input_type -> kt.v1.ChangeRequest
+	25, // 22: kt.v1.Operator.Rotate:input_type -> kt.v1.RotateRequest
+	1,  // 23: kt.v1.Directory.GetParameters:output_type -> kt.v1.Parameters
+	5,  // 24: kt.v1.Directory.Lookup:output_type -> kt.v1.LookupResponse
+	7,  // 25: kt.v1.Directory.BatchLookup:output_type -> kt.v1.BatchLookupResponse
+	9,  // 26: kt.v1.Directory.Monitor:output_type -> kt.v1.MonitorResponse
+	2,  // 27: kt.v1.Directory.GetEpoch:output_type -> kt.v1.EpochPart
+	14, // 28: kt.v1.Directory.Enroll:output_type -> kt.v1.ChangeResponse
+	14, // 29: kt.v1.Directory.Change:output_type -> kt.v1.ChangeResponse
+	23, // 30: kt.v1.Directory.GetRotations:output_type -> kt.v1.Rotations
+	16, // 31: kt.v1.Log.GetCheckpoint:output_type -> kt.v1.Checkpoint
+	18, // 32: kt.v1.Log.GetEntries:output_type -> kt.v1.Entries
+	21, // 33: kt.v1.Log.GetInclusionProof:output_type -> kt.v1.Proof
+	21, // 34: kt.v1.Log.GetConsistencyProof:output_type -> kt.v1.Proof
+	14, // 35: kt.v1.Operator.Recover:output_type -> kt.v1.ChangeResponse
+	26, // 36: kt.v1.Operator.Rotate:output_type -> kt.v1.RotateResponse
+	23, // [23:37] is the sub-list for method output_type
+	9,  // [9:23] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_kt_v1_kt_proto_init() }
@@ -1537,7 +1834,7 @@ func file_kt_v1_kt_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kt_v1_kt_proto_rawDesc), len(file_kt_v1_kt_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

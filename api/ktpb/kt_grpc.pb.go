@@ -30,6 +30,7 @@ const (
 	Directory_GetEpoch_FullMethodName      = "/kt.v1.Directory/GetEpoch"
 	Directory_Enroll_FullMethodName        = "/kt.v1.Directory/Enroll"
 	Directory_Change_FullMethodName        = "/kt.v1.Directory/Change"
+	Directory_GetRotations_FullMethodName  = "/kt.v1.Directory/GetRotations"
 )
 
 // DirectoryClient is the client API for Directory service.
@@ -56,6 +57,10 @@ type DirectoryClient interface {
 	// Change applies signed changes to one or more handles of an account,
 	// atomically: all are logged in the same epoch, or none.
 	Change(ctx context.Context, in *ChangeRequest, opts ...grpc.CallOption) (*ChangeResponse, error)
+	// GetRotations returns every key rotation record of the log (design.md
+	// 11.1), in log order, with the proofs that tie each to the client's
+	// trusted checkpoint.
+	GetRotations(ctx context.Context, in *GetRotationsRequest, opts ...grpc.CallOption) (*Rotations, error)
 }
 
 type directoryClient struct {
@@ -136,6 +141,16 @@ func (c *directoryClient) Change(ctx context.Context, in *ChangeRequest, opts ..
 	return out, nil
 }
 
+func (c *directoryClient) GetRotations(ctx context.Context, in *GetRotationsRequest, opts ...grpc.CallOption) (*Rotations, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Rotations)
+	err := c.cc.Invoke(ctx, Directory_GetRotations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DirectoryServer is the server API for Directory service.
 // All implementations must embed UnimplementedDirectoryServer
 // for forward compatibility.
@@ -160,6 +175,10 @@ type DirectoryServer interface {
 	// Change applies signed changes to one or more handles of an account,
 	// atomically: all are logged in the same epoch, or none.
 	Change(context.Context, *ChangeRequest) (*ChangeResponse, error)
+	// GetRotations returns every key rotation record of the log (design.md
+	// 11.1), in log order, with the proofs that tie each to the client's
+	// trusted checkpoint.
+	GetRotations(context.Context, *GetRotationsRequest) (*Rotations, error)
 	mustEmbedUnimplementedDirectoryServer()
 }
 
@@ -190,6 +209,9 @@ func (UnimplementedDirectoryServer) Enroll(context.Context, *EnrollRequest) (*Ch
 }
 func (UnimplementedDirectoryServer) Change(context.Context, *ChangeRequest) (*ChangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Change not implemented")
+}
+func (UnimplementedDirectoryServer) GetRotations(context.Context, *GetRotationsRequest) (*Rotations, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRotations not implemented")
 }
 func (UnimplementedDirectoryServer) mustEmbedUnimplementedDirectoryServer() {}
 func (UnimplementedDirectoryServer) testEmbeddedByValue()                   {}
@@ -338,6 +360,24 @@ func _Directory_Change_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Directory_GetRotations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRotationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DirectoryServer).GetRotations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Directory_GetRotations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DirectoryServer).GetRotations(ctx, req.(*GetRotationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Directory_ServiceDesc is the grpc.ServiceDesc for Directory service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -372,6 +412,10 @@ var Directory_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Change",
 			Handler:    _Directory_Change_Handler,
+		},
+		{
+			MethodName: "GetRotations",
+			Handler:    _Directory_GetRotations_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -602,6 +646,7 @@ var Log_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	Operator_Recover_FullMethodName = "/kt.v1.Operator/Recover"
+	Operator_Rotate_FullMethodName  = "/kt.v1.Operator/Rotate"
 )
 
 // OperatorClient is the client API for Operator service.
@@ -613,6 +658,9 @@ const (
 // as such (kind 4).
 type OperatorClient interface {
 	Recover(ctx context.Context, in *ChangeRequest, opts ...grpc.CallOption) (*ChangeResponse, error)
+	// Rotate appends a key rotation record signed by the old and the new key
+	// (design.md 11.1) and closes an epoch after it.
+	Rotate(ctx context.Context, in *RotateRequest, opts ...grpc.CallOption) (*RotateResponse, error)
 }
 
 type operatorClient struct {
@@ -633,6 +681,16 @@ func (c *operatorClient) Recover(ctx context.Context, in *ChangeRequest, opts ..
 	return out, nil
 }
 
+func (c *operatorClient) Rotate(ctx context.Context, in *RotateRequest, opts ...grpc.CallOption) (*RotateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateResponse)
+	err := c.cc.Invoke(ctx, Operator_Rotate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServer is the server API for Operator service.
 // All implementations must embed UnimplementedOperatorServer
 // for forward compatibility.
@@ -642,6 +700,9 @@ func (c *operatorClient) Recover(ctx context.Context, in *ChangeRequest, opts ..
 // as such (kind 4).
 type OperatorServer interface {
 	Recover(context.Context, *ChangeRequest) (*ChangeResponse, error)
+	// Rotate appends a key rotation record signed by the old and the new key
+	// (design.md 11.1) and closes an epoch after it.
+	Rotate(context.Context, *RotateRequest) (*RotateResponse, error)
 	mustEmbedUnimplementedOperatorServer()
 }
 
@@ -654,6 +715,9 @@ type UnimplementedOperatorServer struct{}
 
 func (UnimplementedOperatorServer) Recover(context.Context, *ChangeRequest) (*ChangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Recover not implemented")
+}
+func (UnimplementedOperatorServer) Rotate(context.Context, *RotateRequest) (*RotateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rotate not implemented")
 }
 func (UnimplementedOperatorServer) mustEmbedUnimplementedOperatorServer() {}
 func (UnimplementedOperatorServer) testEmbeddedByValue()                  {}
@@ -694,6 +758,24 @@ func _Operator_Recover_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Operator_Rotate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServer).Rotate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Operator_Rotate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServer).Rotate(ctx, req.(*RotateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Operator_ServiceDesc is the grpc.ServiceDesc for Operator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -704,6 +786,10 @@ var Operator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Recover",
 			Handler:    _Operator_Recover_Handler,
+		},
+		{
+			MethodName: "Rotate",
+			Handler:    _Operator_Rotate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -163,6 +163,13 @@ type LogConfig struct {
 	// format; created with a fresh Ed25519 key when missing. Default
 	// DataDir/log.key.
 	KeyFile string `mapstructure:"key_file"`
+	// NextKeyFile, during a rotation of the log key (design.md 11.1), is
+	// the new signing key (same format; created when missing): the log
+	// signs every checkpoint with both keys, and the Operator service's
+	// Rotate accepts a rotation to this key. The rotation finishes when
+	// the operator moves it to KeyFile and clears this. Posix backend
+	// only. Default empty: no rotation.
+	NextKeyFile string `mapstructure:"next_key_file"`
 	// CheckpointInterval is how often a new checkpoint is published when the
 	// log has grown. Default 100ms: the directory appends nothing while it
 	// waits for an epoch's checkpoint, about one interval per epoch (see
@@ -281,6 +288,7 @@ var options = []option{
 	{Key: "log.origin", Default: "localhost/kt", Usage: "log origin in checkpoints"},
 	{Key: "log.backend", Default: "posix", Usage: `log backend: "posix" (embedded) or "trillian"`},
 	{Key: "log.key_file", Default: "", Usage: "log signing key file (default DATA_DIR/log.key, created if missing)"},
+	{Key: "log.next_key_file", Default: "", Usage: "during a log key rotation: the new log signing key file (created if missing); checkpoints are signed by both keys (posix backend)"},
 	{Key: "log.checkpoint_interval", Default: posix.DefaultCheckpointInterval, Usage: "how often to publish a checkpoint when the log grew"},
 	{Key: "log.full_check", Default: false, Usage: "posix backend: at start, check every stored hash tile against the entries (reads the whole log), not only the right edge"},
 	{Key: "log.trillian.address", Default: "", Usage: "trillian_log_server gRPC address (host:port)"},

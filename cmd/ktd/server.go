@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"golang.org/x/mod/sumdb/note"
 	"log/slog"
 	"net"
 	"net/http"
@@ -58,11 +59,13 @@ type server struct {
 	log         log.Log
 	tiles       http.Handler // nil unless the backend serves tlog-tiles
 	verifierKey string
-	vrfPublic   string
-	recoveryPub ed25519.PublicKey
-	dir         service
-	d           *directory.Directory
-	metrics     *metrics
+	// nextVerifierKey is the vkey of log.next_key_file, "" if none.
+	nextVerifierKey string
+	vrfPublic       string
+	recoveryPub     ed25519.PublicKey
+	dir             service
+	d               *directory.Directory
+	metrics         *metrics
 	// writesFailed is set when a standalone directory stopped on a
 	// refused write (full or read-only disk).
 	writesFailed atomic.Bool
@@ -398,6 +401,30 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 	if s.verifierKey, err = log.VerifierKey(string(skey)); err != nil {
 		return nil, err
 	}
+	// SPEC(design.md 11.1): during a log key rotation the log signs with
+	// both keys.
+	var nextSigners []note.Signer
+	if cfg.Log.NextKeyFile != "" {
+		if cfg.Log.Backend != "posix" {
+			return nil, fmt.Errorf("log.next_key_file: log key rotation needs the posix backend")
+		}
+		ns, _, err := log.LoadOrCreateSigner(cfg.Log.NextKeyFile, cfg.Log.Origin)
+		if err != nil {
+			return nil, err
+		}
+		nkey, err := os.ReadFile(cfg.Log.NextKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		if s.nextVerifierKey, err = log.VerifierKey(string(nkey)); err != nil {
+			return nil, err
+		}
+		if s.nextVerifierKey == s.verifierKey {
+			return nil, fmt.Errorf("log.next_key_file holds the key of log.key_file")
+		}
+		nextSigners = append(nextSigners, ns)
+		logger.Warn("LOG KEY ROTATION: checkpoints are signed by the log key and the next log key", "next_log_public_key", s.nextVerifierKey)
+	}
 	vrfKey, created, err := loadVRFKey(cfg.Directory.VRFKeyFile)
 	if err != nil {
 		return nil, err
@@ -425,6 +452,7 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 			Dir:                filepath.Join(cfg.DataDir, "log"),
 			Origin:             cfg.Log.Origin,
 			Signer:             signer,
+			AdditionalSigners:  nextSigners,
 			Verifier:           verifier,
 			FullCheck:          cfg.Log.FullCheck,
 			WitnessPolicy:      policy,
@@ -476,21 +504,22 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 
 	// Directory.
 	d, err := directory.New(ctx, directory.Config{
-		Log:               s.log,
-		Origin:            cfg.Log.Origin,
-		LogVerifierKey:    s.verifierKey,
-		VRFKey:            vrfKey,
-		RecoveryKey:       s.recoveryPub,
-		Credentials:       creds,
-		StateDir:          filepath.Join(cfg.DataDir, "state"),
-		WitnessPolicy:     string(policy),
-		AuditPolicy:       auditPolicy,
-		EpochInterval:     cfg.Directory.EpochInterval,
-		HeartbeatInterval: cfg.Directory.HeartbeatInterval,
-		CacheSize:         cfg.Directory.CacheSize,
-		Logger:            logger,
-		Metrics:           s.metrics,
-		Replication:       repl,
+		Log:                s.log,
+		Origin:             cfg.Log.Origin,
+		LogVerifierKey:     s.verifierKey,
+		NextLogVerifierKey: s.nextVerifierKey,
+		VRFKey:             vrfKey,
+		RecoveryKey:        s.recoveryPub,
+		Credentials:        creds,
+		StateDir:           filepath.Join(cfg.DataDir, "state"),
+		WitnessPolicy:      string(policy),
+		AuditPolicy:        auditPolicy,
+		EpochInterval:      cfg.Directory.EpochInterval,
+		HeartbeatInterval:  cfg.Directory.HeartbeatInterval,
+		CacheSize:          cfg.Directory.CacheSize,
+		Logger:             logger,
+		Metrics:            s.metrics,
+		Replication:        repl,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the directory: %w", err)

@@ -96,6 +96,12 @@ type Config struct {
 	// such as log.LoadOrCreateSigner returns.
 	Signer note.Signer
 
+	// AdditionalSigners sign every checkpoint after Signer, with the same
+	// name (the origin): during a rotation of the log key (design.md
+	// 11.1) the new key, so that verifiers that know either key accept
+	// the checkpoints.
+	AdditionalSigners []note.Signer
+
 	// WitnessPolicy, when set, is a witness policy in Sigsum policy format
 	// ("witness NAME VKEY URL", "group NAME K|any|all MEMBERS...",
 	// "quorum NAME") with C2SP signed-note verifier keys. A checkpoint is
@@ -156,6 +162,11 @@ func (c *Config) validate() error {
 		return errors.New("posix log: Config.Signer is required")
 	case c.Signer.Name() != c.Origin:
 		return fmt.Errorf("posix log: signer name %q differs from origin %q", c.Signer.Name(), c.Origin)
+	}
+	for _, a := range c.AdditionalSigners {
+		if a == nil || a.Name() != c.Origin || a.KeyHash() == c.Signer.KeyHash() {
+			return errors.New("posix log: each additional signer must be another key named by the origin")
+		}
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = DefaultCheckpointInterval
@@ -296,7 +307,7 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	guard := &guardSigner{Signer: cfg.Signer, origin: cfg.Origin, tiles: client.FileFetcher{Root: cfg.Dir}}
 	opts := tessera.NewAppendOptions().
-		WithCheckpointSigner(guard).
+		WithCheckpointSigner(guard, cfg.AdditionalSigners...).
 		WithCheckpointInterval(cfg.CheckpointInterval).
 		WithCheckpointRepublishInterval(cfg.RepublishInterval).
 		WithBatching(cfg.BatchMaxSize, cfg.BatchMaxAge).
