@@ -179,8 +179,15 @@ func (d *Directory) lookup(ep *epoch, input string) (*ktpb.LookupResponse, error
 	if err != nil {
 		return nil, err
 	}
-	v, isNew, err := d.vrfFor(handle)
-	if err != nil {
+	vs := d.vrfKeys()
+	var v *vrfEntry
+	isNew := false
+	if vs.prev != nil && ep.size <= vs.at {
+		// SPEC(design.md 11.2): an epoch before the VRF rotation record
+		// is answered under the previous key.
+		index, proof := vs.prev.Prove(api.VRFInput(handle))
+		v, vs = &vrfEntry{index: index, proof: proof}, &vrfState{cur: vs.prev}
+	} else if v, isNew, err = d.vrfFor(handle); err != nil {
 		return nil, err
 	}
 	p, val := ep.snap.Prove(v.index)
@@ -192,14 +199,18 @@ func (d *Directory) lookup(ep *epoch, input string) (*ktpb.LookupResponse, error
 		return nil, fmt.Errorf("directory: encoding a map proof: %w", err)
 	}
 	res := &ktpb.LookupResponse{Handle: handle, VrfProof: v.proof, MapProof: mp}
-	if val == nil {
-		return res, nil
+	if val != nil {
+		pl, err := d.payloadOf(*val)
+		if err != nil {
+			return nil, err
+		}
+		res.ChangeRecord, res.Opening, res.DeviceSet = pl.record, pl.opening[:], pl.deviceSet
 	}
-	pl, err := d.payloadOf(*val)
-	if err != nil {
-		return nil, err
+	if vs.prev != nil {
+		if err := d.lookupReindexed(ep, vs, handle, v.index, val, res); err != nil {
+			return nil, err
+		}
 	}
-	res.ChangeRecord, res.Opening, res.DeviceSet = pl.record, pl.opening[:], pl.deviceSet
 	return res, nil
 }
 
