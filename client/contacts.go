@@ -214,9 +214,10 @@ func contactOf(res *LookupResult, resp *ktpb.LookupResponse) (*Contact, error) {
 		return nil, err
 	}
 	mp := resp.GetMapProof()
-	if res.NotMoved {
-		// SPEC(design.md 11.2): a handle not moved yet is proved at its
-		// index under the previous VRF key, by the fallback.
+	if res.RecordIndex != res.Index {
+		// SPEC(design.md 11.2): a record at an index under an earlier
+		// VRF key (not moved yet, or moved and not changed since) is
+		// proved there by prev_map_proof.
 		mp = resp.GetPrevMapProof()
 	}
 	return newContact(er, bytes.Clone(mp), bytes.Clone(resp.GetChangeRecord()))

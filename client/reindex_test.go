@@ -78,6 +78,8 @@ func (f *fixture) lookupR(t testing.TB, oldK *vrf.PrivateKey, name string, known
 	if c := e.latest[idx]; c != nil {
 		if c.record.Index == old {
 			resp.RecordVrfProof = pi
+			p, _ := e.snap.Prove(old)
+			resp.PrevMapProof = mustMarshal(t, p)
 		}
 		return resp
 	}
@@ -158,9 +160,21 @@ func TestLookupAcrossVRFRotation(t *testing.T) {
 	})
 	t.Run("moved record without its VRF proof", func(t *testing.T) {
 		resp := f.lookupR(t, oldK, alice, 0)
-		resp.RecordVrfProof = nil
+		resp.RecordVrfProof, resp.PrevMapProof = nil, nil
 		_, err := client.VerifyLookup(p2, nil, alice, resp, f.now, nil)
 		wantErr(t, err, client.ErrRecordMismatch)
+	})
+	t.Run("moved record without the map proof at its own index", func(t *testing.T) {
+		resp := f.lookupR(t, oldK, alice, 0)
+		resp.PrevMapProof = nil
+		_, err := client.VerifyLookup(p2, nil, alice, resp, f.now, nil)
+		wantErr(t, err, client.ErrMalformed)
+	})
+	t.Run("moved record with the map proof of another index", func(t *testing.T) {
+		resp := f.lookupR(t, oldK, alice, 0)
+		resp.PrevMapProof = resp.MapProof
+		_, err := client.VerifyLookup(p2, nil, alice, resp, f.now, nil)
+		wantErr(t, err, client.ErrMapProof)
 	})
 	t.Run("moved record with another handle's VRF proof", func(t *testing.T) {
 		resp := f.lookupR(t, oldK, alice, 0)
@@ -186,6 +200,9 @@ func TestLookupAcrossVRFRotation(t *testing.T) {
 		g.s.closeEpoch(epochOpts{ts: t0.Add(2 * time.Second)})
 		resp := g.s.lookup(alice, 0)
 		_, resp.RecordVrfProof = vrfIndex(t, gOld, alice)
+		bobOld, _ := vrfIndex(t, gOld, bob)
+		pp, _ := g.s.ep().snap.Prove(bobOld)
+		resp.PrevMapProof = mustMarshal(t, pp)
 		p := *g.p
 		p.VRFKey, p.PrevVRFKeys = g.k.vrf.Public(), []*vrf.PublicKey{gOld.Public()}
 		_, err := client.VerifyLookup(&p, nil, alice, resp, g.now, nil)

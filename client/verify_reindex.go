@@ -25,11 +25,13 @@ func parseReindexed(pl *parsedLookup, resp *ktpb.LookupResponse) error {
 	if len(pv) == 0 && len(pm) == 0 {
 		return nil
 	}
-	if len(pv) != vrf.ProofSize || len(pm) == 0 {
-		return fail(StepParse, ErrMalformed, nil, "the fallback needs an 80-byte VRF proof (%d bytes) and a map proof (%d bytes)", len(pv), len(pm))
-	}
-	if pl.recordVRFProof != nil {
+	switch {
+	case pl.recordVRFProof != nil && len(pv) != 0:
 		return fail(StepParse, ErrMalformed, nil, "an answer with both a moved record's VRF proof and a fallback")
+	case pl.recordVRFProof != nil && len(pm) == 0:
+		return fail(StepParse, ErrMalformed, nil, "a moved record's VRF proof without the map proof at the record's index")
+	case pl.recordVRFProof == nil && (len(pv) != vrf.ProofSize || len(pm) == 0):
+		return fail(StepParse, ErrMalformed, nil, "the fallback needs an 80-byte VRF proof (%d bytes) and a map proof (%d bytes)", len(pv), len(pm))
 	}
 	var err error
 	if pl.prevMapProof, err = smt.ParseProof(pm); err != nil {
@@ -38,7 +40,9 @@ func parseReindexed(pl *parsedLookup, resp *ktpb.LookupResponse) error {
 		}
 		return fail(StepMap, ErrMapProof, err, "fallback map proof")
 	}
-	pl.prevVRFProof = pv
+	if len(pv) != 0 {
+		pl.prevVRFProof = pv
+	}
 	return nil
 }
 
@@ -50,7 +54,8 @@ func parseReindexed(pl *parsedLookup, resp *ktpb.LookupResponse) error {
 //
 //   - Membership at index: the record is the handle's latest; if its index
 //     field is not index it was moved, and the answer's record VRF proof,
-//     under an earlier key of the chain, MUST give that index.
+//     under an earlier key of the chain, MUST give that index, and its
+//     prev_map_proof MUST prove the record's leaf at that index too.
 //   - Absence at index after a VRF rotation: the fallback MUST be given:
 //     the handle's VRF proof under the previous key and a map proof for
 //     that index (membership of the record, or absence). A move leaves a
@@ -107,6 +112,14 @@ func verifyReindexed(p *Params, e *Epoch, pl *parsedLookup, res *LookupResult) e
 	// 4': a record moved and not changed since.
 	if pl.recordVRFProof == nil {
 		return fail(StepRecord, ErrRecordMismatch, nil, "record index %x, handle index %x, and no VRF proof of the record's index", pl.record.Index[:8], res.Index[:8])
+	}
+	if pl.prevMapProof == nil {
+		return fail(StepParse, ErrMalformed, nil, "a moved record without the map proof at its own index")
+	}
+	// The record's leaf at its own (frozen) index: the position the
+	// record's commitment and account signature are for.
+	if err := smt.Verify(root, pl.record.Index, &res.LeafHash, pl.prevMapProof); err != nil {
+		return fail(StepMap, ErrMapProof, err, "map proof at the moved record's own index")
 	}
 	for i := len(p.PrevVRFKeys) - 1; i >= 0; i-- {
 		old, err := p.PrevVRFKeys[i].Verify(api.VRFInput(pl.handle), pl.recordVRFProof)

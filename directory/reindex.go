@@ -283,6 +283,11 @@ func (d *Directory) lookupReindexed(ep *epoch, vs *vrfState, handle string, inde
 			e = &vrfEntry{index: old, proof: proof}
 		}
 		res.RecordVrfProof = e.proof
+		// The record's leaf at its own index, frozen since the move.
+		p, _ := ep.snap.Prove(rec.Index)
+		if res.PrevMapProof, err = p.MarshalBinary(); err != nil {
+			return fmt.Errorf("directory: encoding a map proof: %w", err)
+		}
 		return nil
 	}
 	old, proof := vs.prev.Prove(api.VRFInput(handle))
