@@ -49,6 +49,12 @@ func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 	if err := st.refused(c.params()); err != nil {
 		return nil, err
 	}
+	// SPEC(design.md 11.2): the owner's monitor asks for new rotations
+	// every poll: the frozen old index of a moved handle would otherwise
+	// keep verifying, and the device would never look at the new one.
+	if _, err := c.followRotations(ctx); err != nil {
+		return nil, err
+	}
 	var out []*MonitorReport
 	for _, h := range st.sortedHandles() {
 		rep, err := withRotations(ctx, c, func() (*MonitorReport, error) { return c.monitor(ctx, h) })
@@ -76,7 +82,25 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 	if ms == nil {
 		return nil, ErrNoHandles
 	}
-	req := &ktpb.MonitorRequest{Index: ms.Index[:], KnownVersion: ms.Version, KnownSize: knownSize(st.Trusted)}
+	p := c.params()
+	// SPEC(design.md 11.2): after a rotation of the VRF key the device
+	// looks its handle up under the new key and crosses the re-indexing.
+	var moved *LookupResult
+	trusted, index := st.Trusted, ms.Index
+	if uint32(len(p.PrevVRFKeys)) != ms.VRFRotations {
+		lresp, err := c.dir.Lookup(ctx, &ktpb.LookupRequest{Handle: handle, KnownSize: knownSize(st.Trusted)})
+		if err != nil {
+			return nil, err
+		}
+		if moved, err = VerifyLookup(p, st.Trusted, handle, lresp, c.cfg.Now(), nil); err != nil {
+			return nil, err
+		}
+		trusted = moved.Trusted
+		if !moved.NotMoved {
+			index = moved.Index
+		}
+	}
+	req := &ktpb.MonitorRequest{Index: index[:], KnownVersion: ms.Version, KnownSize: knownSize(trusted)}
 	resp, err := c.dir.Monitor(ctx, req)
 	if err != nil {
 		return nil, err
@@ -95,7 +119,12 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 		k := [32]byte(st.PendingAccount.Public().(ed25519.PublicKey))
 		own.Devices = append(own.Devices, k)
 	}
-	res, err := VerifyMonitor(c.params(), st.Trusted, ms, resp, own, c.cfg.Now())
+	var res *MonitorResult
+	if moved != nil {
+		res, err = VerifyMonitorMove(p, trusted, ms, moved, resp, own, c.cfg.Now())
+	} else {
+		res, err = VerifyMonitor(p, trusted, ms, resp, own, c.cfg.Now())
+	}
 	if err != nil {
 		return nil, err
 	}

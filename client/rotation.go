@@ -336,7 +336,9 @@ func (c *Client) followRotations(ctx context.Context) (int, error) {
 // name: the log signs with its old and new keys during a rotation.
 func withRotations[T any](ctx context.Context, c *Client, op func() (T, error)) (T, error) {
 	v, err := retry(op)
-	if errors.Is(err, ErrCheckpointSignature) {
+	// SPEC(design.md 11.2): a VRF proof under a key the client does not
+	// know yet may follow a rotation of the VRF key.
+	if errors.Is(err, ErrCheckpointSignature) || errors.Is(err, ErrVRF) {
 		n, ferr := c.followRotations(ctx)
 		if ferr != nil {
 			var zero T

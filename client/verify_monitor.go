@@ -164,6 +164,11 @@ type MonitorState struct {
 	// the owner's along the chain: those of every set written by a key
 	// that was already known. Sorted, unique.
 	Known [][32]byte
+	// VRFRotations is the number of rotations of the VRF key the client
+	// had followed when Index was confirmed as the handle's index under
+	// the current key (design.md 11.2); when the client follows another,
+	// its next poll crosses the re-indexing ([VerifyMonitorMove]).
+	VRFRotations uint32
 }
 
 // MonitorResult is a verified monitoring answer.
@@ -284,7 +289,11 @@ func VerifyMonitorMove(p *Params, t *Trusted, state *MonitorState, lookup *Looku
 	if errors.Is(err, ErrMonitorGap) || errors.Is(err, ErrMapProof) {
 		return nil, moved(err, "the history at the new index %x does not continue version %d", lookup.Index[:8], state.Version)
 	}
-	return res, err
+	if err != nil {
+		return nil, err
+	}
+	res.State.VRFRotations = uint32(len(p.PrevVRFKeys))
+	return res, nil
 }
 
 // verifyMonitor is VerifyMonitor for the handle at index; prevIndex, if
