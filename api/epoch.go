@@ -125,9 +125,9 @@ func CheckEpoch(c EpochChain, j uint64, ent Entry, mapRoot [32]byte, mapSize uin
 		case j == 0 && ent == nil:
 			broke(RuleFirstEntry, "entry 0 does not parse")
 		case j == 0:
-			broke(RuleFirstEntry, "entry 0 is a change record")
+			broke(RuleFirstEntry, "entry 0 is a %s record", ent.Type())
 		case ent != nil && !c.Started():
-			broke(RuleFirstEntry, "a change record before epoch record 0")
+			broke(RuleFirstEntry, "a %s record before epoch record 0", ent.Type())
 		}
 		return c, errs
 	}

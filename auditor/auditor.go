@@ -40,6 +40,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	fmtlog "github.com/transparency-dev/formats/log"
@@ -52,6 +53,7 @@ import (
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/log/witness"
+	"github.com/keytrans/kt/vrf"
 )
 
 // Defaults of the optional [Config] and [LogConfig] fields.
@@ -192,8 +194,12 @@ type Auditor struct {
 }
 
 type logState struct {
-	cfg      LogConfig
-	verifier note.Verifier
+	cfg LogConfig
+	// configured verifies the configured log key; keys are the log's
+	// current keys, which the replay follows across rotations (design.md
+	// 11.1; see followKeys).
+	configured note.Verifier
+	keys       atomic.Pointer[logKeys]
 
 	audit      sync.Mutex // serialises audit steps; guards engine and stateSaved
 	engine     *replay.Engine
@@ -305,9 +311,10 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 	if v.Name() != lc.Origin {
 		return nil, fmt.Errorf("auditor: log %q: verifier key is named %q", lc.Origin, v.Name())
 	}
-	ls := &logState{cfg: lc, verifier: v, kick: make(chan struct{}, 1), changed: make(chan struct{})}
+	ls := &logState{cfg: lc, configured: v, kick: make(chan struct{}, 1), changed: make(chan struct{})}
+	ls.keys.Store(&logKeys{verifier: v, recovery: lc.RecoveryKey})
 	st := a.cfg.Store
-	rcfg := replay.Config{Origin: lc.Origin, Verifier: v, RecoveryKey: lc.RecoveryKey, Heartbeat: lc.Heartbeat}
+	rcfg := replay.Config{Origin: lc.Origin, Verifier: v, RecoveryKey: lc.RecoveryKey, Heartbeat: lc.Heartbeat, VerifyVRFProof: vrf.VerifyRotationProof}
 	if lc.Reader != nil {
 		b, err := st.get(key(kindReplay, lc.Origin))
 		if err != nil {
@@ -321,6 +328,7 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 		if err != nil {
 			return nil, fmt.Errorf("auditor: log %q: %w", lc.Origin, err)
 		}
+		ls.followKeys()
 		ls.latest, ls.clean = ls.engine.Last(), ls.engine.Clean()
 		ls.violations, ls.firstBad, _ = ls.engine.Violations()
 		ls.target = ls.engine.Size()
@@ -329,7 +337,11 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 	if w, err := st.get(key(kindWitness, lc.Origin)); err != nil {
 		return nil, err
 	} else if w != nil {
-		cp, _, err := log.ParseCheckpoint(w, lc.Origin, v)
+		cp, _, err := log.ParseCheckpoint(w, lc.Origin, ls.logVerifier())
+		if err != nil {
+			// Cosigned before a rotation the replay followed since.
+			cp, _, err = log.ParseCheckpoint(w, lc.Origin, v)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("auditor: log %q: stored witness checkpoint: %w", lc.Origin, err)
 		}
@@ -464,7 +476,9 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 	if err != nil {
 		return fmt.Errorf("reading the checkpoint: %w", err)
 	}
-	cp, _, err := log.ParseCheckpoint(raw, ls.cfg.Origin, ls.verifier)
+	// A checkpoint signed by a key that a rotation in the entries still to
+	// replay introduces is verified after the replay (finishCheckpoint).
+	cp, err := ls.engine.ParseTarget(raw)
 	if err != nil {
 		return fmt.Errorf("the log serves an invalid checkpoint: %w", err)
 	}
@@ -511,6 +525,7 @@ func (a *Auditor) auditLocked(ctx context.Context, ls *logState) error {
 		}
 		ents := pg.entries
 		vs := e.Append(ents)
+		ls.followKeys()
 		a.m.Entries(ls.cfg.Origin, len(ents))
 		for _, w := range e.Warnings() {
 			a.warn(ls, w)
@@ -788,7 +803,7 @@ func (a *Auditor) buildEvidence(ctx context.Context, ls *logState, x, y []byte, 
 	if src == nil {
 		src = noProofs{}
 	}
-	b, err := evidence.Build(ctx, ls.verifier, x, y, src)
+	b, err := evidence.Build(ctx, ls.logVerifier(), x, y, src)
 	if err != nil {
 		if !errors.Is(err, evidence.ErrNoFork) {
 			a.log.Warn("checkpoints look inconsistent but the proofs at hand do not show a fork", "origin", ls.cfg.Origin, "err", err)
@@ -1016,3 +1031,29 @@ func (nopMetrics) AuditRequest(string, int)   {}
 func (nopMetrics) AuditStatement(string)      {}
 func (nopMetrics) Gossip(string, string)      {}
 func (nopMetrics) Warning(string, string)     {}
+
+// logKeys are a log's current keys.
+type logKeys struct {
+	verifier note.Verifier
+	recovery [32]byte
+}
+
+// logVerifier returns the verifier of the log's current key.
+func (ls *logState) logVerifier() note.Verifier { return ls.keys.Load().verifier }
+
+// recoveryKey returns the log's current recovery key.
+func (ls *logState) recoveryKey() [32]byte { return ls.keys.Load().recovery }
+
+// followKeys takes the log's current keys from the replay, which follows
+// the rotation records (design.md 11.1): the witness then accepts
+// checkpoints under the new log key once the replay reached the rotation.
+// The caller holds ls.audit.
+//
+// SPEC(design.md 11.1)
+func (ls *logState) followKeys() {
+	e := ls.engine
+	cur := ls.keys.Load()
+	if v := e.LogVerifier(); v.KeyHash() != cur.verifier.KeyHash() || e.RecoveryKey() != cur.recovery {
+		ls.keys.Store(&logKeys{verifier: v, recovery: e.RecoveryKey()})
+	}
+}

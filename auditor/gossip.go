@@ -155,7 +155,7 @@ func (a *Auditor) gossipEvidence(body []byte) error {
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownLog, origin)
 	}
-	if _, err := b.Verify(ls.verifier); err != nil {
+	if _, err := b.Verify(ls.logVerifier()); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	raw := b.Marshal()

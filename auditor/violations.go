@@ -49,7 +49,7 @@ func (a *Auditor) proveViolations(ctx context.Context, ls *logState, vs []replay
 	if len(vs) == 0 || ls.cfg.Reader == nil {
 		return
 	}
-	cp, _, err := log.ParseCheckpoint(target, ls.cfg.Origin, ls.verifier)
+	cp, _, err := log.ParseCheckpoint(target, ls.cfg.Origin, ls.logVerifier())
 	if err != nil {
 		return
 	}
@@ -152,7 +152,7 @@ func entryAt(ctx context.Context, r log.Reader, i uint64) (evidence.Entry, error
 
 // params are the log's parameters for evidence.Check.
 func (ls *logState) params() evidence.Params {
-	return evidence.Params{Origin: ls.cfg.Origin, LogVerifier: ls.verifier, RecoveryKey: ls.cfg.RecoveryKey}
+	return evidence.Params{Origin: ls.cfg.Origin, LogVerifier: ls.logVerifier(), RecoveryKey: ls.cfg.RecoveryKey}
 }
 
 // isFork reports whether bundle is kt-evidence/v1 (split view).
@@ -212,6 +212,12 @@ func (a *Auditor) gossipEvidenceV2(body []byte) error {
 	}
 	if kind == evidence.KindRecords && ls.cfg.RecoveryKey == ([32]byte{}) && strings.HasPrefix(what, string(api.RuleRecovery)) {
 		return fmt.Errorf("%w: the verdict (%s) rests on rule R6 and this auditor does not know the log's recovery key", ErrBadProof, what)
+	}
+	// SPEC(design.md 11.1): after a rotation of the recovery key the R6
+	// verdict depends on the record's position, which a bundle does not
+	// prove; such bundles are not judged.
+	if kind == evidence.KindRecords && ls.recoveryKey() != ls.cfg.RecoveryKey && strings.HasPrefix(what, string(api.RuleRecovery)) {
+		return fmt.Errorf("%w: the verdict (%s) rests on rule R6 and the log's recovery key was rotated", ErrBadProof, what)
 	}
 	if replayNeeded {
 		if err := a.confirmMapRoot(ls, b.Entries[0].Index); err != nil {

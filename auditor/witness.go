@@ -213,7 +213,7 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 // canonical checkpoint (extension lines included: this protocol has none,
 // design.md 9, and they would go unchecked).
 func (ls *logState) openCheckpoint(raw []byte) (*fmtlog.Checkpoint, error) {
-	n, err := note.Open(raw, note.VerifierList(ls.verifier))
+	n, err := note.Open(raw, note.VerifierList(ls.logVerifier()))
 	if err != nil {
 		if _, ok := errors.AsType[*note.UnverifiedNoteError](err); ok {
 			return nil, ErrBadSignature
@@ -223,7 +223,7 @@ func (ls *logState) openCheckpoint(raw []byte) (*fmtlog.Checkpoint, error) {
 		}
 		return nil, fmt.Errorf("%w: checkpoint: %w", ErrMalformed, err)
 	}
-	cp, _, err := log.ParseCheckpoint(raw, ls.cfg.Origin, ls.verifier)
+	cp, _, err := log.ParseCheckpoint(raw, ls.cfg.Origin, ls.logVerifier())
 	if err != nil || n.Text != string(cp.Marshal()) {
 		return nil, fmt.Errorf("%w: not a canonical checkpoint", ErrMalformed)
 	}

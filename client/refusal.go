@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/log/evidence"
 )
 
@@ -97,6 +99,12 @@ func CheckEvidence(p *Params, bundle []byte) (kind evidence.Kind, what string, n
 	kind, what, needsReplay, err = evidence.Check(evidence.Params{Origin: p.Origin, LogVerifier: p.LogVerifier, RecoveryKey: p.RecoveryKey}, bundle)
 	if err != nil {
 		return kind, "", false, fmt.Errorf("%w: %w", ErrEvidence, err)
+	}
+	// SPEC(design.md 11.1): after a rotation of the recovery key the R6
+	// verdict depends on the record's position, which a bundle does not
+	// prove: not judged.
+	if p.rot != nil && len(p.rot.recovery) > 0 && kind == evidence.KindRecords && strings.HasPrefix(what, string(api.RuleRecovery)) {
+		return kind, "", false, fmt.Errorf("%w: the verdict (%s) rests on rule R6 and the recovery key was rotated", ErrEvidence, what)
 	}
 	return kind, what, needsReplay, nil
 }

@@ -84,6 +84,9 @@ type rotationState struct {
 	// pinnedLog verifies the log key the parameters were pinned with:
 	// witness and audit policies that list logs name it.
 	pinnedLog note.Verifier
+	// pastLog are the key hashes of the log keys rotated out: their
+	// signatures on a checkpoint during a transition are no news.
+	pastLog map[uint32]bool
 }
 
 // chain returns the current key of kind k.
@@ -145,7 +148,7 @@ func (p *Params) WithRotations(rs []Rotation) (*Params, error) {
 		return nil, fail(StepParams, ErrInvalidParams, nil, "rotations applied twice")
 	}
 	out := *p
-	out.rot = &rotationState{chains: map[api.KeyKind]api.RotationChain{}, genesisRecovery: p.RecoveryKey, pinnedLog: p.LogVerifier}
+	out.rot = &rotationState{chains: map[api.KeyKind]api.RotationChain{}, genesisRecovery: p.RecoveryKey, pinnedLog: p.LogVerifier, pastLog: map[uint32]bool{}}
 	for _, r := range rs {
 		rec := r.Parsed
 		if rec == nil {
@@ -165,6 +168,7 @@ func (p *Params) WithRotations(rs []Rotation) (*Params, error) {
 		out.rot.chains[rec.Kind] = next
 		switch rec.Kind {
 		case api.KeyLog:
+			out.rot.pastLog[out.LogVerifier.KeyHash()] = true
 			out.logKey = next.Key
 			v, err := note.NewVerifier(log.Ed25519VerifierKey(p.Origin, next.Key))
 			if err != nil {
@@ -374,7 +378,7 @@ func (c *Client) rotationHinted(ctx context.Context) bool {
 		return false
 	}
 	for _, s := range n.UnverifiedSigs {
-		if s.Name == p.Origin && s.Hash != p.LogVerifier.KeyHash() {
+		if s.Name == p.Origin && s.Hash != p.LogVerifier.KeyHash() && (p.rot == nil || !p.rot.pastLog[s.Hash]) {
 			return true
 		}
 	}

@@ -163,7 +163,7 @@ func TestVRFRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := replay.New(replay.Config{Origin: testOrigin, Verifier: e.k.verifier, RecoveryKey: [32]byte(e.k.recovery.Public().(ed25519.PublicKey))})
+	eng, err := replay.New(replay.Config{Origin: testOrigin, Verifier: e.k.verifier, RecoveryKey: [32]byte(e.k.recovery.Public().(ed25519.PublicKey)), VRFKey: [32]byte(old.Public().Bytes()), VerifyVRFProof: vrf.VerifyRotationProof})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,12 +25,12 @@ func moveViolation(j uint64, err error) Violation {
 	return Violation{Index: j, Rule: rule, Detail: err.Error(), Err: err}
 }
 
-// rotation applies a rotation record at j. For the VRF key (kind 2) every
+// vrfRotated applies a rotation record at j. For the VRF key (kind 2) every
 // live index becomes pending (rule M5 is checked here). The proofs and the
 // rotation chain are checked where rotation records are verified.
 //
 // SPEC(design.md 11.2 M5)
-func (e *Engine) rotation(j uint64, r *api.RotationRecord, out []Violation) []Violation {
+func (e *Engine) vrfRotated(j uint64, r *api.RotationRecord, out []Violation) []Violation {
 	if r.Kind != api.KeyVRF {
 		return out
 	}

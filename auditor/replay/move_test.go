@@ -15,9 +15,26 @@ import (
 func vrfKey(t testing.TB, label string) *vrf.PrivateKey {
 	k, err := vrf.NewPrivateKey(bytes.Repeat([]byte(label[:1]), 32))
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
 	return k
+}
+
+// vrfConfig is the engine configuration of the tests of this file: the
+// genesis VRF key and the VRF proof verifier (design.md 11.2).
+func vrfConfig(k logKey, b *ktlog.Builder) replay.Config {
+	var genesis [32]byte
+	copy(genesis[:], vrfKey(nil, "o").Public().Bytes())
+	return replay.Config{Origin: origin, Verifier: k.v, RecoveryKey: b.RecoveryKey(), ExactSignatures: true,
+		VRFKey: genesis, VerifyVRFProof: vrf.VerifyRotationProof}
+}
+
+func newVRFEngine(t testing.TB, k logKey, b *ktlog.Builder) *replay.Engine {
+	e, err := replay.New(vrfConfig(k, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 func newIndex(h int) [32]byte { return ktlog.Index(fmt.Sprintf("h%d under the new key", h)) }
@@ -40,7 +57,7 @@ func rotated(t testing.TB, moved ...int) (*ktlog.Builder, [][2]ed25519.PrivateKe
 func replayAll(t *testing.T, b *ktlog.Builder) ([]found, *replay.Engine) {
 	t.Helper()
 	k := newLogKey(t)
-	e := newEngine(t, k, b, true)
+	e := newVRFEngine(t, k, b)
 	vs := e.Append(b.Entries())
 	var got []found
 	for _, v := range vs {
@@ -143,6 +160,37 @@ func TestReindexViolations(t *testing.T) {
 			return b, j
 		}, replay.RuleRotationPending},
 	}
+	// A forged rotation of the VRF key: a proof by a key other than the
+	// one the record names (the control is TestReindexHonest).
+	forged := func(proveOld, proveNew *vrf.PrivateKey) func(t *testing.T) (*ktlog.Builder, uint64) {
+		return func(t *testing.T) (*ktlog.Builder, uint64) {
+			b := ktlog.New(origin)
+			b.Honest(1, 2)
+			r := &api.RotationRecord{Kind: api.KeyVRF, Sequence: 1}
+			if err := r.ProveVRFRotation(origin, [32]byte(vrfKey(t, "o").Public().Bytes()), [32]byte(vrfKey(t, "n").Public().Bytes()), proveOld.ProveRotation, proveNew.ProveRotation); err != nil {
+				t.Fatal(err)
+			}
+			raw, err := r.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := b.Raw(raw)
+			b.Epoch()
+			return b, j
+		}
+	}
+	cases = append(cases,
+		struct {
+			name  string
+			build func(t *testing.T) (*ktlog.Builder, uint64)
+			rule  replay.Rule
+		}{"forged VRF rotation, old key's proof", forged(vrfKey(t, "w"), vrfKey(t, "n")), api.RuleRotationOldProof},
+		struct {
+			name  string
+			build func(t *testing.T) (*ktlog.Builder, uint64)
+			rule  replay.Rule
+		}{"forged VRF rotation, new key's proof", forged(vrfKey(t, "o"), vrfKey(t, "w")), api.RuleRotationNewProof},
+	)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			b, j := c.build(t)
@@ -161,7 +209,7 @@ func TestReindexViolations(t *testing.T) {
 func TestReindexStateRestore(t *testing.T) {
 	b, keys := rotated(t, 0)
 	k := newLogKey(t)
-	e := newEngine(t, k, b, true)
+	e := newVRFEngine(t, k, b)
 	if vs := e.Append(b.Entries()); len(vs) != 0 {
 		t.Fatal(vs)
 	}
@@ -169,7 +217,7 @@ func TestReindexStateRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := replay.Restore(replay.Config{Origin: origin, Verifier: k.v, RecoveryKey: b.RecoveryKey(), ExactSignatures: true}, saved)
+	r, err := replay.Restore(vrfConfig(k, b), saved)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,8 +132,19 @@ type Config struct {
 	Origin string
 	// Verifier verifies the log's checkpoint signatures (the log vkey).
 	Verifier note.Verifier
-	// RecoveryKey is the directory's recovery key (rule R6).
+	// RecoveryKey is the directory's recovery key (rule R6) before any
+	// rotation; the engine follows rotations of it (design.md 11.1).
 	RecoveryKey [32]byte
+	// LogKey, if set, is the raw Ed25519 key of Verifier: the start of the
+	// chain of log key rotations. Unset, the first log key rotation must
+	// start from a key with Verifier's key hash.
+	LogKey [32]byte
+	// VRFKey, if set, is the VRF public key before any rotation; unset,
+	// the first VRF key rotation names it.
+	VRFKey [32]byte
+	// VerifyVRFProof verifies the proofs of VRF key rotations; nil: a VRF
+	// key rotation is a RuleRotationKind violation.
+	VerifyVRFProof api.VRFProofVerifier
 	// ExactSignatures verifies every change signature with crypto/ed25519
 	// rather than in batches (see the package documentation).
 	ExactSignatures bool
@@ -226,6 +237,12 @@ type Engine struct {
 	// index of the first (valid only if violations > 0).
 	violations uint64
 	firstBad   uint64
+
+	// rot are the key rotations replayed (rotation.go); configured is
+	// the log verifier of the configuration (cfg.Verifier follows the
+	// rotations).
+	rot        rotations
+	configured note.Verifier
 }
 
 // New returns an engine at the start of the log.
@@ -237,7 +254,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, rng: rangeFactory.NewEmptyRange(0), handles: map[[32]byte]*api.HandleState{}, at: map[[32]byte]uint64{}, m: m}, nil
+	return &Engine{cfg: cfg, rng: rangeFactory.NewEmptyRange(0), handles: map[[32]byte]*api.HandleState{}, at: map[[32]byte]uint64{}, m: m, configured: cfg.Verifier}, nil
 }
 
 // unknownAt marks an index whose latest record's position is not known.
@@ -386,7 +403,8 @@ func (e *Engine) Append(entries [][]byte) []Violation {
 			out = e.epoch(j, r, out)
 		case *api.RotationRecord:
 			out = e.checkEpoch(j, r, out)
-			out = e.rotation(j, r, out)
+			out = e.rotation(j, b, r, out)
+			out = e.vrfRotated(j, r, out)
 		case *api.MoveEntry:
 			out = e.checkEpoch(j, r, out)
 			out = e.move(j, r, out)
@@ -577,7 +595,7 @@ type Source interface {
 //
 // SPEC(design.md 14)
 func (e *Engine) ReplayTo(ctx context.Context, src Source, checkpoint []byte, progress func(size uint64)) ([]Violation, error) {
-	cp, err := e.ParseCheckpoint(checkpoint)
+	cp, err := e.ParseTarget(checkpoint)
 	if err != nil {
 		return nil, err
 	}

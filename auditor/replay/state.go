@@ -14,11 +14,13 @@ import (
 )
 
 // stateMagic starts every encoded engine state; the version in it changes
-// with the encoding. stateMagicV2, the encoding without the re-indexing
-// state, and stateMagicV1, also without the log index of each index's
-// latest record, are still restored.
+// with the encoding. stateMagicV3 (without the re-indexing state),
+// stateMagicV2 (also without the rotation records) and stateMagicV1 (also
+// without the log index of each index's latest record) are still
+// restored.
 const (
-	stateMagic   = "kt-replay-state/v3\n"
+	stateMagic   = "kt-replay-state/v4\n"
+	stateMagicV3 = "kt-replay-state/v3\n"
 	stateMagicV2 = "kt-replay-state/v2\n"
 	stateMagicV1 = "kt-replay-state/v1\n"
 )
@@ -38,11 +40,14 @@ var ErrState = errors.New("replay: invalid saved state")
 // (uint32 length, note; length 0 for none); handle count (uint64), then per
 // index in increasing order: index (32), version (8), leaf hash (32),
 // authorizer count (1), authorizers (role 1, digest 32), log index of the
-// latest record (8; all ones when unknown); then the re-indexing state
-// (design.md 11.2): the latest VRF rotation sequence (8), the pending
-// indices and the moved indices, each as a count (8) and the indices in
-// increasing order (32 each). The kt-replay-state/v2 encoding is the same
-// without the re-indexing state; v1 is v2 without the log index field.
+// latest record (8; all ones when unknown); then the rotation records
+// followed (uint16 count, each uint16 length and the record; design.md
+// 11.1); then the re-indexing state (design.md 11.2): the latest VRF
+// rotation sequence (8), the pending indices and the moved indices, each
+// as a count (8) and the indices in increasing order (32 each).
+// kt-replay-state/v3 is the same without the re-indexing state, v2 also
+// without the rotation records (and restores with none), v1 also without
+// the log index of each index's latest record.
 func (e *Engine) MarshalBinary() ([]byte, error) {
 	b := []byte(stateMagic)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(e.cfg.Origin)))
@@ -87,6 +92,13 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		}
 		b = binary.BigEndian.AppendUint64(b, at)
 	}
+	// v3: the rotation records followed (design.md 11.1).
+	b = binary.BigEndian.AppendUint16(b, uint16(len(e.rot.records)))
+	for _, r := range e.rot.records {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(r)))
+		b = append(b, r...)
+	}
+	// v4: the re-indexing state (design.md 11.2).
 	b = binary.BigEndian.AppendUint64(b, e.moves.Sequence)
 	for _, set := range []map[[32]byte]struct{}{e.moves.Pending, e.moves.Moved} {
 		ks := slices.SortedFunc(maps.Keys(set), func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
@@ -133,14 +145,15 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 	}
 	v1 := bytes.HasPrefix(b, []byte(stateMagicV1))
 	v2 := bytes.HasPrefix(b, []byte(stateMagicV2))
-	if !v1 && !v2 && !bytes.HasPrefix(b, []byte(stateMagic)) {
-		return nil, fmt.Errorf("%w: not a replay state (none of %q, %q, %q)", ErrState, strings.TrimSpace(stateMagic), strings.TrimSpace(stateMagicV2), strings.TrimSpace(stateMagicV1))
+	v3 := bytes.HasPrefix(b, []byte(stateMagicV3))
+	if !v1 && !v2 && !v3 && !bytes.HasPrefix(b, []byte(stateMagic)) {
+		return nil, fmt.Errorf("%w: not a replay state (%q, %q, %q or %q)", ErrState, strings.TrimSpace(stateMagic), strings.TrimSpace(stateMagicV3), strings.TrimSpace(stateMagicV2), strings.TrimSpace(stateMagicV1))
 	}
 	r := &reader{b: b[len(stateMagic):]} // the magics have one length
 	if origin := string(r.take(r.u16())); r.err == nil && origin != cfg.Origin {
 		return nil, fmt.Errorf("%w: state is for origin %q, not %q", ErrState, origin, cfg.Origin)
 	}
-	e := &Engine{cfg: cfg, handles: map[[32]byte]*api.HandleState{}, at: map[[32]byte]uint64{}}
+	e := &Engine{cfg: cfg, handles: map[[32]byte]*api.HandleState{}, at: map[[32]byte]uint64{}, configured: cfg.Verifier}
 	e.size = r.u64()
 	nh := r.u16()
 	hs := make([][]byte, nh)
@@ -194,7 +207,14 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 		e.at[k] = at
 		leaves = append(leaves, smt.Leaf{Key: k, Value: h.LeafHash})
 	}
-	if !v1 && !v2 && r.err == nil {
+	var rots [][]byte
+	if !v1 && !v2 {
+		nr := r.u16()
+		for range nr {
+			rots = append(rots, bytes.Clone(r.take(r.u16())))
+		}
+	}
+	if !v1 && !v2 && !v3 && r.err == nil {
 		if err := restoreMoves(r, e); err != nil {
 			return nil, err
 		}
@@ -204,6 +224,9 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 	}
 	if len(r.b) != 0 {
 		return nil, fmt.Errorf("%w: trailing bytes", ErrState)
+	}
+	if err := e.restoreRotations(rots); err != nil {
+		return nil, err
 	}
 	rng, err := rangeFactory.NewRange(0, e.size, hs)
 	if err != nil {
@@ -217,7 +240,7 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 		if len(nb) == 0 {
 			continue
 		}
-		cp, _, err := parseCP(cfg, nb)
+		cp, err := e.parseAnyKey(nb)
 		if err != nil {
 			return nil, fmt.Errorf("%w: saved checkpoint: %w", ErrState, err)
 		}

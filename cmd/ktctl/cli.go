@@ -63,7 +63,7 @@ func init() {
 	commands = []*command{
 		checkpointCmd, entriesCmd, inclusionCmd, consistencyCmd, historyCmd, diffCmd,
 		verifyCmd, evidenceInspectCmd, evidenceVerifyCmd,
-		treeCreateCmd, treeShowCmd, treeListCmd, recoverCmd,
+		treeCreateCmd, treeShowCmd, treeListCmd, recoverCmd, rotateCmd,
 	}
 }
 

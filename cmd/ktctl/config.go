@@ -100,6 +100,11 @@ type Config struct {
 	EvidenceOut string `mapstructure:"evidence_out"`
 	// Quiet turns off `verify`'s progress bar.
 	Quiet bool `mapstructure:"quiet"`
+	// OldKey and NewKey are the private key files of `rotate`; Sequence,
+	// when not 0, its rotation sequence number.
+	OldKey   string `mapstructure:"old_key"`
+	NewKey   string `mapstructure:"new_key"`
+	Sequence uint64 `mapstructure:"sequence"`
 
 	// given says which keys were set by a flag or the environment rather
 	// than left at their defaults.
@@ -137,6 +142,9 @@ var options = []option{
 	{Key: "exact_signatures", Default: false, Usage: "verify each signature with crypto/ed25519 instead of in batches"},
 	{Key: "evidence_out", Default: "", Usage: "file to write split-view evidence to"},
 	{Key: "quiet", Default: false, Usage: "no progress bar"},
+	{Key: "old_key", Default: "", Usage: "rotate: the current private key file (log: note signer key; recovery: kt-recovery-private)"},
+	{Key: "new_key", Default: "", Usage: "rotate: the new private key file, same form"},
+	{Key: "sequence", Default: uint64(0), Usage: "rotate: the rotation's sequence number (default: the directory's last + 1)"},
 }
 
 // loader is ktctl's configuration table for cliconfig; each command

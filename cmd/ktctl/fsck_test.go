@@ -68,6 +68,7 @@ func TestVerify(t *testing.T) {
 // served over the read API.
 type memDeployment struct {
 	signer   note.Signer
+	skey     string
 	vkey     string
 	recovery string
 }
@@ -80,7 +81,7 @@ func newMemDeployment(t *testing.T) *memDeployment {
 	}
 	s, _ := note.NewSigner(skey)
 	pub, _, _ := ed25519.GenerateKey(nil)
-	return &memDeployment{signer: s, vkey: vkey, recovery: base64.StdEncoding.EncodeToString(pub)}
+	return &memDeployment{signer: s, skey: skey, vkey: vkey, recovery: base64.StdEncoding.EncodeToString(pub)}
 }
 
 // serve serves a log of entries; it returns the read API's URL.

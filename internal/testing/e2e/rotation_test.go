@@ -32,7 +32,7 @@ type liveDir struct {
 
 func (l *liveDir) GetRotations(ctx context.Context, in *ktpb.GetRotationsRequest, opts ...grpc.CallOption) (*ktpb.Rotations, error) {
 	r, err := l.DirectoryClient.GetRotations(ctx, in, opts...)
-	if err == nil && l.forge != nil {
+	if err == nil && l.forge != nil && len(r.GetRotations()) > 0 {
 		l.forge(r)
 	}
 	return r, err
@@ -503,5 +503,74 @@ func TestRotateRecoveryKey(t *testing.T) {
 	via.DirectoryClient = d.Dir
 	if _, err := offline.Lookup(ctx, handle); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRecoveryRotationForgedRefusedByClient: a client offline during an
+// honest rotation of the recovery key is served forged records instead;
+// each is refused with its rule and nothing is stored; the control
+// follows.
+func TestRecoveryRotationForgedRefusedByClient(t *testing.T) {
+	ctx := context.Background()
+	d := newRotationDeployment(t)
+	oldKey := d.Keys.Recovery
+	_, mallory, _ := ed25519.GenerateKey(nil)
+	_, other, _ := ed25519.GenerateKey(nil)
+	sign := func(seq uint64, old, nw ed25519.PrivateKey) []byte {
+		r := &api.RotationRecord{Kind: api.KeyRecovery, Sequence: seq}
+		if err := r.SignRotation(origin, old, nw); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := r.MarshalBinary()
+		return b
+	}
+	setRecord := func(b []byte) func(*ktpb.Rotations) {
+		return func(r *ktpb.Rotations) { r.Rotations[0].Record = b }
+	}
+	cases := []struct {
+		name  string
+		forge func(*ktpb.Rotations)
+		rule  api.Rule
+	}{
+		{"control", nil, ""},
+		{"old key not current", setRecord(sign(1, mallory, other)), api.RuleRotationOldKey},
+		{"skipped sequence", setRecord(sign(2, oldKey, other)), api.RuleRotationSequence},
+		{"bad old proof", func(r *ktpb.Rotations) {
+			b := bytes.Clone(r.Rotations[0].Record)
+			b[80] ^= 1
+			r.Rotations[0].Record = b
+		}, api.RuleRotationOldProof},
+	}
+	clients := make([]*client.Client, len(cases))
+	for i, c := range cases {
+		var err error
+		if clients[i], _, err = d.NewClient(&liveDir{DirectoryClient: d.Dir, forge: c.forge}, client.Config{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := clients[i].FollowRotations(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.RotateRecovery(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	newPub := [32]byte(d.Keys.Recovery.Public().(ed25519.PublicKey))
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n, err := clients[i].FollowRotations(ctx)
+			if c.rule == "" {
+				if err != nil || n != 1 || clients[i].Params().RecoveryKey != newPub {
+					t.Fatalf("control: %d, %v", n, err)
+				}
+				return
+			}
+			var re *api.RotationError
+			if !errors.Is(err, client.ErrRotation) || !errors.As(err, &re) || re.Rule != c.rule {
+				t.Fatalf("got %v, want ErrRotation with rule %q", err, c.rule)
+			}
+			if st, _ := clients[i].State(ctx); len(st.Rotations) != 0 || clients[i].Params().RecoveryKey == newPub {
+				t.Fatal("a refused rotation was stored or followed")
+			}
+		})
 	}
 }

@@ -41,6 +41,8 @@ type Fixture struct {
 	// as C2SP tlog-tiles (as ktd does); GRPCAddr the gRPC address.
 	LogURL   string
 	GRPCAddr string
+	// OperatorAddr is the Operator service's gRPC address.
+	OperatorAddr string
 	// Witness is the witness's verifier key.
 	WitnessVkey string
 	VRF         *vrf.PrivateKey
@@ -98,6 +100,7 @@ func Start(t testing.TB) *Fixture {
 	f.LogVkey, f.VRF, f.Recovery = keys.LogVKey, keys.VRF, keys.Recovery
 	f.WitnessVkey = dep.Witnesses[0].VerifierKey()
 	f.LogURL, f.GRPCAddr, f.Conn = dep.LogURL, dep.Addr, dep.Conn
+	f.OperatorAddr = dep.OperatorAddr
 	// The data directory as ktd's: the log and state (written by the
 	// fixture), the keys and the witness policy.
 	vrfText, _ := f.VRF.MarshalText()

@@ -89,6 +89,8 @@ func DecodeEntry(i uint64, raw []byte, origin string) *Entry {
 	case *api.EpochRecord:
 		e.Type = api.TypeEpoch.String()
 		e.Epoch = decodeEpoch(r)
+	case *api.RotationRecord:
+		e.Type = api.TypeRotation.String() + " of the " + r.Kind.String() + " key"
 	}
 	return e
 }
