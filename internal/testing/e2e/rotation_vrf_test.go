@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/vrf"
@@ -117,6 +119,45 @@ func TestRotateVRFKey(t *testing.T) {
 	reports, err := offline.CheckContacts(ctx)
 	if err != nil || len(reports) != 1 || reports[0].Current != before.Version+1 {
 		t.Fatalf("contacts after the move: %v %+v", err, reports)
+	}
+
+	// Clients served a forged VRF rotation refuse it (the controls are
+	// the clients above): a proof by another key, and a record that is
+	// not the log's.
+	forgeVRF := func(proveOld, newKey *vrf.PrivateKey) func(*ktpb.Rotations) {
+		return func(r *ktpb.Rotations) {
+			rec := &api.RotationRecord{Kind: api.KeyVRF, Sequence: 1}
+			if err := rec.ProveVRFRotation(d.Origin, [32]byte(d.Keys.VRF.Public().Bytes()), [32]byte(newKey.Public().Bytes()), proveOld.ProveRotation, newKey.ProveRotation); err != nil {
+				t.Error(err)
+				return
+			}
+			b, _ := rec.MarshalBinary()
+			for _, x := range r.Rotations {
+				if p, err := api.ParseRotationRecord(x.Record); err == nil && p.Kind == api.KeyVRF {
+					x.Record = b
+				}
+			}
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		forge func(*ktpb.Rotations)
+		rule  api.Rule
+	}{
+		{"old key's proof by another key", forgeVRF(mallory, d.Keys.NextVRF), api.RuleRotationOldProof},
+		{"a rotation to another key, not in the log", forgeVRF(d.Keys.VRF, mallory), ""},
+	} {
+		fc, _, err := d.NewClient(&liveDir{DirectoryClient: d.Dir, forge: c.forge}, client.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fc.Lookup(ctx, handle)
+		if !errors.Is(err, client.ErrRotation) {
+			t.Fatalf("%s: Lookup = %v, want ErrRotation", c.name, err)
+		}
+		if re, ok := errors.AsType[*api.RotationError](err); c.rule != "" && (!ok || re.Rule != c.rule) {
+			t.Fatalf("%s: %v, want rule %s", c.name, err, c.rule)
+		}
 	}
 
 	// A client pinned before the rotation, new now.
