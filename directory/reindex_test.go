@@ -183,3 +183,53 @@ func TestVRFRotation(t *testing.T) {
 		t.Fatalf("bob after a restart: %v %+v", err, res)
 	}
 }
+
+// TestReplicatedVRFRotation: a reader follows a rotation of the VRF key
+// that the writer logged: it answers under the new key, with the moved
+// records proved, as the client library verifies.
+func TestReplicatedVRFRotation(t *testing.T) {
+	next, err := vrf.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, _ := replicatedPairTuned(t, func(c *Config) {
+		c.NextVRFKey = next
+		c.VerifyVRFProof = vrf.VerifyRotationProof
+	})
+	ctx := ctxT(t)
+	alice := newHandle(t, a.k, "alice@example.com")
+	dev := testkit.NewDevice()
+	i := a.enroll(alice, dev.Sign, testkit.Set([16]byte{1}, dev))
+	b.lookup(alice.handle, i)
+
+	raw := vrfRotation(t, a.k.vrf, next, a.k.vrf, next)
+	rr, err := a.d.Rotate(ctx, &ktpb.RotateRequest{Record: raw})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	p2, err := b.params.WithRotations([]client.Rotation{{LogIndex: rr.LogIndex, Record: raw}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(i uint64) *client.LookupResult {
+		t.Helper()
+		b.waitEpoch(i)
+		resp, err := b.d.Lookup(ctx, &ktpb.LookupRequest{Handle: alice.handle})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := client.VerifyLookup(p2, nil, alice.handle, resp, time.Now(), nil)
+		if err != nil {
+			t.Fatalf("the reader's answer after the rotation: %v", err)
+		}
+		return res
+	}
+	if res := lookup(rr.LogIndex + 1); res.Version != 1 || res.RecordIndex == res.Index {
+		t.Fatalf("reader, moved record: %+v", res)
+	}
+	alice.index, _ = next.Prove(api.VRFInput(alice.handle))
+	i = a.apply(alice, alice.change(api.AuthDevice, dev.Sign, testkit.Set([16]byte{1}, dev, testkit.NewDevice()), nil))
+	if res := lookup(i); res.Version != 2 || res.RecordIndex != res.Index {
+		t.Fatalf("reader, changed after the move: %+v", res)
+	}
+}
