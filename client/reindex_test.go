@@ -364,3 +364,48 @@ func TestMonitorAcrossVRFRotation(t *testing.T) {
 		wantErr(t, err, client.ErrMonitorGap)
 	})
 }
+
+// TestStrictAcrossVRFRotation: a strict-mode lookup of a record moved and
+// not changed since verifies the account signature at the record's own
+// index (design.md 11.2), where the owner signed it; the control is the
+// same lookup before the rotation, and a set signed for the new index
+// (which no owner signed) is refused.
+func TestStrictAcrossVRFRotation(t *testing.T) {
+	for _, signAtNew := range []bool{false, true} {
+		f := newFixture(t)
+		pinned := f.account(t)
+		h := f.s.handle(alice)
+		s := set(f.a1, f.a2)
+		p2Key, _ := vrf.GenerateKey(nil)
+		newIdx, _ := p2Key.Prove(api.VRFInput(h.name))
+		at := h.index
+		if signAtNew {
+			at = newIdx
+		}
+		s.SignAccount(testOrigin, at, 2, f.acct)
+		f.s.change(alice, s, api.AuthDevice, f.a1.sign)
+		f.s.closeEpoch(epochOpts{ts: t0.Add(2 * time.Second)})
+		if _, err := client.VerifyLookup(f.p, nil, alice, f.s.lookup(alice, 0), f.now, pinned); (err == nil) == signAtNew {
+			t.Fatalf("before the rotation (signed at the new index: %v): %v", signAtNew, err)
+		}
+		// The rotation to p2Key, and the move.
+		oldK := f.k.vrf
+		r := &api.RotationRecord{Kind: api.KeyVRF, Sequence: 1}
+		if err := r.ProveVRFRotation(testOrigin, [32]byte(oldK.Public().Bytes()), [32]byte(p2Key.Public().Bytes()), oldK.ProveRotation, p2Key.ProveRotation); err != nil {
+			t.Fatal(err)
+		}
+		f.s.append(mustMarshal(t, r))
+		f.k.vrf = p2Key
+		p2 := *f.p
+		p2.VRFKey, p2.PrevVRFKeys = p2Key.Public(), []*vrf.PublicKey{oldK.Public()}
+		f.move(t, alice)
+		f.s.closeEpoch(epochOpts{ts: t0.Add(2 * time.Second)})
+		_, err := client.VerifyLookup(&p2, nil, alice, f.lookupR(t, oldK, alice, 0), f.now, pinned)
+		switch {
+		case !signAtNew && err != nil:
+			t.Fatalf("control: a moved record signed at its own index: %v", err)
+		case signAtNew:
+			wantErr(t, err, client.ErrStrict)
+		}
+	}
+}
