@@ -23,13 +23,15 @@ func (t EntryType) String() string {
 		return "epoch"
 	case TypeRotation:
 		return "rotation"
+	case TypeMove:
+		return "move"
 	default:
 		return "unknown"
 	}
 }
 
-// Entry is a log entry: a [*ChangeRecord], an [*EpochRecord] or a
-// [*RotationRecord]. The set of
+// Entry is a log entry: a [*ChangeRecord], an [*EpochRecord], a
+// [*RotationRecord] or a [*MoveEntry]. The set of
 // implementations is closed; switch on the concrete type.
 type Entry interface {
 	// Type returns the entry's type byte.
@@ -60,6 +62,8 @@ func ParseEntry(b []byte) (Entry, error) {
 		return ParseEpochRecord(b)
 	case TypeRotation:
 		return ParseRotationRecord(b)
+	case TypeMove:
+		return ParseMoveEntry(b)
 	default:
 		return nil, formatErr("entry", 1, "unknown entry type 0x%02x", b[1])
 	}

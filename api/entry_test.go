@@ -146,7 +146,7 @@ func TestParseEntryRejects(t *testing.T) {
 		{"version 0x00", mutate(change, func(b []byte) []byte { b[0] = 0; return b }), 0},
 		{"version 0x02", mutate(epoch, func(b []byte) []byte { b[0] = 2; return b }), 0},
 		{"type 0x00", mutate(change, func(b []byte) []byte { b[1] = 0; return b }), 1},
-		{"type 0x04", mutate(change, func(b []byte) []byte { b[1] = 4; return b }), 1},
+		{"type 0x05", mutate(change, func(b []byte) []byte { b[1] = 5; return b }), 1},
 		{"change as rotation", mutate(change, func(b []byte) []byte { b[1] = 3; return b }), -1},
 		{"change version 0", mutate(change, func(b []byte) []byte { clear(b[34:42]); return b }), 34},
 		{"kind 0", mutate(change, func(b []byte) []byte { b[106] = 0; return b }), 106},

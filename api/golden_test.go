@@ -81,7 +81,7 @@ func goldenCases() []goldenCase {
 		{"commit", "Commit(opening 1, index, 1, deviceset-strict)", commit[:], nil, nil},
 		{"leafhash", "LeafHash(change-enroll)", leaf[:], nil, nil},
 		{"vrfinput", "VRFInput(\"mailto:alice@example.com\")", VRFInput("mailto:alice@example.com"), nil, nil},
-	}, rotationGoldenCases()...)
+	}, append(rotationGoldenCases(), moveGoldenCases()...)...)
 }
 
 // hexDump formats b as offset-prefixed lines of 16 bytes, so a format change

@@ -53,6 +53,7 @@ import (
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/evidence"
 	"github.com/keytrans/kt/log/witness"
+	"github.com/keytrans/kt/vrf"
 )
 
 // Defaults of the optional [Config] and [LogConfig] fields.
@@ -313,7 +314,7 @@ func (a *Auditor) openLog(lc LogConfig) (*logState, error) {
 	ls := &logState{cfg: lc, configured: v, kick: make(chan struct{}, 1), changed: make(chan struct{})}
 	ls.keys.Store(&logKeys{verifier: v, recovery: lc.RecoveryKey})
 	st := a.cfg.Store
-	rcfg := replay.Config{Origin: lc.Origin, Verifier: v, RecoveryKey: lc.RecoveryKey, Heartbeat: lc.Heartbeat}
+	rcfg := replay.Config{Origin: lc.Origin, Verifier: v, RecoveryKey: lc.RecoveryKey, Heartbeat: lc.Heartbeat, VerifyVRFProof: vrf.VerifyRotationProof}
 	if lc.Reader != nil {
 		b, err := st.get(key(kindReplay, lc.Origin))
 		if err != nil {

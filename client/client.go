@@ -355,7 +355,7 @@ func (c *Client) lookupAs(ctx context.Context, handle string, remember bool) (*L
 		if pinned != nil && errors.Is(err, ErrStrict) {
 			// Surface a validly signed change of the account key.
 			if r2, err2 := VerifyLookup(c.params(), st.Trusted, canon, resp, now, nil); err2 == nil &&
-				r2.DeviceSet.Account != nil && r2.DeviceSet.VerifyAccount(c.params().Origin, r2.Index, r2.Version) == nil {
+				r2.DeviceSet.Account != nil && r2.DeviceSet.VerifyAccount(c.params().Origin, r2.RecordIndex, r2.Version) == nil {
 				return nil, &VerifyError{Step: StepStrict, Err: &AccountKeyChangedError{Handle: canon, Pinned: pin, New: r2.DeviceSet.Account.Key}}
 			}
 		}
@@ -375,7 +375,7 @@ func (c *Client) lookupAs(ctx context.Context, handle string, remember bool) (*L
 		if set.Account == nil {
 			return nil, fail(StepStrict, ErrStrict, nil, "%s has no account key", canon)
 		}
-		if err := set.VerifyAccount(c.params().Origin, res.Index, res.Version); err != nil {
+		if err := set.VerifyAccount(c.params().Origin, res.RecordIndex, res.Version); err != nil {
 			return nil, fail(StepStrict, ErrStrict, err, "")
 		}
 		newPin = true

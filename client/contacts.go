@@ -211,7 +211,14 @@ func contactOf(res *LookupResult, resp *ktpb.LookupResponse) (*Contact, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newContact(er, bytes.Clone(resp.GetMapProof()), bytes.Clone(resp.GetChangeRecord()))
+	mp := resp.GetMapProof()
+	if res.RecordIndex != res.Index {
+		// SPEC(design.md 11.2): a record at an index under an earlier
+		// VRF key (not moved yet, or moved and not changed since) is
+		// proved there by prev_map_proof.
+		mp = resp.GetPrevMapProof()
+	}
+	return newContact(er, bytes.Clone(mp), bytes.Clone(resp.GetChangeRecord()))
 }
 
 // sameContact reports whether a and b remember the same thing.
@@ -355,7 +362,16 @@ func (c *Client) checkContact(ctx context.Context, old *Contact, res *LookupResu
 // then links to L2".
 func (c *Client) checkContactChain(ctx context.Context, old *Contact, res *LookupResult, resp *ktpb.LookupResponse) (*Contact, *Trusted, error) {
 	h := res.Handle
-	req := &ktpb.MonitorRequest{Index: old.Index[:], KnownVersion: old.Version - 1, KnownSize: res.Trusted.Size, RecordsOnly: true}
+	// SPEC(design.md 11.2): "the records_only chain of step 3 is asked at
+	// the handle's current index with the relaxed index rule": after a
+	// rotation of the VRF key, the remembered record may sit at the
+	// contact's previous index and the chain continue at the current one.
+	cur := res.RecordIndex
+	var prevIndex *[32]byte
+	if cur != old.Index {
+		prevIndex = &old.Index
+	}
+	req := &ktpb.MonitorRequest{Index: cur[:], KnownVersion: old.Version - 1, KnownSize: res.Trusted.Size, RecordsOnly: true}
 	mresp, err := c.dir.Monitor(ctx, req)
 	if err != nil {
 		return nil, nil, chainAlert(h, err, "the directory refused the chain from version %d to %d", old.Version, res.Version)
@@ -374,7 +390,7 @@ func (c *Client) checkContactChain(ctx context.Context, old *Contact, res *Looku
 		}
 	}
 	now := c.cfg.Now()
-	e, changes, err := verifyChain(c.params(), old.Index, old.Version-1, prev, mresp, true, func(part *ktpb.EpochPart) (*Epoch, error) {
+	e, changes, err := verifyChain(c.params(), cur, prevIndex, old.Version-1, prev, mresp, true, func(part *ktpb.EpochPart) (*Epoch, error) {
 		return VerifyEpoch(c.params(), res.Trusted, part, now)
 	})
 	if err != nil {

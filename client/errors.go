@@ -79,6 +79,12 @@ var (
 	// of versions since the known one, or one is not in the log at the
 	// epoch (13 step 3).
 	ErrMonitorGap = errors.New("client: monitored changes do not form a complete chain")
+	// ErrMoved: after a rotation of the VRF key, the history at the own
+	// handle's new index does not continue the history the device knows:
+	// the directory moved it somewhere else, or put another history where
+	// it belongs (design.md 11.2). An alert; it wraps the failure found
+	// (ErrMonitorGap, ErrMapProof) when there is one.
+	ErrMoved = errors.New("client: the directory did not move this handle's history to its new index")
 )
 
 // Step names used in [VerifyError.Step].
@@ -100,6 +106,7 @@ const (
 	StepStrict      = "strict mode"
 	StepHPKE        = "hpke keys"
 	StepChain       = "monitor chain"
+	StepMove        = "re-indexing"
 )
 
 // VerifyError reports which verification step failed. Err wraps one of the

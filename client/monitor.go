@@ -52,6 +52,12 @@ func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 	if err := st.refused(c.params()); err != nil {
 		return nil, err
 	}
+	// SPEC(design.md 11.2): the owner's monitor asks for new rotations
+	// every poll: the frozen old index of a moved handle would otherwise
+	// keep verifying, and the device would never look at the new one.
+	if _, err := c.followRotations(ctx); err != nil {
+		return nil, err
+	}
 	var out []*MonitorReport
 	for _, h := range st.sortedHandles() {
 		rep, err := withRotations(ctx, c, func() (*MonitorReport, error) { return c.monitor(ctx, h) })
@@ -79,6 +85,24 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 	if ms == nil {
 		return nil, ErrNoHandles
 	}
+	p := c.params()
+	// SPEC(design.md 11.2): after a rotation of the VRF key the device
+	// looks its handle up under the new key and crosses the re-indexing.
+	var moved *LookupResult
+	trusted, index := st.Trusted, ms.Index
+	if uint32(len(p.PrevVRFKeys)) != ms.VRFRotations {
+		lresp, err := c.dir.Lookup(ctx, &ktpb.LookupRequest{Handle: handle, KnownSize: knownSize(st.Trusted)})
+		if err != nil {
+			return nil, err
+		}
+		if moved, err = VerifyLookup(p, st.Trusted, handle, lresp, c.cfg.Now(), nil); err != nil {
+			return nil, err
+		}
+		trusted = moved.Trusted
+		if !moved.NotMoved {
+			index = moved.Index
+		}
+	}
 	own := OwnKeys{Device: st.Device.SigningPublic(), Devices: slices.Clone(st.OwnDevices), Former: slices.Clone(st.FormerKeys)}
 	if st.PendingDevice != nil {
 		own.Devices = append(own.Devices, st.PendingDevice.SigningPublic())
@@ -93,14 +117,19 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 		k := [32]byte(st.PendingAccount.Public().(ed25519.PublicKey))
 		own.Devices = append(own.Devices, k)
 	}
-	req, resp, err := c.monitorAsOwner(ctx, st, ms)
+	req, resp, err := c.monitorAsOwner(ctx, st, index, trusted, ms.Version)
 	if errors.Is(err, errNotAuthorizer) {
 		return nil, c.lockedOut(ctx, st, handle, ms, own, err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	res, err := VerifyMonitor(c.params(), st.Trusted, ms, resp, own, c.cfg.Now())
+	var res *MonitorResult
+	if moved != nil {
+		res, err = VerifyMonitorMove(p, trusted, ms, moved, resp, own, c.cfg.Now())
+	} else {
+		res, err = VerifyMonitor(p, trusted, ms, resp, own, c.cfg.Now())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +183,7 @@ var errNotAuthorizer = errors.New("client: no key of this device is a current au
 // an error wrapping errNotAuthorizer when every key was refused.
 //
 // SPEC(design.md 13.4)
-func (c *Client) monitorAsOwner(ctx context.Context, st *State, ms *MonitorState) (*ktpb.MonitorRequest, *ktpb.MonitorResponse, error) {
+func (c *Client) monitorAsOwner(ctx context.Context, st *State, index [32]byte, trusted *Trusted, version uint64) (*ktpb.MonitorRequest, *ktpb.MonitorResponse, error) {
 	keys := []ed25519.PrivateKey{st.Device.Signing}
 	if st.PendingDevice != nil {
 		keys = append(keys, st.PendingDevice.Signing)
@@ -167,9 +196,9 @@ func (c *Client) monitorAsOwner(ctx context.Context, st *State, ms *MonitorState
 	}
 	var denied error
 	for _, k := range keys {
-		req := &ktpb.MonitorRequest{Index: ms.Index[:], KnownVersion: ms.Version, KnownSize: knownSize(st.Trusted)}
+		req := &ktpb.MonitorRequest{Index: index[:], KnownVersion: version, KnownSize: knownSize(trusted)}
 		ts := uint64(c.cfg.Now().UnixMilli())
-		signer, sig := api.SignMonitor(c.params().Origin, k, ms.Index, req.KnownVersion, req.KnownSize, ts)
+		signer, sig := api.SignMonitor(c.params().Origin, k, index, req.KnownVersion, req.KnownSize, ts)
 		req.Auth = &ktpb.MonitorAuth{Signer: signer[:], TimestampMs: ts, Signature: sig[:]}
 		resp, err := c.dir.Monitor(ctx, req)
 		if status.Code(err) == codes.PermissionDenied {
@@ -235,7 +264,7 @@ func (c *Client) lockedOut(ctx context.Context, st *State, handle string, ms *Mo
 		return fmt.Errorf("client: %s: refused as owner (%w), and the records-only poll failed: %w", handle, refusal, err)
 	}
 	now := c.cfg.Now()
-	_, changes, err := verifyChain(c.params(), ms.Index, ms.Version, ms.LeafHash, resp, true, func(part *ktpb.EpochPart) (*Epoch, error) {
+	_, changes, err := verifyChain(c.params(), ms.Index, nil, ms.Version, ms.LeafHash, resp, true, func(part *ktpb.EpochPart) (*Epoch, error) {
 		return VerifyEpoch(c.params(), st.Trusted, part, now)
 	})
 	if err != nil {

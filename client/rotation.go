@@ -13,6 +13,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/vrf"
 )
 
 // ErrRotation reports a key rotation the client refuses (design.md 11.1): a
@@ -40,10 +41,9 @@ type rotationJSON struct {
 	Record   []byte `json:"record"`
 }
 
-// vrfProofVerifier verifies the ECVRF proofs of VRF key rotations; nil
-// until the vrf package provides one (a VRF rotation then fails with
-// api.RuleRotationKind).
-var vrfProofVerifier api.VRFProofVerifier
+// vrfProofVerifier verifies the ECVRF proofs of VRF key rotations
+// (design.md 11.2).
+var vrfProofVerifier api.VRFProofVerifier = vrf.VerifyRotationProof
 
 // effParams are the pinned parameters with the first n accepted rotations
 // applied.
@@ -178,6 +178,15 @@ func (p *Params) WithRotations(rs []Rotation) (*Params, error) {
 		case api.KeyRecovery:
 			out.RecoveryKey = next.Key
 			out.rot.recovery = append(out.rot.recovery, keyAt{from: r.LogIndex, key: next.Key})
+		case api.KeyVRF:
+			// SPEC(design.md 11.2): lookups use the new key; the earlier
+			// ones prove moved records and the fallback.
+			k, err := vrf.NewPublicKey(next.Key[:])
+			if err != nil {
+				return nil, fail(StepRotation, ErrRotation, err, "rotated VRF key")
+			}
+			out.PrevVRFKeys = append(slices.Clone(out.PrevVRFKeys), out.VRFKey)
+			out.VRFKey = k
 		}
 	}
 	return &out, nil
@@ -331,7 +340,9 @@ func (c *Client) followRotations(ctx context.Context) (int, error) {
 // name: the log signs with its old and new keys during a rotation.
 func withRotations[T any](ctx context.Context, c *Client, op func() (T, error)) (T, error) {
 	v, err := retry(op)
-	if errors.Is(err, ErrCheckpointSignature) {
+	// SPEC(design.md 11.2): a VRF proof under a key the client does not
+	// know yet may follow a rotation of the VRF key.
+	if errors.Is(err, ErrCheckpointSignature) || errors.Is(err, ErrVRF) {
 		n, ferr := c.followRotations(ctx)
 		if ferr != nil {
 			var zero T

@@ -119,8 +119,13 @@ func noteText(raw []byte) (string, error) {
 	return u.Note.Text, nil
 }
 
-// monitorVersion is the first byte of a persisted MonitorState.
-const monitorVersion = 0x01
+// monitorVersion is the first byte of a persisted MonitorState;
+// monitorVersion2 adds the VRF rotation count (design.md 11.2), and is
+// written only when it is not zero.
+const (
+	monitorVersion  = 0x01
+	monitorVersion2 = 0x02
+)
 
 // maxKnownKeys bounds the known keys of a persisted MonitorState.
 const maxKnownKeys = 4096
@@ -131,6 +136,7 @@ const maxKnownKeys = 4096
 //	|| u8 n || n authorizers (role, digest: 33 bytes each)
 //	|| u32 length || device set encoding (empty for none)
 //	|| u16 k || k known keys (32 bytes each)
+//	[|| u32 VRF rotations, version 2 only: not zero]
 func (s *MonitorState) MarshalBinary() ([]byte, error) {
 	if len(s.Authorizers) > api.MaxAuthorizers || len(s.Known) > maxKnownKeys {
 		return nil, fmt.Errorf("%w: monitor state too large", ErrState)
@@ -143,6 +149,9 @@ func (s *MonitorState) MarshalBinary() ([]byte, error) {
 		}
 	}
 	b := []byte{monitorVersion}
+	if s.VRFRotations > 0 {
+		b[0] = monitorVersion2
+	}
 	b = append(b, s.Index[:]...)
 	b = binary.BigEndian.AppendUint64(b, s.Version)
 	b = append(b, s.LeafHash[:]...)
@@ -156,6 +165,9 @@ func (s *MonitorState) MarshalBinary() ([]byte, error) {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s.Known)))
 	for _, k := range s.Known {
 		b = append(b, k[:]...)
+	}
+	if s.VRFRotations > 0 {
+		b = binary.BigEndian.AppendUint32(b, s.VRFRotations)
 	}
 	return b, nil
 }
@@ -179,7 +191,7 @@ func (s *MonitorState) UnmarshalBinary(b []byte) error {
 	}
 	take := func(n int) []byte { return cutPrefix(&b, n) }
 	v := take(1)
-	if v == nil || v[0] != monitorVersion {
+	if v == nil || v[0] != monitorVersion && v[0] != monitorVersion2 {
 		return bad("missing or unknown version")
 	}
 	var out MonitorState
@@ -244,6 +256,15 @@ func (s *MonitorState) UnmarshalBinary(b []byte) error {
 			return bad("known keys out of order")
 		}
 		out.Known = append(out.Known, kk)
+	}
+	if v[0] == monitorVersion2 {
+		r := take(4)
+		if r == nil {
+			return bad("truncated VRF rotations")
+		}
+		if out.VRFRotations = binary.BigEndian.Uint32(r); out.VRFRotations == 0 {
+			return bad("version 2 with no VRF rotation")
+		}
 	}
 	if len(b) != 0 {
 		return bad("%d trailing bytes", len(b))

@@ -58,6 +58,18 @@ func TestMonitorStateRoundTrip(t *testing.T) {
 	if err := zero.UnmarshalBinary(mustMarshal(t, &client.MonitorState{Index: st.Index})); err != nil {
 		t.Fatalf("version 0 state: %v", err)
 	}
+	// After a VRF rotation (design.md 11.2): encoding version 2, which
+	// keeps the count; without one the encoding is version 1 as before.
+	rot := *st
+	rot.VRFRotations = 2
+	b := mustMarshal(t, &rot)
+	if b[0] != 2 || mustMarshal(t, st)[0] != 1 {
+		t.Fatalf("encoding versions %d and %d, want 2 and 1", b[0], mustMarshal(t, st)[0])
+	}
+	var got2 client.MonitorState
+	if err := got2.UnmarshalBinary(b); err != nil || got2.VRFRotations != 2 {
+		t.Fatalf("round trip with VRF rotations: %v, %d", err, got2.VRFRotations)
+	}
 }
 
 // goldenTrusted and goldenMonitor are deterministic states whose encodings
@@ -231,13 +243,15 @@ func TestUnmarshalMonitorStateRejects(t *testing.T) {
 	unsorted := goldenMonitor()
 	unsorted.Known = [][32]byte{{6}, {5}}
 	for name, b := range map[string][]byte{
-		"empty":                 nil,
-		"unknown version":       edit(func(b []byte) []byte { b[0] = 9; return b }),
-		"truncated":             good[:len(good)-1],
-		"trailing byte":         append(bytes.Clone(good), 0),
-		"authorizer role 3":     edit(func(b []byte) []byte { b[1+32+8+32+1] = 3; return b }),
-		"version without a set": mustMarshal(t, noSet),
-		"known keys unsorted":   mustMarshal(t, unsorted),
+		"empty":                                  nil,
+		"unknown version":                        edit(func(b []byte) []byte { b[0] = 9; return b }),
+		"truncated":                              good[:len(good)-1],
+		"trailing byte":                          append(bytes.Clone(good), 0),
+		"authorizer role 3":                      edit(func(b []byte) []byte { b[1+32+8+32+1] = 3; return b }),
+		"version without a set":                  mustMarshal(t, noSet),
+		"known keys unsorted":                    mustMarshal(t, unsorted),
+		"version 2 without a VRF rotation count": edit(func(b []byte) []byte { b[0] = 2; return b }),
+		"version 2 with zero VRF rotations":      edit(func(b []byte) []byte { b[0] = 2; return append(b, 0, 0, 0, 0) }),
 	} {
 		t.Run(name, func(t *testing.T) {
 			var s client.MonitorState

@@ -41,8 +41,14 @@ type Params struct {
 	// LogVerifier verifies the log's checkpoint signatures. Its name must
 	// be Origin.
 	LogVerifier note.Verifier
-	// VRFKey is the directory's VRF public key.
+	// VRFKey is the directory's VRF public key: the pinned one, or the
+	// latest one the client accepted by a rotation (design.md 11.2).
 	VRFKey *vrf.PublicKey
+	// PrevVRFKeys are the VRF keys before VRFKey in the rotation chain,
+	// oldest first (empty before any VRF rotation). Lookups after a
+	// rotation verify moved records and the fallback of handles not moved
+	// yet under them (design.md 11.2).
+	PrevVRFKeys []*vrf.PublicKey
 	// RecoveryKey is the directory's Ed25519 account-recovery key: changes
 	// it signs (kind 4) are always reported to the owner as alerts.
 	RecoveryKey [32]byte

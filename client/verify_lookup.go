@@ -24,8 +24,17 @@ type Recipient struct {
 type LookupResult struct {
 	// Handle is the canonical handle the answer is for.
 	Handle string
-	// Index is the handle's VRF index.
+	// Index is the handle's VRF index under the current VRF key.
 	Index [32]byte
+	// RecordIndex is the index the record (or the absence) was proved at:
+	// Index, or, after a VRF key rotation (design.md 11.2), the handle's
+	// index under an earlier key when its latest record was moved and not
+	// changed since, or when the handle is not moved yet (NotMoved).
+	RecordIndex [32]byte
+	// NotMoved is set when the map proved Index absent and the answer
+	// came from the fallback under the previous VRF key: the handle's
+	// history is not moved yet.
+	NotMoved bool
 	// Registered is false when the map proves the handle absent: it has
 	// never been registered and reaches nobody.
 	Registered bool
@@ -117,6 +126,11 @@ type parsedLookup struct {
 	opening     [32]byte
 	setBytes    []byte
 	pinned      ed25519.PublicKey
+	// After a VRF key rotation (design.md 11.2): the proof of a moved
+	// record's index, and the fallback of a handle not moved yet.
+	recordVRFProof []byte
+	prevVRFProof   []byte
+	prevMapProof   *smt.Proof
 }
 
 // parseLookup is step 1 for the handle's parts.
@@ -142,6 +156,9 @@ func parseLookup(handle string, resp *ktpb.LookupResponse, pinned ed25519.Public
 			return nil, fail(StepParse, ErrMalformed, err, "map proof")
 		}
 		return nil, fail(StepMap, ErrMapProof, err, "")
+	}
+	if err := parseReindexed(pl, resp); err != nil {
+		return nil, err
 	}
 	rec, op, set := resp.GetChangeRecord(), resp.GetOpening(), resp.GetDeviceSet()
 	if len(rec) == 0 && len(op) == 0 && len(set) == 0 {
@@ -177,16 +194,15 @@ func verifyLookupIn(p *Params, e *Epoch, pl *parsedLookup) (*LookupResult, error
 	if err != nil {
 		return nil, fail(StepVRF, ErrVRF, err, "")
 	}
-	res := &LookupResult{Handle: pl.handle, Index: index, Epoch: e, Trusted: e.Trusted()}
+	res := &LookupResult{Handle: pl.handle, Index: index, RecordIndex: index, Epoch: e, Trusted: e.Trusted()}
 
-	// Step 4: map membership of leaf(record), or absence.
-	var value *[32]byte
+	// Step 4: map membership of leaf(record), or absence; after a VRF
+	// rotation, at the index the record sits at (design.md 11.2).
 	if pl.record != nil {
 		res.LeafHash = api.LeafHash(pl.recordBytes)
-		value = &res.LeafHash
 	}
-	if err := smt.Verify(e.Record.MapRoot, index, value, pl.mapProof); err != nil {
-		return nil, fail(StepMap, ErrMapProof, err, "")
+	if err := verifyReindexed(p, e, pl, res); err != nil {
+		return nil, err
 	}
 	if pl.record == nil {
 		return res, nil
@@ -194,8 +210,8 @@ func verifyLookupIn(p *Params, e *Epoch, pl *parsedLookup) (*LookupResult, error
 
 	// Step 5: the record is for this handle.
 	r := pl.record
-	if r.Index != index {
-		return nil, fail(StepRecord, ErrRecordMismatch, nil, "record index %x, handle index %x", r.Index[:8], index[:8])
+	if r.Index != res.RecordIndex {
+		return nil, fail(StepRecord, ErrRecordMismatch, nil, "record index %x, handle index %x", r.Index[:8], res.RecordIndex[:8])
 	}
 
 	// Step 6: commitment and R7.
@@ -209,7 +225,7 @@ func verifyLookupIn(p *Params, e *Epoch, pl *parsedLookup) (*LookupResult, error
 		if set.Account == nil || [32]byte(pl.pinned) != set.Account.Key {
 			return nil, fail(StepStrict, ErrStrict, nil, "the device set does not carry the pinned account key")
 		}
-		if err := set.VerifyAccount(p.Origin, index, r.Version); err != nil {
+		if err := set.VerifyAccount(p.Origin, r.Index, r.Version); err != nil {
 			return nil, fail(StepStrict, ErrStrict, err, "")
 		}
 	}

@@ -164,6 +164,11 @@ type MonitorState struct {
 	// the owner's along the chain: those of every set written by a key
 	// that was already known. Sorted, unique.
 	Known [][32]byte
+	// VRFRotations is the number of rotations of the VRF key the client
+	// had followed when Index was confirmed as the handle's index under
+	// the current key (design.md 11.2); when the client follows another,
+	// its next poll crosses the re-indexing ([VerifyMonitorMove]).
+	VRFRotations uint32
 }
 
 // MonitorResult is a verified monitoring answer.
@@ -213,19 +218,90 @@ type parsedChange struct {
 //
 // SPEC(design.md 13)
 func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.MonitorResponse, own OwnKeys, now time.Time) (*MonitorResult, error) {
-	if err := p.Validate(); err != nil {
+	if err := checkMonitorArgs(p, state, own); err != nil {
 		return nil, err
 	}
+	return verifyMonitor(p, t, state, resp, own, now, state.Index, nil)
+}
+
+func checkMonitorArgs(p *Params, state *MonitorState, own OwnKeys) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
 	if state == nil {
-		return nil, fail(StepParams, ErrInvalidParams, nil, "no monitor state")
+		return fail(StepParams, ErrInvalidParams, nil, "no monitor state")
 	}
 	if own.Device == ([32]byte{}) {
-		return nil, fail(StepParams, ErrInvalidParams, nil, "no own device key")
+		return fail(StepParams, ErrInvalidParams, nil, "no own device key")
 	}
 	if (state.Version == 0) != (state.DeviceSet == nil) || state.Version == 0 && state.LeafHash != [32]byte{} {
-		return nil, fail(StepParams, ErrInvalidParams, nil, "monitor state at version %d does not match its record fields", state.Version)
+		return fail(StepParams, ErrInvalidParams, nil, "monitor state at version %d does not match its record fields", state.Version)
 	}
-	e, changes, err := verifyChain(p, state.Index, state.Version, state.LeafHash, resp, false, func(part *ktpb.EpochPart) (*Epoch, error) {
+	return nil
+}
+
+// VerifyMonitorMove verifies the poll of an own handle that crosses a
+// rotation of the VRF key (design.md 11.2). lookup is the device's own
+// lookup of the handle under the current VRF key, verified by
+// [VerifyLookup]; resp is the monitoring answer from state.Version for
+// the index the handle's history is at now: lookup.Index once moved, the
+// old index state.Index while lookup.NotMoved.
+//
+// Not moved yet: it is [VerifyMonitor] at the old index. Moved: the
+// history at the new index must continue the device's, which the chain of
+// resp from state.Version (records at the old index may start it, 13 step
+// 3 as relaxed by 11.2) and the map leaf at the new index prove; the
+// result's state is at the new index. A new index whose history does not
+// continue the device's (another leaf, a chain that does not link to
+// state.LeafHash, an older version, or nothing at all where the device
+// had a history) fails with [ErrMoved], wrapping what failed: an alert,
+// since the directory either moved the history somewhere else or put
+// another one where it belongs.
+//
+// SPEC(design.md 11.2): "Monitoring ... ErrMoved".
+func VerifyMonitorMove(p *Params, t *Trusted, state *MonitorState, lookup *LookupResult, resp *ktpb.MonitorResponse, own OwnKeys, now time.Time) (*MonitorResult, error) {
+	if err := checkMonitorArgs(p, state, own); err != nil {
+		return nil, err
+	}
+	if lookup == nil {
+		return nil, fail(StepParams, ErrInvalidParams, nil, "no lookup of the handle under the current VRF key")
+	}
+	moved := func(cause error, format string, args ...any) error {
+		return fail(StepMove, ErrMoved, cause, format, args...)
+	}
+	if lookup.NotMoved {
+		if lookup.RecordIndex != state.Index {
+			return nil, moved(nil, "the directory says the handle is not moved yet, at index %x, but the device knows it at %x", lookup.RecordIndex[:8], state.Index[:8])
+		}
+		return verifyMonitor(p, t, state, resp, own, now, state.Index, nil)
+	}
+	switch {
+	case !lookup.Registered && state.Version > 0:
+		return nil, moved(nil, "no history at the new index %x, nor at the old one, where the device knows version %d", lookup.Index[:8], state.Version)
+	case lookup.Registered && lookup.Version < state.Version:
+		return nil, moved(nil, "the new index %x holds version %d, the device knows version %d", lookup.Index[:8], lookup.Version, state.Version)
+	case lookup.Registered && lookup.Version == state.Version && lookup.LeafHash != state.LeafHash:
+		return nil, moved(nil, "the new index %x holds another record at version %d than the device knows", lookup.Index[:8], state.Version)
+	case lookup.Registered && lookup.RecordIndex != lookup.Index && lookup.RecordIndex != state.Index:
+		return nil, moved(nil, "the new index %x holds a record moved from %x, not from the device's index %x", lookup.Index[:8], lookup.RecordIndex[:8], state.Index[:8])
+	}
+	res, err := verifyMonitor(p, t, state, resp, own, now, lookup.Index, &state.Index)
+	if errors.Is(err, ErrMonitorGap) || errors.Is(err, ErrMapProof) {
+		return nil, moved(err, "the history at the new index %x does not continue version %d", lookup.Index[:8], state.Version)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.State.VRFRotations = uint32(len(p.PrevVRFKeys))
+	return res, nil
+}
+
+// verifyMonitor is VerifyMonitor for the handle at index; prevIndex, if
+// not nil, is the index the device knew before a VRF key rotation, whose
+// records may start the chain (design.md 11.2). The result's state has
+// index as its Index.
+func verifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.MonitorResponse, own OwnKeys, now time.Time, index [32]byte, prevIndex *[32]byte) (*MonitorResult, error) {
+	e, changes, err := verifyChain(p, index, prevIndex, state.Version, state.LeafHash, resp, false, func(part *ktpb.EpochPart) (*Epoch, error) {
 		return VerifyEpoch(p, t, part, now)
 	})
 	if err != nil {
@@ -267,6 +343,7 @@ func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.Monito
 			}
 		}
 	}
+	next.Index = index
 	res.State = next
 	return res, nil
 }
@@ -284,7 +361,14 @@ func VerifyMonitor(p *Params, t *Trusted, state *MonitorState, resp *ktpb.Monito
 // SPEC(design.md 13 step 1)
 // SPEC(design.md 13 step 2)
 // SPEC(design.md 13 step 3)
-func verifyChain(p *Params, index [32]byte, version uint64, leaf [32]byte, resp *ktpb.MonitorResponse, recordsOnly bool, epoch func(*ktpb.EpochPart) (*Epoch, error)) (*Epoch, []parsedChange, error) {
+//
+// prevIndex, if not nil, is the handle's index before a rotation of the VRF
+// key (design.md 11.2): records at it may start the chain, and none may
+// follow a record at index.
+//
+// SPEC(design.md 11.2): "each record's index is the old index or the new
+// one, and no record at the old index follows one at the new index".
+func verifyChain(p *Params, index [32]byte, prevIndex *[32]byte, version uint64, leaf [32]byte, resp *ktpb.MonitorResponse, recordsOnly bool, epoch func(*ktpb.EpochPart) (*Epoch, error)) (*Epoch, []parsedChange, error) {
 	if resp == nil {
 		return nil, nil, fail(StepParse, ErrMalformed, nil, "no response")
 	}
@@ -339,11 +423,15 @@ func verifyChain(p *Params, index [32]byte, version uint64, leaf [32]byte, resp 
 
 	// Step 3 of 13 (before the map proof, so that a gap is reported as
 	// one): the changes are the complete chain after version.
+	atNew := prevIndex == nil
 	for i := range changes {
 		pc := &changes[i]
 		r := pc.record
+		if r.Index == index {
+			atNew = true
+		}
 		switch {
-		case r.Index != index:
+		case r.Index != index && (atNew || r.Index != *prevIndex):
 			return nil, nil, fail(StepChain, ErrMonitorGap, nil, "change %d is for index %x, not %x", i, r.Index[:8], index[:8])
 		case version == ^uint64(0) || r.Version != version+1:
 			return nil, nil, fail(StepChain, ErrMonitorGap, nil, "change %d has version %d, want %d", i, r.Version, version+1)

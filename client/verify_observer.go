@@ -47,7 +47,7 @@ func VerifyObserved(p *Params, index [32]byte, resp *ktpb.MonitorResponse, now t
 	if err := p.validate(true); err != nil {
 		return nil, err
 	}
-	e, changes, err := verifyChain(p, index, 0, [32]byte{}, resp, false, func(part *ktpb.EpochPart) (*Epoch, error) {
+	e, changes, err := verifyChain(p, index, nil, 0, [32]byte{}, resp, false, func(part *ktpb.EpochPart) (*Epoch, error) {
 		if part == nil {
 			return nil, fail(StepParse, ErrMalformed, nil, "no epoch part")
 		}

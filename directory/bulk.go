@@ -117,7 +117,7 @@ func (d *Directory) bulkChunk(lo, hi int, gen func(i int) BulkHandle) ([]*checke
 		if err != nil {
 			return nil, wrapf(ErrInvalidArgument, err, "bulk handle %d (%s): device set", i, handle)
 		}
-		index, proof := d.cfg.VRFKey.Prove(api.VRFInput(handle))
+		index, proof := d.vrfKeys().cur.Prove(api.VRFInput(handle))
 		if seen[index] {
 			return nil, errorf(ErrInvalidArgument, "bulk handle %d (%s) appears twice", i, handle)
 		}

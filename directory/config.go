@@ -92,6 +92,18 @@ type Config struct {
 	// the operator makes it LogVerifierKey and clears this field.
 	NextLogVerifierKey string
 
+	// NextVRFKey is the VRF private key a rotation of the VRF key rotates
+	// to (design.md 11.2, ktd's directory.vrf_next_key_file): Rotate refuses a VRF
+	// rotation to any other key. After the rotation it is the current VRF
+	// key; the rotation finishes when the operator makes it VRFKey, the
+	// old key PrevVRFKey, and clears this field.
+	NextVRFKey *vrf.PrivateKey
+	// PrevVRFKey is the VRF key before VRFKey, once the log rotated the
+	// VRF key and VRFKey is the new one: lookups of handles absent under
+	// the current key carry a proof under it (design.md 11.2). New fails
+	// without it after a VRF rotation.
+	PrevVRFKey *vrf.PrivateKey
+
 	// VerifyVRFProof verifies the ECVRF proofs of VRF key rotation records
 	// (api.VerifyRotation); nil: the directory cannot rotate its VRF key
 	// and a VRF rotation record in its log stops New.

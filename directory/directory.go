@@ -44,8 +44,9 @@ type Directory struct {
 	cfg      Config
 	log      log.Log
 	verifier note.Verifier
-	recovery [32]byte  // the configured recovery key; see recoveryKey
-	rot      rotations // rotation.go
+	recovery [32]byte                 // the configured recovery key; see recoveryKey
+	rot      rotations                // rotation.go
+	vrfs     atomic.Pointer[vrfState] // reindex.go
 	st       *store
 	logger   *slog.Logger
 	repl     *replState // nil unless Config.Replication is set (replicated.go)
@@ -363,6 +364,16 @@ func (d *Directory) recover(ctx context.Context) error {
 				if err := d.addRotation(j, e, b); err != nil {
 					return err
 				}
+			case *api.MoveEntry:
+				if j >= applied {
+					// The old index's state must be readable.
+					if err := flush(j); err != nil {
+						return err
+					}
+					if err := d.replayMove(b, r); err != nil {
+						return err
+					}
+				}
 			case *api.EpochRecord:
 				if j >= start {
 					// rp.entry applied the pending updates: store the map's
@@ -405,6 +416,9 @@ func (d *Directory) recover(ctx context.Context) error {
 	d.lastTS = rp.chain.Time
 	d.pending = rp.pending
 	d.lastEpochAt = time.UnixMilli(int64(rp.chain.Time))
+	if err := d.setupVRF(); err != nil {
+		return err
+	}
 	if meta == nil {
 		return nil // a new log: the sequencer appends epoch record 0
 	}
@@ -483,6 +497,10 @@ func (rp *replayer) entry(j uint64, e []byte, apply bool) (api.Entry, error) {
 		rp.lastEpochIndex = j
 	} else if cr, ok := ent.(*api.ChangeRecord); ok {
 		rp.pending = append(rp.pending, smt.Update{Key: cr.Index, Value: api.LeafHash(e)})
+	} else if mv, ok := ent.(*api.MoveEntry); ok {
+		// SPEC(design.md 11.2): a move gives the new index a leaf with
+		// the old index's value.
+		rp.pending = append(rp.pending, smt.Update{Key: mv.NewIndex, Value: mv.Leaf})
 	}
 	return ent, nil
 }

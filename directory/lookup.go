@@ -180,8 +180,15 @@ func (d *Directory) lookup(ep *epoch, input string) (*ktpb.LookupResponse, error
 	if err != nil {
 		return nil, err
 	}
-	v, isNew, err := d.vrfFor(handle)
-	if err != nil {
+	vs := d.vrfKeys()
+	var v *vrfEntry
+	isNew := false
+	if vs.prev != nil && ep.size <= vs.at {
+		// SPEC(design.md 11.2): an epoch before the VRF rotation record
+		// is answered under the previous key.
+		index, proof := vs.prev.Prove(api.VRFInput(handle))
+		v, vs = &vrfEntry{index: index, proof: proof}, &vrfState{cur: vs.prev}
+	} else if v, isNew, err = d.vrfFor(handle); err != nil {
 		return nil, err
 	}
 	p, val := ep.snap.Prove(v.index)
@@ -193,14 +200,18 @@ func (d *Directory) lookup(ep *epoch, input string) (*ktpb.LookupResponse, error
 		return nil, fmt.Errorf("directory: encoding a map proof: %w", err)
 	}
 	res := &ktpb.LookupResponse{Handle: handle, VrfProof: v.proof, MapProof: mp}
-	if val == nil {
-		return res, nil
+	if val != nil {
+		pl, err := d.payloadOf(*val)
+		if err != nil {
+			return nil, err
+		}
+		res.ChangeRecord, res.Opening, res.DeviceSet = pl.record, pl.opening[:], pl.deviceSet
 	}
-	pl, err := d.payloadOf(*val)
-	if err != nil {
-		return nil, err
+	if vs.prev != nil {
+		if err := d.lookupReindexed(ep, vs, handle, v.index, val, res); err != nil {
+			return nil, err
+		}
 	}
-	res.ChangeRecord, res.Opening, res.DeviceSet = pl.record, pl.opening[:], pl.deviceSet
 	return res, nil
 }
 
@@ -286,7 +297,7 @@ func checkMonitorAuth(origin string, req *ktpb.MonitorRequest, latest *api.Chang
 	if !api.HasAuthorizer(latest.Authorizers, api.RoleDevice, signer) && !api.HasAuthorizer(latest.Authorizers, api.RoleAccount, signer) {
 		return errorf(ErrUnauthorized, "monitor authorization: signer %x is not a device or account key of the index's latest change record (version %d); only records_only answers are served to it", signer[:8], latest.Version)
 	}
-	msg := api.MonitorStatement(origin, latest.Index, req.GetKnownVersion(), req.GetKnownSize(), ts)
+	msg := api.MonitorStatement(origin, [32]byte(req.GetIndex()), req.GetKnownVersion(), req.GetKnownSize(), ts)
 	if !api.VerifyEd25519(signer, msg, [64]byte(a.GetSignature())) {
 		return errorf(ErrUnauthenticated, "monitor authorization: the signature does not verify under signer %x over this origin, index, known version, known size and timestamp", signer[:8])
 	}

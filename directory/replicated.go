@@ -726,6 +726,29 @@ func (d *Directory) applyTail(ctx context.Context, n uint64) (fatal bool, err er
 				if err := d.addRotation(j, e, b); err != nil {
 					return true, err
 				}
+				if rec.Kind == api.KeyVRF {
+					// SPEC(design.md 11.2): a reader answers under the new
+					// key from here on; its VRF cache holds old indices.
+					j++
+					if err := commit(); err != nil {
+						return true, err
+					}
+					j--
+					if err := d.setupVRF(); err != nil {
+						return true, err
+					}
+					if err := d.st.db.DeleteRange([]byte{pfxHandle}, []byte{pfxHandle + 1}, pebble.Sync); err != nil {
+						return true, fmt.Errorf("directory: store: %w", err)
+					}
+				}
+			case *api.MoveEntry:
+				// The old index's state must be readable.
+				if err := commit(); err != nil {
+					return true, err
+				}
+				if err := d.replayMove(b, rec); err != nil {
+					return true, err
+				}
 			case *api.EpochRecord:
 				for _, u := range rp.applied {
 					b.Set(leafKey(u.Key), u.Value[:], nil)

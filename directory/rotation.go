@@ -223,6 +223,11 @@ func (d *Directory) Rotate(ctx context.Context, req *ktpb.RotateRequest) (*ktpb.
 	if rec.Kind == api.KeyVRF && d.cfg.VerifyVRFProof == nil {
 		return nil, d.reject(errorf(ErrInvalidArgument, "this directory cannot rotate its VRF key"))
 	}
+	// SPEC(design.md 11.2): the directory needs the new VRF private key
+	// to move the handles; it is configured before the rotation.
+	if rec.Kind == api.KeyVRF && (d.cfg.NextVRFKey == nil || !bytes.Equal(d.cfg.NextVRFKey.Public().Bytes(), rec.NewKey[:])) {
+		return nil, d.reject(errorf(ErrInvalidArgument, "the new VRF key is not the directory's next VRF key: configure it (directory.vrf_next_key_file) and restart before rotating"))
+	}
 	if rec.Kind == api.KeyLog && (d.cfg.NextLogVerifierKey == "" || vkeyRaw(d.cfg.NextLogVerifierKey) != rec.NewKey) {
 		return nil, d.reject(errorf(ErrInvalidArgument, "the new log key is not the log's next signing key: configure it (log.next_key_file) and restart before rotating"))
 	}
@@ -294,6 +299,13 @@ func (d *Directory) appendRotation(raw []byte, rec *api.RotationRecord) (uint64,
 	b.Set(keyApplied, u64(d.size), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fail(fmt.Errorf("directory: store: %w", err))
+	}
+	// SPEC(design.md 11.2): every handle moves before the handover epoch.
+	if rec.Kind == api.KeyVRF {
+		d.vrfs.Store(&vrfState{cur: d.cfg.NextVRFKey, prev: d.vrfKeys().cur, at: j, seq: rec.Sequence})
+		if err := d.reindex(rec.Sequence); err != nil {
+			return fail(err)
+		}
 	}
 	// The handover epoch, at once.
 	if err := d.closeEpoch(); err != nil {

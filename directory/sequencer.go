@@ -265,6 +265,11 @@ func checkDense(idx []uint64, size, n uint64) error {
 // handler's verdict; others are checked again in full.
 func (d *Directory) recheck(r *request) error {
 	for i, c := range r.changes {
+		// SPEC(design.md 11.2 M4): a change checked against an index
+		// under a VRF key rotated since would land at a frozen index.
+		if c.vrfSeq != d.vrfKeys().seq {
+			return annotate(i, c, errorf(ErrUnavailable, "the VRF key was rotated since the change was checked; look the handle up again and sign a new change"))
+		}
 		h, exists, err := d.head(c.rec.Index)
 		if err != nil {
 			return wrapf(ErrUnavailable, err, "change %d", i)

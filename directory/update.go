@@ -15,7 +15,8 @@ import (
 type checked struct {
 	handle   string
 	vrf      *vrfEntry
-	vrfNew   bool // the VRF entry is not in the store yet
+	vrfNew   bool   // the VRF entry is not in the store yet
+	vrfSeq   uint64 // the VRF rotation the entry is for (design.md 11.2)
 	rec      *api.ChangeRecord
 	recBytes []byte
 	leaf     [32]byte
@@ -213,6 +214,7 @@ func (d *Directory) check(ctx context.Context, hc *ktpb.HandleChange, kinds []ap
 	if !allowed(c.rec.Kind, kinds) {
 		return nil, errorf(ErrUnauthorized, "a %s change (kind %d) is not accepted here; %s", c.rec.Kind, c.rec.Kind, kindHint(c.rec.Kind))
 	}
+	c.vrfSeq = d.vrfKeys().seq
 	if c.vrf, c.vrfNew, err = d.vrfFor(handle); err != nil {
 		return nil, err
 	}
@@ -325,6 +327,6 @@ func (d *Directory) vrfFor(handle string) (e *vrfEntry, isNew bool, err error) {
 	if ok {
 		return e, false, nil
 	}
-	index, proof := d.cfg.VRFKey.Prove(api.VRFInput(handle))
+	index, proof := d.vrfKeys().cur.Prove(api.VRFInput(handle))
 	return &vrfEntry{index: index, proof: proof}, true, nil
 }

@@ -258,3 +258,49 @@ func decodeText(s, prefix string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// RotationLabel starts every rotation statement (api.RotationStatement):
+// the alpha of the proofs of possession in a VRF key rotation record.
+const RotationLabel = "kt/v1/rotate\x00"
+
+// ErrNotRotationStatement is returned by [PrivateKey.ProveRotation] and
+// [VerifyRotationProof] for an alpha that does not start with
+// [RotationLabel]: a rotation proof is never made or accepted over another
+// input, such as a handle's (design.md 11.2).
+var ErrNotRotationStatement = errors.New("vrf: not a rotation statement")
+
+// ProveRotation returns k's proof of possession over a rotation statement
+// (design.md 11.2): the 80-byte ECVRF proof with the statement as alpha.
+// It returns ErrNotRotationStatement if statement does not start with
+// [RotationLabel].
+//
+// SPEC(design.md 11.2)
+func (k *PrivateKey) ProveRotation(statement []byte) ([]byte, error) {
+	if !strings.HasPrefix(string(statement), RotationLabel) {
+		return nil, ErrNotRotationStatement
+	}
+	_, proof := k.Prove(statement)
+	return proof, nil
+}
+
+// VerifyRotationProof checks a proof of possession in a VRF key rotation
+// record: pub MUST be a valid VRF public key (RFC 9381 5.4.5, as
+// [NewPublicKey]; ErrInvalidKey) and proof MUST verify under it for
+// statement (ErrInvalidProof), which MUST be a rotation statement
+// (ErrNotRotationStatement). Its signature is api.VRFProofVerifier, the
+// verifier api.VerifyRotation calls for key kind 2.
+//
+// SPEC(design.md 11.2): "both proofs are ECVRF proofs ... whose alpha is
+// the rotation statement"; "The new public key MUST pass RFC 9381 5.4.5
+// validation".
+func VerifyRotationProof(pub [PublicKeySize]byte, statement, proof []byte) error {
+	if !strings.HasPrefix(string(statement), RotationLabel) {
+		return ErrNotRotationStatement
+	}
+	k, err := NewPublicKey(pub[:])
+	if err != nil {
+		return err
+	}
+	_, err = k.Verify(statement, proof)
+	return err
+}

@@ -274,3 +274,67 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// rotationStatement mirrors api.RotationStatement for a test record body.
+func rotationStatement(origin string, body []byte) []byte {
+	b := []byte(RotationLabel)
+	b = append(b, byte(len(origin)>>8), byte(len(origin)))
+	b = append(b, origin...)
+	return append(b, body...)
+}
+
+// TestRotationProof: a proof of possession by the key verifies (control);
+// each part broken on its own fails with its typed error.
+func TestRotationProof(t *testing.T) {
+	oldKey, err := GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmt := rotationStatement("example.com/kt", bytes.Repeat([]byte{7}, 75))
+	proof, err := oldKey.ProveRotation(stmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := [PublicKeySize]byte(oldKey.Public().Bytes())
+	if err := VerifyRotationProof(pub, stmt, proof); err != nil {
+		t.Fatalf("control: honest proof refused: %v", err)
+	}
+
+	wrongKey := [PublicKeySize]byte(other.Public().Bytes())
+	if err := VerifyRotationProof(wrongKey, stmt, proof); !errors.Is(err, ErrInvalidProof) {
+		t.Errorf("proof by another key: %v, want ErrInvalidProof", err)
+	}
+	changed := bytes.Clone(stmt)
+	changed[len(changed)-1] ^= 1
+	if err := VerifyRotationProof(pub, changed, proof); !errors.Is(err, ErrInvalidProof) {
+		t.Errorf("other statement: %v, want ErrInvalidProof", err)
+	}
+	bad := bytes.Clone(proof)
+	bad[40] ^= 1
+	if err := VerifyRotationProof(pub, stmt, bad); !errors.Is(err, ErrInvalidProof) {
+		t.Errorf("changed proof: %v, want ErrInvalidProof", err)
+	}
+	if err := VerifyRotationProof(pub, stmt, proof[:79]); !errors.Is(err, ErrInvalidProof) {
+		t.Errorf("short proof: %v, want ErrInvalidProof", err)
+	}
+	// The identity point encodes as 1 followed by zeros: small order.
+	var small [PublicKeySize]byte
+	small[0] = 1
+	if err := VerifyRotationProof(small, stmt, proof); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("small-order key: %v, want ErrInvalidKey", err)
+	}
+
+	// Domain separation: a handle's lookup proof is not a rotation proof,
+	// and the key holder's prover refuses to make one over a handle input.
+	_, handleProof := oldKey.Prove(handleInput("tel:+14155550100"))
+	if err := VerifyRotationProof(pub, handleInput("tel:+14155550100"), handleProof); !errors.Is(err, ErrNotRotationStatement) {
+		t.Errorf("handle proof as rotation proof: %v, want ErrNotRotationStatement", err)
+	}
+	if _, err := oldKey.ProveRotation(handleInput("tel:+14155550100")); !errors.Is(err, ErrNotRotationStatement) {
+		t.Errorf("ProveRotation over a handle input: %v, want ErrNotRotationStatement", err)
+	}
+}

@@ -357,7 +357,17 @@ type LookupResponse struct {
 	Opening      []byte `protobuf:"bytes,5,opt,name=opening,proto3" json:"opening,omitempty"`
 	DeviceSet    []byte `protobuf:"bytes,6,opt,name=device_set,json=deviceSet,proto3" json:"device_set,omitempty"`
 	// Absent when known_size equals the epoch checkpoint's size.
-	Epoch         *EpochPart `protobuf:"bytes,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch *EpochPart `protobuf:"bytes,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// After a rotation of the VRF key (design.md 11.2). record_vrf_proof:
+	// when the change record was moved and sits at the handle's index under
+	// an earlier VRF key, the handle's ECVRF proof under that key.
+	RecordVrfProof []byte `protobuf:"bytes,8,opt,name=record_vrf_proof,json=recordVrfProof,proto3" json:"record_vrf_proof,omitempty"`
+	// The fallback for a handle not moved yet, given when the map proves
+	// the handle's index under the current key absent: its ECVRF proof
+	// under the previous VRF key and the map proof for that index; the
+	// change record, opening and device set, if any, are then that index's.
+	PrevVrfProof  []byte `protobuf:"bytes,9,opt,name=prev_vrf_proof,json=prevVrfProof,proto3" json:"prev_vrf_proof,omitempty"`
+	PrevMapProof  []byte `protobuf:"bytes,10,opt,name=prev_map_proof,json=prevMapProof,proto3" json:"prev_map_proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -437,6 +447,27 @@ func (x *LookupResponse) GetDeviceSet() []byte {
 func (x *LookupResponse) GetEpoch() *EpochPart {
 	if x != nil {
 		return x.Epoch
+	}
+	return nil
+}
+
+func (x *LookupResponse) GetRecordVrfProof() []byte {
+	if x != nil {
+		return x.RecordVrfProof
+	}
+	return nil
+}
+
+func (x *LookupResponse) GetPrevVrfProof() []byte {
+	if x != nil {
+		return x.PrevVrfProof
+	}
+	return nil
+}
+
+func (x *LookupResponse) GetPrevMapProof() []byte {
+	if x != nil {
+		return x.PrevMapProof
 	}
 	return nil
 }
@@ -1676,7 +1707,7 @@ const file_kt_v1_kt_proto_rawDesc = "" +
 	"\rLookupRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x1d\n" +
 	"\n" +
-	"known_size\x18\x02 \x01(\x04R\tknownSize\"\xe8\x01\n" +
+	"known_size\x18\x02 \x01(\x04R\tknownSize\"\xde\x02\n" +
 	"\x0eLookupResponse\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x1b\n" +
 	"\tvrf_proof\x18\x02 \x01(\fR\bvrfProof\x12\x1b\n" +
@@ -1685,7 +1716,11 @@ const file_kt_v1_kt_proto_rawDesc = "" +
 	"\aopening\x18\x05 \x01(\fR\aopening\x12\x1d\n" +
 	"\n" +
 	"device_set\x18\x06 \x01(\fR\tdeviceSet\x12&\n" +
-	"\x05epoch\x18\a \x01(\v2\x10.kt.v1.EpochPartR\x05epoch\"M\n" +
+	"\x05epoch\x18\a \x01(\v2\x10.kt.v1.EpochPartR\x05epoch\x12(\n" +
+	"\x10record_vrf_proof\x18\b \x01(\fR\x0erecordVrfProof\x12$\n" +
+	"\x0eprev_vrf_proof\x18\t \x01(\fR\fprevVrfProof\x12$\n" +
+	"\x0eprev_map_proof\x18\n" +
+	" \x01(\fR\fprevMapProof\"M\n" +
 	"\x12BatchLookupRequest\x12\x18\n" +
 	"\ahandles\x18\x01 \x03(\tR\ahandles\x12\x1d\n" +
 	"\n" +

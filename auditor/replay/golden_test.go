@@ -95,6 +95,22 @@ func TestStateGolden(t *testing.T) {
 	if _, ok := r1.HandleEntry(ktlog.Index("h1")); ok {
 		t.Fatal("a v1 state knows a position")
 	}
+	// The kt-replay-state/v3 encoding (before the re-indexing state of
+	// design.md 11.2) restores to the same state, with no VRF rotation.
+	old3, err := os.ReadFile(filepath.Join("testdata", "state-v3.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, err := replay.Restore(replay.Config{Origin: origin, Verifier: v}, old3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m3, _ := r3.MarshalBinary(); !bytes.Equal(m3, want) {
+		t.Fatal("the v3 state restores to another state")
+	}
+	if seq, pending := r3.Reindexing(); seq != 0 || pending != 0 {
+		t.Fatal("a v3 state restores with a re-indexing")
+	}
 	y := ktlog.Key("y") // not an authorizer: an R5 violation
 	b.Change(ktlog.Index("h1"), api.AuthDevice, y, ktlog.Devices(y))
 	vs := r1.Append(b.Entries()[r1.Size():])

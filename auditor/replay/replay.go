@@ -18,6 +18,12 @@
 //     not before the previous one, and the map root and size that the map
 //     recomputed (smt) over every change record before j yields
 //     (api.CheckEpoch, which the directory's own replay also runs).
+//   - after a rotation of the VRF key, the re-indexing rules M1 to M5 of
+//     design.md 11.2 (api.Moves): each index live at the rotation is moved
+//     once, by a move entry whose leaf is its latest, to an unused index;
+//     no change record at a pending or moved index; no VRF rotation while
+//     indices are pending. A move gives the new index the old one's state
+//     and a map leaf with the old one's value.
 //
 // For every checkpoint: the log's signature, and that its root equals the
 // RFC 6962 root of every entry fed so far (a compact range), so that a read
@@ -213,6 +219,10 @@ type Engine struct {
 	m       *smt.Map
 	pending []smt.Update
 
+	// moves is the re-indexing state after VRF key rotations (design.md
+	// 11.2, move.go).
+	moves api.Moves
+
 	// chain is the epoch sequence so far (api.CheckEpoch).
 	chain api.EpochChain
 	// changesSinceEpoch counts change records since the last epoch record
@@ -372,6 +382,9 @@ func (e *Engine) Append(entries [][]byte) []Violation {
 			out = e.checkEpoch(j, r, out)
 			prev := e.handles[r.Index]
 			prevAt := e.prevOf(r.Index)
+			if err := e.moves.CheckChange(r.Index); err != nil {
+				out = append(out, moveViolation(j, err))
+			}
 			if err := api.CheckChangeUnsigned(prev, r, e.cfg.RecoveryKey); err != nil {
 				v := authViolation(j, err)
 				v.Prev = prevAt
@@ -391,6 +404,10 @@ func (e *Engine) Append(entries [][]byte) []Violation {
 		case *api.RotationRecord:
 			out = e.checkEpoch(j, r, out)
 			out = e.rotation(j, b, r, out)
+			out = e.vrfRotated(j, r, out)
+		case *api.MoveEntry:
+			out = e.checkEpoch(j, r, out)
+			out = e.move(j, r, out)
 		}
 	}
 	if len(batch) > 0 {

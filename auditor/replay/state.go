@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -13,11 +14,13 @@ import (
 )
 
 // stateMagic starts every encoded engine state; the version in it changes
-// with the encoding. stateMagicV2 (without the rotation records) and
-// stateMagicV1, the encoding without the log index of
-// each index's latest record, is still restored.
+// with the encoding. stateMagicV3 (without the re-indexing state),
+// stateMagicV2 (also without the rotation records) and stateMagicV1 (also
+// without the log index of each index's latest record) are still
+// restored.
 const (
-	stateMagic   = "kt-replay-state/v3\n"
+	stateMagic   = "kt-replay-state/v4\n"
+	stateMagicV3 = "kt-replay-state/v3\n"
 	stateMagicV2 = "kt-replay-state/v2\n"
 	stateMagicV1 = "kt-replay-state/v1\n"
 )
@@ -39,9 +42,12 @@ var ErrState = errors.New("replay: invalid saved state")
 // authorizer count (1), authorizers (role 1, digest 32), log index of the
 // latest record (8; all ones when unknown); then the rotation records
 // followed (uint16 count, each uint16 length and the record; design.md
-// 11.1). kt-replay-state/v2 is the same without the rotation records (and
-// restores with none), kt-replay-state/v1 also without the log index of
-// each index's latest record.
+// 11.1); then the re-indexing state (design.md 11.2): the latest VRF
+// rotation sequence (8), the pending indices and the moved indices, each
+// as a count (8) and the indices in increasing order (32 each).
+// kt-replay-state/v3 is the same without the re-indexing state, v2 also
+// without the rotation records (and restores with none), v1 also without
+// the log index of each index's latest record.
 func (e *Engine) MarshalBinary() ([]byte, error) {
 	b := []byte(stateMagic)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(e.cfg.Origin)))
@@ -92,6 +98,15 @@ func (e *Engine) MarshalBinary() ([]byte, error) {
 		b = binary.BigEndian.AppendUint16(b, uint16(len(r)))
 		b = append(b, r...)
 	}
+	// v4: the re-indexing state (design.md 11.2).
+	b = binary.BigEndian.AppendUint64(b, e.moves.Sequence)
+	for _, set := range []map[[32]byte]struct{}{e.moves.Pending, e.moves.Moved} {
+		ks := slices.SortedFunc(maps.Keys(set), func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+		b = binary.BigEndian.AppendUint64(b, uint64(len(ks)))
+		for _, k := range ks {
+			b = append(b, k[:]...)
+		}
+	}
 	return b, nil
 }
 
@@ -130,10 +145,11 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 	}
 	v1 := bytes.HasPrefix(b, []byte(stateMagicV1))
 	v2 := bytes.HasPrefix(b, []byte(stateMagicV2))
-	if !v1 && !v2 && !bytes.HasPrefix(b, []byte(stateMagic)) {
-		return nil, fmt.Errorf("%w: not a replay state (%q, %q or %q)", ErrState, strings.TrimSpace(stateMagic), strings.TrimSpace(stateMagicV2), strings.TrimSpace(stateMagicV1))
+	v3 := bytes.HasPrefix(b, []byte(stateMagicV3))
+	if !v1 && !v2 && !v3 && !bytes.HasPrefix(b, []byte(stateMagic)) {
+		return nil, fmt.Errorf("%w: not a replay state (%q, %q, %q or %q)", ErrState, strings.TrimSpace(stateMagic), strings.TrimSpace(stateMagicV3), strings.TrimSpace(stateMagicV2), strings.TrimSpace(stateMagicV1))
 	}
-	r := &reader{b: b[len(stateMagic):]} // both magics have one length
+	r := &reader{b: b[len(stateMagic):]} // the magics have one length
 	if origin := string(r.take(r.u16())); r.err == nil && origin != cfg.Origin {
 		return nil, fmt.Errorf("%w: state is for origin %q, not %q", ErrState, origin, cfg.Origin)
 	}
@@ -198,6 +214,11 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 			rots = append(rots, bytes.Clone(r.take(r.u16())))
 		}
 	}
+	if !v1 && !v2 && !v3 && r.err == nil {
+		if err := restoreMoves(r, e); err != nil {
+			return nil, err
+		}
+	}
 	if r.err != nil {
 		return nil, r.err
 	}
@@ -239,3 +260,36 @@ func Restore(cfg Config, b []byte) (*Engine, error) {
 	}
 	return e, nil
 }
+
+// restoreMoves reads the re-indexing state of a kt-replay-state/v3
+// encoding. Every pending or moved index must have a state.
+func restoreMoves(r *reader, e *Engine) error {
+	e.moves.Sequence = r.u64()
+	sets := []*map[[32]byte]struct{}{&e.moves.Pending, &e.moves.Moved}
+	for i, set := range sets {
+		n := r.u64()
+		if r.err == nil && n > uint64(len(r.b))/32 {
+			return fmt.Errorf("%w: %d re-indexed indices cannot fit", ErrState, n)
+		}
+		*set = make(map[[32]byte]struct{}, n)
+		for range n {
+			k := [32]byte(r.take(32))
+			if r.err != nil {
+				return r.err
+			}
+			if e.handles[k] == nil {
+				return fmt.Errorf("%w: a re-indexed index without a state", ErrState)
+			}
+			if _, dup := (*set)[k]; dup || (i == 1 && isIn(e.moves.Pending, k)) {
+				return fmt.Errorf("%w: re-indexed index listed twice", ErrState)
+			}
+			(*set)[k] = struct{}{}
+		}
+	}
+	if e.moves.Sequence == 0 && len(e.moves.Pending)+len(e.moves.Moved) > 0 {
+		return fmt.Errorf("%w: re-indexed indices without a VRF rotation", ErrState)
+	}
+	return nil
+}
+
+func isIn(m map[[32]byte]struct{}, k [32]byte) bool { _, ok := m[k]; return ok }

@@ -127,6 +127,14 @@ type DirectoryConfig struct {
 	// VRFKeyFile holds the VRF private key ("kt-vrf-private:<base64>");
 	// created when missing. Default DataDir/vrf.key.
 	VRFKeyFile string `mapstructure:"vrf_key_file"`
+	// VRFNextKeyFile, before and during a rotation of the VRF key
+	// (design.md 11.2), holds the key the rotation rotates to; created
+	// when missing. Empty: no VRF rotation is possible.
+	VRFNextKeyFile string `mapstructure:"vrf_next_key_file"`
+	// VRFPrevKeyFile, after a rotation of the VRF key once vrf_key_file
+	// holds the new key, holds the key before it (it proves absences
+	// under the old key, design.md 11.2).
+	VRFPrevKeyFile string `mapstructure:"vrf_prev_key_file"`
 	// RecoveryKeyFile holds the recovery key: either the private key
 	// ("kt-recovery-private:<base64 seed>", created when missing, for
 	// operator tools that sign recoveries) or only the public key
@@ -280,6 +288,8 @@ var options = []option{
 	{Key: "directory.epoch_interval", Default: directory.DefaultEpochInterval, Usage: "epoch interval when changes are pending"},
 	{Key: "directory.heartbeat_interval", Default: directory.DefaultHeartbeatInterval, Usage: "epoch interval when idle (clients' staleness bound)"},
 	{Key: "directory.vrf_key_file", Default: "", Usage: "VRF private key file (default DATA_DIR/vrf.key, created if missing)"},
+	{Key: "directory.vrf_next_key_file", Default: "", Usage: "for a VRF key rotation: the new VRF private key file (created if missing)"},
+	{Key: "directory.vrf_prev_key_file", Default: "", Usage: "after a VRF key rotation: the previous VRF private key file, once vrf_key_file holds the new key"},
 	{Key: "directory.recovery_key_file", Default: "", Usage: "recovery key file, private or public form (default DATA_DIR/recovery.key, created if missing)"},
 	{Key: "directory.cache_size", Default: int64(directory.DefaultCacheSize), Usage: "state store block cache in bytes"},
 	{Key: "enrollment.mode", Default: "token", Usage: `enrollment authorization: "token" or "open" (INSECURE, demos only)`},

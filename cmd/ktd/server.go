@@ -34,6 +34,7 @@ import (
 	"github.com/keytrans/kt/log/logapi"
 	"github.com/keytrans/kt/log/posix"
 	"github.com/keytrans/kt/log/trillian"
+	"github.com/keytrans/kt/vrf"
 
 	"github.com/keytrans/kt/internal/ops"
 )
@@ -431,6 +432,26 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 	}
 	logCreated(logger, created, "VRF key", cfg.Directory.VRFKeyFile)
 	s.vrfPublic = vrfKey.Public().String()
+	var vrfNext, vrfPrev *vrf.PrivateKey
+	if f := cfg.Directory.VRFNextKeyFile; f != "" {
+		if vrfNext, created, err = loadVRFKey(f); err != nil {
+			return nil, err
+		}
+		logCreated(logger, created, "next VRF key", f)
+		if vrfNext.Public().Equal(vrfKey.Public()) {
+			return nil, fmt.Errorf("directory.vrf_next_key_file holds the key of directory.vrf_key_file")
+		}
+		logger.Warn("VRF KEY ROTATION: the next VRF key is configured", "next_vrf_public_key", vrfNext.Public().String())
+	}
+	if f := cfg.Directory.VRFPrevKeyFile; f != "" {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("directory.vrf_prev_key_file: %w", err)
+		}
+		if vrfPrev, err = vrf.ParsePrivateKey(string(text)); err != nil {
+			return nil, fmt.Errorf("directory.vrf_prev_key_file: %w", err)
+		}
+	}
 	var private bool
 	s.recoveryPub, private, created, err = loadRecoveryKey(cfg.Directory.RecoveryKeyFile)
 	if err != nil {
@@ -509,6 +530,9 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 		LogVerifierKey:     s.verifierKey,
 		NextLogVerifierKey: s.nextVerifierKey,
 		VRFKey:             vrfKey,
+		NextVRFKey:         vrfNext,
+		PrevVRFKey:         vrfPrev,
+		VerifyVRFProof:     vrf.VerifyRotationProof,
 		RecoveryKey:        s.recoveryPub,
 		Credentials:        creds,
 		StateDir:           filepath.Join(cfg.DataDir, "state"),

@@ -46,7 +46,10 @@ type Fixture struct {
 	// Witness is the witness's verifier key.
 	WitnessVkey string
 	VRF         *vrf.PrivateKey
-	Recovery    ed25519.PrivateKey
+	// NextVRF is the directory's next VRF key (design.md 11.2): a VRF
+	// rotation to it is accepted.
+	NextVRF  *vrf.PrivateKey
+	Recovery ed25519.PrivateKey
 	// Alice and Bob are the handles of the scripted history.
 	Alice, Bob *Handle
 	// Conn is a gRPC connection to GRPCAddr.
@@ -97,7 +100,7 @@ func Start(t testing.TB) *Fixture {
 		Origin: Origin, Keys: keys, DataDir: f.DataDir, Credentials: directory.OpenEnrollment{},
 		EpochInterval: 50 * time.Millisecond, HeartbeatInterval: time.Hour,
 	})
-	f.LogVkey, f.VRF, f.Recovery = keys.LogVKey, keys.VRF, keys.Recovery
+	f.LogVkey, f.VRF, f.NextVRF, f.Recovery = keys.LogVKey, keys.VRF, keys.NextVRF, keys.Recovery
 	f.WitnessVkey = dep.Witnesses[0].VerifierKey()
 	f.LogURL, f.GRPCAddr, f.OperatorAddr, f.Conn = dep.LogURL, dep.Addr, dep.OperatorAddr, dep.Conn
 	// The data directory as ktd's: the log and state (written by the

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/smt"
+	"github.com/keytrans/kt/vrf"
 )
 
 // Builder appends entries to an in-memory log. It is not safe for
@@ -195,4 +196,44 @@ func (b *Builder) Honest(n, perEpoch int) [][2]ed25519.PrivateKey {
 	}
 	b.Epoch()
 	return keys
+}
+
+// VRFRotation appends a rotation record of the VRF key (kind 2, design.md
+// 11.2) from oldKey to newKey with sequence seq, proved by both keys, and
+// returns its index.
+func (b *Builder) VRFRotation(seq uint64, oldKey, newKey *vrf.PrivateKey) uint64 {
+	r := &api.RotationRecord{Kind: api.KeyVRF, Sequence: seq}
+	if err := r.ProveVRFRotation(b.Origin, [32]byte(oldKey.Public().Bytes()), [32]byte(newKey.Public().Bytes()), oldKey.ProveRotation, newKey.ProveRotation); err != nil {
+		panic(err)
+	}
+	e, err := r.MarshalBinary()
+	if err != nil {
+		panic(err)
+	}
+	return b.Raw(e)
+}
+
+// Move appends a move entry (design.md 11.2) of rotation seq from old to
+// new, with old's latest leaf as the builder knows it, and updates the
+// builder's view as an honest directory would: new continues old's history
+// and the map gets a leaf at new. It returns the entry's index.
+func (b *Builder) Move(seq uint64, old, new [32]byte) uint64 {
+	var leaf [32]byte
+	if h := b.handles[old]; h != nil {
+		leaf = h.leaf
+		c := *h
+		b.handles[new] = &c
+	}
+	return b.MoveWith(&api.MoveEntry{Sequence: seq, OldIndex: old, NewIndex: new, Leaf: leaf})
+}
+
+// MoveWith appends mv as it is; the map gets a leaf at mv.NewIndex with
+// value mv.Leaf, as a directory that logged it would commit to.
+func (b *Builder) MoveWith(mv *api.MoveEntry) uint64 {
+	e, err := mv.MarshalBinary()
+	if err != nil {
+		panic(fmt.Sprintf("ktlog: %v", err))
+	}
+	b.pending = append(b.pending, smt.Update{Key: mv.NewIndex, Value: mv.Leaf})
+	return b.Raw(e)
 }

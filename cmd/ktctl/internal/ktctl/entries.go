@@ -91,6 +91,9 @@ func DecodeEntry(i uint64, raw []byte, origin string) *Entry {
 		e.Epoch = decodeEpoch(r)
 	case *api.RotationRecord:
 		e.Type = api.TypeRotation.String() + " of the " + r.Kind.String() + " key"
+	case *api.MoveEntry:
+		// SPEC(design.md 11.2)
+		e.Type = fmt.Sprintf("%s of index %x to %x (VRF rotation %d)", api.TypeMove, r.OldIndex[:8], r.NewIndex[:8], r.Sequence)
 	}
 	return e
 }

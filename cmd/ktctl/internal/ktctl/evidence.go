@@ -18,6 +18,7 @@ import (
 	"github.com/keytrans/kt/auditor/replay"
 	klog "github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/evidence"
+	"github.com/keytrans/kt/vrf"
 )
 
 // EvidenceCheckpoint is one checkpoint of an evidence bundle.
@@ -291,7 +292,7 @@ func VerifyMapRoot(ctx context.Context, raw []byte, k *Keys, r klog.Reader, sour
 	if err != nil {
 		return info, err
 	}
-	cfg := replay.Config{Origin: k.Origin, Verifier: k.LogVerifier}
+	cfg := replay.Config{Origin: k.Origin, Verifier: k.LogVerifier, VerifyVRFProof: vrf.VerifyRotationProof}
 	if k.RecoveryKey != nil {
 		cfg.RecoveryKey = *k.RecoveryKey
 	}

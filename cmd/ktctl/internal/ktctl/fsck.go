@@ -15,6 +15,7 @@ import (
 	"github.com/keytrans/kt/auditor/replay"
 	klog "github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/evidence"
+	"github.com/keytrans/kt/vrf"
 )
 
 // Violation is a rule the log broke, found by the replay engine
@@ -93,7 +94,7 @@ type FsckOptions struct {
 // SPEC(design.md 14)
 func Fsck(ctx context.Context, r klog.Reader, cp *Checkpoint, k *Keys, opts FsckOptions) (*FsckResult, error) {
 	start := time.Now()
-	cfg := replay.Config{Origin: k.Origin, Verifier: k.LogVerifier, RecoveryKey: opts.RecoveryKey, ExactSignatures: opts.ExactSignatures}
+	cfg := replay.Config{Origin: k.Origin, Verifier: k.LogVerifier, RecoveryKey: opts.RecoveryKey, ExactSignatures: opts.ExactSignatures, VerifyVRFProof: vrf.VerifyRotationProof}
 	var e *replay.Engine
 	var err error
 	if opts.Position != "" {
