@@ -10,7 +10,7 @@ import (
 func TestBadArguments(t *testing.T) {
 	for _, args := range [][]string{
 		{"--no-such-flag"},
-		{"--run", "A12"},
+		{"--run", "A99"},
 		{"--run", "A1,bogus"},
 		{"extra"},
 	} {
