@@ -54,7 +54,7 @@ func TestAwaitVisible(t *testing.T) {
 
 	future := *last
 	future.Version++
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := bob1.AwaitVisible(short, &future); !errors.Is(err, client.ErrNotVisible) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("a version lookups never reach: %v, want ErrNotVisible and the deadline", err)
