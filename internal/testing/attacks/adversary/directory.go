@@ -527,6 +527,12 @@ func (d *Directory) GetParameters(context.Context, *ktpb.GetParametersRequest) (
 	}, nil
 }
 
+// GetRotations implements [ktpb.DirectoryServer]: this directory's log
+// holds no key rotation record (design.md 11.1), so the list is empty.
+func (d *Directory) GetRotations(context.Context, *ktpb.GetRotationsRequest) (*ktpb.Rotations, error) {
+	return &ktpb.Rotations{}, nil
+}
+
 // GetEpoch implements [ktpb.DirectoryServer].
 func (d *Directory) GetEpoch(ctx context.Context, req *ktpb.GetEpochRequest) (*ktpb.EpochPart, error) {
 	_, part, err := d.current(ctx, req.GetKnownSize(), false)

@@ -189,6 +189,11 @@ func (p *Proxy) Monitor(ctx context.Context, req *ktpb.MonitorRequest) (*ktpb.Mo
 	return p.upstream().Monitor(ctx, req)
 }
 
+// GetRotations passes the rotation list through (design.md 11.1).
+func (p *Proxy) GetRotations(ctx context.Context, req *ktpb.GetRotationsRequest) (*ktpb.Rotations, error) {
+	return p.upstream().GetRotations(ctx, req)
+}
+
 func (p *Proxy) GetEpoch(ctx context.Context, req *ktpb.GetEpochRequest) (*ktpb.EpochPart, error) {
 	return p.upstream().GetEpoch(ctx, req)
 }
