@@ -52,12 +52,6 @@ func (c *Client) Monitor(ctx context.Context) ([]*MonitorReport, error) {
 	if err := st.refused(c.params()); err != nil {
 		return nil, err
 	}
-	// SPEC(design.md 11.2): the owner's monitor asks for new rotations
-	// every poll: the frozen old index of a moved handle would otherwise
-	// keep verifying, and the device would never look at the new one.
-	if _, err := c.followRotations(ctx); err != nil {
-		return nil, err
-	}
 	var out []*MonitorReport
 	for _, h := range st.sortedHandles() {
 		rep, err := withRotations(ctx, c, func() (*MonitorReport, error) { return c.monitor(ctx, h) })
@@ -135,8 +129,11 @@ func (c *Client) monitor(ctx context.Context, handle string) (*MonitorReport, er
 	}
 	// SPEC(design.md 11.1): a recovery change that the current recovery
 	// key did not sign may follow a rotation of the recovery key that
-	// this client has not seen: follow the rotations, then poll again.
-	if slices.ContainsFunc(res.Alerts, func(a Alert) bool { return a.Rule == api.RuleRecovery }) {
+	// this client has not seen; and (11.2, 13) the answer counts the
+	// log's rotation records: more than this client holds means one to
+	// follow (the frozen old index of a moved handle would otherwise keep
+	// verifying). Follow the rotations, then poll again.
+	if resp.GetRotations() > uint64(len(st.Rotations)) || slices.ContainsFunc(res.Alerts, func(a Alert) bool { return a.Rule == api.RuleRecovery }) {
 		n, err := c.followRotations(ctx)
 		if err != nil {
 			return nil, err

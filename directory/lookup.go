@@ -323,7 +323,7 @@ func (d *Directory) monitor(ctx context.Context, req *ktpb.MonitorRequest, full 
 	if err != nil {
 		return nil, fmt.Errorf("directory: encoding a map proof: %w", err)
 	}
-	res := &ktpb.MonitorResponse{Epoch: part, MapProof: mp}
+	res := &ktpb.MonitorResponse{Epoch: part, MapProof: mp, Rotations: d.rotationsBefore(ep.size)}
 	k := req.GetKnownVersion()
 	if val == nil {
 		if k > 0 {

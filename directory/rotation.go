@@ -321,6 +321,20 @@ func (d *Directory) appendRotation(raw []byte, rec *api.RotationRecord) (uint64,
 	return fail(errors.New("directory: the rotation record vanished"))
 }
 
+// rotationsBefore returns the number of rotation records in the log's
+// first size entries: Monitor's hint (design.md 13) to call GetRotations.
+func (d *Directory) rotationsBefore(size uint64) uint64 {
+	d.rot.mu.RLock()
+	defer d.rot.mu.RUnlock()
+	var n uint64
+	for _, r := range d.rot.list {
+		if r.logIndex < size {
+			n++
+		}
+	}
+	return n
+}
+
 // GetRotations implements [ktpb.DirectoryServer] (design.md 11.1): every
 // rotation record whose handover epoch is published, in log order. A
 // record below known_size comes with its inclusion proof in the tree of

@@ -736,7 +736,12 @@ type MonitorResponse struct {
 	// Map proof for the index against the epoch's map root.
 	MapProof []byte `protobuf:"bytes,2,opt,name=map_proof,json=mapProof,proto3" json:"map_proof,omitempty"`
 	// Versions known_version+1 .. latest, in order.
-	Changes       []*MonitoredChange `protobuf:"bytes,3,rep,name=changes,proto3" json:"changes,omitempty"`
+	Changes []*MonitoredChange `protobuf:"bytes,3,rep,name=changes,proto3" json:"changes,omitempty"`
+	// Number of key rotation records (design.md 11.1) in the served epoch's
+	// log: a hint, not verified, that tells a client holding fewer to call
+	// GetRotations (design.md 13), so that a poll is one round trip while
+	// nothing rotates.
+	Rotations     uint64 `protobuf:"varint,4,opt,name=rotations,proto3" json:"rotations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -790,6 +795,13 @@ func (x *MonitorResponse) GetChanges() []*MonitoredChange {
 		return x.Changes
 	}
 	return nil
+}
+
+func (x *MonitorResponse) GetRotations() uint64 {
+	if x != nil {
+		return x.Rotations
+	}
+	return 0
 }
 
 type MonitoredChange struct {
@@ -1738,11 +1750,12 @@ const file_kt_v1_kt_proto_rawDesc = "" +
 	"\vMonitorAuth\x12\x16\n" +
 	"\x06signer\x18\x01 \x01(\fR\x06signer\x12!\n" +
 	"\ftimestamp_ms\x18\x02 \x01(\x04R\vtimestampMs\x12\x1c\n" +
-	"\tsignature\x18\x03 \x01(\fR\tsignature\"\x88\x01\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"\xa6\x01\n" +
 	"\x0fMonitorResponse\x12&\n" +
 	"\x05epoch\x18\x01 \x01(\v2\x10.kt.v1.EpochPartR\x05epoch\x12\x1b\n" +
 	"\tmap_proof\x18\x02 \x01(\fR\bmapProof\x120\n" +
-	"\achanges\x18\x03 \x03(\v2\x16.kt.v1.MonitoredChangeR\achanges\"\xb5\x01\n" +
+	"\achanges\x18\x03 \x03(\v2\x16.kt.v1.MonitoredChangeR\achanges\x12\x1c\n" +
+	"\trotations\x18\x04 \x01(\x04R\trotations\"\xb5\x01\n" +
 	"\x0fMonitoredChange\x12#\n" +
 	"\rchange_record\x18\x01 \x01(\fR\fchangeRecord\x12\x1b\n" +
 	"\tlog_index\x18\x02 \x01(\x04R\blogIndex\x12'\n" +
