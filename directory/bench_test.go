@@ -329,9 +329,7 @@ func BenchmarkMonitor(b *testing.B) {
 					b.Error(err)
 					return
 				}
-				if i == 0 {
-					size.Store(int64(proto.Size(resp)))
-				}
+				size.CompareAndSwap(0, int64(proto.Size(resp)))
 			}
 		})
 		cpu := testkit.CPUTime() - cpu0
