@@ -210,16 +210,28 @@ func BenchmarkAccountKeyImport(b *testing.B) {
 // directory and witness in this process), with Alice's device set already
 // verified and cached for Bob's trusted epoch (design.md 12.3 receiving
 // step 2): envelope parsing, the sender checks, the signature, the replay
-// cache, HPKE open, and the state update that stores the message ID, on
-// client.MemStore (a FileStore adds its write and fsync). The envelopes are
-// made before the timer starts; the first, outside the timer, fills the
-// sender cache. cpu-ns/op is the process's CPU per decryption, the
-// directory's included (it answers nothing while the cache holds).
+// cache, HPKE open, and storing the message ID, on client.MemStore (a
+// FileStore adds its write and fsync). The replay cache grows by one ID
+// per iteration, so -benchtime sets its size:
+//
+//   - replay-in-state: the replay cache inside the client state (Config.
+//     Replay nil), decoded and re-encoded with the whole JSON state;
+//   - replay-store: the replay cache in its own Store (Config.Replay).
+//
+// The envelopes are made before the timer starts; the first, outside the
+// timer, fills the sender cache. cpu-ns/op is the process's CPU per
+// decryption, the in-process directory's epochs included.
 //
 // Run: go test -run '^$' -bench Decrypt -benchtime 2000x ./client
 func BenchmarkDecrypt(b *testing.B) {
+	b.Run("replay-in-state", func(b *testing.B) { benchDecrypt(b, client.Config{}) })
+	b.Run("replay-store", func(b *testing.B) { benchDecrypt(b, client.Config{Replay: &client.MemStore{}}) })
+}
+
+func benchDecrypt(b *testing.B, cfg client.Config) {
 	e := newNetEnv(b)
-	alice, bob := e.device(client.Config{}), e.device(client.Config{})
+	alice := e.device(client.Config{})
+	bob := e.device(cfg)
 	e.enroll(alice, "alice@example.com", false)
 	e.enroll(bob, "bob@example.com", false)
 	st, err := bob.State(b.Context())

@@ -57,6 +57,13 @@ type Config struct {
 	// MessageWindow is how old a received envelope may be, by its signed
 	// time (design.md 12.3). Default [DefaultMessageWindow] (24 h).
 	MessageWindow time.Duration
+	// Replay, if set, keeps the replay cache of received message IDs
+	// (design.md 12.3) apart from the state, in its binary form: Decrypt
+	// then reads and writes that small record instead of decoding and
+	// re-encoding the whole state with up to 4096 IDs in it. A replay
+	// cache found in the state seeds an empty Replay store. Nil keeps the
+	// cache in the state.
+	Replay Store
 }
 
 // Client is the network client of the directory: it fetches answers over

@@ -194,11 +194,15 @@ func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelop
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := c.checkSender(e, res, st.Seen); err != nil {
+	seen, err := c.loadSeen(ctx, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.checkSender(e, res, seen); err != nil {
 		return nil, nil, err
 	}
 	key := seenKey(e)
-	if st.Seen.seen(key) {
+	if seen.seen(key) {
 		return nil, nil, fmt.Errorf("%w: %w: message %x from device %x of %s", ErrEnvelope, ErrMessageReplay, e.MessageID, e.SenderDevice, e.From)
 	}
 	pt, err := e.Open(st.Device)
@@ -213,6 +217,12 @@ func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelop
 	// plaintext is returned; checked again under the store's lock, for
 	// another process sharing the store.
 	oldest := uint64(max(c.cfg.Now().Add(-c.messageWindow()).UnixMilli(), 0))
+	if c.cfg.Replay != nil {
+		if err := c.storeSeen(ctx, st.Seen, e, key, oldest); err != nil {
+			return nil, nil, err
+		}
+		return pt, e, nil
+	}
 	// The sender's lookup may have stored a newer trusted epoch: then the
 	// store no longer holds raw and updateFrom decodes what it holds.
 	err = c.updateFrom(ctx, st, raw, func(s *State) error {
@@ -338,4 +348,47 @@ func setHolds(s *api.DeviceSet, k *DeviceKeys) bool {
 		}
 	}
 	return false
+}
+
+// loadSeen returns the replay cache: from Config.Replay when set (seeded
+// by the state's own cache while that store is empty), else the state's.
+//
+// SPEC(design.md 12.3)
+func (c *Client) loadSeen(ctx context.Context, st *State) (*SeenMessages, error) {
+	if c.cfg.Replay == nil {
+		return st.Seen, nil
+	}
+	b, err := c.cfg.Replay.Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("client: loading the replay cache: %w", err)
+	}
+	if b == nil {
+		return st.Seen, nil
+	}
+	s := new(SeenMessages)
+	if err := s.UnmarshalBinary(b); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// storeSeen adds e's key to the replay cache in Config.Replay, durably,
+// refusing it if another process stored it meanwhile (design.md 12.3
+// receiving step 8). seed is the state's cache, for an empty store.
+//
+// SPEC(design.md 12.3 receiving step 8)
+func (c *Client) storeSeen(ctx context.Context, seed *SeenMessages, e *Envelope, key [32]byte, oldest uint64) error {
+	return c.cfg.Replay.Update(ctx, func(old []byte) ([]byte, error) {
+		cur := seed
+		if old != nil {
+			cur = new(SeenMessages)
+			if err := cur.UnmarshalBinary(old); err != nil {
+				return nil, err
+			}
+		}
+		if cur.seen(key) {
+			return nil, fmt.Errorf("%w: %w: message %x from device %x of %s", ErrEnvelope, ErrMessageReplay, e.MessageID, e.SenderDevice, e.From)
+		}
+		return cur.with(key, e.Timestamp, oldest).MarshalBinary()
+	})
 }

@@ -72,6 +72,7 @@ func (s *SeenMessages) with(key [32]byte, t, oldest uint64) *SeenMessages {
 	out := &SeenMessages{}
 	if s != nil {
 		out.Mark = s.Mark
+		out.Entries = make([]SeenMessage, 0, len(s.Entries)+1)
 		for _, m := range s.Entries {
 			if m.Time >= oldest {
 				out.Entries = append(out.Entries, m)
@@ -108,7 +109,8 @@ func (s *SeenMessages) MarshalBinary() ([]byte, error) {
 	if len(s.Entries) > maxSeenMessages {
 		return nil, fmt.Errorf("%w: %d seen messages", ErrState, len(s.Entries))
 	}
-	b := []byte{seenVersion}
+	b := make([]byte, 0, 1+8+2+40*len(s.Entries))
+	b = append(b, seenVersion)
 	b = binary.BigEndian.AppendUint64(b, s.Mark)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s.Entries)))
 	for _, m := range s.Entries {
@@ -134,6 +136,10 @@ func (s *SeenMessages) UnmarshalBinary(b []byte) error {
 	if n > maxSeenMessages {
 		return bad("%d entries, more than %d", n, maxSeenMessages)
 	}
+	if len(b) != 40*n {
+		return bad("%d bytes for %d entries", len(b), n)
+	}
+	out.Entries = make([]SeenMessage, 0, n)
 	for i := range n {
 		e := take(40)
 		if e == nil {

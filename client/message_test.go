@@ -461,3 +461,71 @@ func TestDecryptReusesSenderSet(t *testing.T) {
 		t.Fatalf("the second message from Alice made %d lookups; the verified set of the first should be reused", n)
 	}
 }
+
+// TestReplayStore: with Config.Replay the replay cache lives in its own
+// store (design.md 12.3): a replayed message is refused, also by a client
+// restarted on the same stores, and an empty replay store is seeded from
+// the cache an earlier version kept in the state (the control: a message
+// never seen is accepted and lands in the replay store).
+func TestReplayStore(t *testing.T) {
+	e := newNetEnv(t)
+	alice := e.device(client.Config{})
+	e.enroll(alice, "alice@example.com", false)
+	bob, state, err := e.dep.NewDevice(t.Context(), nil, client.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.enroll(bob, "bob@example.com", false)
+	st, err := bob.State(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func() []byte {
+		envs, err := alice.Encrypt(t.Context(), "bob@example.com", []byte("hi"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, env := range envs {
+			if env.Device == st.Device.ID {
+				b, err := env.MarshalBinary()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+		}
+		t.Fatal("no envelope for Bob's device")
+		return nil
+	}
+	inState, m1, m2 := msg(), msg(), msg()
+	// An older client keeps the cache in the state.
+	if _, _, err := bob.Decrypt(t.Context(), inState); err != nil {
+		t.Fatal(err)
+	}
+	replay := &client.MemStore{}
+	open := func() *client.Client {
+		c, err := client.New(e.dir, e.params, state, client.Config{Log: e.logc, Replay: replay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	bob = open()
+	refused(t, bob, inState, client.ErrMessageReplay) // seeded from the state
+	if b, _ := replay.Load(t.Context()); b != nil {
+		t.Fatal("a refused message was stored")
+	}
+	if _, _, err := bob.Decrypt(t.Context(), m1); err != nil {
+		t.Fatalf("control: a new message: %v", err)
+	}
+	if b, _ := replay.Load(t.Context()); b == nil {
+		t.Fatal("the accepted message's ID is not in the replay store")
+	}
+	refused(t, bob, m1, client.ErrMessageReplay)
+	bob = open() // restarted on the same stores
+	refused(t, bob, m1, client.ErrMessageReplay)
+	refused(t, bob, inState, client.ErrMessageReplay)
+	if _, _, err := bob.Decrypt(t.Context(), m2); err != nil {
+		t.Fatalf("control after the restart: %v", err)
+	}
+}

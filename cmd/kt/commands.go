@@ -296,6 +296,9 @@ func (a *app) client() (*client.Client, error) {
 		Auditors:       a.cfg.Auditors,
 		GossipOnLookup: a.cfg.GossipOnLookup,
 		Logger:         a.log,
+		// The replay cache of received messages, apart from the state
+		// (design.md 12.3, 16): one small binary file per message.
+		Replay: &client.FileStore{Path: a.cfg.StateFile + ".replay"},
 	})
 }
 
