@@ -57,7 +57,7 @@ func (m *memLog) read(_ context.Context, start, end uint64) ([][]byte, error) {
 }
 
 func (m *memLog) Checkpoint(context.Context) ([]byte, error) { return []byte("checkpoint\n"), nil }
-func (m *memLog) Size(context.Context) (uint64, error)      { return uint64(len(m.entries)), nil }
+func (m *memLog) Size(context.Context) (uint64, error)       { return uint64(len(m.entries)), nil }
 func (m *memLog) ReadTile(ctx context.Context, l, i uint64, w uint8) ([]byte, error) {
 	return m.b.ReadTile(ctx, l, i, w)
 }
