@@ -3,19 +3,23 @@ package trillian
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/transparency-dev/tessera/client"
 	"google.golang.org/grpc"
 
 	"github.com/keytrans/kt/internal/testing/tilestest"
 	"github.com/keytrans/kt/internal/testing/trilliantest"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/log/posix"
+	"github.com/keytrans/kt/log/tilecheck"
 )
 
 // TestTilesMariaDB serves the tlog-tiles of a Log on real Trillian
@@ -37,8 +41,8 @@ func TestTilesMemory(t *testing.T) {
 //
 //   - x/mod's sumdb/tlog (TileHashReader, ProveRecord/CheckRecord for every
 //     entry, ProveTree/CheckTree from each earlier checkpoint) and
-//     log/tilecheck (CheckRoot, CheckAll) accept the served tiles for the
-//     served checkpoint's root;
+//     log/tilecheck (CheckRoot, CheckAll) and Tessera's fsck accept the
+//     served tiles for the served checkpoint's root;
 //   - the entry bundles hold the appended entries at the indices Append
 //     returned;
 //   - the embedded backend, given the same entries in the same order,
@@ -108,6 +112,35 @@ func checkTiles(t *testing.T, conn grpc.ClientConnInterface) {
 		t.Fatalf("no checkpoint of size %d", n)
 	}
 	tilestest.Verify(t, hc, srv.URL, n, root, byIndex, older)
+	tilestest.Fsck(t, hc, srv.URL, v)
+
+	// Control: one hash of a full tile changed on the way is caught by
+	// Tessera's fsck and by tilecheck.
+	tampered := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		l.TilesHandler().ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		if r.URL.Path == "/tile/0/001" && len(body) == 256*32 {
+			body[100] ^= 1
+		}
+		for k, vs := range rec.Header() {
+			w.Header()[k] = vs
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(body)
+	}))
+	defer tampered.Close()
+	if err := tilestest.FsckErr(tampered.Client(), tampered.URL, v); err == nil || strings.Contains(err.Error(), "hung") {
+		t.Errorf("Tessera fsck of a tampered tile: %v", err)
+	}
+	tu, _ := url.Parse(tampered.URL + "/")
+	tf, err := client.NewHTTPFetcher(tu, tampered.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tilecheck.CheckAll(ctx, tf, n, root, nil); !errors.Is(err, tilecheck.ErrCorrupt) || !strings.Contains(err.Error(), "tile/0/001") {
+		t.Errorf("tilecheck.CheckAll of a tampered tile: %v", err)
+	}
 
 	// The embedded backend, given the same entries in the same order.
 	s, _ := testKey(t)

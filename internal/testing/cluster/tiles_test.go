@@ -13,8 +13,8 @@ import (
 )
 
 // TestKtdTilesOnTrillian: the ktd binary with log.backend trillian serves
-// C2SP tlog-tiles on its public HTTP listener, and x/mod's sumdb/tlog and
-// log/tilecheck accept them for the tree of ktd's signed /checkpoint, with
+// C2SP tlog-tiles on its public HTTP listener, and x/mod's sumdb/tlog,
+// Tessera's fsck and log/tilecheck accept them for the tree of ktd's signed /checkpoint, with
 // entry bundles equal to the entries of ktd's read API.
 func TestKtdTilesOnTrillian(t *testing.T) {
 	env := trilliantest.Start(t, trilliantest.Options{SequencerInterval: 50 * time.Millisecond})
@@ -52,6 +52,7 @@ func TestKtdTilesOnTrillian(t *testing.T) {
 		entries = append(entries, es...)
 	}
 	tilestest.Verify(t, http.DefaultClient, kd.http, size, root, entries, nil)
+	tilestest.Fsck(t, http.DefaultClient, kd.http, kd.verifier)
 	if code, body := tilestest.Get(t, http.DefaultClient, kd.http, "/tile/0/000.p/0"); code != http.StatusNotFound {
 		t.Errorf("/tile/0/000.p/0: status %d, %q", code, body)
 	}
