@@ -47,6 +47,8 @@ type EntriesFunc func(ctx context.Context, start, end uint64) ([][]byte, error)
 // The Builder does not check that a tile is implied by a published
 // checkpoint: its caller ([Handler]) does, and the EntriesFunc refuses
 // entries beyond it.
+//
+// SPEC(design.md 17): tlog-tiles on Trillian.
 type Builder struct {
 	entries EntriesFunc
 	low     *lru.Cache[tileKey, []byte] // full level-0 tiles
