@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -57,6 +58,10 @@ type Builder struct {
 }
 
 type tileKey struct{ level, index uint64 }
+
+// computeTimeout bounds the computation of one full tile, which goes on
+// when the request that started it goes away (others may wait for it).
+const computeTimeout = 10 * time.Minute
 
 // NewBuilder returns a Builder reading entries with entries, caching up to
 // cacheTiles full tiles per cache (0 means DefaultCacheTiles).
@@ -128,7 +133,11 @@ func (b *Builder) full(ctx context.Context, level, index uint64) ([]byte, error)
 		if t, ok := c.Get(key); ok {
 			return t, nil
 		}
-		t, err := b.compute(ctx, level, index, layout.TileWidth)
+		// Shared by every caller waiting for this tile: one caller
+		// going away must not fail the others.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), computeTimeout)
+		defer cancel()
+		t, err := b.compute(cctx, level, index, layout.TileWidth)
 		if err != nil {
 			return nil, err
 		}

@@ -124,8 +124,11 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		http.Error(w, "unavailable: "+err.Error(), http.StatusServiceUnavailable)
 	case errors.Is(err, log.ErrOutOfRange), errors.Is(err, ErrBeyondTree):
 		http.Error(w, err.Error(), http.StatusNotFound)
-	case errors.Is(err, context.Canceled):
-		// The client went away.
+	case r.Context().Err() != nil:
+		// The client went away: nobody to answer.
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "unavailable: "+err.Error(), http.StatusServiceUnavailable)
 	default:
 		h.logger.ErrorContext(r.Context(), "tlog-tiles: serving failed", "path", r.URL.Path, "error", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
