@@ -63,7 +63,7 @@ func (l *Log) serveTiles(w http.ResponseWriter, r *http.Request) {
 		size, err = l.refresh()
 	}
 	if err != nil || !res.Within(size) {
-		http.NotFound(w, r)
+		http.Error(w, tlogtiles.ErrBeyondTree.Error()+": "+res.Path(), http.StatusNotFound)
 		return
 	}
 	data, err := os.ReadFile(filepath.Join(l.cfg.Dir, filepath.FromSlash(p)))
