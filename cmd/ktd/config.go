@@ -39,7 +39,7 @@ type Config struct {
 	// enroll-token.key). Created if missing.
 	DataDir string `mapstructure:"data_dir"`
 	// HTTPListen is the address of the public HTTP endpoint: the log read
-	// API under /log/v1/, C2SP tlog-tiles for the embedded backend, and
+	// API under /log/v1/, C2SP tlog-tiles (every backend), and
 	// /healthz. Default 127.0.0.1:8080. Empty disables it.
 	HTTPListen string `mapstructure:"http_listen"`
 	// GRPCListen is the address of the public gRPC endpoint: the Directory

@@ -58,7 +58,7 @@ type server struct {
 	cfg         *Config
 	logger      *slog.Logger
 	log         log.Log
-	tiles       http.Handler // nil unless the backend serves tlog-tiles
+	tiles       http.Handler // the backend's C2SP tlog-tiles (every backend serves them)
 	verifierKey string
 	// nextVerifierKey is the vkey of log.next_key_file, "" if none.
 	nextVerifierKey string
@@ -513,7 +513,9 @@ func newServer(ctx context.Context, cfg *Config, logger *slog.Logger) (_ *server
 		if err != nil {
 			return nil, fmt.Errorf("opening the Trillian log: %w", err)
 		}
-		s.log, tl = l, l
+		// SPEC(design.md 10): tlog-tiles on every backend, computed from
+		// Trillian's entries.
+		s.log, tl, s.tiles = l, l, l.TilesHandler()
 	}
 	s.closers = append(s.closers, s.log.Close)
 	var repl *directory.Replication

@@ -17,6 +17,7 @@ import (
 	"github.com/transparency-dev/tessera/client"
 
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/tlogtiles"
 )
 
 // TestTilesHandlerWithTesseraClient reads the log over HTTP with Tessera's
@@ -166,11 +167,11 @@ func TestTilesHandlerHeadersAndPaths(t *testing.T) {
 			size               int
 		}{
 			{"/checkpoint", "text/plain; charset=utf-8", "no-cache", len(raw)},
-			{"/tile/0/000", "application/octet-stream", cacheImmutable, 256 * 32},
-			{"/tile/0/001.p/44", "application/octet-stream", cacheImmutable, 44 * 32},
-			{"/tile/1/000.p/1", "application/octet-stream", cacheImmutable, 32},
-			{"/tile/entries/001.p/44", "application/octet-stream", cacheImmutable, -1},
-			{"/tile/entries/000", "application/octet-stream", cacheImmutable, -1},
+			{"/tile/0/000", "application/octet-stream", tlogtiles.CacheImmutable, 256 * 32},
+			{"/tile/0/001.p/44", "application/octet-stream", tlogtiles.CacheImmutable, 44 * 32},
+			{"/tile/1/000.p/1", "application/octet-stream", tlogtiles.CacheImmutable, 32},
+			{"/tile/entries/001.p/44", "application/octet-stream", tlogtiles.CacheImmutable, -1},
+			{"/tile/entries/000", "application/octet-stream", tlogtiles.CacheImmutable, -1},
 		} {
 			rec := get(http.MethodGet, tc.path)
 			if rec.Code != http.StatusOK {
@@ -260,32 +261,6 @@ func truncate(s string) string {
 		return s[:40] + "..."
 	}
 	return strings.TrimSpace(s)
-}
-
-func TestTileResourceWithin(t *testing.T) {
-	for _, tc := range []struct {
-		r    tileResource
-		size uint64
-		want bool
-	}{
-		{tileResource{level: 0, index: 0}, 255, false},
-		{tileResource{level: 0, index: 0}, 256, true},
-		{tileResource{level: 0, index: 0, width: 255}, 255, true},
-		{tileResource{level: 0, index: 1, width: 1}, 256, false},
-		{tileResource{level: 0, index: 1, width: 1}, 257, true},
-		{tileResource{level: 1, index: 0, width: 1}, 511, true},
-		{tileResource{level: 1, index: 0, width: 2}, 511, false},
-		{tileResource{level: 1, index: 0}, 65_535, false},
-		{tileResource{level: 1, index: 0}, 65_536, true},
-		{tileResource{level: 7, index: 0, width: 1}, 1 << 56, true},
-		{tileResource{level: 8, index: 0, width: 1}, ^uint64(0), false},
-		{tileResource{level: 0, index: ^uint64(0) >> 8}, ^uint64(0), true},
-		{tileResource{level: 0, index: ^uint64(0)}, ^uint64(0), false},
-	} {
-		if got := tc.r.within(tc.size); got != tc.want {
-			t.Errorf("%+v within %d = %v, want %v", tc.r, tc.size, got, tc.want)
-		}
-	}
 }
 
 var _ log.Reader = (*Log)(nil)

@@ -72,6 +72,17 @@
 // policy's quorum has cosigned it (package [github.com/keytrans/kt/log/witness]);
 // until then the previous checkpoint stays published.
 //
+// # tlog-tiles
+//
+// [Log.TilesHandler] serves the log as a C2SP tlog-tiles log, as the
+// embedded backend does: the published checkpoint, and the entry bundles
+// and hash tiles of its tree, computed from the entries Trillian returns
+// (package [github.com/keytrans/kt/log/tlogtiles]), full tiles cached in
+// memory bounded by Config.TileCacheTiles. Tiles depend only on the
+// entries: they are byte for byte those of the embedded backend for the
+// same entries. After a restart the cache is empty, and the first request
+// on the right edge of the tree reads the whole log once.
+//
 // # Tree lifecycle
 //
 // A log is one Trillian tree of type LOG. Create it once, with [CreateTree]

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/keytrans/kt/log"
+	"github.com/keytrans/kt/log/tlogtiles"
 	"github.com/keytrans/kt/log/witness"
 )
 
@@ -112,6 +113,12 @@ type Config struct {
 	// database/sql keeps only 2 idle connections by default).
 	QueueParallelism int
 
+	// TileCacheTiles bounds the memory of the tlog-tiles the Log serves
+	// (TilesHandler): it keeps up to this many full hash tiles of level 0,
+	// and as many of the levels above, 8 KiB each (default
+	// tlogtiles.DefaultCacheTiles, 32 MiB in all).
+	TileCacheTiles int
+
 	// Logger receives operational messages (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -129,6 +136,7 @@ type Log struct {
 	client    tpb.TrillianLogClient
 	logger    *slog.Logger
 	witnesser *witness.Witnesser // nil without a witness policy
+	tiles     *tlogtiles.Builder // hash tiles and entry bundles, from Entries
 
 	// queueSem (capacity Config.QueueParallelism) bounds the QueueLeaf
 	// calls in flight, over all Appends.
@@ -247,6 +255,10 @@ func New(ctx context.Context, cfg Config) (*Log, error) {
 		pubCh:     make(chan struct{}),
 		pending:   map[[32]byte][]*waiter{},
 	}
+	if l.tiles, err = tlogtiles.NewBuilder(l.Entries, cfg.TileCacheTiles); err != nil {
+		stop()
+		return nil, fmt.Errorf("trillian: %w", err)
+	}
 	// Publish the current root before New returns, so that a fresh Log
 	// serves reads at once. On a restart this recomputes the checkpoint
 	// from Trillian's current root: nothing of the Log's own is persisted.
@@ -292,6 +304,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("trillian: Config.MaxPollInterval %v is negative", c.MaxPollInterval)
 	case c.QueueParallelism < 0:
 		return fmt.Errorf("trillian: Config.QueueParallelism %d is negative", c.QueueParallelism)
+	case c.TileCacheTiles < 0:
+		return fmt.Errorf("trillian: Config.TileCacheTiles %d is negative", c.TileCacheTiles)
 	case c.WitnessTimeout < 0:
 		return fmt.Errorf("trillian: Config.WitnessTimeout %v is negative", c.WitnessTimeout)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/keytrans/kt/directory"
 	"github.com/keytrans/kt/internal/testing/fixture"
 	"github.com/keytrans/kt/internal/testing/testkit"
+	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/vrf"
 )
 
@@ -90,6 +91,19 @@ type Handle struct {
 // heartbeat is long, so the log does not grow after Start returns.
 func Start(t testing.TB) *Fixture {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// Options configure StartWith.
+type Options struct {
+	// OpenLog opens the log (default fixture.OpenPosix): for example a
+	// log/trillian Log, whose tiles LogURL then serves as ktd does.
+	OpenLog func(context.Context, fixture.LogConfig) (log.Log, error)
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Fixture {
+	t.Helper()
 	f := &Fixture{DataDir: t.TempDir()}
 	keys, err := fixture.NewKeys(Origin)
 	if err != nil {
@@ -99,6 +113,7 @@ func Start(t testing.TB) *Fixture {
 	dep := fixture.New(t, fixture.Options{
 		Origin: Origin, Keys: keys, DataDir: f.DataDir, Credentials: directory.OpenEnrollment{},
 		EpochInterval: 50 * time.Millisecond, HeartbeatInterval: time.Hour,
+		OpenLog: o.OpenLog,
 	})
 	f.LogVkey, f.VRF, f.NextVRF, f.Recovery = keys.LogVKey, keys.VRF, keys.NextVRF, keys.Recovery
 	f.WitnessVkey = dep.Witnesses[0].VerifierKey()
