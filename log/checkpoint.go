@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	fmtlog "github.com/transparency-dev/formats/log"
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/keytrans/kt/internal/keyfile"
@@ -76,6 +77,26 @@ func LoadOrCreateSigner(path, origin string) (note.Signer, note.Verifier, error)
 		return nil, nil, err
 	}
 	return s, v, nil
+}
+
+// LoadOrCreateCosignerKey reads the note signer key file at path (the
+// format of ktauditor's key_file and audit_key), creating it with a fresh
+// Ed25519 key named name when missing, and returns its C2SP
+// tlog-cosignature/v1 verifier key (type 0x04), as witness and audit
+// policies name it.
+func LoadOrCreateCosignerKey(path, name string) (string, error) {
+	text, _, err := keyfile.LoadOrCreate(path, func() (string, error) {
+		skey, _, err := note.GenerateKey(rand.Reader, name)
+		return skey, err
+	})
+	if err != nil {
+		return "", err
+	}
+	vk, err := VerifierKey(text)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return fnote.VKeyToCosignatureV1(vk)
 }
 
 // VerifierFor derives the verifier of a note signer key.

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	fnote "github.com/transparency-dev/formats/note"
-	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/keytrans/kt/api/ktpb"
@@ -170,12 +168,12 @@ func runKeygen(_ context.Context, e *env) error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		if a.vkey, err = cosignerVKey(filepath.Join(dir, "auditor.key"), a.name); err != nil {
+		if a.vkey, err = log.LoadOrCreateCosignerKey(filepath.Join(dir, "auditor.key"), a.name); err != nil {
 			return fmt.Errorf("auditor %s: %w", a.name, err)
 		}
 		// SPEC(design.md 14.1): the audit key is not the witness key; it
 		// is named after it + "/audit".
-		if a.auditVKey, err = cosignerVKey(filepath.Join(dir, "audit.key"), a.name+"/audit"); err != nil {
+		if a.auditVKey, err = log.LoadOrCreateCosignerKey(filepath.Join(dir, "audit.key"), a.name+"/audit"); err != nil {
 			return fmt.Errorf("auditor %s: %w", a.name, err)
 		}
 	}
@@ -235,23 +233,6 @@ func runKeygen(_ context.Context, e *env) error {
 	kv = append(kv, "quorum", fmt.Sprintf("%d of %d", q, len(auds)))
 	fields(e.stdout, kv...)
 	return nil
-}
-
-// cosignerVKey loads the note signer key at path, creating it named name
-// when missing, and returns its tlog-cosignature/v1 verifier key.
-func cosignerVKey(path, name string) (string, error) {
-	text, _, err := keyfile.LoadOrCreate(path, func() (string, error) {
-		skey, _, err := note.GenerateKey(rand.Reader, name)
-		return skey, err
-	})
-	if err != nil {
-		return "", err
-	}
-	vk, err := log.VerifierKey(text)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return fnote.VKeyToCosignatureV1(vk)
 }
 
 func runParams(ctx context.Context, e *env) error {

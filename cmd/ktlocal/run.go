@@ -21,8 +21,6 @@ import (
 	"syscall"
 	"time"
 
-	fnote "github.com/transparency-dev/formats/note"
-	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -210,14 +208,14 @@ func (d *deployment) keys() error {
 			return err
 		}
 		var err error
-		if a.vkey, err = cosignerKey(filepath.Join(a.dir, "auditor.key"), "localhost/"+name); err != nil {
+		if a.vkey, err = log.LoadOrCreateCosignerKey(filepath.Join(a.dir, "auditor.key"), "localhost/"+name); err != nil {
 			return fmt.Errorf("%s key: %w", name, err)
 		}
 		if d.cfg.Audit {
 			// SPEC(design.md 14.1): the audit key is distinct from the
 			// witness key, named after it + "/audit".
 			a.auditKey = filepath.Join(a.dir, "audit.key")
-			if a.auditVKey, err = cosignerKey(a.auditKey, "localhost/"+name+"/audit"); err != nil {
+			if a.auditVKey, err = log.LoadOrCreateCosignerKey(a.auditKey, "localhost/"+name+"/audit"); err != nil {
 				return fmt.Errorf("%s audit key: %w", name, err)
 			}
 		}
@@ -263,24 +261,6 @@ func (d *deployment) keys() error {
 		return fmt.Errorf("%s: not a recovery key file", recKey)
 	}
 	return nil
-}
-
-// cosignerKey loads the note signer key file at path, creating it named
-// name when missing (the format of ktauditor's key_file and audit_key),
-// and returns its tlog-cosignature/v1 verifier key.
-func cosignerKey(path, name string) (string, error) {
-	text, _, err := keyfile.LoadOrCreate(path, func() (string, error) {
-		skey, _, err := note.GenerateKey(rand.Reader, name)
-		return skey, err
-	})
-	if err != nil {
-		return "", err
-	}
-	vk, err := log.VerifierKey(text)
-	if err != nil {
-		return "", err
-	}
-	return fnote.VKeyToCosignatureV1(vk)
 }
 
 // writeConfigs writes the witness policy, the audit policy and the
