@@ -1,6 +1,7 @@
 // design.md 5: log entries, leaf hashes, device sets; 4.3 signed statements; 4.4 commitments.
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { sha512 } from '@noble/hashes/sha2.js';
+import { validateVRFKey, vrfVerify } from './vrf.mjs';
 import { Reader, sha256, concat, u16, u64, eq, ZERO32, toHex } from './util.mjs';
 
 export const KEM_SIZES = { 0x0010: 65, 0x0020: 32, 0x0041: 1184, 0x647a: 1216 }; // 4.2
@@ -53,6 +54,53 @@ export function parseEpochRecord(b) {
   return { epoch, timestamp, logSize, mapRoot, mapSize };
 }
 
+/** 5.1: the proof size of each of a rotation record's two proofs, by key kind (1 log, 2 VRF, 3 recovery); 0 unknown. */
+export function rotationProofSize(kind) { return kind === 1 || kind === 3 ? 64 : kind === 2 ? 80 : 0; }
+
+/** 5.1, 11.1, 11.2 rotation record (type 0x03), as api.ParseRotationRecord: format only. */
+export function parseRotationRecord(b) {
+  const r = new Reader(b);
+  if (r.u8() !== 1) throw new Error('format version');
+  if (r.u8() !== 3) throw new Error('not a rotation record');
+  const kind = r.u8(), size = rotationProofSize(kind);
+  if (size === 0) throw new Error(`unknown key kind ${kind}`);
+  const sequence = r.u64();
+  if (sequence === 0) throw new Error('sequence 0');
+  const oldKey = r.bytes(32), newKey = r.bytes(32);
+  if (eq(oldKey, newKey)) throw new Error('the new key is the old key');
+  const signed = b.subarray(0, r.o);
+  const oldProof = r.bytes(size), newProof = r.bytes(size);
+  r.done();
+  return { kind, sequence, oldKey, newKey, oldProof, newProof, signed, bytes: b };
+}
+
+/** 11.2 move entry (type 0x04), as api.ParseMoveEntry: format only (the rules M1-M5 are the auditors'). */
+export function parseMoveEntry(b) {
+  const r = new Reader(b);
+  if (r.u8() !== 1) throw new Error('format version');
+  if (r.u8() !== 4) throw new Error('not a move entry');
+  const sequence = r.u64();
+  if (sequence === 0) throw new Error('rotation sequence 0');
+  const oldIndex = r.bytes(32), newIndex = r.bytes(32);
+  if (eq(oldIndex, newIndex)) throw new Error('the new index is the old index');
+  const leaf = r.bytes(32);
+  r.done();
+  return { sequence, oldIndex, newIndex, leaf };
+}
+
+/** 5.1 any log entry, as api.ParseEntry: { type: 'change_record'|'epoch_record'|'rotation_record'|'move_entry', entry }. */
+export function parseEntry(b) {
+  if (b.length < 2) throw new Error('truncated header');
+  if (b[0] !== 1) throw new Error('format version');
+  switch (b[1]) {
+    case 1: return { type: 'change_record', entry: parseChangeRecord(b) };
+    case 2: return { type: 'epoch_record', entry: parseEpochRecord(b) };
+    case 3: return { type: 'rotation_record', entry: parseRotationRecord(b) };
+    case 4: return { type: 'move_entry', entry: parseMoveEntry(b) };
+    default: throw new Error(`unknown entry type ${b[1]}`);
+  }
+}
+
 /** 5.3 device set */
 export function parseDeviceSet(b) {
   const r = new Reader(b);
@@ -98,6 +146,21 @@ export function setAuthorizers(ds) {
 function originBytes(origin) { const o = new TextEncoder().encode(origin); if (o.length > 65535) throw new Error('origin too long'); return concat(u16(o.length), o); }
 /** 4.3 */
 export function changeStatement(origin, rec) { return concat('kt/v1/change', new Uint8Array([0]), originBytes(origin), rec.signed); }
+/** 4.3: the rotation statement, the message (kinds 1, 3) or ECVRF alpha (kind 2) of both proofs. */
+export function rotationStatement(origin, rot) { return concat('kt/v1/rotate', new Uint8Array([0]), originBytes(origin), rot.signed); }
+/**
+ * 11.1, 11.2 (api.VerifyRotation): both proofs verify over the rotation statement: Ed25519 for
+ * kinds 1 and 3; for kind 2 ECVRF proofs (vrf.VerifyRotationProof: each key a valid VRF key,
+ * RFC 9381 5.4.5). The chain (sequence, old key = current key) is not checked here.
+ */
+export function verifyRotationProofs(origin, rot) {
+  const msg = rotationStatement(origin, rot);
+  if (rot.kind === 2) {
+    const ok = (pk, pi) => { try { validateVRFKey(pk); } catch { return false; } return vrfVerify(pk, msg, pi) !== null; };
+    return ok(rot.oldKey, rot.oldProof) && ok(rot.newKey, rot.newProof);
+  }
+  return verifyEd25519(rot.oldKey, msg, rot.oldProof) && verifyEd25519(rot.newKey, msg, rot.newProof);
+}
 export function accountStatement(origin, index, version, ds) {
   return concat('kt/v1/device-set', new Uint8Array([0]), originBytes(origin), index, u64(version), ds.unsigned);
 }

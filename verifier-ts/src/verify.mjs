@@ -15,7 +15,9 @@ function at(step, f) { try { return f(); } catch (e) { if (e instanceof VerifyEr
  * Parameters a client pins (design.md 11).
  * With audit_policy (14.1) the client is in audit mode: 12.2 steps 2.2a and 2.5a apply, with the
  * audit lag bound max_audit_lag_ms (0 or absent: 30000).
- * @param {{origin:string,log_public_key:string,vrf_public_key:string,recovery_public_key_hex:string,witness_policy:string,max_age_ms:number,skew_ms:number,audit_policy?:string,max_audit_lag_ms?:number}} p
+ * prev_vrf_public_keys are the VRF keys before vrf_public_key in the rotation chain the client holds,
+ * oldest first (11.2, client.Params.PrevVRFKeys); absent before any VRF key rotation.
+ * @param {{origin:string,log_public_key:string,vrf_public_key:string,recovery_public_key_hex:string,witness_policy:string,max_age_ms:number,skew_ms:number,audit_policy?:string,max_audit_lag_ms?:number,prev_vrf_public_keys?:string[]}} p
  * @param {{insecureNoWitnesses?:boolean}} [opts]
  */
 export function parseParams(p, opts = {}) {
@@ -38,7 +40,8 @@ export function parseParams(p, opts = {}) {
     if (maxAuditLag < 0 || (p.max_age_ms ?? 0) < 0 || (p.skew_ms ?? 0) < 0) throw new Error('negative max age, skew or max audit lag');
     const recovery = hex(p.recovery_public_key_hex);
     if (recovery.length !== 32) throw new Error('recovery key not 32 bytes');
-    return { origin: p.origin, logKey, vrfKey: parseVRFPublicKey(p.vrf_public_key), recovery, policy, audit,
+    const prevVrfKeys = (p.prev_vrf_public_keys ?? []).map(parseVRFPublicKey);
+    return { origin: p.origin, logKey, vrfKey: parseVRFPublicKey(p.vrf_public_key), prevVrfKeys, recovery, policy, audit,
       maxAge: p.max_age_ms ?? 60000, skew: p.skew_ms ?? 10000, maxAuditLag };
   });
 }
@@ -132,6 +135,7 @@ export function verifyLookup(v, opts = {}) {
   const parts = at('parse', () => {
     const pi = hex(r.vrf_proof_hex); if (pi.length !== 80) throw new Error('VRF proof not 80 bytes');
     const mp = parseMapProof(hex(r.map_proof_hex));
+    const re = parseReindexed(r);
     const present = !!r.change_record_hex;
     let rec = null, opening = null, value = null;
     if (present) {
@@ -139,7 +143,7 @@ export function verifyLookup(v, opts = {}) {
       opening = hex(r.opening_hex ?? ''); if (opening.length !== 32) throw new Error('opening not 32 bytes');
       value = hex(r.device_set_hex ?? ''); enc.parseDeviceSet(value);
     } else if (r.opening_hex || r.device_set_hex) throw new Error('opening or device set without a change record');
-    return { pi, mp, rec, opening, value };
+    return { pi, mp, ...re, rec, opening, value };
   });
   ok('parse', 'every part parses');
   // 2. epoch part
@@ -150,13 +154,16 @@ export function verifyLookup(v, opts = {}) {
   if (!beta) fail('vrf', 'VRF proof does not verify');
   const index = beta.subarray(0, 32);
   ok('vrf', `index ${toHex(index)}`);
-  // 4. map
-  at('map proof', () => verifyParsedMapProof(st.record.mapRoot, index, parts.rec ? enc.leafHash(parts.rec.bytes) : null, parts.mp));
-  ok('map proof', parts.rec ? 'the map holds the record' : 'the map holds no record: not registered');
+  // 4. map; after a VRF key rotation (11.2) at the index the record or the absence sits at
+  const { recordIndex, notMoved } = verifyReindexed(P, st, handle, index, parts);
+  ok('map proof', (parts.rec ? 'the map holds the record' : 'the map holds no record: not registered') +
+    (notMoved ? ` (fallback: not moved yet, at its index ${toHex(recordIndex)} under the previous VRF key)` : !eq(recordIndex, index) ? ` (moved record at its index ${toHex(recordIndex)} under an earlier VRF key)` : ''));
   const out = { index_hex: toHex(index), epoch: st.record.epoch, trusted_size: st.size, state: st };
+  if (!eq(recordIndex, index)) out.record_index_hex = toHex(recordIndex);
+  if (notMoved) out.not_moved = true;
   if (!parts.rec) return { ...out, registered: false };
   // 5. record index
-  if (!eq(parts.rec.index, index)) fail('record', 'the record is for another index');
+  if (!eq(parts.rec.index, recordIndex)) fail('record', 'the record is for another index');
   // 6. commitment and R7
   ok('record', `version ${parts.rec.version}, kind ${parts.rec.kind}`);
   const ds = at('commitment', () => enc.openCommitment(parts.rec, parts.opening, parts.value));
@@ -165,7 +172,7 @@ export function verifyLookup(v, opts = {}) {
   if (v.pinned_account_key_hex) {
     const K = hex(v.pinned_account_key_hex);
     if (!ds.accountKey || !eq(ds.accountKey, K)) fail('strict mode', 'the set does not carry the pinned account key');
-    if (!enc.verifyAccount(P.origin, index, parts.rec.version, ds)) fail('strict mode', 'account signature does not verify');
+    if (!enc.verifyAccount(P.origin, parts.rec.index, parts.rec.version, ds)) fail('strict mode', 'account signature does not verify');
   }
   if (v.pinned_account_key_hex) ok('strict mode', 'the pinned account key signed the set');
   // 8. HPKE keys
@@ -173,6 +180,73 @@ export function verifyLookup(v, opts = {}) {
   ok('hpke keys', 'every device key deserializes');
   // 9.
   return { ...out, registered: true, version: parts.rec.version, kind: parts.rec.kind, device_ids_hex: ds.devices.map(d => toHex(d.id)), deviceSet: ds, record: parts.rec };
+}
+
+/**
+ * 12.2 step 1 for LookupResponse fields 8-10 (11.2; client parseReindexed, same checks in the same
+ * order): a moved record's VRF proof, or the fallback's VRF proof under the previous key, and the
+ * map proof at the record's or the fallback's index. Throws (step 'parse').
+ */
+function parseReindexed(r) {
+  const out = { recordVrfProof: null, prevVrfProof: null, prevMp: null };
+  const rv = hex(r.record_vrf_proof_hex ?? '');
+  if (rv.length) {
+    if (rv.length !== 80) throw new Error(`record VRF proof has ${rv.length} bytes, want 80`);
+    out.recordVrfProof = rv;
+  }
+  const pv = hex(r.prev_vrf_proof_hex ?? ''), pm = hex(r.prev_map_proof_hex ?? '');
+  if (!pv.length && !pm.length) return out;
+  if (out.recordVrfProof && pv.length) throw new Error('an answer with both a moved record\'s VRF proof and a fallback');
+  if (out.recordVrfProof && !pm.length) throw new Error('a moved record\'s VRF proof without the map proof at the record\'s index');
+  if (!out.recordVrfProof && (pv.length !== 80 || !pm.length)) throw new Error(`the fallback needs an 80-byte VRF proof (${pv.length} bytes) and a map proof (${pm.length} bytes)`);
+  out.prevMp = parseMapProof(pm);
+  if (pv.length) out.prevVrfProof = pv;
+  return out;
+}
+
+/**
+ * 12.2 step 4 with the steps 11.2 adds after a VRF key rotation (client verifyReindexed, same
+ * checks in the same order). index is the handle's index under the current key (step 3).
+ * Returns { recordIndex, notMoved }: the index the record or the absence is proved at.
+ *  - fallback given: the current index is absent; the handle's VRF proof under the previous key
+ *    gives its old index; the map proves the record (or absence) there.
+ *  - membership at index of a record whose index field differs: a moved record; the map proves
+ *    its leaf at its own index, and its VRF proof under an earlier key (newest first) gives that index.
+ *  - absence at index after a rotation without a fallback fails (it could hide a handle not moved yet).
+ */
+function verifyReindexed(P, st, handle, index, parts) {
+  const root = st.record.mapRoot;
+  const leaf = parts.rec ? enc.leafHash(parts.rec.bytes) : null;
+  const alpha = vrfInput(handle);
+  if (parts.prevVrfProof) {
+    if (!P.prevVrfKeys.length) fail('vrf', 'a fallback proof, but the VRF key was never rotated');
+    at('map proof', () => verifyParsedMapProof(root, index, null, parts.mp));
+    const beta = vrfVerify(P.prevVrfKeys[P.prevVrfKeys.length - 1], alpha, parts.prevVrfProof);
+    if (!beta) fail('vrf', 'fallback proof under the previous VRF key does not verify');
+    const old = beta.subarray(0, 32);
+    at('map proof', () => verifyParsedMapProof(root, old, leaf, parts.prevMp));
+    return { recordIndex: old, notMoved: true };
+  }
+  at('map proof', () => verifyParsedMapProof(root, index, leaf, parts.mp));
+  if (!parts.rec) {
+    if (P.prevVrfKeys.length) fail('map proof', 'the handle\'s index under the current VRF key is absent and the answer has no fallback under the previous key');
+    return { recordIndex: index, notMoved: false };
+  }
+  if (eq(parts.rec.index, index)) {
+    if (parts.recordVrfProof) fail('parse', 'a moved record\'s VRF proof for a record that was not moved');
+    return { recordIndex: index, notMoved: false };
+  }
+  // 4': a record moved and not changed since.
+  if (!parts.recordVrfProof) fail('record', 'the record is for another index, and the answer has no VRF proof of the record\'s index');
+  if (!parts.prevMp) fail('parse', 'a moved record without the map proof at its own index');
+  at('map proof', () => verifyParsedMapProof(root, parts.rec.index, leaf, parts.prevMp));
+  for (let i = P.prevVrfKeys.length - 1; i >= 0; i--) {
+    const beta = vrfVerify(P.prevVrfKeys[i], alpha, parts.recordVrfProof);
+    if (!beta) continue;
+    if (!eq(beta.subarray(0, 32), parts.rec.index)) fail('record', 'the moved record\'s index is not the handle\'s index under that earlier VRF key');
+    return { recordIndex: beta.subarray(0, 32), notMoved: false };
+  }
+  fail('vrf', 'the moved record\'s VRF proof verifies under no earlier VRF key');
 }
 
 /** design.md 6.1 R1-R6 (api.CheckChange): returns the rule broken, or null. */

@@ -14,9 +14,12 @@ function le(b) { let x = 0n; for (let i = b.length - 1; i >= 0; i--) x = (x << 8
 export function parseVRFPublicKey(text) {
   const p = 'kt-vrf-public:';
   if (!text.startsWith(p)) throw new Error('VRF key: missing kt-vrf-public: prefix');
-  const k = b64(text.slice(p.length));
+  return validateVRFKey(b64(text.slice(p.length)));
+}
+
+/** RFC 9381 5.4.5 ECVRF_validate_key: 32 bytes, decodes and is not of small order. Returns k. */
+export function validateVRFKey(k) {
   if (k.length !== 32) throw new Error('VRF key: not 32 bytes');
-  // RFC 9381 5.4.5 ECVRF_validate_key: decodes and is not of small order
   let Y;
   try { Y = Point.fromBytes(k); } catch { throw new Error('VRF key: not a point'); }
   if (Y.isSmallOrder()) throw new Error('VRF key: small order');

@@ -56,9 +56,12 @@ for (const v of load('encodings.json').vectors) {
   test(`encodings: ${v.name}`, () => {
     const b = hex(v.encoding_hex);
     const parse = { device_set: enc.parseDeviceSet, change_record: enc.parseChangeRecord, epoch_record: enc.parseEpochRecord,
-      entry: (x) => (x[1] === 2 ? enc.parseEpochRecord(x) : enc.parseChangeRecord(x)) }[v.type];
+      rotation_record: enc.parseRotationRecord, move_entry: enc.parseMoveEntry, entry: (x) => enc.parseEntry(x).entry }[v.type];
     if (v.error) {
-      if (v.type === 'entry') { assert.throws(() => enc.parseChangeRecord(b)); assert.throws(() => enc.parseEpochRecord(b)); }
+      if (v.type === 'entry') {
+        assert.throws(() => enc.parseEntry(b));
+        for (const p of [enc.parseChangeRecord, enc.parseEpochRecord, enc.parseRotationRecord, enc.parseMoveEntry]) assert.throws(() => p(b));
+      }
       else assert.throws(() => parse(b));
       return;
     }
@@ -81,6 +84,15 @@ for (const v of load('encodings.json').vectors) {
         { ...w, authorizers: w.authorizers ?? [] });
       assert.equal(toHex(enc.changeStatement(ORIGIN, got)), v.change_statement_hex);
       assert.equal(enc.verifyChangeSignature(ORIGIN, got), v.signature_valid);
+    } else if (v.type === 'rotation_record') {
+      assert.equal(enc.parseEntry(b).type, 'rotation_record');
+      const w = v.rotation_record;
+      assert.deepEqual({ key_kind: got.kind, sequence: got.sequence, old_key_hex: toHex(got.oldKey), new_key_hex: toHex(got.newKey), old_proof_hex: toHex(got.oldProof), new_proof_hex: toHex(got.newProof) }, w);
+      assert.equal(toHex(enc.rotationStatement(ORIGIN, got)), v.rotation_statement_hex);
+      assert.equal(enc.verifyRotationProofs(ORIGIN, got), v.proofs_valid);
+    } else if (v.type === 'move_entry') {
+      assert.equal(enc.parseEntry(b).type, 'move_entry');
+      assert.deepEqual({ rotation_sequence: got.sequence, old_index_hex: toHex(got.oldIndex), new_index_hex: toHex(got.newIndex), leaf_hex: toHex(got.leaf) }, v.move_entry);
     } else {
       const w = v.epoch_record;
       assert.deepEqual({ epoch: got.epoch, timestamp_unix_ms: got.timestamp, log_size: got.logSize, map_root_hex: toHex(got.mapRoot), map_size: got.mapSize }, w);

@@ -25,6 +25,8 @@ for (const v of load('lookups.json').vectors) {
     const got = { epoch: o.r.epoch, index_hex: o.r.index_hex, trusted_size: o.r.trusted_size };
     if (o.r.registered) Object.assign(got, { registered: true, version: o.r.version, kind: o.r.kind });
     if (o.r.registered && o.r.device_ids_hex.length) got.device_ids_hex = o.r.device_ids_hex;
+    if (o.r.record_index_hex) got.record_index_hex = o.r.record_index_hex;
+    if (o.r.not_moved) got.not_moved = true;
     assert.deepEqual(got, want);
   });
 }

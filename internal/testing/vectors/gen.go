@@ -27,6 +27,7 @@ import (
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
 	"github.com/keytrans/kt/smt"
+	"github.com/keytrans/kt/vrf"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -140,7 +141,10 @@ type EncodingVector struct {
 	DeviceSet   *DeviceSet    `json:"device_set,omitempty"`
 	ChangeRec   *ChangeRecord `json:"change_record,omitempty"`
 	EpochRecord *EpochRecord  `json:"epoch_record,omitempty"`
-	Encoding    Hex           `json:"encoding_hex"`
+	// Rotation records (5.1, 11.1, 11.2) and move entries (11.2).
+	RotationRec *RotationRecord `json:"rotation_record,omitempty"`
+	MoveEntry   *MoveEntry      `json:"move_entry,omitempty"`
+	Encoding    Hex             `json:"encoding_hex"`
 	// For log entries (change and epoch records): LeafHash (5.2).
 	LeafHash Hex `json:"leaf_hash_hex,omitempty"`
 	// For change records: ChangeStatement(origin, record) (4.3) and
@@ -154,7 +158,12 @@ type EncodingVector struct {
 	AccountVersion   uint64 `json:"account_version,omitempty"`
 	AccountStatement Hex    `json:"account_statement_hex,omitempty"`
 	AccountValid     *bool  `json:"account_valid,omitempty"`
-	Error            string `json:"error,omitempty"`
+	// For rotation records: RotationStatement(origin, record) (4.3) and
+	// whether both proofs verify over it (api.VerifyRotation: Ed25519 for
+	// kinds 1 and 3, ECVRF with vrf.VerifyRotationProof for kind 2).
+	RotationStatement Hex    `json:"rotation_statement_hex,omitempty"`
+	ProofsValid       *bool  `json:"proofs_valid,omitempty"`
+	Error             string `json:"error,omitempty"`
 }
 
 // EncodingsFile is encodings.json.
@@ -181,7 +190,7 @@ func (v EncodingVector) Run(origin string) EncodingVector {
 			out.AccountStatement = api.AccountStatement(origin, idx, v.AccountVersion, s)
 			out.AccountValid = yes(s.VerifyAccount(origin, idx, v.AccountVersion) == nil)
 		}
-	case "change_record", "epoch_record", "entry":
+	case "change_record", "epoch_record", "rotation_record", "move_entry", "entry":
 		e, err := api.ParseEntry(v.Encoding)
 		if err != nil {
 			out.Error = failure(err).Error
@@ -198,6 +207,14 @@ func (v EncodingVector) Run(origin string) EncodingVector {
 		case *api.EpochRecord:
 			out.Type = "epoch_record"
 			out.EpochRecord = epochRecordJSON(e)
+		case *api.RotationRecord:
+			out.Type = "rotation_record"
+			out.RotationRec = rotationRecordJSON(e)
+			out.RotationStatement = api.RotationStatement(origin, e)
+			out.ProofsValid = yes(api.VerifyRotation(origin, e, vrf.VerifyRotationProof) == nil)
+		case *api.MoveEntry:
+			out.Type = "move_entry"
+			out.MoveEntry = moveEntryJSON(e)
 		}
 	}
 	return out
@@ -205,7 +222,7 @@ func (v EncodingVector) Run(origin string) EncodingVector {
 
 func genEncodings() EncodingsFile {
 	f := EncodingsFile{Origin: Origin, Description: "Encodings of design.md 5 (log entries 5.1, leaf hashes 5.2, device sets 5.3) " +
-		"and the signed statements of 4.3. Parse encoding_hex: the result has the fields given, and re-encoding them gives encoding_hex " +
+		"and the signed statements of 4.3, rotation records (type 0x03, 11.1, 11.2: rotation_statement_hex, proofs_valid) and move entries (type 0x04, 11.2). Parse encoding_hex: the result has the fields given, and re-encoding them gives encoding_hex " +
 		"back (every encoding is canonical). An encoding with error must be refused (ErrMalformed). Roles: 1 device, 2 account. " +
 		"Kinds: 1 enroll, 2 device, 3 account, 4 recovery. HPKE ids as in RFC 9180 (KEM 0x0020 X25519, 0x647a MLKEM768-X25519, 0x0010 P-256)."}
 	a := newDevice("enc a", api.SuiteX25519)
@@ -271,6 +288,27 @@ func genEncodings() EncodingsFile {
 	ep := &api.EpochRecord{Epoch: 7, Timestamp: 1767225600123, LogSize: 42, MapRoot: [32]byte(seed("enc map root")), MapSize: 1000}
 	f.Vectors = append(f.Vectors, EncodingVector{Name: "epoch record", Type: "epoch_record", Encoding: must(ep.MarshalBinary())}.Run(Origin))
 
+	// Rotation records (5.1; 11.1 kinds 1 and 3, 11.2 kind 2) and move
+	// entries (11.2).
+	entry := func(name string, b []byte) {
+		f.Vectors = append(f.Vectors, EncodingVector{Name: name, Type: "entry", Encoding: b}.Run(Origin))
+	}
+	vrf0 := must(vrf.NewPrivateKey(seed("enc vrf 0")))
+	vrf1 := must(vrf.NewPrivateKey(seed("enc vrf 1")))
+	rotV := &api.RotationRecord{Kind: api.KeyVRF, Sequence: 1}
+	check(rotV.ProveVRFRotation(Origin, [32]byte(vrf0.Public().Bytes()), [32]byte(vrf1.Public().Bytes()), vrf0.ProveRotation, vrf1.ProveRotation))
+	rotVB := must(rotV.MarshalBinary())
+	entry("rotation record: VRF key (kind 2), sequence 1, ECVRF proofs over the rotation statement", rotVB)
+	rotR := &api.RotationRecord{Kind: api.KeyRecovery, Sequence: 2}
+	check(rotR.SignRotation(Origin, rec, ed25519.NewKeyFromSeed(seed("enc recovery 2"))))
+	rotRB := must(rotR.MarshalBinary())
+	entry("rotation record: recovery key (kind 3), sequence 2, Ed25519 proofs", rotRB)
+	edRot := func(b []byte, f func(b []byte)) []byte { b = bytes.Clone(b); f(b); return b }
+	entry("rotation record: VRF key, the new key's proof flipped (parses, does not verify)", edRot(rotVB, func(b []byte) { b[len(b)-1] ^= 1 }))
+	mv := &api.MoveEntry{Sequence: 1, OldIndex: index, NewIndex: [32]byte(seed("enc new index")), Leaf: api.LeafHash(e2)}
+	mvB := must(mv.MarshalBinary())
+	entry("move entry: rotation sequence 1", mvB)
+
 	invalid := func(name, typ string, b []byte) {
 		v := EncodingVector{Name: name, Type: typ, Encoding: b}.Run(Origin)
 		if v.Error == "" {
@@ -283,6 +321,18 @@ func genEncodings() EncodingsFile {
 	invalid("entry: unknown format version", "entry", append([]byte{0x02}, e1[1:]...))
 	invalid("entry: unknown entry type", "entry", append([]byte{e1[0], 0x09}, e1[2:]...))
 	invalid("epoch record: trailing byte", "entry", append(must(ep.MarshalBinary()), 0))
+	invalid("rotation record: trailing byte", "entry", append(bytes.Clone(rotVB), 0))
+	invalid("rotation record: truncated", "entry", rotVB[:len(rotVB)-1])
+	invalid("rotation record: kind 2 with 64-byte (Ed25519-sized) proofs", "entry", edRot(rotRB, func(b []byte) { b[2] = byte(api.KeyVRF) }))
+	invalid("rotation record: kind 3 with 80-byte (ECVRF-sized) proofs", "entry", edRot(rotVB, func(b []byte) { b[2] = byte(api.KeyRecovery) }))
+	invalid("rotation record: unknown key kind 0", "entry", edRot(rotVB, func(b []byte) { b[2] = 0 }))
+	invalid("rotation record: unknown key kind 4", "entry", edRot(rotVB, func(b []byte) { b[2] = 4 }))
+	invalid("rotation record: sequence 0", "entry", edRot(rotVB, func(b []byte) { clear(b[3:11]) }))
+	invalid("rotation record: the new key is the old key", "entry", edRot(rotVB, func(b []byte) { copy(b[43:75], b[11:43]) }))
+	invalid("move entry: trailing byte", "entry", append(bytes.Clone(mvB), 0))
+	invalid("move entry: truncated", "entry", mvB[:len(mvB)-1])
+	invalid("move entry: rotation sequence 0", "entry", edRot(mvB, func(b []byte) { clear(b[2:10]) }))
+	invalid("move entry: the new index is the old index", "entry", edRot(mvB, func(b []byte) { copy(b[42:74], b[10:42]) }))
 	invalid("device set: trailing byte", "device_set", append(bytes.Clone(v2), 0))
 	invalid("device set: truncated", "device_set", v2[:len(v2)-1])
 	// Two devices in the wrong order: swap them in the encoding.
@@ -714,15 +764,20 @@ type LookupVector struct {
 
 // LookupOut is the outcome of a LookupVector.
 type LookupOut struct {
-	OK         bool     `json:"ok"`
-	Registered bool     `json:"registered,omitempty"`
-	Version    uint64   `json:"version,omitempty"`
-	Kind       uint8    `json:"kind,omitempty"`
-	Devices    []Hex    `json:"device_ids_hex,omitempty"`
-	Epoch      uint64   `json:"epoch,omitempty"`
-	Index      Hex      `json:"index_hex,omitempty"`
-	Size       uint64   `json:"trusted_size,omitempty"`
-	Failure    *Failure `json:"failure,omitempty"`
+	OK         bool   `json:"ok"`
+	Registered bool   `json:"registered,omitempty"`
+	Version    uint64 `json:"version,omitempty"`
+	Kind       uint8  `json:"kind,omitempty"`
+	Devices    []Hex  `json:"device_ids_hex,omitempty"`
+	Epoch      uint64 `json:"epoch,omitempty"`
+	Index      Hex    `json:"index_hex,omitempty"`
+	Size       uint64 `json:"trusted_size,omitempty"`
+	// After a VRF key rotation (design.md 11.2): the index the record or
+	// the absence was proved at when it is not index_hex (a moved record,
+	// or the fallback), and not_moved when the fallback was used.
+	RecordIndex Hex      `json:"record_index_hex,omitempty"`
+	NotMoved    bool     `json:"not_moved,omitempty"`
+	Failure     *Failure `json:"failure,omitempty"`
 }
 
 // Run verifies the lookup.
@@ -745,7 +800,10 @@ func (v LookupVector) Run() LookupVector {
 		return out
 	}
 	o := LookupOut{OK: true, Registered: res.Registered, Version: res.Version, Kind: uint8(res.Kind),
-		Epoch: res.Epoch.Record.Epoch, Index: res.Index[:], Size: res.Trusted.Size}
+		Epoch: res.Epoch.Record.Epoch, Index: res.Index[:], Size: res.Trusted.Size, NotMoved: res.NotMoved}
+	if res.RecordIndex != res.Index {
+		o.RecordIndex = res.RecordIndex[:]
+	}
 	if res.DeviceSet != nil {
 		for _, d := range res.DeviceSet.Devices {
 			o.Devices = append(o.Devices, d.ID[:])
@@ -763,7 +821,10 @@ func (w *world) genLookups() File[LookupVector] {
 		"Each tampered vector changes one part of an honest answer. Vectors whose params have an audit_policy (14.1) run in audit mode: " +
 		"the checkpoint carries audit statements (tlog-cosignature/v1 lines by auditor keys) that must satisfy the audit policy, each dated " +
 		"at most now + skew and at least the epoch timestamp truncated to the second − skew (12.2 step 2.2a), and the epoch must be at most " +
-		"max_audit_lag_ms (default 30000) + skew old, checked before the other freshness checks (step 2.5a)."}
+		"max_audit_lag_ms (default 30000) + skew old, checked before the other freshness checks (step 2.5a). " +
+		"Vectors named rotation (or \"step: rotation, ...\") follow a VRF key rotation (11.2): params.prev_vrf_public_keys holds the earlier keys, " +
+		"the response a moved record's record_vrf_proof_hex or the fallback's prev_vrf_proof_hex, with prev_map_proof_hex; expect.record_index_hex " +
+		"is the index the record or absence was proved at, not_moved marks the fallback."}
 	now := w.now.UnixMilli()
 	t1 := trustedJSON(w.t1)
 	add := func(name string, t *Trusted, handle string, r *ktpb.LookupResponse, pinned []byte) {
@@ -850,7 +911,88 @@ func (w *world) genLookups() File[LookupVector] {
 			func(l []string) []string { l[len(l)-1] = corrupt(l[len(l)-1]); return l })
 	}), now)
 	addAudit("audit lag: the epoch is older than the audit lag bound plus skew, within max age", ap, both, ts.UnixMilli()+40_001)
+	f.Vectors = append(f.Vectors, genRotationLookups()...)
 	return f
+}
+
+// genRotationLookups are lookups across a VRF key rotation (design.md
+// 11.2), in a world of their own: alice and bob enroll under VRF key K0;
+// a kind-2 rotation record to K1 and a move entry for alice (not bob) are
+// logged; the next epoch's map has alice's latest leaf at her new index
+// too. The client holds the chain: vrf_public_key K1,
+// prev_vrf_public_keys [K0]. Each tampered vector changes one part of an
+// honest answer and names the step expected to fail.
+func genRotationLookups() []LookupVector {
+	k := newKeys("rotation")
+	s := newSim(k)
+	k0 := k.vrf
+	k1 := must(vrf.NewPrivateKey(seed("rotation vrf 1")))
+	a1, b1 := newDevice("rot a1", api.SuiteX25519), newDevice("rot b1", api.SuiteX25519)
+	s.change(alice, set(a1), api.AuthEnroll, a1.sign())
+	s.change(bob, set(b1), api.AuthEnroll, b1.sign())
+	s.closeEpoch(epochOpts{ts: T0.Add(1 * time.Second)})
+	rot := &api.RotationRecord{Kind: api.KeyVRF, Sequence: 1}
+	check(rot.ProveVRFRotation(Origin, [32]byte(k0.Public().Bytes()), [32]byte(k1.Public().Bytes()), k0.ProveRotation, k1.ProveRotation))
+	s.append(must(rot.MarshalBinary()))
+	// Move alice: her latest record gets a leaf at her index under K1.
+	ha := s.handle(alice)
+	newIdx, _ := k1.Prove(api.VRFInput(ha.name))
+	last := ha.versions[len(ha.versions)-1]
+	s.append(must((&api.MoveEntry{Sequence: 1, OldIndex: ha.index, NewIndex: newIdx, Leaf: last.leaf}).MarshalBinary()))
+	s.pending = append(s.pending, smt.Update{Key: newIdx, Value: last.leaf})
+	s.latest[newIdx] = last
+	e := s.closeEpoch(epochOpts{ts: T0.Add(3 * time.Second)})
+	now := T0.Add(5 * time.Second).UnixMilli()
+
+	p := paramsJSON(k.parameters())
+	p.VRFPublicKey, p.PrevVRFPublicKeys = k1.Public().String(), []string{k0.Public().String()}
+	prove := func(idx [32]byte) []byte { pr, _ := e.snap.Prove(idx); return must(pr.MarshalBinary()) }
+	// lookup answers as ktd does after the rotation (directory/reindex.go).
+	lookup := func(name string) *ktpb.LookupResponse {
+		canon := must(api.NormalizeHandle(name))
+		idx, pi := k1.Prove(api.VRFInput(canon))
+		old, piOld := k0.Prove(api.VRFInput(canon))
+		r := &ktpb.LookupResponse{Handle: canon, VrfProof: pi, MapProof: prove(idx), Epoch: s.epochPart(e, 0)}
+		c := e.latest[idx]
+		if c == nil {
+			r.PrevVrfProof, r.PrevMapProof = piOld, prove(old)
+			c = e.latest[old]
+		} else if c.record.Index != idx {
+			r.RecordVrfProof, r.PrevMapProof = piOld, prove(c.record.Index)
+		}
+		if c != nil {
+			r.ChangeRecord, r.Opening, r.DeviceSet = c.bytes, c.opening[:], c.set
+		}
+		return r
+	}
+	tamper := func(name string, edit func(r *ktpb.LookupResponse)) *ktpb.LookupResponse {
+		r := lookup(name)
+		edit(r)
+		return r
+	}
+	var out []LookupVector
+	add := func(name string, p Params, handle string, r *ktpb.LookupResponse) {
+		v := LookupVector{Name: name, Params: p, Handle: handle, Response: lookupJSON(r), NowMS: now}.Run()
+		if step, _, _ := strings.Cut(name, ":"); v.Expect.Failure != nil && v.Expect.Failure.Step != step || v.Expect.Failure == nil && !strings.HasPrefix(name, "rotation") {
+			panic(fmt.Sprintf("rotation vector %q: unexpected outcome %+v", name, v.Expect))
+		}
+		out = append(out, v)
+	}
+	add("rotation: a moved handle (record at its old index, record VRF proof under the previous key)", p, alice, lookup(alice))
+	add("rotation: a handle not moved yet (absent at the new index; fallback under the previous key)", p, bob, lookup(bob))
+	add("rotation: not registered (absent at the new index and, by the fallback, at the old one)", p, nobody, lookup(nobody))
+
+	add("vrf: rotation, the moved record's VRF proof is under the current key, not an earlier one", p, alice, tamper(alice, func(r *ktpb.LookupResponse) { r.RecordVrfProof = r.VrfProof }))
+	add("vrf: rotation, the fallback's VRF proof is under the current key, not the previous one", p, bob, tamper(bob, func(r *ktpb.LookupResponse) { r.PrevVrfProof = r.VrfProof }))
+	add("record: rotation, a moved record without its VRF proof", p, alice, tamper(alice, func(r *ktpb.LookupResponse) { r.RecordVrfProof, r.PrevMapProof = nil, nil }))
+	add("map proof: rotation, the fallback is missing (absence at the new index alone)", p, bob, tamper(bob, func(r *ktpb.LookupResponse) {
+		r.PrevVrfProof, r.PrevMapProof, r.ChangeRecord, r.Opening, r.DeviceSet = nil, nil, nil, nil, nil
+	}))
+	add("map proof: rotation, the fallback's map proof is at another index (alice's old index)", p, bob, tamper(bob, func(r *ktpb.LookupResponse) { r.PrevMapProof = lookup(alice).PrevMapProof }))
+	// The vectors stay under their size budget: verifier-ts/test/rotation.test.mjs
+	// derives more tampered answers (parse step 1 of 11.2, proofs swapped
+	// between handles) from these.
+	return out
 }
 
 // ---- monitor.json

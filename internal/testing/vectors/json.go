@@ -12,6 +12,7 @@ import (
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
 	"github.com/keytrans/kt/client"
+	"github.com/keytrans/kt/vrf"
 )
 
 // Hex is a byte string written as lowercase hex; every JSON field whose
@@ -67,6 +68,10 @@ type Params struct {
 	// lines); MaxAuditLagMS is then its audit lag bound (12.2 step 2.5a).
 	AuditPolicy   string `json:"audit_policy,omitempty"`
 	MaxAuditLagMS int64  `json:"max_audit_lag_ms,omitempty"`
+	// PrevVRFPublicKeys are the VRF keys before vrf_public_key in the
+	// rotation chain the client holds, oldest first (design.md 11.2;
+	// client.Params.PrevVRFKeys); absent before any VRF key rotation.
+	PrevVRFPublicKeys []string `json:"prev_vrf_public_keys,omitempty"`
 }
 
 func paramsJSON(pb *ktpb.Parameters) Params {
@@ -78,11 +83,22 @@ func paramsJSON(pb *ktpb.Parameters) Params {
 }
 
 func (p Params) client() (*client.Params, error) {
-	return client.NewParams(&ktpb.Parameters{
+	cp, err := client.NewParams(&ktpb.Parameters{
 		Origin: p.Origin, LogPublicKey: p.LogPublicKey, VrfPublicKey: p.VRFPublicKey,
 		RecoveryPublicKey: p.RecoveryPublicKey, WitnessPolicy: p.WitnessPolicy, AuditPolicy: p.AuditPolicy,
 	}, client.Options{MaxAge: time.Duration(p.MaxAgeMS) * time.Millisecond, Skew: time.Duration(p.SkewMS) * time.Millisecond,
 		MaxAuditLag: time.Duration(p.MaxAuditLagMS) * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range p.PrevVRFPublicKeys {
+		pk, err := vrf.ParsePublicKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("%w: previous VRF key: %w", client.ErrInvalidParams, err)
+		}
+		cp.PrevVRFKeys = append(cp.PrevVRFKeys, pk)
+	}
+	return cp, nil
 }
 
 // Trusted is a client's trusted epoch (design.md 12.2 state T and E).
@@ -153,16 +169,25 @@ type LookupResponse struct {
 	Opening      Hex        `json:"opening_hex"`
 	DeviceSet    Hex        `json:"device_set_hex"`
 	Epoch        *EpochPart `json:"epoch"`
+	// After a VRF key rotation (design.md 11.2; LookupResponse fields 8
+	// to 10): a moved record's VRF proof under an earlier key, the
+	// fallback's VRF proof under the previous key, and the map proof at
+	// the record's (or the fallback's) index.
+	RecordVRFProof Hex `json:"record_vrf_proof_hex,omitempty"`
+	PrevVRFProof   Hex `json:"prev_vrf_proof_hex,omitempty"`
+	PrevMapProof   Hex `json:"prev_map_proof_hex,omitempty"`
 }
 
 func lookupJSON(r *ktpb.LookupResponse) LookupResponse {
 	return LookupResponse{Handle: r.GetHandle(), VRFProof: r.GetVrfProof(), MapProof: r.GetMapProof(),
-		ChangeRecord: r.GetChangeRecord(), Opening: r.GetOpening(), DeviceSet: r.GetDeviceSet(), Epoch: epochPartJSON(r.GetEpoch())}
+		ChangeRecord: r.GetChangeRecord(), Opening: r.GetOpening(), DeviceSet: r.GetDeviceSet(), Epoch: epochPartJSON(r.GetEpoch()),
+		RecordVRFProof: r.GetRecordVrfProof(), PrevVRFProof: r.GetPrevVrfProof(), PrevMapProof: r.GetPrevMapProof()}
 }
 
 func (r LookupResponse) pb() *ktpb.LookupResponse {
 	return &ktpb.LookupResponse{Handle: r.Handle, VrfProof: r.VRFProof, MapProof: r.MapProof,
-		ChangeRecord: r.ChangeRecord, Opening: r.Opening, DeviceSet: r.DeviceSet, Epoch: r.Epoch.pb()}
+		ChangeRecord: r.ChangeRecord, Opening: r.Opening, DeviceSet: r.DeviceSet, Epoch: r.Epoch.pb(),
+		RecordVrfProof: r.RecordVRFProof, PrevVrfProof: r.PrevVRFProof, PrevMapProof: r.PrevMapProof}
 }
 
 // MonitoredChange is ktpb.MonitoredChange (design.md 13).
@@ -333,4 +358,30 @@ type EpochRecord struct {
 
 func epochRecordJSON(e *api.EpochRecord) *EpochRecord {
 	return &EpochRecord{Epoch: e.Epoch, TimestampMS: e.Timestamp, LogSize: e.LogSize, MapRoot: e.MapRoot[:], MapSize: e.MapSize}
+}
+
+// RotationRecord is api.RotationRecord (design.md 5.1, 11.1, 11.2).
+type RotationRecord struct {
+	Kind     uint8  `json:"key_kind"`
+	Sequence uint64 `json:"sequence"`
+	OldKey   Hex    `json:"old_key_hex"`
+	NewKey   Hex    `json:"new_key_hex"`
+	OldProof Hex    `json:"old_proof_hex"`
+	NewProof Hex    `json:"new_proof_hex"`
+}
+
+func rotationRecordJSON(r *api.RotationRecord) *RotationRecord {
+	return &RotationRecord{Kind: uint8(r.Kind), Sequence: r.Sequence, OldKey: r.OldKey[:], NewKey: r.NewKey[:], OldProof: r.OldProof, NewProof: r.NewProof}
+}
+
+// MoveEntry is api.MoveEntry (design.md 11.2).
+type MoveEntry struct {
+	Sequence uint64 `json:"rotation_sequence"`
+	OldIndex Hex    `json:"old_index_hex"`
+	NewIndex Hex    `json:"new_index_hex"`
+	Leaf     Hex    `json:"leaf_hex"`
+}
+
+func moveEntryJSON(m *api.MoveEntry) *MoveEntry {
+	return &MoveEntry{Sequence: m.Sequence, OldIndex: m.OldIndex[:], NewIndex: m.NewIndex[:], Leaf: m.Leaf[:]}
 }
