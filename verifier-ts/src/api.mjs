@@ -38,5 +38,9 @@ export function epochFromAPI(e) {
 export function lookupFromAPI(r) {
   const out = { handle: r.handle, vrf_proof_hex: b64hex(r.vrfProof), map_proof_hex: b64hex(r.mapProof), epoch: epochFromAPI(r.epoch) };
   if (r.changeRecord) Object.assign(out, { change_record_hex: b64hex(r.changeRecord), opening_hex: b64hex(r.opening), device_set_hex: b64hex(r.deviceSet) });
+  // fields 8-10, after a VRF key rotation (design.md 11.2)
+  if (r.recordVrfProof) out.record_vrf_proof_hex = b64hex(r.recordVrfProof);
+  if (r.prevVrfProof) out.prev_vrf_proof_hex = b64hex(r.prevVrfProof);
+  if (r.prevMapProof) out.prev_map_proof_hex = b64hex(r.prevMapProof);
   return out;
 }
