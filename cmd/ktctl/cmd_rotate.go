@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -37,7 +36,17 @@ the directory lists are checked on the way (a forged one is refused).`,
 	run: runRotate,
 }
 
+// rotationKeys are the two keys of a rotation: their public halves and
+// the step that proves the record with both (Ed25519 signatures, or ECVRF
+// proofs for the VRF key).
+type rotationKeys struct {
+	old, new [32]byte
+	newText  string // the new public key in its text form, if the kind has one of its own
+	prove    func(origin string, rec *api.RotationRecord) error
+}
+
 // SPEC(design.md 11.1)
+// SPEC(design.md 11.2)
 func runRotate(ctx context.Context, e *env) error {
 	var kind api.KeyKind
 	switch e.args[0] {
@@ -46,22 +55,24 @@ func runRotate(ctx context.Context, e *env) error {
 	case "recovery":
 		kind = api.KeyRecovery
 	case "vrf":
-		return runRotateVRF(ctx, e)
+		kind = api.KeyVRF
 	default:
 		return usageErr("rotate %q: the key kinds are log, recovery and vrf", e.args[0])
 	}
 	if e.cfg.OldKey == "" || e.cfg.NewKey == "" {
 		return usageErr("rotate needs --old-key and --new-key")
 	}
-	oldKey, err := readRotationKey(kind, e.cfg.OldKey)
+	var keys rotationKeys
+	var err error
+	if kind == api.KeyVRF {
+		keys, err = readVRFRotationKeys(e.cfg.OldKey, e.cfg.NewKey)
+	} else {
+		keys, err = readEd25519RotationKeys(kind, e.cfg.OldKey, e.cfg.NewKey)
+	}
 	if err != nil {
 		return err
 	}
-	newKey, err := readRotationKey(kind, e.cfg.NewKey)
-	if err != nil {
-		return err
-	}
-	if bytes.Equal(oldKey.Public().(ed25519.PublicKey), newKey.Public().(ed25519.PublicKey)) {
+	if keys.old == keys.new {
 		return usageErr("--old-key and --new-key hold the same key")
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
@@ -80,7 +91,7 @@ func runRotate(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	if [32]byte(oldKey.Public().(ed25519.PublicKey)) != cur.Key {
+	if keys.old != cur.Key {
 		return usageErr("--old-key is not the directory's current %s key (rotation %d): %s", kind, cur.Sequence, base64.StdEncoding.EncodeToString(cur.Key[:]))
 	}
 	seq := cur.Sequence + 1
@@ -88,7 +99,7 @@ func runRotate(ctx context.Context, e *env) error {
 		seq = e.cfg.Sequence
 	}
 	rec := &api.RotationRecord{Kind: kind, Sequence: seq}
-	if err := rec.SignRotation(pb.GetOrigin(), oldKey, newKey); err != nil {
+	if err := keys.prove(pb.GetOrigin(), rec); err != nil {
 		return usageErr("%v", err)
 	}
 	raw, err := rec.MarshalBinary()
@@ -104,21 +115,54 @@ func runRotate(ctx context.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
-	newPub := newKey.Public().(ed25519.PublicKey)
-	if e.cfg.JSON {
-		return e.printJSON(map[string]any{"kind": kind.String(), "sequence": seq, "log_index": resp.GetLogIndex(),
-			"new_key": base64.StdEncoding.EncodeToString(newPub), "handover_checkpoint": string(resp.GetCheckpoint())})
-	}
-	fmt.Fprintf(e.stdout, "rotated the %s key: rotation %d logged at index %d; the handover epoch is published\n", kind, seq, resp.GetLogIndex())
+	var newText, next string
 	switch kind {
 	case api.KeyLog:
-		fmt.Fprintf(e.stdout, "  new log key %s\n", log.Ed25519VerifierKey(pb.GetOrigin(), [32]byte(newPub)))
-		fmt.Fprintln(e.stdout, "  next: once the witnesses know the new key, make it log.key_file, clear log.next_key_file and restart ktd")
+		newText = log.Ed25519VerifierKey(pb.GetOrigin(), keys.new)
+		next = "once the witnesses know the new key, make it log.key_file, clear log.next_key_file and restart ktd"
 	case api.KeyRecovery:
-		fmt.Fprintf(e.stdout, "  new recovery key kt-recovery-public:%s\n", base64.StdEncoding.EncodeToString(newPub))
-		fmt.Fprintln(e.stdout, "  next: configure it as ktd's directory.recovery_key_file (public form) before ktd restarts")
+		newText = "kt-recovery-public:" + base64.StdEncoding.EncodeToString(keys.new[:])
+		next = "configure it as ktd's directory.recovery_key_file (public form) before ktd restarts"
+	case api.KeyVRF:
+		newText = keys.newText
+		next = "make it directory.vrf_key_file, the old key directory.vrf_prev_key_file, clear directory.vrf_next_key_file, and restart ktd"
 	}
+	if e.cfg.JSON {
+		newJSON := base64.StdEncoding.EncodeToString(keys.new[:])
+		if kind == api.KeyVRF {
+			newJSON = newText
+		}
+		return e.printJSON(map[string]any{"kind": kind.String(), "sequence": seq, "log_index": resp.GetLogIndex(),
+			"new_key": newJSON, "handover_checkpoint": string(resp.GetCheckpoint())})
+	}
+	moved := ""
+	if kind == api.KeyVRF {
+		moved = "every handle is moved and "
+	}
+	fmt.Fprintf(e.stdout, "rotated the %s key: rotation %d logged at index %d; %sthe handover epoch is published\n", kind, seq, resp.GetLogIndex(), moved)
+	fmt.Fprintf(e.stdout, "  new %s key %s\n", kind, newText)
+	fmt.Fprintf(e.stdout, "  next: %s\n", next)
 	return nil
+}
+
+// readEd25519RotationKeys reads the old and new private keys of a log or
+// recovery key rotation.
+func readEd25519RotationKeys(kind api.KeyKind, oldPath, newPath string) (rotationKeys, error) {
+	oldKey, err := readRotationKey(kind, oldPath)
+	if err != nil {
+		return rotationKeys{}, err
+	}
+	newKey, err := readRotationKey(kind, newPath)
+	if err != nil {
+		return rotationKeys{}, err
+	}
+	return rotationKeys{
+		old: [32]byte(oldKey.Public().(ed25519.PublicKey)),
+		new: [32]byte(newKey.Public().(ed25519.PublicKey)),
+		prove: func(origin string, rec *api.RotationRecord) error {
+			return rec.SignRotation(origin, oldKey, newKey)
+		},
+	}, nil
 }
 
 // currentKey returns the directory's current key of kind: the key of the
@@ -188,16 +232,9 @@ func readRotationKey(kind api.KeyKind, path string) (ed25519.PrivateKey, error) 
 	return ed25519.NewKeyFromSeed(seed), nil
 }
 
-// runRotateVRF is "ktctl rotate vrf" (design.md 11.2): a rotation record of
-// the VRF key proved by both keys (ECVRF proofs over the rotation
-// statement), checked against the directory's current VRF key, sent to
-// Operator.Rotate.
-//
-// SPEC(design.md 11.2)
-func runRotateVRF(ctx context.Context, e *env) error {
-	if e.cfg.OldKey == "" || e.cfg.NewKey == "" {
-		return usageErr("rotate needs --old-key and --new-key")
-	}
+// readVRFRotationKeys reads the old and new VRF private keys of a VRF key
+// rotation (design.md 11.2: ECVRF proofs over the rotation statement).
+func readVRFRotationKeys(oldPath, newPath string) (rotationKeys, error) {
 	read := func(path string) (*vrf.PrivateKey, error) {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -209,64 +246,17 @@ func runRotateVRF(ctx context.Context, e *env) error {
 		}
 		return k, nil
 	}
-	oldKey, err := read(e.cfg.OldKey)
+	oldKey, err := read(oldPath)
 	if err != nil {
-		return err
+		return rotationKeys{}, err
 	}
-	newKey, err := read(e.cfg.NewKey)
+	newKey, err := read(newPath)
 	if err != nil {
-		return err
+		return rotationKeys{}, err
 	}
-	if oldKey.Public().Equal(newKey.Public()) {
-		return usageErr("--old-key and --new-key hold the same key")
+	k := rotationKeys{old: [32]byte(oldKey.Public().Bytes()), new: [32]byte(newKey.Public().Bytes()), newText: newKey.Public().String()}
+	k.prove = func(origin string, rec *api.RotationRecord) error {
+		return rec.ProveVRFRotation(origin, k.old, k.new, oldKey.ProveRotation, newKey.ProveRotation)
 	}
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
-	defer cancel()
-	conn, err := e.dial(e.cfg.GRPC, e.cfg.GRPCTLS)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	dc := ktpb.NewDirectoryClient(conn)
-	pb, err := dc.GetParameters(ctx, &ktpb.GetParametersRequest{})
-	if err != nil {
-		return fmt.Errorf("the directory's parameters: %w", err)
-	}
-	cur, err := currentKey(ctx, dc, pb, api.KeyVRF)
-	if err != nil {
-		return err
-	}
-	oldPub, newPub := [32]byte(oldKey.Public().Bytes()), [32]byte(newKey.Public().Bytes())
-	if oldPub != cur.Key {
-		return usageErr("--old-key is not the directory's current vrf key (rotation %d): %s", cur.Sequence, base64.StdEncoding.EncodeToString(cur.Key[:]))
-	}
-	seq := cur.Sequence + 1
-	if e.cfg.Sequence != 0 {
-		seq = e.cfg.Sequence
-	}
-	rec := &api.RotationRecord{Kind: api.KeyVRF, Sequence: seq}
-	if err := rec.ProveVRFRotation(pb.GetOrigin(), oldPub, newPub, oldKey.ProveRotation, newKey.ProveRotation); err != nil {
-		return usageErr("%v", err)
-	}
-	raw, err := rec.MarshalBinary()
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	oconn, err := e.dial(e.cfg.Operator, false)
-	if err != nil {
-		return err
-	}
-	defer oconn.Close()
-	resp, err := ktpb.NewOperatorClient(oconn).Rotate(ctx, &ktpb.RotateRequest{Record: raw})
-	if err != nil {
-		return fmt.Errorf("rotate: %w", err)
-	}
-	if e.cfg.JSON {
-		return e.printJSON(map[string]any{"kind": "vrf", "sequence": seq, "log_index": resp.GetLogIndex(),
-			"new_key": newKey.Public().String(), "handover_checkpoint": string(resp.GetCheckpoint())})
-	}
-	fmt.Fprintf(e.stdout, "rotated the vrf key: rotation %d logged at index %d; every handle is moved and the handover epoch is published\n", seq, resp.GetLogIndex())
-	fmt.Fprintf(e.stdout, "  new VRF key %s\n", newKey.Public())
-	fmt.Fprintln(e.stdout, "  next: make it directory.vrf_key_file, the old key directory.vrf_prev_key_file, clear directory.vrf_next_key_file, and restart ktd")
-	return nil
+	return k, nil
 }
