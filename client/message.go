@@ -203,7 +203,7 @@ func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelop
 	}
 	key := seenKey(e)
 	if seen.seen(key) {
-		return nil, nil, fmt.Errorf("%w: %w: message %x from device %x of %s", ErrEnvelope, ErrMessageReplay, e.MessageID, e.SenderDevice, e.From)
+		return nil, nil, errReplay(e)
 	}
 	pt, err := e.Open(st.Device)
 	if err != nil && st.PendingDevice != nil {
@@ -218,20 +218,15 @@ func (c *Client) Decrypt(ctx context.Context, envelope []byte) ([]byte, *Envelop
 	// another process sharing the store.
 	oldest := uint64(max(c.cfg.Now().Add(-c.messageWindow()).UnixMilli(), 0))
 	if c.cfg.Replay != nil {
-		if err := c.storeSeen(ctx, st.Seen, e, key, oldest); err != nil {
-			return nil, nil, err
-		}
-		return pt, e, nil
+		err = c.storeSeen(ctx, st.Seen, e, key, oldest)
+	} else {
+		// The sender's lookup may have stored a newer trusted epoch: then
+		// the store no longer holds raw and updateFrom decodes what it holds.
+		err = c.updateFrom(ctx, st, raw, func(s *State) (err error) {
+			s.Seen, err = s.Seen.accept(e, key, oldest)
+			return err
+		})
 	}
-	// The sender's lookup may have stored a newer trusted epoch: then the
-	// store no longer holds raw and updateFrom decodes what it holds.
-	err = c.updateFrom(ctx, st, raw, func(s *State) error {
-		if s.Seen.seen(key) {
-			return fmt.Errorf("%w: %w: message %x from device %x of %s", ErrEnvelope, ErrMessageReplay, e.MessageID, e.SenderDevice, e.From)
-		}
-		s.Seen = s.Seen.with(key, e.Timestamp, oldest)
-		return nil
-	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -386,9 +381,10 @@ func (c *Client) storeSeen(ctx context.Context, seed *SeenMessages, e *Envelope,
 				return nil, err
 			}
 		}
-		if cur.seen(key) {
-			return nil, fmt.Errorf("%w: %w: message %x from device %x of %s", ErrEnvelope, ErrMessageReplay, e.MessageID, e.SenderDevice, e.From)
+		next, err := cur.accept(e, key, oldest)
+		if err != nil {
+			return nil, err
 		}
-		return cur.with(key, e.Timestamp, oldest).MarshalBinary()
+		return next.MarshalBinary()
 	})
 }

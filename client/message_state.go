@@ -55,6 +55,24 @@ func (s *SeenMessages) seen(key [32]byte) bool {
 	return slices.ContainsFunc(s.Entries, func(m SeenMessage) bool { return m.Key == key })
 }
 
+// accept returns the cache with e's key added (at e's time, dropping the
+// entries older than oldest), or ErrMessageReplay if e was accepted
+// before (design.md 12.3 receiving step 8).
+//
+// SPEC(design.md 12.3 receiving step 8)
+func (s *SeenMessages) accept(e *Envelope, key [32]byte, oldest uint64) (*SeenMessages, error) {
+	if s.seen(key) {
+		return nil, errReplay(e)
+	}
+	return s.with(key, e.Timestamp, oldest), nil
+}
+
+// errReplay is the refusal of an envelope whose message ID was accepted
+// before.
+func errReplay(e *Envelope) error {
+	return fmt.Errorf("%w: %w: message %x from device %x of %s", ErrEnvelope, ErrMessageReplay, e.MessageID, e.SenderDevice, e.From)
+}
+
 // mark returns the low-water mark (0 for an empty cache).
 func (s *SeenMessages) mark() uint64 {
 	if s == nil {
