@@ -192,11 +192,8 @@ func bulkLoad(b *testing.B, d *Directory, n int) {
 	}
 }
 
-// BenchmarkLookup: lookups with the full proof bundle (first contact:
-// epoch part included) against a map of KT_BENCH_HANDLES handles, from
-// parallel callers. Reports lookups/s, the response size and the heap in
-// use after a GC.
-func BenchmarkLookup(b *testing.B) {
+// benchHandles is the map size KT_BENCH_HANDLES asks for (default 100k).
+func benchHandles(b *testing.B) int {
 	n := 100_000
 	if s := os.Getenv("KT_BENCH_HANDLES"); s != "" {
 		var err error
@@ -204,12 +201,15 @@ func BenchmarkLookup(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	e := benchEnv(b)
-	const real = 1000
-	reqs, hs, _ := enrollments(b, e, real, "l")
+	return n
+}
+
+// enrollParallel sends the enrollments from 64 callers and returns the
+// largest log index they were given.
+func enrollParallel(b *testing.B, e *env, reqs []*ktpb.EnrollRequest) uint64 {
 	var last uint64
 	var mu sync.Mutex
-	parallel(real, 64, func(i int) {
+	parallel(len(reqs), 64, func(i int) {
 		r, err := e.d.Enroll(context.Background(), reqs[i])
 		if err != nil {
 			b.Fatal(err)
@@ -218,6 +218,19 @@ func BenchmarkLookup(b *testing.B) {
 		last = max(last, r.LogIndices[0])
 		mu.Unlock()
 	})
+	return last
+}
+
+// BenchmarkLookup: lookups with the full proof bundle (first contact:
+// epoch part included) against a map of KT_BENCH_HANDLES handles, from
+// parallel callers. Reports lookups/s, the response size and the heap in
+// use after a GC.
+func BenchmarkLookup(b *testing.B) {
+	n := benchHandles(b)
+	e := benchEnv(b)
+	const real = 1000
+	reqs, hs, _ := enrollments(b, e, real, "l")
+	last := enrollParallel(b, e, reqs)
 	e.waitEpoch(last)
 	t0 := time.Now()
 	bulkLoad(b, e.d, n-real)
@@ -269,27 +282,11 @@ func BenchmarkLookup(b *testing.B) {
 // signed before the timer (signing is the device's cost, not the
 // directory's); the directory verifies each one's Ed25519 signature.
 func BenchmarkMonitor(b *testing.B) {
-	n := 100_000
-	if s := os.Getenv("KT_BENCH_HANDLES"); s != "" {
-		var err error
-		if n, err = strconv.Atoi(s); err != nil {
-			b.Fatal(err)
-		}
-	}
+	n := benchHandles(b)
 	e := benchEnv(b)
 	const real = 1000
 	reqs, hs, ds := enrollments(b, e, real, "m")
-	var last uint64
-	var mu sync.Mutex
-	parallel(real, 64, func(i int) {
-		r, err := e.d.Enroll(context.Background(), reqs[i])
-		if err != nil {
-			b.Fatal(err)
-		}
-		mu.Lock()
-		last = max(last, r.LogIndices[0])
-		mu.Unlock()
-	})
+	last := enrollParallel(b, e, reqs)
 	first := e.waitEpoch(last)
 	rec, err := api.ParseEpochRecord(first.GetEpochRecord())
 	if err != nil {
