@@ -89,6 +89,7 @@ type Client struct {
 	mu sync.Mutex // serializes the operations of this Client
 
 	senders senderCache // guarded by mu (message.go)
+	hint    hintMemo    // guarded by mu (rotation.go)
 }
 
 // New returns a client of the directory reached through dir (a gRPC

@@ -356,7 +356,7 @@ func withRotations[T any](ctx context.Context, c *Client, op func() (T, error)) 
 	if err != nil {
 		return v, err
 	}
-	if c.rotationHinted(ctx) {
+	if c.rotationHinted(ctx, v) {
 		if _, ferr := c.followRotations(ctx); ferr != nil {
 			var zero T
 			return zero, ferr
@@ -365,22 +365,51 @@ func withRotations[T any](ctx context.Context, c *Client, op func() (T, error)) 
 	return v, nil
 }
 
-// rotationHinted reports whether the trusted checkpoint carries a
-// signature named by the origin under a key other than the current one.
-func (c *Client) rotationHinted(ctx context.Context) bool {
-	st, err := c.load(ctx)
-	if err != nil || st.Trusted == nil {
+// trustedHolder is a verified result that names the trusted epoch it
+// left in the state (*LookupResult, *MonitorReport).
+type trustedHolder interface{ trustedEpoch() *Trusted }
+
+func (r *LookupResult) trustedEpoch() *Trusted  { return r.Trusted }
+func (r *MonitorResult) trustedEpoch() *Trusted { return r.Trusted }
+
+// hintMemo remembers the last checkpoint rotationHinted examined, under
+// which parameters, and its answer: lookups within one epoch share a
+// checkpoint, whose signature lines need reading once. Guarded by
+// Client.mu.
+type hintMemo struct {
+	checkpoint []byte
+	params     *Params
+	hinted     bool
+}
+
+// rotationHinted reports whether the trusted checkpoint (the one result
+// left in the state, or the stored one) carries a signature named by the
+// origin under a key other than the current one.
+func (c *Client) rotationHinted(ctx context.Context, result any) bool {
+	var t *Trusted
+	if h, ok := result.(trustedHolder); ok {
+		t = h.trustedEpoch()
+	}
+	if t == nil {
+		if st, err := c.load(ctx); err == nil {
+			t = st.Trusted
+		}
+	}
+	if t == nil {
 		return false
 	}
 	p := c.params()
-	n, err := note.Open(st.Trusted.Checkpoint, note.VerifierList(p.LogVerifier))
-	if err != nil {
-		return false
+	if m := &c.hint; m.params == p && bytes.Equal(m.checkpoint, t.Checkpoint) {
+		return m.hinted
 	}
-	for _, s := range n.UnverifiedSigs {
-		if s.Name == p.Origin && s.Hash != p.LogVerifier.KeyHash() && (p.rot == nil || !p.rot.pastLog[s.Hash]) {
-			return true
+	hinted := false
+	if n, err := note.Open(t.Checkpoint, note.VerifierList(p.LogVerifier)); err == nil {
+		for _, s := range n.UnverifiedSigs {
+			if s.Name == p.Origin && s.Hash != p.LogVerifier.KeyHash() && (p.rot == nil || !p.rot.pastLog[s.Hash]) {
+				hinted = true
+			}
 		}
 	}
-	return false
+	c.hint = hintMemo{checkpoint: t.Checkpoint, params: p, hinted: hinted}
+	return hinted
 }
