@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
@@ -148,14 +145,9 @@ func (e *env) recoveryPrivate() (ed25519.PrivateKey, error) {
 		}
 		path = filepath.Join(e.cfg.DataDir, ktctl.RecoveryKeyFile)
 	}
-	b, err := os.ReadFile(path)
+	k, err := ktctl.LoadRecoveryPrivateKey(path)
 	if err != nil {
 		return nil, usageErr("recovery private key: %v", err)
 	}
-	s, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "kt-recovery-private:")
-	seed, err := base64.StdEncoding.Strict().DecodeString(s)
-	if !ok || err != nil || len(seed) != ed25519.SeedSize {
-		return nil, usageErr("%s does not hold a recovery private key (kt-recovery-private:<base64 seed>)", path)
-	}
-	return ed25519.NewKeyFromSeed(seed), nil
+	return k, nil
 }

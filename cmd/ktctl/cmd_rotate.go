@@ -10,6 +10,7 @@ import (
 
 	"github.com/keytrans/kt/api"
 	"github.com/keytrans/kt/api/ktpb"
+	"github.com/keytrans/kt/cmd/ktctl/internal/ktctl"
 	"github.com/keytrans/kt/log"
 	"github.com/keytrans/kt/vrf"
 )
@@ -210,26 +211,25 @@ func currentKey(ctx context.Context, dc ktpb.DirectoryClient, pb *ktpb.Parameter
 	return c, nil
 }
 
-// readRotationKey reads a private key of kind from path.
+// readRotationKey reads a private key of kind from path: a note signer
+// key for the log key, "kt-recovery-private:..." for the recovery key.
 func readRotationKey(kind api.KeyKind, path string) (ed25519.PrivateKey, error) {
+	if kind == api.KeyRecovery {
+		k, err := ktctl.LoadRecoveryPrivateKey(path)
+		if err != nil {
+			return nil, usageErr("%s key: %v", kind, err)
+		}
+		return k, nil
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, usageErr("%s key: %v", kind, err)
 	}
-	text := strings.TrimSpace(string(b))
-	if kind == api.KeyLog {
-		k, err := log.Ed25519PrivateKey(text)
-		if err != nil {
-			return nil, usageErr("%s does not hold a note signer key (PRIVATE+KEY+...): %v", path, err)
-		}
-		return k, nil
+	k, err := log.Ed25519PrivateKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, usageErr("%s does not hold a note signer key (PRIVATE+KEY+...): %v", path, err)
 	}
-	s, ok := strings.CutPrefix(text, "kt-recovery-private:")
-	seed, err := base64.StdEncoding.Strict().DecodeString(s)
-	if !ok || err != nil || len(seed) != ed25519.SeedSize {
-		return nil, usageErr("%s does not hold a recovery private key (kt-recovery-private:<base64 seed>)", path)
-	}
-	return ed25519.NewKeyFromSeed(seed), nil
+	return k, nil
 }
 
 // readVRFRotationKeys reads the old and new VRF private keys of a VRF key

@@ -121,13 +121,40 @@ func ParseRecoveryKey(s string) ([32]byte, error) {
 	return k, nil
 }
 
+// ErrNotRecoveryPrivateKey reports a file that does not hold
+// "kt-recovery-private:<base64 seed>".
+var ErrNotRecoveryPrivateKey = errors.New("does not hold a recovery private key (kt-recovery-private:<base64 seed>)")
+
+// LoadRecoveryPrivateKey reads the recovery private key file at path
+// ("kt-recovery-private:<base64 seed>", ktd's recovery.key).
+func LoadRecoveryPrivateKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	k, err := parseRecoveryPrivate(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("%s %w", path, err)
+	}
+	return k, nil
+}
+
+func parseRecoveryPrivate(s string) (ed25519.PrivateKey, error) {
+	rest, ok := strings.CutPrefix(s, recoveryPrivatePrefix)
+	seed, err := b64.DecodeString(rest)
+	if !ok || err != nil || len(seed) != ed25519.SeedSize {
+		return nil, ErrNotRecoveryPrivateKey
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
 func parseRecoveryText(s string) ([32]byte, error) {
-	if rest, ok := strings.CutPrefix(s, recoveryPrivatePrefix); ok {
-		seed, err := b64.DecodeString(rest)
-		if err != nil || len(seed) != ed25519.SeedSize {
+	if strings.HasPrefix(s, recoveryPrivatePrefix) {
+		k, err := parseRecoveryPrivate(s)
+		if err != nil {
 			return [32]byte{}, errors.New("malformed recovery private key")
 		}
-		return [32]byte(ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)), nil
+		return [32]byte(k.Public().(ed25519.PublicKey)), nil
 	}
 	rest, _ := strings.CutPrefix(s, recoveryPublicPrefix)
 	b, err := b64.DecodeString(rest)
